@@ -1,0 +1,149 @@
+//! `WriteBatch`: everything one atomic store write carries.
+
+use ormdb_core::proto::Value;
+
+/// A row as the caller gives it: field names and values. Missing optional fields are null;
+/// fields with `@default(..)` may be left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Row {
+    pub fields: Vec<(String, Value)>,
+}
+
+impl Row {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a field (builder style).
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.fields.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// Adds a field.
+    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
+        self.fields.push((name.to_string(), value.into()));
+    }
+
+    /// The value of a field, if present.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The 16-byte id in field `id`, if present.
+    pub fn id(&self) -> Option<[u8; 16]> {
+        match self.get("id") {
+            Some(Value::Uuid(u)) => Some(*u),
+            _ => None,
+        }
+    }
+}
+
+/// One operation in a batch.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// Insert if absent: a row whose id already exists is skipped (counted as a duplicate),
+    /// so a replayed event never becomes a second row.
+    Insert { entity: String, row: Row },
+    /// Insert or replace by the entity's `@unique` key; the id is derived from the key.
+    Upsert { entity: String, row: Row },
+    /// Replace an existing row (error if it does not exist).
+    Update {
+        entity: String,
+        id: [u8; 16],
+        row: Row,
+    },
+    /// Delete an existing row (error if it does not exist).
+    Delete { entity: String, id: [u8; 16] },
+}
+
+/// Inserts, upserts, consumer offsets and change-feed cursors committed as ONE atomic,
+/// durable write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub(crate) mutations: Vec<Mutation>,
+    /// (topic, partition, next offset to read)
+    pub(crate) offsets: Vec<(String, i32, i64)>,
+    /// (cursor name, next sequence number to read)
+    pub(crate) cursors: Vec<(String, u64)>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, entity: &str, row: Row) -> &mut Self {
+        self.mutations.push(Mutation::Insert {
+            entity: entity.to_string(),
+            row,
+        });
+        self
+    }
+
+    pub fn upsert(&mut self, entity: &str, row: Row) -> &mut Self {
+        self.mutations.push(Mutation::Upsert {
+            entity: entity.to_string(),
+            row,
+        });
+        self
+    }
+
+    pub fn update(&mut self, entity: &str, id: [u8; 16], row: Row) -> &mut Self {
+        self.mutations.push(Mutation::Update {
+            entity: entity.to_string(),
+            id,
+            row,
+        });
+        self
+    }
+
+    pub fn delete(&mut self, entity: &str, id: [u8; 16]) -> &mut Self {
+        self.mutations.push(Mutation::Delete {
+            entity: entity.to_string(),
+            id,
+        });
+        self
+    }
+
+    /// Records that `next_offset` is the next offset to read from `topic`/`partition`.
+    pub fn set_offset(&mut self, topic: &str, partition: i32, next_offset: i64) -> &mut Self {
+        self.offsets
+            .push((topic.to_string(), partition, next_offset));
+        self
+    }
+
+    /// Records that change-feed reader `name` has consumed everything below `next_seq`.
+    pub fn set_cursor(&mut self, name: &str, next_seq: u64) -> &mut Self {
+        self.cursors.push((name.to_string(), next_seq));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.mutations.len() + self.offsets.len() + self.cursors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn mutations(&self) -> &[Mutation] {
+        &self.mutations
+    }
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The commit number (one per batch, contiguous).
+    pub commit: u64,
+    /// Rows inserted, updated (upserts that changed a row included) and deleted.
+    pub inserted: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    /// Inserts skipped because the id already existed, and upserts that changed nothing.
+    pub unchanged: usize,
+    /// The change-feed sequence numbers this batch produced: `first_seq..next_seq`.
+    pub first_seq: u64,
+    pub next_seq: u64,
+}

@@ -1,0 +1,577 @@
+//! The committer: one thread that turns batches into tree operations, makes them durable in
+//! the write-ahead log with one fsync per group of batches, applies them, and acknowledges.
+//!
+//! Batches are materialized one after another, each seeing the effects of those before it in
+//! the same group (an overlay of row states), so a group is equivalent to its batches applied
+//! in order. A batch that fails validation is answered with its error and leaves no trace.
+
+use super::batch::{CommitInfo, Mutation, Row, WriteBatch};
+use super::codec::display_value;
+use super::feed::{encode_feed_record, ChangeOp, FeedItem};
+use super::layout::{EntityLayout, Values};
+use super::{
+    Inner, StoreError, Trees, Value, STMETA_LAST_COMMIT, STMETA_NEXT_SEQ, TREE_DATA, TREE_FEED,
+    TREE_INDEX, TREE_META, TREE_STMETA, TREE_TYPES,
+};
+use ormdb_core::storage::{Record, VersionedKey};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub struct Request {
+    pub batch: WriteBatch,
+    pub reply: tokio::sync::oneshot::Sender<Result<CommitInfo, StoreError>>,
+}
+
+/// One tree operation: put (`Some`) or delete (`None`).
+pub struct Op {
+    pub tree: u8,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The state of a row id as of the batches materialized so far.
+#[derive(Clone)]
+enum RowState {
+    Absent,
+    Live { version: u64, values: Arc<Values> },
+    Deleted { version: u64 },
+}
+
+impl RowState {
+    fn version(&self) -> u64 {
+        match self {
+            RowState::Absent => 0,
+            RowState::Live { version, .. } | RowState::Deleted { version } => *version,
+        }
+    }
+}
+
+pub struct Committer {
+    inner: Arc<Inner>,
+    rx: crossbeam_channel::Receiver<Request>,
+    next_commit: u64,
+    next_seq: u64,
+    max_group: usize,
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+pub fn latest_key(id: &[u8; 16]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(23);
+    k.extend_from_slice(b"latest:");
+    k.extend_from_slice(id);
+    k
+}
+
+pub fn type_key(entity: &str, id: &[u8; 16]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(entity.len() + 17);
+    k.extend_from_slice(entity.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id);
+    k
+}
+
+/// A batch turned into tree operations.
+struct Materialized {
+    ops: Vec<Op>,
+    info: CommitInfo,
+    overlay: HashMap<[u8; 16], RowState>,
+}
+
+impl Committer {
+    pub fn new(
+        inner: Arc<Inner>,
+        rx: crossbeam_channel::Receiver<Request>,
+        next_commit: u64,
+        next_seq: u64,
+        max_group: usize,
+    ) -> Self {
+        Committer {
+            inner,
+            rx,
+            next_commit,
+            next_seq,
+            max_group,
+        }
+    }
+
+    pub fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut group = vec![first];
+            while group.len() < self.max_group {
+                match self.rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        if let Some(message) = self.inner.failure.lock().clone() {
+            for req in group {
+                let _ = req.reply.send(Err(StoreError::Failed {
+                    path: self.inner.path.clone(),
+                    message: message.clone(),
+                }));
+            }
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        let now = now_us();
+        let mut overlay: HashMap<[u8; 16], RowState> = HashMap::new();
+        let mut commit = self.next_commit;
+        let mut seq = self.next_seq;
+        let mut accepted: Vec<(Request, Materialized)> = Vec::with_capacity(group.len());
+        for req in group {
+            match self.materialize(&req.batch, &overlay, commit, seq, now) {
+                Ok(m) => {
+                    overlay.extend(m.overlay.iter().map(|(k, v)| (*k, v.clone())));
+                    commit += 1;
+                    seq = m.info.next_seq;
+                    accepted.push((req, m));
+                }
+                Err(e) => {
+                    let _ = req.reply.send(Err(e));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+
+        let t1 = std::time::Instant::now();
+        // Durable first: one WAL append + fsync for the whole group.
+        let sync = {
+            let mut wal = self.inner.wal.lock();
+            let mut payload = Vec::new();
+            for (_, m) in &accepted {
+                payload.clear();
+                encode_ops(&m.ops, &mut payload);
+                wal.append(m.info.commit, &payload);
+            }
+            wal.sync().and_then(|_| wal.maybe_rotate(commit))
+        };
+        if let Err(e) = sync {
+            tracing::error!(error = %e, "write-ahead log append failed; the group is not committed");
+            let fatal = matches!(&e, StoreError::Io { op, .. } if *op == "fsync WAL");
+            let message = e.to_string();
+            if fatal {
+                *self.inner.failure.lock() = Some(message.clone());
+            }
+            let mut first = Some(e);
+            for (req, _) in accepted {
+                let err = first.take().unwrap_or_else(|| StoreError::Failed {
+                    path: self.inner.path.clone(),
+                    message: message.clone(),
+                });
+                let _ = req.reply.send(Err(err));
+            }
+            return;
+        }
+
+        let t2 = std::time::Instant::now();
+        let nb = accepted.len();
+        // Then visible: apply to the trees and acknowledge.
+        for (req, m) in accepted {
+            let info = m.info;
+            if let Err(e) = apply_ops(&self.inner.trees, m.ops) {
+                let message = format!("applying commit {} failed: {e}", info.commit);
+                tracing::error!(%message, "store write is durable in the WAL but not applied");
+                *self.inner.failure.lock() = Some(message.clone());
+                let _ = req.reply.send(Err(StoreError::Failed {
+                    path: self.inner.path.clone(),
+                    message,
+                }));
+                continue;
+            }
+            self.inner
+                .applied_commit
+                .store(info.commit, Ordering::SeqCst);
+            self.inner.feed_head.send_replace(info.next_seq);
+            let _ = req.reply.send(Ok(info));
+        }
+        self.next_commit = commit;
+        self.next_seq = seq;
+        if std::env::var_os("ST_TIMING").is_some() {
+            eprintln!(
+                "group {nb}: materialize {:?} wal {:?} apply {:?}",
+                t1 - t0,
+                t2 - t1,
+                t2.elapsed()
+            );
+        }
+    }
+
+    fn lookup(
+        &self,
+        id: &[u8; 16],
+        e: &EntityLayout,
+        local: &HashMap<[u8; 16], RowState>,
+        group: &HashMap<[u8; 16], RowState>,
+        need_values: bool,
+    ) -> Result<RowState, StoreError> {
+        if let Some(s) = local.get(id).or_else(|| group.get(id)) {
+            return Ok(s.clone());
+        }
+        let trees = &self.inner.trees;
+        let engine_err = |op: &'static str| {
+            let p = self.inner.path.clone();
+            move |err: sled::Error| StoreError::Engine {
+                path: p,
+                op,
+                message: err.to_string(),
+            }
+        };
+        let Some(v) = trees
+            .meta
+            .get(latest_key(id))
+            .map_err(engine_err("read a latest pointer"))?
+        else {
+            return Ok(RowState::Absent);
+        };
+        let version =
+            u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                what: format!(
+                    "latest pointer of {} is {} bytes",
+                    uuid::Uuid::from_bytes(*id),
+                    v.len()
+                ),
+            })?);
+        let raw = trees
+            .data
+            .get(VersionedKey::new(*id, version).encode())
+            .map_err(engine_err("read a row"))?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!(
+                    "row {} version {version} is named by its latest pointer but missing",
+                    uuid::Uuid::from_bytes(*id)
+                ),
+            })?;
+        let record = Record::from_bytes(&raw).map_err(|err| StoreError::Corrupt {
+            what: format!("row {}: {err}", uuid::Uuid::from_bytes(*id)),
+        })?;
+        if record.deleted {
+            return Ok(RowState::Deleted { version });
+        }
+        let values = if need_values {
+            e.decode_record(&record.data)?
+        } else {
+            Vec::new()
+        };
+        Ok(RowState::Live {
+            version,
+            values: Arc::new(values),
+        })
+    }
+
+    fn materialize(
+        &self,
+        batch: &WriteBatch,
+        group: &HashMap<[u8; 16], RowState>,
+        commit: u64,
+        first_seq: u64,
+        now: i64,
+    ) -> Result<Materialized, StoreError> {
+        let layout = &self.inner.layout;
+        let mut local: HashMap<[u8; 16], RowState> = HashMap::new();
+        let mut ops = Vec::with_capacity(batch.mutations.len() * 7 + 4);
+        let mut feed: Vec<FeedItem> = Vec::new();
+        let mut info = CommitInfo {
+            commit,
+            first_seq,
+            ..Default::default()
+        };
+
+        let internal = batch
+            .offsets
+            .iter()
+            .map(|(topic, partition, offset)| Mutation::Upsert {
+                entity: "ConsumerOffset".into(),
+                row: Row::new()
+                    .with("topic", Value::String(topic.clone()))
+                    .with("partition", Value::Int32(*partition))
+                    .with("next_offset", Value::Int64(*offset))
+                    .with("updated_at", Value::Timestamp(now)),
+            })
+            .chain(batch.cursors.iter().map(|(name, seq)| {
+                Mutation::Upsert {
+                    entity: "FeedCursor".into(),
+                    row: Row::new()
+                        .with("name", Value::String(name.clone()))
+                        .with("next_seq", Value::Int64(*seq as i64))
+                        .with("updated_at", Value::Timestamp(now)),
+                }
+            }))
+            .collect::<Vec<_>>();
+
+        for (n, m) in batch.mutations.iter().chain(internal.iter()).enumerate() {
+            let counted = n < batch.mutations.len();
+            let (entity, id, new_values, op) = match m {
+                Mutation::Insert { entity, row } => {
+                    let e = layout.entity(entity)?;
+                    let values = e.validate(row, now)?;
+                    let id = e.id_of(&values);
+                    let prev = self.lookup(&id, e, &local, group, false)?;
+                    if matches!(prev, RowState::Live { .. }) {
+                        info.unchanged += counted as usize;
+                        continue;
+                    }
+                    (e, id, Some(values), prev)
+                }
+                Mutation::Upsert { entity, row } => {
+                    let e = layout.entity(entity)?;
+                    if e.unique.is_none() {
+                        return Err(StoreError::NoUniqueKey {
+                            entity: entity.clone(),
+                        });
+                    }
+                    let values = e.validate(row, now)?;
+                    let id = e.id_of(&values);
+                    let prev = self.lookup(&id, e, &local, group, true)?;
+                    if let RowState::Live { values: old, .. } = &prev {
+                        if **old == values {
+                            info.unchanged += counted as usize;
+                            continue;
+                        }
+                    }
+                    (e, id, Some(values), prev)
+                }
+                Mutation::Update { entity, id, row } => {
+                    let e = layout.entity(entity)?;
+                    let mut row = row.clone();
+                    match row.id() {
+                        Some(given) if given != *id => {
+                            return Err(StoreError::IdMismatch {
+                                entity: entity.clone(),
+                                given: display_value(&Value::Uuid(given)),
+                                derived: display_value(&Value::Uuid(*id)),
+                            })
+                        }
+                        Some(_) => {}
+                        None if e.unique.is_none() => row.set("id", Value::Uuid(*id)),
+                        None => {}
+                    }
+                    let values = e.validate(&row, now)?;
+                    if e.id_of(&values) != *id {
+                        return Err(StoreError::IdMismatch {
+                            entity: entity.clone(),
+                            given: display_value(&Value::Uuid(*id)),
+                            derived: display_value(&values[e.id_pos]),
+                        });
+                    }
+                    let prev = self.lookup(id, e, &local, group, true)?;
+                    if !matches!(prev, RowState::Live { .. }) {
+                        return Err(StoreError::NotFound {
+                            entity: entity.clone(),
+                            id: uuid::Uuid::from_bytes(*id).to_string(),
+                            op: "update",
+                        });
+                    }
+                    (e, *id, Some(values), prev)
+                }
+                Mutation::Delete { entity, id } => {
+                    let e = layout.entity(entity)?;
+                    let prev = self.lookup(id, e, &local, group, true)?;
+                    if !matches!(prev, RowState::Live { .. }) {
+                        return Err(StoreError::NotFound {
+                            entity: entity.clone(),
+                            id: uuid::Uuid::from_bytes(*id).to_string(),
+                            op: "delete",
+                        });
+                    }
+                    (e, *id, None, prev)
+                }
+            };
+
+            let version = (now as u64).max(op.version() + 1);
+            let old_values = match &op {
+                RowState::Live { values, .. } => Some(values.clone()),
+                _ => None,
+            };
+            let record = match &new_values {
+                Some(values) => Record::with_timestamp(entity.encode_record(values)?, version),
+                None => Record {
+                    data: Vec::new(),
+                    created_at: version,
+                    deleted: true,
+                },
+            };
+            let record_bytes = record.to_bytes().map_err(|err| StoreError::Corrupt {
+                what: format!("{}: cannot encode record: {err}", entity.name),
+            })?;
+            ops.push(Op {
+                tree: TREE_DATA,
+                key: VersionedKey::new(id, version).encode().to_vec(),
+                value: Some(record_bytes),
+            });
+            ops.push(Op {
+                tree: TREE_META,
+                key: latest_key(&id),
+                value: Some(version.to_be_bytes().to_vec()),
+            });
+            if matches!(op, RowState::Absent) {
+                ops.push(Op {
+                    tree: TREE_TYPES,
+                    key: type_key(&entity.name, &id),
+                    value: Some(Vec::new()),
+                });
+            }
+            for idx in &entity.indexes {
+                let old_key = old_values.as_ref().map(|v| entity.index_key(idx, v, &id));
+                let new_key = new_values.as_ref().map(|v| entity.index_key(idx, v, &id));
+                if old_key == new_key {
+                    continue;
+                }
+                if let Some(k) = old_key {
+                    ops.push(Op {
+                        tree: TREE_INDEX,
+                        key: k,
+                        value: None,
+                    });
+                }
+                if let Some(k) = new_key {
+                    ops.push(Op {
+                        tree: TREE_INDEX,
+                        key: k,
+                        value: Some(Vec::new()),
+                    });
+                }
+            }
+            let change = match (&old_values, &new_values) {
+                (None, Some(_)) => {
+                    info.inserted += counted as usize;
+                    ChangeOp::Insert
+                }
+                (Some(_), Some(_)) => {
+                    info.updated += counted as usize;
+                    ChangeOp::Update
+                }
+                _ => {
+                    info.deleted += counted as usize;
+                    ChangeOp::Delete
+                }
+            };
+            if entity.fed {
+                feed.push(FeedItem {
+                    entity_no: entity.no,
+                    op: change,
+                    id,
+                    version,
+                    prev_version: old_values.as_ref().map(|_| op.version()).unwrap_or(0),
+                });
+            }
+            local.insert(
+                id,
+                match new_values {
+                    Some(values) => RowState::Live {
+                        version,
+                        values: Arc::new(values),
+                    },
+                    None => RowState::Deleted { version },
+                },
+            );
+        }
+
+        info.next_seq = first_seq + feed.len() as u64;
+        if !feed.is_empty() {
+            ops.push(Op {
+                tree: TREE_FEED,
+                key: first_seq.to_be_bytes().to_vec(),
+                value: Some(encode_feed_record(&feed)),
+            });
+        }
+        ops.push(Op {
+            tree: TREE_STMETA,
+            key: STMETA_LAST_COMMIT.to_vec(),
+            value: Some(commit.to_be_bytes().to_vec()),
+        });
+        ops.push(Op {
+            tree: TREE_STMETA,
+            key: STMETA_NEXT_SEQ.to_vec(),
+            value: Some(info.next_seq.to_be_bytes().to_vec()),
+        });
+        Ok(Materialized {
+            ops,
+            info,
+            overlay: local,
+        })
+    }
+}
+
+/// `[tree u8][put 1 | delete 0][key len u32][key][value len u32][value]...`
+pub fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
+    for op in ops {
+        out.push(op.tree);
+        out.push(op.value.is_some() as u8);
+        out.extend_from_slice(&(op.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&op.key);
+        if let Some(v) = &op.value {
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+pub fn decode_ops(mut p: &[u8]) -> Result<Vec<Op>, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        what: "write-ahead log record with a valid checksum does not decode".into(),
+    };
+    let take = |p: &mut &[u8], n: usize| -> Result<Vec<u8>, StoreError> {
+        if p.len() < n {
+            return Err(corrupt());
+        }
+        let (a, b) = p.split_at(n);
+        *p = b;
+        Ok(a.to_vec())
+    };
+    let mut ops = Vec::new();
+    while !p.is_empty() {
+        let head = take(&mut p, 2)?;
+        let klen = u32::from_le_bytes(take(&mut p, 4)?.try_into().map_err(|_| corrupt())?);
+        let key = take(&mut p, klen as usize)?;
+        let value = if head[1] == 1 {
+            let vlen = u32::from_le_bytes(take(&mut p, 4)?.try_into().map_err(|_| corrupt())?);
+            Some(take(&mut p, vlen as usize)?)
+        } else {
+            None
+        };
+        ops.push(Op {
+            tree: head[0],
+            key,
+            value,
+        });
+    }
+    Ok(ops)
+}
+
+/// Applies operations to the trees, one sled batch per tree. Idempotent.
+pub fn apply_ops(trees: &Trees, ops: Vec<Op>) -> Result<(), sled::Error> {
+    let mut batches: [Option<sled::Batch>; 6] = Default::default();
+    for op in ops {
+        let b = batches[op.tree.min(5) as usize].get_or_insert_with(sled::Batch::default);
+        match op.value {
+            Some(v) => b.insert(op.key, v),
+            None => b.remove(op.key),
+        }
+    }
+    // Order matters for readers, not for crash safety: rows before the pointers and
+    // indexes that lead to them, the feed last.
+    for tree in [
+        TREE_DATA,
+        TREE_TYPES,
+        TREE_INDEX,
+        TREE_META,
+        TREE_STMETA,
+        TREE_FEED,
+    ] {
+        if let Some(b) = batches[tree as usize].take() {
+            trees.get(tree).apply_batch(b)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The durable change feed: every committed insert, update and delete, in commit order,
+//! numbered by a contiguous sequence, written in the same atomic write as the rows.
+//!
+//! One feed record per commit, keyed by its first sequence number, lists the changes as
+//! (entity, op, id, version, previous version): the rows themselves stay in ormdb-core's data
+//! tree, whose versioned keys keep both the before and the after image.
+
+use super::{Inner, Store, StoreError, STMETA_FEED_FLOOR};
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    Insert,
+    Update,
+    Delete,
+}
+
+pub(crate) struct FeedItem {
+    pub entity_no: u16,
+    pub op: ChangeOp,
+    pub id: [u8; 16],
+    pub version: u64,
+    pub prev_version: u64,
+}
+
+const ITEM_BYTES: usize = 2 + 1 + 16 + 8 + 8;
+
+/// One change, as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeEntry {
+    pub seq: u64,
+    pub entity: String,
+    pub op: ChangeOp,
+    pub id: [u8; 16],
+    /// Version of the row after the change (for a delete: the tombstone's).
+    pub version: u64,
+    /// Version before the change, for updates and deletes.
+    pub prev_version: Option<u64>,
+}
+
+pub(crate) fn encode_feed_record(items: &[FeedItem]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + items.len() * ITEM_BYTES);
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for it in items {
+        out.extend_from_slice(&it.entity_no.to_le_bytes());
+        out.push(match it.op {
+            ChangeOp::Insert => 0,
+            ChangeOp::Update => 1,
+            ChangeOp::Delete => 2,
+        });
+        out.extend_from_slice(&it.id);
+        out.extend_from_slice(&it.version.to_le_bytes());
+        out.extend_from_slice(&it.prev_version.to_le_bytes());
+    }
+    out
+}
+
+fn record_len(value: &[u8]) -> u64 {
+    value
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0) as u64
+}
+
+impl Store {
+    /// The next sequence number the feed will assign: entries `< head` exist.
+    pub fn feed_head(&self) -> u64 {
+        *self.inner().feed_head.borrow()
+    }
+
+    /// The oldest sequence number still kept.
+    pub fn feed_floor(&self) -> u64 {
+        self.inner().feed_floor.load(Ordering::SeqCst)
+    }
+
+    /// Up to `max` entries starting at `from_seq` (inclusive), in order.
+    pub fn feed_read(&self, from_seq: u64, max: usize) -> Result<Vec<ChangeEntry>, StoreError> {
+        let inner = self.inner();
+        let floor = inner.feed_floor.load(Ordering::SeqCst);
+        if from_seq < floor {
+            return Err(StoreError::FeedTruncated {
+                requested: from_seq,
+                oldest: floor,
+            });
+        }
+        let head = self.feed_head();
+        let mut out = Vec::new();
+        if from_seq >= head || max == 0 {
+            return Ok(out);
+        }
+        let err = |e: sled::Error| StoreError::Engine {
+            path: inner.path.clone(),
+            op: "read the change feed",
+            message: e.to_string(),
+        };
+        // The record holding `from_seq` starts at or before it.
+        let start = inner
+            .trees
+            .feed
+            .range(..=from_seq.to_be_bytes())
+            .next_back()
+            .transpose()
+            .map_err(err)?
+            .map(|(k, _)| k)
+            .unwrap_or_else(|| from_seq.to_be_bytes().as_ref().into());
+        for item in inner.trees.feed.range(start..) {
+            let (k, v) = item.map_err(err)?;
+            let first =
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    what: format!("change-feed key of {} bytes", k.len()),
+                })?);
+            let n = record_len(&v);
+            if first.saturating_add(n) <= from_seq {
+                continue;
+            }
+            for i in 0..n {
+                let seq = first + i;
+                if seq < from_seq {
+                    continue;
+                }
+                if seq >= head || out.len() >= max {
+                    return Ok(out);
+                }
+                let b = v
+                    .get(4 + i as usize * ITEM_BYTES..4 + (i as usize + 1) * ITEM_BYTES)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: format!("change-feed record at {first} is short"),
+                    })?;
+                let entity_no = u16::from_le_bytes([b[0], b[1]]);
+                let entity = inner
+                    .layout
+                    .by_no(entity_no)
+                    .map(|e| e.name.clone())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: format!("change-feed entry {seq} names entity #{entity_no}"),
+                    })?;
+                let prev = u64::from_le_bytes(b[27..35].try_into().unwrap_or_default());
+                out.push(ChangeEntry {
+                    seq,
+                    entity,
+                    op: match b[2] {
+                        0 => ChangeOp::Insert,
+                        1 => ChangeOp::Update,
+                        _ => ChangeOp::Delete,
+                    },
+                    id: b[3..19].try_into().unwrap_or_default(),
+                    version: u64::from_le_bytes(b[19..27].try_into().unwrap_or_default()),
+                    prev_version: (prev != 0).then_some(prev),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until entry `seq` exists (that is, until `feed_head() > seq`).
+    pub async fn feed_wait_for(&self, seq: u64) {
+        let mut rx = self.inner().feed_head.subscribe();
+        let _ = rx.wait_for(|head| *head > seq).await;
+    }
+}
+
+/// Drops feed records entirely below the lowest registered cursor (none registered: keep all).
+pub(crate) fn truncate(inner: &Inner) -> Result<(), StoreError> {
+    let err = |e: sled::Error| StoreError::Engine {
+        path: inner.path.clone(),
+        op: "truncate the change feed",
+        message: e.to_string(),
+    };
+    let mut lowest: Option<u64> = None;
+    let cursor = inner.layout.entity("FeedCursor")?;
+    let pos = cursor.field_pos("next_seq")?;
+    for item in inner.engine.scan_entity_type("FeedCursor") {
+        let (_, _, record) = item.map_err(|e| StoreError::Engine {
+            path: inner.path.clone(),
+            op: "read feed cursors",
+            message: e.to_string(),
+        })?;
+        if let ormdb_core::proto::Value::Int64(n) = cursor.decode_record(&record.data)?[pos] {
+            lowest = Some(lowest.map_or(n as u64, |l| l.min(n as u64)));
+        }
+    }
+    let Some(lowest) = lowest else {
+        return Ok(());
+    };
+    let mut floor = inner.feed_floor.load(Ordering::SeqCst);
+    let mut doomed = Vec::new();
+    for item in inner.trees.feed.range(..lowest.to_be_bytes()) {
+        let (k, v) = item.map_err(err)?;
+        let first = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
+        let end = first + record_len(&v);
+        if end > lowest {
+            break;
+        }
+        doomed.push(k);
+        floor = floor.max(end);
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    // Raise the floor before removing, so a reader never silently skips a removed record.
+    inner
+        .trees
+        .stmeta
+        .insert(STMETA_FEED_FLOOR, &floor.to_be_bytes())
+        .map_err(err)?;
+    inner.feed_floor.store(floor, Ordering::SeqCst);
+    for k in doomed {
+        inner.trees.feed.remove(k).map_err(err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! The schema compiled for the write and read paths: field positions, index numbers, and row
+//! validation (types, required fields, defaults, JSON).
+
+use super::codec::{display_value, encode_component, upsert_id, value_type_name};
+use super::{Row, StoreError};
+use crate::schema::{Entity, FieldDefault, FieldType, Schema};
+use ormdb_core::proto::Value;
+use std::collections::HashMap;
+
+/// Entities whose writes are bookkeeping of the store itself and stay out of the change feed
+/// (a feed reader writing its cursor must not produce feed entries for itself to read).
+pub const UNFED_ENTITIES: &[&str] = &["ConsumerOffset", "FeedCursor"];
+
+#[derive(Debug, Clone)]
+pub struct FieldLayout {
+    pub name: String,
+    pub ty: FieldType,
+    pub optional: bool,
+    pub default: Option<FieldDefault>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexLayout {
+    /// Key prefix of this index in the index tree (global across entities).
+    pub no: u8,
+    /// Positions of the indexed fields, in key order.
+    pub fields: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EntityLayout {
+    pub no: u16,
+    pub name: String,
+    pub fields: Vec<FieldLayout>,
+    pub by_name: HashMap<String, usize>,
+    pub id_pos: usize,
+    pub unique: Option<Vec<usize>>,
+    pub indexes: Vec<IndexLayout>,
+    pub fed: bool,
+}
+
+/// Values of one row in schema field order (`Value::Null` for an absent optional field).
+pub type Values = Vec<Value>;
+
+#[derive(Debug)]
+pub struct Layout {
+    pub entities: Vec<EntityLayout>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Layout {
+    pub fn new(schema: &Schema) -> Result<Layout, StoreError> {
+        let mut entities = Vec::new();
+        let mut index_no: u16 = 0;
+        for (no, e) in schema.entities.iter().enumerate() {
+            entities.push(compile_entity(no as u16, e, &mut index_no)?);
+        }
+        if index_no > 255 {
+            return Err(StoreError::Schema(format!(
+                "schema declares {index_no} indexes; the store supports at most 255"
+            )));
+        }
+        let by_name = entities
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Ok(Layout { entities, by_name })
+    }
+
+    pub fn entity(&self, name: &str) -> Result<&EntityLayout, StoreError> {
+        self.by_name
+            .get(name)
+            .map(|&i| &self.entities[i])
+            .ok_or_else(|| StoreError::UnknownEntity {
+                entity: name.to_string(),
+                known: self
+                    .entities
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    pub fn by_no(&self, no: u16) -> Option<&EntityLayout> {
+        self.entities.get(no as usize)
+    }
+}
+
+fn compile_entity(no: u16, e: &Entity, index_no: &mut u16) -> Result<EntityLayout, StoreError> {
+    let fields: Vec<FieldLayout> = e
+        .fields
+        .iter()
+        .map(|f| FieldLayout {
+            name: f.name.clone(),
+            ty: f.ty,
+            optional: f.optional,
+            default: f.default.clone(),
+        })
+        .collect();
+    let by_name: HashMap<String, usize> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.clone(), i))
+        .collect();
+    let pos = |name: &str| {
+        by_name.get(name).copied().ok_or_else(|| {
+            StoreError::Schema(format!(
+                "entity {}: index names unknown field '{name}'",
+                e.name
+            ))
+        })
+    };
+    let id_pos = e
+        .fields
+        .iter()
+        .position(|f| f.is_id)
+        .ok_or_else(|| StoreError::Schema(format!("entity {} has no @id field", e.name)))?;
+    let mut unique = None;
+    let mut indexes = Vec::new();
+    for idx in &e.indexes {
+        let positions = idx
+            .fields
+            .iter()
+            .map(|f| pos(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        if idx.unique {
+            // The unique key becomes the row id; no separate index is needed to enforce it.
+            if unique.is_none() {
+                unique = Some(positions);
+            }
+        } else {
+            indexes.push(IndexLayout {
+                no: (*index_no).min(255) as u8,
+                fields: positions,
+            });
+            *index_no += 1;
+        }
+    }
+    Ok(EntityLayout {
+        no,
+        name: e.name.clone(),
+        fields,
+        by_name,
+        id_pos,
+        unique,
+        indexes,
+        fed: !UNFED_ENTITIES.contains(&e.name.as_str()),
+    })
+}
+
+impl EntityLayout {
+    pub fn field_pos(&self, name: &str) -> Result<usize, StoreError> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| StoreError::UnknownField {
+                entity: self.name.clone(),
+                field: name.to_string(),
+            })
+    }
+
+    /// Checks a row against the schema and returns its values in field order, with defaults
+    /// applied and, for entities with a `@unique` key, the id derived from the key.
+    pub fn validate(&self, row: &Row, now_us: i64) -> Result<Values, StoreError> {
+        let mut values: Vec<Option<Value>> = vec![None; self.fields.len()];
+        for (name, value) in &row.fields {
+            let pos = self.field_pos(name)?;
+            let field = &self.fields[pos];
+            values[pos] = Some(self.check_value(field, value.clone())?);
+        }
+        let mut out = Vec::with_capacity(values.len());
+        for (pos, (slot, field)) in values.into_iter().zip(&self.fields).enumerate() {
+            let v = match slot {
+                Some(v) => v,
+                None => match field.default {
+                    Some(FieldDefault::Uuid) if pos != self.id_pos || self.unique.is_none() => {
+                        Value::Uuid(*uuid::Uuid::new_v4().as_bytes())
+                    }
+                    Some(FieldDefault::Now) => Value::Timestamp(now_us),
+                    _ if pos == self.id_pos && self.unique.is_some() => Value::Null,
+                    _ => Value::Null,
+                },
+            };
+            if v == Value::Null && !field.optional && !(pos == self.id_pos && self.unique.is_some())
+            {
+                return Err(StoreError::MissingField {
+                    entity: self.name.clone(),
+                    field: field.name.clone(),
+                });
+            }
+            out.push(v);
+        }
+        if let Some(key) = &self.unique {
+            let key_values: Vec<&Value> = key.iter().map(|&p| &out[p]).collect();
+            let derived = Value::Uuid(upsert_id(&self.name, &key_values));
+            if out[self.id_pos] != Value::Null && out[self.id_pos] != derived {
+                return Err(StoreError::IdMismatch {
+                    entity: self.name.clone(),
+                    given: display_value(&out[self.id_pos]),
+                    derived: display_value(&derived),
+                });
+            }
+            out[self.id_pos] = derived;
+        }
+        Ok(out)
+    }
+
+    fn check_value(&self, field: &FieldLayout, value: Value) -> Result<Value, StoreError> {
+        let mismatch = |value: &Value| StoreError::FieldType {
+            entity: self.name.clone(),
+            field: field.name.clone(),
+            expected: field.ty.name(),
+            got: value_type_name(value),
+            value: display_value(value),
+        };
+        Ok(match (field.ty, value) {
+            (_, Value::Null) => Value::Null,
+            (FieldType::Uuid, v @ Value::Uuid(_)) => v,
+            (FieldType::String, v @ Value::String(_)) => v,
+            (FieldType::Json, Value::String(s)) => {
+                if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&s) {
+                    return Err(StoreError::InvalidJson {
+                        entity: self.name.clone(),
+                        field: field.name.clone(),
+                        value: display_value(&Value::String(s)),
+                        error: e.to_string(),
+                    });
+                }
+                Value::String(s)
+            }
+            (FieldType::Timestamp, v @ Value::Timestamp(_)) => v,
+            (FieldType::Int32, v @ Value::Int32(_)) => v,
+            (FieldType::Int64, Value::Int32(n)) => Value::Int64(n as i64),
+            (FieldType::Int64, v @ Value::Int64(_)) => v,
+            (FieldType::Float64, Value::Int32(n)) => Value::Float64(n as f64),
+            (FieldType::Float64, Value::Int64(n)) => Value::Float64(n as f64),
+            (FieldType::Float64, v @ Value::Float64(_)) => v,
+            (FieldType::Bool, v @ Value::Bool(_)) => v,
+            (_, v) => return Err(mismatch(&v)),
+        })
+    }
+
+    /// The id of a validated row.
+    pub fn id_of(&self, values: &Values) -> [u8; 16] {
+        match &values[self.id_pos] {
+            Value::Uuid(u) => *u,
+            _ => [0; 16],
+        }
+    }
+
+    /// The key of `values` in index `idx`: prefix, components, then the row id.
+    pub fn index_key(&self, idx: &IndexLayout, values: &Values, id: &[u8; 16]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(64);
+        key.push(idx.no);
+        for &p in &idx.fields {
+            encode_component(&mut key, &values[p]);
+        }
+        key.extend_from_slice(id);
+        key
+    }
+
+    /// Values in ormdb-core's record encoding (absent optional fields are left out).
+    pub fn encode_record(&self, values: &Values) -> Result<Vec<u8>, StoreError> {
+        let pairs: Vec<(String, Value)> = self
+            .fields
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| **v != Value::Null)
+            .map(|(f, v)| (f.name.clone(), v.clone()))
+            .collect();
+        ormdb_core::query::encode_entity(&pairs).map_err(|e| StoreError::Corrupt {
+            what: format!("{}: cannot encode row: {e}", self.name),
+        })
+    }
+
+    /// Decodes ormdb-core's record encoding into values in field order.
+    pub fn decode_record(&self, data: &[u8]) -> Result<Values, StoreError> {
+        let pairs = ormdb_core::query::decode_entity(data).map_err(|e| StoreError::Corrupt {
+            what: format!("{}: cannot decode row: {e}", self.name),
+        })?;
+        let mut out = vec![Value::Null; self.fields.len()];
+        for (name, v) in pairs {
+            if let Some(&p) = self.by_name.get(&name) {
+                out[p] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Values as a `Row` with every field named.
+    pub fn to_row(&self, values: Values) -> Row {
+        Row {
+            fields: self
+                .fields
+                .iter()
+                .map(|f| f.name.clone())
+                .zip(values)
+                .collect(),
+        }
+    }
+}

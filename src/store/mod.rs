@@ -1,0 +1,592 @@
+//! The store: the only module that touches ormdb-core.
+//!
+//! Rows live in ormdb-core's own trees and record format (`data`, `meta` latest pointers,
+//! `index:entity_type`), so ormdb-core's readers (`StorageEngine::get_latest`,
+//! `scan_entity_type`, `QueryExecutor`) see them. On top of that the store owns:
+//! - the write path ([`WriteBatch`] -> one WAL record -> sled trees), with group commit: a
+//!   single committer thread takes every batch waiting, appends them to the write-ahead log,
+//!   fsyncs once, applies them, and acknowledges each (`wal`, `commit`);
+//! - secondary indexes for every `@index` (tree `streamtally:index`), upsert by `@unique`
+//!   key (deterministic ids), consumer offsets and feed cursors as rows, all inside that one
+//!   atomic write;
+//! - the durable change feed (tree `streamtally:feed`, `feed`);
+//! - the reads the gateway needs over those indexes (`query`).
+
+mod batch;
+pub mod codec;
+mod commit;
+mod feed;
+mod layout;
+mod query;
+mod wal;
+
+pub use batch::{CommitInfo, Mutation, Row, WriteBatch};
+pub use feed::{ChangeEntry, ChangeOp};
+pub use layout::UNFED_ENTITIES;
+pub use ormdb_core::proto::Value;
+pub use query::{Filter, Order, Query};
+
+use crate::schema::Schema;
+use commit::{Committer, Request};
+use layout::Layout;
+use ormdb_core::{Catalog, StorageConfig, StorageEngine};
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Errors of the store. Each names the path, entity, field or value it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: cannot {op} at {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store at {path}: ormdb-core failed to {op}: {message}")]
+    Engine {
+        path: PathBuf,
+        op: &'static str,
+        message: String,
+    },
+    #[error("store schema: {0}")]
+    Schema(String),
+    #[error("unknown entity '{entity}' (schema.ormdb declares: {known})")]
+    UnknownEntity { entity: String, known: String },
+    #[error("{entity}: unknown field '{field}'")]
+    UnknownField { entity: String, field: String },
+    #[error("{entity}.{field}: expected {expected}, got {got} {value}")]
+    FieldType {
+        entity: String,
+        field: String,
+        expected: &'static str,
+        got: &'static str,
+        value: String,
+    },
+    #[error("{entity}.{field}: required field is missing")]
+    MissingField { entity: String, field: String },
+    #[error("{entity}.{field}: value {value} is not valid JSON: {error}")]
+    InvalidJson {
+        entity: String,
+        field: String,
+        value: String,
+        error: String,
+    },
+    #[error("{entity}: cannot {op} row {id}: it does not exist")]
+    NotFound {
+        entity: String,
+        id: String,
+        op: &'static str,
+    },
+    #[error("{entity}: upsert needs a @unique key and schema.ormdb declares none for it")]
+    NoUniqueKey { entity: String },
+    #[error("{entity}: id {given} does not match {derived}, the id derived from its @unique key")]
+    IdMismatch {
+        entity: String,
+        given: String,
+        derived: String,
+    },
+    #[error("store at {path} is closed")]
+    Closed { path: PathBuf },
+    #[error("store at {path} stopped accepting writes after a failure ({message}); reopen it to recover from the write-ahead log")]
+    Failed { path: PathBuf, message: String },
+    #[error("store: corrupt data: {what}")]
+    Corrupt { what: String },
+    #[error("change feed: sequence {requested} was truncated; the oldest kept is {oldest}")]
+    FeedTruncated { requested: u64, oldest: u64 },
+    #[error("query on {entity}: {message}")]
+    Query { entity: String, message: String },
+}
+
+/// Tuning of a store; `StoreOptions::new(path)` gives the defaults.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    /// sled page cache.
+    pub cache_capacity_bytes: u64,
+    /// Most batches one fsync may carry (group commit).
+    pub group_commit_max_batches: usize,
+    /// WAL segment size before rotation.
+    pub wal_segment_bytes: u64,
+    /// How often sled is flushed and old WAL segments and feed entries are dropped.
+    pub checkpoint_interval: Duration,
+}
+
+impl StoreOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            path: path.into(),
+            cache_capacity_bytes: 256 << 20,
+            group_commit_max_batches: 16,
+            wal_segment_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_secs(5),
+        }
+    }
+
+    #[cfg(any())]
+    pub fn from_config(cfg: &crate::config::StoreConfig) -> Self {
+        StoreOptions {
+            path: PathBuf::from(&cfg.path),
+            cache_capacity_bytes: cfg.cache_capacity_mb << 20,
+            group_commit_max_batches: cfg.group_commit_max_batches.max(1) as usize,
+            wal_segment_bytes: cfg.wal_segment_mb.max(1) << 20,
+            checkpoint_interval: Duration::from_millis(cfg.checkpoint_interval_ms.max(10)),
+        }
+    }
+}
+
+/// sled trees the store writes; the first three are ormdb-core's own.
+pub(crate) struct Trees {
+    pub data: sled::Tree,
+    pub meta: sled::Tree,
+    pub types: sled::Tree,
+    pub index: sled::Tree,
+    pub feed: sled::Tree,
+    pub stmeta: sled::Tree,
+}
+
+pub(crate) const TREE_DATA: u8 = 0;
+pub(crate) const TREE_META: u8 = 1;
+pub(crate) const TREE_TYPES: u8 = 2;
+pub(crate) const TREE_INDEX: u8 = 3;
+pub(crate) const TREE_FEED: u8 = 4;
+pub(crate) const TREE_STMETA: u8 = 5;
+
+impl Trees {
+    pub fn get(&self, id: u8) -> &sled::Tree {
+        match id {
+            TREE_DATA => &self.data,
+            TREE_META => &self.meta,
+            TREE_TYPES => &self.types,
+            TREE_INDEX => &self.index,
+            TREE_FEED => &self.feed,
+            _ => &self.stmeta,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub path: PathBuf,
+    pub layout: Layout,
+    pub engine: StorageEngine,
+    pub catalog: Catalog,
+    pub trees: Trees,
+    pub requests: Mutex<Option<crossbeam_channel::Sender<Request>>>,
+    /// Next change-feed sequence number: every entry below it is durable and readable.
+    pub feed_head: tokio::sync::watch::Sender<u64>,
+    /// Highest commit applied to the sled trees.
+    pub applied_commit: AtomicU64,
+    /// Lowest feed sequence still kept (entries below were truncated).
+    pub feed_floor: AtomicU64,
+    pub failure: Mutex<Option<String>>,
+    pub wal: Mutex<wal::Wal>,
+}
+
+/// An open store. Cheap to clone; every clone shares one committer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const STMETA_CHECKPOINT: &[u8] = b"checkpoint";
+const STMETA_LAST_COMMIT: &[u8] = b"last_commit";
+const STMETA_NEXT_SEQ: &[u8] = b"next_seq";
+const STMETA_FEED_FLOOR: &[u8] = b"feed_floor";
+
+fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, sled::Error> {
+    Ok(tree
+        .get(key)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+}
+
+impl Store {
+    /// Opens (or creates) the store at `opts.path` for `schema`, replaying the write-ahead log.
+    pub fn open(opts: StoreOptions, schema: &Schema) -> Result<Store, StoreError> {
+        let started = Instant::now();
+        let path = opts.path.clone();
+        std::fs::create_dir_all(&path).map_err(|source| StoreError::Io {
+            op: "create store directory",
+            path: path.clone(),
+            source,
+        })?;
+        let layout = Layout::new(schema)?;
+        let db_path = path.join("ormdb");
+        let engine_err = |op: &'static str| {
+            let p = db_path.clone();
+            move |e: ormdb_core::Error| StoreError::Engine {
+                path: p,
+                op,
+                message: e.to_string(),
+            }
+        };
+        let engine = StorageEngine::open(StorageConfig {
+            path: db_path.clone(),
+            cache_capacity: opts.cache_capacity_bytes,
+            flush_every_ms: Some(1000),
+            compression: false,
+            temporary: false,
+            retention: ormdb_core::storage::RetentionPolicy::keep_all(),
+            compaction_interval: None,
+        })
+        .map_err(engine_err("open the database"))?;
+        let catalog = Catalog::open(engine.db()).map_err(engine_err("open the catalog"))?;
+        sync_catalog(&catalog, schema).map_err(engine_err("store the schema in the catalog"))?;
+
+        let sled_err = |op: &'static str| {
+            let p = db_path.clone();
+            move |e: sled::Error| StoreError::Engine {
+                path: p,
+                op,
+                message: e.to_string(),
+            }
+        };
+        let db = engine.db();
+        let open = |name: &str| db.open_tree(name).map_err(sled_err("open a tree"));
+        let trees = Trees {
+            data: open("data")?,
+            meta: open("meta")?,
+            types: open("index:entity_type")?,
+            index: open("streamtally:index")?,
+            feed: open("streamtally:feed")?,
+            stmeta: open("streamtally:meta")?,
+        };
+        let checkpoint = read_u64(&trees.stmeta, STMETA_CHECKPOINT)
+            .map_err(sled_err("read the checkpoint"))?
+            .unwrap_or(0);
+        let (mut wal, records) =
+            wal::Wal::open(&path.join("wal"), opts.wal_segment_bytes, checkpoint)?;
+        let replayed = records.len();
+        for rec in &records {
+            let ops = commit::decode_ops(&rec.payload)?;
+            commit::apply_ops(&trees, ops).map_err(sled_err("replay the write-ahead log"))?;
+        }
+        if replayed > 0 {
+            let last = records.last().map(|r| r.commit).unwrap_or(checkpoint);
+            trees
+                .stmeta
+                .insert(STMETA_CHECKPOINT, &last.to_be_bytes())
+                .map_err(sled_err("write the checkpoint"))?;
+            engine.flush().map_err(engine_err("flush after replay"))?;
+            wal.remove_through(last)?;
+        }
+        let last_commit = read_u64(&trees.stmeta, STMETA_LAST_COMMIT)
+            .map_err(sled_err("read the last commit"))?
+            .unwrap_or(0);
+        let next_seq = read_u64(&trees.stmeta, STMETA_NEXT_SEQ)
+            .map_err(sled_err("read the feed head"))?
+            .unwrap_or(1);
+        let feed_floor = read_u64(&trees.stmeta, STMETA_FEED_FLOOR)
+            .map_err(sled_err("read the feed floor"))?
+            .unwrap_or(1);
+        tracing::info!(path = %path.display(), replayed_commits = replayed, last_commit, next_seq,
+            elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
+
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        let inner = Arc::new(Inner {
+            path: path.clone(),
+            layout,
+            engine,
+            catalog,
+            trees,
+            requests: Mutex::new(Some(tx)),
+            feed_head: tokio::sync::watch::channel(next_seq).0,
+            applied_commit: AtomicU64::new(last_commit),
+            feed_floor: AtomicU64::new(feed_floor),
+            failure: Mutex::new(None),
+            wal: Mutex::new(wal),
+        });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committer = Committer::new(
+            inner.clone(),
+            rx,
+            last_commit + 1,
+            next_seq,
+            opts.group_commit_max_batches,
+        );
+        let mut threads = vec![std::thread::Builder::new()
+            .name("store-committer".into())
+            .spawn(move || committer.run())
+            .map_err(|source| StoreError::Io {
+                op: "start the committer thread",
+                path: path.clone(),
+                source,
+            })?];
+        let (ck_inner, ck_stop, interval) = (inner.clone(), stop.clone(), opts.checkpoint_interval);
+        threads.push(
+            std::thread::Builder::new()
+                .name("store-checkpoint".into())
+                .spawn(move || checkpoint_loop(ck_inner, ck_stop, interval))
+                .map_err(|source| StoreError::Io {
+                    op: "start the checkpoint thread",
+                    path: path.clone(),
+                    source,
+                })?,
+        );
+        Ok(Store {
+            inner,
+            threads: Arc::new(Mutex::new(threads)),
+            stop,
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Commits `batch` atomically; returns once it is durable (fsynced) and readable.
+    pub async fn write(&self, batch: WriteBatch) -> Result<CommitInfo, StoreError> {
+        let rx = self.submit(batch)?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    /// `write` for threads outside an async runtime.
+    pub fn write_blocking(&self, batch: WriteBatch) -> Result<CommitInfo, StoreError> {
+        let rx = self.submit(batch)?;
+        rx.blocking_recv().map_err(|_| self.closed())?
+    }
+
+    fn submit(
+        &self,
+        batch: WriteBatch,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<CommitInfo, StoreError>>, StoreError> {
+        if let Some(message) = self.inner.failure.lock().clone() {
+            return Err(StoreError::Failed {
+                path: self.inner.path.clone(),
+                message,
+            });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sender = self
+            .inner
+            .requests
+            .lock()
+            .clone()
+            .ok_or_else(|| self.closed())?;
+        sender
+            .send(Request { batch, reply: tx })
+            .map_err(|_| self.closed())?;
+        Ok(rx)
+    }
+
+    fn closed(&self) -> StoreError {
+        StoreError::Closed {
+            path: self.inner.path.clone(),
+        }
+    }
+
+    /// The latest version of a row, or None if it does not exist or was deleted.
+    pub fn get(&self, entity: &str, id: &[u8; 16]) -> Result<Option<Row>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        Ok(self.get_values(entity, id)?.map(|v| e.to_row(v)))
+    }
+
+    pub(crate) fn get_values(
+        &self,
+        entity: &str,
+        id: &[u8; 16],
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        match self
+            .inner
+            .engine
+            .get_latest(id)
+            .map_err(|err| StoreError::Engine {
+                path: self.inner.path.clone(),
+                op: "read a row",
+                message: err.to_string(),
+            })? {
+            Some((_, record)) => Ok(Some(e.decode_record(&record.data)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A specific version of a row (as named by a change-feed entry).
+    pub fn get_version(
+        &self,
+        entity: &str,
+        id: &[u8; 16],
+        version: u64,
+    ) -> Result<Option<Row>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        match self
+            .inner
+            .engine
+            .get(id, version)
+            .map_err(|err| StoreError::Engine {
+                path: self.inner.path.clone(),
+                op: "read a row version",
+                message: err.to_string(),
+            })? {
+            Some(record) => Ok(Some(e.to_row(e.decode_record(&record.data)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored next offset of `topic`/`partition`, if any batch recorded one.
+    pub fn offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        let e = self.inner.layout.entity("ConsumerOffset")?;
+        let key = [Value::String(topic.to_string()), Value::Int32(partition)];
+        let id = codec::upsert_id(&e.name, &key.iter().collect::<Vec<_>>());
+        Ok(self.get_values("ConsumerOffset", &id)?.and_then(|v| {
+            match v[e.field_pos("next_offset").ok()?] {
+                Value::Int64(n) => Some(n),
+                _ => None,
+            }
+        }))
+    }
+
+    /// Every stored (topic, partition, next offset).
+    pub fn offsets(&self) -> Result<Vec<(String, i32, i64)>, StoreError> {
+        let rows = self.scan_all("ConsumerOffset")?;
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |r| match (r.get("topic"), r.get("partition"), r.get("next_offset")) {
+                    (Some(Value::String(t)), Some(Value::Int32(p)), Some(Value::Int64(o))) => {
+                        Some((t.clone(), *p, *o))
+                    }
+                    _ => None,
+                },
+            )
+            .collect())
+    }
+
+    /// The stored position of change-feed reader `name`, if it registered one.
+    pub fn cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let e = self.inner.layout.entity("FeedCursor")?;
+        let id = codec::upsert_id(&e.name, &[&Value::String(name.to_string())]);
+        Ok(self.get_values("FeedCursor", &id)?.and_then(|v| {
+            match v[e.field_pos("next_seq").ok()?] {
+                Value::Int64(n) => Some(n as u64),
+                _ => None,
+            }
+        }))
+    }
+
+    /// Every row of `entity` (through ormdb-core's type index). For small entities and tests.
+    pub fn scan_all(&self, entity: &str) -> Result<Vec<Row>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        let mut rows = Vec::new();
+        for item in self.inner.engine.scan_entity_type(entity) {
+            let (_, _, record) = item.map_err(|err| StoreError::Engine {
+                path: self.inner.path.clone(),
+                op: "scan an entity",
+                message: err.to_string(),
+            })?;
+            rows.push(e.to_row(e.decode_record(&record.data)?));
+        }
+        Ok(rows)
+    }
+
+    /// The ormdb-core engine and catalog underneath, for ormdb-core's own readers.
+    pub fn ormdb(&self) -> (&StorageEngine, &Catalog) {
+        (&self.inner.engine, &self.inner.catalog)
+    }
+
+    /// Bytes the store occupies on disk (database and write-ahead log).
+    pub fn disk_bytes(&self) -> u64 {
+        dir_size(&self.inner.path)
+    }
+
+    /// Checks that every index agrees with the rows and the change feed is contiguous and
+    /// names existing row versions. Returns the problems found (empty = consistent).
+    pub fn verify(&self) -> Result<Vec<String>, StoreError> {
+        query::verify(self)
+    }
+
+    /// Flushes sled, records a checkpoint and drops the WAL segments it covers.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        checkpoint(&self.inner)
+    }
+
+    /// Stops the committer after the batches already submitted, checkpoints, and joins.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.inner.requests.lock().take();
+        self.stop.store(true, Ordering::SeqCst);
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        if self.inner.failure.lock().is_none() {
+            checkpoint(&self.inner)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+fn sync_catalog(catalog: &Catalog, schema: &Schema) -> Result<(), ormdb_core::Error> {
+    let current = catalog.current_schema()?;
+    let version = current.as_ref().map(|c| c.version).unwrap_or(0);
+    let wanted = schema.to_bundle(version);
+    let same = match &current {
+        Some(c) => c.to_bytes()? == wanted.to_bytes()?,
+        None => false,
+    };
+    if !same {
+        catalog.apply_schema(wanted)?;
+    }
+    Ok(())
+}
+
+fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
+    let sled_err = |op: &'static str| {
+        let p = inner.path.clone();
+        move |e: sled::Error| StoreError::Engine {
+            path: p,
+            op,
+            message: e.to_string(),
+        }
+    };
+    let applied = inner.applied_commit.load(Ordering::SeqCst);
+    feed::truncate(inner)?;
+    inner
+        .trees
+        .stmeta
+        .insert(STMETA_CHECKPOINT, &applied.to_be_bytes())
+        .map_err(sled_err("write the checkpoint"))?;
+    inner.engine.flush().map_err(|e| StoreError::Engine {
+        path: inner.path.clone(),
+        op: "flush",
+        message: e.to_string(),
+    })?;
+    inner.wal.lock().remove_through(applied)?;
+    Ok(())
+}
+
+fn checkpoint_loop(inner: Arc<Inner>, stop: Arc<std::sync::atomic::AtomicBool>, every: Duration) {
+    let mut last = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20).min(every));
+        if last.elapsed() < every {
+            continue;
+        }
+        last = Instant::now();
+        if let Err(error) = checkpoint(&inner) {
+            tracing::warn!(%error, "store checkpoint failed; will retry");
+        }
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

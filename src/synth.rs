@@ -1,0 +1,188 @@
+//! Synthetic, seed-shaped product-analytics events: several orgs, users with sessions, a
+//! skewed mix of event names, ~200-byte JSON properties. Deterministic for a given seed, so
+//! benchmarks and tests can regenerate exactly what they wrote.
+
+use crate::store::{Row, Value};
+use chrono::{DateTime, Timelike, Utc};
+
+/// Event names, most common first (the generator picks low indexes more often).
+pub const EVENT_NAMES: [&str; 50] = [
+    "page_view",
+    "click",
+    "session_start",
+    "session_end",
+    "scroll",
+    "search",
+    "add_to_cart",
+    "view_item",
+    "sign_in",
+    "sign_out",
+    "form_submit",
+    "video_play",
+    "video_pause",
+    "share",
+    "purchase",
+    "checkout_start",
+    "checkout_step",
+    "remove_from_cart",
+    "wishlist_add",
+    "filter_apply",
+    "sort_change",
+    "download",
+    "upload",
+    "comment",
+    "like",
+    "follow",
+    "unfollow",
+    "notification_open",
+    "settings_change",
+    "profile_update",
+    "invite_sent",
+    "invite_accepted",
+    "trial_start",
+    "subscription_start",
+    "subscription_cancel",
+    "plan_upgrade",
+    "plan_downgrade",
+    "error_shown",
+    "help_open",
+    "chat_start",
+    "chat_end",
+    "export",
+    "import",
+    "report_view",
+    "dashboard_view",
+    "api_call",
+    "webhook_sent",
+    "feature_flag_eval",
+    "experiment_exposure",
+    "app_open",
+];
+
+const EVENT_TYPES: [&str; 4] = ["track", "page", "identify", "screen"];
+const BROWSERS: [&str; 5] = ["Chrome", "Firefox", "Safari", "Edge", "Opera"];
+const OSES: [&str; 5] = ["macOS", "Windows", "Linux", "iOS", "Android"];
+
+/// Shape of the synthetic stream.
+#[derive(Debug, Clone)]
+pub struct SynthConfig {
+    pub orgs: usize,
+    pub users: usize,
+    pub seed: u64,
+    /// Event times are spread evenly over `[end - span_days, end)`, in order.
+    pub span_days: u32,
+    pub end: DateTime<Utc>,
+    /// Total events the time span is spread over.
+    pub total: u64,
+}
+
+impl SynthConfig {
+    pub fn new(total: u64) -> Self {
+        SynthConfig {
+            orgs: 20,
+            users: 10_000,
+            seed: 42,
+            span_days: 30,
+            end: Utc::now(),
+            total,
+        }
+    }
+
+    /// The org ids: deterministic UUIDs.
+    pub fn org_id(&self, n: usize) -> [u8; 16] {
+        *uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("streamtally-org-{n}").as_bytes(),
+        )
+        .as_bytes()
+    }
+}
+
+/// splitmix64: small, fast, good enough for synthetic data.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One synthetic event, decoupled from how it is stored.
+#[derive(Debug, Clone)]
+pub struct SynthEvent {
+    pub id: [u8; 16],
+    pub org: usize,
+    pub org_id: [u8; 16],
+    pub event_type: &'static str,
+    pub event_name: &'static str,
+    pub user_id: String,
+    pub session_id: String,
+    pub properties: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl SynthEvent {
+    /// Event `i` of the stream described by `cfg`.
+    pub fn generate(cfg: &SynthConfig, i: u64) -> SynthEvent {
+        let r = mix(cfg.seed ^ i.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let r2 = mix(r);
+        let org = (r % cfg.orgs as u64) as usize;
+        // Skewed: squaring a uniform number favours the first names.
+        let u = (r2 >> 11) as f64 / (1u64 << 53) as f64;
+        let name = EVENT_NAMES[((u * u) * EVENT_NAMES.len() as f64) as usize % EVENT_NAMES.len()];
+        let user = (r2 >> 20) % cfg.users as u64;
+        let span_us = cfg.span_days as i64 * 86_400_000_000;
+        let offset = (i as i128 * span_us as i128 / cfg.total.max(1) as i128) as i64;
+        let timestamp = cfg.end - chrono::Duration::microseconds(span_us - offset);
+        let session = format!("s{user}-{}", timestamp.timestamp() / 1800);
+        let properties = format!(
+            r#"{{"path":"/app/section/{}/item/{}","referrer":"https://www.example.com/landing/{}","browser":"{}","os":"{}","screen":"1440x900","plan":"{}","value":{}.{:02},"campaign":"autumn_sale_{}"}}"#,
+            r % 17,
+            r2 % 100_000,
+            r % 31,
+            BROWSERS[(r >> 8) as usize % 5],
+            OSES[(r >> 16) as usize % 5],
+            if r % 3 == 0 { "pro" } else { "free" },
+            r2 % 500,
+            r % 100,
+            r2 % 12
+        );
+        let mut id_bytes = [0u8; 16];
+        id_bytes[..8].copy_from_slice(&mix(cfg.seed.wrapping_add(i)).to_le_bytes());
+        id_bytes[8..].copy_from_slice(&i.to_be_bytes());
+        let id = *uuid::Builder::from_random_bytes(id_bytes)
+            .as_uuid()
+            .as_bytes();
+        SynthEvent {
+            id,
+            org,
+            org_id: cfg.org_id(org),
+            event_type: EVENT_TYPES[(r >> 24) as usize % 4],
+            event_name: name,
+            user_id: format!("user_{user}"),
+            session_id: session,
+            properties,
+            timestamp,
+        }
+    }
+
+    /// The event as an `Event` row of schema.ormdb.
+    pub fn to_row(&self) -> Row {
+        Row::new()
+            .with("id", Value::Uuid(self.id))
+            .with("org_id", Value::Uuid(self.org_id))
+            .with("event_type", Value::String(self.event_type.into()))
+            .with("event_name", Value::String(self.event_name.into()))
+            .with("user_id", Value::String(self.user_id.clone()))
+            .with("session_id", Value::String(self.session_id.clone()))
+            .with("properties", Value::String(self.properties.clone()))
+            .with(
+                "timestamp",
+                Value::Timestamp(self.timestamp.timestamp_micros()),
+            )
+            .with(
+                "date",
+                Value::String(self.timestamp.format("%Y-%m-%d").to_string()),
+            )
+            .with("hour", Value::Int32(self.timestamp.hour() as i32))
+    }
+}
