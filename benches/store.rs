@@ -131,7 +131,7 @@ fn main() {
                     .unwrap()
                     .push(t.elapsed().as_secs_f64() * 1000.0);
                 chunk_done.lock().unwrap().push((to, Instant::now()));
-                if to % 100_000 == 0 {
+                if to.is_multiple_of(100_000) {
                     eprintln!(
                         "  {to} events written ({:.1} s)",
                         started.elapsed().as_secs_f64()
@@ -164,6 +164,10 @@ fn main() {
     store.close().expect("close");
     drop(store);
     let disk = streamtally_dir_size(dir.path());
+    let _ = std::process::Command::new("du")
+        .args(["-ab", "--max-depth=2"])
+        .arg(dir.path())
+        .status();
     let t = Instant::now();
     let store = Store::open(StoreOptions::new(dir.path()), &schema).expect("reopen store");
     let reopen_ms = t.elapsed().as_secs_f64() * 1000.0;

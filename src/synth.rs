@@ -141,7 +141,7 @@ impl SynthEvent {
             r % 31,
             BROWSERS[(r >> 8) as usize % 5],
             OSES[(r >> 16) as usize % 5],
-            if r % 3 == 0 { "pro" } else { "free" },
+            if r.is_multiple_of(3) { "pro" } else { "free" },
             r2 % 500,
             r % 100,
             r2 % 12

@@ -89,6 +89,12 @@ pub enum StoreError {
         given: String,
         derived: String,
     },
+    #[error("{entity}: the row carries id {row_id} but the update targets {target}")]
+    IdConflict {
+        entity: String,
+        row_id: String,
+        target: String,
+    },
     #[error("store at {path} is closed")]
     Closed { path: PathBuf },
     #[error("store at {path} stopped accepting writes after a failure ({message}); reopen it to recover from the write-ahead log")]
@@ -126,10 +132,9 @@ impl StoreOptions {
         }
     }
 
-    #[cfg(any())]
     pub fn from_config(cfg: &crate::config::StoreConfig) -> Self {
         StoreOptions {
-            path: PathBuf::from(&cfg.path),
+            path: cfg.path.clone(),
             cache_capacity_bytes: cfg.cache_capacity_mb << 20,
             group_commit_max_batches: cfg.group_commit_max_batches.max(1) as usize,
             wal_segment_bytes: cfg.wal_segment_mb.max(1) << 20,
@@ -185,12 +190,36 @@ pub(crate) struct Inner {
     pub wal: Mutex<wal::Wal>,
 }
 
-/// An open store. Cheap to clone; every clone shares one committer.
+/// An open store. Cheap to clone; every clone shares one committer. When the last clone is
+/// dropped the store's threads stop (without the checkpoint `close` makes: the next open
+/// replays the write-ahead log).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Handle {
+    fn shutdown(&self) {
+        self.inner.requests.lock().take();
+        self.stop.store(true, Ordering::SeqCst);
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 const STMETA_CHECKPOINT: &[u8] = b"checkpoint";
@@ -227,7 +256,12 @@ impl Store {
         let engine = StorageEngine::open(StorageConfig {
             path: db_path.clone(),
             cache_capacity: opts.cache_capacity_bytes,
-            flush_every_ms: Some(1000),
+            flush_every_ms: Some(
+                std::env::var("ST_FLUSH_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000),
+            ),
             compression: false,
             temporary: false,
             retention: ormdb_core::storage::RetentionPolicy::keep_all(),
@@ -300,7 +334,11 @@ impl Store {
             failure: Mutex::new(None),
             wal: Mutex::new(wal),
         });
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handle = Arc::new(Handle {
+            inner: inner.clone(),
+            threads: Mutex::new(Vec::new()),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
         let committer = Committer::new(
             inner.clone(),
             rx,
@@ -316,22 +354,19 @@ impl Store {
                 path: path.clone(),
                 source,
             })?];
-        let (ck_inner, ck_stop, interval) = (inner.clone(), stop.clone(), opts.checkpoint_interval);
+        let (ck_handle, interval) = (Arc::downgrade(&handle), opts.checkpoint_interval);
         threads.push(
             std::thread::Builder::new()
                 .name("store-checkpoint".into())
-                .spawn(move || checkpoint_loop(ck_inner, ck_stop, interval))
+                .spawn(move || checkpoint_loop(ck_handle, interval))
                 .map_err(|source| StoreError::Io {
                     op: "start the checkpoint thread",
                     path: path.clone(),
                     source,
                 })?,
         );
-        Ok(Store {
-            inner,
-            threads: Arc::new(Mutex::new(threads)),
-            stop,
-        })
+        *handle.threads.lock() = threads;
+        Ok(Store { inner, handle })
     }
 
     /// The store's directory.
@@ -507,12 +542,7 @@ impl Store {
 
     /// Stops the committer after the batches already submitted, checkpoints, and joins.
     pub fn close(&self) -> Result<(), StoreError> {
-        self.inner.requests.lock().take();
-        self.stop.store(true, Ordering::SeqCst);
-        let threads: Vec<_> = self.threads.lock().drain(..).collect();
-        for t in threads {
-            let _ = t.join();
-        }
+        self.handle.shutdown();
         if self.inner.failure.lock().is_none() {
             checkpoint(&self.inner)?;
         }
@@ -563,15 +593,21 @@ fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn checkpoint_loop(inner: Arc<Inner>, stop: Arc<std::sync::atomic::AtomicBool>, every: Duration) {
+fn checkpoint_loop(handle: std::sync::Weak<Handle>, every: Duration) {
     let mut last = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
+    loop {
         std::thread::sleep(Duration::from_millis(20).min(every));
+        let Some(handle) = handle.upgrade() else {
+            return;
+        };
+        if handle.stop.load(Ordering::SeqCst) {
+            return;
+        }
         if last.elapsed() < every {
             continue;
         }
         last = Instant::now();
-        if let Err(error) = checkpoint(&inner) {
+        if let Err(error) = checkpoint(&handle.inner) {
             tracing::warn!(%error, "store checkpoint failed; will retry");
         }
     }

@@ -127,6 +127,9 @@ struct Plan<'a> {
 }
 
 /// One matching row: its id and, per index field position, the encoded component.
+/// Called per match with the row when the scan had to read it; false stops the scan.
+type OnHit<'a> = dyn FnMut(&Hit, Option<Values>) -> Result<bool, StoreError> + 'a;
+
 struct Hit {
     id: [u8; 16],
     comps: Vec<(usize, Vec<u8>)>,
@@ -142,7 +145,7 @@ impl Store {
             .as_ref()
             .map(|(f, o)| e.field_pos(f).map(|p| (p, *o)))
             .transpose()?;
-        let plan_ordered = self.scan(q, None, |_, _| true, &mut |hit, row| {
+        let plan_ordered = self.scan(q, None, &mut |hit, row| {
             let values = match row {
                 Some(v) => v,
                 None => match self.get_values(&q.entity, &hit.id)? {
@@ -177,7 +180,7 @@ impl Store {
             limit: None,
             ..q.clone()
         };
-        self.scan(&q, None, |_, _| true, &mut |_, _| {
+        self.scan(&q, None, &mut |_, _| {
             n += 1;
             Ok(true)
         })?;
@@ -236,7 +239,7 @@ impl Store {
             limit: None,
             ..q.clone()
         };
-        self.scan(&q, Some(pos), |_, _| true, &mut |hit, row| {
+        self.scan(&q, Some(pos), &mut |hit, row| {
             if let Some((_, c)) = hit.comps.iter().find(|(p, _)| *p == pos) {
                 f(c);
                 return Ok(true);
@@ -371,8 +374,7 @@ impl Store {
         &self,
         q: &Query,
         want: Option<usize>,
-        _unused: impl Fn(&Hit, &Values) -> bool,
-        on_hit: &mut dyn FnMut(&Hit, Option<Values>) -> Result<bool, StoreError>,
+        on_hit: &mut OnHit<'_>,
     ) -> Result<bool, StoreError> {
         let inner = self.inner();
         let e = inner.layout.entity(&q.entity)?;

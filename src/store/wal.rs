@@ -31,6 +31,9 @@ pub struct Wal {
     file_bytes: u64,
     segment_bytes: u64,
     buf: Vec<u8>,
+    /// Highest commit appended (durable once `sync` returned).
+    last_commit: u64,
+    synced_commit: u64,
 }
 
 fn segment_path(dir: &Path, first_commit: u64) -> PathBuf {
@@ -134,6 +137,8 @@ impl Wal {
                 file_bytes,
                 segment_bytes,
                 buf: Vec::with_capacity(1 << 20),
+                last_commit,
+                synced_commit: last_commit,
             },
             records,
         ))
@@ -149,17 +154,23 @@ impl Wal {
         self.buf.extend_from_slice(&hasher.finalize().to_le_bytes());
         self.buf.extend_from_slice(&commit.to_le_bytes());
         self.buf.extend_from_slice(payload);
+        self.last_commit = commit;
     }
 
-    /// Writes the buffered records and waits until they are on disk.
+    /// Writes the buffered records and waits until they are on disk. A failed write (disk
+    /// full, say) is cut back off the file, so the log stays usable for a retry.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         let path = self.current_path();
-        self.file
-            .write_all(&self.buf)
-            .map_err(io_err("append to WAL", &path))?;
+        if let Err(e) = self.file.write_all(&self.buf) {
+            self.buf.clear();
+            self.last_commit = self.synced_commit;
+            let _ = self.file.set_len(self.file_bytes);
+            return Err(io_err("append to WAL", &path)(e));
+        }
         self.file.sync_data().map_err(io_err("fsync WAL", &path))?;
         self.file_bytes += self.buf.len() as u64;
         self.buf.clear();
+        self.synced_commit = self.last_commit;
         Ok(())
     }
 
@@ -180,8 +191,13 @@ impl Wal {
         Ok(())
     }
 
-    /// Removes the segments whose every record has commit <= `checkpoint`.
+    /// Removes the segments whose every record has commit <= `checkpoint`; when that is
+    /// every record, the open segment is replaced by an empty one too.
     pub fn remove_through(&mut self, checkpoint: u64) -> Result<usize, StoreError> {
+        if checkpoint >= self.synced_commit && self.buf.is_empty() && self.file_bytes > 0 {
+            self.file_bytes = self.segment_bytes;
+            self.maybe_rotate(self.synced_commit + 1)?;
+        }
         let mut removed = 0;
         while self.segments.len() > 1 && self.segments[1].0 <= checkpoint + 1 {
             let (_, path) = self.segments.remove(0);
@@ -189,15 +205,6 @@ impl Wal {
             removed += 1;
         }
         Ok(removed)
-    }
-
-    /// Bytes of log kept on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .filter_map(|(_, p)| fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
     }
 
     fn current_path(&self) -> PathBuf {
