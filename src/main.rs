@@ -1,3 +1,190 @@
-fn main() {
-    println!("Hello, world!");
+//! The `streamtally` command: parse the command line, load the configuration, call into the
+//! library, map errors to exit codes (0 ok, 1 a check found problems, 2 bad input or config).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use streamtally::config::{Config, ConfigSource, LogFormat};
+use streamtally::schema::Schema;
+use streamtally::store::{Store, StoreOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "streamtally",
+    version,
+    about = "Kafka-compatible ingestion connector for product-analytics events, backed by an embedded ORMDB store",
+    long_about = "Configuration layers: built-in defaults < connector.toml (or --config FILE) < \
+                  environment STREAMTALLY__SECTION__KEY < command-line flags."
+)]
+struct Cli {
+    /// Configuration file (default: ./connector.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Store directory (overrides store.path).
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Kafka bootstrap servers (overrides kafka.brokers).
+    #[arg(long, global = true, value_name = "HOST:PORT,...")]
+    brokers: Option<String>,
+    /// Any setting as a dotted key, e.g. --set batching.max_batch_events=500 (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Schema file (default: ./schema.ormdb if it exists, else the built-in copy).
+    #[arg(long, global = true, value_name = "FILE")]
+    schema: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the effective configuration (secrets masked), or every configuration error.
+    CheckConfig,
+    /// Parse the schema file and print its entities, or the error with line:column.
+    CheckSchema,
+    /// Store maintenance.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Open the store (replaying its write-ahead log) and check that every index agrees with
+    /// the rows and the change feed is contiguous. Exit code 1 if anything is wrong.
+    Verify,
+    /// Print what the store holds: row counts per entity, consumer offsets, feed position.
+    Info,
+}
+
+/// The schema compiled into the binary, used when no schema.ormdb is next to it.
+const BUILTIN_SCHEMA: &str = include_str!("../schema.ormdb");
+
+fn load_config(cli: &Cli) -> Result<Config, streamtally::config::ConfigError> {
+    let mut src = ConfigSource::with_process_env(cli.config.clone());
+    if let Some(d) = &cli.data {
+        src.overrides
+            .push(("store.path".into(), d.to_string_lossy().into_owned()));
+    }
+    if let Some(b) = &cli.brokers {
+        src.overrides.push(("kafka.brokers".into(), b.clone()));
+    }
+    for kv in &cli.set {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        src.overrides.push((k.trim().to_string(), v.to_string()));
+    }
+    Config::load(&src)
+}
+
+fn load_schema(cli: &Cli) -> anyhow::Result<Schema> {
+    match &cli.schema {
+        Some(p) => Ok(Schema::load(p)?),
+        None if std::path::Path::new(streamtally::schema::SCHEMA_FILE).exists() => Ok(
+            Schema::load(std::path::Path::new(streamtally::schema::SCHEMA_FILE))?,
+        ),
+        None => Ok(Schema::parse(BUILTIN_SCHEMA)?),
+    }
+}
+
+fn init_tracing(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("streamtally: configuration error:\n{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&cfg);
+    match run(&cli, cfg) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("streamtally: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::CheckConfig => {
+            print!("{}", cfg.to_masked_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckSchema => {
+            let schema = load_schema(cli)?;
+            for e in &schema.entities {
+                let idx: Vec<String> = e
+                    .indexes
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{}([{}])",
+                            if i.unique { "@unique" } else { "@index" },
+                            i.fields.join(", ")
+                        )
+                    })
+                    .collect();
+                println!("{}: {} fields {}", e.name, e.fields.len(), idx.join(" "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store { command } => {
+            let schema = load_schema(cli)?;
+            let store = Store::open(StoreOptions::from_config(&cfg.store), &schema)
+                .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
+            let code = match command {
+                StoreCommand::Verify => {
+                    let problems = store.verify()?;
+                    for p in &problems {
+                        println!("problem: {p}");
+                    }
+                    println!(
+                        "store {}: {} problem(s); feed {}..{}",
+                        cfg.store.path.display(),
+                        problems.len(),
+                        store.feed_floor(),
+                        store.feed_head()
+                    );
+                    if problems.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                StoreCommand::Info => {
+                    println!("store: {}", cfg.store.path.display());
+                    for e in &schema.entities {
+                        println!("  {}: {} rows", e.name, store.scan_all(&e.name)?.len());
+                    }
+                    for (topic, partition, offset) in store.offsets()? {
+                        println!("  offset {topic}[{partition}] next {offset}");
+                    }
+                    println!(
+                        "  change feed: sequences {}..{}",
+                        store.feed_floor(),
+                        store.feed_head()
+                    );
+                    println!("  disk: {} bytes", store.disk_bytes());
+                    ExitCode::SUCCESS
+                }
+            };
+            store.close()?;
+            Ok(code)
+        }
+    }
 }

@@ -517,3 +517,20 @@ fn unwritable_directory_is_a_typed_error_naming_the_path() {
     assert!(msg.contains("not-a-dir"), "{msg}");
     assert!(matches!(err, StoreError::Io { .. }), "{msg}");
 }
+
+#[test]
+fn verify_reports_an_index_entry_removed_behind_the_stores_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write_blocking(events_batch(0..20)).unwrap();
+    assert!(store.verify().unwrap().is_empty());
+    let index = store.ormdb().0.db().open_tree("streamtally:index").unwrap();
+    let (k, _) = index.iter().next().unwrap().unwrap();
+    index.remove(&k).unwrap();
+    let problems = store.verify().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("row missing from index"),
+        "{problems:?}"
+    );
+}
