@@ -1,5 +1,8 @@
 //! streamtally: a Kafka-compatible ingestion connector for product-analytics events.
+pub mod app;
 pub mod config;
+pub mod ingest;
+pub mod metrics;
 pub mod schema;
 pub mod store;
 pub mod synth;

@@ -39,6 +39,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the connector: consume the configured topics into the store, exactly once,
+    /// until SIGINT/SIGTERM (then flush, commit offsets and exit 0).
+    Run,
     /// Print the effective configuration (secrets masked), or every configuration error.
     CheckConfig,
     /// Parse the schema file and print its entities, or the error with line:column.
@@ -121,6 +124,11 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Run => {
+            let schema = load_schema(cli)?;
+            streamtally::app::run(cfg, schema)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig => {
             print!("{}", cfg.to_masked_toml());
             Ok(ExitCode::SUCCESS)

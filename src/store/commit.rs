@@ -112,11 +112,11 @@ impl Committer {
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
-        if let Some(message) = self.inner.failure.lock().clone() {
+        if let Some(failure) = self.inner.failure.lock().clone() {
             for req in group {
                 let _ = req.reply.send(Err(StoreError::Failed {
                     path: self.inner.path.clone(),
-                    message: message.clone(),
+                    message: failure.message.clone(),
                 }));
             }
             return;
@@ -157,12 +157,16 @@ impl Committer {
             wal.sync().and_then(|_| wal.maybe_rotate(commit))
         };
         if let Err(e) = sync {
-            tracing::error!(error = %e, "write-ahead log append failed; the group is not committed");
+            // Every later write fails too until the writer calls `Store::resume_writes`, so a
+            // batch submitted after a failed one can never commit ahead of it (its offsets
+            // would then cover events that are not stored). A failed fsync is fatal.
             let fatal = matches!(&e, StoreError::Io { op, .. } if *op == "fsync WAL");
+            tracing::error!(error = %e, fatal, "write-ahead log append failed; the group is not committed");
             let message = e.to_string();
-            if fatal {
-                *self.inner.failure.lock() = Some(message.clone());
-            }
+            *self.inner.failure.lock() = Some(super::Failure {
+                message: message.clone(),
+                fatal,
+            });
             let mut first = Some(e);
             for (req, _) in accepted {
                 let err = first.take().unwrap_or_else(|| StoreError::Failed {
@@ -182,7 +186,10 @@ impl Committer {
             if let Err(e) = apply_ops(&self.inner.trees, m.ops) {
                 let message = format!("applying commit {} failed: {e}", info.commit);
                 tracing::error!(%message, "store write is durable in the WAL but not applied");
-                *self.inner.failure.lock() = Some(message.clone());
+                *self.inner.failure.lock() = Some(super::Failure {
+                    message: message.clone(),
+                    fatal: true,
+                });
                 let _ = req.reply.send(Err(StoreError::Failed {
                     path: self.inner.path.clone(),
                     message,

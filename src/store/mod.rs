@@ -107,6 +107,34 @@ pub enum StoreError {
     Query { entity: String, message: String },
 }
 
+/// A submitted batch: poll it with `try_take`, or block with `wait`.
+pub struct WriteTicket {
+    rx: tokio::sync::oneshot::Receiver<Result<CommitInfo, StoreError>>,
+    path: PathBuf,
+}
+
+impl WriteTicket {
+    /// The outcome if the write finished.
+    pub fn try_take(&mut self) -> Option<Result<CommitInfo, StoreError>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                Some(Err(StoreError::Closed {
+                    path: self.path.clone(),
+                }))
+            }
+        }
+    }
+
+    /// Blocks until the write finished (usable inside and outside async runtimes' threads
+    /// that may block).
+    pub fn wait(self) -> Result<CommitInfo, StoreError> {
+        let path = self.path;
+        futures::executor::block_on(self.rx).map_err(|_| StoreError::Closed { path })?
+    }
+}
+
 /// Tuning of a store; `StoreOptions::new(path)` gives the defaults.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -173,6 +201,14 @@ impl Trees {
     }
 }
 
+/// Why the store refuses writes: a failed WAL append (cleared by `resume_writes`), or a
+/// failure after which only a reopen can recover (`fatal`).
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub message: String,
+    pub fatal: bool,
+}
+
 pub(crate) struct Inner {
     pub path: PathBuf,
     pub layout: Layout,
@@ -186,7 +222,7 @@ pub(crate) struct Inner {
     pub applied_commit: AtomicU64,
     /// Lowest feed sequence still kept (entries below were truncated).
     pub feed_floor: AtomicU64,
-    pub failure: Mutex<Option<String>>,
+    pub failure: Mutex<Option<Failure>>,
     pub wal: Mutex<wal::Wal>,
 }
 
@@ -376,24 +412,24 @@ impl Store {
 
     /// Commits `batch` atomically; returns once it is durable (fsynced) and readable.
     pub async fn write(&self, batch: WriteBatch) -> Result<CommitInfo, StoreError> {
-        let rx = self.submit(batch)?;
+        let rx = self.submit_inner(batch)?;
         rx.await.map_err(|_| self.closed())?
     }
 
     /// `write` for threads outside an async runtime.
     pub fn write_blocking(&self, batch: WriteBatch) -> Result<CommitInfo, StoreError> {
-        let rx = self.submit(batch)?;
-        rx.blocking_recv().map_err(|_| self.closed())?
+        let rx = self.submit_inner(batch)?;
+        futures::executor::block_on(rx).map_err(|_| self.closed())?
     }
 
-    fn submit(
+    fn submit_inner(
         &self,
         batch: WriteBatch,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<CommitInfo, StoreError>>, StoreError> {
-        if let Some(message) = self.inner.failure.lock().clone() {
+        if let Some(failure) = self.inner.failure.lock().clone() {
             return Err(StoreError::Failed {
                 path: self.inner.path.clone(),
-                message,
+                message: failure.message,
             });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -407,6 +443,41 @@ impl Store {
             .send(Request { batch, reply: tx })
             .map_err(|_| self.closed())?;
         Ok(rx)
+    }
+
+    /// After a failed write, accepts writes again (the failed batches must be written again,
+    /// in order, by the caller). Errors if the failure needs a reopen (a failed fsync or a
+    /// durable commit that could not be applied).
+    pub fn resume_writes(&self) -> Result<(), StoreError> {
+        let mut failure = self.inner.failure.lock();
+        match failure.as_ref() {
+            Some(f) if f.fatal => Err(StoreError::Failed {
+                path: self.inner.path.clone(),
+                message: f.message.clone(),
+            }),
+            _ => {
+                *failure = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Submits a batch now (in order with every other submission) and returns the ticket to
+    /// wait on: lets a writer keep several batches in flight for group commit. A refused
+    /// submission gives a ticket that holds the error.
+    pub fn submit(&self, batch: WriteBatch) -> WriteTicket {
+        let rx = match self.submit_inner(batch) {
+            Ok(rx) => rx,
+            Err(e) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = tx.send(Err(e));
+                rx
+            }
+        };
+        WriteTicket {
+            rx,
+            path: self.inner.path.clone(),
+        }
     }
 
     fn closed(&self) -> StoreError {

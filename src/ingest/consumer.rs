@@ -1,0 +1,750 @@
+//! The consumer group: drains event topics into batched store writes, exactly once.
+//!
+//! One thread owns a librdkafka `BaseConsumer` and polls it (rebalance callbacks run inside
+//! `poll`, on this thread). Decoded events accumulate in a pending batch together with the
+//! next offset of every partition they came from; a batch is submitted to the store when it
+//! is full or old enough, and several batches may be in flight (the store group-commits them).
+//! The store, not Kafka, holds the positions: offsets ride in the same atomic write as the
+//! events, partitions are assigned at their stored position, and only after a write is
+//! durable is the offset committed to Kafka (for lag tooling). Event ids are the payload's or
+//! derived from (topic, partition, offset), and inserts skip ids already stored, so a re-read
+//! never becomes a second row.
+
+use super::deadletter::DeadLetters;
+use super::decode::{decode, DecodeOptions, SourceMeta};
+use crate::config::{Config, DeadLetterPolicy, Subscription};
+use crate::metrics::{KindLabel, Metrics, PartitionLabel, TopicLabel};
+use crate::store::{Store, StoreError, WriteBatch, WriteTicket};
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Batches kept in flight at once before the partitions are paused.
+const MAX_INFLIGHT_BATCHES: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        what: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("invalid message on topic '{topic}' partition {partition} offset {offset}: {reason} (kafka.dead_letter.policy = \"fail\")")]
+    BadMessage {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+type TopicPartition = (String, i32);
+
+/// Events read but not yet submitted, with the next offset per partition.
+#[derive(Default)]
+struct Pending {
+    batch: WriteBatch,
+    events: usize,
+    bytes: usize,
+    offsets: BTreeMap<TopicPartition, i64>,
+    per_topic: HashMap<String, u64>,
+    newest_event_ms: i64,
+    first_at: Option<Instant>,
+}
+
+/// A submitted batch: what to commit to Kafka and count once it is durable, and a copy to
+/// write again if it fails.
+struct InFlight {
+    ticket: WriteTicket,
+    batch: Submitted,
+}
+
+struct Submitted {
+    retry: WriteBatch,
+    offsets: BTreeMap<TopicPartition, i64>,
+    per_topic: HashMap<String, u64>,
+    events: usize,
+    bytes: usize,
+    newest_event_ms: i64,
+    submitted: Instant,
+}
+
+/// State shared by the poll loop and the rebalance callbacks (same thread, so the locks never
+/// contend; they exist because the callbacks only get `&self`).
+struct Shared {
+    cfg: Config,
+    store: Store,
+    metrics: Arc<Metrics>,
+    pending: Mutex<Pending>,
+    inflight: Mutex<VecDeque<InFlight>>,
+    assigned: Mutex<HashSet<TopicPartition>>,
+    /// Next offset per partition as durably stored.
+    stored: Mutex<HashMap<TopicPartition, i64>>,
+    paused: Mutex<bool>,
+    shutdown: CancellationToken,
+    /// A failure inside a rebalance callback, reported by the poll loop.
+    callback_error: Mutex<Option<IngestError>>,
+    #[cfg(feature = "fault-injection")]
+    durable_batches: std::sync::atomic::AtomicU64,
+}
+
+pub struct IngestContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        let stored = self.shared.stored.lock().clone();
+        let mut total = 0u64;
+        for (topic, t) in statistics.topics {
+            for (p, part) in t.partitions {
+                if p < 0 || part.hi_offset < 0 {
+                    continue;
+                }
+                let Some(pos) = stored.get(&(topic.clone(), p)) else {
+                    continue;
+                };
+                let lag = (part.hi_offset - pos).max(0);
+                total += lag as u64;
+                self.shared
+                    .metrics
+                    .partition_lag
+                    .get_or_create(&PartitionLabel {
+                        topic: topic.clone(),
+                        partition: p.to_string(),
+                    })
+                    .set(lag);
+            }
+        }
+        self.shared
+            .metrics
+            .total_lag
+            .store(total, Ordering::Relaxed);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(facility = fac, "librdkafka: {log_message}")
+            }
+            Warning => tracing::warn!(facility = fac, "librdkafka: {log_message}"),
+            _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, "kafka client error (librdkafka retries): {reason}");
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr::*;
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let m = &self.shared.metrics;
+        match err {
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                m.rebalances
+                    .get_or_create(&KindLabel {
+                        kind: "assign".into(),
+                    })
+                    .inc();
+                // Start every partition at the position the store holds; without one,
+                // librdkafka falls back to the committed offset, then auto.offset.reset.
+                let mut stored = self.shared.stored.lock();
+                for el in tpl.elements() {
+                    let (topic, p) = (el.topic().to_string(), el.partition());
+                    match self.shared.store.offset(&topic, p) {
+                        Ok(Some(next)) => {
+                            stored.insert((topic.clone(), p), next);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, topic, partition = p, "cannot read the stored position");
+                        }
+                    }
+                }
+                for ((topic, p), next) in stored.iter() {
+                    if tpl.find_partition(topic, *p).is_some() {
+                        let _ = tpl.set_partition_offset(topic, *p, Offset::Offset(*next));
+                    }
+                }
+                drop(stored);
+                let mut assigned = self.shared.assigned.lock();
+                for el in tpl.elements() {
+                    assigned.insert((el.topic().to_string(), el.partition()));
+                }
+                m.assigned_partitions.set(assigned.len() as i64);
+                drop(assigned);
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "assigning partitions failed");
+                }
+                tracing::info!(partitions = %describe(tpl), cooperative, "partitions assigned at their stored positions");
+            }
+            RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                m.rebalances
+                    .get_or_create(&KindLabel {
+                        kind: "revoke".into(),
+                    })
+                    .inc();
+                // Finish and durably write everything read so far before letting go.
+                let lost = consumer.assignment_lost();
+                if let Err(e) = drain(&self.shared, consumer, !lost) {
+                    tracing::error!(error = %e, "flushing before revoke failed");
+                    *self.shared.callback_error.lock() = Some(e);
+                }
+                let mut assigned = self.shared.assigned.lock();
+                for el in tpl.elements() {
+                    assigned.remove(&(el.topic().to_string(), el.partition()));
+                }
+                m.assigned_partitions.set(assigned.len() as i64);
+                drop(assigned);
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "unassigning partitions failed");
+                }
+                tracing::info!(partitions = %describe(tpl), lost, "partitions revoked after a durable flush");
+            }
+            other => {
+                m.rebalances
+                    .get_or_create(&KindLabel {
+                        kind: "error".into(),
+                    })
+                    .inc();
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The ingest loop: `run` it on a thread of its own.
+pub struct Ingest {
+    shared: Arc<Shared>,
+}
+
+impl Ingest {
+    pub fn new(
+        cfg: Config,
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Ingest {
+        Ingest {
+            shared: Arc::new(Shared {
+                cfg,
+                store,
+                metrics,
+                pending: Mutex::new(Pending::default()),
+                inflight: Mutex::new(VecDeque::new()),
+                assigned: Mutex::new(HashSet::new()),
+                stored: Mutex::new(HashMap::new()),
+                paused: Mutex::new(false),
+                shutdown,
+                callback_error: Mutex::new(None),
+                #[cfg(feature = "fault-injection")]
+                durable_batches: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer<IngestContext>, IngestError> {
+        let mut cc = rdkafka::ClientConfig::new();
+        for (k, v) in self.shared.cfg.kafka.consumer_properties() {
+            cc.set(k, v);
+        }
+        cc.set("statistics.interval.ms", "1000");
+        let consumer: BaseConsumer<IngestContext> = cc
+            .create_with_context(IngestContext {
+                shared: self.shared.clone(),
+            })
+            .map_err(|source| IngestError::Kafka {
+                what: format!(
+                    "creating the consumer for {}",
+                    self.shared.cfg.kafka.brokers
+                ),
+                source,
+            })?;
+        let topics: Vec<String> = match self.shared.cfg.kafka.subscription() {
+            Subscription::Topics(t) => t,
+            Subscription::Regex(r) => vec![r],
+        };
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&refs)
+            .map_err(|source| IngestError::Kafka {
+                what: format!("subscribing to {topics:?}"),
+                source,
+            })?;
+        tracing::info!(brokers = %self.shared.cfg.kafka.brokers, ?topics,
+            group = %self.shared.cfg.kafka.group_id, "consumer subscribed");
+        Ok(consumer)
+    }
+
+    /// Consumes until `shutdown` is cancelled (then flushes, commits and returns Ok) or a
+    /// fatal error.
+    pub fn run(self) -> Result<(), IngestError> {
+        let consumer = self.consumer()?;
+        let dead_letters = DeadLetters::new(&self.shared.cfg, self.shared.metrics.clone())?;
+        let shared = &self.shared;
+        let max_events = shared.cfg.batching.max_batch_events.max(1) as usize;
+        let max_delay = Duration::from_millis(shared.cfg.batching.max_batch_delay_ms.max(1));
+        let max_bytes = shared.cfg.batching.max_inflight_bytes.max(1) as usize;
+        let opts = DecodeOptions {
+            max_message_bytes: shared.cfg.kafka.max_message_bytes as usize,
+            max_future_skew: Duration::from_secs(shared.cfg.kafka.max_future_skew_s),
+            default_org_id: None,
+            org_id_header: shared.cfg.kafka.org_id_header.clone(),
+            now: chrono::Utc::now(),
+        };
+        let result = (|| -> Result<(), IngestError> {
+            while !shared.shutdown.is_cancelled() {
+                let wait = {
+                    let p = shared.pending.lock();
+                    match p.first_at {
+                        Some(t) => max_delay
+                            .saturating_sub(t.elapsed())
+                            .min(Duration::from_millis(100)),
+                        None => Duration::from_millis(100),
+                    }
+                };
+                match consumer.poll(wait) {
+                    Some(Ok(msg)) => {
+                        let tp = (msg.topic().to_string(), msg.partition());
+                        if !shared.assigned.lock().contains(&tp) {
+                            continue; // fetched before a revoke: the new owner reads it
+                        }
+                        let headers: Vec<(String, Option<Vec<u8>>)> = msg
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let meta = SourceMeta {
+                            topic: msg.topic(),
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                            kafka_timestamp_ms: msg.timestamp().to_millis(),
+                            key: msg.key(),
+                            headers: &headers,
+                        };
+                        let mut o = opts.clone();
+                        o.now = chrono::Utc::now();
+                        o.default_org_id = shared.cfg.kafka.default_org_id(msg.topic());
+                        shared
+                            .metrics
+                            .events_consumed
+                            .get_or_create(&TopicLabel {
+                                topic: tp.0.clone(),
+                            })
+                            .inc();
+                        match decode(msg.payload(), &meta, &o) {
+                            Ok(ev) => {
+                                let size = msg.payload().map(|p| p.len()).unwrap_or(0) + 200;
+                                let ts = ev.timestamp.timestamp_millis();
+                                let mut p = shared.pending.lock();
+                                p.batch.insert("Event", ev.to_row());
+                                p.events += 1;
+                                p.bytes += size;
+                                p.offsets.insert(tp.clone(), msg.offset() + 1);
+                                *p.per_topic.entry(tp.0.clone()).or_default() += 1;
+                                p.newest_event_ms = p.newest_event_ms.max(ts);
+                                p.first_at.get_or_insert_with(Instant::now);
+                            }
+                            Err(reason) => {
+                                match shared.cfg.kafka.dead_letter.policy {
+                                    DeadLetterPolicy::Topic => {
+                                        // Blocks (with backoff) until the dead letter is
+                                        // delivered: the partition never moves past an
+                                        // undelivered bad record.
+                                        dead_letters.send(
+                                            &msg,
+                                            &headers,
+                                            &reason,
+                                            &shared.shutdown,
+                                        )?;
+                                    }
+                                    DeadLetterPolicy::Skip => {
+                                        tracing::warn!(topic = %tp.0, partition = tp.1, offset = msg.offset(),
+                                            reason = %reason, "skipping invalid message (dead_letter.policy = skip)");
+                                        shared
+                                            .metrics
+                                            .events_skipped
+                                            .get_or_create(&crate::metrics::DeadLetterLabel {
+                                                topic: tp.0.clone(),
+                                                reason: reason.code().into(),
+                                            })
+                                            .inc();
+                                    }
+                                    DeadLetterPolicy::Fail => {
+                                        flush(shared)?;
+                                        wait_all(shared, Some(&consumer))?;
+                                        return Err(IngestError::BadMessage {
+                                            topic: tp.0,
+                                            partition: tp.1,
+                                            offset: msg.offset(),
+                                            reason: reason.to_string(),
+                                        });
+                                    }
+                                }
+                                let mut p = shared.pending.lock();
+                                p.offsets.insert(tp, msg.offset() + 1);
+                                p.first_at.get_or_insert_with(Instant::now);
+                            }
+                        }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "kafka consume error (retrying)");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    None => {}
+                }
+                if let Some(e) = shared.callback_error.lock().take() {
+                    return Err(e);
+                }
+                let due = {
+                    let p = shared.pending.lock();
+                    p.events >= max_events
+                        || p.bytes >= max_bytes / MAX_INFLIGHT_BATCHES
+                        || p.first_at.is_some_and(|t| t.elapsed() >= max_delay)
+                };
+                if due {
+                    flush(shared)?;
+                }
+                reap(shared, &consumer, false)?;
+                backpressure(shared, &consumer, max_bytes);
+            }
+            Ok(())
+        })();
+        // Shutdown (or a fatal error): write what was read, commit, leave the group.
+        let drained = drain(shared, &consumer, true);
+        if *shared.paused.lock() {
+            if let Ok(a) = consumer.assignment() {
+                let _ = consumer.resume(&a);
+            }
+        }
+        drop(consumer);
+        result.and(drained)
+    }
+}
+
+/// Submits the pending batch (if any) to the store.
+fn flush(shared: &Shared) -> Result<(), IngestError> {
+    let pending = std::mem::take(&mut *shared.pending.lock());
+    if pending.offsets.is_empty() {
+        return Ok(());
+    }
+    let mut batch = pending.batch;
+    for ((topic, p), next) in &pending.offsets {
+        batch.set_offset(topic, *p, *next);
+    }
+    let retry = batch.clone();
+    // A refused submission comes back as a failed ticket and is retried in order by `reap`.
+    let ticket = shared.store.submit(batch);
+    shared.metrics.batch_size.observe(pending.events as f64);
+    shared.inflight.lock().push_back(InFlight {
+        ticket,
+        batch: Submitted {
+            retry,
+            offsets: pending.offsets,
+            per_topic: pending.per_topic,
+            events: pending.events,
+            bytes: pending.bytes,
+            newest_event_ms: pending.newest_event_ms,
+            submitted: Instant::now(),
+        },
+    });
+    Ok(())
+}
+
+type Retry = (
+    WriteBatch,
+    BTreeMap<TopicPartition, i64>,
+    HashMap<String, u64>,
+    usize,
+    i64,
+);
+
+/// Handles finished writes in submission order; `block` waits for all of them. After a
+/// failure every later batch is waited for too (the store refuses them until
+/// `resume_writes`), then all of them are written again in order.
+fn reap(
+    shared: &Shared,
+    consumer: &BaseConsumer<IngestContext>,
+    block: bool,
+) -> Result<(), IngestError> {
+    let mut failed: Vec<Retry> = Vec::new();
+    let mut committed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    loop {
+        let next = {
+            let mut q = shared.inflight.lock();
+            let ready = match q.front_mut() {
+                None => break,
+                Some(f) => f.ticket.try_take(),
+            };
+            match ready {
+                Some(r) => q.pop_front().map(|f| (f.batch, r)),
+                None if block || !failed.is_empty() => {
+                    q.pop_front().map(|f| (f.batch, f.ticket.wait()))
+                }
+                None => None,
+            }
+        };
+        let Some((f, result)) = next else {
+            break;
+        };
+        match result {
+            Ok(info) if failed.is_empty() => {
+                shared
+                    .metrics
+                    .flush_seconds
+                    .observe(f.submitted.elapsed().as_secs_f64());
+                let dup = f.events.saturating_sub(info.inserted) as u64;
+                record_durable(shared, &f.per_topic, &f.offsets, f.newest_event_ms, dup);
+                committed.extend(f.offsets.iter().map(|(k, v)| (k.clone(), *v)));
+                #[cfg(feature = "fault-injection")]
+                fault_after_durable(shared);
+            }
+            Ok(_) => {
+                // Cannot happen (the store refuses writes behind a failed one); if it did,
+                // writing the batch again is harmless: inserts skip stored ids.
+                failed.push((f.retry, f.offsets, f.per_topic, f.events, f.newest_event_ms));
+            }
+            Err(e) => {
+                shared.metrics.store_write_errors.inc();
+                tracing::error!(error = %e, "store write failed; retrying the batch (no offset advances)");
+                failed.push((f.retry, f.offsets, f.per_topic, f.events, f.newest_event_ms));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        for (_, offsets, ..) in &failed {
+            committed.extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        recover(shared, failed)?;
+    }
+    if !committed.is_empty() {
+        commit_to_kafka(consumer, &committed, CommitMode::Async);
+    }
+    Ok(())
+}
+
+/// Counts a durable batch and records its partitions' positions.
+fn record_durable(
+    shared: &Shared,
+    per_topic: &HashMap<String, u64>,
+    offsets: &BTreeMap<TopicPartition, i64>,
+    newest_event_ms: i64,
+    duplicates: u64,
+) {
+    for (topic, n) in per_topic {
+        shared
+            .metrics
+            .events_stored
+            .get_or_create(&TopicLabel {
+                topic: topic.clone(),
+            })
+            .inc_by(*n);
+    }
+    if duplicates > 0 {
+        if let Some(topic) = per_topic.keys().next() {
+            shared
+                .metrics
+                .events_duplicate
+                .get_or_create(&TopicLabel {
+                    topic: topic.clone(),
+                })
+                .inc_by(duplicates);
+        }
+    }
+    shared.metrics.flushed(newest_event_ms);
+    let mut stored = shared.stored.lock();
+    for (tp, next) in offsets {
+        stored.insert(tp.clone(), *next);
+    }
+}
+
+/// Writes failed batches again, in order, with backoff, until they are durable.
+fn recover(shared: &Shared, failed: Vec<Retry>) -> Result<(), IngestError> {
+    let initial = Duration::from_millis(shared.cfg.kafka.retry_backoff_initial_ms.max(1));
+    let max = Duration::from_millis(shared.cfg.kafka.retry_backoff_max_ms.max(1));
+    let mut backoff = initial;
+    for (batch, offsets, per_topic, events, newest) in failed {
+        loop {
+            if let Err(e) = shared.store.resume_writes() {
+                return Err(e.into());
+            }
+            match shared.store.submit(batch.clone()).wait() {
+                Ok(info) => {
+                    backoff = initial;
+                    let dup = events.saturating_sub(info.inserted) as u64;
+                    record_durable(shared, &per_topic, &offsets, newest, dup);
+                    tracing::info!(events, "store write succeeded after retry");
+                    break;
+                }
+                Err(e) => {
+                    shared.metrics.store_write_errors.inc();
+                    tracing::error!(error = %e, backoff_ms = backoff.as_millis() as u64,
+                        "store write failed again; retrying (no offset advances)");
+                    if shared.shutdown.is_cancelled() && backoff >= max {
+                        return Err(e.into());
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Blocks until every in-flight batch is durable.
+fn wait_all(
+    shared: &Shared,
+    consumer: Option<&BaseConsumer<IngestContext>>,
+) -> Result<(), IngestError> {
+    match consumer {
+        Some(c) => reap(shared, c, true),
+        None => Ok(()),
+    }
+}
+
+/// Flushes the pending batch, waits until everything is durable, and (if `commit`) commits
+/// the stored positions of the assigned partitions to Kafka synchronously.
+fn drain(
+    shared: &Shared,
+    consumer: &BaseConsumer<IngestContext>,
+    commit: bool,
+) -> Result<(), IngestError> {
+    flush(shared)?;
+    wait_all(shared, Some(consumer))?;
+    if commit {
+        let assigned = shared.assigned.lock().clone();
+        let positions: BTreeMap<TopicPartition, i64> = shared
+            .stored
+            .lock()
+            .iter()
+            .filter(|(tp, _)| assigned.contains(*tp))
+            .map(|(tp, o)| (tp.clone(), *o))
+            .collect();
+        if !positions.is_empty() {
+            commit_to_kafka(consumer, &positions, CommitMode::Sync);
+        }
+    }
+    Ok(())
+}
+
+fn commit_to_kafka(
+    consumer: &BaseConsumer<IngestContext>,
+    offsets: &BTreeMap<TopicPartition, i64>,
+    mode: CommitMode,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, p), next) in offsets {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*next));
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        // Not a correctness problem: the store holds the positions; Kafka's copy is for
+        // lag tooling and catches up on the next commit.
+        tracing::warn!(error = %e, "committing offsets to Kafka failed");
+    }
+}
+
+/// Pauses every assigned partition while too much is in flight; resumes when it drains.
+fn backpressure(shared: &Shared, consumer: &BaseConsumer<IngestContext>, max_bytes: usize) {
+    let (n, bytes) = {
+        let q = shared.inflight.lock();
+        (q.len(), q.iter().map(|f| f.batch.bytes).sum::<usize>())
+    };
+    let over = n >= MAX_INFLIGHT_BATCHES || bytes >= max_bytes;
+    let mut paused = shared.paused.lock();
+    if over != *paused {
+        if let Ok(a) = consumer.assignment() {
+            let r = if over {
+                consumer.pause(&a)
+            } else {
+                consumer.resume(&a)
+            };
+            if r.is_ok() {
+                *paused = over;
+                shared
+                    .metrics
+                    .paused_partitions
+                    .set(if over { a.count() as i64 } else { 0 });
+                tracing::debug!(
+                    paused = over,
+                    inflight_batches = n,
+                    inflight_bytes = bytes,
+                    "backpressure"
+                );
+            }
+        }
+    }
+    if over {
+        // Give the store a moment instead of spinning on an empty poll.
+        drop(paused);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+fn fault_after_durable(shared: &Shared) {
+    // STREAMTALLY_FAULT=crash_after_store_durable:N kills the process right after the N-th
+    // durable batch, before its offsets are committed to Kafka.
+    let n = shared.durable_batches.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Ok(spec) = std::env::var("STREAMTALLY_FAULT") {
+        if let Some(k) = spec.strip_prefix("crash_after_store_durable:") {
+            if k.parse::<u64>().ok() == Some(n) {
+                eprintln!(
+                    "fault injection: SIGKILL after durable batch {n}, before the Kafka commit"
+                );
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+            }
+        }
+    }
+}

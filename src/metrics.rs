@@ -1,0 +1,188 @@
+//! The Prometheus registry: every counter, gauge and histogram streamtally keeps, registered
+//! once and shared by ingest, stats and the gateway (which serves `/metrics`). Names are
+//! prefixed `streamtally_`; counters get the `_total` suffix from the exposition format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabel {
+    pub topic: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: Family<TopicLabel, Counter>,
+    pub events_stored: Family<TopicLabel, Counter>,
+    pub events_duplicate: Family<TopicLabel, Counter>,
+    pub events_dead_lettered: Family<DeadLetterLabel, Counter>,
+    pub events_skipped: Family<DeadLetterLabel, Counter>,
+    pub batch_size: Histogram,
+    pub flush_seconds: Histogram,
+    pub partition_lag: Family<PartitionLabel, Gauge>,
+    pub assigned_partitions: Gauge,
+    pub paused_partitions: Gauge,
+    pub rebalances: Family<KindLabel, Counter>,
+    pub store_write_errors: Counter,
+    pub dead_letter_errors: Counter,
+    pub event_freshness_ms: Gauge,
+    /// Newest stored event time (ms since epoch); freshness is now minus this.
+    pub newest_event_ms: AtomicI64,
+    /// Wall-clock ms of the last successful store flush (0 = none yet).
+    pub last_flush_ok_ms: AtomicI64,
+    /// Sum of partition lags, for readiness.
+    pub total_lag: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("streamtally");
+        let m = Metrics {
+            events_consumed: Family::default(),
+            events_stored: Family::default(),
+            events_duplicate: Family::default(),
+            events_dead_lettered: Family::default(),
+            events_skipped: Family::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            partition_lag: Family::default(),
+            assigned_partitions: Gauge::default(),
+            paused_partitions: Gauge::default(),
+            rebalances: Family::default(),
+            store_write_errors: Counter::default(),
+            dead_letter_errors: Counter::default(),
+            event_freshness_ms: Gauge::default(),
+            newest_event_ms: AtomicI64::new(0),
+            last_flush_ok_ms: AtomicI64::new(0),
+            total_lag: AtomicU64::new(0),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "events_consumed",
+            "Kafka messages read, by topic",
+            m.events_consumed.clone(),
+        );
+        r.register(
+            "events_stored",
+            "Events durably stored (new rows), by topic",
+            m.events_stored.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Events skipped because their id was already stored (replays, producer retries)",
+            m.events_duplicate.clone(),
+        );
+        r.register(
+            "events_dead_lettered",
+            "Messages sent to the dead-letter topic, by source topic and reason",
+            m.events_dead_lettered.clone(),
+        );
+        r.register(
+            "events_skipped",
+            "Invalid messages skipped under dead_letter.policy = skip, by topic and reason",
+            m.events_skipped.clone(),
+        );
+        r.register(
+            "batch_size_events",
+            "Messages per store flush",
+            m.batch_size.clone(),
+        );
+        r.register(
+            "flush_seconds",
+            "Store flush latency (durable write)",
+            m.flush_seconds.clone(),
+        );
+        r.register(
+            "partition_lag_events",
+            "High watermark minus stored position, per partition",
+            m.partition_lag.clone(),
+        );
+        r.register(
+            "assigned_partitions",
+            "Partitions assigned to this instance",
+            m.assigned_partitions.clone(),
+        );
+        r.register(
+            "paused_partitions",
+            "Partitions paused by backpressure",
+            m.paused_partitions.clone(),
+        );
+        r.register(
+            "rebalances",
+            "Consumer-group rebalances, by kind (assign, revoke, error)",
+            m.rebalances.clone(),
+        );
+        r.register(
+            "store_write_errors",
+            "Failed store writes (retried)",
+            m.store_write_errors.clone(),
+        );
+        r.register(
+            "dead_letter_errors",
+            "Failed dead-letter produces (retried)",
+            m.dead_letter_errors.clone(),
+        );
+        r.register(
+            "event_freshness_ms",
+            "Now minus the newest stored event time, in milliseconds",
+            m.event_freshness_ms.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Notes that events up to `event_ms` are stored and a flush just succeeded.
+    pub fn flushed(&self, newest_event_ms: i64) {
+        self.newest_event_ms
+            .fetch_max(newest_event_ms, Ordering::Relaxed);
+        self.last_flush_ok_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// Now minus the newest stored event time (None before the first event).
+    pub fn freshness_ms(&self) -> Option<i64> {
+        let newest = self.newest_event_ms.load(Ordering::Relaxed);
+        (newest > 0).then(|| (chrono::Utc::now().timestamp_millis() - newest).max(0))
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        if let Some(f) = self.freshness_ms() {
+            self.event_freshness_ms.set(f);
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::warn!("encoding metrics failed");
+        }
+        out
+    }
+}
