@@ -433,10 +433,8 @@ fn segment_fields<'a>(
 
     let id = match optional_str(obj, "id")? {
         Some(s) => Some(parse_uuid("id", s)?),
-        None => match id_string(obj, "messageId", "messageId")? {
-            Some(m) => Some(Uuid::parse_str(&m).unwrap_or_else(|_| event_id_for_message_id(&m))),
-            None => None,
-        },
+        None => id_string(obj, "messageId", "messageId")?
+            .map(|m| Uuid::parse_str(&m).unwrap_or_else(|_| event_id_for_message_id(&m))),
     };
 
     let user_id = match id_string(obj, "userId", "userId")? {

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: a temp-dir store over the real schema.ormdb.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use streamtally::schema::Schema;
 use streamtally::store::{Row, Store, StoreOptions, Value};
 use streamtally::synth::{SynthConfig, SynthEvent};
