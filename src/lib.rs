@@ -3,6 +3,7 @@ pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod produce;
 pub mod schema;
 pub mod store;
 pub mod synth;

@@ -248,7 +248,7 @@ pub fn run(
     Ok(summary)
 }
 
-/// One synthetic event in the connector's native format, ~400 bytes of JSON:
+/// One synthetic event in the connector's native format, ~440 bytes of JSON:
 /// `{"id","org_id","event_type","event_name","user_id","session_id","timestamp","properties"}`
 /// with an RFC 3339 UTC timestamp and `properties` as a JSON object.
 pub fn synthetic_json(cfg: &SynthConfig, i: u64) -> String {

@@ -567,7 +567,7 @@ fn reap(
         recover(shared, failed)?;
     }
     if !committed.is_empty() {
-        commit_to_kafka(consumer, &committed, CommitMode::Async);
+        let _ = commit_to_kafka(consumer, &committed, CommitMode::Async);
     }
     Ok(())
 }
@@ -671,25 +671,41 @@ fn drain(
             .map(|(tp, o)| (tp.clone(), *o))
             .collect();
         if !positions.is_empty() {
-            commit_to_kafka(consumer, &positions, CommitMode::Sync);
+            // The next owner of these partitions starts from this commit (its own store has
+            // no position for them), so a refused commit (rebalance in progress) is retried.
+            for attempt in 0..10 {
+                if commit_to_kafka(consumer, &positions, CommitMode::Sync) {
+                    break;
+                }
+                tracing::warn!(
+                    attempt,
+                    "retrying the offset commit before letting partitions go"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
     }
     Ok(())
 }
 
+/// Returns whether Kafka accepted the commit.
 fn commit_to_kafka(
     consumer: &BaseConsumer<IngestContext>,
     offsets: &BTreeMap<TopicPartition, i64>,
     mode: CommitMode,
-) {
+) -> bool {
     let mut tpl = TopicPartitionList::new();
     for ((topic, p), next) in offsets {
         let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*next));
     }
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        // Not a correctness problem: the store holds the positions; Kafka's copy is for
-        // lag tooling and catches up on the next commit.
-        tracing::warn!(error = %e, "committing offsets to Kafka failed");
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => true,
+        Err(e) => {
+            // This instance keeps its positions in the store; Kafka's copy serves lag
+            // tooling and the next owner of a partition, and catches up on the next commit.
+            tracing::warn!(error = %e, "committing offsets to Kafka failed");
+            false
+        }
     }
 }
 

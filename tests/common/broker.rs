@@ -168,6 +168,11 @@ impl TestBroker {
 
     /// Creates `name` with `partitions` partitions and waits until its metadata shows them.
     /// An existing topic is accepted as it is.
+    /// The in-process mock cluster (for `broker_down`/`broker_up` outages), if this is one.
+    pub fn mock_cluster(&self) -> Option<&MockCluster<'static, DefaultProducerContext>> {
+        self.mock.as_ref()
+    }
+
     pub fn create_topic(&self, name: &str, partitions: i32) {
         if let Some(cluster) = &self.mock {
             cluster

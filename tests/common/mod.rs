@@ -39,3 +39,122 @@ pub fn str_of(row: &Row, field: &str) -> String {
         other => panic!("{field} is {other:?}"),
     }
 }
+
+/// A connector (`Ingest`) running in this process on its own thread, with its own store.
+pub struct Connector {
+    pub store: Store,
+    pub metrics: std::sync::Arc<streamtally::metrics::Metrics>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<Result<(), streamtally::ingest::IngestError>>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Test defaults: the broker, the topics, a group, a short session timeout.
+pub fn connector_config(
+    bootstrap: &str,
+    topics: &[&str],
+    group: &str,
+    store_dir: &std::path::Path,
+) -> streamtally::config::Config {
+    let mut cfg = streamtally::config::Config::default();
+    cfg.kafka.brokers = bootstrap.to_string();
+    cfg.kafka.topics = topics.iter().map(|t| t.to_string()).collect();
+    cfg.kafka.group_id = group.to_string();
+    cfg.kafka.session_timeout_ms = 6000;
+    cfg.store.path = store_dir.to_path_buf();
+    cfg
+}
+
+impl Connector {
+    pub fn start(
+        bootstrap: &str,
+        topics: &[&str],
+        group: &str,
+        tweak: impl FnOnce(&mut streamtally::config::Config),
+    ) -> Connector {
+        init_logs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = connector_config(bootstrap, topics, group, dir.path());
+        tweak(&mut cfg);
+        let store = open(dir.path());
+        let metrics = std::sync::Arc::new(streamtally::metrics::Metrics::new());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let ingest =
+            streamtally::ingest::Ingest::new(cfg, store.clone(), metrics.clone(), shutdown.clone());
+        let thread = std::thread::spawn(move || ingest.run());
+        Connector {
+            store,
+            metrics,
+            shutdown,
+            thread: Some(thread),
+            dir,
+        }
+    }
+
+    /// Sum of the stored next offsets of `topic`'s partitions `0..partitions`.
+    pub fn stored(&self, topic: &str, partitions: i32) -> i64 {
+        (0..partitions)
+            .map(|p| self.store.offset(topic, p).unwrap().unwrap_or(0))
+            .sum()
+    }
+
+    /// Waits until `cond` holds (panics after `timeout`, naming `what`).
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        cond: impl Fn(&Connector) -> bool,
+    ) {
+        let started = std::time::Instant::now();
+        while !cond(self) {
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                panic!("the connector stopped while waiting for {what}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Graceful stop: flush, commit, leave the group.
+    pub fn stop(&mut self) -> Result<(), streamtally::ingest::IngestError> {
+        self.shutdown.cancel();
+        match self.thread.take() {
+            Some(t) => t.join().expect("ingest thread"),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the connector to stop by itself (e.g. dead_letter.policy = fail).
+    pub fn join(&mut self) -> Result<(), streamtally::ingest::IngestError> {
+        match self.thread.take() {
+            Some(t) => t.join().expect("ingest thread"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Logs of the code under test on stderr (RUST_LOG, default warn), once per test binary.
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}

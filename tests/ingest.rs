@@ -1,0 +1,515 @@
+//! The consumer group against real Kafka-protocol brokers (librdkafka's mock cluster in this
+//! process; see tests/ingest_crash.rs for Tansu out of process): exactly N rows for N
+//! events, positions stored and committed, dead letters, failure policies, a broker outage,
+//! and instances joining and leaving a group.
+
+mod common;
+
+use common::broker::{consume_all, produce, random_name, TestBroker, TestRecord};
+use common::Connector;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::HashSet;
+use std::time::Duration;
+use streamtally::config::DeadLetterPolicy;
+use streamtally::produce::synthetic_json;
+use streamtally::synth::{SynthConfig, SynthEvent};
+
+fn synth(n: u64) -> SynthConfig {
+    let mut cfg = SynthConfig::new(n);
+    cfg.span_days = 1;
+    cfg
+}
+
+fn events(cfg: &SynthConfig, range: std::ops::Range<u64>, partitions: i32) -> Vec<TestRecord> {
+    range
+        .map(|i| {
+            (
+                None,
+                Some(synthetic_json(cfg, i).into_bytes()),
+                Vec::new(),
+                Some((i % partitions as u64) as i32),
+            )
+        })
+        .collect()
+}
+
+fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    (0..partitions)
+        .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+#[test]
+fn hundred_thousand_events_over_six_partitions_become_exactly_that_many_rows() {
+    let broker = TestBroker::mock(6);
+    let topic = random_name("events");
+    broker.create_topic(&topic, 6);
+    let n = 100_000u64;
+    let cfg = synth(n);
+    let group = random_name("group");
+    let mut c = Connector::start(&broker.bootstrap, &[topic.as_str()], &group, |_| {});
+    // Produce as a stream, in chunks, keeping the connector's lag bounded: the mock broker
+    // keeps only the last ~5 MB of each partition, and would drop records nobody read yet.
+    let chunk = 10_000u64;
+    for start in (0..n).step_by(chunk as usize) {
+        produce(
+            &broker.bootstrap,
+            &topic,
+            &events(&cfg, start..(start + chunk).min(n), 6),
+        );
+        c.wait_for("the connector to keep up", Duration::from_secs(120), |c| {
+            c.stored(&topic, 6) as u64 + 2 * chunk >= start + chunk
+        });
+    }
+    c.wait_for("every event stored", Duration::from_secs(300), |c| {
+        c.stored(&topic, 6) as u64 >= n
+    });
+    c.stop().unwrap();
+    let rows = c.store.scan_all("Event").unwrap();
+    let m = c.metrics.encode();
+    assert_eq!(rows.len() as u64, n, "exactly N rows; metrics:\n{m}");
+    let ids: HashSet<[u8; 16]> = rows.iter().map(|r| r.id().unwrap()).collect();
+    for i in 0..n {
+        assert!(
+            ids.contains(&SynthEvent::generate(&cfg, i).id),
+            "event {i} stored under its payload id"
+        );
+    }
+    for p in 0..6 {
+        let expected = (n / 6 + u64::from((p as u64) < n % 6)) as i64;
+        assert_eq!(
+            c.store.offset(&topic, p).unwrap(),
+            Some(expected),
+            "stored offset of partition {p}"
+        );
+    }
+    // After the durable write, the positions were committed to Kafka too (lag tooling).
+    let kafka = committed(&broker.bootstrap, &group, &topic, 6);
+    let stored: Vec<i64> = (0..6)
+        .map(|p| c.store.offset(&topic, p).unwrap().unwrap())
+        .collect();
+    assert_eq!(kafka, stored);
+    let m = c.metrics.encode();
+    assert!(
+        m.contains(&format!(
+            "streamtally_events_stored_total{{topic=\"{topic}\"}} {n}"
+        )),
+        "{m}"
+    );
+    assert!(c.store.verify().unwrap().is_empty());
+    eprintln!(
+        "ingest: {n} events on mock broker {} -> {n} rows, offsets {stored:?}",
+        broker.bootstrap
+    );
+}
+
+#[test]
+fn restart_resumes_from_the_store_and_replays_do_not_duplicate() {
+    let broker = TestBroker::mock(3);
+    let topic = random_name("events");
+    broker.create_topic(&topic, 3);
+    let cfg = synth(3000);
+    produce(&broker.bootstrap, &topic, &events(&cfg, 0..1500, 3));
+    let group = random_name("group");
+    let mut c = Connector::start(&broker.bootstrap, &[topic.as_str()], &group, |_| {});
+    c.wait_for("1500 stored", Duration::from_secs(60), |c| {
+        c.stored(&topic, 3) >= 1500
+    });
+    c.stop().unwrap();
+    let store_dir = c.dir.path().to_path_buf();
+    drop(c.store.clone());
+    // The same payload ids again (a producer retry), then new events.
+    produce(&broker.bootstrap, &topic, &events(&cfg, 1000..3000, 3));
+    let dir = std::mem::replace(&mut c.dir, tempfile::tempdir().unwrap());
+    drop(c);
+    // A new process on the same store, in a NEW group (no Kafka commits to fall back on):
+    // it must start from the store's positions, not from the beginning.
+    let store = common::open(&store_dir);
+    let metrics = std::sync::Arc::new(streamtally::metrics::Metrics::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let conf = common::connector_config(
+        &broker.bootstrap,
+        &[topic.as_str()],
+        &random_name("other"),
+        &store_dir,
+    );
+    let ingest =
+        streamtally::ingest::Ingest::new(conf, store.clone(), metrics.clone(), shutdown.clone());
+    let t = std::thread::spawn(move || ingest.run());
+    let started = std::time::Instant::now();
+    while (0..3)
+        .map(|p| store.offset(&topic, p).unwrap().unwrap_or(0))
+        .sum::<i64>()
+        < 3500
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    shutdown.cancel();
+    t.join().unwrap().unwrap();
+    assert_eq!(
+        store.scan_all("Event").unwrap().len(),
+        3000,
+        "1500 + 1500 new; the 500 resent ids stored once"
+    );
+    let m = metrics.encode();
+    assert!(
+        m.contains(&format!(
+            "streamtally_events_consumed_total{{topic=\"{topic}\"}} 2000"
+        )),
+        "read only past the stored positions: {m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "streamtally_events_duplicate_total{{topic=\"{topic}\"}} 500"
+        )),
+        "{m}"
+    );
+    drop(dir);
+}
+
+/// At least 20 kinds of bad input, each with the reason code it must be dead-lettered with.
+fn bad_corpus() -> Vec<(Vec<u8>, &'static str)> {
+    let org = "7d0c7f2e-6a39-4d7e-8b1a-0c5f2d9e4a11";
+    let ok = |extra: &str| {
+        format!(r#"{{"org_id":"{org}","event_type":"track","event_name":"click"{extra}}}"#)
+            .into_bytes()
+    };
+    vec![
+        (b"{not json".to_vec(), "invalid_json"),
+        (vec![0xff, 0xfe, b'{', b'}'], "invalid_utf8"),
+        (b"[1,2,3]".to_vec(), "not_an_object"),
+        (b"\"just a string\"".to_vec(), "not_an_object"),
+        (
+            br#"{"event_type":"track","event_name":"click"}"#.to_vec(),
+            "missing_field",
+        ),
+        (
+            format!(r#"{{"org_id":"{org}","event_name":"click"}}"#).into_bytes(),
+            "missing_field",
+        ),
+        (
+            format!(r#"{{"org_id":"{org}","event_type":"track"}}"#).into_bytes(),
+            "missing_field",
+        ),
+        (
+            br#"{"org_id":"not-a-uuid","event_type":"track","event_name":"click"}"#.to_vec(),
+            "invalid_uuid",
+        ),
+        (ok(r#","id":"12345""#), "invalid_uuid"),
+        (
+            format!(r#"{{"org_id":"{org}","event_type":"track","event_name":42}}"#).into_bytes(),
+            "wrong_type",
+        ),
+        (
+            format!(r#"{{"org_id":"{org}","event_type":"track","event_name":""}}"#).into_bytes(),
+            "empty_field",
+        ),
+        (ok(r#","timestamp":"yesterday""#), "invalid_timestamp"),
+        (
+            ok(r#","timestamp":"2999-01-01T00:00:00Z""#),
+            "timestamp_in_future",
+        ),
+        (ok(r#","timestamp":-5"#), "timestamp_before_epoch"),
+        (ok(r#","properties":[1,2]"#), "properties_not_object"),
+        (ok(r#","user_id":{"a":1}"#), "wrong_type"),
+        (
+            format!(
+                r#"{{"org_id":"{org}","event_type":"track","event_name":"{}"}}"#,
+                "x".repeat(300)
+            )
+            .into_bytes(),
+            "field_too_long",
+        ),
+        (
+            format!(r#"{{"org_id":"{org}","event_type":"track","event_name":"a\u0001b"}}"#)
+                .into_bytes(),
+            "control_character",
+        ),
+        (
+            format!(
+                r#"{{"properties":{}1{}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            )
+            .into_bytes(),
+            "nesting_too_deep",
+        ),
+        (vec![b' '; 200_001], "oversized"),
+        (Vec::new(), "empty_payload"),
+        (ok(r#","timestamp":1e400"#), "invalid_json"),
+        (
+            format!(r#"{{"org_id":"{org}","org_id":"{org}","event_type":"t","event_name":"n"}}"#)
+                .into_bytes(),
+            "duplicate_key",
+        ),
+        (
+            ok(r#","timestamp":99999999999999999"#),
+            "timestamp_out_of_range",
+        ),
+    ]
+}
+
+#[test]
+fn bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_moving() {
+    let broker = TestBroker::mock(1);
+    let topic = random_name("events");
+    broker.create_topic(&topic, 1);
+    broker.create_topic(&format!("{topic}.dlq"), 1);
+    let cfg = synth(100);
+    let bad = bad_corpus();
+    let mut records: Vec<TestRecord> = Vec::new();
+    let mut good = 0;
+    for (i, (payload, _)) in bad.iter().enumerate() {
+        records.push((
+            None,
+            Some(synthetic_json(&cfg, i as u64).into_bytes()),
+            Vec::new(),
+            Some(0),
+        ));
+        good += 1;
+        records.push((
+            Some(format!("k{i}").into_bytes()),
+            Some(payload.clone()),
+            vec![("trace".into(), b"t1".to_vec())],
+            Some(0),
+        ));
+    }
+    records.push((
+        None,
+        Some(synthetic_json(&cfg, 99).into_bytes()),
+        Vec::new(),
+        Some(0),
+    ));
+    good += 1;
+    let total = records.len() as i64;
+    produce(&broker.bootstrap, &topic, &records);
+    let mut c = Connector::start(
+        &broker.bootstrap,
+        &[topic.as_str()],
+        &random_name("g"),
+        |cfg| {
+            cfg.kafka.max_message_bytes = 200_000;
+        },
+    );
+    c.wait_for(
+        "the partition past every record",
+        Duration::from_secs(60),
+        |c| c.stored(&topic, 1) >= total,
+    );
+    c.stop().unwrap();
+    assert_eq!(
+        c.store.scan_all("Event").unwrap().len(),
+        good,
+        "every good event around the bad ones"
+    );
+    let dlq = consume_all(
+        &broker.bootstrap,
+        &format!("{topic}.dlq"),
+        bad.len(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(dlq.len(), bad.len());
+    let mut kinds = HashSet::new();
+    for (m, (payload, code)) in dlq.iter().zip(&bad) {
+        let h = m.headers().expect("dead letters carry headers");
+        let get = |name: &str| {
+            h.iter()
+                .find(|x| x.key == name)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            get("streamtally.reason_code"),
+            *code,
+            "reason: {}",
+            get("streamtally.reason")
+        );
+        assert!(!get("streamtally.reason").is_empty());
+        assert_eq!(get("streamtally.source_topic"), topic);
+        assert_eq!(get("streamtally.source_partition"), "0");
+        let offset: i64 = get("streamtally.source_offset").parse().unwrap();
+        assert_eq!(offset % 2, 1, "bad records sit at odd offsets");
+        assert_eq!(get("streamtally.version"), env!("CARGO_PKG_VERSION"));
+        assert_eq!(get("trace"), "t1", "original headers are kept");
+        assert_eq!(
+            m.payload().unwrap_or_default(),
+            &payload[..],
+            "original payload is kept"
+        );
+        kinds.insert(*code);
+    }
+    assert!(bad.len() >= 20 && kinds.len() >= 14, "{kinds:?}");
+    let m = c.metrics.encode();
+    assert!(m.contains("streamtally_events_dead_lettered_total"), "{m}");
+}
+
+#[test]
+fn skip_policy_counts_and_fail_policy_stops_with_a_clear_error() {
+    let broker = TestBroker::mock(1);
+    let cfg = synth(10);
+    for policy in [DeadLetterPolicy::Skip, DeadLetterPolicy::Fail] {
+        let topic = random_name("events");
+        broker.create_topic(&topic, 1);
+        let records: Vec<TestRecord> = vec![
+            (
+                None,
+                Some(synthetic_json(&cfg, 0).into_bytes()),
+                Vec::new(),
+                Some(0),
+            ),
+            (None, Some(b"{oops".to_vec()), Vec::new(), Some(0)),
+            (
+                None,
+                Some(synthetic_json(&cfg, 1).into_bytes()),
+                Vec::new(),
+                Some(0),
+            ),
+        ];
+        produce(&broker.bootstrap, &topic, &records);
+        let mut c = Connector::start(
+            &broker.bootstrap,
+            &[topic.as_str()],
+            &random_name("g"),
+            |cfg| {
+                cfg.kafka.dead_letter.policy = policy;
+            },
+        );
+        match policy {
+            DeadLetterPolicy::Skip => {
+                c.wait_for("all three", Duration::from_secs(60), |c| {
+                    c.stored(&topic, 1) >= 3
+                });
+                c.stop().unwrap();
+                assert_eq!(c.store.scan_all("Event").unwrap().len(), 2);
+                assert!(c
+                    .metrics
+                    .encode()
+                    .contains("streamtally_events_skipped_total"));
+            }
+            _ => {
+                let err = c.join().unwrap_err().to_string();
+                assert!(
+                    err.contains(&topic) && err.contains("offset 1") && err.contains("fail"),
+                    "{err}"
+                );
+                assert_eq!(
+                    c.store.offset(&topic, 0).unwrap(),
+                    Some(1),
+                    "stopped before the bad record"
+                );
+                assert_eq!(c.store.scan_all("Event").unwrap().len(), 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn broker_down_for_thirty_seconds_loses_and_duplicates_nothing() {
+    let broker = TestBroker::mock(3);
+    let topic = random_name("events");
+    broker.create_topic(&topic, 3);
+    let n = 6000u64;
+    let cfg = synth(n);
+    produce(&broker.bootstrap, &topic, &events(&cfg, 0..n / 2, 3));
+    let mut c = Connector::start(
+        &broker.bootstrap,
+        &[topic.as_str()],
+        &random_name("g"),
+        |_| {},
+    );
+    c.wait_for("first half", Duration::from_secs(60), |c| {
+        c.stored(&topic, 3) as u64 >= n / 2
+    });
+    broker.mock_cluster().unwrap().broker_down(1).unwrap();
+    eprintln!("broker down for 30 s");
+    std::thread::sleep(Duration::from_secs(30));
+    broker.mock_cluster().unwrap().broker_up(1).unwrap();
+    produce(&broker.bootstrap, &topic, &events(&cfg, n / 2..n, 3));
+    c.wait_for("second half", Duration::from_secs(120), |c| {
+        c.stored(&topic, 3) as u64 >= n
+    });
+    c.stop().unwrap();
+    let rows = c.store.scan_all("Event").unwrap();
+    let ids: HashSet<[u8; 16]> = rows.iter().map(|r| r.id().unwrap()).collect();
+    let missing = (0..n)
+        .filter(|i| !ids.contains(&SynthEvent::generate(&cfg, *i).id))
+        .count();
+    assert_eq!(
+        (rows.len() as u64, missing),
+        (n, 0),
+        "0 missing, 0 duplicated"
+    );
+}
+
+#[test]
+fn instances_joining_and_leaving_a_group_store_every_event_exactly_once() {
+    let broker = TestBroker::mock(6);
+    let topic = random_name("events");
+    broker.create_topic(&topic, 6);
+    let n = 30_000u64;
+    let cfg = synth(n);
+    let group = random_name("g");
+    let topics = [topic.as_str()];
+    let tweak = |c: &mut streamtally::config::Config| c.batching.max_batch_events = 200;
+    produce(&broker.bootstrap, &topic, &events(&cfg, 0..n / 3, 6));
+    let mut a = Connector::start(&broker.bootstrap, &topics, &group, tweak);
+    a.wait_for("a first batch in A", Duration::from_secs(60), |c| {
+        c.stored(&topic, 6) > 0
+    });
+    let mut b = Connector::start(&broker.bootstrap, &topics, &group, tweak);
+    produce(
+        &broker.bootstrap,
+        &topic,
+        &events(&cfg, n / 3..2 * n / 3, 6),
+    );
+    let mut c3 = Connector::start(&broker.bootstrap, &topics, &group, tweak);
+    std::thread::sleep(Duration::from_secs(8));
+    a.stop().unwrap(); // graceful leave: its partitions move to B and C
+    produce(&broker.bootstrap, &topic, &events(&cfg, 2 * n / 3..n, 6));
+    let all = [&a, &b, &c3];
+    let started = std::time::Instant::now();
+    loop {
+        let total: usize = all
+            .iter()
+            .map(|c| c.store.scan_all("Event").unwrap().len())
+            .sum();
+        if total as u64 >= n || started.elapsed() > Duration::from_secs(180) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    b.stop().unwrap();
+    c3.stop().unwrap();
+    let mut union: HashSet<[u8; 16]> = HashSet::new();
+    let mut total = 0usize;
+    for (name, c) in [("A", &a), ("B", &b), ("C", &c3)] {
+        let rows = c.store.scan_all("Event").unwrap();
+        eprintln!("group: instance {name} stored {}", rows.len());
+        total += rows.len();
+        union.extend(rows.iter().map(|r| r.id().unwrap()));
+    }
+    let missing = (0..n)
+        .filter(|i| !union.contains(&SynthEvent::generate(&cfg, *i).id))
+        .count();
+    assert_eq!(missing, 0, "0 missing across the group");
+    assert_eq!(total as u64, n, "no event stored by two instances");
+}
