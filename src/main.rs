@@ -42,6 +42,30 @@ enum Command {
     /// Run the connector: consume the configured topics into the store, exactly once,
     /// until SIGINT/SIGTERM (then flush, commit offsets and exit 0).
     Run,
+    /// Send events to a topic: NDJSON from a file or stdin (each line as-is, invalid ones
+    /// included), or synthetic seed-shaped events. Uses kafka.brokers and [kafka.client].
+    Produce {
+        /// Topic to write to.
+        #[arg(long)]
+        topic: String,
+        /// Records per second (default: as fast as the broker takes them).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Stop after N records (synthetic mode default: until Ctrl-C).
+        #[arg(long)]
+        events: Option<u64>,
+        /// Number of orgs in synthetic events.
+        #[arg(long, default_value_t = 20)]
+        orgs: usize,
+        /// Create the topic with P partitions if it does not exist.
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Seed of the synthetic generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// NDJSON file, or - for stdin; omit for synthetic events.
+        input: Option<PathBuf>,
+    },
     /// Print the effective configuration (secrets masked), or every configuration error.
     CheckConfig,
     /// Parse the schema file and print its entities, or the error with line:column.
@@ -128,6 +152,64 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             let schema = load_schema(cli)?;
             streamtally::app::run(cfg, schema)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Produce {
+            topic,
+            rate,
+            events,
+            orgs,
+            partitions,
+            seed,
+            input,
+        } => {
+            let mut opts = streamtally::produce::ProduceOptions::new(&cfg.kafka.brokers, topic);
+            opts.client = cfg.kafka.client.clone();
+            opts.rate_per_s = *rate;
+            opts.events = *events;
+            opts.orgs = *orgs;
+            opts.partitions = *partitions;
+            opts.seed = *seed;
+            opts.input = input.clone();
+            opts.progress = true;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let on_signal = shutdown.clone();
+            std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    });
+                    on_signal.cancel();
+                }
+            });
+            let summary = streamtally::produce::run(&opts, &shutdown)?;
+            for f in &summary.failures {
+                eprintln!(
+                    "{} {}: {}",
+                    if input.is_some() { "line" } else { "event" },
+                    f.position,
+                    f.error
+                );
+            }
+            println!(
+                "produced {} record(s) to '{}' in {:.1} s ({} failed{})",
+                summary.sent,
+                topic,
+                summary.elapsed.as_secs_f64(),
+                summary.failed,
+                if summary.interrupted {
+                    ", interrupted"
+                } else {
+                    ""
+                }
+            );
+            Ok(if summary.failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::CheckConfig => {
             print!("{}", cfg.to_masked_toml());
