@@ -726,6 +726,9 @@ fn backpressure(shared: &Shared, consumer: &BaseConsumer<IngestContext>, max_byt
             };
             if r.is_ok() {
                 *paused = over;
+                if over {
+                    shared.metrics.backpressure_pauses.inc();
+                }
                 shared
                     .metrics
                     .paused_partitions

@@ -161,7 +161,11 @@ impl Wal {
     /// full, say) is cut back off the file, so the log stays usable for a retry.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         let path = self.current_path();
-        if let Err(e) = self.file.write_all(&self.buf) {
+        let written = match injected_write_error() {
+            Some(e) => Err(e),
+            None => self.file.write_all(&self.buf),
+        };
+        if let Err(e) = written {
             self.buf.clear();
             self.last_commit = self.synced_commit;
             let _ = self.file.set_len(self.file_bytes);
@@ -219,4 +223,25 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync WAL directory", dir))
+}
+
+/// Test-only fault hook: `STREAMTALLY_FAULT=wal_write_error:N` makes the first N WAL appends
+/// fail like a full disk would.
+#[cfg(feature = "fault-injection")]
+fn injected_write_error() -> Option<std::io::Error> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static FAILED: AtomicU64 = AtomicU64::new(0);
+    let spec = std::env::var("STREAMTALLY_FAULT").ok()?;
+    let n: u64 = spec.strip_prefix("wal_write_error:")?.parse().ok()?;
+    (FAILED.fetch_add(1, Ordering::SeqCst) < n).then(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "injected: no space left on device",
+        )
+    })
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn injected_write_error() -> Option<std::io::Error> {
+    None
 }
