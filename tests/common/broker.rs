@@ -43,6 +43,8 @@ pub enum BrokerKind {
     Mock,
     Tansu,
     External,
+    /// Apache Kafka (KRaft) in Docker via testcontainers: only when a Docker engine answers.
+    Docker,
 }
 
 impl std::fmt::Display for BrokerKind {
@@ -51,6 +53,7 @@ impl std::fmt::Display for BrokerKind {
             BrokerKind::Mock => "librdkafka mock cluster",
             BrokerKind::Tansu => "tansu",
             BrokerKind::External => "external broker",
+            BrokerKind::Docker => "apache/kafka in Docker (testcontainers)",
         })
     }
 }
@@ -64,6 +67,7 @@ pub struct TestBroker {
     default_partitions: i32,
     mock: Option<MockCluster<'static, DefaultProducerContext>>,
     tansu: Option<Tansu>,
+    docker: Option<testcontainers::Container<testcontainers::GenericImage>>,
 }
 
 struct Tansu {
@@ -87,6 +91,7 @@ impl TestBroker {
             default_partitions: partitions_hint.max(1),
             mock: Some(cluster),
             tansu: None,
+            docker: None,
         }
     }
 
@@ -133,6 +138,7 @@ impl TestBroker {
             default_partitions: 3,
             mock: None,
             tansu: Some(tansu),
+            docker: None,
         })
     }
 
@@ -148,13 +154,67 @@ impl TestBroker {
             default_partitions: 3,
             mock: None,
             tansu: None,
+            docker: None,
         })
     }
 
+    /// Apache Kafka 3.9 in KRaft mode in a Docker container (testcontainers), for users
+    /// with Docker. `None` when no Docker engine answers (as on the CI machines, which have
+    /// the client but no engine), or the image cannot be started.
+    pub fn docker() -> Option<TestBroker> {
+        use testcontainers::core::{ContainerPort, WaitFor};
+        use testcontainers::runners::SyncRunner;
+        use testcontainers::ImageExt;
+        let engine = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !engine.map(|s| s.success()).unwrap_or(false) {
+            return None;
+        }
+        let port = free_port();
+        let advertised = format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://localhost:9093");
+        let image = testcontainers::GenericImage::new("apache/kafka", "3.9.0")
+            .with_wait_for(WaitFor::message_on_stdout("Kafka Server started"))
+            .with_mapped_port(port, ContainerPort::Tcp(9092))
+            .with_env_var("KAFKA_NODE_ID", "1")
+            .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
+            .with_env_var("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+            .with_env_var("KAFKA_ADVERTISED_LISTENERS", advertised)
+            .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+            .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+            .with_env_var("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+            .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+            .with_startup_timeout(Duration::from_secs(120));
+        match image.start() {
+            Ok(container) => {
+                let bootstrap = format!("127.0.0.1:{port}");
+                eprintln!("test broker: apache/kafka in Docker (testcontainers) at {bootstrap}");
+                Some(TestBroker {
+                    kind: BrokerKind::Docker,
+                    bootstrap,
+                    default_partitions: 3,
+                    mock: None,
+                    tansu: None,
+                    docker: Some(container),
+                })
+            }
+            Err(e) => {
+                eprintln!("test broker: Docker answers but apache/kafka did not start ({e}); not using it");
+                None
+            }
+        }
+    }
+
     /// An independent broker for end-to-end tests: `KAFKA_BOOTSTRAP_SERVERS` if set, else
-    /// Tansu. Panics with install instructions when neither is available.
+    /// Apache Kafka in Docker when a Docker engine answers, else Tansu. Panics with install
+    /// instructions when none is available.
     pub fn end_to_end() -> TestBroker {
         if let Some(broker) = TestBroker::external() {
+            return broker;
+        }
+        if let Some(broker) = TestBroker::docker() {
             return broker;
         }
         TestBroker::tansu().unwrap_or_else(|| {
