@@ -8,6 +8,10 @@ mod broker;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+#[path = "support/mod.rs"]
+mod common;
+use common::{arg, peak_rss_mb};
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,32 +20,6 @@ use streamtally::store::{Store, StoreOptions};
 use streamtally::synth::{SynthConfig, SynthEvent};
 
 const PARTITIONS: i32 = 6;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} expects a number, got {v:?}"))
-        })
-        .unwrap_or(default)
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
 
 /// A ~300-byte event in the native format.
 fn event_json(cfg: &SynthConfig, i: u64) -> String {

@@ -2,6 +2,10 @@
 //! through the store layer, then the gateway's read shapes, and, for comparison, ormdb-core's
 //! own typed `Transaction` path on the first 20,000 events. The last stdout line is JSON.
 
+#[path = "support/mod.rs"]
+mod common;
+use common::{arg, peak_rss_mb};
+
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 use streamtally::schema::Schema;
@@ -11,32 +15,6 @@ use streamtally::synth::{SynthConfig, SynthEvent};
 const BATCH: usize = 1000;
 const WRITERS: usize = 4;
 const TYPED_EVENTS: u64 = 20_000;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} expects a number, got {v:?}"))
-        })
-        .unwrap_or(default)
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -8,13 +8,12 @@
 
 mod common;
 
-use common::broker::{produce, random_name, TestBroker, TestRecord};
+use common::broker::{committed_offsets, produce, random_name, synth_records, TestBroker};
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use streamtally::produce::synthetic_json;
 use streamtally::synth::{SynthConfig, SynthEvent};
 
 const PARTITIONS: i32 = 3;
@@ -74,35 +73,14 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-/// The group's committed offsets (the child commits them after each durable write); read
-/// without joining the group.
-fn committed(broker: &str, group: &str, topic: &str) -> Vec<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(topic, p);
-    }
-    match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
-        Ok(c) => (0..PARTITIONS)
-            .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
-                Some(rdkafka::Offset::Offset(o)) => o,
-                _ => 0,
-            })
-            .collect(),
-        Err(_) => vec![0; PARTITIONS as usize],
-    }
-}
-
 /// Waits (up to `timeout`) until the group's committed offsets pass `beyond` in sum.
 fn wait_progress(broker: &str, group: &str, topic: &str, beyond: i64, timeout: Duration) -> i64 {
     let started = Instant::now();
     loop {
-        let sum: i64 = committed(broker, group, topic).iter().sum();
+        let sum: i64 = committed_offsets(broker, group, topic, PARTITIONS)
+            .iter()
+            .map(|o| o.max(&0))
+            .sum();
         if sum > beyond || started.elapsed() > timeout {
             return sum;
         }
@@ -118,19 +96,6 @@ fn stored_positions(store_dir: &Path, topic: &str) -> Vec<i64> {
         .collect();
     store.close().unwrap();
     v
-}
-
-fn events(cfg: &SynthConfig, range: std::ops::Range<u64>) -> Vec<TestRecord> {
-    range
-        .map(|i| {
-            (
-                None,
-                Some(synthetic_json(cfg, i).into_bytes()),
-                Vec::new(),
-                Some((i % PARTITIONS as u64) as i32),
-            )
-        })
-        .collect()
 }
 
 /// (missing, duplicated) of `expected` ids in the union of the stores.
@@ -186,7 +151,11 @@ fn sigkill_at_random_moments_and_after_the_durable_write_loses_and_duplicates_no
     let (t2, c2) = (topic.clone(), cfg.clone());
     let producer = std::thread::spawn(move || {
         for start in (0..n).step_by(2000) {
-            produce(&bootstrap, &t2, &events(&c2, start..(start + 2000).min(n)));
+            produce(
+                &bootstrap,
+                &t2,
+                &synth_records(&c2, start..(start + 2000).min(n), PARTITIONS),
+            );
             std::thread::sleep(Duration::from_millis(600));
         }
     });
@@ -287,12 +256,20 @@ fn a_sigkilled_members_partitions_are_taken_over_with_nothing_missing() {
         span_days: 1,
         ..SynthConfig::new(n)
     };
-    produce(&broker.bootstrap, &topic, &events(&cfg, 0..n / 2));
+    produce(
+        &broker.bootstrap,
+        &topic,
+        &synth_records(&cfg, 0..n / 2, PARTITIONS),
+    );
     let mut a = spawn_run(&broker.bootstrap, &topic, &group, &dir_a, &log, None);
     let mut b = spawn_run(&broker.bootstrap, &topic, &group, &dir_b, &log, None);
     std::thread::sleep(Duration::from_secs(10));
     sigkill(&mut a);
-    produce(&broker.bootstrap, &topic, &events(&cfg, n / 2..n));
+    produce(
+        &broker.bootstrap,
+        &topic,
+        &synth_records(&cfg, n / 2..n, PARTITIONS),
+    );
     // B gets A's partitions once A's session expires, starting from A's last Kafka commit.
     wait_progress(
         &broker.bootstrap,

@@ -5,15 +5,13 @@
 mod common;
 
 #[cfg(feature = "fault-injection")]
-use common::broker::{produce, random_name, TestBroker, TestRecord};
+use common::broker::{produce, random_name, synth_records, TestBroker};
 #[cfg(feature = "fault-injection")]
 use common::Connector;
 #[cfg(feature = "fault-injection")]
 use std::collections::HashSet;
 #[cfg(feature = "fault-injection")]
 use std::time::Duration;
-#[cfg(feature = "fault-injection")]
-use streamtally::produce::synthetic_json;
 #[cfg(feature = "fault-injection")]
 use streamtally::synth::{SynthConfig, SynthEvent};
 
@@ -25,20 +23,6 @@ fn synth(n: u64) -> SynthConfig {
     }
 }
 
-#[cfg(feature = "fault-injection")]
-fn events(cfg: &SynthConfig, range: std::ops::Range<u64>, partitions: i32) -> Vec<TestRecord> {
-    range
-        .map(|i| {
-            (
-                None,
-                Some(synthetic_json(cfg, i).into_bytes()),
-                Vec::new(),
-                Some((i % partitions as u64) as i32),
-            )
-        })
-        .collect()
-}
-
 /// Needs the test-only fault hook: `cargo test --features fault-injection` (as .ci/run does).
 #[cfg(feature = "fault-injection")]
 #[test]
@@ -48,7 +32,7 @@ fn failed_store_writes_are_retried_in_order_and_no_offset_advances_past_them() {
     broker.create_topic(&topic, 2);
     let n = 3000u64;
     let cfg = synth(n);
-    produce(&broker.bootstrap, &topic, &events(&cfg, 0..n, 2));
+    produce(&broker.bootstrap, &topic, &synth_records(&cfg, 0..n, 2));
     // The fault hook reads the environment of this process: the first 5 WAL appends fail as
     // if the disk were full. (Set before the connector's store writes anything.)
     std::env::set_var("STREAMTALLY_FAULT", "wal_write_error:5");

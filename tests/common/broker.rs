@@ -580,3 +580,44 @@ pub fn consume_all(
 pub fn payload_str(m: &OwnedMessage) -> &str {
     std::str::from_utf8(m.payload().unwrap_or_default()).expect("UTF-8 payload")
 }
+
+/// Synthetic native-format events `range` of `cfg` (see `streamtally::produce::synthetic_json`),
+/// event `i` on partition `i % partitions`.
+pub fn synth_records(
+    cfg: &streamtally::synth::SynthConfig,
+    range: std::ops::Range<u64>,
+    partitions: i32,
+) -> Vec<TestRecord> {
+    range
+        .map(|i| {
+            (
+                None,
+                Some(streamtally::produce::synthetic_json(cfg, i).into_bytes()),
+                Vec::new(),
+                Some((i % partitions as u64) as i32),
+            )
+        })
+        .collect()
+}
+
+/// The committed offsets of `group` for `topic`'s partitions `0..partitions` (-1: none, or
+/// the broker did not answer), read without joining the group.
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("offsets reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(c) => (0..partitions)
+            .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            })
+            .collect(),
+        Err(_) => vec![-1; partitions as usize],
+    }
+}
