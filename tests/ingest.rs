@@ -516,3 +516,42 @@ fn instances_joining_and_leaving_a_group_store_every_event_exactly_once() {
     assert_eq!(missing.len(), 0, "0 missing across the group");
     assert_eq!(total as u64, n, "no event stored by two instances");
 }
+
+#[test]
+fn a_regex_subscription_takes_every_matching_topic_but_not_its_dead_letters() {
+    let broker = TestBroker::mock(2);
+    let prefix = random_name("rx");
+    let (a, b, other) = (
+        format!("{prefix}.web"),
+        format!("{prefix}.app"),
+        random_name("other"),
+    );
+    for t in [&a, &b, &other] {
+        broker.create_topic(t, 2);
+    }
+    broker.create_topic(&format!("{a}.dlq"), 1);
+    let cfg = synth(300);
+    produce(&broker.bootstrap, &a, &synth_records(&cfg, 0..100, 2));
+    produce(&broker.bootstrap, &b, &synth_records(&cfg, 100..200, 2));
+    produce(&broker.bootstrap, &other, &synth_records(&cfg, 200..300, 2));
+    // A dead letter already sitting in a matching topic must not be ingested.
+    produce(
+        &broker.bootstrap,
+        &format!("{a}.dlq"),
+        &synth_records(&cfg, 250..251, 1),
+    );
+    let regex = format!("^{}\\..*", prefix.replace('-', "\\-"));
+    let mut c = Connector::start(&broker.bootstrap, &[], &random_name("g"), |c| {
+        c.kafka.topics = Vec::new();
+        c.kafka.topic_regex = Some(regex.clone());
+    });
+    c.wait_for("both matching topics", Duration::from_secs(60), |c| {
+        c.stored(&a, 2) + c.stored(&b, 2) >= 200
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    c.stop().unwrap();
+    let rows = c.store.scan_all("Event").unwrap();
+    assert_eq!(rows.len(), 200, "topics {a} and {b} only (regex {regex})");
+    assert_eq!(c.store.offset(&other, 0).unwrap(), None);
+    assert_eq!(c.store.offset(&format!("{a}.dlq"), 0).unwrap(), None);
+}

@@ -354,6 +354,11 @@ impl Ingest {
                         if !shared.assigned.lock().contains(&tp) {
                             continue; // fetched before a revoke: the new owner reads it
                         }
+                        if is_dead_letter_topic(&shared.cfg, &tp.0) {
+                            // A regex subscription can match our own dead-letter topics;
+                            // re-ingesting dead letters would loop them forever.
+                            continue;
+                        }
                         let headers: Vec<(String, Option<Vec<u8>>)> = msg
                             .headers()
                             .map(|h| {
@@ -469,6 +474,16 @@ impl Ingest {
         drop(consumer);
         result.and(drained)
     }
+}
+
+/// Whether `topic` is where this connector sends dead letters (of any source topic).
+fn is_dead_letter_topic(cfg: &Config, topic: &str) -> bool {
+    let dl = &cfg.kafka.dead_letter;
+    dl.policy == DeadLetterPolicy::Topic
+        && (dl.topic.as_deref() == Some(topic)
+            || (dl.topic.is_none()
+                && !dl.topic_suffix.is_empty()
+                && topic.ends_with(&dl.topic_suffix)))
 }
 
 /// Submits the pending batch (if any) to the store.
