@@ -149,12 +149,14 @@ fn sigkill_at_random_moments_and_after_the_durable_write_loses_and_duplicates_no
     // Events arrive while the connector is being killed.
     let bootstrap = broker.bootstrap.clone();
     let (t2, c2) = (topic.clone(), cfg.clone());
+    // The last 4000 are held back for the fault-hook run, so it has batches to write.
+    let early = n - 4000;
     let producer = std::thread::spawn(move || {
-        for start in (0..n).step_by(2000) {
+        for start in (0..early).step_by(2000) {
             produce(
                 &bootstrap,
                 &t2,
-                &synth_records(&c2, start..(start + 2000).min(n), PARTITIONS),
+                &synth_records(&c2, start..(start + 2000).min(early), PARTITIONS),
             );
             std::thread::sleep(Duration::from_millis(600));
         }
@@ -184,6 +186,7 @@ fn sigkill_at_random_moments_and_after_the_durable_write_loses_and_duplicates_no
     // The deterministic crash: right after a durable batch, before its Kafka commit.
     if cfg!(feature = "fault-injection") {
         let before = stored_positions(&store_dir, &topic);
+        producer.join().unwrap();
         let mut child = spawn_run(
             &broker.bootstrap,
             &topic,
@@ -192,7 +195,25 @@ fn sigkill_at_random_moments_and_after_the_durable_write_loses_and_duplicates_no
             &log,
             Some("crash_after_store_durable:2"),
         );
-        let status = child.wait().unwrap();
+        produce(
+            &broker.bootstrap,
+            &topic,
+            &synth_records(&cfg, early..n, PARTITIONS),
+        );
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                sigkill(&mut child);
+                panic!(
+                    "the fault hook did not fire within 120 s; log {}",
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(
             status.signal(),
@@ -207,9 +228,14 @@ fn sigkill_at_random_moments_and_after_the_durable_write_loses_and_duplicates_no
         eprintln!("ingest_crash: fault hook killed the connector after a durable write, before the Kafka commit ({before:?} -> {after:?})");
     } else {
         eprintln!("ingest_crash: built without --features fault-injection; the deterministic crash point is not exercised (bash .ci/run enables it)");
+        producer.join().unwrap();
+        produce(
+            &broker.bootstrap,
+            &topic,
+            &synth_records(&cfg, early..n, PARTITIONS),
+        );
     }
 
-    producer.join().unwrap();
     // A last run drains everything, then stops gracefully on SIGTERM.
     let expected: Vec<i64> = (0..PARTITIONS as u64)
         .map(|p| ((n + PARTITIONS as u64 - 1 - p) / PARTITIONS as u64) as i64)
