@@ -1,15 +1,20 @@
-//! `streamtally run`: wires the store, the ingest loop and (later) the stats workers and the
+//! `streamtally run`: wires the store, the ingest loop, the stats workers and (later) the
 //! gateway together, and owns shutdown. SIGINT/SIGTERM cancel the shared token; the ingest
-//! loop then stops fetching, flushes, commits and returns; the store is closed last. A task
-//! that fails cancels the token too, and its error becomes the process's.
+//! loop then stops fetching, flushes, commits and returns; the stats workers write what they
+//! applied and stop; the store is closed last. A task that fails cancels the token too, and
+//! its error becomes the process's.
 
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::schema::Schema;
+use crate::stats::realtime::{RealtimeOptions, RealtimeWorker, SystemClock};
+use crate::stats::rollup::{RollupOptions, RollupWorker};
 use crate::store::{Store, StoreOptions};
 use anyhow::Context;
+use std::future::Future;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until a signal or a fatal error.
@@ -31,6 +36,27 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
         signals.cancel();
     });
 
+    let mut workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    if cfg.stats.enabled {
+        let rollups = RollupWorker::new(store.clone(), rollup_options(&cfg))
+            .context("starting the rollup worker")?
+            .with_metrics(metrics.clone());
+        let realtime =
+            RealtimeWorker::new(store.clone(), realtime_options(&cfg), Arc::new(SystemClock))
+                .context("starting the real-time counter worker")?
+                .with_metrics(metrics.clone());
+        let token = shutdown.clone();
+        workers.push((
+            "stats rollups",
+            spawn_worker("stats-rollups", shutdown.clone(), rollups.run(token))?,
+        ));
+        let token = shutdown.clone();
+        workers.push((
+            "stats realtime",
+            spawn_worker("stats-realtime", shutdown.clone(), realtime.run(token))?,
+        ));
+    }
+
     let ingest = Ingest::new(
         cfg.clone(),
         store.clone(),
@@ -45,11 +71,68 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))?;
     shutdown.cancel();
+    let mut worker_error = None;
+    for (name, handle) in workers {
+        let outcome = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))
+            .and_then(|r| r.with_context(|| format!("{name} stopped")));
+        if let Err(e) = outcome {
+            tracing::error!(error = %format!("{e:#}"), "{name} failed");
+            worker_error.get_or_insert(e);
+        }
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     store.close().context("closing the store")?;
     result.context("ingest stopped")?;
+    if let Some(e) = worker_error {
+        return Err(e);
+    }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The rollup worker's options from `[stats]`.
+pub fn rollup_options(cfg: &Config) -> RollupOptions {
+    RollupOptions {
+        exact_threshold: cfg.stats.unique_exact_threshold,
+        ..RollupOptions::default()
+    }
+}
+
+/// The real-time worker's options from `[stats]`.
+pub fn realtime_options(cfg: &Config) -> RealtimeOptions {
+    RealtimeOptions {
+        windows_s: cfg.stats.realtime_windows_s.clone(),
+        persist_interval: std::time::Duration::from_millis(cfg.stats.persist_interval_ms),
+    }
+}
+
+/// Runs a worker future on its own thread and single-threaded runtime (its reads of the
+/// store block, so it gets a thread of its own); a failure cancels `shutdown`.
+fn spawn_worker<F, E>(
+    name: &str,
+    shutdown: CancellationToken,
+    work: F,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>>
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a worker runtime")?;
+            let result = rt.block_on(work);
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result.map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("starting the {name} thread"))
 }
 
 async fn wait_for_signal() {

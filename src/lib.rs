@@ -5,5 +5,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod produce;
 pub mod schema;
+pub mod stats;
 pub mod store;
 pub mod synth;

@@ -75,6 +75,64 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Rollup maintenance (run with the connector stopped: the store is opened exclusively).
+    Stats {
+        #[command(subcommand)]
+        command: StatsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StatsCommand {
+    /// Recompute HourlyStats, DailyStats and EventNameDaily from the raw events and swap
+    /// them in with one atomic write (pending changes in the feed are applied first).
+    Rebuild(StatsScopeArgs),
+    /// Recompute the rollups and report every difference from the stored ones (pending
+    /// changes in the feed are applied first). Exit code 1 if anything differs.
+    Verify(StatsScopeArgs),
+}
+
+#[derive(clap::Args)]
+struct StatsScopeArgs {
+    /// Only this org (a UUID).
+    #[arg(long, value_name = "UUID")]
+    org: Option<String>,
+    /// First UTC date (YYYY-MM-DD), inclusive.
+    #[arg(long, value_name = "DATE")]
+    from: Option<String>,
+    /// Last UTC date (YYYY-MM-DD), inclusive.
+    #[arg(long, value_name = "DATE")]
+    to: Option<String>,
+}
+
+impl StatsScopeArgs {
+    fn scope(&self) -> anyhow::Result<streamtally::stats::rebuild::Scope> {
+        let date = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<chrono::NaiveDate>> {
+            v.as_deref()
+                .map(|s| {
+                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                        .map_err(|e| anyhow::anyhow!("--{flag} '{s}': not a YYYY-MM-DD date ({e})"))
+                })
+                .transpose()
+        };
+        let scope = streamtally::stats::rebuild::Scope {
+            org: self
+                .org
+                .as_deref()
+                .map(|s| {
+                    uuid::Uuid::parse_str(s)
+                        .map(|u| *u.as_bytes())
+                        .map_err(|e| anyhow::anyhow!("--org '{s}': not a UUID ({e})"))
+                })
+                .transpose()?,
+            from: date("from", &self.from)?,
+            to: date("to", &self.to)?,
+        };
+        if let (Some(f), Some(t)) = (scope.from, scope.to) {
+            anyhow::ensure!(f <= t, "--from {f} is after --to {t}");
+        }
+        Ok(scope)
+    }
 }
 
 #[derive(Subcommand)]
@@ -276,5 +334,71 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             store.close()?;
             Ok(code)
         }
+        Command::Stats { command } => {
+            let (args, rebuild) = match command {
+                StatsCommand::Rebuild(a) => (a, true),
+                StatsCommand::Verify(a) => (a, false),
+            };
+            let scope = args.scope()?;
+            let schema = load_schema(cli)?;
+            let store = Store::open(StoreOptions::from_config(&cfg.store), &schema)
+                .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
+            let code = stats_command(&store, &cfg, &scope, rebuild);
+            store.close()?;
+            code
+        }
     }
+}
+
+fn stats_command(
+    store: &Store,
+    cfg: &Config,
+    scope: &streamtally::stats::rebuild::Scope,
+    rebuild: bool,
+) -> anyhow::Result<ExitCode> {
+    use streamtally::stats::{rebuild as rb, rollup::RollupWorker};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let threshold = cfg.stats.unique_exact_threshold;
+    let mut worker = RollupWorker::new(store.clone(), streamtally::app::rollup_options(cfg))?;
+    let applied = rt.block_on(worker.catch_up())?;
+    println!("applied {applied} pending change(s) from the change feed");
+    let bar = indicatif::ProgressBar::new(store.count(&streamtally::store::Query::new("Event"))?);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_message(if rebuild { "recomputing" } else { "verifying" });
+    if rebuild {
+        let report = rt.block_on(rb::rebuild(store, scope, threshold, &bar))?;
+        bar.finish_and_clear();
+        println!(
+            "rebuilt: {} row(s) written ({} differed from before), {} deleted",
+            report.written, report.corrected, report.deleted
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let expected = rb::recompute(store, scope, threshold, &bar)?;
+    bar.finish_and_clear();
+    let stored = rb::stored(store, scope)?;
+    let diffs = rb::diff(&stored, &expected);
+    for d in diffs.iter().take(200) {
+        println!("difference: {d}");
+    }
+    if diffs.len() > 200 {
+        println!("... and {} more", diffs.len() - 200);
+    }
+    println!(
+        "stats verify: {} rollup row(s) checked, {} difference(s)",
+        expected.len().max(stored.len()),
+        diffs.len()
+    );
+    Ok(if diffs.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

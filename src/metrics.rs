@@ -32,6 +32,10 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +60,11 @@ pub struct Metrics {
     pub last_flush_ok_ms: AtomicI64,
     /// Sum of partition lags, for readiness.
     pub total_lag: AtomicU64,
+    pub stats_changes_applied: Family<KindLabel, Counter>,
+    pub stats_flush_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
+    pub stats_lag_changes: Family<KindLabel, Gauge>,
+    pub stats_recomputes: Counter,
+    pub stats_write_errors: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -86,6 +95,11 @@ impl Metrics {
             newest_event_ms: AtomicI64::new(0),
             last_flush_ok_ms: AtomicI64::new(0),
             total_lag: AtomicU64::new(0),
+            stats_changes_applied: Family::default(),
+            stats_flush_seconds: Family::new_with_constructor(latency_histogram),
+            stats_lag_changes: Family::default(),
+            stats_recomputes: Counter::default(),
+            stats_write_errors: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -158,6 +172,31 @@ impl Metrics {
             "event_freshness_ms",
             "Now minus the newest stored event time, in milliseconds",
             m.event_freshness_ms.clone(),
+        );
+        r.register(
+            "stats_changes_applied",
+            "Change-feed entries applied by the stats workers, by worker (rollups, realtime)",
+            m.stats_changes_applied.clone(),
+        );
+        r.register(
+            "stats_flush_seconds",
+            "Stats worker write latency (rows and cursor in one durable write), by worker",
+            m.stats_flush_seconds.clone(),
+        );
+        r.register(
+            "stats_lag_changes",
+            "Change-feed entries not yet applied by a stats worker (feed head minus its position)",
+            m.stats_lag_changes.clone(),
+        );
+        r.register(
+            "stats_recomputes",
+            "Rollup groups (org, day) recomputed from raw events after a removal hit a sketch",
+            m.stats_recomputes.clone(),
+        );
+        r.register(
+            "stats_write_errors",
+            "Failed stats worker writes (retried from the durable cursor), by worker",
+            m.stats_write_errors.clone(),
         );
         Metrics { registry, ..m }
     }

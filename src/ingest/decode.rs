@@ -416,6 +416,13 @@ fn segment_fields<'a>(
     opts: &DecodeOptions,
 ) -> Result<Fields<'a>, RejectReason> {
     let kind = optional_str(obj, "type")?.unwrap_or("track");
+    if kind.trim().is_empty() {
+        // An empty event type is reserved: the rollups use it for "every type".
+        return Err(RejectReason::EmptyField {
+            field: "type".to_string(),
+            value: str_snippet(kind),
+        });
+    }
     let event_type = name_field("type", kind)?;
     let event_name = if kind == "track" {
         name_field("event", required_str(obj, "event")?)?

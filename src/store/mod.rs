@@ -262,6 +262,8 @@ const STMETA_CHECKPOINT: &[u8] = b"checkpoint";
 const STMETA_LAST_COMMIT: &[u8] = b"last_commit";
 const STMETA_NEXT_SEQ: &[u8] = b"next_seq";
 const STMETA_FEED_FLOOR: &[u8] = b"feed_floor";
+/// The change feed's first sequence number in a new store.
+pub const FIRST_SEQ: u64 = 1;
 
 fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, sled::Error> {
     Ok(tree
@@ -346,10 +348,10 @@ impl Store {
             .unwrap_or(0);
         let next_seq = read_u64(&trees.stmeta, STMETA_NEXT_SEQ)
             .map_err(sled_err("read the feed head"))?
-            .unwrap_or(1);
+            .unwrap_or(FIRST_SEQ);
         let feed_floor = read_u64(&trees.stmeta, STMETA_FEED_FLOOR)
             .map_err(sled_err("read the feed floor"))?
-            .unwrap_or(1);
+            .unwrap_or(FIRST_SEQ);
         tracing::info!(path = %path.display(), replayed_commits = replayed, last_commit, next_seq,
             elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
 
@@ -585,6 +587,21 @@ impl Store {
             rows.push(e.to_row(e.decode_record(&record.data)?));
         }
         Ok(rows)
+    }
+
+    /// Calls `f` with every row of `entity`, one at a time (through ormdb-core's type
+    /// index): for whole-table passes that must not hold every row in memory.
+    pub fn for_each_row(&self, entity: &str, mut f: impl FnMut(Row)) -> Result<(), StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        for item in self.inner.engine.scan_entity_type(entity) {
+            let (_, _, record) = item.map_err(|err| StoreError::Engine {
+                path: self.inner.path.clone(),
+                op: "scan an entity",
+                message: err.to_string(),
+            })?;
+            f(e.to_row(e.decode_record(&record.data)?));
+        }
+        Ok(())
     }
 
     /// The ormdb-core engine and catalog underneath, for ormdb-core's own readers.

@@ -1,0 +1,361 @@
+//! Rollup buckets: which rows an event counts in, and the state each row keeps.
+//!
+//! An event counts in five buckets: HourlyStats (org, date, hour, event_type) and the same
+//! with every event type (`event_type = ""`, [`ALL_TYPES`]), DailyStats (org, date,
+//! event_type) and its all-types row, and EventNameDaily (org, date, event_name). Dates and
+//! hours are UTC calendar values of the event time.
+
+use super::sketch::{hash_value, NeedsRecompute, Uniq};
+use crate::store::{codec, Row, Value};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+
+/// The `event_type` of the rows that count every event type (ingest rejects empty types).
+pub const ALL_TYPES: &str = "";
+
+/// What the rollups need from one Event row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFacts {
+    pub id: [u8; 16],
+    pub org: [u8; 16],
+    pub ts_us: i64,
+    pub event_type: String,
+    pub event_name: String,
+    pub user: Option<u64>,
+    pub session: Option<u64>,
+}
+
+impl EventFacts {
+    /// Reads the facts from an Event row; None if a required field is missing.
+    pub fn from_row(row: &Row) -> Option<EventFacts> {
+        let s = |name: &str| match row.get(name) {
+            Some(Value::String(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        Some(EventFacts {
+            id: row.id()?,
+            org: match row.get("org_id")? {
+                Value::Uuid(u) => *u,
+                _ => return None,
+            },
+            ts_us: match row.get("timestamp")? {
+                Value::Timestamp(t) | Value::Int64(t) => *t,
+                _ => return None,
+            },
+            event_type: s("event_type")?.to_string(),
+            event_name: s("event_name")?.to_string(),
+            user: s("user_id").map(hash_value),
+            session: s("session_id").map(hash_value),
+        })
+    }
+
+    /// The (org, UTC date) group the event belongs to.
+    pub fn group(&self) -> ([u8; 16], NaiveDate) {
+        (self.org, utc_day_hour(self.ts_us).0)
+    }
+}
+
+/// UTC calendar date and hour of a time in microseconds since the epoch (negative times
+/// included: floor division, so -1 µs is 1969-12-31 23h).
+pub fn utc_day_hour(ts_us: i64) -> (NaiveDate, u32) {
+    let secs = ts_us.div_euclid(1_000_000);
+    let dt = DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    (dt.date_naive(), dt.hour())
+}
+
+/// The start of an hour bucket, in microseconds.
+pub fn hour_start_us(date: NaiveDate, hour: u32) -> i64 {
+    date.and_hms_opt(hour, 0, 0)
+        .map(|d| d.and_utc().timestamp_micros())
+        .unwrap_or(i64::MIN)
+}
+
+/// One rollup row's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RollupKey {
+    Hourly {
+        org: [u8; 16],
+        date: NaiveDate,
+        hour: u8,
+        event_type: String,
+    },
+    Daily {
+        org: [u8; 16],
+        date: NaiveDate,
+        event_type: String,
+    },
+    Name {
+        org: [u8; 16],
+        date: NaiveDate,
+        event_name: String,
+    },
+}
+
+pub const HOURLY: &str = "HourlyStats";
+pub const DAILY: &str = "DailyStats";
+pub const NAMES: &str = "EventNameDaily";
+/// The rollup entities, in the order rebuilds and verifies walk them.
+pub const ROLLUP_ENTITIES: [&str; 3] = [HOURLY, DAILY, NAMES];
+
+fn date_value(d: NaiveDate) -> Value {
+    Value::String(d.format("%Y-%m-%d").to_string())
+}
+
+impl RollupKey {
+    /// The five keys an event counts in.
+    pub fn for_event(f: &EventFacts) -> [RollupKey; 5] {
+        let (date, hour) = utc_day_hour(f.ts_us);
+        let hour = hour as u8;
+        [
+            RollupKey::Hourly {
+                org: f.org,
+                date,
+                hour,
+                event_type: f.event_type.clone(),
+            },
+            RollupKey::Hourly {
+                org: f.org,
+                date,
+                hour,
+                event_type: ALL_TYPES.to_string(),
+            },
+            RollupKey::Daily {
+                org: f.org,
+                date,
+                event_type: f.event_type.clone(),
+            },
+            RollupKey::Daily {
+                org: f.org,
+                date,
+                event_type: ALL_TYPES.to_string(),
+            },
+            RollupKey::Name {
+                org: f.org,
+                date,
+                event_name: f.event_name.clone(),
+            },
+        ]
+    }
+
+    pub fn entity(&self) -> &'static str {
+        match self {
+            RollupKey::Hourly { .. } => HOURLY,
+            RollupKey::Daily { .. } => DAILY,
+            RollupKey::Name { .. } => NAMES,
+        }
+    }
+
+    pub fn org(&self) -> [u8; 16] {
+        match self {
+            RollupKey::Hourly { org, .. }
+            | RollupKey::Daily { org, .. }
+            | RollupKey::Name { org, .. } => *org,
+        }
+    }
+
+    pub fn date(&self) -> NaiveDate {
+        match self {
+            RollupKey::Hourly { date, .. }
+            | RollupKey::Daily { date, .. }
+            | RollupKey::Name { date, .. } => *date,
+        }
+    }
+
+    /// The key's fields as stored (the entity's `@unique` fields, in order).
+    pub fn key_fields(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            RollupKey::Hourly {
+                org,
+                date,
+                hour,
+                event_type,
+            } => vec![
+                ("org_id", Value::Uuid(*org)),
+                ("date", date_value(*date)),
+                ("hour", Value::Int32(*hour as i32)),
+                ("event_type", Value::String(event_type.clone())),
+            ],
+            RollupKey::Daily {
+                org,
+                date,
+                event_type,
+            } => vec![
+                ("org_id", Value::Uuid(*org)),
+                ("date", date_value(*date)),
+                ("event_type", Value::String(event_type.clone())),
+            ],
+            RollupKey::Name {
+                org,
+                date,
+                event_name,
+            } => vec![
+                ("org_id", Value::Uuid(*org)),
+                ("date", date_value(*date)),
+                ("event_name", Value::String(event_name.clone())),
+            ],
+        }
+    }
+
+    /// The row id (the upsert id of the `@unique` key).
+    pub fn row_id(&self) -> [u8; 16] {
+        let fields = self.key_fields();
+        let values: Vec<&Value> = fields.iter().map(|(_, v)| v).collect();
+        codec::upsert_id(self.entity(), &values)
+    }
+
+    /// Reads the key back from a stored rollup row of `entity`.
+    pub fn from_row(entity: &str, row: &Row) -> Option<RollupKey> {
+        let org = match row.get("org_id")? {
+            Value::Uuid(u) => *u,
+            _ => return None,
+        };
+        let date = match row.get("date")? {
+            Value::String(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?,
+            _ => return None,
+        };
+        let s = |name: &str| match row.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Some(match entity {
+            HOURLY => RollupKey::Hourly {
+                org,
+                date,
+                hour: match row.get("hour")? {
+                    Value::Int32(h) if (0..24).contains(h) => *h as u8,
+                    _ => return None,
+                },
+                event_type: s("event_type")?,
+            },
+            DAILY => RollupKey::Daily {
+                org,
+                date,
+                event_type: s("event_type")?,
+            },
+            NAMES => RollupKey::Name {
+                org,
+                date,
+                event_name: s("event_name")?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// What one rollup row holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RollupState {
+    pub events: i64,
+    /// Distinct users / sessions (unused for EventNameDaily).
+    pub users: Uniq,
+    pub sessions: Uniq,
+}
+
+impl RollupState {
+    /// Counts one event (`+1`) in this bucket.
+    pub fn add(&mut self, key: &RollupKey, f: &EventFacts, threshold: u64) {
+        self.events += 1;
+        if matches!(key, RollupKey::Name { .. }) {
+            return;
+        }
+        if let Some(u) = f.user {
+            self.users.add(u, threshold);
+        }
+        if let Some(s) = f.session {
+            self.sessions.add(s, threshold);
+        }
+    }
+
+    /// Uncounts one event. Err: the bucket's distinct state cannot take a removal (a
+    /// sketch); recompute it from the raw events.
+    pub fn remove(&mut self, key: &RollupKey, f: &EventFacts) -> Result<(), NeedsRecompute> {
+        self.events -= 1;
+        if matches!(key, RollupKey::Name { .. }) {
+            return Ok(());
+        }
+        if let Some(u) = f.user {
+            self.users.remove(u)?;
+        }
+        if let Some(s) = f.session {
+            self.sessions.remove(s)?;
+        }
+        Ok(())
+    }
+
+    /// The row to upsert for `key`.
+    pub fn to_row(&self, key: &RollupKey) -> Row {
+        let mut row = Row::new().with("id", Value::Uuid(key.row_id()));
+        for (name, value) in key.key_fields() {
+            row.set(name, value);
+        }
+        row.set("event_count", Value::Int64(self.events));
+        if !matches!(key, RollupKey::Name { .. }) {
+            row.set("unique_users", Value::Int64(self.users.count() as i64));
+            row.set(
+                "unique_sessions",
+                Value::Int64(self.sessions.count() as i64),
+            );
+            row.set("users_state", Value::String(self.users.encode()));
+            row.set("sessions_state", Value::String(self.sessions.encode()));
+        }
+        row
+    }
+
+    /// Reads a stored rollup row's state.
+    pub fn from_row(key: &RollupKey, row: &Row) -> Result<RollupState, String> {
+        let events = match row.get("event_count") {
+            Some(Value::Int64(n)) => *n,
+            other => return Err(format!("event_count is {other:?}")),
+        };
+        if matches!(key, RollupKey::Name { .. }) {
+            return Ok(RollupState {
+                events,
+                ..Default::default()
+            });
+        }
+        let uniq = |name: &str| match row.get(name) {
+            Some(Value::String(s)) => Uniq::decode(s).map_err(|e| format!("{name}: {e}")),
+            None | Some(Value::Null) => Ok(Uniq::default()),
+            Some(other) => Err(format!("{name} is {other:?}")),
+        };
+        Ok(RollupState {
+            events,
+            users: uniq("users_state")?,
+            sessions: uniq("sessions_state")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn day_boundaries_leap_days_and_negative_times() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            utc_day_hour(us("2024-02-28T23:59:59.999999Z")),
+            (d("2024-02-28"), 23)
+        );
+        assert_eq!(
+            utc_day_hour(us("2024-02-29T00:00:00Z")),
+            (d("2024-02-29"), 0)
+        );
+        assert_eq!(
+            utc_day_hour(us("2024-03-01T00:00:00Z")),
+            (d("2024-03-01"), 0)
+        );
+        assert_eq!(
+            utc_day_hour(us("2024-03-01T01:30:00+02:00")),
+            (d("2024-02-29"), 23)
+        );
+        assert_eq!(utc_day_hour(-1), (d("1969-12-31"), 23));
+        assert_eq!(
+            hour_start_us(d("2024-02-29"), 5),
+            us("2024-02-29T05:00:00Z")
+        );
+    }
+}

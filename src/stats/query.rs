@@ -1,0 +1,314 @@
+//! The questions the gateway asks, answered from rollups and indexes only (never a scan of
+//! raw events, except `count_raw`, which walks the `[org_id, timestamp]` index).
+
+use super::bucket::{utc_day_hour, RollupKey, ALL_TYPES, DAILY, NAMES};
+use super::realtime::WindowValues;
+use super::sketch::{Uniq, UniqUnion};
+use super::StatsError;
+use crate::store::{Order, Query, Row, Store, Value};
+use chrono::NaiveDate;
+use std::ops::Bound;
+
+const HOUR_US: i64 = 3_600_000_000;
+const DAY_US: i64 = 24 * HOUR_US;
+/// Most points one timeseries answer may hold.
+pub const MAX_POINTS: usize = 20_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    pub fn parse(s: &str) -> Option<Granularity> {
+        match s {
+            "hour" => Some(Granularity::Hour),
+            "day" => Some(Granularity::Day),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+        }
+    }
+    fn step_us(self) -> i64 {
+        match self {
+            Granularity::Hour => HOUR_US,
+            Granularity::Day => DAY_US,
+        }
+    }
+}
+
+/// One bucket of a time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// Bucket start, microseconds since the epoch (UTC).
+    pub t_us: i64,
+    pub events: i64,
+    pub unique_users: i64,
+    pub unique_sessions: i64,
+}
+
+/// Distinct users and sessions over a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unique {
+    pub users: u64,
+    pub sessions: u64,
+    /// False when a sketch took part (standard error 0.41%).
+    pub exact: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopEvent {
+    pub event_name: String,
+    pub count: i64,
+}
+
+/// An org's real-time counters and today's totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub windows: Vec<WindowValues>,
+    pub events_today: i64,
+    pub unique_users_today: i64,
+    /// When the counters were last written (µs), if ever.
+    pub updated_at_us: Option<i64>,
+}
+
+/// Read-only access to the rollups.
+#[derive(Clone)]
+pub struct StatsReader {
+    store: Store,
+}
+
+fn floor_to(t: i64, step: i64) -> i64 {
+    t.div_euclid(step) * step
+}
+
+fn int(row: &Row, name: &str) -> i64 {
+    match row.get(name) {
+        Some(Value::Int64(n)) | Some(Value::Timestamp(n)) => *n,
+        Some(Value::Int32(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+impl StatsReader {
+    pub fn new(store: Store) -> Self {
+        StatsReader { store }
+    }
+
+    fn bucket_key(org: [u8; 16], t_us: i64, g: Granularity, event_type: &str) -> RollupKey {
+        let (date, hour) = utc_day_hour(t_us);
+        match g {
+            Granularity::Hour => RollupKey::Hourly {
+                org,
+                date,
+                hour: hour as u8,
+                event_type: event_type.to_string(),
+            },
+            Granularity::Day => RollupKey::Daily {
+                org,
+                date,
+                event_type: event_type.to_string(),
+            },
+        }
+    }
+
+    fn row(&self, key: &RollupKey) -> Result<Option<Row>, StatsError> {
+        Ok(self.store.get(key.entity(), &key.row_id())?)
+    }
+
+    /// One point per bucket starting in [from, to) (from rounded down to the bucket),
+    /// zeros included; `event_type` None = every type.
+    pub fn timeseries(
+        &self,
+        org: [u8; 16],
+        from_us: i64,
+        to_us: i64,
+        g: Granularity,
+        event_type: Option<&str>,
+    ) -> Result<Vec<Point>, StatsError> {
+        let step = g.step_us();
+        let start = floor_to(from_us, step);
+        let n = ((to_us - start).max(0) as u128).div_ceil(step as u128) as usize;
+        if n > MAX_POINTS {
+            return Err(StatsError::Invalid(format!(
+                "the range holds {n} {} buckets; at most {MAX_POINTS}",
+                g.as_str()
+            )));
+        }
+        let et = event_type.unwrap_or(ALL_TYPES);
+        let mut out = Vec::with_capacity(n);
+        let mut t = start;
+        while t < to_us {
+            let point = match self.row(&Self::bucket_key(org, t, g, et))? {
+                Some(r) => Point {
+                    t_us: t,
+                    events: int(&r, "event_count"),
+                    unique_users: int(&r, "unique_users"),
+                    unique_sessions: int(&r, "unique_sessions"),
+                },
+                None => Point {
+                    t_us: t,
+                    events: 0,
+                    unique_users: 0,
+                    unique_sessions: 0,
+                },
+            };
+            out.push(point);
+            t += step;
+        }
+        Ok(out)
+    }
+
+    /// The `limit` most frequent event names of an org on a UTC date (count desc, name asc).
+    pub fn top_events(
+        &self,
+        org: [u8; 16],
+        date: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<TopEvent>, StatsError> {
+        let rows = self.store.query(
+            &Query::new(NAMES)
+                .eq("org_id", Value::Uuid(org))
+                .eq("date", Value::String(date.format("%Y-%m-%d").to_string())),
+        )?;
+        let mut out: Vec<TopEvent> = rows
+            .iter()
+            .filter_map(|r| match r.get("event_name") {
+                Some(Value::String(name)) => Some(TopEvent {
+                    event_name: name.clone(),
+                    count: int(r, "event_count"),
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.event_name.cmp(&b.event_name))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Distinct users and sessions over [from, to), every event type: the UNION of the
+    /// buckets' sets or sketches. Whole UTC days come from DailyStats, the rest from hours;
+    /// `from` is rounded down and `to` up to whole hours.
+    pub fn unique(&self, org: [u8; 16], from_us: i64, to_us: i64) -> Result<Unique, StatsError> {
+        let mut users = UniqUnion::new();
+        let mut sessions = UniqUnion::new();
+        let end = floor_to(to_us + HOUR_US - 1, HOUR_US);
+        let mut t = floor_to(from_us, HOUR_US);
+        if (end - t) / DAY_US > 3660 {
+            return Err(StatsError::Invalid(format!(
+                "unique users over {} days: at most 3660",
+                (end - t) / DAY_US
+            )));
+        }
+        while t < end {
+            let whole_day = t.rem_euclid(DAY_US) == 0 && t + DAY_US <= end;
+            let g = if whole_day {
+                Granularity::Day
+            } else {
+                Granularity::Hour
+            };
+            let key = Self::bucket_key(org, t, g, ALL_TYPES);
+            if let Some(row) = self.row(&key)? {
+                for (name, acc) in [
+                    ("users_state", &mut users),
+                    ("sessions_state", &mut sessions),
+                ] {
+                    if let Some(Value::String(s)) = row.get(name) {
+                        let u = Uniq::decode(s).map_err(|message| StatsError::BadState {
+                            entity: key.entity(),
+                            key: format!("{key:?}"),
+                            message,
+                        })?;
+                        acc.add(&u);
+                    }
+                }
+            }
+            t += g.step_us();
+        }
+        let (u, ue) = users.count();
+        let (s, se) = sessions.count();
+        Ok(Unique {
+            users: u,
+            sessions: s,
+            exact: ue && se,
+        })
+    }
+
+    /// Real-time windows (as last persisted) and today's totals (UTC day of `now_us`).
+    pub fn counters(
+        &self,
+        org: [u8; 16],
+        windows_s: &[u64],
+        now_us: i64,
+    ) -> Result<Counters, StatsError> {
+        let rows = self
+            .store
+            .query(&Query::new("RealtimeCounter").eq("org_id", Value::Uuid(org)))?;
+        let mut updated: Option<i64> = None;
+        let windows = windows_s
+            .iter()
+            .map(|&w| {
+                let row = rows
+                    .iter()
+                    .find(|r| r.get("window_seconds") == Some(&Value::Int32(w as i32)));
+                if let Some(r) = row {
+                    let u = int(r, "updated_at");
+                    updated = Some(updated.map_or(u, |x: i64| x.max(u)));
+                }
+                WindowValues {
+                    window_seconds: w as i64,
+                    events: row.map(|r| int(r, "events")).unwrap_or(0),
+                    active_users: row.map(|r| int(r, "active_users")).unwrap_or(0),
+                    prev_events: row.map(|r| int(r, "prev_events")).unwrap_or(0),
+                    prev_active_users: row.map(|r| int(r, "prev_active_users")).unwrap_or(0),
+                }
+            })
+            .collect();
+        let today = self.row(&Self::bucket_key(org, now_us, Granularity::Day, ALL_TYPES))?;
+        Ok(Counters {
+            windows,
+            events_today: today.as_ref().map(|r| int(r, "event_count")).unwrap_or(0),
+            unique_users_today: today.as_ref().map(|r| int(r, "unique_users")).unwrap_or(0),
+            updated_at_us: updated,
+        })
+    }
+
+    /// The newest `limit` events of an org (by event time, newest first).
+    pub fn recent_events(&self, org: [u8; 16], limit: usize) -> Result<Vec<Row>, StatsError> {
+        Ok(self.store.query(
+            &Query::new("Event")
+                .eq("org_id", Value::Uuid(org))
+                .order_by("timestamp", Order::Desc)
+                .limit(limit),
+        )?)
+    }
+
+    /// Events of an org with event time in [from, to), counted through the
+    /// `[org_id, timestamp]` index (any range, not bound to buckets).
+    pub fn count_raw(&self, org: [u8; 16], from_us: i64, to_us: i64) -> Result<u64, StatsError> {
+        Ok(self
+            .store
+            .count(&Query::new("Event").eq("org_id", Value::Uuid(org)).range(
+                "timestamp",
+                Bound::Included(Value::Timestamp(from_us)),
+                Bound::Excluded(Value::Timestamp(to_us)),
+            ))?)
+    }
+
+    /// Whether any rollup mentions the org (an org with no events is unknown).
+    pub fn org_known(&self, org: [u8; 16]) -> Result<bool, StatsError> {
+        Ok(!self
+            .store
+            .query(&Query::new(DAILY).eq("org_id", Value::Uuid(org)).limit(1))?
+            .is_empty())
+    }
+}

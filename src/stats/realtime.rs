@@ -1,0 +1,483 @@
+//! Real-time counters: events and active users per org over sliding windows of event time
+//! (5 minutes, and any extra windows), plus the window just before each (for trends).
+//!
+//! Kept incrementally in memory from the change feed, per second of event time: each second
+//! holds its event count and its users (hash -> events); each window holds its totals and
+//! adds/subtracts whole seconds as the clock moves. Nothing re-scans raw events. The worker
+//! persists the values to RealtimeCounter at least every `persist_interval`, and its cursor
+//! (`stats.realtime`) trails the feed by the longest window (twice, for the previous
+//! window) plus a minute, so a restart replays just that much of the feed.
+
+use super::bucket::EventFacts;
+use super::{StatsError, REALTIME_CURSOR};
+use crate::metrics::{KindLabel, Metrics};
+use crate::store::{ChangeOp, Row, Store, Value, WriteBatch};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Where "now" comes from (the system clock, or a test's).
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(now_ms: i64) -> Self {
+        ManualClock(AtomicI64::new(now_ms))
+    }
+    pub fn set_ms(&self, now_ms: i64) {
+        self.0.store(now_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The values of one window of one org.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowValues {
+    pub window_seconds: i64,
+    pub events: i64,
+    pub active_users: i64,
+    /// The same over the window just before (for trends).
+    pub prev_events: i64,
+    pub prev_active_users: i64,
+}
+
+#[derive(Default)]
+struct Sec {
+    events: i64,
+    users: HashMap<u64, u32>,
+}
+
+/// Totals over the seconds (now - offset - len, now - offset].
+struct Win {
+    len: i64,
+    offset: i64,
+    events: i64,
+    users: HashMap<u64, u32>,
+}
+
+fn bump(users: &mut HashMap<u64, u32>, user: u64, delta: i64) {
+    if delta > 0 {
+        *users.entry(user).or_insert(0) += delta as u32;
+    } else if let Some(n) = users.get_mut(&user) {
+        let take = (-delta) as u32;
+        if *n <= take {
+            users.remove(&user);
+        } else {
+            *n -= take;
+        }
+    }
+}
+
+impl Win {
+    fn covers(&self, now: i64, sec: i64) -> bool {
+        let hi = now - self.offset;
+        sec > hi - self.len && sec <= hi
+    }
+
+    fn add_sec(&mut self, s: &Sec, sign: i64) {
+        self.events += sign * s.events;
+        for (&u, &n) in &s.users {
+            bump(&mut self.users, u, sign * n as i64);
+        }
+    }
+}
+
+struct OrgCounters {
+    secs: BTreeMap<i64, Sec>,
+    wins: Vec<Win>,
+}
+
+/// Sliding-window counters of every org, in memory.
+pub struct RealtimeCounters {
+    windows: Vec<i64>,
+    /// Current second.
+    now: i64,
+    /// Seconds at or below `now - retention` can be in no window, now or later.
+    retention: i64,
+    orgs: HashMap<[u8; 16], OrgCounters>,
+}
+
+impl RealtimeCounters {
+    /// `windows` in seconds; `now_s` the current second.
+    pub fn new(windows: &[u64], now_s: i64) -> Self {
+        let windows: Vec<i64> = windows.iter().map(|&w| w as i64).collect();
+        let retention = 2 * windows.iter().copied().max().unwrap_or(300);
+        RealtimeCounters {
+            windows,
+            now: now_s,
+            retention,
+            orgs: HashMap::new(),
+        }
+    }
+
+    pub fn now_s(&self) -> i64 {
+        self.now
+    }
+
+    /// Counts (`delta = 1`) or uncounts (`-1`) one event of `org` at `ts_us`.
+    pub fn apply(&mut self, org: [u8; 16], ts_us: i64, user: Option<u64>, delta: i64) {
+        let sec = ts_us.div_euclid(1_000_000);
+        if sec <= self.now - self.retention {
+            return;
+        }
+        let now = self.now;
+        let windows = &self.windows;
+        let oc = self.orgs.entry(org).or_insert_with(|| OrgCounters {
+            secs: BTreeMap::new(),
+            wins: windows
+                .iter()
+                .flat_map(|&len| [0, len].map(move |offset| (len, offset)))
+                .map(|(len, offset)| Win {
+                    len,
+                    offset,
+                    events: 0,
+                    users: HashMap::new(),
+                })
+                .collect(),
+        });
+        let s = oc.secs.entry(sec).or_default();
+        s.events += delta;
+        if let Some(u) = user {
+            bump(&mut s.users, u, delta);
+        }
+        if s.events <= 0 && s.users.is_empty() {
+            oc.secs.remove(&sec);
+        }
+        for w in oc.wins.iter_mut().filter(|w| w.covers(now, sec)) {
+            w.events += delta;
+            if let Some(u) = user {
+                bump(&mut w.users, u, delta);
+            }
+        }
+    }
+
+    /// Moves the clock to second `now_s` (backwards too).
+    pub fn advance(&mut self, now_s: i64) {
+        let old = self.now;
+        if now_s == old {
+            return;
+        }
+        for oc in self.orgs.values_mut() {
+            for w in &mut oc.wins {
+                let (hi, nhi) = (old - w.offset, now_s - w.offset);
+                if now_s < old || now_s - old >= w.len {
+                    w.events = 0;
+                    w.users.clear();
+                    for (_, s) in oc.secs.range(nhi - w.len + 1..=nhi) {
+                        w.add_sec(s, 1);
+                    }
+                    continue;
+                }
+                for (_, s) in oc.secs.range(hi + 1..=nhi) {
+                    w.add_sec(s, 1);
+                }
+                for (_, s) in oc.secs.range(hi - w.len + 1..=nhi - w.len) {
+                    w.add_sec(s, -1);
+                }
+            }
+            let floor = now_s - self.retention;
+            oc.secs = oc.secs.split_off(&(floor + 1));
+        }
+        self.now = now_s;
+    }
+
+    /// Every org's values, windows in configuration order.
+    pub fn snapshot(&self) -> Vec<([u8; 16], Vec<WindowValues>)> {
+        self.orgs
+            .iter()
+            .map(|(org, oc)| (*org, Self::values(oc)))
+            .collect()
+    }
+
+    /// One org's values (zeros if it has had no events).
+    pub fn org(&self, org: &[u8; 16]) -> Vec<WindowValues> {
+        match self.orgs.get(org) {
+            Some(oc) => Self::values(oc),
+            None => self
+                .windows
+                .iter()
+                .map(|&w| WindowValues {
+                    window_seconds: w,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn values(oc: &OrgCounters) -> Vec<WindowValues> {
+        oc.wins
+            .chunks(2)
+            .map(|pair| WindowValues {
+                window_seconds: pair[0].len,
+                events: pair[0].events,
+                active_users: pair[0].users.len() as i64,
+                prev_events: pair[1].events,
+                prev_active_users: pair[1].users.len() as i64,
+            })
+            .collect()
+    }
+}
+
+/// One newly stored event, for live push.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    pub org: [u8; 16],
+    pub row: Arc<Row>,
+}
+
+/// Tuning of the real-time worker.
+#[derive(Debug, Clone)]
+pub struct RealtimeOptions {
+    pub windows_s: Vec<u64>,
+    pub persist_interval: Duration,
+}
+
+impl Default for RealtimeOptions {
+    fn default() -> Self {
+        RealtimeOptions {
+            windows_s: vec![300],
+            persist_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct RealtimeWorker {
+    store: Store,
+    opts: RealtimeOptions,
+    clock: Arc<dyn Clock>,
+    counters: RealtimeCounters,
+    next: u64,
+    /// (wall ms, feed position) samples; the cursor is the newest older than the retention.
+    samples: VecDeque<(i64, u64)>,
+    pin: u64,
+    written: HashMap<([u8; 16], i64), WindowValues>,
+    live: Option<broadcast::Sender<Arc<Vec<LiveEvent>>>>,
+    metrics: Option<Arc<Metrics>>,
+    label: KindLabel,
+}
+
+impl RealtimeWorker {
+    pub fn new(
+        store: Store,
+        opts: RealtimeOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RealtimeWorker, StatsError> {
+        let head = store.feed_head();
+        // Without a cursor (first start), replay at most the last million changes.
+        let start = match store.cursor(REALTIME_CURSOR)? {
+            Some(c) => c,
+            None => store.feed_floor().max(head.saturating_sub(1_000_000)),
+        };
+        let now_s = clock.now_ms().div_euclid(1000);
+        Ok(RealtimeWorker {
+            counters: RealtimeCounters::new(&opts.windows_s, now_s),
+            store,
+            opts,
+            clock,
+            next: start,
+            samples: VecDeque::new(),
+            pin: start,
+            written: HashMap::new(),
+            live: None,
+            metrics: None,
+            label: KindLabel {
+                kind: "realtime".into(),
+            },
+        })
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Newly stored events are sent here (batches, in feed order) once the worker has
+    /// replayed what it needed after a start.
+    pub fn with_live(mut self, live: broadcast::Sender<Arc<Vec<LiveEvent>>>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The counters of one org as the worker holds them now.
+    pub fn values(&self, org: &[u8; 16]) -> Vec<WindowValues> {
+        self.counters.org(org)
+    }
+
+    /// Replays the feed from the cursor to the head (no live push), then persists.
+    pub async fn replay(&mut self) -> Result<u64, StatsError> {
+        let mut n = 0;
+        loop {
+            let read = self.read_some(false)?;
+            n += read as u64;
+            if read == 0 {
+                break;
+            }
+        }
+        self.persist().await?;
+        Ok(n)
+    }
+
+    /// Replays, then tails the feed until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StatsError> {
+        let replayed = self.replay().await?;
+        tracing::info!(
+            changes = replayed,
+            "stats: real-time counters rebuilt from the feed"
+        );
+        let mut tick = tokio::time::interval(self.opts.persist_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if let Err(e) = self.persist().await {
+                        tracing::warn!(error = %e, "stats: last real-time counter write failed");
+                    }
+                    return Ok(());
+                }
+                _ = self.store.feed_wait_for(self.next) => {
+                    while self.read_some(true)? > 0 {}
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.persist().await {
+                        if let Some(m) = &self.metrics {
+                            m.stats_write_errors.get_or_create(&self.label).inc();
+                        }
+                        match e {
+                            StatsError::Store(ref se) if super::rollup::is_retryable(se) => {
+                                tracing::warn!(error = %e, "stats: real-time counter write failed; retrying");
+                                self.written.clear();
+                            }
+                            other => return Err(other),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies up to 10,000 feed entries; returns how many were read.
+    fn read_some(&mut self, push: bool) -> Result<usize, StatsError> {
+        let entries = self
+            .store
+            .feed_read(self.next, 10_000)
+            .map_err(StatsError::from_feed)?;
+        let mut live = Vec::new();
+        let mut events = 0u64;
+        for e in &entries {
+            self.next = e.seq + 1;
+            if e.entity != "Event" {
+                continue;
+            }
+            events += 1;
+            let load = |version: u64| -> Result<Option<(Row, EventFacts)>, StatsError> {
+                let row = self.store.get_version("Event", &e.id, version)?;
+                Ok(row.and_then(|r| EventFacts::from_row(&r).map(|f| (r, f))))
+            };
+            if let (ChangeOp::Update | ChangeOp::Delete, Some(v)) = (e.op, e.prev_version) {
+                if let Some((_, f)) = load(v)? {
+                    self.counters.apply(f.org, f.ts_us, f.user, -1);
+                }
+            }
+            if matches!(e.op, ChangeOp::Insert | ChangeOp::Update) {
+                if let Some((row, f)) = load(e.version)? {
+                    self.counters.apply(f.org, f.ts_us, f.user, 1);
+                    if push && e.op == ChangeOp::Insert {
+                        live.push(LiveEvent {
+                            org: f.org,
+                            row: Arc::new(row),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.stats_changes_applied
+                .get_or_create(&self.label)
+                .inc_by(events);
+        }
+        if let (Some(tx), false) = (&self.live, live.is_empty()) {
+            // No receivers is fine: nobody is watching.
+            let _ = tx.send(Arc::new(live));
+        }
+        Ok(entries.len())
+    }
+
+    /// Moves the clock, writes the windows that changed and the replay cursor.
+    pub async fn persist(&mut self) -> Result<(), StatsError> {
+        let now_ms = self.clock.now_ms();
+        self.counters.advance(now_ms.div_euclid(1000));
+        let retention_ms = (self.counters.retention + 60) * 1000;
+        self.samples.push_back((now_ms, self.next));
+        while let Some(&(t, seq)) = self.samples.front() {
+            if t > now_ms - retention_ms {
+                break;
+            }
+            self.pin = seq;
+            self.samples.pop_front();
+        }
+        let mut batch = WriteBatch::new();
+        let mut changed = Vec::new();
+        for (org, values) in self.counters.snapshot() {
+            for v in values {
+                if self.written.get(&(org, v.window_seconds)) == Some(&v) {
+                    continue;
+                }
+                batch.upsert("RealtimeCounter", counter_row(org, &v));
+                changed.push(((org, v.window_seconds), v));
+            }
+        }
+        if self.store.cursor(REALTIME_CURSOR)? != Some(self.pin) {
+            batch.set_cursor(REALTIME_CURSOR, self.pin);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        self.store.write(batch).await?;
+        if let Some(m) = &self.metrics {
+            m.stats_flush_seconds
+                .get_or_create(&self.label)
+                .observe(started.elapsed().as_secs_f64());
+            m.stats_lag_changes
+                .get_or_create(&self.label)
+                .set(self.store.feed_head().saturating_sub(self.next) as i64);
+        }
+        self.written.extend(changed);
+        Ok(())
+    }
+}
+
+/// The RealtimeCounter row of one org and window.
+pub fn counter_row(org: [u8; 16], v: &WindowValues) -> Row {
+    let key = [Value::Uuid(org), Value::Int32(v.window_seconds as i32)];
+    let id = crate::store::codec::upsert_id("RealtimeCounter", &key.iter().collect::<Vec<_>>());
+    Row::new()
+        .with("id", Value::Uuid(id))
+        .with("org_id", Value::Uuid(org))
+        .with("window_seconds", Value::Int32(v.window_seconds as i32))
+        .with("events", Value::Int64(v.events))
+        .with("active_users", Value::Int64(v.active_users))
+        .with("prev_events", Value::Int64(v.prev_events))
+        .with("prev_active_users", Value::Int64(v.prev_active_users))
+}

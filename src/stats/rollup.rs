@@ -1,0 +1,545 @@
+//! The rollup worker: change feed -> HourlyStats, DailyStats, EventNameDaily.
+//!
+//! It reads feed entries from its durable cursor, applies each Event insert/update/delete to
+//! in-memory bucket states (loaded from the store on first touch), and writes every changed
+//! bucket together with the new cursor in ONE store write. On a failed write it forgets its
+//! cache and starts again from the durable cursor, so a change is applied exactly once
+//! whatever fails. A removal that a sketch cannot take makes it recompute that (org, day)
+//! from the raw events, as of the feed position being applied.
+
+use super::bucket::{EventFacts, RollupKey, RollupState, DAILY, HOURLY, NAMES};
+use super::{uuid_str, StatsError, ROLLUP_CURSOR};
+use crate::metrics::{KindLabel, Metrics};
+use crate::store::{ChangeEntry, ChangeOp, Query, Store, StoreError, Value, WriteBatch};
+use chrono::NaiveDate;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Tuning of the rollup worker.
+#[derive(Debug, Clone)]
+pub struct RollupOptions {
+    /// Distinct users/sessions kept exactly per bucket before switching to a sketch.
+    pub exact_threshold: u64,
+    /// Most feed entries applied between two writes.
+    pub max_batch_changes: usize,
+    /// Longest time changes wait in memory before they are written.
+    pub flush_interval: Duration,
+    /// Bucket states kept in memory between writes (least recently used are dropped).
+    pub cache_buckets: usize,
+}
+
+impl Default for RollupOptions {
+    fn default() -> Self {
+        RollupOptions {
+            exact_threshold: 10_000,
+            max_batch_changes: 50_000,
+            flush_interval: Duration::from_millis(200),
+            cache_buckets: 50_000,
+        }
+    }
+}
+
+struct Entry {
+    state: RollupState,
+    /// The row exists in the store.
+    stored: bool,
+    dirty: bool,
+    used: u64,
+}
+
+/// An (org, UTC day): the unit a recomputation replaces.
+pub type Group = ([u8; 16], NaiveDate);
+
+pub struct RollupWorker {
+    store: Store,
+    opts: RollupOptions,
+    metrics: Option<Arc<Metrics>>,
+    cache: HashMap<RollupKey, Entry>,
+    /// Next feed entry to apply (in memory).
+    next: u64,
+    /// The cursor as stored.
+    durable: u64,
+    tick: u64,
+    pending_changes: usize,
+    label: KindLabel,
+    /// Test-only fault hook: SIGKILL during the N-th write.
+    #[cfg(feature = "fault-injection")]
+    writes: u64,
+}
+
+impl RollupWorker {
+    /// Opens the worker at its durable cursor, registering the cursor at the start of the
+    /// feed if it has none (so the feed is kept from there).
+    pub fn new(store: Store, opts: RollupOptions) -> Result<RollupWorker, StatsError> {
+        let durable = match store.cursor(ROLLUP_CURSOR)? {
+            Some(c) => c,
+            None => {
+                let floor = store.feed_floor();
+                if floor > crate::store::FIRST_SEQ {
+                    // Another reader let the feed be truncated before this one registered.
+                    return Err(StatsError::FeedGone {
+                        needed: crate::store::FIRST_SEQ,
+                        oldest: floor,
+                    });
+                }
+                let mut b = WriteBatch::new();
+                b.set_cursor(ROLLUP_CURSOR, floor);
+                store.write_blocking(b)?;
+                floor
+            }
+        };
+        Ok(RollupWorker {
+            store,
+            opts,
+            metrics: None,
+            cache: HashMap::new(),
+            next: durable,
+            durable,
+            tick: 0,
+            pending_changes: 0,
+            label: KindLabel {
+                kind: "rollups".into(),
+            },
+            #[cfg(feature = "fault-injection")]
+            writes: 0,
+        })
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The next feed entry the worker will apply.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Tails the feed until `shutdown`; writes what it applied before returning.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StatsError> {
+        let mut last_write = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if shutdown.is_cancelled() {
+                return match self.flush().await {
+                    Ok(()) => Ok(()),
+                    // Nothing is lost: the next start resumes from the durable cursor.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stats: last rollup write on shutdown failed");
+                        Ok(())
+                    }
+                };
+            }
+            let step = async {
+                let applied = self.step().await?;
+                let head = self.store.feed_head();
+                let due = self.pending_changes >= self.opts.max_batch_changes
+                    || (self.pending_changes > 0
+                        && last_write.elapsed() >= self.opts.flush_interval);
+                if due {
+                    self.flush().await?;
+                    last_write = Instant::now();
+                }
+                Ok::<_, StatsError>((applied, head))
+            }
+            .await;
+            match step {
+                Ok((applied, head)) => {
+                    backoff = Duration::from_millis(100);
+                    if let Some(m) = &self.metrics {
+                        m.stats_lag_changes
+                            .get_or_create(&self.label)
+                            .set(head.saturating_sub(self.durable) as i64);
+                    }
+                    if applied == 0 {
+                        let wait = if self.pending_changes > 0 {
+                            self.opts
+                                .flush_interval
+                                .saturating_sub(last_write.elapsed())
+                        } else {
+                            Duration::from_secs(3600)
+                        };
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = self.store.feed_wait_for(self.next) => {}
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                }
+                Err(StatsError::Store(e)) if is_retryable(&e) => {
+                    if let Some(m) = &self.metrics {
+                        m.stats_write_errors.get_or_create(&self.label).inc();
+                    }
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                        "stats: rollup write failed; retrying from the durable cursor");
+                    self.reset();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Applies and writes everything up to the feed head as it is now; returns the number
+    /// of feed entries applied. For the CLI and tests (nothing else may write meanwhile).
+    pub async fn catch_up(&mut self) -> Result<u64, StatsError> {
+        let start = self.next;
+        loop {
+            let applied = self.step().await?;
+            if self.pending_changes >= self.opts.max_batch_changes || applied == 0 {
+                self.flush().await?;
+            }
+            if applied == 0 {
+                return Ok(self.next - start);
+            }
+        }
+    }
+
+    /// Forgets everything not yet written; the next step starts at the durable cursor.
+    fn reset(&mut self) {
+        self.cache.clear();
+        self.next = self.durable;
+        self.pending_changes = 0;
+    }
+
+    /// Applies up to one read of the feed; returns the number of entries read.
+    async fn step(&mut self) -> Result<usize, StatsError> {
+        let want = self
+            .opts
+            .max_batch_changes
+            .saturating_sub(self.pending_changes)
+            .clamp(1, 10_000);
+        let entries = self
+            .store
+            .feed_read(self.next, want)
+            .map_err(StatsError::from_feed)?;
+        let n = entries.len();
+        let mut events = 0u64;
+        for e in &entries {
+            if e.entity == "Event" {
+                self.apply(e).await?;
+                events += 1;
+            }
+            self.next = e.seq + 1;
+        }
+        self.pending_changes += n;
+        if let Some(m) = &self.metrics {
+            m.stats_changes_applied
+                .get_or_create(&self.label)
+                .inc_by(events);
+        }
+        Ok(n)
+    }
+
+    fn facts(&self, e: &ChangeEntry, version: u64) -> Result<EventFacts, StatsError> {
+        let missing = || StatsError::MissingVersion {
+            seq: e.seq,
+            id: uuid_str(&e.id),
+            version,
+        };
+        let row = self
+            .store
+            .get_version("Event", &e.id, version)?
+            .ok_or_else(missing)?;
+        EventFacts::from_row(&row).ok_or_else(missing)
+    }
+
+    async fn apply(&mut self, e: &ChangeEntry) -> Result<(), StatsError> {
+        let new = match e.op {
+            ChangeOp::Insert | ChangeOp::Update => Some(self.facts(e, e.version)?),
+            ChangeOp::Delete => None,
+        };
+        let old = match (e.op, e.prev_version) {
+            (ChangeOp::Update | ChangeOp::Delete, Some(v)) => Some(self.facts(e, v)?),
+            _ => None,
+        };
+        let mut redo: Option<Group> = None;
+        if let Some(o) = &old {
+            for key in RollupKey::for_event(o) {
+                let entry = self.entry(key.clone())?;
+                entry.dirty = true;
+                if entry.state.remove(&key, o).is_err() {
+                    redo = Some(o.group());
+                    break;
+                }
+            }
+        }
+        if let Some(n) = &new {
+            if redo != Some(n.group()) {
+                let threshold = self.opts.exact_threshold;
+                for key in RollupKey::for_event(n) {
+                    let entry = self.entry(key.clone())?;
+                    entry.dirty = true;
+                    entry.state.add(&key, n, threshold);
+                }
+            }
+        }
+        if let Some(group) = redo {
+            self.recompute_group(group, e.seq + 1).await?;
+        }
+        Ok(())
+    }
+
+    /// The cached entry for `key`, loaded from the store on first touch.
+    fn entry(&mut self, key: RollupKey) -> Result<&mut Entry, StatsError> {
+        self.tick += 1;
+        let tick = self.tick;
+        if !self.cache.contains_key(&key) {
+            let (state, stored) = match self.store.get(key.entity(), &key.row_id())? {
+                Some(row) => (
+                    RollupState::from_row(&key, &row).map_err(|message| StatsError::BadState {
+                        entity: key.entity(),
+                        key: format!("{key:?}"),
+                        message,
+                    })?,
+                    true,
+                ),
+                None => (RollupState::default(), false),
+            };
+            self.cache.insert(
+                key.clone(),
+                Entry {
+                    state,
+                    stored,
+                    dirty: false,
+                    used: tick,
+                },
+            );
+        }
+        let entry = self.cache.get_mut(&key).ok_or_else(|| {
+            StatsError::Invalid("rollup cache lost an entry it just inserted".into())
+        })?;
+        entry.used = tick;
+        Ok(entry)
+    }
+
+    /// Writes every changed bucket and the cursor in one store write.
+    async fn flush(&mut self) -> Result<(), StatsError> {
+        if self.pending_changes == 0 && self.next == self.durable {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut batch = WriteBatch::new();
+        for (key, entry) in &self.cache {
+            if !entry.dirty {
+                continue;
+            }
+            if entry.state.events == 0 {
+                if entry.stored {
+                    batch.delete(key.entity(), key.row_id());
+                }
+            } else {
+                batch.upsert(key.entity(), entry.state.to_row(key));
+            }
+        }
+        batch.set_cursor(ROLLUP_CURSOR, self.next);
+        #[cfg(feature = "fault-injection")]
+        {
+            self.writes += 1;
+            if super::fault_armed("stats_write_kill", self.writes) {
+                // Mid-flush: the write is submitted; it may or may not become durable.
+                let _ticket = self.store.submit(batch);
+                std::thread::sleep(Duration::from_micros(self.writes % 7 * 300));
+                super::fault_kill("during a stats rollup write");
+            }
+        }
+        self.store.write(batch).await?;
+        self.durable = self.next;
+        self.pending_changes = 0;
+        self.cache.retain(|_, e| e.state.events != 0);
+        for e in self.cache.values_mut() {
+            if e.dirty {
+                e.dirty = false;
+                e.stored = true;
+            }
+        }
+        if self.cache.len() > self.opts.cache_buckets {
+            let mut ticks: Vec<u64> = self.cache.values().map(|e| e.used).collect();
+            let keep = self.opts.cache_buckets / 2;
+            let (_, cut, _) = ticks.select_nth_unstable(self.cache.len() - keep);
+            let cut = *cut;
+            self.cache.retain(|_, e| e.used >= cut);
+        }
+        if let Some(m) = &self.metrics {
+            m.stats_flush_seconds
+                .get_or_create(&self.label)
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Replaces every bucket of `group` with a recomputation from the raw events as they
+    /// were after feed entry `as_of - 1`.
+    async fn recompute_group(&mut self, group: Group, as_of: u64) -> Result<(), StatsError> {
+        if let Some(m) = &self.metrics {
+            m.stats_recomputes.inc();
+        }
+        let (org, date) = group;
+        tracing::info!(org = %uuid_str(&org), %date, as_of,
+            "stats: recomputing a day's rollups from raw events (a removal hit a sketch)");
+        let mut events = group_events_now(&self.store, group)?;
+        // Everything visible to that scan is in the feed below the head once a later write
+        // has committed (writes commit in order): a cursor write that changes nothing.
+        let mut barrier = WriteBatch::new();
+        barrier.set_cursor(ROLLUP_CURSOR, self.durable);
+        self.store.write(barrier).await?;
+        let head = self.store.feed_head();
+        // Undo every change after `as_of`: an id's state at `as_of` is its image before its
+        // first later change (absent if that change is an insert).
+        let mut seen: HashSet<[u8; 16]> = HashSet::new();
+        let mut pos = as_of;
+        while pos < head {
+            let entries = self
+                .store
+                .feed_read(pos, 10_000)
+                .map_err(StatsError::from_feed)?;
+            if entries.is_empty() {
+                break;
+            }
+            for e in &entries {
+                pos = e.seq + 1;
+                if e.entity != "Event" || !seen.insert(e.id) {
+                    continue;
+                }
+                events.remove(&e.id);
+                if let (ChangeOp::Update | ChangeOp::Delete, Some(v)) = (e.op, e.prev_version) {
+                    let f = self.facts(e, v)?;
+                    if f.group() == group {
+                        events.insert(e.id, f);
+                    }
+                }
+            }
+        }
+        let fresh = compute_states(events.values(), self.opts.exact_threshold);
+        let stored = stored_keys(&self.store, Some(org), Some((date, date)))?;
+        // Buckets of the group that exist (stored or cached) but have no events now: zero.
+        let mut stale: Vec<RollupKey> = stored
+            .into_iter()
+            .chain(
+                self.cache
+                    .keys()
+                    .filter(|k| (k.org(), k.date()) == group)
+                    .cloned(),
+            )
+            .filter(|k| !fresh.contains_key(k))
+            .collect();
+        stale.sort();
+        stale.dedup();
+        for key in stale {
+            let entry = self.entry(key)?;
+            entry.state = RollupState::default();
+            entry.dirty = true;
+        }
+        for (key, state) in fresh {
+            let entry = self.entry(key)?;
+            entry.state = state;
+            entry.dirty = true;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn is_retryable(e: &StoreError) -> bool {
+    // A refused WAL append (the ingest loop resumes writes) or an I/O hiccup; a closed
+    // store or a commit that needs a reopen is not.
+    match e {
+        StoreError::Failed { message, .. } => !message.contains("reopen"),
+        StoreError::Closed { .. } => false,
+        StoreError::Io { .. } | StoreError::Engine { .. } => true,
+        _ => false,
+    }
+}
+
+/// The rollup states of a set of events.
+pub fn compute_states<'a>(
+    events: impl IntoIterator<Item = &'a EventFacts>,
+    threshold: u64,
+) -> BTreeMap<RollupKey, RollupState> {
+    let mut out: BTreeMap<RollupKey, RollupState> = BTreeMap::new();
+    for f in events {
+        for key in RollupKey::for_event(f) {
+            let state = out.entry(key.clone()).or_default();
+            state.add(&key, f, threshold);
+        }
+    }
+    out
+}
+
+/// The events of one (org, day) as the store holds them now, by id.
+pub fn group_events_now(
+    store: &Store,
+    group: Group,
+) -> Result<HashMap<[u8; 16], EventFacts>, StatsError> {
+    let (org, date) = group;
+    let rows = store.query(
+        &Query::new("Event")
+            .eq("org_id", Value::Uuid(org))
+            .eq("date", Value::String(date.format("%Y-%m-%d").to_string())),
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(EventFacts::from_row)
+        .filter(|f| f.group() == group)
+        .map(|f| (f.id, f))
+        .collect())
+}
+
+/// Keys of the stored rollup rows, optionally only one org and/or a date range (inclusive).
+pub fn stored_keys(
+    store: &Store,
+    org: Option<[u8; 16]>,
+    dates: Option<(NaiveDate, NaiveDate)>,
+) -> Result<Vec<RollupKey>, StatsError> {
+    let mut out = Vec::new();
+    for entity in [HOURLY, DAILY, NAMES] {
+        for (key, _) in stored_rows(store, entity, org, dates)? {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}
+
+/// Stored rollup rows of `entity` with their keys, filtered like [`stored_keys`].
+pub fn stored_rows(
+    store: &Store,
+    entity: &'static str,
+    org: Option<[u8; 16]>,
+    dates: Option<(NaiveDate, NaiveDate)>,
+) -> Result<Vec<(RollupKey, crate::store::Row)>, StatsError> {
+    let day = |d: NaiveDate| Value::String(d.format("%Y-%m-%d").to_string());
+    let rows = match org {
+        Some(org) => {
+            let mut q = Query::new(entity).eq("org_id", Value::Uuid(org));
+            if let Some((from, to)) = dates {
+                q = q.range(
+                    "date",
+                    std::ops::Bound::Included(day(from)),
+                    std::ops::Bound::Included(day(to)),
+                );
+            }
+            store.query(&q)?
+        }
+        None => store.scan_all(entity)?,
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let key = RollupKey::from_row(entity, &row).ok_or_else(|| StatsError::BadState {
+            entity,
+            key: format!("{:?}", row.id().map(|id| uuid_str(&id))),
+            message: "the row's key fields are missing or malformed".into(),
+        })?;
+        if let Some((from, to)) = dates {
+            if key.date() < from || key.date() > to {
+                continue;
+            }
+        }
+        out.push((key, row));
+    }
+    Ok(out)
+}

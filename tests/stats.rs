@@ -1,0 +1,755 @@
+//! Stats workers against the real store: rollups equal a brute-force count and a
+//! from-scratch recomputation after late, duplicate, updated and deleted events; sketch
+//! buckets survive deletes while writes continue; the query API; real-time counters against
+//! a brute-force count at every second; restart from the cursor; the `stats` CLI.
+
+mod common;
+
+use chrono::{DateTime, Timelike, Utc};
+use indicatif::ProgressBar;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use streamtally::stats::bucket::ALL_TYPES;
+use streamtally::stats::query::{Granularity, StatsReader};
+use streamtally::stats::realtime::{
+    ManualClock, RealtimeCounters, RealtimeOptions, RealtimeWorker,
+};
+use streamtally::stats::rebuild::{self, Scope};
+use streamtally::stats::rollup::{RollupOptions, RollupWorker};
+use streamtally::stats::sketch::hash_value;
+use streamtally::store::{Row, Store, Value, WriteBatch};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn org_id(n: u8) -> [u8; 16] {
+    *uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &[b'o', n]).as_bytes()
+}
+
+/// A raw event as the test knows it (its own brute-force model of the store).
+#[derive(Clone, Debug)]
+struct Ev {
+    id: [u8; 16],
+    org: [u8; 16],
+    ts: DateTime<Utc>,
+    event_type: String,
+    event_name: String,
+    user: Option<String>,
+    session: Option<String>,
+}
+
+impl Ev {
+    fn row(&self) -> Row {
+        let mut r = Row::new()
+            .with("id", Value::Uuid(self.id))
+            .with("org_id", Value::Uuid(self.org))
+            .with("event_type", Value::String(self.event_type.clone()))
+            .with("event_name", Value::String(self.event_name.clone()))
+            .with("timestamp", Value::Timestamp(self.ts.timestamp_micros()))
+            .with(
+                "date",
+                Value::String(self.ts.format("%Y-%m-%d").to_string()),
+            )
+            .with("hour", Value::Int32(self.ts.hour() as i32));
+        if let Some(u) = &self.user {
+            r.set("user_id", Value::String(u.clone()));
+        }
+        if let Some(s) = &self.session {
+            r.set("session_id", Value::String(s.clone()));
+        }
+        r
+    }
+}
+
+fn random_event(rng: &mut StdRng, orgs: u8, users: u32, base: DateTime<Utc>, span_s: i64) -> Ev {
+    let user = rng.gen_range(0..users);
+    Ev {
+        id: *uuid::Uuid::from_u128(rng.gen()).as_bytes(),
+        org: org_id(rng.gen_range(0..orgs)),
+        ts: base + chrono::Duration::seconds(rng.gen_range(0..span_s)),
+        event_type: ["track", "page", "screen"][rng.gen_range(0..3)].to_string(),
+        event_name: format!("name_{}", rng.gen_range(0..8)),
+        user: (rng.gen_range(0..10) > 0).then(|| format!("user_{user}")),
+        session: (rng.gen_range(0..10) > 1).then(|| format!("s_{user}_{}", rng.gen_range(0..3))),
+    }
+}
+
+/// (entity, org, date, hour or -1, type-or-name)
+type Key = (String, [u8; 16], String, i32, String);
+/// Brute force: key -> (events, users, sessions).
+type Expected = BTreeMap<Key, (i64, HashSet<String>, HashSet<String>)>;
+
+fn brute_force<'a>(events: impl IntoIterator<Item = &'a Ev>) -> Expected {
+    let mut out: Expected = BTreeMap::new();
+    for e in events {
+        let date = e.ts.format("%Y-%m-%d").to_string();
+        let hour = e.ts.hour() as i32;
+        let keys = [
+            ("HourlyStats", hour, e.event_type.clone()),
+            ("HourlyStats", hour, ALL_TYPES.to_string()),
+            ("DailyStats", -1, e.event_type.clone()),
+            ("DailyStats", -1, ALL_TYPES.to_string()),
+            ("EventNameDaily", -1, e.event_name.clone()),
+        ];
+        for (entity, h, k) in keys {
+            let slot = out
+                .entry((entity.to_string(), e.org, date.clone(), h, k))
+                .or_default();
+            slot.0 += 1;
+            if entity != "EventNameDaily" {
+                slot.1.extend(e.user.clone());
+                slot.2.extend(e.session.clone());
+            }
+        }
+    }
+    out
+}
+
+fn int(r: &Row, f: &str) -> i64 {
+    match r.get(f) {
+        Some(Value::Int64(n)) => *n,
+        Some(Value::Int32(n)) => *n as i64,
+        other => panic!("{f} is {other:?}"),
+    }
+}
+
+fn s(r: &Row, f: &str) -> String {
+    common::str_of(r, f)
+}
+
+/// Stored rollup rows in the brute-force shape (events, unique users, unique sessions).
+fn stored_counts(store: &Store) -> BTreeMap<Key, (i64, i64, i64)> {
+    let mut out = BTreeMap::new();
+    for entity in ["HourlyStats", "DailyStats", "EventNameDaily"] {
+        for r in store.scan_all(entity).unwrap() {
+            let org = match r.get("org_id") {
+                Some(Value::Uuid(u)) => *u,
+                other => panic!("org_id {other:?}"),
+            };
+            let (hour, key, uniq) = match entity {
+                "HourlyStats" => (int(&r, "hour") as i32, s(&r, "event_type"), true),
+                "DailyStats" => (-1, s(&r, "event_type"), true),
+                _ => (-1, s(&r, "event_name"), false),
+            };
+            let (u, se) = if uniq {
+                (int(&r, "unique_users"), int(&r, "unique_sessions"))
+            } else {
+                (0, 0)
+            };
+            out.insert(
+                (entity.to_string(), org, s(&r, "date"), hour, key),
+                (int(&r, "event_count"), u, se),
+            );
+        }
+    }
+    out
+}
+
+fn assert_matches_brute_force(store: &Store, model: &HashMap<[u8; 16], Ev>) {
+    let want: BTreeMap<_, _> = brute_force(model.values())
+        .into_iter()
+        .map(|(k, (n, u, s))| (k, (n, u.len() as i64, s.len() as i64)))
+        .collect();
+    let have = stored_counts(store);
+    assert_eq!(have.len(), want.len(), "number of rollup rows");
+    for (k, v) in &want {
+        assert_eq!(have.get(k), Some(v), "rollup {k:?}");
+    }
+}
+
+fn assert_equals_recomputation(store: &Store, threshold: u64) {
+    let bar = ProgressBar::hidden();
+    let expected = rebuild::recompute(store, &Scope::default(), threshold, &bar).unwrap();
+    let stored = rebuild::stored(store, &Scope::default()).unwrap();
+    let diffs = rebuild::diff(&stored, &expected);
+    assert!(
+        diffs.is_empty(),
+        "{} differences, first: {:?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(5)]
+    );
+}
+
+fn write(store: &Store, f: impl FnOnce(&mut WriteBatch)) {
+    let mut b = WriteBatch::new();
+    f(&mut b);
+    store.write_blocking(b).unwrap();
+}
+
+#[test]
+fn rollups_match_brute_force_after_late_duplicate_updated_and_deleted_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let rt = rt();
+    let mut rng = StdRng::seed_from_u64(7);
+    let base: DateTime<Utc> = "2024-02-28T20:00:00Z".parse().unwrap(); // spans the leap day
+    let mut model: HashMap<[u8; 16], Ev> = HashMap::new();
+    let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+
+    // In-order events over two and a half days, in batches like ingest writes them.
+    for _ in 0..6 {
+        let evs: Vec<Ev> = (0..200)
+            .map(|_| random_event(&mut rng, 3, 60, base, 2 * 86_400))
+            .collect();
+        write(&store, |b| {
+            for e in &evs {
+                b.insert("Event", e.row());
+            }
+        });
+        model.extend(evs.into_iter().map(|e| (e.id, e)));
+    }
+    rt.block_on(worker.catch_up()).unwrap();
+    assert_matches_brute_force(&store, &model);
+
+    // Late events (days before), and duplicate deliveries of ids already stored.
+    let late: Vec<Ev> = (0..150)
+        .map(|_| random_event(&mut rng, 3, 60, base - chrono::Duration::days(3), 86_400))
+        .collect();
+    let dups: Vec<Ev> = model.values().take(100).cloned().collect();
+    write(&store, |b| {
+        for e in late.iter().chain(dups.iter()) {
+            b.insert("Event", e.row());
+        }
+    });
+    model.extend(late.into_iter().map(|e| (e.id, e)));
+    rt.block_on(worker.catch_up()).unwrap();
+    assert_matches_brute_force(&store, &model);
+
+    // Updates (type, user, and time moved to another day) and deletes.
+    let ids: Vec<[u8; 16]> = {
+        let mut v: Vec<_> = model.keys().copied().collect();
+        v.sort();
+        v
+    };
+    write(&store, |b| {
+        for (i, id) in ids.iter().take(120).enumerate() {
+            let mut e = model[id].clone();
+            match i % 3 {
+                0 => e.event_type = "identify".into(),
+                1 => e.user = Some(format!("user_moved_{i}")),
+                _ => e.ts += chrono::Duration::hours(30),
+            }
+            b.update("Event", *id, e.row());
+            model.insert(*id, e);
+        }
+        for id in ids.iter().skip(120).take(80) {
+            b.delete("Event", *id);
+            model.remove(id);
+        }
+    });
+    rt.block_on(worker.catch_up()).unwrap();
+    assert_matches_brute_force(&store, &model);
+    assert_equals_recomputation(&store, 10_000);
+
+    // A new worker resumes from the durable cursor and applies nothing twice.
+    drop(worker);
+    let more: Vec<Ev> = (0..100)
+        .map(|_| random_event(&mut rng, 3, 60, base, 86_400))
+        .collect();
+    write(&store, |b| {
+        for e in &more {
+            b.insert("Event", e.row());
+        }
+    });
+    model.extend(more.into_iter().map(|e| (e.id, e)));
+    let mut again = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+    rt.block_on(again.catch_up()).unwrap();
+    assert_matches_brute_force(&store, &model);
+    assert!(store.verify().unwrap().is_empty());
+}
+
+#[test]
+fn sketch_buckets_survive_deletes_while_writes_continue() {
+    // A threshold of 40 distinct values puts busy buckets in sketch mode; deleting events
+    // from them makes the worker recompute the day from raw events, as of the feed position
+    // it is applying, while a writer keeps inserting, updating and deleting.
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let opts = RollupOptions {
+        exact_threshold: 40,
+        max_batch_changes: 300,
+        ..RollupOptions::default()
+    };
+    let metrics = Arc::new(streamtally::metrics::Metrics::new());
+    let worker = RollupWorker::new(store.clone(), opts.clone())
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let token = shutdown.clone();
+    let handle = std::thread::spawn(move || rt().block_on(worker.run(token)));
+
+    let mut rng = StdRng::seed_from_u64(11);
+    let base: DateTime<Utc> = "2026-11-26T00:00:00Z".parse().unwrap();
+    let mut model: HashMap<[u8; 16], Ev> = HashMap::new();
+    let mut order: Vec<[u8; 16]> = Vec::new();
+    for round in 0..40 {
+        let evs: Vec<Ev> = (0..100)
+            .map(|_| random_event(&mut rng, 2, 400, base, 2 * 86_400))
+            .collect();
+        write(&store, |b| {
+            for e in &evs {
+                b.insert("Event", e.row());
+            }
+            if round > 2 {
+                for _ in 0..8 {
+                    let id = order.swap_remove(rng.gen_range(0..order.len()));
+                    b.delete("Event", id);
+                    model.remove(&id);
+                }
+                let id = order[rng.gen_range(0..order.len())];
+                let mut e = model[&id].clone();
+                e.user = Some(format!("updated_{round}"));
+                b.update("Event", id, e.row());
+                model.insert(id, e);
+            }
+        });
+        order.extend(evs.iter().map(|e| e.id));
+        model.extend(evs.into_iter().map(|e| (e.id, e)));
+        std::thread::sleep(std::time::Duration::from_millis(rng.gen_range(0..30)));
+    }
+    shutdown.cancel();
+    handle.join().unwrap().unwrap();
+    let mut tail = RollupWorker::new(store.clone(), opts).unwrap();
+    rt().block_on(tail.catch_up()).unwrap();
+
+    assert_equals_recomputation(&store, 40);
+    // Counts are exact; sketched uniques are within 3% of the brute-force distinct count.
+    let want = brute_force(model.values());
+    let have = stored_counts(&store);
+    let mut sketched = 0;
+    for (k, (n, users, sessions)) in &want {
+        let (hn, hu, hs) = have[k];
+        assert_eq!(hn, *n, "{k:?}");
+        for (h, w) in [(hu, users.len() as i64), (hs, sessions.len() as i64)] {
+            if w > 40 {
+                sketched += 1;
+                assert!((h - w).abs() as f64 <= 0.03 * w as f64, "{k:?}: {h} vs {w}");
+            } else {
+                assert_eq!(h, w, "{k:?}");
+            }
+        }
+    }
+    assert!(
+        sketched > 10,
+        "the test must exercise sketches ({sketched})"
+    );
+    assert!(
+        metrics.stats_recomputes.get() > 0,
+        "deletes from sketched buckets must have forced recomputations"
+    );
+}
+
+#[test]
+fn queries_answer_from_the_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let mut rng = StdRng::seed_from_u64(3);
+    let base: DateTime<Utc> = "2026-11-20T00:00:00Z".parse().unwrap();
+    let evs: Vec<Ev> = (0..2000)
+        .map(|_| random_event(&mut rng, 2, 150, base, 3 * 86_400))
+        .collect();
+    write(&store, |b| {
+        for e in &evs {
+            b.insert("Event", e.row());
+        }
+    });
+    let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+    rt().block_on(worker.catch_up()).unwrap();
+    let reader = StatsReader::new(store.clone());
+    let org = org_id(1);
+    let mine: Vec<&Ev> = evs.iter().filter(|e| e.org == org).collect();
+    let us = |t: DateTime<Utc>| t.timestamp_micros();
+
+    // Hourly series over day 2, all types and one type.
+    let day2 = base + chrono::Duration::days(1);
+    let series = reader
+        .timeseries(
+            org,
+            us(day2),
+            us(day2 + chrono::Duration::days(1)),
+            Granularity::Hour,
+            None,
+        )
+        .unwrap();
+    assert_eq!(series.len(), 24);
+    for p in &series {
+        let inb: Vec<&&Ev> = mine
+            .iter()
+            .filter(|e| us(e.ts) >= p.t_us && us(e.ts) < p.t_us + 3_600_000_000)
+            .collect();
+        assert_eq!(p.events, inb.len() as i64);
+        let users: HashSet<_> = inb.iter().filter_map(|e| e.user.clone()).collect();
+        assert_eq!(p.unique_users, users.len() as i64);
+    }
+    let pages = reader
+        .timeseries(
+            org,
+            us(base),
+            us(base + chrono::Duration::days(3)),
+            Granularity::Day,
+            Some("page"),
+        )
+        .unwrap();
+    assert_eq!(pages.len(), 3);
+    for p in &pages {
+        let n = mine
+            .iter()
+            .filter(|e| {
+                e.event_type == "page" && us(e.ts) >= p.t_us && us(e.ts) < p.t_us + 86_400_000_000
+            })
+            .count();
+        assert_eq!(p.events, n as i64);
+    }
+
+    // Top events of day 1.
+    let top = reader.top_events(org, base.date_naive(), 3).unwrap();
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for e in mine
+        .iter()
+        .filter(|e| e.ts.date_naive() == base.date_naive())
+    {
+        *counts.entry(e.event_name.as_str()).or_default() += 1;
+    }
+    let mut want: Vec<(&str, i64)> = counts.into_iter().collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let got: Vec<(&str, i64)> = top
+        .iter()
+        .map(|t| (t.event_name.as_str(), t.count))
+        .collect();
+    assert_eq!(got, want[..3].to_vec());
+
+    // Unique users over a range that starts mid-day: a union, not a sum.
+    let from = base + chrono::Duration::hours(13);
+    let to = base + chrono::Duration::days(3);
+    let u = reader.unique(org, us(from), us(to)).unwrap();
+    let want_users: HashSet<_> = mine
+        .iter()
+        .filter(|e| e.ts >= from && e.ts < to)
+        .filter_map(|e| e.user.clone())
+        .collect();
+    assert_eq!(u.users, want_users.len() as u64);
+    assert!(u.exact);
+    let per_day_sum: i64 = reader
+        .timeseries(org, us(base), us(to), Granularity::Day, None)
+        .unwrap()
+        .iter()
+        .map(|p| p.unique_users)
+        .sum();
+    assert!(
+        per_day_sum > u.users as i64,
+        "the sum of days over-counts: {per_day_sum} vs {}",
+        u.users
+    );
+
+    // Raw range through the index, and the newest events.
+    let (a, b) = (
+        base + chrono::Duration::minutes(517),
+        base + chrono::Duration::minutes(2911),
+    );
+    let raw = reader.count_raw(org, us(a), us(b)).unwrap();
+    assert_eq!(
+        raw,
+        mine.iter().filter(|e| e.ts >= a && e.ts < b).count() as u64
+    );
+    let recent = reader.recent_events(org, 5).unwrap();
+    let mut newest: Vec<i64> = mine.iter().map(|e| us(e.ts)).collect();
+    newest.sort_unstable_by(|a, b| b.cmp(a));
+    let got: Vec<i64> = recent.iter().map(int_ts).collect();
+    assert_eq!(got, newest[..5].to_vec());
+
+    // An org with no events: zeros, and unknown.
+    let nobody = org_id(99);
+    assert!(!reader.org_known(nobody).unwrap());
+    assert!(reader.org_known(org).unwrap());
+    assert_eq!(reader.unique(nobody, us(base), us(to)).unwrap().users, 0);
+}
+
+fn int_ts(r: &Row) -> i64 {
+    match r.get("timestamp") {
+        Some(Value::Timestamp(t)) => *t,
+        other => panic!("timestamp {other:?}"),
+    }
+}
+
+/// Brute force over (second, user) events: events and distinct users in (lo, hi].
+fn window(events: &[(i64, [u8; 16], u64, i64)], org: [u8; 16], lo: i64, hi: i64) -> (i64, i64) {
+    let mut n = 0;
+    let mut users: HashMap<u64, i64> = HashMap::new();
+    for &(sec, o, u, d) in events {
+        if o == org && sec > lo && sec <= hi {
+            n += d;
+            *users.entry(u).or_default() += d;
+        }
+    }
+    (n, users.values().filter(|&&c| c > 0).count() as i64)
+}
+
+#[test]
+fn realtime_counters_match_brute_force_at_every_second() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let start = 1_790_000_000i64;
+    let windows = [60u64, 300];
+    let mut c = RealtimeCounters::new(&windows, start);
+    let orgs = [org_id(1), org_id(2)];
+    // (second, org, user, +1/-1) of everything applied so far.
+    let mut applied: Vec<(i64, [u8; 16], u64, i64)> = Vec::new();
+    for now in start..start + 900 {
+        c.advance(now);
+        for _ in 0..rng.gen_range(0..12) {
+            // Mostly current, some late (up to 7 min), a few a little in the future.
+            let sec = match rng.gen_range(0..10) {
+                0..=6 => now - rng.gen_range(0..3),
+                7 | 8 => now - rng.gen_range(0..420),
+                _ => now + rng.gen_range(1..20),
+            };
+            let org = orgs[rng.gen_range(0..2)];
+            let user = hash_value(&format!("u{}", rng.gen_range(0..40)));
+            c.apply(
+                org,
+                sec * 1_000_000 + rng.gen_range(0..1_000_000),
+                Some(user),
+                1,
+            );
+            if sec > now - 600 {
+                applied.push((sec, org, user, 1));
+            }
+        }
+        // Now and then an event is deleted again.
+        if now % 7 == 0 && !applied.is_empty() {
+            let i = rng.gen_range(0..applied.len());
+            let (sec, org, user, d) = applied[i];
+            if d == 1 && sec > now - 600 {
+                c.apply(org, sec * 1_000_000, Some(user), -1);
+                applied[i].3 = 0; // deleted: never picked again
+            }
+        }
+        for org in orgs {
+            let got = c.org(&org);
+            for (i, &w) in windows.iter().enumerate() {
+                let w = w as i64;
+                let (e, u) = window(&applied, org, now - w, now);
+                let (pe, pu) = window(&applied, org, now - 2 * w, now - w);
+                assert_eq!(
+                    (
+                        got[i].events,
+                        got[i].active_users,
+                        got[i].prev_events,
+                        got[i].prev_active_users
+                    ),
+                    (e, u, pe, pu),
+                    "second {} window {w}",
+                    now - start
+                );
+            }
+        }
+    }
+    // The clock going back (seconds still held), then a jump past every window.
+    c.advance(start + 850);
+    let (e, u) = window(&applied, orgs[0], start + 850 - 300, start + 850);
+    assert_eq!(
+        (c.org(&orgs[0])[1].events, c.org(&orgs[0])[1].active_users),
+        (e, u)
+    );
+    c.advance(start + 5000);
+    assert_eq!(c.org(&orgs[0])[1].events, 0);
+    assert_eq!(c.org(&orgs[0])[1].active_users, 0);
+}
+
+#[test]
+fn realtime_worker_persists_counters_and_rebuilds_them_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let now: DateTime<Utc> = "2026-11-27T10:00:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock::new(now.timestamp_millis()));
+    let mut rng = StdRng::seed_from_u64(9);
+    let evs: Vec<Ev> = (0..400)
+        .map(|_| random_event(&mut rng, 2, 50, now - chrono::Duration::seconds(700), 700))
+        .collect();
+    write(&store, |b| {
+        for e in &evs {
+            b.insert("Event", e.row());
+        }
+    });
+    let opts = RealtimeOptions {
+        windows_s: vec![300, 60],
+        persist_interval: std::time::Duration::from_millis(50),
+    };
+    let rt = rt();
+    let mut w = RealtimeWorker::new(store.clone(), opts.clone(), clock.clone()).unwrap();
+    rt.block_on(w.replay()).unwrap();
+    let reader = StatsReader::new(store.clone());
+    let expect = |org: [u8; 16], at: DateTime<Utc>, len: i64| {
+        let hi = at.timestamp();
+        let pick = |lo: i64, hi: i64| {
+            let inw: Vec<&Ev> = evs
+                .iter()
+                .filter(|e| e.org == org && e.ts.timestamp() > lo && e.ts.timestamp() <= hi)
+                .collect();
+            let users: HashSet<_> = inw.iter().filter_map(|e| e.user.clone()).collect();
+            (inw.len() as i64, users.len() as i64)
+        };
+        let (e, u) = pick(hi - len, hi);
+        let (pe, pu) = pick(hi - 2 * len, hi - len);
+        (e, u, pe, pu)
+    };
+    for org in [org_id(0), org_id(1)] {
+        let c = reader
+            .counters(org, &[300, 60], now.timestamp_micros())
+            .unwrap();
+        for (i, len) in [300, 60].into_iter().enumerate() {
+            let v = c.windows[i];
+            assert_eq!(
+                (v.events, v.active_users, v.prev_events, v.prev_active_users),
+                expect(org, now, len)
+            );
+        }
+        assert!(c.windows[0].events > 0);
+    }
+    drop(w);
+
+    // A restart replays the feed from the cursor: the same values.
+    let mut again = RealtimeWorker::new(store.clone(), opts.clone(), clock.clone()).unwrap();
+    rt.block_on(again.replay()).unwrap();
+    for org in [org_id(0), org_id(1)] {
+        let v = again.values(&org);
+        assert_eq!(
+            (
+                v[0].events,
+                v[0].active_users,
+                v[0].prev_events,
+                v[0].prev_active_users
+            ),
+            expect(org, now, 300)
+        );
+    }
+    // Five minutes later with no new events: the window is empty, the previous one holds them.
+    let later = now + chrono::Duration::seconds(300);
+    clock.set_ms(later.timestamp_millis());
+    rt.block_on(again.persist()).unwrap();
+    let c = reader
+        .counters(org_id(0), &[300], later.timestamp_micros())
+        .unwrap();
+    assert_eq!(c.windows[0].events, 0);
+    assert_eq!(c.windows[0].prev_events, expect(org_id(0), now, 300).0);
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamtally"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("STREAMTALLY__KAFKA__BROKERS")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn stats_cli_verifies_reports_differences_and_rebuilds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut rng = StdRng::seed_from_u64(21);
+    let base: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+    let org = org_id(1);
+    {
+        let store = common::open(dir.path());
+        let evs: Vec<Ev> = (0..600)
+            .map(|_| random_event(&mut rng, 2, 80, base, 2 * 86_400))
+            .collect();
+        write(&store, |b| {
+            for e in &evs {
+                b.insert("Event", e.row());
+            }
+        });
+        store.close().unwrap();
+    }
+    // verify applies the pending feed first, then finds nothing wrong.
+    let (code, out, err) = cli(&["--data", data, "stats", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("applied 600 pending change(s)"), "{out}");
+    assert!(out.contains(", 0 difference(s)"), "{out}");
+
+    // Tamper with a rollup row: verify names it and exits 1.
+    {
+        let store = common::open(dir.path());
+        let row = store
+            .query(
+                &streamtally::store::Query::new("DailyStats")
+                    .eq("org_id", Value::Uuid(org))
+                    .eq("event_type", Value::String(String::new())),
+            )
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        let mut bad = Row::new();
+        for (k, v) in &row.fields {
+            if k == "event_count" {
+                bad.set(k, Value::Int64(int(&row, "event_count") + 5));
+            } else if k != "updated_at" {
+                bad.set(k, v.clone());
+            }
+        }
+        write(&store, |b| {
+            b.upsert("DailyStats", bad);
+        });
+        store.close().unwrap();
+    }
+    let (code, out, _) = cli(&["--data", data, "stats", "verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("DailyStats org=") && out.contains("event count differs"),
+        "{out}"
+    );
+    assert!(out.contains(", 1 difference(s)"), "{out}");
+
+    // Rebuild one org and the range holding the bad row; verify is clean again.
+    let org_s = uuid::Uuid::from_bytes(org).to_string();
+    let (code, out, err) = cli(&[
+        "--data",
+        data,
+        "stats",
+        "rebuild",
+        "--org",
+        &org_s,
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-02",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(1 differed from before)"), "{out}");
+    let (code, out, _) = cli(&["--data", data, "stats", "verify"]);
+    assert_eq!(code, 0, "{out}");
+
+    // Bad arguments name the flag and the value.
+    let (code, _, err) = cli(&["--data", data, "stats", "verify", "--org", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--org 'nope'"), "{err}");
+    let (code, _, err) = cli(&[
+        "--data",
+        data,
+        "stats",
+        "rebuild",
+        "--from",
+        "2026-11-05",
+        "--to",
+        "2026-11-01",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--from 2026-11-05 is after --to 2026-11-01"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["--data", data, "stats", "verify", "--from", "11/05/2026"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--from '11/05/2026'"), "{err}");
+}
