@@ -1,0 +1,336 @@
+import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
+import { ApiClient, ApiError, checkToken, pageBase, wsUrl, type FetchLike, type Session } from '../lib/api';
+import { clearSession, initialAuth, saveSession, type AuthEnv, type StorageLike } from '../lib/auth';
+import { Connection, type ConnStatus, type SocketFactory } from '../lib/connection';
+import { defaultWidgets, sanitize, validate } from '../lib/layout';
+import { DEFAULT_VIEW, type ViewSpec } from '../lib/range';
+import { eventTypeSuggestions, initialState, reduce } from '../lib/shape';
+import type { Dashboard, Widget } from '../lib/types';
+import { ConnectionStatus } from './ConnectionStatus';
+import { DashboardControls, OVERVIEW_ID } from './Dashboards';
+import { SignIn } from './SignIn';
+import { Toolbar } from './Toolbar';
+import { WidgetGrid } from './WidgetGrid';
+
+/** What the page needs from the browser; tests pass fakes. */
+export interface Env extends AuthEnv {
+  fetch: FetchLike;
+  createSocket: SocketFactory;
+  now: () => number;
+}
+
+export function browserEnv(): Env {
+  const memory = (): StorageLike => {
+    const m = new Map<string, string>();
+    return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => void m.set(k, v), removeItem: (k) => void m.delete(k) };
+  };
+  const storage = (name: 'sessionStorage' | 'localStorage'): StorageLike => {
+    try {
+      return window[name] ?? memory();
+    } catch {
+      return memory();
+    }
+  };
+  return {
+    href: location.href,
+    session: storage('sessionStorage'),
+    local: storage('localStorage'),
+    replaceUrl: (url) => history.replaceState(history.state, '', url),
+    fetch: (input, init) => fetch(input, init),
+    createSocket: (url) => new WebSocket(url),
+    now: () => Date.now(),
+  };
+}
+
+const VIEW_KEY = 'streamtally.view';
+
+function loadView(local: StorageLike): ViewSpec {
+  try {
+    const v = JSON.parse(local.getItem(VIEW_KEY) ?? 'null') as ViewSpec | null;
+    if (v && ['1h', '24h', '7d', '30d'].includes(v.range)) return { range: v.range, eventType: v.eventType ?? null } as ViewSpec;
+  } catch {
+    /* ignored */
+  }
+  return DEFAULT_VIEW;
+}
+
+export function App({ env }: { env: Env }) {
+  const [auth] = useState(() => initialAuth(env));
+  const [session, setSession] = useState<Session | null>(auth.session);
+  const [signinError, setSigninError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const base = useMemo(() => pageBase(env.href), [env.href]);
+
+  const signIn = async (org: string, token: string) => {
+    setBusy(true);
+    setSigninError(null);
+    const candidate = { org, token };
+    const result = await checkToken(new ApiClient(base, candidate, env.fetch));
+    setBusy(false);
+    if (result.kind === 'ok') {
+      saveSession(env, candidate);
+      setSession(candidate);
+    } else if (result.kind === 'rejected') {
+      setSigninError(result.message);
+    } else {
+      setSigninError(`Cannot reach the gateway (${result.message}). Is streamtally running?`);
+    }
+  };
+
+  const onRejected = useCallback((message: string) => {
+    clearSession(env);
+    setSession(null);
+    setSigninError(message);
+  }, []);
+
+  const signOut = useCallback(() => {
+    clearSession(env);
+    setSession(null);
+    setSigninError(null);
+  }, []);
+
+  if (!session) {
+    return (
+      <SignIn
+        org={auth.org}
+        token={auth.session ? '' : auth.token}
+        error={signinError}
+        busy={busy}
+        onSubmit={(o, t) => void signIn(o, t)}
+      />
+    );
+  }
+  return <DashboardPage key={`${session.org}\n${session.token}`} env={env} base={base} session={session} onRejected={onRejected} onSignOut={signOut} />;
+}
+
+interface PageProps {
+  env: Env;
+  base: string;
+  session: Session;
+  onRejected: (message: string) => void;
+  onSignOut: () => void;
+}
+
+function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps) {
+  const client = useMemo(() => new ApiClient(base, session, env.fetch), [base, session]);
+  const [state, dispatch] = useReducer(reduce, undefined, initialState);
+  const [spec, setSpec] = useState<ViewSpec>(() => loadView(env.local));
+  const [status, setStatus] = useState<ConnStatus>({ state: 'idle' });
+  const [now, setNow] = useState(env.now);
+  const conn = useRef<Connection | null>(null);
+  const specRef = useRef(spec);
+  specRef.current = spec;
+
+  // Saved dashboards.
+  const dashKey = `streamtally.dashboard.${session.org}`;
+  const [dashboards, setDashboards] = useState<Dashboard[] | null>(null);
+  const [dashError, setDashError] = useState<string | null>(null);
+  const [selected, setSelected] = useState<string>(() => env.local.getItem(dashKey) ?? OVERVIEW_ID);
+  const [draft, setDraft] = useState<Widget[] | null>(null);
+  const [saveErrors, setSaveErrors] = useState<string[]>([]);
+  const [dashBusy, setDashBusy] = useState(false);
+  const loadedDashboards = useRef(false);
+
+  useEffect(() => {
+    const c = new Connection({
+      url: () => wsUrl(base, session),
+      createSocket: env.createSocket,
+      preflight: () => checkToken(client, (counters) => dispatch({ type: 'counters', counters, now: env.now() })),
+      onMessage: (msg) => dispatch({ type: 'message', msg, now: env.now() }),
+      onSubscribe: (cmd) => dispatch({ type: 'subscribed', cmd, now: env.now() }),
+      onStatus: (s) => {
+        setStatus(s);
+        if (s.state === 'rejected') onRejected(s.message);
+      },
+      now: env.now,
+    });
+    conn.current = c;
+    c.subscribe(specRef.current);
+    c.start();
+    const online = () => c.retryNow();
+    window.addEventListener('online', online);
+    return () => {
+      window.removeEventListener('online', online);
+      c.stop();
+      conn.current = null;
+    };
+  }, [client]);
+
+  useEffect(() => {
+    conn.current?.subscribe(spec);
+    try {
+      if (spec.range !== 'custom') env.local.setItem(VIEW_KEY, JSON.stringify(spec));
+    } catch {
+      /* ignored */
+    }
+  }, [spec]);
+
+  useEffect(() => {
+    const t = setInterval(() => setNow(env.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
+
+  // Load the saved dashboards once the token is known to be good (avoids a second 401).
+  useEffect(() => {
+    if (loadedDashboards.current || (status.state !== 'connecting' && status.state !== 'open')) return;
+    loadedDashboards.current = true;
+    client
+      .listDashboards()
+      .then((list) => {
+        setDashboards(list.map((d) => ({ ...d, widgets: sanitize(d.widgets) })));
+        setDashError(null);
+      })
+      .catch((e: unknown) => {
+        setDashboards([]);
+        setDashError(`Saved dashboards are unavailable: ${e instanceof Error ? e.message : String(e)}`);
+      });
+  }, [status.state, client]);
+
+  const current = dashboards?.find((d) => d.id === selected) ?? null;
+  const widgets = draft ?? current?.widgets ?? defaultWidgets();
+
+  const select = (id: string) => {
+    setSelected(id);
+    setDraft(null);
+    setSaveErrors([]);
+    try {
+      env.local.setItem(dashKey, id);
+    } catch {
+      /* ignored */
+    }
+  };
+
+  /** Runs a dashboard request; an error is shown and false returned. */
+  const run = async (f: () => Promise<void>): Promise<boolean> => {
+    setDashBusy(true);
+    setDashError(null);
+    try {
+      await f();
+      return true;
+    } catch (e) {
+      if (e instanceof ApiError && (e.status === 401 || e.status === 403)) onRejected(e.message);
+      setDashError(e instanceof Error ? e.message : String(e));
+      return false;
+    } finally {
+      setDashBusy(false);
+    }
+  };
+
+  const upsert = (d: Dashboard) =>
+    setDashboards((list) =>
+      [...(list ?? []).filter((x) => x.id !== d.id), { ...d, widgets: sanitize(d.widgets) }].sort((a, b) =>
+        a.name.localeCompare(b.name),
+      ),
+    );
+
+  const onCreate = (name: string) =>
+    run(async () => {
+      const d = await client.createDashboard({ name, widgets });
+      upsert(d);
+      select(d.id);
+    });
+
+  const onRename = (name: string) =>
+    run(async () => {
+      if (!current) return;
+      upsert(await client.updateDashboard(current.id, { name, widgets: current.widgets }));
+    });
+
+  const onDelete = () =>
+    run(async () => {
+      if (!current) return;
+      await client.deleteDashboard(current.id);
+      setDashboards((list) => (list ?? []).filter((d) => d.id !== current.id));
+      select(OVERVIEW_ID);
+    });
+
+  const saveLayout = async () => {
+    if (!current || !draft) return;
+    const errors = validate(current.name, draft);
+    setSaveErrors(errors);
+    if (errors.length) return;
+    const ok = await run(async () => {
+      upsert(await client.updateDashboard(current.id, { name: current.name, widgets: draft }));
+    });
+    if (ok) setDraft(null);
+  };
+
+  const editing = draft !== null;
+  return (
+    <div class="page">
+      <a class="skip" href="#main">
+        Skip to the dashboard
+      </a>
+      <header class="topbar">
+        <div class="brand">
+          <h1>streamtally</h1>
+          <span class="muted org" title="Org id">
+            {session.org}
+          </span>
+        </div>
+        <ConnectionStatus
+          status={status}
+          lag={state.lag}
+          now={now}
+          lastMessageAt={state.lastMessageAt}
+          onRetry={() => conn.current?.retryNow()}
+        />
+        <button type="button" class="secondary" data-testid="sign-out" onClick={onSignOut}>
+          Sign out
+        </button>
+      </header>
+      <div class="controls">
+        <Toolbar spec={spec} suggestions={eventTypeSuggestions(state)} now={now} onChange={setSpec} />
+        <DashboardControls
+          dashboards={dashboards}
+          loadError={dashError}
+          selected={current ? selected : OVERVIEW_ID}
+          editing={editing}
+          busy={dashBusy}
+          onSelect={select}
+          onCreate={onCreate}
+          onRename={onRename}
+          onDelete={onDelete}
+          onEdit={() => current && setDraft(current.widgets)}
+        />
+      </div>
+      {editing && (
+        <div class="edit-bar card" role="region" aria-label="Layout editing">
+          <p>
+            Editing the layout of <strong>{current?.name}</strong>. Move and resize widgets with the buttons on each.
+          </p>
+          <div class="button-row">
+            <button type="button" onClick={() => void saveLayout()} disabled={dashBusy} data-testid="layout-save">
+              Save layout
+            </button>
+            <button
+              type="button"
+              class="secondary"
+              onClick={() => {
+                setDraft(null);
+                setSaveErrors([]);
+              }}
+            >
+              Cancel
+            </button>
+          </div>
+          {saveErrors.length > 0 && (
+            <ul class="error" role="alert">
+              {saveErrors.map((e) => (
+                <li key={e}>{e}</li>
+              ))}
+            </ul>
+          )}
+        </div>
+      )}
+      {state.serverError && (
+        <p class="error banner" role="alert">
+          The gateway answered: {state.serverError}
+        </p>
+      )}
+      <main id="main" tabIndex={-1}>
+        <WidgetGrid widgets={widgets} state={state} spec={spec} now={now} editing={editing} onChange={setDraft} />
+      </main>
+    </div>
+  );
+}

@@ -1,0 +1,219 @@
+import { useMemo, useState } from 'preact/hooks';
+import { formatCount } from '../lib/format';
+import {
+  addWidget,
+  moveWidget,
+  removeWidget,
+  resizeWidget,
+  sortWidgets,
+  STAT_METRICS,
+  updateWidget,
+  WIDGET_KINDS,
+  MAX_WIDGETS,
+} from '../lib/layout';
+import { describeSpec, type ViewSpec } from '../lib/range';
+import { lineSeries, METRIC_LABELS, statValue, topBars, type DashState } from '../lib/shape';
+import type { StatMetric, Widget, WidgetKind } from '../lib/types';
+import { BarChart, LineChart } from './charts';
+import { RecentEvents } from './RecentEvents';
+import { StatCard } from './StatCard';
+
+export function widgetTitle(w: Widget): string {
+  if (w.title) return w.title;
+  switch (w.kind) {
+    case 'stat':
+      return METRIC_LABELS[w.metric ?? 'events_5m'];
+    case 'line':
+      return 'Events over time';
+    case 'bar':
+      return 'Top events';
+    case 'recent':
+      return 'Recent events';
+  }
+}
+
+export interface WidgetGridProps {
+  widgets: Widget[];
+  state: DashState;
+  spec: ViewSpec;
+  now: number;
+  editing: boolean;
+  onChange: (widgets: Widget[]) => void;
+}
+
+export function WidgetGrid({ widgets, state, spec, now, editing, onChange }: WidgetGridProps) {
+  // The live window slides with the clock: recompute when the data or the minute changes.
+  const minute = Math.floor(now / 60_000);
+  const series = useMemo(
+    () => (state.view ? lineSeries(state.view, now) : { xs: [], events: [], users: [] }),
+    [state.view, minute],
+  );
+  const bars = useMemo(() => topBars(state.view?.topEvents ?? null), [state.view?.topEvents]);
+  const granularity = state.view?.granularity ?? 'hour';
+  const rangeText = describeSpec(spec) + (spec.eventType ? ` · ${spec.eventType}` : '');
+  const rangeUsers = state.view?.uniqueUsers ?? null;
+
+  const render = (w: Widget) => {
+    const title = widgetTitle(w);
+    switch (w.kind) {
+      case 'stat': {
+        const metric = w.metric ?? 'events_5m';
+        const extra =
+          metric === 'unique_users_today' && rangeUsers
+            ? `${formatCount(rangeUsers.unique_users)} in ${rangeText.toLowerCase()}${rangeUsers.exact ? '' : ' (approx.)'}`
+            : metric === 'unique_users_range'
+              ? rangeText
+              : null;
+        return <StatCard metric={metric} title={title} stat={statValue(metric, state)} extra={extra} />;
+      }
+      case 'line':
+        return (
+          <>
+            <h2 class="widget-title">
+              {title}{' '}
+              <span class="muted">
+                {rangeText}, per {granularity === 'day' ? 'day (UTC)' : 'hour'}
+              </span>
+            </h2>
+            <LineChart series={series} granularity={granularity} />
+          </>
+        );
+      case 'bar':
+        return (
+          <>
+            <h2 class="widget-title">
+              {title} {state.view?.topEvents?.date && <span class="muted">{state.view.topEvents.date} (UTC)</span>}
+            </h2>
+            <BarChart bars={bars} date={state.view?.topEvents?.date ?? null} />
+          </>
+        );
+      case 'recent':
+        // While editing, a placeholder: the full list would make the rows as tall as 100 events.
+        return editing ? (
+          <h2 class="widget-title">
+            {title} <span class="muted">(list of the 100 newest events)</span>
+          </h2>
+        ) : (
+          <RecentEvents events={state.recent} now={now} title={title} />
+        );
+    }
+  };
+
+  return (
+    <>
+      <div class={`grid${editing ? ' editing' : ''}`}>
+        {sortWidgets(widgets).map((w) => (
+          <section
+            key={w.id}
+            class={`widget widget-${w.kind}`}
+            style={{ '--x': w.x + 1, '--y': w.y + 1, '--w': w.w, '--h': w.h } as Record<string, number>}
+            aria-label={widgetTitle(w)}
+            data-widget-id={w.id}
+          >
+            {render(w)}
+            {editing && <WidgetEditor widget={w} widgets={widgets} onChange={onChange} />}
+          </section>
+        ))}
+      </div>
+      {editing && <AddWidget widgets={widgets} onChange={onChange} />}
+    </>
+  );
+}
+
+function WidgetEditor({ widget: w, widgets, onChange }: { widget: Widget; widgets: Widget[]; onChange: (ws: Widget[]) => void }) {
+  const name = widgetTitle(w);
+  const btn = (label: string, text: string, f: () => Widget[], disabled = false) => (
+    <button type="button" class="tiny" aria-label={`${label}: ${name}`} title={label} disabled={disabled} onClick={() => onChange(f())}>
+      {text}
+    </button>
+  );
+  return (
+    <div class="widget-editor" role="group" aria-label={`Layout of ${name}`}>
+      <div class="button-row">
+        {btn('Move left', '←', () => moveWidget(widgets, w.id, -1, 0), w.x === 0)}
+        {btn('Move right', '→', () => moveWidget(widgets, w.id, 1, 0), w.x + w.w >= 12)}
+        {btn('Move up', '↑', () => moveWidget(widgets, w.id, 0, -1), w.y === 0)}
+        {btn('Move down', '↓', () => moveWidget(widgets, w.id, 0, 1))}
+        {btn('Narrower', '−W', () => resizeWidget(widgets, w.id, -1, 0), w.w <= 1)}
+        {btn('Wider', '+W', () => resizeWidget(widgets, w.id, 1, 0), w.x + w.w >= 12)}
+        {btn('Shorter', '−H', () => resizeWidget(widgets, w.id, 0, -1), w.h <= 1)}
+        {btn('Taller', '+H', () => resizeWidget(widgets, w.id, 0, 1))}
+        {btn('Remove', '✕', () => removeWidget(widgets, w.id))}
+      </div>
+      <div class="editor-fields">
+        <label>
+          Title
+          <input
+            value={w.title ?? ''}
+            placeholder={widgetTitle({ ...w, title: undefined })}
+            maxLength={100}
+            onChange={(e) => onChange(updateWidget(widgets, w.id, { title: (e.currentTarget as HTMLInputElement).value }))}
+          />
+        </label>
+        {w.kind === 'stat' && (
+          <label>
+            Metric
+            <select
+              value={w.metric}
+              onChange={(e) =>
+                onChange(updateWidget(widgets, w.id, { metric: (e.currentTarget as HTMLSelectElement).value as StatMetric }))
+              }
+            >
+              {STAT_METRICS.map((m) => (
+                <option key={m} value={m}>
+                  {METRIC_LABELS[m]}
+                </option>
+              ))}
+            </select>
+          </label>
+        )}
+        <span class="muted small">
+          x {w.x}, y {w.y}, {w.w}×{w.h}
+        </span>
+      </div>
+    </div>
+  );
+}
+
+function AddWidget({ widgets, onChange }: { widgets: Widget[]; onChange: (ws: Widget[]) => void }) {
+  const [kind, setKind] = useState<WidgetKind>('stat');
+  const [metric, setMetric] = useState<StatMetric>('events_5m');
+  const full = widgets.length >= MAX_WIDGETS;
+  return (
+    <form
+      class="add-widget card"
+      aria-label="Add a widget"
+      onSubmit={(e) => {
+        e.preventDefault();
+        onChange(addWidget(widgets, kind, kind === 'stat' ? metric : undefined));
+      }}
+    >
+      <div class="field">
+        <label for="add-kind">Widget</label>
+        <select id="add-kind" value={kind} onChange={(e) => setKind((e.currentTarget as HTMLSelectElement).value as WidgetKind)}>
+          {WIDGET_KINDS.map((k) => (
+            <option key={k.kind} value={k.kind}>
+              {k.label}
+            </option>
+          ))}
+        </select>
+      </div>
+      {kind === 'stat' && (
+        <div class="field">
+          <label for="add-metric">Metric</label>
+          <select id="add-metric" value={metric} onChange={(e) => setMetric((e.currentTarget as HTMLSelectElement).value as StatMetric)}>
+            {STAT_METRICS.map((m) => (
+              <option key={m} value={m}>
+                {METRIC_LABELS[m]}
+              </option>
+            ))}
+          </select>
+        </div>
+      )}
+      <button type="submit" disabled={full}>
+        Add widget
+      </button>
+      {full && <p class="muted small">At most {MAX_WIDGETS} widgets.</p>}
+    </form>
+  );
+}

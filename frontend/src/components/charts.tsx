@@ -1,0 +1,238 @@
+// The two charts, drawn by uPlot (canvas). A chart is created once per shape (granularity) and
+// then only fed new data with setData, which is what makes redraws every second cheap.
+
+import { useEffect, useRef } from 'preact/hooks';
+import uPlot from 'uplot';
+import { formatCompact, formatCount } from '../lib/format';
+import type { Bars, LineSeries } from '../lib/shape';
+import type { Granularity } from '../lib/types';
+
+const BLUE = '#2563eb';
+const BLUE_FILL = 'rgba(37, 99, 235, 0.14)';
+const AMBER = '#b45309';
+const AXIS = '#475569';
+const GRID = 'rgba(71, 85, 105, 0.15)';
+
+/** Size the plot to its box; the box's size comes from the layout, never from the plot. */
+function measure(el: HTMLElement, u: uPlot | null): { width: number; height: number } | null {
+  const width = Math.floor(el.clientWidth);
+  const boxHeight = Math.floor(el.clientHeight);
+  if (width <= 0 || boxHeight <= 0) return null;
+  const legend = u?.root.querySelector('.u-legend') as HTMLElement | null;
+  const legendHeight = legend ? Math.ceil(legend.getBoundingClientRect().height) : 28;
+  return { width, height: Math.max(80, boxHeight - legendHeight - 4) };
+}
+
+/** Creates the plot in `box` when `deps` change, resizes it with the box, destroys it at the end. */
+function usePlot(
+  box: { current: HTMLDivElement | null },
+  make: (size: { width: number; height: number }) => { opts: uPlot.Options; data: uPlot.AlignedData },
+  deps: unknown[],
+): { current: uPlot | null } {
+  const plot = useRef<uPlot | null>(null);
+  useEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    const size = measure(el, null) ?? { width: 300, height: 200 };
+    const { opts, data } = make(size);
+    const u = new uPlot({ ...opts, ...size }, data, el);
+    plot.current = u;
+    const fit = () => {
+      const s = measure(el, u);
+      if (s && (s.width !== u.width || s.height !== u.height)) u.setSize(s);
+    };
+    fit();
+    const ro = typeof ResizeObserver === 'undefined' ? null : new ResizeObserver(fit);
+    ro?.observe(el);
+    return () => {
+      ro?.disconnect();
+      u.destroy();
+      plot.current = null;
+    };
+  }, deps);
+  return plot;
+}
+
+function niceMax(max: number): number {
+  if (!(max > 0)) return 1;
+  return uPlot.rangeNum(0, max, 0.1, true)[1] ?? max;
+}
+
+const utcDay = new Intl.DateTimeFormat(undefined, { timeZone: 'UTC', year: 'numeric', month: 'short', day: 'numeric' });
+const localHour = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+
+export function bucketLabel(tSeconds: number, g: Granularity): string {
+  const d = new Date(tSeconds * 1000);
+  return g === 'day' ? `${utcDay.format(d)} (UTC)` : localHour.format(d);
+}
+
+export interface LineChartProps {
+  series: LineSeries;
+  granularity: Granularity;
+  testId?: string;
+}
+
+export function LineChart({ series, granularity, testId = 'chart-timeseries' }: LineChartProps) {
+  const box = useRef<HTMLDivElement>(null);
+  const latest = useRef(series);
+  latest.current = series;
+  const plot = usePlot(
+    box,
+    () => ({
+      data: [series.xs, series.events, series.users],
+      opts: {
+        width: 0,
+        height: 0,
+        // Daily buckets are UTC days: draw them in UTC so each point sits on its day.
+        ...(granularity === 'day' ? { tzDate: (ts: number) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC') } : {}),
+        cursor: { drag: { x: false, y: false } },
+        select: { show: false, left: 0, top: 0, width: 0, height: 0 },
+        scales: {
+          x: { time: true },
+          y: { range: (_u, _min, max) => [0, niceMax(max)] },
+          users: { range: (_u, _min, max) => [0, niceMax(max)] },
+        },
+        series: [
+          { label: granularity === 'day' ? 'Day' : 'Hour', value: (_u, v) => (v == null ? '–' : bucketLabel(v, granularity)) },
+          {
+            label: 'Events',
+            scale: 'y',
+            stroke: BLUE,
+            fill: BLUE_FILL,
+            width: 2,
+            value: (_u, v) => formatCount(v),
+          },
+          { label: 'Unique users', scale: 'users', stroke: AMBER, width: 2, dash: [6, 4], value: (_u, v) => formatCount(v) },
+        ],
+        axes: [
+          { stroke: AXIS, grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 } },
+          {
+            scale: 'y',
+            stroke: BLUE,
+            size: 52,
+            grid: { stroke: GRID, width: 1 },
+            ticks: { stroke: GRID, width: 1 },
+            values: (_u, vals) => vals.map((v) => formatCompact(v)),
+          },
+          {
+            scale: 'users',
+            side: 1,
+            stroke: AMBER,
+            size: 52,
+            grid: { show: false },
+            ticks: { stroke: GRID, width: 1 },
+            values: (_u, vals) => vals.map((v) => formatCompact(v)),
+          },
+        ],
+      },
+    }),
+    [granularity],
+  );
+
+  useEffect(() => {
+    plot.current?.setData([series.xs, series.events, series.users]);
+  }, [series]);
+
+  const total = series.events.reduce((a, b) => a + b, 0);
+  const peak = series.events.reduce((a, b) => Math.max(a, b), 0);
+  const unit = granularity === 'day' ? 'day' : 'hour';
+  const summary =
+    series.xs.length === 0
+      ? 'Events over time: no data yet.'
+      : `Events per ${unit}: ${series.xs.length} ${unit}s, ${formatCount(total)} events in all, at most ${formatCount(peak)} in one ${unit}.`;
+  return (
+    <figure
+      class="chart"
+      data-testid={testId}
+      data-points={series.xs.length}
+      data-total={total}
+      data-granularity={granularity}
+    >
+      <div class="chart-area" ref={box} role="img" aria-label={summary} />
+      {series.xs.length === 0 && <p class="chart-empty">No data yet</p>}
+    </figure>
+  );
+}
+
+function truncate(s: string, n: number): string {
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+}
+
+export interface BarChartProps {
+  bars: Bars;
+  date: string | null;
+  testId?: string;
+}
+
+export function BarChart({ bars, date, testId = 'chart-top-events' }: BarChartProps) {
+  const box = useRef<HTMLDivElement>(null);
+  const labels = useRef(bars.labels);
+  labels.current = bars.labels;
+  const xs = (b: Bars) => b.labels.map((_, i) => i);
+  const plot = usePlot(
+    box,
+    () => ({
+      data: [xs(bars), bars.values],
+      opts: {
+        width: 0,
+        height: 0,
+        cursor: { drag: { x: false, y: false }, points: { show: false } },
+        select: { show: false, left: 0, top: 0, width: 0, height: 0 },
+        // Horizontal bars: the category scale runs top to bottom, counts left to right.
+        scales: {
+          x: { time: false, ori: 1, dir: -1, range: (_u, min, max) => [min - 0.5, max + 0.5] },
+          y: { ori: 0, dir: 1, range: (_u, _min, max) => [0, niceMax(max)] },
+        },
+        series: [
+          { label: 'Event', value: (_u, i) => (i == null ? '–' : (labels.current[i] ?? '')) },
+          {
+            label: 'Count',
+            fill: BLUE,
+            stroke: BLUE,
+            width: 0,
+            points: { show: false },
+            paths: uPlot.paths.bars!({ size: [0.7, 36] }),
+            value: (_u, v) => formatCount(v),
+          },
+        ],
+        axes: [
+          {
+            side: 3,
+            stroke: AXIS,
+            grid: { show: false },
+            ticks: { show: false },
+            gap: 6,
+            splits: (u) => (u.data[0] as number[]).slice(),
+            values: (_u, splits) => splits.map((i) => truncate(labels.current[i] ?? '', 18)),
+            size: () => Math.min(150, 12 + 7 * Math.max(4, ...labels.current.map((l) => Math.min(18, l.length)))),
+          },
+          {
+            side: 2,
+            stroke: AXIS,
+            grid: { stroke: GRID, width: 1 },
+            ticks: { stroke: GRID, width: 1 },
+            values: (_u, vals) => vals.map((v) => formatCompact(v)),
+          },
+        ],
+      },
+    }),
+    [],
+  );
+
+  useEffect(() => {
+    plot.current?.setData([xs(bars), bars.values]);
+  }, [bars]);
+
+  const summary =
+    bars.labels.length === 0
+      ? 'Top events: none yet.'
+      : `Top events${date ? ` on ${date}` : ''}: ` +
+        bars.labels.map((l, i) => `${l} ${formatCount(bars.values[i])}`).join(', ') +
+        '.';
+  return (
+    <figure class="chart" data-testid={testId} data-bars={bars.labels.length}>
+      <div class="chart-area" ref={box} role="img" aria-label={summary} />
+      {bars.labels.length === 0 && <p class="chart-empty">No events yet</p>}
+    </figure>
+  );
+}

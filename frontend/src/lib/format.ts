@@ -1,0 +1,55 @@
+// Number and time formatting for the cards, the status line and the recent list.
+
+const intFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+const compactFmt = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 });
+
+export function formatCount(n: number | null | undefined): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return '–';
+  return intFmt.format(n);
+}
+
+export function formatCompact(n: number): string {
+  return Math.abs(n) < 10_000 ? intFmt.format(n) : compactFmt.format(n);
+}
+
+/** "850 ms", "3.2 s", "4 min", "2 h", "3 d". */
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min`;
+  if (ms < 86_400_000) return `${Math.round(ms / 3_600_000)} h`;
+  return `${Math.round(ms / 86_400_000)} d`;
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+const dateTimeFmt = new Intl.DateTimeFormat(undefined, {
+  month: 'short',
+  day: 'numeric',
+  hour: '2-digit',
+  minute: '2-digit',
+  second: '2-digit',
+});
+
+/** Time of day for today's events, date and time for older ones. */
+export function formatEventTime(iso: string, now: number): string {
+  const ms = Date.parse(iso);
+  if (!Number.isFinite(ms)) return iso;
+  const d = new Date(ms);
+  const today = new Date(now);
+  const sameDay =
+    d.getFullYear() === today.getFullYear() && d.getMonth() === today.getMonth() && d.getDate() === today.getDate();
+  return sameDay ? timeFmt.format(d) : dateTimeFmt.format(d);
+}
+
+/**
+ * Health of ingestion for the connection indicator. Nothing waiting to be stored means caught
+ * up, however old the newest event is (a quiet org is not a slow pipeline); otherwise the age
+ * of the newest stored event's ingest says how far behind the store is.
+ */
+export function lagLevel(lag: { events: number; freshness_ms: number } | null | undefined): 'good' | 'slow' | 'stale' | 'unknown' {
+  if (!lag || !Number.isFinite(lag.events) || !Number.isFinite(lag.freshness_ms)) return 'unknown';
+  if (lag.events <= 0 || lag.freshness_ms <= 5_000) return 'good';
+  if (lag.freshness_ms <= 60_000) return 'slow';
+  return 'stale';
+}

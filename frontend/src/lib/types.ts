@@ -1,0 +1,185 @@
+// Types of the gateway API (docs/API.md, v1). Only what the dashboard reads or sends.
+
+export type Granularity = 'hour' | 'day';
+
+export interface TimePoint {
+  /** Bucket start, RFC 3339 UTC. */
+  t: string;
+  events: number;
+  unique_users: number;
+  unique_sessions: number;
+}
+
+export interface TimeseriesBody {
+  org_id: string;
+  from: string;
+  to: string;
+  granularity: Granularity;
+  event_type: string | null;
+  points: TimePoint[];
+}
+
+export interface TopEvent {
+  event_name: string;
+  count: number;
+}
+
+export interface TopEventsBody {
+  org_id: string;
+  date: string;
+  events: TopEvent[];
+}
+
+export interface UniqueUsersBody {
+  org_id: string;
+  from: string;
+  to: string;
+  unique_users: number;
+  unique_sessions: number;
+  exact: boolean;
+}
+
+export interface CounterWindow {
+  window_seconds: number;
+  events: number;
+  active_users: number;
+  prev_events: number;
+  prev_active_users: number;
+}
+
+export interface CountersBody {
+  org_id: string;
+  events_5m: number;
+  active_users_5m: number;
+  prev_events_5m: number;
+  prev_active_users_5m: number;
+  events_today: number;
+  unique_users_today: number;
+  windows?: CounterWindow[];
+  updated_at: string;
+}
+
+export interface AnalyticsEvent {
+  id: string;
+  org_id: string;
+  event_type: string;
+  event_name: string;
+  user_id: string | null;
+  session_id: string | null;
+  properties: Record<string, unknown> | null;
+  timestamp: string;
+  topic: string;
+  partition: number;
+  offset: number;
+  ingested_at: string;
+}
+
+export interface Lag {
+  /** Events read but not yet stored. */
+  events: number;
+  /** Age of the newest stored event's ingest, in ms. */
+  freshness_ms: number;
+}
+
+/** The view a `subscribe` asked for, echoed in the snapshot. */
+export interface View {
+  from: string;
+  to: string | null;
+  granularity: Granularity;
+  event_type: string | null;
+}
+
+export interface HelloMessage {
+  type: 'hello';
+  org_id: string;
+  server_time: string;
+  push_interval_ms: number;
+}
+
+export interface SnapshotMessage {
+  type: 'snapshot';
+  view: View;
+  timeseries: TimeseriesBody;
+  top_events: TopEventsBody;
+  unique_users: UniqueUsersBody;
+  counters: CountersBody;
+  recent_events: AnalyticsEvent[];
+  lag: Lag;
+}
+
+export interface UpdateMessage {
+  type: 'update';
+  events: AnalyticsEvent[];
+  counters: CountersBody;
+  lag: Lag;
+  view?: {
+    timeseries: TimePoint[];
+    top_events: TopEventsBody;
+    unique_users: UniqueUsersBody;
+  };
+}
+
+export interface PongMessage {
+  type: 'pong';
+}
+
+export interface ErrorMessage {
+  type: 'error';
+  code: string;
+  message: string;
+}
+
+export type ServerMessage = HelloMessage | SnapshotMessage | UpdateMessage | PongMessage | ErrorMessage;
+
+export interface SubscribeCommand {
+  type: 'subscribe';
+  from: string;
+  to: string | null;
+  granularity: Granularity;
+  event_type: string | null;
+}
+
+export interface PingCommand {
+  type: 'ping';
+}
+
+export type ClientCommand = SubscribeCommand | PingCommand;
+
+export type WidgetKind = 'stat' | 'line' | 'bar' | 'recent';
+
+export type StatMetric =
+  | 'events_5m'
+  | 'active_users_5m'
+  | 'events_today'
+  | 'unique_users_today'
+  | 'unique_users_range';
+
+export interface Widget {
+  id: string;
+  kind: WidgetKind;
+  title?: string;
+  /** Stat widgets only. */
+  metric?: StatMetric;
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+export interface Dashboard {
+  id: string;
+  org_id: string;
+  name: string;
+  widgets: Widget[];
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ApiErrorBody {
+  error: {
+    code: string;
+    message: string;
+    parameter?: string;
+    value?: string;
+  };
+}

@@ -1,0 +1,367 @@
+// @vitest-environment happy-dom
+// The whole page with a fake gateway (fetch + socket) and a stand-in for uPlot (no canvas here):
+// sign-in, cards, charts and list fed from a snapshot and updates, range switch, rejection
+// message, saved dashboards. Checks that nothing is logged with console.error.
+
+import { render } from 'preact';
+import { act } from 'preact/test-utils';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+
+const { FakePlot, plots } = vi.hoisted(() => {
+  const plots: any[] = [];
+  class FakePlot {
+    static paths = { bars: () => () => null };
+    static rangeNum = (_min: number, max: number) => [0, max * 1.1];
+    static tzDate = (d: Date) => d;
+    root: HTMLElement;
+    data: unknown[];
+    width: number;
+    height: number;
+    destroyed = false;
+    constructor(opts: { width: number; height: number }, data: unknown[], el: HTMLElement) {
+      this.root = document.createElement('div');
+      this.root.className = 'uplot';
+      el.appendChild(this.root);
+      this.data = data;
+      this.width = opts.width;
+      this.height = opts.height;
+      plots.push(this);
+    }
+    setData(d: unknown[]) {
+      this.data = d;
+    }
+    setSize(s: { width: number; height: number }) {
+      this.width = s.width;
+      this.height = s.height;
+    }
+    destroy() {
+      this.destroyed = true;
+      this.root.remove();
+    }
+  }
+  return { FakePlot, plots };
+});
+vi.mock('uplot', () => ({ default: FakePlot }));
+type FakePlot = InstanceType<typeof FakePlot>;
+
+import { App, type Env } from '../src/components/App';
+import type { SocketLike } from '../src/lib/connection';
+import type { StorageLike } from '../src/lib/auth';
+import { counters, event, events, iso, point, snapshot, topEvents, uniqueUsers, update } from './fixtures';
+import type { Dashboard, View } from '../src/lib/types';
+
+class FakeSocket implements SocketLike {
+  sent: any[] = [];
+  onopen: ((ev: any) => void) | null = null;
+  onmessage: ((ev: any) => void) | null = null;
+  onclose: ((ev: any) => void) | null = null;
+  onerror: ((ev: any) => void) | null = null;
+  constructor(readonly url: string) {}
+  send(d: string) {
+    this.sent.push(JSON.parse(d));
+  }
+  close() {}
+  emit(msg: unknown) {
+    this.onmessage?.({ data: JSON.stringify(msg) });
+  }
+}
+
+function storage(): StorageLike {
+  const m = new Map<string, string>();
+  return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => void m.set(k, v), removeItem: (k) => void m.delete(k) };
+}
+
+const GOOD = 'good-token';
+const ORG = 'org-1';
+
+function gateway() {
+  const sockets: FakeSocket[] = [];
+  const requests: { method: string; url: string; body: any }[] = [];
+  const dashboards: Dashboard[] = [];
+  const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
+  const fetch = async (url: string, init?: RequestInit): Promise<Response> => {
+    const method = init?.method ?? 'GET';
+    const body = init?.body ? JSON.parse(String(init.body)) : undefined;
+    requests.push({ method, url, body });
+    const auth = (init?.headers as Record<string, string>)?.Authorization;
+    if (auth !== `Bearer ${GOOD}`) return json(401, { error: { code: 'unauthorized', message: 'missing or wrong token' } });
+    const path = new URL(url).pathname;
+    if (path === `/api/v1/orgs/${ORG}/counters`) return json(200, counters());
+    if (path === `/api/v1/orgs/${ORG}/dashboards` && method === 'GET') return json(200, { dashboards });
+    if (path === `/api/v1/orgs/${ORG}/dashboards` && method === 'POST') {
+      const d: Dashboard = { id: `d${dashboards.length + 1}`, org_id: ORG, created_at: iso(0), updated_at: iso(0), ...body };
+      dashboards.push(d);
+      return json(201, d);
+    }
+    const m = /dashboards\/(.+)$/.exec(path);
+    if (m && method === 'PUT') {
+      const d = dashboards.find((x) => x.id === m[1])!;
+      Object.assign(d, body);
+      return json(200, d);
+    }
+    if (m && method === 'DELETE') {
+      dashboards.splice(dashboards.findIndex((x) => x.id === m[1]), 1);
+      return new Response(null, { status: 204 });
+    }
+    return json(404, { error: { code: 'not_found', message: 'no route' } });
+  };
+  return { sockets, requests, dashboards, fetch };
+}
+
+let container: HTMLElement;
+let errors: unknown[][];
+
+beforeEach(() => {
+  container = document.createElement('div');
+  document.body.appendChild(container);
+  errors = [];
+  vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void errors.push(args));
+  plots.length = 0;
+});
+
+afterEach(() => {
+  act(() => render(null, container));
+  container.remove();
+  vi.restoreAllMocks();
+  expect(errors).toEqual([]);
+});
+
+function mount(href: string, gw = gateway()) {
+  const replaced: string[] = [];
+  const env: Env = {
+    href,
+    session: storage(),
+    local: storage(),
+    replaceUrl: (u) => replaced.push(u),
+    fetch: gw.fetch,
+    createSocket: (url) => {
+      const s = new FakeSocket(url);
+      gw.sockets.push(s);
+      return s;
+    },
+    now: () => Date.now(),
+  };
+  act(() => render(<App env={env} />, container));
+  return { gw, env, replaced };
+}
+
+const $ = (id: string) => container.querySelector(`[data-testid="${id}"]`) as HTMLElement | null;
+
+async function flush(times = 5) {
+  for (let i = 0; i < times; i++) {
+    await act(async () => {
+      await new Promise((r) => setTimeout(r, 0));
+    });
+  }
+}
+
+async function until(cond: () => boolean, what: string) {
+  for (let i = 0; i < 50; i++) {
+    if (cond()) return;
+    await flush(1);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function input(el: HTMLInputElement | HTMLSelectElement, value: string, event: 'input' | 'change') {
+  act(() => {
+    el.value = value;
+    el.dispatchEvent(new Event(event, { bubbles: true }));
+  });
+}
+
+function click(el: Element | null) {
+  if (!el) throw new Error('no element to click');
+  act(() => {
+    (el as HTMLElement).click();
+  });
+}
+
+function button(text: string): HTMLButtonElement {
+  const b = [...container.querySelectorAll('button')].find((x) => x.textContent?.trim() === text);
+  if (!b) throw new Error(`no button ${text}`);
+  return b;
+}
+
+/** Signs in through the URL, opens the socket and answers the subscribe with a snapshot. */
+async function connected() {
+  const m = mount(`http://127.0.0.1:8080/?org=${ORG}&token=${GOOD}`);
+  await until(() => m.gw.sockets.length === 1, 'the socket');
+  const s = m.gw.sockets[0];
+  act(() => s.onopen?.({}));
+  act(() => s.emit({ type: 'hello', org_id: ORG, server_time: iso(Date.now()), push_interval_ms: 1000 }));
+  const sub = s.sent.find((x) => x.type === 'subscribe');
+  const view: View = { from: sub.from, to: sub.to, granularity: sub.granularity, event_type: sub.event_type };
+  const from = Date.parse(sub.from);
+  const points = Array.from({ length: 25 }, (_, i) => point(from + i * 3_600_000, i + 1));
+  act(() => s.emit(snapshot(view, points, { recent_events: events(5) })));
+  await flush();
+  return { ...m, s, sub };
+}
+
+describe('dashboard page', () => {
+  it('takes the token from the URL, strips it, and shows live data', async () => {
+    const { replaced, s, sub, gw } = await connected();
+    expect(replaced).toEqual([`/?org=${ORG}`]);
+    expect(s.url).toBe(`ws://127.0.0.1:8080/ws/dashboard?token=${GOOD}&org=${ORG}`);
+    expect(gw.requests[0]).toMatchObject({ method: 'GET', url: `http://127.0.0.1:8080/api/v1/orgs/${ORG}/counters` });
+    expect(sub).toMatchObject({ type: 'subscribe', to: null, granularity: 'hour', event_type: null });
+
+    expect($('connection-status')!.dataset.state).toBe('open');
+    expect($('connection-status')!.textContent).toContain('Live');
+    expect($('card-events-5m-value')!.textContent).toBe('120');
+    expect($('card-events-5m')!.textContent).toContain('+20%');
+    expect($('card-active-users-5m')!.textContent).toContain('\u221220%');
+    expect($('card-events-today-value')!.textContent).toBe('5,120');
+    expect($('card-unique-users-today-value')!.textContent).toBe('812');
+    expect($('card-unique-users-today')!.textContent).toContain('4,512 in last 24 hours');
+    expect($('chart-timeseries')!.dataset.points).toBe('25');
+    expect($('chart-timeseries')!.dataset.total).toBe(String((25 * 26) / 2));
+    expect($('chart-top-events')!.dataset.bars).toBe('3');
+    expect($('recent-events')!.dataset.count).toBe('5');
+    expect(container.querySelectorAll('[data-testid="recent-event"] details')).toHaveLength(5);
+
+    // uPlot got the shaped data: [x seconds, events, users] and [indexes, counts].
+    const line = plots.find((p) => (p.data as number[][]).length === 3)!;
+    expect((line.data as number[][])[1]).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+    const bars = plots.find((p) => (p.data as number[][]).length === 2)!;
+    expect(bars.data).toEqual([[0, 1, 2], [812, 400, 12]]);
+
+    // An update: new events on top, counters and top events change.
+    const fresh = event({ event_name: 'signup', id: 'fresh' });
+    act(() =>
+      s.emit(
+        update({
+          events: [fresh],
+          counters: counters({ events_5m: 200 }),
+          view: { timeseries: [], top_events: topEvents([['signup', 1000]]), unique_users: uniqueUsers(10) },
+        }),
+      ),
+    );
+    await flush();
+    expect($('recent-events')!.dataset.count).toBe('6');
+    expect(container.querySelector('[data-testid="recent-event"] .recent-name')!.textContent).toBe('signup');
+    expect($('card-events-5m-value')!.textContent).toBe('200');
+    expect(bars.data).toEqual([[0], [1000]]);
+    expect($('ingestion-lag')!.textContent).toContain('5 events waiting');
+  });
+
+  it('switching the range or the event type sends a subscribe and redraws from the snapshot', async () => {
+    const { s } = await connected();
+    input($('range-select') as HTMLSelectElement, '7d', 'change');
+    const sub = s.sent.filter((x) => x.type === 'subscribe').at(-1);
+    expect(sub).toMatchObject({ granularity: 'day', to: null, event_type: null });
+    const from = Date.parse(sub.from);
+    act(() =>
+      s.emit(snapshot({ from: sub.from, to: null, granularity: 'day', event_type: null }, Array.from({ length: 8 }, (_, i) => point(from + i * 86_400_000, 100)))),
+    );
+    await flush();
+    expect($('chart-timeseries')!.dataset.granularity).toBe('day');
+    expect($('chart-timeseries')!.dataset.points).toBe('8');
+    expect($('chart-timeseries')!.dataset.total).toBe('800');
+
+    const filter = $('event-type-filter') as HTMLInputElement;
+    input(filter, 'click', 'input');
+    input(filter, 'click', 'change');
+    act(() => {
+      filter.form!.dispatchEvent(new Event('submit', { bubbles: true, cancelable: true }));
+    });
+    const subs = s.sent.filter((x) => x.type === 'subscribe');
+    expect(subs.at(-1)).toMatchObject({ event_type: 'click', granularity: 'day' });
+    expect(subs.filter((x) => x.event_type === 'click')).toHaveLength(1);
+
+    input($('range-select') as HTMLSelectElement, 'custom', 'change');
+    const before = s.sent.length;
+    const fromInput = container.querySelector('#range-from') as HTMLInputElement;
+    const toInput = container.querySelector('#range-to') as HTMLInputElement;
+    input(fromInput, '2026-11-02T00:00', 'input');
+    input(toInput, '2026-11-01T00:00', 'input');
+    click(button('Apply range'));
+    expect(container.querySelector('#range-error')!.textContent).toMatch(/before/);
+    expect(s.sent.length).toBe(before);
+    input(toInput, '2026-11-03T00:00', 'input');
+    click(button('Apply range'));
+    expect(s.sent.at(-1)).toMatchObject({ type: 'subscribe', granularity: 'hour', event_type: 'click', to: expect.any(String) });
+  });
+
+  it('shows the rejection message for a wrong token and does not open a socket', async () => {
+    const gw = gateway();
+    mount('http://127.0.0.1:8080/', gw);
+    input(container.querySelector('#signin-org') as HTMLInputElement, ORG, 'input');
+    input(container.querySelector('#signin-token') as HTMLInputElement, 'wrong', 'input');
+    click($('signin-submit'));
+    await until(() => $('signin-error') !== null, 'the sign-in error');
+    expect($('signin-error')!.textContent).toMatch(/token was rejected \(401/);
+    expect(gw.sockets).toHaveLength(0);
+
+    input(container.querySelector('#signin-token') as HTMLInputElement, GOOD, 'input');
+    click($('signin-submit'));
+    await until(() => gw.sockets.length === 1, 'the socket after a good token');
+    expect($('signin-error')).toBeNull();
+  });
+
+  it('a token rejected on load (from the URL) goes back to the form with the message', async () => {
+    const gw = gateway();
+    mount(`http://127.0.0.1:8080/?org=${ORG}&token=bad`, gw);
+    await until(() => $('signin-error') !== null, 'the sign-in error');
+    expect($('signin-error')!.textContent).toMatch(/401/);
+    expect((container.querySelector('#signin-org') as HTMLInputElement).value).toBe(ORG);
+    expect(gw.sockets).toHaveLength(0);
+  });
+
+  it('creates, edits, renames and deletes a saved dashboard', async () => {
+    const { gw } = await connected();
+    await until(() => !button('New').disabled, 'the dashboards list');
+    click(button('New'));
+    input(container.querySelector('#dashboard-name') as HTMLInputElement, 'Ops', 'input');
+    click(button('Create'));
+    await until(() => gw.dashboards.length === 1, 'the POST');
+    expect(gw.dashboards[0].widgets).toHaveLength(7);
+    await flush();
+    expect(($('dashboard-select') as HTMLSelectElement).value).toBe('d1');
+
+    click(button('Edit layout'));
+    click(container.querySelector('[aria-label="Remove: Recent events"]'));
+    click(container.querySelector('[aria-label="Move right: Top events"]')); // already at the edge: disabled
+    click(container.querySelector('[aria-label="Narrower: Events over time"]'));
+    input(container.querySelector('#add-kind') as HTMLSelectElement, 'stat', 'change');
+    input(container.querySelector('#add-metric') as HTMLSelectElement, 'unique_users_range', 'change');
+    click(button('Add widget'));
+    expect($('card-unique-users-range')).not.toBeNull();
+    click($('layout-save'));
+    await until(() => gw.requests.some((r) => r.method === 'PUT'), 'the PUT');
+    const put = gw.requests.find((r) => r.method === 'PUT')!;
+    expect(put.url).toMatch(/dashboards\/d1$/);
+    expect(put.body.name).toBe('Ops');
+    expect(put.body.widgets.map((w: any) => w.kind)).toEqual(['stat', 'stat', 'stat', 'stat', 'line', 'bar', 'stat']);
+    expect(put.body.widgets.find((w: any) => w.kind === 'line').w).toBe(7);
+    await flush();
+    expect($('recent-events')).toBeNull();
+
+    click(button('Rename'));
+    input(container.querySelector('#dashboard-name') as HTMLInputElement, 'Ops 2', 'input');
+    click(button('Rename'));
+    await until(() => gw.dashboards[0].name === 'Ops 2', 'the rename');
+    await flush();
+    expect(($('dashboard-select') as HTMLSelectElement).selectedOptions[0].textContent).toBe('Ops 2');
+
+    click(button('Delete'));
+    click(button('Delete'));
+    await until(() => gw.dashboards.length === 0, 'the DELETE');
+    await flush();
+    expect(($('dashboard-select') as HTMLSelectElement).value).toBe('overview');
+    expect($('recent-events')).not.toBeNull();
+  });
+
+  it('shows reconnecting with a retry button when the socket drops, and resubscribes', async () => {
+    const { s, gw } = await connected();
+    act(() => s.onclose?.({ code: 1006, reason: '' }));
+    expect($('connection-status')!.dataset.state).toBe('waiting');
+    expect($('connection-status')!.textContent).toContain('Reconnecting');
+    click(button('Retry now'));
+    await until(() => gw.sockets.length === 2, 'the second socket');
+    const s2 = gw.sockets[1];
+    act(() => s2.onopen?.({}));
+    expect(s2.sent.filter((x) => x.type === 'subscribe')).toHaveLength(1);
+  });
+});

@@ -1,0 +1,95 @@
+// @vitest-environment happy-dom
+// The real uPlot with the charts' options, on a canvas stand-in (happy-dom draws nothing): checks
+// that uPlot accepts the options (time axis, dual scales, horizontal bars), that data updates
+// go through setData without re-creating the plot, and that unmounting cleans up.
+
+import { render } from 'preact';
+import { act } from 'preact/test-utils';
+import { afterEach, beforeAll, beforeEach, expect, it, vi } from 'vitest';
+import { BarChart, LineChart } from '../src/components/charts';
+
+beforeAll(() => {
+  // A 2D context that accepts every call; measureText answers something plausible.
+  const ctx = new Proxy(
+    {},
+    {
+      get(target: Record<string | symbol, unknown>, prop) {
+        if (prop in target) return target[prop];
+        if (prop === 'measureText') return (t: string) => ({ width: t.length * 7, actualBoundingBoxAscent: 9, actualBoundingBoxDescent: 2 });
+        if (prop === 'canvas') return undefined;
+        return () => undefined;
+      },
+      set(target, prop, value) {
+        target[prop] = value;
+        return true;
+      },
+    },
+  );
+  vi.spyOn(HTMLCanvasElement.prototype, 'getContext').mockImplementation(() => ctx as never);
+  if (!('Path2D' in globalThis)) {
+    (globalThis as Record<string, unknown>).Path2D = class {
+      moveTo() {}
+      lineTo() {}
+      rect() {}
+      arc() {}
+      closePath() {}
+      bezierCurveTo() {}
+      addPath() {}
+    };
+  }
+  // A laid-out box: happy-dom has no layout, so give the chart areas a size.
+  Object.defineProperty(HTMLElement.prototype, 'clientWidth', { configurable: true, get: () => 600 });
+  Object.defineProperty(HTMLElement.prototype, 'clientHeight', { configurable: true, get: () => 300 });
+});
+
+let container: HTMLElement;
+let errors: unknown[][];
+
+beforeEach(() => {
+  container = document.createElement('div');
+  document.body.appendChild(container);
+  errors = [];
+  vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void errors.push(a));
+});
+
+afterEach(() => {
+  container.remove();
+  expect(errors).toEqual([]);
+});
+
+const H = 3600;
+
+it('draws the line chart with real uPlot and updates it in place', () => {
+  const series = { xs: [0, H, 2 * H].map((x) => x + 1_795_000_000), events: [1, 5, 3], users: [1, 2, 1] };
+  act(() => render(<LineChart series={series} granularity="hour" />, container));
+  const root = container.querySelector('.uplot')!;
+  expect(root).not.toBeNull();
+  expect(container.querySelectorAll('canvas')).toHaveLength(1);
+  expect(container.querySelector('.u-legend')!.textContent).toContain('Unique users');
+  const next = { xs: [...series.xs, series.xs[2] + H], events: [1, 5, 3, 9], users: [1, 2, 1, 4] };
+  act(() => render(<LineChart series={next} granularity="hour" />, container));
+  expect(container.querySelector('.uplot')).toBe(root); // same plot, new data
+  expect(container.querySelector('[data-testid="chart-timeseries"]')!.getAttribute('data-total')).toBe('18');
+  act(() => render(<LineChart series={next} granularity="day" />, container));
+  expect(container.querySelector('.uplot')).not.toBe(root); // new shape, new plot
+  act(() => render(null, container));
+  expect(container.querySelector('.uplot')).toBeNull();
+});
+
+it('draws the line chart with no data', () => {
+  act(() => render(<LineChart series={{ xs: [], events: [], users: [] }} granularity="hour" />, container));
+  expect(container.querySelector('.chart-empty')!.textContent).toBe('No data yet');
+  act(() => render(null, container));
+});
+
+it('draws horizontal bars with real uPlot', () => {
+  const bars = { labels: ['page_view', 'a_very_long_event_name_indeed', 'click'], values: [812, 400, 12] };
+  act(() => render(<BarChart bars={bars} date="2026-11-27" />, container));
+  const fig = container.querySelector('[data-testid="chart-top-events"]')!;
+  expect(fig.getAttribute('data-bars')).toBe('3');
+  expect(fig.querySelector('[role="img"]')!.getAttribute('aria-label')).toContain('page_view 812');
+  act(() => render(<BarChart bars={{ labels: ['x'], values: [1] }} date="2026-11-27" />, container));
+  act(() => render(<BarChart bars={{ labels: [], values: [] }} date={null} />, container));
+  expect(container.querySelector('.chart-empty')!.textContent).toBe('No events yet');
+  act(() => render(null, container));
+});
