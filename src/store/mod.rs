@@ -576,16 +576,8 @@ impl Store {
 
     /// Every row of `entity` (through ormdb-core's type index). For small entities and tests.
     pub fn scan_all(&self, entity: &str) -> Result<Vec<Row>, StoreError> {
-        let e = self.inner.layout.entity(entity)?;
         let mut rows = Vec::new();
-        for item in self.inner.engine.scan_entity_type(entity) {
-            let (_, _, record) = item.map_err(|err| StoreError::Engine {
-                path: self.inner.path.clone(),
-                op: "scan an entity",
-                message: err.to_string(),
-            })?;
-            rows.push(e.to_row(e.decode_record(&record.data)?));
-        }
+        self.for_each_row(entity, |r| rows.push(r))?;
         Ok(rows)
     }
 
