@@ -4,7 +4,7 @@
 
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, peak_rss_mb};
+use common::{arg, peak_rss_mb, percentile};
 
 use std::ops::Bound;
 use std::time::{Duration, Instant};
@@ -15,13 +15,6 @@ use streamtally::synth::{SynthConfig, SynthEvent};
 const BATCH: usize = 1000;
 const WRITERS: usize = 4;
 const TYPED_EVENTS: u64 = 20_000;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 fn median_ms(mut f: impl FnMut(), runs: usize) -> f64 {
     let mut t: Vec<f64> = (0..runs)

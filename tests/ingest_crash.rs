@@ -8,11 +8,12 @@
 
 mod common;
 
-use common::broker::{committed_offsets, produce, random_name, synth_records, TestBroker};
+use common::broker::{produce, random_name, synth_records, TestBroker};
+use common::run::{self, sigkill, sigterm};
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use streamtally::synth::{SynthConfig, SynthEvent};
 
@@ -26,66 +27,15 @@ fn spawn_run(
     log: &Path,
     fault: Option<&str>,
 ) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamtally"));
-    cmd.arg("run")
-        .env("STREAMTALLY__KAFKA__BROKERS", broker)
-        .env("STREAMTALLY__KAFKA__TOPICS", format!("[\"{topic}\"]"))
-        .env("STREAMTALLY__KAFKA__GROUP_ID", group)
-        .env("STREAMTALLY__KAFKA__SESSION_TIMEOUT_MS", "6000")
-        .env("STREAMTALLY__STORE__PATH", store)
-        .env("STREAMTALLY__BATCHING__MAX_BATCH_EVENTS", "500")
-        .env("STREAMTALLY__LOG__LEVEL", "info")
-        .env_remove("STREAMTALLY_FAULT")
-        .current_dir(store.parent().unwrap_or(store))
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        );
-    if let Some(f) = fault {
-        cmd.env("STREAMTALLY_FAULT", f);
-    }
-    cmd.spawn().expect("spawn streamtally run")
+    let env: Vec<(&str, &str)> = fault
+        .map(|f| ("STREAMTALLY_FAULT", f))
+        .into_iter()
+        .collect();
+    run::spawn_run(broker, topic, group, store, log, &env)
 }
 
-fn sigkill(child: &mut Child) {
-    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
-    child.wait().expect("reap");
-}
-
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no exit within 30 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits (up to `timeout`) until the group's committed offsets pass `beyond` in sum.
 fn wait_progress(broker: &str, group: &str, topic: &str, beyond: i64, timeout: Duration) -> i64 {
-    let started = Instant::now();
-    loop {
-        let sum: i64 = committed_offsets(broker, group, topic, PARTITIONS)
-            .iter()
-            .map(|o| o.max(&0))
-            .sum();
-        if sum > beyond || started.elapsed() > timeout {
-            return sum;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    run::wait_progress(broker, group, topic, PARTITIONS, beyond, timeout)
 }
 
 /// Stored next offsets of the topic's partitions (store opened read-only-ish: open, read, close).

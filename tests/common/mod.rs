@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod run;
 
 use streamtally::schema::Schema;
 use streamtally::store::{Row, Store, StoreOptions, Value};

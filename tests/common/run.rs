@@ -1,0 +1,91 @@
+//! `streamtally run` as a child process: spawn with settings in the environment, SIGKILL,
+//! SIGTERM, and wait for progress through the group's Kafka commits.
+
+use super::broker::committed_offsets;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `streamtally run` on `topic` with its store in `store`, stderr appended to `log`,
+/// extra environment `env` (e.g. `STREAMTALLY_FAULT`).
+pub fn spawn_run(
+    broker: &str,
+    topic: &str,
+    group: &str,
+    store: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamtally"));
+    cmd.arg("run")
+        .env("STREAMTALLY__KAFKA__BROKERS", broker)
+        .env("STREAMTALLY__KAFKA__TOPICS", format!("[\"{topic}\"]"))
+        .env("STREAMTALLY__KAFKA__GROUP_ID", group)
+        .env("STREAMTALLY__KAFKA__SESSION_TIMEOUT_MS", "6000")
+        .env("STREAMTALLY__STORE__PATH", store)
+        .env("STREAMTALLY__BATCHING__MAX_BATCH_EVENTS", "500")
+        .env("STREAMTALLY__LOG__LEVEL", "info")
+        .env_remove("STREAMTALLY_FAULT")
+        .current_dir(store.parent().unwrap_or(store))
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn streamtally run")
+}
+
+pub fn sigkill(child: &mut Child) {
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    child.wait().expect("reap");
+}
+
+pub fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    wait_exit(child, Duration::from_secs(30)).expect("exit within 30 s of SIGTERM")
+}
+
+/// The exit status, or None if the child is still running after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (up to `timeout`) until the group's committed offsets pass `beyond` in sum, or
+/// reach `all` (everything produced so far); returns the sum.
+pub fn wait_progress(
+    broker: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    beyond: i64,
+    timeout: Duration,
+) -> i64 {
+    let started = Instant::now();
+    loop {
+        let sum: i64 = committed_offsets(broker, group, topic, partitions)
+            .iter()
+            .map(|o| o.max(&0))
+            .sum();
+        if sum > beyond || started.elapsed() > timeout {
+            return sum;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
