@@ -1,4 +1,5 @@
 //! Helpers shared by the benchmarks (included with `#[path]`).
+#![allow(dead_code)]
 
 /// The value of `--name N` on the command line, or `default`.
 pub fn arg(name: &str, default: u64) -> u64 {
