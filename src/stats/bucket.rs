@@ -48,6 +48,40 @@ impl EventFacts {
         })
     }
 
+    /// The fields [`EventFacts::from_values`] reads, in its order.
+    pub const FIELDS: [&'static str; 6] = [
+        "org_id",
+        "timestamp",
+        "event_type",
+        "event_name",
+        "user_id",
+        "session_id",
+    ];
+
+    /// The facts from the values of [`EventFacts::FIELDS`] (as read by
+    /// `Store::get_version_fields`).
+    pub fn from_values(id: [u8; 16], v: &[Value]) -> Option<EventFacts> {
+        let s = |i: usize| match v.get(i) {
+            Some(Value::String(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        Some(EventFacts {
+            id,
+            org: match v.first()? {
+                Value::Uuid(u) => *u,
+                _ => return None,
+            },
+            ts_us: match v.get(1)? {
+                Value::Timestamp(t) | Value::Int64(t) => *t,
+                _ => return None,
+            },
+            event_type: s(2)?.to_string(),
+            event_name: s(3)?.to_string(),
+            user: s(4).map(hash_value),
+            session: s(5).map(hash_value),
+        })
+    }
+
     /// The (org, UTC date) group the event belongs to.
     pub fn group(&self) -> ([u8; 16], NaiveDate) {
         (self.org, utc_day_hour(self.ts_us).0)

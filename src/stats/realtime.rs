@@ -284,10 +284,17 @@ impl RealtimeWorker {
         clock: Arc<dyn Clock>,
     ) -> Result<RealtimeWorker, StatsError> {
         let head = store.feed_head();
-        // Without a cursor (first start), replay at most the last million changes.
+        // Without a cursor (first start), replay at most the last million changes, and
+        // register the cursor so the feed is kept from there.
         let start = match store.cursor(REALTIME_CURSOR)? {
             Some(c) => c,
-            None => store.feed_floor().max(head.saturating_sub(1_000_000)),
+            None => {
+                let start = store.feed_floor().max(head.saturating_sub(1_000_000));
+                let mut b = WriteBatch::new();
+                b.set_cursor(REALTIME_CURSOR, start);
+                store.write_blocking(b)?;
+                start
+            }
         };
         let now_s = clock.now_ms().div_euclid(1000);
         Ok(RealtimeWorker {
@@ -378,10 +385,22 @@ impl RealtimeWorker {
 
     /// Applies up to 10,000 feed entries; returns how many were read.
     fn read_some(&mut self, push: bool) -> Result<usize, StatsError> {
-        let entries = self
-            .store
-            .feed_read(self.next, 10_000)
-            .map_err(StatsError::from_feed)?;
+        let entries = match self.store.feed_read(self.next, 10_000) {
+            Ok(entries) => entries,
+            Err(crate::store::StoreError::FeedTruncated { requested, oldest }) => {
+                // Counters only need the last windows' worth: skip ahead, say so.
+                tracing::warn!(
+                    requested,
+                    oldest,
+                    "stats: real-time counters skip changes the feed no longer holds"
+                );
+                self.next = oldest;
+                self.store
+                    .feed_read(self.next, 10_000)
+                    .map_err(StatsError::from_feed)?
+            }
+            Err(e) => return Err(StatsError::Store(e)),
+        };
         let mut live = Vec::new();
         let mut events = 0u64;
         for e in &entries {

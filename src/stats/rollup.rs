@@ -10,8 +10,11 @@
 use super::bucket::{EventFacts, RollupKey, RollupState, DAILY, HOURLY, NAMES};
 use super::{uuid_str, StatsError, ROLLUP_CURSOR};
 use crate::metrics::{KindLabel, Metrics};
-use crate::store::{ChangeEntry, ChangeOp, Query, Store, StoreError, Value, WriteBatch};
+use crate::store::{
+    ChangeEntry, ChangeOp, Query, Store, StoreError, Value, WriteBatch, WriteTicket,
+};
 use chrono::NaiveDate;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,11 +59,16 @@ pub struct RollupWorker {
     store: Store,
     opts: RollupOptions,
     metrics: Option<Arc<Metrics>>,
-    cache: HashMap<RollupKey, Entry>,
+    cache: FxHashMap<RollupKey, Entry>,
     /// Next feed entry to apply (in memory).
     next: u64,
     /// The cursor as stored.
     durable: u64,
+    /// The write in flight (at most one) and the cursor it carries: the worker keeps
+    /// applying changes while the store writes the previous batch.
+    in_flight: Option<(WriteTicket, u64, Instant)>,
+    /// The cursor of the last write submitted.
+    submitted: u64,
     tick: u64,
     pending_changes: usize,
     label: KindLabel,
@@ -94,9 +102,11 @@ impl RollupWorker {
             store,
             opts,
             metrics: None,
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
             next: durable,
             durable,
+            in_flight: None,
+            submitted: durable,
             tick: 0,
             pending_changes: 0,
             label: KindLabel {
@@ -123,7 +133,11 @@ impl RollupWorker {
         let mut backoff = Duration::from_millis(100);
         loop {
             if shutdown.is_cancelled() {
-                return match self.flush().await {
+                let last = async {
+                    self.flush().await?;
+                    self.settle().await
+                };
+                return match last.await {
                     Ok(()) => Ok(()),
                     // Nothing is lost: the next start resumes from the durable cursor.
                     Err(e) => {
@@ -174,7 +188,7 @@ impl RollupWorker {
                     }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "stats: rollup write failed; retrying from the durable cursor");
-                    self.reset();
+                    self.reset().await;
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}
@@ -196,15 +210,23 @@ impl RollupWorker {
                 self.flush().await?;
             }
             if applied == 0 {
+                self.settle().await?;
                 return Ok(self.next - start);
             }
         }
     }
 
-    /// Forgets everything not yet written; the next step starts at the durable cursor.
-    fn reset(&mut self) {
+    /// Forgets everything not yet written; the next step starts at the durable cursor. A
+    /// write still in flight is waited for first, so the cursor it may have stored is known.
+    async fn reset(&mut self) {
+        if let Some((ticket, next, _)) = self.in_flight.take() {
+            if ticket.finished().await.is_ok() {
+                self.durable = next;
+            }
+        }
         self.cache.clear();
         self.next = self.durable;
+        self.submitted = self.durable;
         self.pending_changes = 0;
     }
 
@@ -243,11 +265,11 @@ impl RollupWorker {
             id: uuid_str(&e.id),
             version,
         };
-        let row = self
+        let values = self
             .store
-            .get_version("Event", &e.id, version)?
+            .get_version_fields("Event", &e.id, version, &EventFacts::FIELDS)?
             .ok_or_else(missing)?;
-        EventFacts::from_row(&row).ok_or_else(missing)
+        EventFacts::from_values(e.id, &values).ok_or_else(missing)
     }
 
     async fn apply(&mut self, e: &ChangeEntry) -> Result<(), StatsError> {
@@ -290,43 +312,45 @@ impl RollupWorker {
     fn entry(&mut self, key: RollupKey) -> Result<&mut Entry, StatsError> {
         self.tick += 1;
         let tick = self.tick;
-        if !self.cache.contains_key(&key) {
-            let (state, stored) = match self.store.get(key.entity(), &key.row_id())? {
-                Some(row) => (
-                    RollupState::from_row(&key, &row).map_err(|message| StatsError::BadState {
-                        entity: key.entity(),
-                        key: format!("{key:?}"),
-                        message,
-                    })?,
-                    true,
-                ),
-                None => (RollupState::default(), false),
-            };
-            self.cache.insert(
-                key.clone(),
-                Entry {
+        let store = &self.store;
+        let entry = match self.cache.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let key = v.key();
+                let (state, stored) = match store.get(key.entity(), &key.row_id())? {
+                    Some(row) => (
+                        RollupState::from_row(key, &row).map_err(|message| {
+                            StatsError::BadState {
+                                entity: key.entity(),
+                                key: format!("{key:?}"),
+                                message,
+                            }
+                        })?,
+                        true,
+                    ),
+                    None => (RollupState::default(), false),
+                };
+                v.insert(Entry {
                     state,
                     stored,
                     dirty: false,
                     used: tick,
-                },
-            );
-        }
-        let entry = self.cache.get_mut(&key).ok_or_else(|| {
-            StatsError::Invalid("rollup cache lost an entry it just inserted".into())
-        })?;
+                })
+            }
+        };
         entry.used = tick;
         Ok(entry)
     }
 
-    /// Writes every changed bucket and the cursor in one store write.
+    /// Submits every changed bucket and the cursor as one store write, after the previous
+    /// write has finished; does not wait for this one (see [`RollupWorker::settle`]).
     async fn flush(&mut self) -> Result<(), StatsError> {
-        if self.pending_changes == 0 && self.next == self.durable {
+        if self.pending_changes == 0 && self.next == self.submitted {
             return Ok(());
         }
-        let started = Instant::now();
+        self.settle().await?;
         let mut batch = WriteBatch::new();
-        for (key, entry) in &self.cache {
+        for (key, entry) in self.cache.iter_mut() {
             if !entry.dirty {
                 continue;
             }
@@ -337,6 +361,9 @@ impl RollupWorker {
             } else {
                 batch.upsert(key.entity(), entry.state.to_row(key));
             }
+            // As of this write (writes apply in submission order; a failure resets all).
+            entry.dirty = false;
+            entry.stored = entry.state.events != 0;
         }
         batch.set_cursor(ROLLUP_CURSOR, self.next);
         #[cfg(feature = "fault-injection")]
@@ -349,27 +376,42 @@ impl RollupWorker {
                 super::fault_kill("during a stats rollup write");
             }
         }
-        self.store.write(batch).await?;
-        self.durable = self.next;
+        self.in_flight = Some((self.store.submit(batch), self.next, Instant::now()));
+        self.submitted = self.next;
         self.pending_changes = 0;
-        self.cache.retain(|_, e| e.state.events != 0);
-        for e in self.cache.values_mut() {
-            if e.dirty {
-                e.dirty = false;
-                e.stored = true;
-            }
+        Ok(())
+    }
+
+    /// Waits for the write in flight; then its cursor is durable and clean buckets may be
+    /// dropped from memory.
+    async fn settle(&mut self) -> Result<(), StatsError> {
+        let Some((ticket, next, started)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        if let Err(e) = ticket.finished().await {
+            // Nothing of it was applied; `reset` starts again from `durable`.
+            return Err(e.into());
         }
-        if self.cache.len() > self.opts.cache_buckets {
-            let mut ticks: Vec<u64> = self.cache.values().map(|e| e.used).collect();
-            let keep = self.opts.cache_buckets / 2;
-            let (_, cut, _) = ticks.select_nth_unstable(self.cache.len() - keep);
-            let cut = *cut;
-            self.cache.retain(|_, e| e.used >= cut);
-        }
+        self.durable = next;
         if let Some(m) = &self.metrics {
             m.stats_flush_seconds
                 .get_or_create(&self.label)
                 .observe(started.elapsed().as_secs_f64());
+        }
+        self.cache.retain(|_, e| e.dirty || e.state.events != 0);
+        if self.cache.len() > self.opts.cache_buckets {
+            let mut ticks: Vec<u64> = self
+                .cache
+                .values()
+                .filter(|e| !e.dirty)
+                .map(|e| e.used)
+                .collect();
+            let drop = (self.cache.len() - self.opts.cache_buckets / 2).min(ticks.len());
+            if drop > 0 {
+                let (_, cut, _) = ticks.select_nth_unstable(drop - 1);
+                let cut = *cut;
+                self.cache.retain(|_, e| e.dirty || e.used > cut);
+            }
         }
         Ok(())
     }
@@ -380,6 +422,8 @@ impl RollupWorker {
         if let Some(m) = &self.metrics {
             m.stats_recomputes.inc();
         }
+        // Everything submitted must be durable first: the barrier below rewrites the cursor.
+        self.settle().await?;
         let (org, date) = group;
         tracing::info!(org = %uuid_str(&org), %date, as_of,
             "stats: recomputing a day's rollups from raw events (a removal hit a sketch)");

@@ -133,6 +133,12 @@ impl WriteTicket {
         let path = self.path;
         futures::executor::block_on(self.rx).map_err(|_| StoreError::Closed { path })?
     }
+
+    /// Waits until the write finished.
+    pub async fn finished(self) -> Result<CommitInfo, StoreError> {
+        let path = self.path;
+        self.rx.await.map_err(|_| StoreError::Closed { path })?
+    }
 }
 
 /// Tuning of a store; `StoreOptions::new(path)` gives the defaults.
@@ -531,6 +537,42 @@ impl Store {
             Some(record) => Ok(Some(e.to_row(e.decode_record(&record.data)?))),
             None => Ok(None),
         }
+    }
+
+    /// Chosen fields of a specific row version, in the order asked (Null where absent),
+    /// decoding nothing else: for readers that need a few fields of many rows.
+    pub fn get_version_fields(
+        &self,
+        entity: &str,
+        id: &[u8; 16],
+        version: u64,
+        fields: &[&str],
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        self.inner.layout.entity(entity)?;
+        let Some(record) =
+            self.inner
+                .engine
+                .get(id, version)
+                .map_err(|err| StoreError::Engine {
+                    path: self.inner.path.clone(),
+                    op: "read a row version",
+                    message: err.to_string(),
+                })?
+        else {
+            return Ok(None);
+        };
+        let pairs = ormdb_core::query::get_fields_fast(&record.data, fields).map_err(|e| {
+            StoreError::Corrupt {
+                what: format!("{entity}: cannot decode row: {e}"),
+            }
+        })?;
+        let mut out = vec![Value::Null; fields.len()];
+        for (name, v) in pairs {
+            if let Some(p) = fields.iter().position(|f| *f == name) {
+                out[p] = v;
+            }
+        }
+        Ok(Some(out))
     }
 
     /// The stored next offset of `topic`/`partition`, if any batch recorded one.
