@@ -121,6 +121,9 @@ pub struct Entity {
     pub fields: Vec<Field>,
     /// `@index` and `@unique` in declaration order.
     pub indexes: Vec<Index>,
+    /// `@feed([..])`: fields whose values (before and after) each change-feed entry of this
+    /// entity carries, so feed readers need not read the rows.
+    pub feed: Vec<String>,
 }
 
 impl Entity {
@@ -483,6 +486,7 @@ impl Parser {
             .pos;
         let mut fields: Vec<Field> = Vec::new();
         let mut indexes = Vec::new();
+        let mut feed: Vec<String> = Vec::new();
         let mut refs = Vec::new();
         loop {
             match self.peek().tok {
@@ -498,8 +502,19 @@ impl Parser {
                     fields.push(field);
                 }
                 Tok::At => {
+                    let at = self.peek().pos;
                     let (index, index_refs) = self.entity_attribute(&name)?;
-                    indexes.push(index);
+                    if index_refs.first().is_some_and(|r| r.attribute == "feed") {
+                        if !feed.is_empty() {
+                            return Err(ParseError {
+                                pos: at,
+                                message: format!("entity '{name}' declares @feed twice"),
+                            });
+                        }
+                        feed = index.fields;
+                    } else {
+                        indexes.push(index);
+                    }
                     refs.extend(index_refs);
                 }
                 Tok::Eof => {
@@ -536,6 +551,7 @@ impl Parser {
             name,
             fields,
             indexes,
+            feed,
         })
     }
 
@@ -660,7 +676,7 @@ impl Parser {
                 }
                 field.default = Some(default);
             }
-            "index" | "unique" => {
+            "index" | "unique" | "feed" => {
                 return fail(format!(
                     "'@{attribute}' is an entity attribute and cannot follow field '{}': put it on its own line",
                     field.name
@@ -676,13 +692,14 @@ impl Parser {
         Ok(())
     }
 
-    /// `entity_attribute := ('@index' | '@unique') '(' (IDENT | '[' IDENT { ',' IDENT } [','] ']') ')'`
+    /// `entity_attribute := ('@index' | '@unique' | '@feed') '(' (IDENT | '[' IDENT { ',' IDENT } [','] ']') ')'`
     fn entity_attribute(&mut self, entity: &str) -> ParseResult<(Index, Vec<IndexRef>)> {
         let at = self.bump().pos;
         let (attribute, _) = self.ident("an attribute name after '@'")?;
         let (attribute, unique) = match attribute.as_str() {
             "index" => ("index", false),
             "unique" => ("unique", true),
+            "feed" => ("feed", false),
             "id" | "default" => {
                 return Err(ParseError {
                     pos: at,
@@ -695,7 +712,7 @@ impl Parser {
                 return Err(ParseError {
                     pos: at,
                     message: format!(
-                        "unknown attribute '@{attribute}' in entity '{entity}', expected @index(...) or @unique(...)"
+                        "unknown attribute '@{attribute}' in entity '{entity}', expected @index(...), @unique(...) or @feed(...)"
                     ),
                 })
             }
@@ -1026,7 +1043,7 @@ mod tests {
         assert_eq!((line, column), (4, 3));
         assert_eq!(
             message,
-            "unknown attribute '@key' in entity 'A', expected @index(...) or @unique(...)"
+            "unknown attribute '@key' in entity 'A', expected @index(...), @unique(...) or @feed(...)"
         );
     }
 
@@ -1154,6 +1171,36 @@ mod tests {
         assert_eq!(
             message,
             "@default(now()) needs a timestamp field, but 'at' is int64"
+        );
+    }
+
+    #[test]
+    fn feed_attribute_lists_fields_and_is_checked() {
+        let s = Schema::parse(
+            "entity A {\n  id: uuid @id\n  n: int32\n  m: string?\n  @feed([n, m])\n}",
+        )
+        .unwrap();
+        assert_eq!(s.entities[0].feed, strings(&["n", "m"]));
+        assert!(s.entities[0].indexes.is_empty());
+        let (line, _, message) =
+            syntax_error("entity A {\n  id: uuid @id\n  @feed(id)\n  @feed(id)\n}");
+        assert_eq!(
+            (line, message.as_str()),
+            (4, "entity 'A' declares @feed twice")
+        );
+        let (_, _, message) = syntax_error("entity A {\n  id: uuid @id\n  @feed([x])\n}");
+        assert_eq!(message, "@feed in entity 'A' names unknown field 'x'");
+        let real = Schema::parse(REAL).unwrap();
+        assert_eq!(
+            real.entity("Event").unwrap().feed,
+            strings(&[
+                "org_id",
+                "timestamp",
+                "event_type",
+                "event_name",
+                "user_id",
+                "session_id"
+            ])
         );
     }
 

@@ -189,6 +189,38 @@ fn change_feed_is_contiguous_ordered_and_names_before_and_after_images() {
     assert_ne!(str_of(&before, "event_name"), "renamed");
     assert_eq!(str_of(&after, "event_name"), "renamed");
     assert_eq!(store.get("Event", &event(3).id().unwrap()).unwrap(), None);
+    // Event's @feed values ride along: after for inserts, both for updates, before for
+    // deletes, in @feed order.
+    let feed_fields = store.feed_fields("Event").unwrap();
+    assert_eq!(
+        feed_fields[..4],
+        ["org_id", "timestamp", "event_type", "event_name"]
+    );
+    let name_at = feed_fields.iter().position(|f| f == "event_name").unwrap();
+    let carried = |v: &Option<Vec<Value>>| v.as_ref().map(|v| v[name_at].clone());
+    assert_eq!(carried(&feed[0].old_fields), None);
+    assert_eq!(
+        carried(&feed[0].new_fields),
+        event(0).get("event_name").cloned()
+    );
+    assert_eq!(
+        carried(&feed[5].old_fields),
+        before.get("event_name").cloned()
+    );
+    assert_eq!(
+        carried(&feed[5].new_fields),
+        Some(Value::String("renamed".into()))
+    );
+    assert_eq!(
+        carried(&feed[6].old_fields),
+        event(3).get("event_name").cloned()
+    );
+    assert_eq!(carried(&feed[6].new_fields), None);
+    let ts_at = feed_fields.iter().position(|f| f == "timestamp").unwrap();
+    assert_eq!(
+        feed[1].new_fields.as_ref().map(|v| v[ts_at].clone()),
+        event(1).get("timestamp").cloned()
+    );
     // Reads from the middle and with a limit.
     let mid = store.feed_read(4, 2).unwrap();
     assert_eq!(mid.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);

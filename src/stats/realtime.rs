@@ -8,7 +8,7 @@
 //! (`stats.realtime`) trails the feed by the longest window (twice, for the previous
 //! window) plus a minute, so a restart replays just that much of the feed.
 
-use super::bucket::EventFacts;
+use super::rollup::{event_image, feed_has_facts};
 use super::{StatsError, REALTIME_CURSOR};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{ChangeOp, Row, Store, Value, WriteBatch};
@@ -275,6 +275,7 @@ pub struct RealtimeWorker {
     live: Option<broadcast::Sender<Arc<Vec<LiveEvent>>>>,
     metrics: Option<Arc<Metrics>>,
     label: KindLabel,
+    feed_has_facts: bool,
 }
 
 impl RealtimeWorker {
@@ -297,7 +298,9 @@ impl RealtimeWorker {
             }
         };
         let now_s = clock.now_ms().div_euclid(1000);
+        let with_facts = feed_has_facts(&store)?;
         Ok(RealtimeWorker {
+            feed_has_facts: with_facts,
             counters: RealtimeCounters::new(&opts.windows_s, now_s),
             store,
             opts,
@@ -409,19 +412,15 @@ impl RealtimeWorker {
                 continue;
             }
             events += 1;
-            let load = |version: u64| -> Result<Option<(Row, EventFacts)>, StatsError> {
-                let row = self.store.get_version("Event", &e.id, version)?;
-                Ok(row.and_then(|r| EventFacts::from_row(&r).map(|f| (r, f))))
-            };
-            if let (ChangeOp::Update | ChangeOp::Delete, Some(v)) = (e.op, e.prev_version) {
-                if let Some((_, f)) = load(v)? {
-                    self.counters.apply(f.org, f.ts_us, f.user, -1);
-                }
+            if matches!(e.op, ChangeOp::Update | ChangeOp::Delete) {
+                let f = event_image(&self.store, self.feed_has_facts, e, true)?;
+                self.counters.apply(f.org, f.ts_us, f.user, -1);
             }
             if matches!(e.op, ChangeOp::Insert | ChangeOp::Update) {
-                if let Some((row, f)) = load(e.version)? {
-                    self.counters.apply(f.org, f.ts_us, f.user, 1);
-                    if push && e.op == ChangeOp::Insert {
+                let f = event_image(&self.store, self.feed_has_facts, e, false)?;
+                self.counters.apply(f.org, f.ts_us, f.user, 1);
+                if push && e.op == ChangeOp::Insert {
+                    if let Some(row) = self.store.get_version("Event", &e.id, e.version)? {
                         live.push(LiveEvent {
                             org: f.org,
                             row: Arc::new(row),

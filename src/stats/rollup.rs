@@ -72,6 +72,8 @@ pub struct RollupWorker {
     tick: u64,
     pending_changes: usize,
     label: KindLabel,
+    /// Event's `@feed` carries exactly [`EventFacts::FIELDS`].
+    feed_has_facts: bool,
     /// Test-only fault hook: SIGKILL during the N-th write.
     #[cfg(feature = "fault-injection")]
     writes: u64,
@@ -98,6 +100,7 @@ impl RollupWorker {
                 floor
             }
         };
+        let with_facts = feed_has_facts(&store)?;
         Ok(RollupWorker {
             store,
             opts,
@@ -112,6 +115,7 @@ impl RollupWorker {
             label: KindLabel {
                 kind: "rollups".into(),
             },
+            feed_has_facts: with_facts,
             #[cfg(feature = "fault-injection")]
             writes: 0,
         })
@@ -259,27 +263,20 @@ impl RollupWorker {
         Ok(n)
     }
 
-    fn facts(&self, e: &ChangeEntry, version: u64) -> Result<EventFacts, StatsError> {
-        let missing = || StatsError::MissingVersion {
-            seq: e.seq,
-            id: uuid_str(&e.id),
-            version,
-        };
-        let values = self
-            .store
-            .get_version_fields("Event", &e.id, version, &EventFacts::FIELDS)?
-            .ok_or_else(missing)?;
-        EventFacts::from_values(e.id, &values).ok_or_else(missing)
+    /// The event before (`old`) or after a change: from the values the feed entry carries
+    /// (Event's `@feed`), else read from the row version.
+    fn image(&self, e: &ChangeEntry, old: bool) -> Result<EventFacts, StatsError> {
+        event_image(&self.store, self.feed_has_facts, e, old)
     }
 
     async fn apply(&mut self, e: &ChangeEntry) -> Result<(), StatsError> {
         let new = match e.op {
-            ChangeOp::Insert | ChangeOp::Update => Some(self.facts(e, e.version)?),
+            ChangeOp::Insert | ChangeOp::Update => Some(self.image(e, false)?),
             ChangeOp::Delete => None,
         };
-        let old = match (e.op, e.prev_version) {
-            (ChangeOp::Update | ChangeOp::Delete, Some(v)) => Some(self.facts(e, v)?),
-            _ => None,
+        let old = match e.op {
+            ChangeOp::Update | ChangeOp::Delete => Some(self.image(e, true)?),
+            ChangeOp::Insert => None,
         };
         let mut redo: Option<Group> = None;
         if let Some(o) = &old {
@@ -452,8 +449,8 @@ impl RollupWorker {
                     continue;
                 }
                 events.remove(&e.id);
-                if let (ChangeOp::Update | ChangeOp::Delete, Some(v)) = (e.op, e.prev_version) {
-                    let f = self.facts(e, v)?;
+                if let ChangeOp::Update | ChangeOp::Delete = e.op {
+                    let f = self.image(e, true)?;
                     if f.group() == group {
                         events.insert(e.id, f);
                     }
@@ -487,6 +484,35 @@ impl RollupWorker {
         }
         Ok(())
     }
+}
+
+/// Whether Event's change-feed entries carry [`EventFacts::FIELDS`] (schema `@feed`).
+pub(crate) fn feed_has_facts(store: &Store) -> Result<bool, StatsError> {
+    Ok(store.feed_fields("Event")? == EventFacts::FIELDS)
+}
+
+/// The event before (`old`) or after the change `e`.
+pub(crate) fn event_image(
+    store: &Store,
+    feed_has_facts: bool,
+    e: &ChangeEntry,
+    old: bool,
+) -> Result<EventFacts, StatsError> {
+    let version = if old { e.prev_version } else { Some(e.version) };
+    let missing = || StatsError::MissingVersion {
+        seq: e.seq,
+        id: uuid_str(&e.id),
+        version: version.unwrap_or(0),
+    };
+    let carried = if old { &e.old_fields } else { &e.new_fields };
+    if let (true, Some(values)) = (feed_has_facts, carried) {
+        return EventFacts::from_values(e.id, values).ok_or_else(missing);
+    }
+    let version = version.ok_or_else(missing)?;
+    let values = store
+        .get_version_fields("Event", &e.id, version, &EventFacts::FIELDS)?
+        .ok_or_else(missing)?;
+    EventFacts::from_values(e.id, &values).ok_or_else(missing)
 }
 
 pub(crate) fn is_retryable(e: &StoreError) -> bool {

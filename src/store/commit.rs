@@ -464,12 +464,25 @@ impl Committer {
                 }
             };
             if entity.fed {
+                let project = |values: &Option<_>| -> Option<Vec<u8>> {
+                    let values: &Values = values.as_ref()?;
+                    if entity.feed_fields.is_empty() {
+                        return None;
+                    }
+                    let mut out = Vec::new();
+                    for &pos in &entity.feed_fields {
+                        super::codec::encode_component(&mut out, &values[pos]);
+                    }
+                    Some(out)
+                };
                 feed.push(FeedItem {
                     entity_no: entity.no,
                     op: change,
                     id,
                     version,
                     prev_version: old_values.as_ref().map(|_| op.version()).unwrap_or(0),
+                    old_fields: project(&old_values.as_deref().cloned()),
+                    new_fields: project(&new_values),
                 });
             }
             local.insert(

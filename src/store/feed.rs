@@ -5,7 +5,8 @@
 //! (entity, op, id, version, previous version): the rows themselves stay in ormdb-core's data
 //! tree, whose versioned keys keep both the before and the after image.
 
-use super::{Inner, Store, StoreError, STMETA_FEED_FLOOR};
+use super::codec::decode_component;
+use super::{Inner, Store, StoreError, Value, STMETA_FEED_FLOOR};
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,12 +22,20 @@ pub(crate) struct FeedItem {
     pub id: [u8; 16],
     pub version: u64,
     pub prev_version: u64,
+    /// The entity's `@feed` field values before and after the change, encoded with
+    /// `codec::encode_component` one after the other (empty when it declares none).
+    pub old_fields: Option<Vec<u8>>,
+    pub new_fields: Option<Vec<u8>>,
 }
 
 const ITEM_BYTES: usize = 2 + 1 + 16 + 8 + 8;
+/// Set in a record's item count when every item is followed by its `@feed` values:
+/// `[old_len u32][old][new_len u32][new]`, a length of u32::MAX meaning none.
+const WITH_FIELDS: u32 = 0x8000_0000;
+const NO_FIELDS: u32 = u32::MAX;
 
 /// One change, as readers see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEntry {
     pub seq: u64,
     pub entity: String,
@@ -36,11 +45,22 @@ pub struct ChangeEntry {
     pub version: u64,
     /// Version before the change, for updates and deletes.
     pub prev_version: Option<u64>,
+    /// The entity's `@feed` field values (in `@feed` order) before the change (updates and
+    /// deletes) and after it (inserts and updates); None when it declares no `@feed`.
+    pub old_fields: Option<Vec<Value>>,
+    pub new_fields: Option<Vec<Value>>,
 }
 
 pub(crate) fn encode_feed_record(items: &[FeedItem]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + items.len() * ITEM_BYTES);
-    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    let extra: usize = items
+        .iter()
+        .map(|it| {
+            8 + it.old_fields.as_ref().map_or(0, Vec::len)
+                + it.new_fields.as_ref().map_or(0, Vec::len)
+        })
+        .sum();
+    let mut out = Vec::with_capacity(4 + items.len() * ITEM_BYTES + extra);
+    out.extend_from_slice(&(items.len() as u32 | WITH_FIELDS).to_le_bytes());
     for it in items {
         out.extend_from_slice(&it.entity_no.to_le_bytes());
         out.push(match it.op {
@@ -51,16 +71,30 @@ pub(crate) fn encode_feed_record(items: &[FeedItem]) -> Vec<u8> {
         out.extend_from_slice(&it.id);
         out.extend_from_slice(&it.version.to_le_bytes());
         out.extend_from_slice(&it.prev_version.to_le_bytes());
+        for part in [&it.old_fields, &it.new_fields] {
+            match part {
+                Some(bytes) => {
+                    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    out.extend_from_slice(bytes);
+                }
+                None => out.extend_from_slice(&NO_FIELDS.to_le_bytes()),
+            }
+        }
     }
     out
 }
 
-fn record_len(value: &[u8]) -> u64 {
-    value
+fn record_header(value: &[u8]) -> (u64, bool) {
+    let n = value
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .map(u32::from_le_bytes)
-        .unwrap_or(0) as u64
+        .unwrap_or(0);
+    ((n & !WITH_FIELDS) as u64, n & WITH_FIELDS != 0)
+}
+
+fn record_len(value: &[u8]) -> u64 {
+    record_header(value).0
 }
 
 impl Store {
@@ -114,31 +148,62 @@ impl Store {
             if first.saturating_add(n) <= from_seq {
                 continue;
             }
+            let with_fields = record_header(&v).1;
+            let corrupt = || StoreError::Corrupt {
+                what: format!("change-feed record at {first} is short"),
+            };
+            let mut p = 4usize;
             for i in 0..n {
                 let seq = first + i;
+                let b = v.get(p..p + ITEM_BYTES).ok_or_else(corrupt)?;
+                p += ITEM_BYTES;
+                let mut parts: [Option<&[u8]>; 2] = [None, None];
+                if with_fields {
+                    for part in &mut parts {
+                        let len = v
+                            .get(p..p + 4)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u32::from_le_bytes)
+                            .ok_or_else(corrupt)?;
+                        p += 4;
+                        if len != NO_FIELDS {
+                            *part = Some(v.get(p..p + len as usize).ok_or_else(corrupt)?);
+                            p += len as usize;
+                        }
+                    }
+                }
                 if seq < from_seq {
                     continue;
                 }
                 if seq >= head || out.len() >= max {
                     return Ok(out);
                 }
-                let b = v
-                    .get(4 + i as usize * ITEM_BYTES..4 + (i as usize + 1) * ITEM_BYTES)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        what: format!("change-feed record at {first} is short"),
-                    })?;
                 let entity_no = u16::from_le_bytes([b[0], b[1]]);
-                let entity = inner
+                let layout = inner
                     .layout
                     .by_no(entity_no)
-                    .map(|e| e.name.clone())
                     .ok_or_else(|| StoreError::Corrupt {
                         what: format!("change-feed entry {seq} names entity #{entity_no}"),
                     })?;
+                let fields = |part: Option<&[u8]>| -> Result<Option<Vec<Value>>, StoreError> {
+                    let Some(mut bytes) = part else {
+                        return Ok(None);
+                    };
+                    let mut values = Vec::with_capacity(layout.feed_fields.len());
+                    for &pos in &layout.feed_fields {
+                        let (value, rest) = decode_component(layout.fields[pos].ty, bytes)
+                            .ok_or_else(|| StoreError::Corrupt {
+                                what: format!("change-feed entry {seq}: bad @feed values"),
+                            })?;
+                        values.push(value);
+                        bytes = rest;
+                    }
+                    Ok(Some(values))
+                };
                 let prev = u64::from_le_bytes(b[27..35].try_into().unwrap_or_default());
                 out.push(ChangeEntry {
                     seq,
-                    entity,
+                    entity: layout.name.clone(),
                     op: match b[2] {
                         0 => ChangeOp::Insert,
                         1 => ChangeOp::Update,
@@ -147,6 +212,8 @@ impl Store {
                     id: b[3..19].try_into().unwrap_or_default(),
                     version: u64::from_le_bytes(b[19..27].try_into().unwrap_or_default()),
                     prev_version: (prev != 0).then_some(prev),
+                    old_fields: fields(parts[0])?,
+                    new_fields: fields(parts[1])?,
                 });
             }
         }

@@ -37,6 +37,8 @@ pub struct EntityLayout {
     pub unique: Option<Vec<usize>>,
     pub indexes: Vec<IndexLayout>,
     pub fed: bool,
+    /// Positions of the `@feed` fields, whose values each change-feed entry carries.
+    pub feed_fields: Vec<usize>,
 }
 
 /// Values of one row in schema field order (`Value::Null` for an absent optional field).
@@ -138,6 +140,11 @@ fn compile_entity(no: u16, e: &Entity, index_no: &mut u16) -> Result<EntityLayou
             *index_no += 1;
         }
     }
+    let feed_fields = e
+        .feed
+        .iter()
+        .map(|f| pos(f))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(EntityLayout {
         no,
         name: e.name.clone(),
@@ -147,6 +154,7 @@ fn compile_entity(no: u16, e: &Entity, index_no: &mut u16) -> Result<EntityLayou
         unique,
         indexes,
         fed: !UNFED_ENTITIES.contains(&e.name.as_str()),
+        feed_fields,
     })
 }
 

@@ -539,6 +539,15 @@ impl Store {
         }
     }
 
+    /// The `@feed` fields of `entity`, in the order change-feed entries carry their values.
+    pub fn feed_fields(&self, entity: &str) -> Result<Vec<String>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        Ok(e.feed_fields
+            .iter()
+            .map(|&p| e.fields[p].name.clone())
+            .collect())
+    }
+
     /// Chosen fields of a specific row version, in the order asked (Null where absent),
     /// decoding nothing else: for readers that need a few fields of many rows.
     pub fn get_version_fields(
