@@ -1,13 +1,17 @@
-//! `streamtally run`: wires the store, the ingest loop, the stats workers and (later) the
-//! gateway together, and owns shutdown. SIGINT/SIGTERM cancel the shared token; the ingest
-//! loop then stops fetching, flushes, commits and returns; the stats workers write what they
-//! applied and stop; the store is closed last. A task that fails cancels the token too, and
-//! its error becomes the process's.
+//! `streamtally run`: wires the store, the ingest loop, the stats workers and the HTTP
+//! gateway together, and owns shutdown. The gateway binds `gateway.listen` first (a busy
+//! address fails the start, naming it) and serves on the multi-thread runtime.
+//! SIGINT/SIGTERM cancel the shared token; the gateway stops accepting and finishes its
+//! in-flight requests; the ingest loop stops fetching, flushes, commits and returns; the
+//! stats workers write what they applied and stop; the store is closed last. A task that
+//! fails cancels the token too, and its error becomes the process's.
 
 use crate::config::Config;
+use crate::gateway::{self, GatewayState};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::schema::Schema;
+use crate::stats::query::StatsReader;
 use crate::stats::realtime::{RealtimeOptions, RealtimeWorker, SystemClock};
 use crate::stats::rollup::{RollupOptions, RollupWorker};
 use crate::store::{Store, StoreOptions};
@@ -29,6 +33,24 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let listener = runtime
+        .block_on(gateway::bind(cfg.gateway.listen))
+        .context("starting the gateway")?;
+    let app = gateway::router(GatewayState::new(
+        store.clone(),
+        StatsReader::new(store.clone()),
+        cfg.clone(),
+        metrics.clone(),
+    ));
+    let on_gateway_error = shutdown.clone();
+    let gateway_task = runtime.spawn(gateway::serve(listener, app, shutdown.clone()));
+    let gateway_task = runtime.spawn(async move {
+        let result = gateway_task.await;
+        if !matches!(result, Ok(Ok(()))) {
+            on_gateway_error.cancel();
+        }
+        result
+    });
     let signals = shutdown.clone();
     runtime.spawn(async move {
         wait_for_signal().await;
@@ -82,10 +104,29 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
             worker_error.get_or_insert(e);
         }
     }
+    // In-flight requests (an export, say) get a few seconds to finish.
+    let gateway_result = runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(5), gateway_task).await
+    });
+    let gateway_error = match gateway_result {
+        Err(_) => {
+            tracing::warn!("gateway: in-flight requests did not finish within 5 s; dropping them");
+            None
+        }
+        Ok(Ok(Ok(Ok(())))) => None,
+        Ok(Ok(Ok(Err(e)))) => Some(anyhow::Error::from(e)),
+        Ok(Ok(Err(e))) | Ok(Err(e)) => Some(anyhow::anyhow!("the gateway task failed: {e}")),
+    };
+    if let Some(e) = &gateway_error {
+        tracing::error!(error = %format!("{e:#}"), "gateway failed");
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     store.close().context("closing the store")?;
     result.context("ingest stopped")?;
     if let Some(e) = worker_error {
+        return Err(e);
+    }
+    if let Some(e) = gateway_error {
         return Err(e);
     }
     tracing::info!("stopped cleanly");

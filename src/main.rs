@@ -80,6 +80,25 @@ enum Command {
         #[command(subcommand)]
         command: StatsCommand,
     },
+    /// Gateway API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random token (32 bytes, base64url) for an org and the `[[auth.tokens]]`
+    /// entry to add to connector.toml (it holds only the token's SHA-256).
+    New {
+        /// The org the token may read (a UUID).
+        #[arg(long, value_name = "UUID")]
+        org: String,
+        /// A label for operators (who or what holds the token).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -333,6 +352,29 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             };
             store.close()?;
             Ok(code)
+        }
+        Command::Token {
+            command: TokenCommand::New { org, name },
+        } => {
+            let org = uuid::Uuid::parse_str(org)
+                .map_err(|e| anyhow::anyhow!("--org '{org}': not a UUID ({e})"))?;
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+            let token =
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+            let hash = streamtally::gateway::auth::token_sha256_hex(&token);
+            println!("token: {token}");
+            println!();
+            println!("# Give the token to its holder (it is shown only now); add this to connector.toml:");
+            println!("[[auth.tokens]]");
+            println!("org_id = \"{org}\"");
+            println!("token_sha256 = \"{hash}\"");
+            if let Some(n) = name {
+                let quoted = toml::Value::String(n.clone()).to_string();
+                println!("name = {quoted}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Stats { command } => {
             let (args, rebuild) = match command {

@@ -32,6 +32,15 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Labels of `streamtally_http_request_seconds`: the route template (`/api/v1/orgs/{org}/..`),
+/// never the raw path, the method and the status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    pub route: String,
+    pub method: String,
+    pub status: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -65,6 +74,7 @@ pub struct Metrics {
     pub stats_lag_changes: Family<KindLabel, Gauge>,
     pub stats_recomputes: Counter,
     pub stats_write_errors: Family<KindLabel, Counter>,
+    pub http_request_seconds: Family<HttpLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -100,6 +110,7 @@ impl Metrics {
             stats_lag_changes: Family::default(),
             stats_recomputes: Counter::default(),
             stats_write_errors: Family::default(),
+            http_request_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -197,6 +208,11 @@ impl Metrics {
             "stats_write_errors",
             "Failed stats worker writes (retried from the durable cursor), by worker",
             m.stats_write_errors.clone(),
+        );
+        r.register(
+            "http_request_seconds",
+            "Gateway request latency (to the response head), by route template, method and status",
+            m.http_request_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -91,3 +91,72 @@ fn store_verify_and_info_on_a_fresh_store() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Event: 0 rows"), "{out}");
 }
+
+#[test]
+fn token_new_prints_a_token_and_its_config_entry() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let org = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+    let (code, out, err) = streamtally(
+        &["token", "new", "--org", org, "--name", "team \"dash\""],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("a token line");
+    // 32 random bytes, base64url without padding.
+    assert_eq!(token.len(), 43, "{token}");
+    assert!(token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    let hash: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(out.contains(&format!("token_sha256 = \"{hash}\"")), "{out}");
+    assert!(out.contains(&format!("org_id = \"{org}\"")), "{out}");
+    // The printed entry is valid configuration as it stands.
+    let entry = &out[out.find("[[auth.tokens]]").expect("an entry")..];
+    std::fs::write(dir.path().join("connector.toml"), entry).unwrap();
+    let (code, cfg, err) = streamtally(&["check-config"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        cfg.contains(&hash) && cfg.contains("team \"dash\""),
+        "{cfg}"
+    );
+    assert!(!cfg.contains(token));
+
+    // Two tokens are never the same.
+    let (_, again, _) = streamtally(&["token", "new", "--org", org], dir.path());
+    assert!(!again.contains(token));
+    assert!(!again.contains("name ="));
+
+    let (code, _, err) = streamtally(&["token", "new", "--org", "acme"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--org 'acme'"), "{err}");
+}
+
+#[test]
+fn run_fails_clearly_when_the_gateway_address_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let (code, _, err) = streamtally(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--set",
+            &format!("gateway.listen={addr}"),
+            "run",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&addr) && err.contains("gateway.listen"),
+        "{err}"
+    );
+}

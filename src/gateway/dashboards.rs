@@ -1,0 +1,420 @@
+//! Saved dashboards (the Dashboard entity): list by org, create, read, replace, delete.
+//! Bodies are validated against the widget schema of docs/API.md before anything is
+//! written; a 400 names the offending field (`widgets[2].w`) and its value.
+
+use super::error::ApiError;
+use super::params::fmt_time;
+use super::{blocking, GatewayState, OrgAccess};
+use crate::store::{Query, Row, Store, StoreError, Value, WriteBatch};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json as JsonBody;
+use serde_json::{json, Map, Value as Json};
+use std::collections::{HashMap, HashSet};
+
+pub const MAX_WIDGETS: usize = 50;
+pub const GRID_COLUMNS: i64 = 12;
+const KINDS: [&str; 4] = ["stat", "line", "bar", "recent"];
+const METRICS: [&str; 5] = [
+    "events_5m",
+    "active_users_5m",
+    "events_today",
+    "unique_users_today",
+    "unique_users_range",
+];
+const WIDGET_FIELDS: [&str; 8] = ["id", "kind", "title", "metric", "x", "y", "w", "h"];
+
+/// A validated dashboard body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardInput {
+    pub name: String,
+    pub widgets: Vec<Json>,
+}
+
+fn show(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn bad(field: &str, v: &Json, why: &str) -> ApiError {
+    ApiError::bad_parameter(field, &show(v), why)
+}
+
+fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiError> {
+    let at = |f: &str| format!("widgets[{i}].{f}");
+    let Some(obj) = w.as_object() else {
+        return Err(bad(&format!("widgets[{i}]"), w, "is not an object"));
+    };
+    if let Some(k) = obj.keys().find(|k| !WIDGET_FIELDS.contains(&k.as_str())) {
+        return Err(bad(
+            &at(k),
+            &obj[k],
+            &format!(
+                "is not a widget field (fields: {})",
+                WIDGET_FIELDS.join(", ")
+            ),
+        ));
+    }
+    let id = match obj.get("id") {
+        Some(Json::String(s)) if !s.is_empty() && s.chars().count() <= 64 => s.clone(),
+        other => {
+            return Err(bad(
+                &at("id"),
+                other.unwrap_or(&Json::Null),
+                "is not a string of 1..=64 characters",
+            ))
+        }
+    };
+    if !ids.insert(id.clone()) {
+        return Err(bad(&at("id"), &json!(id), "is used by another widget"));
+    }
+    let kind = match obj.get("kind") {
+        Some(Json::String(s)) if KINDS.contains(&s.as_str()) => s.clone(),
+        other => {
+            return Err(bad(
+                &at("kind"),
+                other.unwrap_or(&Json::Null),
+                "is not one of stat, line, bar, recent",
+            ))
+        }
+    };
+    let title = match obj.get("title") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) if s.chars().count() <= 200 => Some(s.clone()),
+        Some(other) => {
+            return Err(bad(
+                &at("title"),
+                other,
+                "is not a string of at most 200 characters",
+            ))
+        }
+    };
+    let metric = match (kind.as_str(), obj.get("metric")) {
+        ("stat", Some(Json::String(m))) if METRICS.contains(&m.as_str()) => Some(m.clone()),
+        ("stat", other) => {
+            return Err(bad(
+                &at("metric"),
+                other.unwrap_or(&Json::Null),
+                &format!(
+                    "is not a stat metric ({}); a stat widget needs one",
+                    METRICS.join(", ")
+                ),
+            ))
+        }
+        (_, None | Some(Json::Null)) => None,
+        (_, Some(other)) => {
+            return Err(bad(
+                &at("metric"),
+                other,
+                &format!("is only for stat widgets, not {kind}"),
+            ))
+        }
+    };
+    let mut grid = HashMap::new();
+    for (f, min, max) in [
+        ("x", 0, GRID_COLUMNS - 1),
+        ("y", 0, 10_000),
+        ("w", 1, GRID_COLUMNS),
+        ("h", 1, 100),
+    ] {
+        let v = obj.get(f).unwrap_or(&Json::Null);
+        match v.as_i64() {
+            Some(n) if (min..=max).contains(&n) => {
+                grid.insert(f, n);
+            }
+            _ => {
+                return Err(bad(
+                    &at(f),
+                    v,
+                    &format!("is not an integer in {min}..={max}"),
+                ))
+            }
+        }
+    }
+    if grid["x"] + grid["w"] > GRID_COLUMNS {
+        return Err(bad(
+            &at("w"),
+            &json!(grid["w"]),
+            &format!(
+                "does not fit: x ({}) + w must be <= {GRID_COLUMNS}",
+                grid["x"]
+            ),
+        ));
+    }
+    let mut out = Map::new();
+    out.insert("id".into(), json!(id));
+    out.insert("kind".into(), json!(kind));
+    if let Some(t) = title {
+        out.insert("title".into(), json!(t));
+    }
+    if let Some(m) = metric {
+        out.insert("metric".into(), json!(m));
+    }
+    for f in ["x", "y", "w", "h"] {
+        out.insert(f.into(), json!(grid[f]));
+    }
+    Ok(Json::Object(out))
+}
+
+/// Parses and validates a POST/PUT body.
+pub fn validate(body: &[u8]) -> Result<DashboardInput, ApiError> {
+    let v: Json = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_parameter(
+            "body",
+            &String::from_utf8_lossy(&body[..body.len().min(200)]),
+            format!("is not JSON ({e})"),
+        )
+    })?;
+    let Some(obj) = v.as_object() else {
+        return Err(bad("body", &v, "is not a JSON object"));
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["name", "widgets"].contains(&k.as_str()))
+    {
+        return Err(bad(k, &obj[k], "is not a dashboard field (name, widgets)"));
+    }
+    let name = match obj.get("name") {
+        Some(Json::String(s)) if (1..=100).contains(&s.chars().count()) => s.clone(),
+        other => {
+            return Err(bad(
+                "name",
+                other.unwrap_or(&Json::Null),
+                "is not a string of 1..=100 characters",
+            ))
+        }
+    };
+    let widgets = match obj.get("widgets") {
+        Some(Json::Array(ws)) if ws.len() <= MAX_WIDGETS => ws,
+        Some(Json::Array(ws)) => {
+            return Err(ApiError::bad_parameter(
+                "widgets",
+                &format!("{} widgets", ws.len()),
+                format!("is more than {MAX_WIDGETS}"),
+            ))
+        }
+        other => {
+            return Err(bad(
+                "widgets",
+                other.unwrap_or(&Json::Null),
+                "is not an array",
+            ))
+        }
+    };
+    let mut ids = HashSet::new();
+    let widgets = widgets
+        .iter()
+        .enumerate()
+        .map(|(i, w)| widget(i, w, &mut ids))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DashboardInput { name, widgets })
+}
+
+fn dashboard_json(row: &Row) -> Json {
+    let uuid = |f: &str| match row.get(f) {
+        Some(Value::Uuid(u)) => json!(uuid::Uuid::from_bytes(*u).to_string()),
+        _ => Json::Null,
+    };
+    let time = |f: &str| match row.get(f) {
+        Some(Value::Timestamp(us)) => json!(fmt_time(*us)),
+        _ => Json::Null,
+    };
+    json!({
+        "id": uuid("id"),
+        "org_id": uuid("org_id"),
+        "name": match row.get("name") { Some(Value::String(s)) => json!(s), _ => Json::Null },
+        "widgets": match row.get("widgets") {
+            Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(json!([])),
+            _ => json!([]),
+        },
+        "created_at": time("created_at"),
+        "updated_at": time("updated_at"),
+    })
+}
+
+fn dashboard_id(raw: &str) -> Result<[u8; 16], ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|u| *u.as_bytes())
+        .map_err(|_| ApiError::bad_parameter("id", raw, "is not a UUID"))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no dashboard {id} in this org"))
+}
+
+/// The dashboard `id` if it exists and belongs to `org`.
+fn load(store: &Store, org: [u8; 16], id: [u8; 16]) -> Result<Option<Row>, StoreError> {
+    Ok(store
+        .get("Dashboard", &id)?
+        .filter(|r| r.get("org_id") == Some(&Value::Uuid(org))))
+}
+
+fn row(id: [u8; 16], org: [u8; 16], input: &DashboardInput, created: i64, now: i64) -> Row {
+    Row::new()
+        .with("id", Value::Uuid(id))
+        .with("org_id", Value::Uuid(org))
+        .with("name", Value::String(input.name.clone()))
+        .with(
+            "widgets",
+            Value::String(Json::Array(input.widgets.clone()).to_string()),
+        )
+        .with("created_at", Value::Timestamp(created))
+        .with("updated_at", Value::Timestamp(now))
+}
+
+/// `GET /api/v1/orgs/{org}/dashboards` (by name)
+pub async fn list(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+) -> Result<JsonBody<Json>, ApiError> {
+    let store = st.store.clone();
+    let org = access.org_bytes();
+    let mut rows =
+        blocking(move || store.query(&Query::new("Dashboard").eq("org_id", Value::Uuid(org))))
+            .await??;
+    let name = |r: &Row| match r.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    rows.sort_by(|a, b| name(a).cmp(&name(b)).then_with(|| a.id().cmp(&b.id())));
+    Ok(JsonBody(json!({
+        "dashboards": rows.iter().map(dashboard_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// `POST /api/v1/orgs/{org}/dashboards` -> 201
+pub async fn create(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input = validate(&body)?;
+    let id = *uuid::Uuid::new_v4().as_bytes();
+    let now = chrono::Utc::now().timestamp_micros();
+    let r = row(id, access.org_bytes(), &input, now, now);
+    let mut batch = WriteBatch::new();
+    batch.insert("Dashboard", r.clone());
+    st.store.write(batch).await?;
+    Ok((StatusCode::CREATED, JsonBody(dashboard_json(&r))).into_response())
+}
+
+/// `GET /api/v1/orgs/{org}/dashboards/{id}`
+pub async fn get(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<JsonBody<Json>, ApiError> {
+    let id = dashboard_id(&raw)?;
+    let store = st.store.clone();
+    let org = access.org_bytes();
+    match blocking(move || load(&store, org, id)).await?? {
+        Some(r) => Ok(JsonBody(dashboard_json(&r))),
+        None => Err(not_found(&raw)),
+    }
+}
+
+/// `PUT /api/v1/orgs/{org}/dashboards/{id}` (the whole dashboard, as POST)
+pub async fn replace(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+    Path((_, raw)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<JsonBody<Json>, ApiError> {
+    let id = dashboard_id(&raw)?;
+    let input = validate(&body)?;
+    let store = st.store.clone();
+    let org = access.org_bytes();
+    let Some(old) = blocking(move || load(&store, org, id)).await?? else {
+        return Err(not_found(&raw));
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    let created = match old.get("created_at") {
+        Some(Value::Timestamp(t)) => *t,
+        _ => now,
+    };
+    let r = row(id, org, &input, created, now);
+    let mut batch = WriteBatch::new();
+    batch.update("Dashboard", id, r.clone());
+    match st.store.write(batch).await {
+        Ok(_) => Ok(JsonBody(dashboard_json(&r))),
+        // Deleted between the read and the write.
+        Err(StoreError::NotFound { .. }) => Err(not_found(&raw)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `DELETE /api/v1/orgs/{org}/dashboards/{id}` -> 204
+pub async fn delete(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+    Path((_, raw)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = dashboard_id(&raw)?;
+    let store = st.store.clone();
+    let org = access.org_bytes();
+    if blocking(move || load(&store, org, id)).await??.is_none() {
+        return Err(not_found(&raw));
+    }
+    let mut batch = WriteBatch::new();
+    batch.delete("Dashboard", id);
+    match st.store.write(batch).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::NotFound { .. }) => Err(not_found(&raw)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: Json) -> (String, String) {
+        let e = validate(body.to_string().as_bytes()).unwrap_err();
+        (e.parameter.unwrap(), e.value.unwrap())
+    }
+
+    #[test]
+    fn widgets_are_validated_field_by_field() {
+        let ok = json!({"name": "Main", "widgets": [
+            {"id": "w1", "kind": "stat", "metric": "events_5m", "x": 0, "y": 0, "w": 3, "h": 2},
+            {"id": "w2", "kind": "line", "title": "Events", "x": 3, "y": 0, "w": 9, "h": 4},
+        ]});
+        let d = validate(ok.to_string().as_bytes()).unwrap();
+        assert_eq!(d.widgets.len(), 2);
+        let w = |extra: Json| {
+            let mut base = json!({"id": "w1", "kind": "line", "x": 0, "y": 0, "w": 6, "h": 4});
+            for (k, v) in extra.as_object().unwrap() {
+                base[k] = v.clone();
+            }
+            json!({"name": "D", "widgets": [base]})
+        };
+        assert_eq!(err(w(json!({"x": 8}))), ("widgets[0].w".into(), "6".into()));
+        assert_eq!(err(w(json!({"w": 0}))), ("widgets[0].w".into(), "0".into()));
+        assert_eq!(
+            err(w(json!({"kind": "pie"}))),
+            ("widgets[0].kind".into(), "pie".into())
+        );
+        assert_eq!(
+            err(w(json!({"metric": "events_5m"}))),
+            ("widgets[0].metric".into(), "events_5m".into())
+        );
+        assert_eq!(
+            err(w(json!({"kind": "stat"}))),
+            ("widgets[0].metric".into(), "null".into())
+        );
+        assert_eq!(
+            err(w(json!({"color": "red"}))),
+            ("widgets[0].color".into(), "red".into())
+        );
+        assert_eq!(err(json!({"name": "", "widgets": []})).0, "name");
+        assert_eq!(err(json!({"name": "x"})).0, "widgets");
+        let many: Vec<Json> = (0..51)
+            .map(|i| json!({"id": format!("w{i}"), "kind": "bar", "x": 0, "y": i, "w": 1, "h": 1}))
+            .collect();
+        assert_eq!(err(json!({"name": "x", "widgets": many})).0, "widgets");
+    }
+}

@@ -1,0 +1,137 @@
+//! The one error type of the gateway and its JSON body (docs/API.md, "Errors"):
+//! `{"error":{"code":..,"message":..,"parameter":..,"value":..}}`. A 5xx body says
+//! `internal` and nothing else; the detail goes to the log.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An answer other than 2xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// The query parameter or body field at fault (400s only).
+    pub parameter: Option<String>,
+    /// Its value as given (400s only).
+    pub value: Option<String>,
+}
+
+impl ApiError {
+    /// 400 `bad_parameter`: `parameter` has the unusable `value`; `why` completes
+    /// "parameter 'p': 'v' ..." (e.g. "is not a YYYY-MM-DD date").
+    pub fn bad_parameter(parameter: &str, value: &str, why: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_parameter",
+            message: format!("parameter '{parameter}': '{value}' {why}"),
+            parameter: Some(parameter.to_string()),
+            value: Some(value.to_string()),
+        }
+    }
+
+    /// 400 `bad_parameter` for a required parameter that is absent.
+    pub fn missing_parameter(parameter: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_parameter",
+            message: format!("parameter '{parameter}' is required"),
+            parameter: Some(parameter.to_string()),
+            value: Some(String::new()),
+        }
+    }
+
+    /// 400 `range_too_large`.
+    pub fn range_too_large(parameter: &str, value: &str, message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "range_too_large",
+            message,
+            parameter: Some(parameter.to_string()),
+            value: Some(value.to_string()),
+        }
+    }
+
+    pub fn unauthorized(message: &str) -> ApiError {
+        ApiError::plain(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            message.to_string(),
+        )
+    }
+
+    pub fn forbidden(message: String) -> ApiError {
+        ApiError::plain(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: String) -> ApiError {
+        ApiError::plain(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not answer that method".to_string(),
+        )
+    }
+
+    /// 500 `internal`: logs `detail` (with `%error`) and answers without it.
+    pub fn internal(what: &str, detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %detail, "gateway: {what} failed");
+        ApiError::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error".to_string(),
+        )
+    }
+
+    fn plain(status: StatusCode, code: &'static str, message: String) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message,
+            parameter: None,
+            value: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(p) = self.parameter {
+            error["parameter"] = json!(p);
+        }
+        if let Some(v) = self.value {
+            error["value"] = json!(v);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<crate::stats::StatsError> for ApiError {
+    fn from(e: crate::stats::StatsError) -> ApiError {
+        ApiError::internal("a stats query", e)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        ApiError::internal("a store read or write", e)
+    }
+}

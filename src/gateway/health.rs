@@ -1,0 +1,151 @@
+//! Unauthenticated operations routes: `/healthz` (the process answers), `/readyz` (the
+//! connector keeps up, per `[metrics.readiness]`) and the Prometheus exposition.
+
+use super::GatewayState;
+use crate::config::ReadinessConfig;
+use crate::metrics::Metrics;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+
+/// `GET /healthz`: 200 `ok` while the process serves requests.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// One readiness condition and whether it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The readiness conditions at `now_ms`:
+/// - `partitions_assigned`: the consumer holds at least one partition;
+/// - `lag`: summed consumer lag <= `max_lag_events`;
+/// - `flush`: while events wait (lag > 0), the last successful flush is at most
+///   `max_flush_age_ms` old;
+/// - `freshness`: while events wait, the newest stored event time is at most
+///   `max_freshness_ms` old. With nothing waiting, old data is as fresh as the topic is,
+///   so an idle topic does not make the connector unready.
+pub fn readiness(m: &Metrics, r: &ReadinessConfig, now_ms: i64) -> Vec<Check> {
+    let assigned = m.assigned_partitions.get();
+    let lag = m.total_lag.load(Ordering::Relaxed);
+    let last_flush = m.last_flush_ok_ms.load(Ordering::Relaxed);
+    let newest = m.newest_event_ms.load(Ordering::Relaxed);
+    let waiting = lag > 0;
+    let flush = if !waiting {
+        (true, "no events waiting".to_string())
+    } else if last_flush == 0 {
+        (false, format!("{lag} events waiting and no flush yet"))
+    } else {
+        let age = (now_ms - last_flush).max(0);
+        (
+            age as u64 <= r.max_flush_age_ms,
+            format!(
+                "last flush {age} ms ago with {lag} events waiting (max {} ms)",
+                r.max_flush_age_ms
+            ),
+        )
+    };
+    let freshness = if !waiting {
+        (true, "no events waiting".to_string())
+    } else if newest == 0 {
+        (false, format!("{lag} events waiting and none stored yet"))
+    } else {
+        let age = (now_ms - newest).max(0);
+        (
+            age as u64 <= r.max_freshness_ms,
+            format!(
+                "newest stored event is {age} ms old with {lag} events waiting (max {} ms)",
+                r.max_freshness_ms
+            ),
+        )
+    };
+    vec![
+        Check {
+            name: "partitions_assigned",
+            ok: assigned > 0,
+            detail: format!("{assigned} partition(s) assigned"),
+        },
+        Check {
+            name: "lag",
+            ok: lag <= r.max_lag_events,
+            detail: format!("{lag} events behind (max {})", r.max_lag_events),
+        },
+        Check {
+            name: "flush",
+            ok: flush.0,
+            detail: flush.1,
+        },
+        Check {
+            name: "freshness",
+            ok: freshness.0,
+            detail: freshness.1,
+        },
+    ]
+}
+
+/// `GET /readyz`: 200 when every condition holds, else 503; the body lists them all and
+/// `failing` names the ones that do not hold.
+pub async fn readyz(State(st): State<GatewayState>) -> Response {
+    let now = chrono::Utc::now().timestamp_millis();
+    let checks = readiness(&st.metrics, &st.cfg.metrics.readiness, now);
+    let ready = checks.iter().all(|c| c.ok);
+    let body = json!({
+        "ready": ready,
+        "failing": checks.iter().filter(|c| !c.ok).map(|c| c.name).collect::<Vec<_>>(),
+        "checks": checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail}))
+            .collect::<Vec<_>>(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics` (or `metrics.path`): the Prometheus text exposition.
+pub async fn metrics(State(st): State<GatewayState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_each_failing_condition() {
+        let m = Metrics::new();
+        let r = ReadinessConfig::default();
+        let failing = |m: &Metrics, now: i64| -> Vec<&'static str> {
+            readiness(m, &r, now)
+                .into_iter()
+                .filter(|c| !c.ok)
+                .map(|c| c.name)
+                .collect()
+        };
+        assert_eq!(failing(&m, 1_000_000), vec!["partitions_assigned"]);
+        m.assigned_partitions.set(3);
+        assert!(failing(&m, 1_000_000).is_empty());
+        m.total_lag.store(10, Ordering::Relaxed);
+        assert_eq!(failing(&m, 1_000_000), vec!["flush", "freshness"]);
+        m.last_flush_ok_ms.store(990_000, Ordering::Relaxed);
+        m.newest_event_ms.store(995_000, Ordering::Relaxed);
+        assert!(failing(&m, 1_000_000).is_empty());
+        m.total_lag.store(200_000, Ordering::Relaxed);
+        assert_eq!(failing(&m, 2_000_000), vec!["lag", "flush", "freshness"]);
+    }
+}

@@ -1,0 +1,266 @@
+//! The HTTP gateway: an axum router over the store and the stats reader, serving the REST
+//! API of docs/API.md, `/healthz`, `/readyz` and the Prometheus metrics.
+//!
+//! - [`router`] builds the whole app from a [`GatewayState`] (store, stats reader, config,
+//!   metrics); tests drive it with `tower::ServiceExt::oneshot`, `streamtally run` serves it
+//!   with [`serve`] on its runtime until the shared shutdown token is cancelled.
+//! - Auth is per route, not a layer: REST handlers take an [`OrgAccess`] (Bearer token ->
+//!   [`auth::Principal`] -> may it read the `{org}` of the path -> does the org exist), so
+//!   routes with another kind of credential (a WebSocket's `?token=`) sit beside them and
+//!   reuse [`auth::Auth`] directly.
+//! - Store and stats reads block (sled), so handlers run them on the blocking pool
+//!   ([`blocking`]); the export streams page by page (`events`).
+//! - Errors are [`ApiError`]s: the JSON body of docs/API.md; a 5xx is logged, never detailed.
+
+pub mod auth;
+pub mod dashboards;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod params;
+pub mod stats;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::metrics::{HttpLabel, Metrics};
+use crate::stats::query::StatsReader;
+use crate::store::Store;
+use auth::{Auth, Principal};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use uuid::Uuid;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayState {
+    pub store: Store,
+    pub stats: StatsReader,
+    pub cfg: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Arc<Auth>,
+}
+
+impl GatewayState {
+    pub fn new(store: Store, stats: StatsReader, cfg: Config, metrics: Arc<Metrics>) -> Self {
+        GatewayState {
+            auth: Arc::new(Auth::new(&cfg.auth)),
+            store,
+            stats,
+            cfg: Arc::new(cfg),
+            metrics,
+        }
+    }
+
+    /// An org exists if a configured token names it or any rollup mentions it.
+    pub async fn org_known(&self, org: Uuid) -> Result<bool, ApiError> {
+        if self.auth.names_org(org) {
+            return Ok(true);
+        }
+        let stats = self.stats.clone();
+        Ok(blocking(move || stats.org_known(*org.as_bytes())).await??)
+    }
+}
+
+/// Runs a blocking store or stats read on the blocking pool.
+pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("a blocking read task", e))
+}
+
+/// The `{org}` of a REST path, checked: the request's token may read it (401/403) and it
+/// exists (404).
+#[derive(Debug, Clone, Copy)]
+pub struct OrgAccess {
+    pub org: Uuid,
+    pub principal: Principal,
+}
+
+impl OrgAccess {
+    pub fn org_bytes(&self) -> [u8; 16] {
+        *self.org.as_bytes()
+    }
+}
+
+impl FromRequestParts<GatewayState> for OrgAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &GatewayState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = state.auth.principal(&parts.headers)?;
+        let Path(path) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_parameter("path", parts.uri.path(), e))?;
+        let raw = path.get("org").map(String::as_str).unwrap_or("");
+        let org = Uuid::parse_str(raw)
+            .map_err(|_| ApiError::bad_parameter("org", raw, "is not a UUID"))?;
+        principal.may_read(org)?;
+        if !state.org_known(org).await? {
+            return Err(ApiError::not_found(format!("no org {org}")));
+        }
+        Ok(OrgAccess { org, principal })
+    }
+}
+
+/// The REST and operations routes (no fallback, no layers). A WebSocket route is merged
+/// here so the latency histogram covers it too.
+pub fn routes(cfg: &Config) -> Router<GatewayState> {
+    let org = "/api/v1/orgs/{org}";
+    let mut r = Router::new()
+        .route(&format!("{org}/timeseries"), get(stats::timeseries))
+        .route(&format!("{org}/top-events"), get(stats::top_events))
+        .route(&format!("{org}/unique-users"), get(stats::unique_users))
+        .route(&format!("{org}/counters"), get(stats::counters))
+        .route(&format!("{org}/events/recent"), get(events::recent))
+        .route(&format!("{org}/export"), get(events::export))
+        .route(
+            &format!("{org}/dashboards"),
+            get(dashboards::list).post(dashboards::create),
+        )
+        .route(
+            &format!("{org}/dashboards/{{id}}"),
+            get(dashboards::get)
+                .put(dashboards::replace)
+                .delete(dashboards::delete),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if cfg.metrics.enabled {
+        r = r.route(&cfg.metrics.path, get(health::metrics));
+    }
+    r
+}
+
+/// The whole app: [`routes`], the per-route latency histogram, JSON 404/405 answers, CORS.
+/// (The dashboard's static files will replace the 404 fallback for non-API paths.)
+pub fn router(state: GatewayState) -> Router {
+    let cors = cors_layer(&state.cfg.gateway.cors_allowed_origins);
+    let mut app = routes(&state.cfg)
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            record_latency,
+        ))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(cors) = cors {
+        app = app.layer(cors);
+    }
+    app.with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route".to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Observes `streamtally_http_request_seconds{route,method,status}` for matched routes
+/// (the route template, never the raw path, so orgs and ids do not become labels). For the
+/// export it is the time to the first byte.
+async fn record_latency(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics
+        .http_request_seconds
+        .get_or_create(&HttpLabel {
+            route,
+            method,
+            status: response.status().as_u16().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// CORS from `gateway.cors_allowed_origins`: none when empty (same origin only), any origin
+/// for `["*"]`, else exactly the listed origins.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("gateway: cannot listen on {addr} (gateway.listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gateway on {addr} stopped: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds `gateway.listen` (a failure names the address).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind { addr, source })
+}
+
+/// Serves `app` until `shutdown` is cancelled, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| GatewayError::Serve {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+    tracing::info!(%addr, "gateway listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|source| GatewayError::Serve { addr, source })?;
+    tracing::info!(%addr, "gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The rollup-backed REST routes: timeseries, top events, unique users, counters. Each
+//! parses its parameters, asks [`crate::stats::query::StatsReader`] on a blocking thread,
+//! and shapes the answer as docs/API.md says.
+
+use super::error::ApiError;
+use super::params::{fmt_time, Params};
+use super::{blocking, GatewayState, OrgAccess};
+use crate::stats::query::{Counters, Granularity, MAX_POINTS};
+use axum::extract::State;
+use axum::Json as JsonBody;
+use chrono::Utc;
+use serde_json::{json, Value as Json};
+
+/// `GET /api/v1/orgs/{org}/timeseries?from=&to=&granularity=hour|day&event_type=`
+pub async fn timeseries(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+    params: Params,
+) -> Result<JsonBody<Json>, ApiError> {
+    let (from, to) = params.range(st.cfg.gateway.max_range_days)?;
+    let g = params.granularity()?;
+    let step: i64 = match g {
+        Granularity::Hour => 3_600_000_000,
+        Granularity::Day => 86_400_000_000,
+    };
+    let points = (to - from.div_euclid(step) * step + step - 1) / step;
+    if points > MAX_POINTS as i64 {
+        let to_s = params.get("to").unwrap_or("");
+        return Err(ApiError::range_too_large(
+            "to",
+            to_s,
+            format!(
+                "parameter 'to': '{to_s}' makes {points} {} buckets; at most {MAX_POINTS}",
+                g.as_str()
+            ),
+        ));
+    }
+    let event_type = params.get("event_type").map(str::to_string);
+    if let Some(t) = &event_type {
+        if t.len() > 200 {
+            return Err(ApiError::bad_parameter(
+                "event_type",
+                t,
+                "is longer than 200 bytes",
+            ));
+        }
+    }
+    let stats = st.stats.clone();
+    let et = event_type.clone();
+    let org = access.org_bytes();
+    let points = blocking(move || stats.timeseries(org, from, to, g, et.as_deref())).await??;
+    Ok(JsonBody(json!({
+        "org_id": access.org.to_string(),
+        "from": fmt_time(from),
+        "to": fmt_time(to),
+        "granularity": g.as_str(),
+        "event_type": event_type,
+        "points": points.iter().map(|p| json!({
+            "t": fmt_time(p.t_us),
+            "events": p.events,
+            "unique_users": p.unique_users,
+            "unique_sessions": p.unique_sessions,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /api/v1/orgs/{org}/top-events?date=YYYY-MM-DD&limit=10` (date: default today, UTC)
+pub async fn top_events(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+    params: Params,
+) -> Result<JsonBody<Json>, ApiError> {
+    let date = params.date("date", Utc::now().date_naive())?;
+    let limit = params.int("limit", 1, 1000, 10)? as usize;
+    let stats = st.stats.clone();
+    let org = access.org_bytes();
+    let top = blocking(move || stats.top_events(org, date, limit)).await??;
+    Ok(JsonBody(json!({
+        "org_id": access.org.to_string(),
+        "date": date.format("%Y-%m-%d").to_string(),
+        "events": top.iter().map(|t| json!({"event_name": t.event_name, "count": t.count}))
+            .collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /api/v1/orgs/{org}/unique-users?from=&to=`
+pub async fn unique_users(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+    params: Params,
+) -> Result<JsonBody<Json>, ApiError> {
+    let (from, to) = params.range(st.cfg.gateway.max_range_days)?;
+    let stats = st.stats.clone();
+    let org = access.org_bytes();
+    let u = blocking(move || stats.unique(org, from, to)).await??;
+    Ok(JsonBody(json!({
+        "org_id": access.org.to_string(),
+        "from": fmt_time(from),
+        "to": fmt_time(to),
+        "unique_users": u.users,
+        "unique_sessions": u.sessions,
+        "exact": u.exact,
+    })))
+}
+
+/// The counters body (also what a WebSocket update carries).
+pub fn counters_json(org: uuid::Uuid, c: &Counters) -> Json {
+    let five = c.windows.iter().find(|w| w.window_seconds == 300);
+    let pick = |f: fn(&crate::stats::realtime::WindowValues) -> i64| five.map(f).unwrap_or(0);
+    json!({
+        "org_id": org.to_string(),
+        "events_5m": pick(|w| w.events),
+        "active_users_5m": pick(|w| w.active_users),
+        "prev_events_5m": pick(|w| w.prev_events),
+        "prev_active_users_5m": pick(|w| w.prev_active_users),
+        "events_today": c.events_today,
+        "unique_users_today": c.unique_users_today,
+        "windows": c.windows.iter().map(|w| json!({
+            "window_seconds": w.window_seconds,
+            "events": w.events,
+            "active_users": w.active_users,
+            "prev_events": w.prev_events,
+            "prev_active_users": w.prev_active_users,
+        })).collect::<Vec<_>>(),
+        "updated_at": c.updated_at_us.map(fmt_time),
+    })
+}
+
+/// `GET /api/v1/orgs/{org}/counters`
+pub async fn counters(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+) -> Result<JsonBody<Json>, ApiError> {
+    let stats = st.stats.clone();
+    let windows = st.cfg.stats.realtime_windows_s.clone();
+    let org = access.org_bytes();
+    let now = Utc::now().timestamp_micros();
+    let c = blocking(move || stats.counters(org, &windows, now)).await??;
+    Ok(JsonBody(counters_json(access.org, &c)))
+}
