@@ -1312,3 +1312,151 @@ async fn a_range_within_max_range_days_but_over_the_point_cap_is_too_large() {
         1000
     );
 }
+
+/// A blocking HTTP/1.1 GET over a fresh connection: (status, body); None if the gateway
+/// does not answer (yet).
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// `streamtally run` as a user starts it: events produced to a real Kafka-protocol broker
+/// (Tansu) are served by the gateway on `gateway.listen` with the counts produced, /readyz
+/// turns 200, and SIGTERM stops it cleanly.
+#[test]
+fn streamtally_run_serves_what_it_ingested_over_http() {
+    use common::broker::{synth_records, TestBroker};
+    let Some(broker) = TestBroker::tansu() else {
+        return;
+    };
+    let topic = broker.new_topic("gateway");
+    let mut synth = streamtally::synth::SynthConfig::new(3000);
+    synth.orgs = 3;
+    synth.users = 300;
+    synth.span_days = 2;
+    common::broker::produce(
+        &broker.bootstrap,
+        &topic,
+        &synth_records(&synth, 0..3000, 3),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("data");
+    let log = dir.path().join("run.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let admin_hash = token_sha256_hex(ADMIN);
+    let mut child = common::run::spawn_run(
+        &broker.bootstrap,
+        &topic,
+        &common::broker::random_name("gateway"),
+        &store,
+        &log,
+        &[
+            ("STREAMTALLY__GATEWAY__LISTEN", addr.as_str()),
+            ("STREAMTALLY__AUTH__ADMIN_TOKEN_SHA256", admin_hash.as_str()),
+        ],
+    );
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Per org: events and distinct users, from the generator.
+    let mut want: HashMap<Uuid, (i64, HashSet<String>)> = HashMap::new();
+    for i in 0..3000 {
+        let e = streamtally::synth::SynthEvent::generate(&synth, i);
+        let slot = want.entry(Uuid::from_bytes(e.org_id)).or_default();
+        slot.0 += 1;
+        slot.1.insert(e.user_id);
+    }
+    let from = ms(synth.end - Duration::days(3));
+    let to = ms(synth.end + Duration::days(1));
+    let started = std::time::Instant::now();
+    let total = |o: Uuid| -> Option<i64> {
+        let (status, body) = http_get(
+            &addr,
+            &path(
+                o,
+                &format!("timeseries?from={from}&to={to}&granularity=day"),
+            ),
+            Some(ADMIN),
+        )?;
+        if status != 200 {
+            return None;
+        }
+        let j: Json = serde_json::from_str(&body).ok()?;
+        Some(
+            j["points"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["events"].as_i64())
+                .sum(),
+        )
+    };
+    for (o, (n, users)) in &want {
+        while total(*o) != Some(*n) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(90),
+                "org {o}: timeseries never reached {n} events (last {:?}); log:\n{}",
+                total(*o),
+                show_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let (status, body) = http_get(
+            &addr,
+            &path(*o, &format!("unique-users?from={from}&to={to}")),
+            Some(ADMIN),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let j: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(j["unique_users"], json!(users.len()), "{o}");
+    }
+    let (status, _) =
+        http_get(&addr, &path(*want.keys().next().unwrap(), "counters"), None).unwrap();
+    assert_eq!(status, 401);
+    // Ready once partitions are assigned and nothing waits.
+    loop {
+        let (status, body) = http_get(&addr, "/readyz", None).unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "never ready: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (status, metrics) = http_get(&addr, "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("streamtally_events_stored_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("streamtally_http_request_seconds_bucket"),
+        "{metrics}"
+    );
+
+    let status = common::run::sigterm(&mut child);
+    assert!(status.success(), "exit {status:?}; log:\n{}", show_log());
+    assert!(http_get(&addr, "/healthz", None).is_none());
+}
