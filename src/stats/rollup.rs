@@ -37,7 +37,7 @@ impl Default for RollupOptions {
     fn default() -> Self {
         RollupOptions {
             exact_threshold: 10_000,
-            max_batch_changes: 50_000,
+            max_batch_changes: 100_000,
             flush_interval: Duration::from_millis(200),
             cache_buckets: 50_000,
         }
