@@ -1460,3 +1460,21 @@ fn streamtally_run_serves_what_it_ingested_over_http() {
     assert!(status.success(), "exit {status:?}; log:\n{}", show_log());
     assert!(http_get(&addr, "/healthz", None).is_none());
 }
+
+#[tokio::test]
+async fn metrics_follow_the_metrics_section() {
+    let f = Fixture::with(|c| c.metrics.path = "/internal/prom".into()).await;
+    let (s, _, body) = f.send(Method::GET, "/internal/prom", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(String::from_utf8(body)
+        .unwrap()
+        .contains("streamtally_assigned_partitions 0"));
+    let (s, _) = f.get("/metrics", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let off = Fixture::with(|c| c.metrics.enabled = false).await;
+    let (s, body) = off.get("/metrics", None).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
