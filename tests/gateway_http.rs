@@ -1478,3 +1478,23 @@ async fn metrics_follow_the_metrics_section() {
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
 }
+
+#[tokio::test]
+async fn a_store_failure_is_a_500_without_details() {
+    let f = Fixture::new().await;
+    f.store.close().unwrap();
+    let (s, _, body) = f
+        .send(
+            Method::POST,
+            &path(org(1), "dashboards"),
+            Some(TOKEN_A),
+            Some(json!({"name": "x", "widgets": []})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    let j: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        j,
+        json!({"error": {"code": "internal", "message": "internal error"}})
+    );
+}
