@@ -42,12 +42,11 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
         cfg.clone(),
         metrics.clone(),
     ));
-    let on_gateway_error = shutdown.clone();
-    let gateway_task = runtime.spawn(gateway::serve(listener, app, shutdown.clone()));
+    let gateway_shutdown = shutdown.clone();
     let gateway_task = runtime.spawn(async move {
-        let result = gateway_task.await;
-        if !matches!(result, Ok(Ok(()))) {
-            on_gateway_error.cancel();
+        let result = gateway::serve(listener, app, gateway_shutdown.clone()).await;
+        if result.is_err() {
+            gateway_shutdown.cancel();
         }
         result
     });
@@ -113,9 +112,9 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
             tracing::warn!("gateway: in-flight requests did not finish within 5 s; dropping them");
             None
         }
-        Ok(Ok(Ok(Ok(())))) => None,
-        Ok(Ok(Ok(Err(e)))) => Some(anyhow::Error::from(e)),
-        Ok(Ok(Err(e))) | Ok(Err(e)) => Some(anyhow::anyhow!("the gateway task failed: {e}")),
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(anyhow::Error::from(e)),
+        Ok(Err(e)) => Some(anyhow::anyhow!("the gateway task failed: {e}")),
     };
     if let Some(e) = &gateway_error {
         tracing::error!(error = %format!("{e:#}"), "gateway failed");
