@@ -39,7 +39,10 @@ pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
             .filter(|us| in_range(*us))
             .ok_or_else(bad);
     }
-    let t = DateTime::parse_from_rfc3339(value).map_err(|_| bad())?;
+    // An unencoded `+01:00` offset arrives as ` 01:00` (form decoding): take it as meant.
+    let t = DateTime::parse_from_rfc3339(value)
+        .or_else(|_| DateTime::parse_from_rfc3339(&value.replace(' ', "+")))
+        .map_err(|_| bad())?;
     Ok(t.timestamp_micros()).and_then(|us| if in_range(us) { Ok(us) } else { Err(bad()) })
 }
 
@@ -150,6 +153,10 @@ mod tests {
         assert_eq!(parse_time("from", "1000").unwrap(), 1_000_000);
         assert_eq!(
             parse_time("from", "2026-11-27T10:00:00+01:00").unwrap(),
+            parse_time("from", "2026-11-27T09:00:00Z").unwrap()
+        );
+        assert_eq!(
+            parse_time("from", "2026-11-27T10:00:00 01:00").unwrap(),
             parse_time("from", "2026-11-27T09:00:00Z").unwrap()
         );
         assert_eq!(fmt_time(1_000_000), "1970-01-01T00:00:01.000Z");
