@@ -27,56 +27,18 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let listener = runtime
-        .block_on(gateway::bind(cfg.gateway.listen))
-        .context("starting the gateway")?;
-    let app = gateway::router(GatewayState::new(
-        store.clone(),
-        StatsReader::new(store.clone()),
+    let services = Services::start(
         cfg.clone(),
+        store.clone(),
         metrics.clone(),
-    ));
-    let gateway_shutdown = shutdown.clone();
-    let gateway_task = runtime.spawn(async move {
-        let result = gateway::serve(listener, app, gateway_shutdown.clone()).await;
-        if result.is_err() {
-            gateway_shutdown.cancel();
-        }
-        result
-    });
+        shutdown.clone(),
+    )?;
     let signals = shutdown.clone();
-    runtime.spawn(async move {
+    services.handle().spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: stopping fetches, flushing, committing");
         signals.cancel();
     });
-
-    let mut workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
-    if cfg.stats.enabled {
-        let rollups = RollupWorker::new(store.clone(), rollup_options(&cfg))
-            .context("starting the rollup worker")?
-            .with_metrics(metrics.clone());
-        let realtime =
-            RealtimeWorker::new(store.clone(), realtime_options(&cfg), Arc::new(SystemClock))
-                .context("starting the real-time counter worker")?
-                .with_metrics(metrics.clone());
-        let token = shutdown.clone();
-        workers.push((
-            "stats rollups",
-            spawn_worker("stats-rollups", shutdown.clone(), rollups.run(token))?,
-        ));
-        let token = shutdown.clone();
-        workers.push((
-            "stats realtime",
-            spawn_worker("stats-realtime", shutdown.clone(), realtime.run(token))?,
-        ));
-    }
 
     let ingest = Ingest::new(
         cfg.clone(),
@@ -92,44 +54,140 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))?;
     shutdown.cancel();
-    let mut worker_error = None;
-    for (name, handle) in workers {
-        let outcome = handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))
-            .and_then(|r| r.with_context(|| format!("{name} stopped")));
-        if let Err(e) = outcome {
-            tracing::error!(error = %format!("{e:#}"), "{name} failed");
-            worker_error.get_or_insert(e);
-        }
-    }
-    // In-flight requests (an export, say) get a few seconds to finish.
-    let gateway_result = runtime.block_on(async {
-        tokio::time::timeout(std::time::Duration::from_secs(5), gateway_task).await
-    });
-    let gateway_error = match gateway_result {
-        Err(_) => {
-            tracing::warn!("gateway: in-flight requests did not finish within 5 s; dropping them");
-            None
-        }
-        Ok(Ok(Ok(()))) => None,
-        Ok(Ok(Err(e))) => Some(anyhow::Error::from(e)),
-        Ok(Err(e)) => Some(anyhow::anyhow!("the gateway task failed: {e}")),
-    };
-    if let Some(e) = &gateway_error {
-        tracing::error!(error = %format!("{e:#}"), "gateway failed");
-    }
-    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    let services_result = services.join();
     store.close().context("closing the store")?;
     result.context("ingest stopped")?;
-    if let Some(e) = worker_error {
-        return Err(e);
-    }
-    if let Some(e) = gateway_error {
-        return Err(e);
-    }
+    services_result?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Everything around ingest: the stats workers (each on its own thread) and the gateway
+/// (on a two-thread runtime), sharing the store, the metrics and the shutdown token. The
+/// real-time worker publishes newly stored events to the gateway's WebSocket sessions.
+/// Used by `streamtally run`, and by tests that run ingest in-process.
+pub struct Services {
+    /// Where the gateway listens (the port is the real one when `gateway.listen` asked for 0).
+    pub gateway_addr: std::net::SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    gateway_task:
+        tokio::task::JoinHandle<Result<Result<(), gateway::GatewayError>, tokio::task::JoinError>>,
+    workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Services {
+    /// Binds the gateway (a busy address fails here, naming it), then starts everything.
+    pub fn start(
+        cfg: Config,
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Services> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let listener = runtime
+            .block_on(gateway::bind(cfg.gateway.listen))
+            .context("starting the gateway")?;
+        let gateway_addr = listener
+            .local_addr()
+            .with_context(|| format!("the gateway's address ({})", cfg.gateway.listen))?;
+        let (live, _) = tokio::sync::broadcast::channel(1024);
+        let app = gateway::router(
+            GatewayState::new(
+                store.clone(),
+                StatsReader::new(store.clone()),
+                cfg.clone(),
+                metrics.clone(),
+            )
+            .with_live(live.clone())
+            .with_shutdown(shutdown.clone()),
+        );
+        let on_gateway_error = shutdown.clone();
+        let gateway_task = runtime.spawn(gateway::serve(listener, app, shutdown.clone()));
+        let gateway_task = runtime.spawn(async move {
+            let result = gateway_task.await;
+            if !matches!(result, Ok(Ok(()))) {
+                on_gateway_error.cancel();
+            }
+            result
+        });
+
+        let mut workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        if cfg.stats.enabled {
+            let rollups = RollupWorker::new(store.clone(), rollup_options(&cfg))
+                .context("starting the rollup worker")?
+                .with_metrics(metrics.clone());
+            let realtime =
+                RealtimeWorker::new(store.clone(), realtime_options(&cfg), Arc::new(SystemClock))
+                    .context("starting the real-time counter worker")?
+                    .with_metrics(metrics.clone())
+                    .with_live(live);
+            let token = shutdown.clone();
+            workers.push((
+                "stats rollups",
+                spawn_worker("stats-rollups", shutdown.clone(), rollups.run(token))?,
+            ));
+            let token = shutdown.clone();
+            workers.push((
+                "stats realtime",
+                spawn_worker("stats-realtime", shutdown.clone(), realtime.run(token))?,
+            ));
+        }
+        Ok(Services {
+            gateway_addr,
+            runtime,
+            gateway_task,
+            workers,
+        })
+    }
+
+    /// The services' runtime, to run more tasks on (signal handling).
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
+    /// Once the shutdown token is cancelled: waits for the workers and the gateway (its
+    /// in-flight requests get 5 s) and returns the first error.
+    pub fn join(self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for (name, handle) in self.workers {
+            let outcome = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))
+                .and_then(|r| r.with_context(|| format!("{name} stopped")));
+            if let Err(e) = outcome {
+                tracing::error!(error = %format!("{e:#}"), "{name} failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        let gateway_task = self.gateway_task;
+        let gateway_result = self.runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), gateway_task).await
+        });
+        let gateway_error = match gateway_result {
+            Err(_) => {
+                tracing::warn!(
+                    "gateway: in-flight requests did not finish within 5 s; dropping them"
+                );
+                None
+            }
+            Ok(Ok(Ok(Ok(())))) => None,
+            Ok(Ok(Ok(Err(e)))) => Some(anyhow::Error::from(e)),
+            Ok(Ok(Err(e))) | Ok(Err(e)) => Some(anyhow::anyhow!("the gateway task failed: {e}")),
+        };
+        if let Some(e) = &gateway_error {
+            tracing::error!(error = %format!("{e:#}"), "gateway failed");
+        }
+        self.runtime
+            .shutdown_timeout(std::time::Duration::from_secs(5));
+        match (first_error, gateway_error) {
+            (Some(e), _) | (None, Some(e)) => Err(e),
+            (None, None) => Ok(()),
+        }
+    }
 }
 
 /// The rollup worker's options from `[stats]`.

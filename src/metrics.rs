@@ -75,6 +75,9 @@ pub struct Metrics {
     pub stats_recomputes: Counter,
     pub stats_write_errors: Family<KindLabel, Counter>,
     pub http_request_seconds: Family<HttpLabel, Histogram, fn() -> Histogram>,
+    pub ws_clients: Gauge,
+    pub ws_messages_sent: Counter,
+    pub ws_messages_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -111,6 +114,9 @@ impl Metrics {
             stats_recomputes: Counter::default(),
             stats_write_errors: Family::default(),
             http_request_seconds: Family::new_with_constructor(latency_histogram),
+            ws_clients: Gauge::default(),
+            ws_messages_sent: Counter::default(),
+            ws_messages_dropped: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -213,6 +219,21 @@ impl Metrics {
             "http_request_seconds",
             "Gateway request latency (to the response head), by route template, method and status",
             m.http_request_seconds.clone(),
+        );
+        r.register(
+            "ws_clients",
+            "WebSocket clients connected to /ws/dashboard",
+            m.ws_clients.clone(),
+        );
+        r.register(
+            "ws_messages_sent",
+            "WebSocket messages written to clients",
+            m.ws_messages_sent.clone(),
+        );
+        r.register(
+            "ws_messages_dropped",
+            "WebSocket updates skipped for a slow client, and event batches a lagging client missed",
+            m.ws_messages_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -19,6 +19,7 @@ pub mod events;
 pub mod health;
 pub mod params;
 pub mod stats;
+pub mod ws;
 
 pub use error::ApiError;
 
@@ -50,6 +51,10 @@ pub struct GatewayState {
     pub cfg: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
+    /// Newly stored events, published by the real-time worker, for WebSocket push.
+    pub live: ws::LiveSender,
+    /// Cancelled at shutdown: WebSocket sessions close with 1001.
+    pub shutdown: CancellationToken,
 }
 
 impl GatewayState {
@@ -60,7 +65,21 @@ impl GatewayState {
             stats,
             cfg: Arc::new(cfg),
             metrics,
+            live: tokio::sync::broadcast::channel(1).0,
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// Push the events published on `live` to WebSocket clients.
+    pub fn with_live(mut self, live: ws::LiveSender) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// Close WebSocket sessions when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// An org exists if a configured token names it or any rollup mentions it.
@@ -141,6 +160,7 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
                 .put(dashboards::replace)
                 .delete(dashboards::delete),
         )
+        .route("/ws/dashboard", get(ws::dashboard))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if cfg.metrics.enabled {

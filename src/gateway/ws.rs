@@ -1,0 +1,524 @@
+//! `/ws/dashboard`: live push to browsers and users' own WebSocket clients.
+//!
+//! A connection is authenticated at the upgrade (the `Authorization` header, or `?token=`
+//! for browsers) and bound to one org. The server sends `hello`, then every
+//! `push_interval_ms` in which something changed an `update` (new events of the org, capped;
+//! counters; lag; and, after a `subscribe`, the changed points of the subscribed view).
+//! Idle connections only get pings. Commands: `subscribe` (answered with a `snapshot`) and
+//! `ping`; anything else gets an `error` and the connection stays open. Oversized messages
+//! close with 1009, command floods with 1008, shutdown with 1001.
+//!
+//! Each client has a bounded send queue drained by its own writer task: when it is full
+//! the update is skipped (counted as dropped), and after three skips in a row the client is
+//! disconnected. Nothing here ever waits on a client, so a slow one cannot slow ingestion or
+//! other clients; new events come from a broadcast channel, where a lagging receiver just
+//! loses the oldest batches (also counted).
+
+use super::error::ApiError;
+use super::events::event_json;
+use super::params::{fmt_time, parse_time};
+use super::stats::counters_json;
+use super::{blocking, GatewayState};
+use crate::stats::query::{Granularity, Point};
+use crate::stats::realtime::LiveEvent;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value as Json};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+const HOUR_US: i64 = 3_600_000_000;
+/// Consecutive skipped updates after which a client is disconnected.
+const MAX_SKIPS: u32 = 3;
+
+/// The channel the real-time worker publishes newly stored events on.
+pub type LiveSender = broadcast::Sender<Arc<Vec<LiveEvent>>>;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+    org: Option<String>,
+}
+
+/// `GET /ws/dashboard[?token=..][&org=..]`: 401/403/404 before the upgrade.
+pub async fn dashboard(
+    State(st): State<GatewayState>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let principal = if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        st.auth.principal(&headers)?
+    } else {
+        st.auth.principal_of_token(q.token.as_deref())?
+    };
+    let org = match (q.org.as_deref(), principal) {
+        (Some(raw), _) => Uuid::parse_str(raw)
+            .map_err(|_| ApiError::bad_parameter("org", raw, "is not a UUID"))?,
+        (None, super::auth::Principal::Org(own)) => own,
+        (None, _) => return Err(ApiError::missing_parameter("org")),
+    };
+    principal.may_read(org)?;
+    if !st.org_known(org).await? {
+        return Err(ApiError::not_found(format!("no org {org}")));
+    }
+    let limit = st.cfg.gateway.ws_max_message_bytes as usize;
+    Ok(ws
+        // Frames up to twice the limit reach us, so an oversized message gets a 1009 close
+        // with a reason rather than a protocol error.
+        .max_message_size(limit.saturating_mul(2).max(1024))
+        .on_upgrade(move |socket| session(st, org, socket)))
+}
+
+/// What a `subscribe` asked for.
+#[derive(Debug, Clone)]
+struct View {
+    from_us: i64,
+    /// None: live, the range ends now and slides (keeping its length).
+    to_us: Option<i64>,
+    span_us: i64,
+    granularity: Granularity,
+    event_type: Option<String>,
+}
+
+impl View {
+    fn range(&self, now_us: i64) -> (i64, i64) {
+        match self.to_us {
+            Some(to) => (self.from_us, to),
+            None => (now_us - self.span_us, now_us),
+        }
+    }
+
+    fn json(&self, now_us: i64) -> Json {
+        let (from, to) = self.range(now_us);
+        json!({
+            "from": fmt_time(from),
+            "to": self.to_us.map(|_| fmt_time(to)),
+            "granularity": self.granularity.as_str(),
+            "event_type": self.event_type,
+        })
+    }
+}
+
+/// One client's state.
+struct Session {
+    st: GatewayState,
+    org: Uuid,
+    tx: mpsc::Sender<Message>,
+    /// New events of the org since the last update, newest last.
+    pending: VecDeque<Arc<crate::store::Row>>,
+    changed: bool,
+    view: Option<View>,
+    /// The view's points as last sent, to send only what changed.
+    sent_points: Vec<Point>,
+    skips: u32,
+    commands: (Instant, u64),
+}
+
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
+    let cfg = st.cfg.gateway.clone();
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(cfg.ws_send_queue.max(1) as usize);
+    let metrics = st.metrics.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() {
+                return;
+            }
+            metrics.ws_messages_sent.inc();
+            if close {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    st.metrics.ws_clients.inc();
+    let mut live = st.live.subscribe();
+    let mut s = Session {
+        st: st.clone(),
+        org,
+        tx,
+        pending: VecDeque::new(),
+        changed: false,
+        view: None,
+        sent_points: Vec::new(),
+        skips: 0,
+        commands: (Instant::now(), 0),
+    };
+    let _ = s.tx.try_send(text(json!({
+        "type": "hello",
+        "org_id": org.to_string(),
+        "server_time": fmt_time(chrono::Utc::now().timestamp_micros()),
+        "push_interval_ms": cfg.push_interval_ms,
+    })));
+    let mut push = tokio::time::interval(Duration::from_millis(cfg.push_interval_ms.max(10)));
+    let mut ping = tokio::time::interval(Duration::from_millis(cfg.ws_ping_interval_ms.max(10)));
+    push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = st.shutdown.clone();
+    let close = loop {
+        let flow = tokio::select! {
+            _ = shutdown.cancelled() => Flow::Close(1001, "server shutting down"),
+            msg = stream.next() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
+                Some(Ok(Message::Text(t))) => s.command(t.as_str()).await,
+                Some(Ok(Message::Binary(b))) => {
+                    if b.len() as u64 > cfg.ws_max_message_bytes {
+                        Flow::Close(1009, "message too big")
+                    } else {
+                        s.error("bad_command", "binary frames are not supported; send JSON text");
+                        Flow::Continue
+                    }
+                }
+                Some(Ok(_)) => Flow::Continue,
+            },
+            r = live.recv() => {
+                match r {
+                    Ok(batch) => s.take_live(&batch),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // This client fell behind the event stream: those events are not
+                        // in its next update (the counters and view still are).
+                        s.st.metrics.ws_messages_dropped.inc_by(n);
+                        s.changed = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {}
+                }
+                Flow::Continue
+            }
+            _ = push.tick() => s.push().await,
+            _ = ping.tick() => {
+                let _ = s.tx.try_send(Message::Ping(Default::default()));
+                Flow::Continue
+            }
+        };
+        if let Flow::Close(code, reason) = flow {
+            break Some((code, reason));
+        }
+    };
+    if let Some((code, reason)) = close {
+        let _ = s.tx.try_send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })));
+    }
+    drop(s);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    st.metrics.ws_clients.dec();
+}
+
+fn text(v: Json) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+impl Session {
+    fn error(&mut self, code: &str, message: &str) {
+        let _ = self.tx.try_send(text(
+            json!({"type": "error", "code": code, "message": message}),
+        ));
+    }
+
+    fn take_live(&mut self, batch: &[LiveEvent]) {
+        let org = *self.org.as_bytes();
+        let cap = self.st.cfg.gateway.recent_events_cap.max(1) as usize;
+        for ev in batch.iter().filter(|e| e.org == org) {
+            self.pending.push_back(ev.row.clone());
+            if self.pending.len() > cap {
+                self.pending.pop_front();
+            }
+            self.changed = true;
+        }
+    }
+
+    async fn command(&mut self, raw: &str) -> Flow {
+        let cfg = &self.st.cfg.gateway;
+        if raw.len() as u64 > cfg.ws_max_message_bytes {
+            return Flow::Close(1009, "message too big");
+        }
+        if self.commands.0.elapsed() >= Duration::from_secs(1) {
+            self.commands = (Instant::now(), 0);
+        }
+        self.commands.1 += 1;
+        if self.commands.1 > cfg.ws_max_commands_per_s {
+            return Flow::Close(1008, "too many commands per second");
+        }
+        let cmd: Json = match serde_json::from_str(raw) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error("bad_command", &format!("not JSON: {e}"));
+                return Flow::Continue;
+            }
+        };
+        match cmd.get("type").and_then(Json::as_str) {
+            Some("ping") => {
+                let _ = self.tx.try_send(text(json!({"type": "pong"})));
+            }
+            Some("subscribe") => match self.parse_view(&cmd) {
+                Ok(view) => {
+                    self.view = Some(view);
+                    self.sent_points.clear();
+                    match self.snapshot().await {
+                        Ok(msg) => {
+                            let _ = self.tx.try_send(text(msg));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "websocket snapshot failed");
+                            self.error("internal", "the snapshot could not be read");
+                        }
+                    }
+                }
+                Err(message) => self.error("bad_command", &message),
+            },
+            Some(other) => self.error(
+                "bad_command",
+                &format!("unknown command type '{other}': expected 'subscribe' or 'ping'"),
+            ),
+            None => self.error(
+                "bad_command",
+                "a command is a JSON object with a string 'type' ('subscribe' or 'ping')",
+            ),
+        }
+        Flow::Continue
+    }
+
+    fn parse_view(&self, cmd: &Json) -> Result<View, String> {
+        let time = |name: &str| -> Result<Option<i64>, String> {
+            match cmd.get(name) {
+                None | Some(Json::Null) => Ok(None),
+                Some(Json::String(s)) => parse_time(name, s).map(Some).map_err(|e| e.message),
+                Some(Json::Number(n)) => n
+                    .as_i64()
+                    .map(|ms| Some(ms * 1000))
+                    .ok_or_else(|| format!("'{name}': {n} is not epoch milliseconds")),
+                Some(other) => Err(format!(
+                    "'{name}': {other} is neither an RFC 3339 time nor epoch milliseconds"
+                )),
+            }
+        };
+        let now = chrono::Utc::now().timestamp_micros();
+        let from = time("from")?.ok_or("'from' is required")?;
+        let to = time("to")?;
+        let end = to.unwrap_or(now);
+        if from >= end {
+            return Err(format!(
+                "'from' ({}) must be before 'to' ({})",
+                fmt_time(from),
+                fmt_time(end)
+            ));
+        }
+        let max_days = self.st.cfg.gateway.max_range_days as i64;
+        if end - from > max_days * 24 * HOUR_US {
+            return Err(format!(
+                "the range is longer than gateway.max_range_days ({max_days} days)"
+            ));
+        }
+        let granularity = match cmd.get("granularity") {
+            None | Some(Json::Null) => {
+                if end - from <= 48 * HOUR_US {
+                    Granularity::Hour
+                } else {
+                    Granularity::Day
+                }
+            }
+            Some(Json::String(g)) => Granularity::parse(g)
+                .ok_or_else(|| format!("'granularity': '{g}' is not 'hour' or 'day'"))?,
+            Some(other) => return Err(format!("'granularity': {other} is not a string")),
+        };
+        let event_type = match cmd.get("event_type") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(t)) if !t.is_empty() && t.len() <= 200 => Some(t.clone()),
+            Some(other) => {
+                return Err(format!(
+                    "'event_type': {other} is not a non-empty string of at most 200 bytes"
+                ))
+            }
+        };
+        Ok(View {
+            from_us: from,
+            to_us: to,
+            span_us: end - from,
+            granularity,
+            event_type,
+        })
+    }
+
+    fn lag(&self) -> Json {
+        let m = &self.st.metrics;
+        json!({
+            "events": m.total_lag.load(std::sync::atomic::Ordering::Relaxed),
+            "freshness_ms": m.freshness_ms(),
+        })
+    }
+
+    async fn counters(&self) -> Result<Json, ApiError> {
+        let stats = self.st.stats.clone();
+        let windows = self.st.cfg.stats.realtime_windows_s.clone();
+        let org = *self.org.as_bytes();
+        let now = chrono::Utc::now().timestamp_micros();
+        let c = blocking(move || stats.counters(org, &windows, now)).await??;
+        Ok(counters_json(self.org, &c))
+    }
+
+    /// The view's timeseries points, top events (its last day) and unique users.
+    async fn view_data(&self, view: &View) -> Result<(Vec<Point>, Json, Json), ApiError> {
+        let stats = self.st.stats.clone();
+        let org = *self.org.as_bytes();
+        let now = chrono::Utc::now().timestamp_micros();
+        let (from, to) = view.range(now);
+        let (g, et) = (view.granularity, view.event_type.clone());
+        let (points, top, uniq) = blocking(move || {
+            let points = stats.timeseries(org, from, to, g, et.as_deref())?;
+            let day = chrono::DateTime::from_timestamp_micros(to - 1)
+                .unwrap_or_default()
+                .date_naive();
+            let top = stats.top_events(org, day, 10)?;
+            let uniq = stats.unique(org, from, to)?;
+            Ok::<_, crate::stats::StatsError>((points, (day, top), uniq))
+        })
+        .await??;
+        let org_s = self.org.to_string();
+        let top = json!({
+            "org_id": org_s,
+            "date": top.0.format("%Y-%m-%d").to_string(),
+            "events": top.1.iter().map(|t| json!({"event_name": t.event_name, "count": t.count}))
+                .collect::<Vec<_>>(),
+        });
+        let uniq = json!({
+            "org_id": org_s,
+            "from": fmt_time(from),
+            "to": fmt_time(to),
+            "unique_users": uniq.users,
+            "unique_sessions": uniq.sessions,
+            "exact": uniq.exact,
+        });
+        Ok((points, top, uniq))
+    }
+
+    fn timeseries_json(&self, view: &View, points: &[Point]) -> Json {
+        let now = chrono::Utc::now().timestamp_micros();
+        let (from, to) = view.range(now);
+        json!({
+            "org_id": self.org.to_string(),
+            "from": fmt_time(from),
+            "to": fmt_time(to),
+            "granularity": view.granularity.as_str(),
+            "event_type": view.event_type,
+            "points": points_json(points),
+        })
+    }
+
+    async fn snapshot(&mut self) -> Result<Json, ApiError> {
+        let view = self.view.clone().ok_or_else(|| {
+            ApiError::internal("a websocket snapshot", "no view to take a snapshot of")
+        })?;
+        let (points, top, uniq) = self.view_data(&view).await?;
+        let counters = self.counters().await?;
+        let stats = self.st.stats.clone();
+        let org = *self.org.as_bytes();
+        let recent = blocking(move || stats.recent_events(org, 100)).await??;
+        let now = chrono::Utc::now().timestamp_micros();
+        let msg = json!({
+            "type": "snapshot",
+            "view": view.json(now),
+            "timeseries": self.timeseries_json(&view, &points),
+            "top_events": top,
+            "unique_users": uniq,
+            "counters": counters,
+            "recent_events": recent.iter().map(event_json).collect::<Vec<_>>(),
+            "lag": self.lag(),
+        });
+        self.sent_points = points;
+        // The snapshot includes everything stored so far.
+        self.pending.clear();
+        self.changed = false;
+        Ok(msg)
+    }
+
+    /// Sends an update if anything changed; skips it when the client's queue is full and
+    /// disconnects the client after [`MAX_SKIPS`] skips in a row.
+    async fn push(&mut self) -> Flow {
+        if !self.changed {
+            return Flow::Continue;
+        }
+        if self.tx.capacity() == 0 {
+            return self.skipped();
+        }
+        let counters = match self.counters().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "websocket update: counters failed");
+                return Flow::Continue;
+            }
+        };
+        let mut msg = json!({
+            "type": "update",
+            "events": self.pending.iter().rev().map(|r| event_json(r)).collect::<Vec<_>>(),
+            "counters": counters,
+            "lag": self.lag(),
+        });
+        if let Some(view) = self.view.clone() {
+            match self.view_data(&view).await {
+                Ok((points, top, uniq)) => {
+                    let changed: Vec<Point> = points
+                        .iter()
+                        .filter(|p| !self.sent_points.contains(p))
+                        .copied()
+                        .collect();
+                    msg["view"] = json!({
+                        "timeseries": points_json(&changed),
+                        "top_events": top,
+                        "unique_users": uniq,
+                    });
+                    self.sent_points = points;
+                }
+                Err(e) => tracing::warn!(error = %e, "websocket update: view failed"),
+            }
+        }
+        match self.tx.try_send(text(msg)) {
+            Ok(()) => {
+                self.skips = 0;
+                self.pending.clear();
+                self.changed = false;
+                Flow::Continue
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.skipped(),
+            Err(mpsc::error::TrySendError::Closed(_)) => Flow::Close(1001, "closed"),
+        }
+    }
+
+    fn skipped(&mut self) -> Flow {
+        self.st.metrics.ws_messages_dropped.inc();
+        self.skips += 1;
+        if self.skips >= MAX_SKIPS {
+            tracing::info!(org = %self.org, "websocket client too slow: disconnected");
+            Flow::Close(1008, "client too slow: send queue full")
+        } else {
+            Flow::Continue
+        }
+    }
+}
+
+fn points_json(points: &[Point]) -> Vec<Json> {
+    points
+        .iter()
+        .map(|p| {
+            json!({
+                "t": fmt_time(p.t_us),
+                "events": p.events,
+                "unique_users": p.unique_users,
+                "unique_sessions": p.unique_sessions,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,506 @@
+//! `/ws/dashboard` on a real socket (127.0.0.1:0) with tokio-tungstenite clients, against a
+//! real store fed by real ingestion (librdkafka's mock cluster), the real stats workers and
+//! the real gateway: live updates within 2 s of produce, subscribe/snapshot/delta, malformed
+//! commands, limits, auth failures, cross-org isolation, and a slow client dropped while a
+//! fast one keeps receiving.
+
+mod common;
+
+use common::broker::{produce, random_name, TestBroker, TestRecord};
+use common::Connector;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value as Json};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use streamtally::gateway::auth::token_sha256_hex;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const TOKEN_A: &str = "token-for-org-a";
+const TOKEN_B: &str = "token-for-org-b";
+const ADMIN: &str = "the-admin-token";
+
+fn org(n: u8) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &[b'w', b's', n])
+}
+
+/// Ingest, stats workers and the gateway, in this process, on the mock cluster.
+struct Stack {
+    broker: TestBroker,
+    topic: String,
+    connector: Connector,
+    services: Option<streamtally::app::Services>,
+    addr: SocketAddr,
+}
+
+impl Stack {
+    fn start(tweak: impl FnOnce(&mut streamtally::config::Config)) -> Stack {
+        let broker = TestBroker::mock(3);
+        let topic = random_name("ws-events");
+        broker.create_topic(&topic, 3);
+        let mut gateway_cfg = None;
+        let connector = Connector::start(&broker.bootstrap, &[&topic], &random_name("ws"), |cfg| {
+            cfg.gateway.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.gateway.push_interval_ms = 200;
+            cfg.batching.max_batch_delay_ms = 20;
+            cfg.stats.persist_interval_ms = 100;
+            cfg.auth.admin_token_sha256 = Some(token_sha256_hex(ADMIN));
+            cfg.auth.tokens = vec![
+                streamtally::config::AuthToken {
+                    org_id: org(1),
+                    token_sha256: token_sha256_hex(TOKEN_A),
+                    name: None,
+                },
+                streamtally::config::AuthToken {
+                    org_id: org(2),
+                    token_sha256: token_sha256_hex(TOKEN_B),
+                    name: None,
+                },
+            ];
+            tweak(cfg);
+            gateway_cfg = Some(cfg.clone());
+        });
+        let services = streamtally::app::Services::start(
+            gateway_cfg.expect("config"),
+            connector.store.clone(),
+            connector.metrics.clone(),
+            connector.shutdown.clone(),
+        )
+        .expect("stats workers and gateway start");
+        let addr = services.gateway_addr;
+        Stack {
+            broker,
+            topic,
+            connector,
+            services: Some(services),
+            addr,
+        }
+    }
+
+    /// Produces `n` events for `org` (ids returned) and returns when they are acknowledged.
+    fn produce(&self, org: uuid::Uuid, n: usize, tag: &str) -> Vec<String> {
+        produce_events(&self.broker.bootstrap, &self.topic, org, n, tag)
+    }
+
+    /// Waits until the connector is consuming: one event of an unused org is stored.
+    fn warm_up(&self) {
+        let before = self.connector.stored(&self.topic, 3);
+        self.produce(org(3), 1, "warmup");
+        self.connector
+            .wait_for("the connector to consume", Duration::from_secs(30), |c| {
+                c.stored(&self.topic, 3) > before
+            });
+    }
+
+    async fn connect(&self, auth: Auth<'_>) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let url = match auth {
+            Auth::Query(token, None) => format!("ws://{}/ws/dashboard?token={token}", self.addr),
+            Auth::Query(token, Some(org)) => {
+                format!("ws://{}/ws/dashboard?token={token}&org={org}", self.addr)
+            }
+            _ => format!("ws://{}/ws/dashboard", self.addr),
+        };
+        let mut req = url.into_client_request()?;
+        if let Auth::Header(token) = auth {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+            .await
+            .map(|(ws, _)| ws)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.connector.stop();
+        if let Some(s) = self.services.take() {
+            if let Err(e) = s.join() {
+                eprintln!("services stopped with an error: {e:#}");
+            }
+        }
+    }
+}
+
+fn produce_events(
+    bootstrap: &str,
+    topic: &str,
+    org: uuid::Uuid,
+    n: usize,
+    tag: &str,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let records: Vec<TestRecord> = (0..n)
+        .map(|i| {
+            let id = uuid::Uuid::new_v4().to_string();
+            ids.push(id.clone());
+            let payload = json!({
+                "id": id,
+                "org_id": org.to_string(),
+                "event_type": "track",
+                "event_name": format!("{tag}_{}", i % 3),
+                "user_id": format!("user_{}", i % 7),
+                "session_id": format!("session_{}", i % 11),
+                "properties": {"tag": tag},
+            });
+            (
+                Some(format!("k{i}").into_bytes()),
+                Some(payload.to_string().into_bytes()),
+                Vec::new(),
+                None,
+            )
+        })
+        .collect();
+    produce(bootstrap, topic, &records);
+    ids
+}
+
+enum Auth<'a> {
+    Header(&'a str),
+    Query(&'a str, Option<uuid::Uuid>),
+    None,
+}
+
+/// The next JSON text message (pings skipped), or None on close/timeout.
+async fn next_json(ws: &mut Ws, timeout: Duration) -> Option<Json> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).ok(),
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => return None,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Reads messages until one of type `ty` arrives (None on timeout).
+async fn wait_type(ws: &mut Ws, ty: &str, timeout: Duration) -> Option<Json> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_json(ws, left).await {
+            Some(m) if m["type"] == ty => return Some(m),
+            Some(_) => continue,
+            None => return None,
+        }
+    }
+    None
+}
+
+/// Event ids of the org seen in updates within `timeout`, until `want` are all seen.
+async fn collect_ids(ws: &mut Ws, want: &HashSet<String>, timeout: Duration) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && !want.is_subset(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_json(ws, left).await {
+            Some(m) if m["type"] == "update" => {
+                for e in m["events"].as_array().into_iter().flatten() {
+                    seen.insert(e["id"].as_str().unwrap_or_default().to_string());
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    seen
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn live_updates_arrive_within_two_seconds_and_never_cross_orgs() {
+    let stack = Stack::start(|_| {});
+    stack.warm_up();
+    // Orgs become known to the gateway through the configured tokens.
+    rt().block_on(async {
+        let mut a = stack
+            .connect(Auth::Header(TOKEN_A))
+            .await
+            .expect("A connects");
+        let mut b = stack
+            .connect(Auth::Query(TOKEN_B, None))
+            .await
+            .expect("B connects");
+        let hello = next_json(&mut a, Duration::from_secs(2))
+            .await
+            .expect("hello");
+        assert_eq!(hello["type"], "hello");
+        assert_eq!(hello["org_id"], org(1).to_string());
+        assert_eq!(
+            next_json(&mut b, Duration::from_secs(2)).await.unwrap()["org_id"],
+            org(2).to_string()
+        );
+
+        let produced = Instant::now();
+        let ids_a: HashSet<String> = stack.produce(org(1), 20, "a").into_iter().collect();
+        let seen_a = collect_ids(&mut a, &ids_a, Duration::from_secs(5)).await;
+        let latency = produced.elapsed();
+        assert!(
+            ids_a.is_subset(&seen_a),
+            "A got {} of 20 events",
+            ids_a.intersection(&seen_a).count()
+        );
+        assert!(
+            latency <= Duration::from_secs(2),
+            "live update after {latency:?}"
+        );
+        eprintln!(
+            "gateway_ws: 20 events produced -> all pushed to the org's client in {latency:?}"
+        );
+
+        // B's client saw none of A's events; then B's own events reach B only.
+        let ids_b: HashSet<String> = stack.produce(org(2), 10, "b").into_iter().collect();
+        let seen_b = collect_ids(&mut b, &ids_b, Duration::from_secs(5)).await;
+        assert!(ids_b.is_subset(&seen_b));
+        assert!(
+            seen_b.is_disjoint(&ids_a),
+            "org B's client received org A's events"
+        );
+        let more_a = collect_ids(&mut a, &ids_b, Duration::from_secs(1)).await;
+        assert!(
+            more_a.is_disjoint(&ids_b),
+            "org A's client received org B's events"
+        );
+    });
+}
+
+#[test]
+fn subscribe_answers_a_snapshot_then_keeps_the_view_current() {
+    let stack = Stack::start(|_| {});
+    stack.produce(org(1), 30, "s");
+    rt().block_on(async {
+        let mut a = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
+        // Wait until the rollups hold the first 30 events.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let snapshot = loop {
+            let from = chrono::Utc::now() - chrono::Duration::hours(24);
+            a.send(Message::text(
+                json!({"type": "subscribe", "from": from.to_rfc3339(), "to": null}).to_string(),
+            ))
+            .await
+            .unwrap();
+            let snap = wait_type(&mut a, "snapshot", Duration::from_secs(2))
+                .await
+                .expect("snapshot");
+            let total: i64 = snap["timeseries"]["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["events"].as_i64().unwrap())
+                .sum();
+            if total == 30 || Instant::now() > deadline {
+                break snap;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let points = snapshot["timeseries"]["points"].as_array().unwrap();
+        assert_eq!(snapshot["view"]["granularity"], "hour");
+        assert_eq!(points.len(), 25, "24 h live view: 25 hourly buckets");
+        assert_eq!(
+            points
+                .iter()
+                .map(|p| p["events"].as_i64().unwrap())
+                .sum::<i64>(),
+            30
+        );
+        assert_eq!(snapshot["unique_users"]["unique_users"], 7);
+        assert_eq!(snapshot["recent_events"].as_array().unwrap().len(), 30);
+        assert_eq!(snapshot["top_events"]["events"][0]["count"], 10);
+        assert!(snapshot["counters"]["events_today"].as_i64().is_some());
+        assert!(snapshot["lag"]["events"].as_u64().is_some());
+
+        // New events: an update whose view carries the changed bucket with the new total.
+        stack.produce(org(1), 12, "s");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut latest = 0;
+        while Instant::now() < deadline && latest != 42 {
+            let Some(u) = wait_type(&mut a, "update", Duration::from_secs(3)).await else {
+                break;
+            };
+            if let Some(p) = u["view"]["timeseries"].as_array().and_then(|p| p.last()) {
+                latest = p["events"].as_i64().unwrap_or(0);
+            }
+        }
+        assert_eq!(latest, 42, "the current hour's point reaches 30 + 12");
+    });
+}
+
+#[test]
+fn malformed_commands_get_errors_and_limits_close_with_the_right_codes() {
+    let stack = Stack::start(|cfg| {
+        cfg.gateway.ws_max_message_bytes = 1000;
+        cfg.gateway.ws_max_commands_per_s = 5;
+    });
+    rt().block_on(async {
+        let mut a = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
+        assert_eq!(
+            next_json(&mut a, Duration::from_secs(2)).await.unwrap()["type"],
+            "hello"
+        );
+        for (cmd, needle) in [
+            ("not json", "not JSON"),
+            (r#"{"type":"dance"}"#, "unknown command type 'dance'"),
+            (r#"{"type":"subscribe"}"#, "'from' is required"),
+            (r#"{"type":"subscribe","from":"yesterday"}"#, "yesterday"),
+        ] {
+            a.send(Message::text(cmd)).await.unwrap();
+            let err = wait_type(&mut a, "error", Duration::from_secs(2))
+                .await
+                .expect("error message");
+            assert_eq!(err["code"], "bad_command");
+            assert!(
+                err["message"].as_str().unwrap().contains(needle),
+                "{cmd}: {err}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        a.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+        assert!(
+            wait_type(&mut a, "pong", Duration::from_secs(2))
+                .await
+                .is_some(),
+            "still open"
+        );
+
+        // Oversized: 1009.
+        a.send(Message::text("x".repeat(1500))).await.unwrap();
+        assert_eq!(close_code(&mut a).await, Some(CloseCode::Size));
+
+        // A flood: 1008.
+        let mut b = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
+        for _ in 0..10 {
+            let _ = b.send(Message::text(r#"{"type":"ping"}"#)).await;
+        }
+        assert_eq!(close_code(&mut b).await, Some(CloseCode::Policy));
+    });
+}
+
+async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[test]
+fn upgrades_without_a_valid_token_are_refused() {
+    let stack = Stack::start(|_| {});
+    rt().block_on(async {
+        let status = |r: Result<Ws, tokio_tungstenite::tungstenite::Error>| match r {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => 101,
+        };
+        assert_eq!(status(stack.connect(Auth::None).await), 401);
+        assert_eq!(status(stack.connect(Auth::Query("wrong", None)).await), 401);
+        assert_eq!(status(stack.connect(Auth::Header("wrong")).await), 401);
+        assert_eq!(
+            status(stack.connect(Auth::Query(TOKEN_B, Some(org(1)))).await),
+            403
+        );
+        assert_eq!(
+            status(stack.connect(Auth::Query(ADMIN, Some(org(9)))).await),
+            404
+        );
+        assert_eq!(status(stack.connect(Auth::Query(ADMIN, None)).await), 400);
+        assert_eq!(
+            status(stack.connect(Auth::Query(ADMIN, Some(org(2)))).await),
+            101
+        );
+    });
+}
+
+#[test]
+fn a_slow_client_is_dropped_while_a_fast_one_keeps_receiving() {
+    // Big updates (up to 1,000 events each) fill the server's socket buffer towards a
+    // client that never reads (4 KiB receive buffer); then its 2-message queue, then three
+    // skipped updates disconnect it. The fast client reads everything meanwhile.
+    let stack = Stack::start(|cfg| {
+        cfg.gateway.push_interval_ms = 100;
+        cfg.gateway.ws_send_queue = 2;
+        cfg.gateway.recent_events_cap = 1000;
+    });
+    stack.warm_up();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (bootstrap, topic) = (stack.broker.bootstrap.clone(), stack.topic.clone());
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut round = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) && round < 200 {
+                produce_events(&bootstrap, &topic, org(1), 1000, &format!("flood{round}"));
+                round += 1;
+            }
+        })
+    };
+    rt().block_on(async {
+        let slow = {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            let stream = sock.connect(stack.addr).await.unwrap();
+            let mut req = format!("ws://{}/ws/dashboard", stack.addr)
+                .into_client_request()
+                .unwrap();
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {TOKEN_A}").parse().unwrap());
+            tokio_tungstenite::client_async(req, stream).await.unwrap().0
+        };
+        let mut fast = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
+        let started = Instant::now();
+        let metrics = stack.connector.metrics.clone();
+        let mut updates = 0;
+        let mut last_update = Instant::now();
+        let mut longest_gap = Duration::ZERO;
+        let mut dropped_at = None;
+        while started.elapsed() < Duration::from_secs(40) {
+            match next_json(&mut fast, Duration::from_secs(5)).await {
+                Some(m) if m["type"] == "update" => {
+                    updates += 1;
+                    longest_gap = longest_gap.max(last_update.elapsed());
+                    last_update = Instant::now();
+                }
+                Some(_) => {}
+                None => panic!(
+                    "the fast client lost its connection after {updates} updates, {:?}",
+                    started.elapsed()
+                ),
+            }
+            if metrics.ws_clients.get() == 1 && dropped_at.is_none() {
+                dropped_at = Some(started.elapsed());
+            }
+            // Keep reading a while after the slow client is gone.
+            if dropped_at.is_some_and(|d| started.elapsed() > d + Duration::from_secs(2)) {
+                break;
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let dropped = metrics.ws_messages_dropped.get();
+        eprintln!(
+            "gateway_ws: slow client disconnected after {dropped_at:?} ({dropped} updates skipped); fast client: {updates} updates, longest gap {longest_gap:?}"
+        );
+        assert!(dropped_at.is_some(), "the slow client was not disconnected within 40 s");
+        assert!(dropped >= 3, "skipped updates: {dropped}");
+        assert!(updates >= 5, "the fast client kept receiving ({updates} updates)");
+        assert!(longest_gap < Duration::from_secs(3), "gap {longest_gap:?}");
+        drop(slow);
+    });
+    producer.join().unwrap();
+}
