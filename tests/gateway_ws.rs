@@ -504,3 +504,66 @@ fn a_slow_client_is_dropped_while_a_fast_one_keeps_receiving() {
     });
     producer.join().unwrap();
 }
+
+#[test]
+fn the_dashboard_is_served_from_the_binary_with_revalidation() {
+    let stack = Stack::start(|_| {});
+    rt().block_on(async {
+        let client = |path: &str, etag: Option<&str>| {
+            let addr = stack.addr;
+            let path = path.to_string();
+            let etag = etag.map(str::to_string);
+            async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let extra = etag
+                    .map(|e| format!("If-None-Match: {e}\r\n"))
+                    .unwrap_or_default();
+                s.write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await.unwrap();
+                String::from_utf8_lossy(&out).into_owned()
+            }
+        };
+        let index = client("/", None).await;
+        assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+        assert!(index
+            .to_ascii_lowercase()
+            .contains("content-type: text/html"));
+        assert!(index.contains("<div id=\"app\"></div>"));
+        let etag = index
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("etag:")
+                    .then(|| l[5..].trim().to_string())
+            })
+            .expect("etag");
+        assert!(client("/", Some(&etag)).await.starts_with("HTTP/1.1 304"));
+        for file in streamtally::gateway::assets::files() {
+            let r = client(&format!("/{file}"), None).await;
+            assert!(
+                r.starts_with("HTTP/1.1 200"),
+                "{file}: {}",
+                &r[..r.len().min(200)]
+            );
+        }
+        let js = client("/assets/index.js", None).await;
+        assert!(js
+            .to_ascii_lowercase()
+            .contains("content-type: text/javascript"));
+        let missing = client("/assets/nope.js", None).await;
+        assert!(
+            missing.starts_with("HTTP/1.1 404") && missing.contains("not_found"),
+            "{missing}"
+        );
+        assert!(client("/api/v1/nope", None)
+            .await
+            .starts_with("HTTP/1.1 404"));
+    });
+}

@@ -12,6 +12,7 @@
 //!   ([`blocking`]); the export streams page by page (`events`).
 //! - Errors are [`ApiError`]s: the JSON body of docs/API.md; a 5xx is logged, never detailed.
 
+pub mod assets;
 pub mod auth;
 pub mod dashboards;
 pub mod error;
@@ -170,7 +171,7 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
 }
 
 /// The whole app: [`routes`], the per-route latency histogram, JSON 404/405 answers, CORS.
-/// (The dashboard's static files will replace the 404 fallback for non-API paths.)
+/// Paths outside the API are the embedded dashboard ([`assets::fallback`]).
 pub fn router(state: GatewayState) -> Router {
     let cors = cors_layer(&state.cfg.gateway.cors_allowed_origins);
     let mut app = routes(&state.cfg)
@@ -178,16 +179,12 @@ pub fn router(state: GatewayState) -> Router {
             state.metrics.clone(),
             record_latency,
         ))
-        .fallback(not_found)
+        .fallback(assets::fallback)
         .method_not_allowed_fallback(method_not_allowed);
     if let Some(cors) = cors {
         app = app.layer(cors);
     }
     app.with_state(state)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route".to_string())
 }
 
 async fn method_not_allowed() -> ApiError {
