@@ -1,0 +1,271 @@
+//! `cargo bench --bench gateway -- --clients C --rate R [--seconds S]`: streamtally (ingest,
+//! stats workers, gateway) in this process on librdkafka's mock cluster; a producer sends R
+//! events/s over 10 orgs, each stamped with its produce time; C WebSocket clients
+//! (tokio-tungstenite, spread over the orgs) measure freshness (produce time -> the update
+//! carrying that event received); an HTTP poller times the dashboard queries meanwhile.
+//! Ingest is measured first without clients, then with them. Last stdout line is JSON.
+
+#[path = "../tests/common/broker.rs"]
+mod broker;
+#[path = "support/mod.rs"]
+mod common;
+use common::{arg, percentile};
+
+use futures::StreamExt;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streamtally::config::Config;
+use streamtally::metrics::Metrics;
+use streamtally::schema::Schema;
+use streamtally::store::{Store, StoreOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ORGS: u8 = 10;
+const PARTITIONS: i32 = 6;
+/// Clients whose every freshness sample is kept (the others only count events).
+const SAMPLED_CLIENTS: usize = 50;
+
+fn org(n: u8) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &[b'g', b'w', n])
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Produces `rate` events/s until `stop`; returns the number sent.
+fn producer(bootstrap: String, topic: String, rate: u64, stop: Arc<AtomicBool>) -> u64 {
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            let payload = format!(
+                r#"{{"org_id":"{}","event_type":"track","event_name":"e{}","user_id":"u{}","session_id":"s{}","timestamp":{},"properties":{{"n":{sent}}}}}"#,
+                org((sent % ORGS as u64) as u8),
+                sent % 20,
+                sent % 5000,
+                sent % 9000,
+                now_ms()
+            );
+            let key = sent.to_string();
+            if p.send(BaseRecord::to(&topic).key(&key).payload(&payload))
+                .is_err()
+            {
+                p.poll(Duration::from_millis(5));
+                continue;
+            }
+            sent += 1;
+        }
+        p.poll(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = p.flush(Duration::from_secs(10));
+    sent
+}
+
+fn stored(store: &Store, topic: &str) -> i64 {
+    (0..PARTITIONS)
+        .map(|p| store.offset(topic, p).ok().flatten().unwrap_or(0))
+        .sum()
+}
+
+/// Events stored per second over `secs`.
+fn ingest_rate(store: &Store, topic: &str, secs: u64) -> f64 {
+    let before = stored(store, topic);
+    std::thread::sleep(Duration::from_secs(secs));
+    (stored(store, topic) - before) as f64 / secs as f64
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<()> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    out.starts_with(b"HTTP/1.1 200").then_some(())
+}
+
+fn main() {
+    let clients = arg("--clients", 1000) as usize;
+    let rate = arg("--rate", 20_000);
+    let seconds = arg("--seconds", 30);
+    let broker = broker::TestBroker::mock(PARTITIONS);
+    let topic = broker::random_name("gw-bench");
+    broker.create_topic(&topic, PARTITIONS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = broker.bootstrap.clone();
+    cfg.kafka.topics = vec![topic.clone()];
+    cfg.kafka.group_id = broker::random_name("gw-bench");
+    cfg.store.path = dir.path().to_path_buf();
+    cfg.gateway.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.auth.enabled = false;
+    let schema = Schema::parse(include_str!("../schema.ormdb")).expect("schema");
+    let store = Store::open(StoreOptions::from_config(&cfg.store), &schema).expect("store");
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let services = streamtally::app::Services::start(
+        cfg.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .expect("services");
+    let addr = services.gateway_addr;
+    let ingest = streamtally::ingest::Ingest::new(
+        cfg.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let ingest_thread = std::thread::spawn(move || ingest.run());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let prod = {
+        let (b, t, s) = (broker.bootstrap.clone(), topic.clone(), stop.clone());
+        std::thread::spawn(move || producer(b, t, rate, s))
+    };
+    // Phase 1: ingest alone (after a warm-up for the group join).
+    std::thread::sleep(Duration::from_secs(5));
+    let alone = ingest_rate(&store, &topic, 10);
+    eprintln!("ingest without clients: {alone:.0} events/s (producing {rate}/s)");
+
+    // Phase 2: C clients and the HTTP poller.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let samples: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let received = Arc::new(AtomicU64::new(0));
+    let connected = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    for c in 0..clients {
+        let (samples, received, connected, done) = (
+            samples.clone(),
+            received.clone(),
+            connected.clone(),
+            done.clone(),
+        );
+        rt.spawn(async move {
+            let url = format!(
+                "ws://{addr}/ws/dashboard?org={}",
+                org((c % ORGS as usize) as u8)
+            );
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+                return;
+            };
+            connected.fetch_add(1, Ordering::Relaxed);
+            while let Some(Ok(msg)) = ws.next().await {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                let tokio_tungstenite::tungstenite::Message::Text(t) = msg else {
+                    continue;
+                };
+                let at = now_ms();
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else {
+                    continue;
+                };
+                if v["type"] != "update" {
+                    continue;
+                }
+                let events = v["events"].as_array().cloned().unwrap_or_default();
+                received.fetch_add(events.len() as u64, Ordering::Relaxed);
+                if c < SAMPLED_CLIENTS {
+                    let mut s = samples.lock().expect("samples");
+                    for e in &events {
+                        if let Some(ts) = e["timestamp"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        {
+                            s.push((at - ts.timestamp_millis()) as f64);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let http: Arc<Mutex<Vec<(usize, f64)>>> = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (http, done) = (http.clone(), done.clone());
+        rt.spawn(async move {
+            let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            let from = (chrono::Utc::now() - chrono::Duration::days(7)).timestamp_millis();
+            let to = chrono::Utc::now().timestamp_millis() + 3_600_000;
+            let mut i = 0usize;
+            while !done.load(Ordering::Relaxed) {
+                let o = org((i % ORGS as usize) as u8);
+                let paths = [
+                    format!("/api/v1/orgs/{o}/timeseries?from={from}&to={to}&granularity=hour"),
+                    format!("/api/v1/orgs/{o}/top-events?date={day}"),
+                    format!("/api/v1/orgs/{o}/unique-users?from={from}&to={to}"),
+                    format!("/api/v1/orgs/{o}/counters"),
+                ];
+                for (k, p) in paths.iter().enumerate() {
+                    let t = Instant::now();
+                    if http_get(addr, p).await.is_some() {
+                        http.lock()
+                            .expect("http")
+                            .push((k, t.elapsed().as_secs_f64() * 1000.0));
+                    }
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    eprintln!(
+        "{} of {clients} clients connected",
+        connected.load(Ordering::Relaxed)
+    );
+    samples.lock().expect("samples").clear();
+    let dropped_before = metrics.ws_messages_dropped.get();
+    let with_clients = ingest_rate(&store, &topic, seconds);
+    done.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let produced = prod.join().expect("producer");
+    let dropped = metrics.ws_messages_dropped.get() - dropped_before;
+    eprintln!(
+        "ingest with clients: {with_clients:.0} events/s; produced {produced}; clients received {} events; dropped {dropped}",
+        received.load(Ordering::Relaxed)
+    );
+    let mut fresh = samples.lock().expect("samples").clone();
+    fresh.sort_by(|a, b| a.partial_cmp(b).expect("number"));
+    let mut routes: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    for (k, ms) in http.lock().expect("http").iter() {
+        routes[*k].push(*ms);
+    }
+    for r in &mut routes {
+        r.sort_by(|a, b| a.partial_cmp(b).expect("number"));
+    }
+    shutdown.cancel();
+    let _ = ingest_thread.join();
+    let _ = services.join();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let _ = store.close();
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    println!(
+        "{{\"bench\":\"gateway\",\"clients\":{clients},\"rate\":{rate},\"freshness_p50_ms\":{:.0},\"freshness_p99_ms\":{:.0},\"push_dropped\":{dropped},\"http_p99_ms\":{{\"timeseries\":{},\"top_events\":{},\"unique_users\":{},\"counters\":{}}},\"ingest_events_per_sec\":{:.0},\"ingest_events_per_sec_without_clients\":{:.0},\"freshness_samples\":{}}}",
+        percentile(&fresh, 0.5),
+        percentile(&fresh, 0.99),
+        r2(percentile(&routes[0], 0.99)),
+        r2(percentile(&routes[1], 0.99)),
+        r2(percentile(&routes[2], 0.99)),
+        r2(percentile(&routes[3], 0.99)),
+        with_clients,
+        alone,
+        fresh.len()
+    );
+}
