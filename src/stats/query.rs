@@ -144,13 +144,24 @@ impl StatsReader {
         let mut out = Vec::with_capacity(n);
         let mut t = start;
         while t < to_us {
-            let point = match self.row(&Self::bucket_key(org, t, g, et))? {
-                Some(r) => Point {
-                    t_us: t,
-                    events: int(&r, "event_count"),
-                    unique_users: int(&r, "unique_users"),
-                    unique_sessions: int(&r, "unique_sessions"),
-                },
+            let key = Self::bucket_key(org, t, g, et);
+            let point = match self.store.get_fields(
+                key.entity(),
+                &key.row_id(),
+                &["event_count", "unique_users", "unique_sessions"],
+            )? {
+                Some(v) => {
+                    let n = |i: usize| match v[i] {
+                        Value::Int64(n) => n,
+                        _ => 0,
+                    };
+                    Point {
+                        t_us: t,
+                        events: n(0),
+                        unique_users: n(1),
+                        unique_sessions: n(2),
+                    }
+                }
                 None => Point {
                     t_us: t,
                     events: 0,
@@ -273,11 +284,19 @@ impl StatsReader {
                 }
             })
             .collect();
-        let today = self.row(&Self::bucket_key(org, now_us, Granularity::Day, ALL_TYPES))?;
+        let key = Self::bucket_key(org, now_us, Granularity::Day, ALL_TYPES);
+        let today = self
+            .store
+            .get_fields(DAILY, &key.row_id(), &["event_count", "unique_users"])?
+            .unwrap_or_default();
+        let n = |i: usize| match today.get(i) {
+            Some(Value::Int64(n)) => *n,
+            _ => 0,
+        };
         Ok(Counters {
             windows,
-            events_today: today.as_ref().map(|r| int(r, "event_count")).unwrap_or(0),
-            unique_users_today: today.as_ref().map(|r| int(r, "unique_users")).unwrap_or(0),
+            events_today: n(0),
+            unique_users_today: n(1),
             updated_at_us: updated,
         })
     }

@@ -548,6 +548,29 @@ impl Store {
             .collect())
     }
 
+    /// Chosen fields of the latest version of a row (None if it does not exist), decoding
+    /// nothing else.
+    pub fn get_fields(
+        &self,
+        entity: &str,
+        id: &[u8; 16],
+        fields: &[&str],
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        self.inner.layout.entity(entity)?;
+        match self
+            .inner
+            .engine
+            .get_latest(id)
+            .map_err(|err| StoreError::Engine {
+                path: self.inner.path.clone(),
+                op: "read a row",
+                message: err.to_string(),
+            })? {
+            Some((_, record)) => Ok(Some(project(entity, &record.data, fields)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Chosen fields of a specific row version, in the order asked (Null where absent),
     /// decoding nothing else: for readers that need a few fields of many rows.
     pub fn get_version_fields(
@@ -570,18 +593,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let pairs = ormdb_core::query::get_fields_fast(&record.data, fields).map_err(|e| {
-            StoreError::Corrupt {
-                what: format!("{entity}: cannot decode row: {e}"),
-            }
-        })?;
-        let mut out = vec![Value::Null; fields.len()];
-        for (name, v) in pairs {
-            if let Some(p) = fields.iter().position(|f| *f == name) {
-                out[p] = v;
-            }
-        }
-        Ok(Some(out))
+        Ok(Some(project(entity, &record.data, fields)?))
     }
 
     /// The stored next offset of `topic`/`partition`, if any batch recorded one.
@@ -739,6 +751,21 @@ fn checkpoint_loop(handle: std::sync::Weak<Handle>, every: Duration) {
             tracing::warn!(%error, "store checkpoint failed; will retry");
         }
     }
+}
+
+/// The values of `fields` in an encoded record, in that order (Null where absent).
+fn project(entity: &str, data: &[u8], fields: &[&str]) -> Result<Vec<Value>, StoreError> {
+    let pairs =
+        ormdb_core::query::get_fields_fast(data, fields).map_err(|e| StoreError::Corrupt {
+            what: format!("{entity}: cannot decode row: {e}"),
+        })?;
+    let mut out = vec![Value::Null; fields.len()];
+    for (name, v) in pairs {
+        if let Some(p) = fields.iter().position(|f| *f == name) {
+            out[p] = v;
+        }
+    }
+    Ok(out)
 }
 
 fn dir_size(path: &Path) -> u64 {
