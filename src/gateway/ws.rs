@@ -212,6 +212,17 @@ async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
             code,
             reason: Utf8Bytes::from_static(reason),
         })));
+        // The closing handshake: read (and drop) what the client still sends until its
+        // Close, so the socket is not torn down with unread data (a TCP reset would discard
+        // our Close frame on the client's side).
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     drop(s);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
