@@ -25,6 +25,8 @@ pub fn spawn_run(
         .env("STREAMTALLY__STORE__PATH", store)
         .env("STREAMTALLY__BATCHING__MAX_BATCH_EVENTS", "500")
         .env("STREAMTALLY__LOG__LEVEL", "info")
+        // Several runs at once (and other tests) must not fight over the default port.
+        .env("STREAMTALLY__GATEWAY__LISTEN", "127.0.0.1:0")
         .env_remove("STREAMTALLY_FAULT")
         .current_dir(store.parent().unwrap_or(store))
         .stdout(Stdio::null())
