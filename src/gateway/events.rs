@@ -89,6 +89,9 @@ pub const CSV_COLUMNS: [&str; 12] = [
 fn csv_field(out: &mut String, v: &Json) {
     let s = match v {
         Json::Null => return,
+        // A text cell a spreadsheet would run as a formula gets a leading apostrophe
+        // (OWASP's CSV-injection advice); numbers are left alone.
+        Json::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => format!("'{s}"),
         Json::String(s) => s.clone(),
         other => other.to_string(),
     };
@@ -289,6 +292,13 @@ mod tests {
         let mut s = String::new();
         csv_field(&mut s, &json!("a,b \"c\""));
         assert_eq!(s, "\"a,b \"\"c\"\"\"");
+        let mut s = String::new();
+        csv_field(&mut s, &json!("=HYPERLINK(\"x\")"));
+        assert_eq!(s, "\"'=HYPERLINK(\"\"x\"\")\"");
+        let mut s = String::new();
+        csv_field(&mut s, &json!("-1"));
+        csv_field(&mut s, &json!(-1));
+        assert_eq!(s, "'-1-1");
         let mut s = String::new();
         csv_field(&mut s, &json!(42));
         csv_field(&mut s, &Json::Null);
