@@ -96,6 +96,13 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<()> {
 }
 
 fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let clients = arg("--clients", 1000) as usize;
     let rate = arg("--rate", 20_000);
     let seconds = arg("--seconds", 30);
