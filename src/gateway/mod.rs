@@ -56,6 +56,8 @@ pub struct GatewayState {
     pub live: ws::LiveSender,
     /// Cancelled at shutdown: WebSocket sessions close with 1001.
     pub shutdown: CancellationToken,
+    /// Counters per org as last read for WebSocket pushes, shared by the org's sessions.
+    pub counters_cache: ws::CountersCache,
 }
 
 impl GatewayState {
@@ -68,6 +70,7 @@ impl GatewayState {
             metrics,
             live: tokio::sync::broadcast::channel(1).0,
             shutdown: CancellationToken::new(),
+            counters_cache: ws::CountersCache::default(),
         }
     }
 

@@ -37,6 +37,9 @@ const HOUR_US: i64 = 3_600_000_000;
 /// Consecutive skipped updates after which a client is disconnected.
 const MAX_SKIPS: u32 = 3;
 
+/// The last counters read per org, shared by its sessions for half a push interval.
+pub type CountersCache = Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, (Instant, Json)>>>;
+
 /// The channel the real-time worker publishes newly stored events on.
 pub type LiveSender = broadcast::Sender<Arc<Vec<LiveEvent>>>;
 
@@ -112,7 +115,7 @@ struct Session {
     org: Uuid,
     tx: mpsc::Sender<Message>,
     /// New events of the org since the last update, newest last.
-    pending: VecDeque<Arc<crate::store::Row>>,
+    pending: VecDeque<LiveEvent>,
     changed: bool,
     view: Option<View>,
     /// The view's points as last sent, to send only what changed.
@@ -244,7 +247,7 @@ impl Session {
         let org = *self.org.as_bytes();
         let cap = self.st.cfg.gateway.recent_events_cap.max(1) as usize;
         for ev in batch.iter().filter(|e| e.org == org) {
-            self.pending.push_back(ev.row.clone());
+            self.pending.push_back(ev.clone());
             if self.pending.len() > cap {
                 self.pending.pop_front();
             }
@@ -373,12 +376,23 @@ impl Session {
     }
 
     async fn counters(&self) -> Result<Json, ApiError> {
+        let fresh_for = Duration::from_millis((self.st.cfg.gateway.push_interval_ms / 2).max(20));
+        if let Some((at, c)) = self.st.counters_cache.lock().get(&self.org) {
+            if at.elapsed() < fresh_for {
+                return Ok(c.clone());
+            }
+        }
         let stats = self.st.stats.clone();
         let windows = self.st.cfg.stats.realtime_windows_s.clone();
         let org = *self.org.as_bytes();
         let now = chrono::Utc::now().timestamp_micros();
         let c = blocking(move || stats.counters(org, &windows, now)).await??;
-        Ok(counters_json(self.org, &c))
+        let c = counters_json(self.org, &c);
+        self.st
+            .counters_cache
+            .lock()
+            .insert(self.org, (Instant::now(), c.clone()));
+        Ok(c)
     }
 
     /// The view's timeseries points, top events (its last day) and unique users.
@@ -472,12 +486,7 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let mut msg = json!({
-            "type": "update",
-            "events": self.pending.iter().rev().map(|r| event_json(r)).collect::<Vec<_>>(),
-            "counters": counters,
-            "lag": self.lag(),
-        });
+        let mut view_json = None;
         if let Some(view) = self.view.clone() {
             match self.view_data(&view).await {
                 Ok((points, top, uniq)) => {
@@ -486,17 +495,39 @@ impl Session {
                         .filter(|p| !self.sent_points.contains(p))
                         .copied()
                         .collect();
-                    msg["view"] = json!({
+                    view_json = Some(json!({
                         "timeseries": points_json(&changed),
                         "top_events": top,
                         "unique_users": uniq,
-                    });
+                    }));
                     self.sent_points = points;
                 }
                 Err(e) => tracing::warn!(error = %e, "websocket update: view failed"),
             }
         }
-        match self.tx.try_send(text(msg)) {
+        // Assembled as text: each event's JSON is made once and shared by every session
+        // of the org (newest first).
+        let mut msg = String::with_capacity(256 + self.pending.len() * 400);
+        msg.push_str("{\"type\":\"update\",\"events\":[");
+        for (i, ev) in self.pending.iter().rev().enumerate() {
+            if i > 0 {
+                msg.push(',');
+            }
+            msg.push_str(
+                ev.json
+                    .get_or_init(|| event_json(&ev.row).to_string().into()),
+            );
+        }
+        msg.push_str("],\"counters\":");
+        msg.push_str(&counters.to_string());
+        msg.push_str(",\"lag\":");
+        msg.push_str(&self.lag().to_string());
+        if let Some(v) = view_json {
+            msg.push_str(",\"view\":");
+            msg.push_str(&v.to_string());
+        }
+        msg.push('}');
+        match self.tx.try_send(Message::Text(Utf8Bytes::from(msg))) {
             Ok(()) => {
                 self.skips = 0;
                 self.pending.clear();

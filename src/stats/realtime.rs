@@ -244,6 +244,9 @@ impl RealtimeCounters {
 pub struct LiveEvent {
     pub org: [u8; 16],
     pub row: Arc<Row>,
+    /// The event's JSON as pushed to clients, made once by the first session that needs it
+    /// and shared by all the others.
+    pub json: Arc<std::sync::OnceLock<Box<str>>>,
 }
 
 /// Tuning of the real-time worker.
@@ -424,6 +427,7 @@ impl RealtimeWorker {
                         live.push(LiveEvent {
                             org: f.org,
                             row: Arc::new(row),
+                            json: Arc::default(),
                         });
                     }
                 }
