@@ -503,16 +503,8 @@ impl Store {
         id: &[u8; 16],
     ) -> Result<Option<Vec<Value>>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
-        match self
-            .inner
-            .engine
-            .get_latest(id)
-            .map_err(|err| StoreError::Engine {
-                path: self.inner.path.clone(),
-                op: "read a row",
-                message: err.to_string(),
-            })? {
-            Some((_, record)) => Ok(Some(e.decode_record(&record.data)?)),
+        match self.latest_record(id)? {
+            Some(record) => Ok(Some(e.decode_record(&record.data)?)),
             None => Ok(None),
         }
     }
@@ -525,18 +517,37 @@ impl Store {
         version: u64,
     ) -> Result<Option<Row>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
-        match self
-            .inner
+        match self.version_record(id, version)? {
+            Some(record) => Ok(Some(e.to_row(e.decode_record(&record.data)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn latest_record(&self, id: &[u8; 16]) -> Result<Option<ormdb_core::Record>, StoreError> {
+        self.inner
+            .engine
+            .get_latest(id)
+            .map(|r| r.map(|(_, record)| record))
+            .map_err(|err| StoreError::Engine {
+                path: self.inner.path.clone(),
+                op: "read a row",
+                message: err.to_string(),
+            })
+    }
+
+    fn version_record(
+        &self,
+        id: &[u8; 16],
+        version: u64,
+    ) -> Result<Option<ormdb_core::Record>, StoreError> {
+        self.inner
             .engine
             .get(id, version)
             .map_err(|err| StoreError::Engine {
                 path: self.inner.path.clone(),
                 op: "read a row version",
                 message: err.to_string(),
-            })? {
-            Some(record) => Ok(Some(e.to_row(e.decode_record(&record.data)?))),
-            None => Ok(None),
-        }
+            })
     }
 
     /// The `@feed` fields of `entity`, in the order change-feed entries carry their values.
@@ -557,16 +568,8 @@ impl Store {
         fields: &[&str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
         self.inner.layout.entity(entity)?;
-        match self
-            .inner
-            .engine
-            .get_latest(id)
-            .map_err(|err| StoreError::Engine {
-                path: self.inner.path.clone(),
-                op: "read a row",
-                message: err.to_string(),
-            })? {
-            Some((_, record)) => Ok(Some(project(entity, &record.data, fields)?)),
+        match self.latest_record(id)? {
+            Some(record) => Ok(Some(project(entity, &record.data, fields)?)),
             None => Ok(None),
         }
     }
@@ -581,16 +584,7 @@ impl Store {
         fields: &[&str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
         self.inner.layout.entity(entity)?;
-        let Some(record) =
-            self.inner
-                .engine
-                .get(id, version)
-                .map_err(|err| StoreError::Engine {
-                    path: self.inner.path.clone(),
-                    op: "read a row version",
-                    message: err.to_string(),
-                })?
-        else {
+        let Some(record) = self.version_record(id, version)? else {
             return Ok(None);
         };
         Ok(Some(project(entity, &record.data, fields)?))
