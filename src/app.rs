@@ -1,5 +1,5 @@
-//! `streamtally run`: wires the store, the ingest loop, the stats workers and the HTTP
-//! gateway together, and owns shutdown. The gateway binds `gateway.listen` first (a busy
+//! `streamtally run` (and `streamtally demo`, through [`serve`]): wires the store, the
+//! ingest loop, the stats workers and the HTTP gateway together, and owns shutdown. The gateway binds `gateway.listen` first (a busy
 //! address fails the start, naming it) and serves on the multi-thread runtime.
 //! SIGINT/SIGTERM cancel the shared token; the gateway stops accepting and finishes its
 //! in-flight requests; the ingest loop stops fetching, flushes, commits and returns; the
@@ -25,20 +25,47 @@ use tokio_util::sync::CancellationToken;
 pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
     let store = Store::open(StoreOptions::from_config(&cfg.store), &schema)
         .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
+    serve(cfg, store, |_| Ok(None))
+}
+
+/// What [`serve`] hands to its caller once the gateway listens and ingest runs.
+pub struct Started {
+    /// Where the gateway listens (the real port when `gateway.listen` asked for 0).
+    pub gateway_addr: std::net::SocketAddr,
+    /// The open store (read-only use: progress checks).
+    pub store: Store,
+    /// Cancelled when everything stops; work of the caller that fails cancels it too.
+    pub shutdown: CancellationToken,
+}
+
+/// Stops the caller's own work (e.g. the demo's event generator) and waits for it; run on
+/// SIGINT/SIGTERM before ingest is told to stop, or after ingest stopped by itself.
+pub type StopHook = Box<dyn FnOnce() -> anyhow::Result<()> + Send>;
+
+/// `run`'s wiring, shared with `streamtally demo`: given the open store, starts the gateway,
+/// the stats workers and ingest, then calls `on_started` (which may start more work and
+/// return how to stop it) and waits. On a signal: the stop hook first, then the shutdown
+/// token (ingest stops fetching, flushes, commits), then the workers and the gateway, and
+/// the store is closed last. Returns the first error.
+pub fn serve(
+    cfg: Config,
+    store: Store,
+    on_started: impl FnOnce(&Started) -> anyhow::Result<Option<StopHook>>,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
-    let services = Services::start(
+    let services = match Services::start(
         cfg.clone(),
         store.clone(),
         metrics.clone(),
         shutdown.clone(),
-    )?;
-    let signals = shutdown.clone();
-    services.handle().spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: stopping fetches, flushing, committing");
-        signals.cancel();
-    });
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = store.close();
+            return Err(e);
+        }
+    };
 
     let ingest = Ingest::new(
         cfg.clone(),
@@ -50,14 +77,70 @@ pub fn run(cfg: Config, schema: Schema) -> anyhow::Result<()> {
         .name("ingest".into())
         .spawn(move || ingest.run())
         .context("starting the ingest thread")?;
+
+    // The signal task exists before `on_started` runs, so a signal is never missed; a hook
+    // it does not find yet is run below, after ingest stopped.
+    let stop_hook: Arc<parking_lot::Mutex<Option<StopHook>>> = Arc::default();
+    let hook_error: Arc<parking_lot::Mutex<Option<anyhow::Error>>> = Arc::default();
+    let signals = shutdown.clone();
+    let (hook, errors) = (stop_hook.clone(), hook_error.clone());
+    services.handle().spawn(async move {
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = signals.cancelled() => return,
+        }
+        tracing::info!("signal received: stopping fetches, flushing, committing");
+        let taken = hook.lock().take();
+        if let Some(stop) = taken {
+            let outcome = tokio::task::spawn_blocking(stop).await;
+            let error = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(anyhow::anyhow!("the stop hook failed: {e}")),
+            };
+            if let Some(e) = error {
+                errors.lock().get_or_insert(e);
+            }
+        }
+        signals.cancel();
+    });
+
+    let started = Started {
+        gateway_addr: services.gateway_addr,
+        store: store.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let started_error = match on_started(&started) {
+        Ok(hook) => {
+            *stop_hook.lock() = hook;
+            None
+        }
+        Err(e) => {
+            shutdown.cancel();
+            Some(e)
+        }
+    };
+
     let result = ingest_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))?;
     shutdown.cancel();
+    let taken = stop_hook.lock().take();
+    if let Some(stop) = taken {
+        if let Err(e) = stop() {
+            hook_error.lock().get_or_insert(e);
+        }
+    }
     let services_result = services.join();
     store.close().context("closing the store")?;
+    if let Some(e) = started_error {
+        return Err(e);
+    }
     result.context("ingest stopped")?;
     services_result?;
+    if let Some(e) = hook_error.lock().take() {
+        return Err(e);
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! streamtally: a Kafka-compatible ingestion connector for product-analytics events.
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod gateway;
 pub mod ingest;
 pub mod metrics;

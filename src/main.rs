@@ -21,10 +21,12 @@ struct Cli {
     /// Configuration file (default: ./connector.toml if it exists).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Store directory (overrides store.path).
+    /// Store directory (overrides store.path). demo: keep the store here (default: a
+    /// temporary directory, removed on exit).
     #[arg(long, global = true, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// Kafka bootstrap servers (overrides kafka.brokers).
+    /// Kafka bootstrap servers (overrides kafka.brokers). demo: use this broker instead of
+    /// the embedded one.
     #[arg(long, global = true, value_name = "HOST:PORT,...")]
     brokers: Option<String>,
     /// Any setting as a dotted key, e.g. --set batching.max_batch_events=500 (repeatable).
@@ -66,6 +68,14 @@ enum Command {
         /// NDJSON file, or - for stdin; omit for synthetic events.
         input: Option<PathBuf>,
     },
+    /// Try it in one command: an embedded Kafka-protocol broker (librdkafka's mock cluster,
+    /// on a free 127.0.0.1 port), synthetic events, the connector, the stats workers and the
+    /// gateway with the dashboard, in this process. Prints the dashboard URL, a token per
+    /// demo org and the broker's address; Ctrl-C stops it cleanly. Uses the configuration
+    /// (connector.toml, environment) except kafka.brokers (only --brokers picks a broker),
+    /// kafka.topics (topic "events"), kafka.group_id ("streamtally-demo") and store.path
+    /// (only --data).
+    Demo(DemoArgs),
     /// Print the effective configuration (secrets masked), or every configuration error.
     CheckConfig,
     /// Parse the schema file and print its entities, or the error with line:column.
@@ -85,6 +95,40 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Live events per second, over all demo orgs (1..=100000).
+    #[arg(long, value_name = "EVENTS_PER_S", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    rate: u64,
+    /// Number of demo orgs (1..=100); each gets a random token, printed at start.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    orgs: u64,
+    /// Before going live, produce events spread over the last DAYS days in a daily rhythm
+    /// (quiet nights, busy afternoons UTC, quieter weekends), so the charts have history;
+    /// 0 = none (0..=90).
+    #[arg(long, value_name = "DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(0..=90))]
+    backfill_days: u32,
+    /// Backfilled events per day, averaged over a week (1..=1000000).
+    #[arg(long, value_name = "N", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    backfill_events_per_day: u64,
+    /// Gateway address (default: gateway.listen from the configuration, 127.0.0.1:8080
+    /// unless changed); port 0 picks a free port (the printed URL has the real one).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Keep the temporary store directory on exit (its path is printed). A --data
+    /// directory is always kept.
+    #[arg(long)]
+    keep: bool,
+    /// Seed of the generator's choices (orgs, users, event names, properties, backfill
+    /// times); default: random. Event ids are random in every run.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -288,6 +332,25 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Demo(args) => {
+            let schema = load_schema(cli)?;
+            let opts = streamtally::demo::DemoOptions {
+                rate_per_s: args.rate,
+                orgs: args.orgs as usize,
+                backfill_days: args.backfill_days,
+                backfill_events_per_day: args.backfill_events_per_day,
+                brokers: cli.brokers.clone(),
+                data: cli.data.clone(),
+                keep: args.keep,
+                listen: args.listen,
+                seed: args.seed,
+                program: std::env::args()
+                    .next()
+                    .unwrap_or_else(|| "streamtally".into()),
+            };
+            streamtally::demo::run(cfg, schema, &opts, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig => {
             print!("{}", cfg.to_masked_toml());
             Ok(ExitCode::SUCCESS)
@@ -358,11 +421,7 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
         } => {
             let org = uuid::Uuid::parse_str(org)
                 .map_err(|e| anyhow::anyhow!("--org '{org}': not a UUID ({e})"))?;
-            let mut bytes = [0u8; 32];
-            getrandom::getrandom(&mut bytes)
-                .map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
-            let token =
-                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+            let token = streamtally::demo::random_token()?;
             let hash = streamtally::gateway::auth::token_sha256_hex(&token);
             println!("token: {token}");
             println!();

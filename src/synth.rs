@@ -1,6 +1,7 @@
 //! Synthetic, seed-shaped product-analytics events: several orgs, users with sessions, a
-//! skewed mix of event names, ~200-byte JSON properties. Deterministic for a given seed, so
-//! benchmarks and tests can regenerate exactly what they wrote.
+//! skewed mix of event names, ~200-byte JSON properties, and a daily rhythm of activity
+//! ([`daily_rhythm`]). Deterministic for a given seed, so benchmarks and tests can regenerate
+//! exactly what they wrote.
 
 use crate::store::{Row, Value};
 use chrono::{DateTime, Timelike, Utc};
@@ -98,8 +99,40 @@ impl SynthConfig {
     }
 }
 
+/// The daily rhythm of product traffic: the relative activity of an hour, by its UTC hour
+/// of day and weekday. Quiet nights (0.15 at 03:00), a working-day peak (1.0 at 14:00),
+/// weekends at 60%. The mean over a week is [`rhythm_week_mean`].
+pub fn daily_rhythm(hour: u32, weekday: chrono::Weekday) -> f64 {
+    // A raised cosine peaking at 14:00 and lowest at 02:00, squared for a flat night.
+    let phase = (hour as f64 - 14.0) / 24.0 * std::f64::consts::TAU;
+    let day = 0.5 * (1.0 + phase.cos());
+    let level = 0.15 + 0.85 * day * day;
+    match weekday {
+        chrono::Weekday::Sat | chrono::Weekday::Sun => 0.6 * level,
+        _ => level,
+    }
+}
+
+/// The mean of [`daily_rhythm`] over the 168 hours of a week.
+pub fn rhythm_week_mean() -> f64 {
+    let days = [
+        chrono::Weekday::Mon,
+        chrono::Weekday::Tue,
+        chrono::Weekday::Wed,
+        chrono::Weekday::Thu,
+        chrono::Weekday::Fri,
+        chrono::Weekday::Sat,
+        chrono::Weekday::Sun,
+    ];
+    let sum: f64 = days
+        .iter()
+        .flat_map(|d| (0..24).map(move |h| daily_rhythm(h, *d)))
+        .sum();
+    sum / 168.0
+}
+
 /// splitmix64: small, fast, good enough for synthetic data.
-fn mix(mut z: u64) -> u64 {
+pub fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -123,6 +156,16 @@ pub struct SynthEvent {
 impl SynthEvent {
     /// Event `i` of the stream described by `cfg`.
     pub fn generate(cfg: &SynthConfig, i: u64) -> SynthEvent {
+        let span_us = cfg.span_days as i64 * 86_400_000_000;
+        let offset = (i as i128 * span_us as i128 / cfg.total.max(1) as i128) as i64;
+        let timestamp = cfg.end - chrono::Duration::microseconds(span_us - offset);
+        SynthEvent::generate_at(cfg, i, timestamp)
+    }
+
+    /// Event `i` of `cfg`'s stream, but at `timestamp` instead of its place in the span
+    /// (`cfg.span_days`, `cfg.end` and `cfg.total` are not used): for generators that choose
+    /// their own times, such as the live and backfilled events of `streamtally demo`.
+    pub fn generate_at(cfg: &SynthConfig, i: u64, timestamp: DateTime<Utc>) -> SynthEvent {
         let r = mix(cfg.seed ^ i.wrapping_mul(0x2545_F491_4F6C_DD1D));
         let r2 = mix(r);
         let org = (r % cfg.orgs as u64) as usize;
@@ -130,9 +173,6 @@ impl SynthEvent {
         let u = (r2 >> 11) as f64 / (1u64 << 53) as f64;
         let name = EVENT_NAMES[((u * u) * EVENT_NAMES.len() as f64) as usize % EVENT_NAMES.len()];
         let user = (r2 >> 20) % cfg.users as u64;
-        let span_us = cfg.span_days as i64 * 86_400_000_000;
-        let offset = (i as i128 * span_us as i128 / cfg.total.max(1) as i128) as i64;
-        let timestamp = cfg.end - chrono::Duration::microseconds(span_us - offset);
         let session = format!("s{user}-{}", timestamp.timestamp() / 1800);
         let properties = format!(
             r#"{{"path":"/app/section/{}/item/{}","referrer":"https://www.example.com/landing/{}","browser":"{}","os":"{}","screen":"1440x900","plan":"{}","value":{}.{:02},"campaign":"autumn_sale_{}"}}"#,
