@@ -11,6 +11,7 @@
 // Exit code 0 when every check passed.
 
 import { mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -20,6 +21,12 @@ const TOKEN = process.env.STREAMTALLY_TOKEN;
 const WRONG_TOKEN = process.env.STREAMTALLY_WRONG_TOKEN || `wrong-${Date.now().toString(36)}`;
 const SHOTS = fileURLToPath(new URL('../../target/screenshots/', import.meta.url));
 const TIMEOUT_MS = Number(process.env.STREAMTALLY_E2E_TIMEOUT_MS || 20_000);
+// Under tests/dashboard_e2e.rs the test owns the connector and the broker: `@@ <command>`
+// lines ask it to produce events or to kill/start the connector, and it answers one line.
+const CONTROL = process.env.STREAMTALLY_E2E_CONTROL === '1';
+const controlInput = CONTROL ? createInterface({ input: process.stdin }) : null;
+const answers = controlInput?.[Symbol.asyncIterator]() ?? null;
+const LIVE_UPDATE_MS = 3_000;
 
 if (!ORG || !TOKEN) {
   console.error('Set STREAMTALLY_ORG and STREAMTALLY_TOKEN (and STREAMTALLY_URL if not http://127.0.0.1:8080/).');
@@ -37,6 +44,60 @@ const check = (ok, what) => {
   console.log(`  ${ok ? 'ok' : 'FAILED'}: ${what}`);
 };
 const tid = (id) => `[data-testid="${id}"]`;
+
+/** Asks the test for something only it can do; resolves to its answer. */
+async function control(command) {
+  process.stdout.write(`@@ ${command}\n`);
+  const { value, done } = await answers.next();
+  if (done) throw new Error(`the test did not answer '${command}'`);
+  return value;
+}
+
+/** The API, with the org token (for checking what the page saved). */
+async function api(path, init = {}) {
+  const res = await fetch(new URL(`api/v1/orgs/${ORG}/${path}`, BASE), {
+    ...init,
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', ...(init.headers ?? {}) },
+  });
+  if (!res.ok) throw new Error(`${init.method ?? 'GET'} ${path}: ${res.status} ${await res.text()}`);
+  return res.status === 204 ? null : res.json();
+}
+
+/** What the page shows now: card texts, the chart's total and the recent list's names. */
+async function shown(page) {
+  return page.evaluate(() => {
+    const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+    const card = (id) => q(`${id}-value`)?.textContent?.trim() ?? '';
+    return {
+      events5m: card('card-events-5m'),
+      eventsToday: card('card-events-today'),
+      chartTotal: Number(q('chart-timeseries')?.getAttribute('data-total') ?? 0),
+      recentNames: [...document.querySelectorAll('[data-testid="recent-event"]')].map((e) => e.textContent ?? ''),
+    };
+  });
+}
+
+/** Waits until the cards, the chart total and the recent list all show `n` more events named `name`. */
+async function waitForEvents(page, before, name, n, timeout) {
+  await page.waitForFunction(
+    ({ before, name, n }) => {
+      const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+      const total = Number(q('chart-timeseries')?.getAttribute('data-total') ?? 0);
+      const recent = [...document.querySelectorAll('[data-testid="recent-event"]')].filter((e) =>
+        (e.textContent ?? '').includes(name),
+      ).length;
+      const card = (id) => q(`${id}-value`)?.textContent?.trim() ?? '';
+      return (
+        total >= before.chartTotal + n &&
+        recent >= Math.min(n, 100) &&
+        card('card-events-today') !== before.eventsToday &&
+        card('card-events-5m') !== before.events5m
+      );
+    },
+    { before, name, n },
+    { timeout, polling: 50 },
+  );
+}
 
 /** Console errors and uncaught exceptions of a page; `allow` filters expected ones. */
 function watchConsole(page, label, allow = () => false) {
@@ -103,11 +164,19 @@ try {
   {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();
-    const errors = watchConsole(page, 'desktop');
+    // While the connector is down (on purpose) the browser logs the refused requests itself.
+    let outage = false;
+    const errors = watchConsole(page, 'desktop', (text) => outage && /ERR_CONNECTION_REFUSED/.test(text));
 
     log('desktop: sign in with the form');
     await signIn(page, TOKEN);
+    const paint = await page.evaluate(
+      () => performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null,
+    );
+    console.log(`  first contentful paint (sign-in page): ${paint === null ? 'not reported' : `${paint.toFixed(0)} ms`}`);
+    const signedIn = Date.now();
     await waitForData(page);
+    console.log(`  sign-in to live data shown: ${Date.now() - signedIn} ms`);
     check(!new URL(page.url()).searchParams.has('token'), 'no token in the URL');
     const values = {};
     for (const id of ['card-events-5m', 'card-active-users-5m', 'card-events-today', 'card-unique-users-today']) {
@@ -118,6 +187,92 @@ try {
     check((await page.locator(tid('connection-status')).textContent())?.includes('Live'), 'the indicator says Live');
     check(await page.locator(tid('ingestion-lag')).isVisible(), 'the ingestion lag is shown');
     await page.screenshot({ path: `${SHOTS}desktop-1280x800.png` });
+
+    if (CONTROL) {
+      log(`desktop: events produced now show in the cards, the chart and the recent list within ${LIVE_UPDATE_MS} ms`);
+      const before = await shown(page);
+      await control('produce 25 e2e_live_update');
+      const t0 = Date.now();
+      try {
+        await waitForEvents(page, before, 'e2e_live_update', 25, LIVE_UPDATE_MS);
+        check(true, `updated ${Date.now() - t0} ms after the produce was acknowledged`);
+      } catch {
+        check(false, `not updated within ${LIVE_UPDATE_MS} ms: before ${JSON.stringify({ ...before, recentNames: undefined })}, now ${JSON.stringify({ ...(await shown(page)), recentNames: undefined })}`);
+      }
+      const after = await shown(page);
+      check(after.chartTotal === before.chartTotal + 25, `chart total ${before.chartTotal} -> ${after.chartTotal} (+25)`);
+      check(!after.recentNames.some((t) => t.includes('other_org_event')), "another org's events never show");
+    }
+
+    log('desktop: saved dashboards: create, rename, edit the layout, delete');
+    {
+      const name = `E2E board ${Date.now().toString(36)}`;
+      await page.getByRole('button', { name: 'New', exact: true }).click();
+      await page.locator(tid('dashboard-name')).fill(name);
+      await page.getByRole('button', { name: 'Create', exact: true }).click();
+      await page.waitForFunction(
+        (name) => document.querySelector('[data-testid="dashboard-select"]')?.selectedOptions[0]?.textContent === name,
+        name,
+        { timeout: TIMEOUT_MS },
+      );
+      const created = (await api('dashboards')).dashboards?.find((d) => d.name === name);
+      check(!!created, `"${name}" is saved (API lists it)`);
+
+      const renamed = `${name} renamed`;
+      await page.getByRole('button', { name: 'Rename', exact: true }).click();
+      await page.locator(tid('dashboard-name')).fill(renamed);
+      await page.getByRole('button', { name: 'Rename', exact: true }).click();
+      await page.waitForFunction(
+        (name) => document.querySelector('[data-testid="dashboard-select"]')?.selectedOptions[0]?.textContent === name,
+        renamed,
+        { timeout: TIMEOUT_MS },
+      );
+      const afterRename = created && (await api(`dashboards/${created.id}`));
+      check(afterRename?.name === renamed, `renamed (API: ${afterRename?.name})`);
+
+      await page.getByRole('button', { name: 'Edit layout', exact: true }).click();
+      const move = page.getByRole('button', { name: /^Move down: / }).first();
+      const movedLabel = (await move.getAttribute('aria-label')) ?? '';
+      await move.click();
+      await page.locator(tid('layout-save')).click();
+      await page.locator(tid('layout-save')).waitFor({ state: 'detached', timeout: TIMEOUT_MS });
+      const saved = created && (await api(`dashboards/${created.id}`));
+      const moved = saved?.widgets?.filter((w) => {
+        const old = afterRename.widgets.find((o) => o.id === w.id);
+        return old && old.y !== w.y;
+      });
+      check(saved?.widgets?.length === afterRename?.widgets?.length && moved?.length > 0, `layout saved (${movedLabel}: ${moved?.length ?? 0} widget(s) moved)`);
+
+      await page.reload({ waitUntil: 'load' });
+      await waitForData(page);
+      const selectedName = await page.evaluate(
+        () => document.querySelector('[data-testid="dashboard-select"]')?.selectedOptions[0]?.textContent,
+      );
+      check(selectedName === renamed, `after a reload the saved dashboard is still selected (${selectedName})`);
+      const ys = await page.evaluate(() =>
+        Object.fromEntries(
+          [...document.querySelectorAll('section[data-widget-id]')].map((s) => [
+            s.getAttribute('data-widget-id'),
+            Number(s.style.getPropertyValue('--y')) - 1,
+          ]),
+        ),
+      );
+      check(
+        saved?.widgets?.every((w) => ys[w.id] === w.y),
+        'the page lays the widgets out as saved',
+      );
+      await page.screenshot({ path: `${SHOTS}desktop-1280x800-dashboard.png` });
+
+      await page.getByRole('button', { name: 'Delete', exact: true }).click();
+      await page.getByRole('alertdialog').getByRole('button', { name: 'Delete', exact: true }).click();
+      await page.waitForFunction(
+        () => document.querySelector('[data-testid="dashboard-select"]')?.value === 'overview',
+        undefined,
+        { timeout: TIMEOUT_MS },
+      );
+      const left = (await api('dashboards')).dashboards?.filter((d) => d.name === renamed) ?? [];
+      check(left.length === 0, 'deleted (the API no longer lists it)');
+    }
 
     log('desktop: expand an event\'s properties');
     const first = page.locator(`${tid('recent-event')} details summary`).first();
@@ -164,6 +319,32 @@ try {
     await page.keyboard.press('Tab');
     const focused = await page.evaluate(() => document.activeElement?.tagName ?? '');
     check(focused !== 'BODY' && focused !== '', `Tab moves focus (${focused})`);
+
+    if (CONTROL) {
+      log('desktop: the connector is killed; the page says so, reconnects when it is back, and catches up');
+      await page.locator(tid('range-select')).selectOption('24h');
+      await waitForData(page);
+      const before = await shown(page);
+      outage = true;
+      await control('kill');
+      await page.waitForSelector(`${tid('connection-status')}:not([data-state="open"])`, { timeout: TIMEOUT_MS });
+      const state = await page.locator(tid('connection-status')).getAttribute('data-state');
+      const words = (await page.locator(tid('connection-status')).textContent())?.trim();
+      check(state !== 'rejected' && state !== 'stopped', `the indicator shows the outage (${state}: ${words})`);
+      await page.screenshot({ path: `${SHOTS}desktop-1280x800-reconnecting.png` });
+      await control('produce 15 e2e_while_down');
+      await control('start');
+      const t0 = Date.now();
+      await page.waitForSelector(`${tid('connection-status')}[data-state="open"]`, { timeout: 30_000 });
+      console.log(`  reconnected ${Date.now() - t0} ms after the gateway was back`);
+      outage = false;
+      try {
+        await waitForEvents(page, before, 'e2e_while_down', 15, 30_000);
+        check(true, `caught up: the 15 events produced while it was down show (${Date.now() - t0} ms after restart)`);
+      } catch {
+        check(false, `did not catch up: before ${JSON.stringify({ ...before, recentNames: undefined })}, now ${JSON.stringify({ ...(await shown(page)), recentNames: undefined })}`);
+      }
+    }
 
     log('desktop: reload keeps the session of this tab');
     await page.reload({ waitUntil: 'load' });
@@ -224,6 +405,7 @@ try {
   failures.push(`${step}: ${e instanceof Error ? e.message : String(e)}`);
 } finally {
   await browser.close();
+  controlInput?.close(); // else the open stdin keeps Node running
 }
 
 if (failures.length) {
@@ -231,3 +413,4 @@ if (failures.length) {
   process.exit(1);
 }
 console.log(`\nall checks passed; screenshots in ${SHOTS}`);
+process.exit(0);

@@ -1,0 +1,276 @@
+//! The dashboard in a real browser: `streamtally run` against an end-to-end broker (Tansu
+//! here, see tests/common/broker.rs), the page it serves opened in Debian's headless
+//! Chromium, driven by playwright-core from `frontend/e2e/dashboard.e2e.mjs`.
+//!
+//! This test owns the processes; the browser script owns the page. The script asks for what
+//! only this side can do by printing `@@ <command>` lines and reading one answer line:
+//! `@@ produce N NAME` (N events named NAME for the org, event time now), `@@ kill` (SIGKILL
+//! the connector, gateway included), `@@ start` (start it again on the same address). Every
+//! other line the script prints is passed through.
+//!
+//! Needs /usr/bin/chromium (`apt-get install chromium`) and `npm ci` in frontend/ (both done
+//! by `.ci/run`). Without them the test fails and says so; `STREAMTALLY_SKIP_BROWSER=1`
+//! skips it explicitly.
+
+mod common;
+
+use common::broker::{produce, random_name, TestBroker, TestRecord};
+use common::run::{sigkill, sigterm, spawn_run};
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamtally::gateway::auth::token_sha256_hex;
+use uuid::Uuid;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The whole browser script, whatever happens inside it.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(420);
+
+fn frontend_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("frontend")
+}
+
+/// None when the browser test can run here, else what is missing.
+fn missing_prerequisites() -> Option<String> {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("{CHROMIUM} (apt-get install chromium)"));
+    }
+    if !frontend_dir().join("node_modules/playwright-core").exists() {
+        missing.push("frontend/node_modules/playwright-core (cd frontend && npm ci)".into());
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node (Node.js 20.19 or later)".into());
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// `n` native-format events for `org` named `name`, at `at` (ms since the epoch) minus
+/// `spread_ms * i / n`, with a few users, sessions and properties.
+fn events(org: Uuid, name: &str, n: usize, at: i64, spread_ms: i64) -> Vec<TestRecord> {
+    (0..n)
+        .map(|i| {
+            let user = format!("user-{}", i % 37);
+            let ts = at - spread_ms * i as i64 / n.max(1) as i64;
+            let payload = json!({
+                "org_id": org,
+                "id": Uuid::new_v4(),
+                "event_type": if i % 5 == 0 { "pageview" } else { "track" },
+                "event_name": name,
+                "user_id": user,
+                "session_id": format!("s-{}", i % 11),
+                "timestamp": ts,
+                "properties": {"plan": if i % 2 == 0 { "pro" } else { "free" }, "n": i},
+            });
+            (
+                Some(user.into_bytes()),
+                Some(payload.to_string().into_bytes()),
+                vec![],
+                None,
+            )
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The connector as a child process, restartable on the same gateway address.
+struct Connector {
+    bootstrap: String,
+    topic: String,
+    group: String,
+    store: PathBuf,
+    log: PathBuf,
+    addr: String,
+    child: Option<Child>,
+}
+
+impl Connector {
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "the connector is already running");
+        self.child = Some(spawn_run(
+            &self.bootstrap,
+            &self.topic,
+            &self.group,
+            &self.store,
+            &self.log,
+            &[("STREAMTALLY__GATEWAY__LISTEN", self.addr.as_str())],
+        ));
+        // Serving again: the page's reconnect is what the script checks, not this wait.
+        let started = Instant::now();
+        while http_status(&self.addr, "/healthz") != Some(200) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the gateway never answered /healthz at {}; log:\n{}",
+                self.addr,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("the connector is running");
+        sigkill(&mut child);
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn the_dashboard_in_headless_chromium() {
+    if let Some(missing) = missing_prerequisites() {
+        if std::env::var_os("STREAMTALLY_SKIP_BROWSER").is_some() {
+            eprintln!(
+                "dashboard_e2e: SKIPPED (STREAMTALLY_SKIP_BROWSER is set; missing: {missing})"
+            );
+            return;
+        }
+        panic!(
+            "the browser test needs: {missing}. `bash .ci/run` installs them; \
+             STREAMTALLY_SKIP_BROWSER=1 skips this test"
+        );
+    }
+    let broker = TestBroker::end_to_end();
+    eprintln!(
+        "dashboard_e2e: broker {} at {}",
+        broker.kind, broker.bootstrap
+    );
+    let topic = random_name("dashboard");
+    broker.create_topic(&topic, 3);
+
+    // What the page shows first: a week of history and the last hour.
+    let org = Uuid::new_v4();
+    let token = format!("e2e-{}", Uuid::new_v4().simple());
+    let now = now_ms();
+    let mut seed = events(org, "page_view", 300, now, 7 * 24 * 3_600_000);
+    seed.extend(events(org, "signup", 40, now, 45 * 60_000));
+    seed.extend(events(org, "add_to_cart", 60, now, 4 * 60_000));
+    // Another org's events must never show.
+    seed.extend(events(Uuid::new_v4(), "other_org_event", 50, now, 60_000));
+    produce(&broker.bootstrap, &topic, &seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("connector.toml"),
+        format!(
+            "[[auth.tokens]]\norg_id = \"{org}\"\ntoken_sha256 = \"{}\"\nname = \"e2e\"\n",
+            token_sha256_hex(&token)
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut connector = Connector {
+        bootstrap: broker.bootstrap.clone(),
+        topic: topic.clone(),
+        group: random_name("dashboard"),
+        store: dir.path().join("data"),
+        log: dir.path().join("run.log"),
+        addr: format!("127.0.0.1:{port}"),
+        child: None,
+    };
+    connector.start();
+
+    let mut script = Command::new("node")
+        .arg("e2e/dashboard.e2e.mjs")
+        .current_dir(frontend_dir())
+        .env("STREAMTALLY_URL", format!("http://{}/", connector.addr))
+        .env("STREAMTALLY_ORG", org.to_string())
+        .env("STREAMTALLY_TOKEN", &token)
+        .env("STREAMTALLY_E2E_CONTROL", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start node e2e/dashboard.e2e.mjs");
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        let pid = script.id() as i32;
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                if started.elapsed() > SCRIPT_TIMEOUT {
+                    eprintln!(
+                        "dashboard_e2e: the browser script ran over {SCRIPT_TIMEOUT:?}: killing it"
+                    );
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+
+    let mut answers = script.stdin.take().unwrap();
+    let lines = BufReader::new(script.stdout.take().unwrap()).lines();
+    for line in lines {
+        let line = line.expect("read the script's output");
+        let Some(command) = line.strip_prefix("@@ ") else {
+            println!("{line}");
+            continue;
+        };
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["produce", n, name] => {
+                let n: usize = n.parse().expect("produce N");
+                produce(
+                    &broker.bootstrap,
+                    &topic,
+                    &events(org, name, n, now_ms(), 0),
+                );
+                format!("produced {n}")
+            }
+            ["kill"] => {
+                connector.kill();
+                "killed".to_string()
+            }
+            ["start"] => {
+                connector.start();
+                "started".to_string()
+            }
+            _ => panic!("unknown command from the browser script: {line}"),
+        };
+        println!("  (test: {command} -> {answer})");
+        writeln!(answers, "{answer}").expect("answer the script");
+    }
+    let status = script.wait().expect("wait for the browser script");
+    done.store(true, Ordering::Relaxed);
+    watchdog.join().unwrap();
+    assert!(
+        status.success(),
+        "the browser script failed ({status}); connector log:\n{}",
+        connector.log_text()
+    );
+
+    if let Some(mut child) = connector.child.take() {
+        let exit = sigterm(&mut child);
+        assert!(exit.success(), "connector exit {exit:?}");
+    }
+}
