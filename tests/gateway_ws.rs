@@ -567,3 +567,50 @@ fn the_dashboard_is_served_from_the_binary_with_revalidation() {
             .starts_with("HTTP/1.1 404"));
     });
 }
+
+/// The real-time counters are persisted after the events they count reach the gateway
+/// (here every 1 s, pushes every 200 ms): the updates that follow carry the settled counters
+/// even when no further event arrives, and then, idle, nothing is sent.
+#[test]
+fn counters_written_after_the_events_still_reach_the_client_then_idle_is_quiet() {
+    let stack = Stack::start(|cfg| cfg.stats.persist_interval_ms = 1000);
+    stack.warm_up();
+    rt().block_on(async {
+        let mut a = stack
+            .connect(Auth::Header(TOKEN_A))
+            .await
+            .expect("A connects");
+        assert_eq!(
+            next_json(&mut a, Duration::from_secs(2)).await.unwrap()["type"],
+            "hello"
+        );
+        stack.produce(org(1), 12, "settle");
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < Duration::from_secs(5) {
+            match next_json(&mut a, Duration::from_secs(5)).await {
+                Some(m) if m["type"] == "update" => {
+                    last = m["counters"]["events_5m"].as_i64();
+                    if last == Some(12) {
+                        break;
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert_eq!(
+            last,
+            Some(12),
+            "the updates never carried the persisted counters"
+        );
+        // Idle: after the settling ticks, no update (pings are not text).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        while tokio::time::timeout(Duration::from_millis(10), a.next())
+            .await
+            .is_ok_and(|m| m.is_some())
+        {}
+        let quiet = next_json(&mut a, Duration::from_secs(2)).await;
+        assert!(quiet.is_none(), "an update while idle: {quiet:?}");
+    });
+}

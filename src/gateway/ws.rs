@@ -36,6 +36,10 @@ use uuid::Uuid;
 const HOUR_US: i64 = 3_600_000_000;
 /// Consecutive skipped updates after which a client is disconnected.
 const MAX_SKIPS: u32 = 3;
+/// Push ticks after an update with events (or a snapshot) in which the counters and the
+/// view are looked at again: the real-time counters are persisted every
+/// `stats.persist_interval_ms` and rollups a little after the events are stored.
+const SETTLE_TICKS: u32 = 4;
 
 /// The last counters read per org, shared by its sessions for half a push interval.
 pub type CountersCache = Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, (Instant, Json)>>>;
@@ -120,6 +124,11 @@ struct Session {
     view: Option<View>,
     /// The view's points as last sent, to send only what changed.
     sent_points: Vec<Point>,
+    /// The counters, top events and unique users as last sent.
+    sent: Option<(Json, Option<(Json, Json)>)>,
+    /// Push ticks left in which to look again for counters and rollups that the stats
+    /// workers write shortly after the events they count reach this session.
+    settle_ticks: u32,
     skips: u32,
     commands: (Instant, u64),
 }
@@ -157,6 +166,8 @@ async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
         changed: false,
         view: None,
         sent_points: Vec::new(),
+        sent: None,
+        settle_ticks: 0,
         skips: 0,
         commands: (Instant::now(), 0),
     };
@@ -457,24 +468,34 @@ impl Session {
             "type": "snapshot",
             "view": view.json(now),
             "timeseries": self.timeseries_json(&view, &points),
-            "top_events": top,
-            "unique_users": uniq,
-            "counters": counters,
+            "top_events": top.clone(),
+            "unique_users": uniq.clone(),
+            "counters": counters.clone(),
             "recent_events": recent.iter().map(event_json).collect::<Vec<_>>(),
             "lag": self.lag(),
         });
         self.sent_points = points;
-        // The snapshot includes everything stored so far.
+        self.sent = Some((counters, Some((top, uniq))));
+        // The snapshot includes everything stored so far; what the workers have not
+        // written yet follows in the next ticks.
         self.pending.clear();
         self.changed = false;
+        self.settle_ticks = SETTLE_TICKS;
         Ok(msg)
     }
 
     /// Sends an update if anything changed; skips it when the client's queue is full and
-    /// disconnects the client after [`MAX_SKIPS`] skips in a row.
+    /// disconnects the client after [`MAX_SKIPS`] skips in a row. New events make an update;
+    /// for [`SETTLE_TICKS`] ticks after one, an update is also sent when the counters or
+    /// the view's rollups changed (the stats workers write them after the events arrive
+    /// here). Idle, nothing is sent.
     async fn push(&mut self) -> Flow {
-        if !self.changed {
+        let events = self.changed;
+        if !events && self.settle_ticks == 0 {
             return Flow::Continue;
+        }
+        if !events {
+            self.settle_ticks -= 1;
         }
         if self.tx.capacity() == 0 {
             return self.skipped();
@@ -487,6 +508,8 @@ impl Session {
             }
         };
         let mut view_json = None;
+        let mut view_sent = None;
+        let mut points_changed = false;
         if let Some(view) = self.view.clone() {
             match self.view_data(&view).await {
                 Ok((points, top, uniq)) => {
@@ -495,15 +518,23 @@ impl Session {
                         .filter(|p| !self.sent_points.contains(p))
                         .copied()
                         .collect();
+                    points_changed = !changed.is_empty();
                     view_json = Some(json!({
                         "timeseries": points_json(&changed),
-                        "top_events": top,
-                        "unique_users": uniq,
+                        "top_events": top.clone(),
+                        "unique_users": uniq.clone(),
                     }));
-                    self.sent_points = points;
+                    view_sent = Some((points, top, uniq));
                 }
                 Err(e) => tracing::warn!(error = %e, "websocket update: view failed"),
             }
+        }
+        let now_sent = (
+            counters.clone(),
+            view_sent.as_ref().map(|(_, t, u)| (t.clone(), u.clone())),
+        );
+        if !events && !points_changed && self.sent.as_ref() == Some(&now_sent) {
+            return Flow::Continue;
         }
         // Assembled as text: each event's JSON is made once and shared by every session
         // of the org (newest first).
@@ -532,6 +563,13 @@ impl Session {
                 self.skips = 0;
                 self.pending.clear();
                 self.changed = false;
+                if let Some((points, _, _)) = view_sent {
+                    self.sent_points = points;
+                }
+                self.sent = Some(now_sent);
+                if events {
+                    self.settle_ticks = SETTLE_TICKS;
+                }
                 Flow::Continue
             }
             Err(mpsc::error::TrySendError::Full(_)) => self.skipped(),
