@@ -584,6 +584,16 @@ fn counters_written_after_the_events_still_reach_the_client_then_idle_is_quiet()
             next_json(&mut a, Duration::from_secs(2)).await.unwrap()["type"],
             "hello"
         );
+        // A live view: its range's end moves with the clock, which alone is no update.
+        let from = chrono::Utc::now() - chrono::Duration::hours(1);
+        a.send(Message::text(
+            json!({"type": "subscribe", "from": from.to_rfc3339(), "to": null}).to_string(),
+        ))
+        .await
+        .unwrap();
+        wait_type(&mut a, "snapshot", Duration::from_secs(5))
+            .await
+            .expect("snapshot");
         stack.produce(org(1), 12, "settle");
         let started = Instant::now();
         let mut last = None;

@@ -56,8 +56,8 @@ pub struct GatewayState {
     pub live: ws::LiveSender,
     /// Cancelled at shutdown: WebSocket sessions close with 1001.
     pub shutdown: CancellationToken,
-    /// Counters per org as last read for WebSocket pushes, shared by the org's sessions.
-    pub counters_cache: ws::CountersCache,
+    /// What WebSocket pushes read (counters, view data), shared by the sessions.
+    pub push_cache: ws::PushCache,
 }
 
 impl GatewayState {
@@ -70,7 +70,7 @@ impl GatewayState {
             metrics,
             live: tokio::sync::broadcast::channel(1).0,
             shutdown: CancellationToken::new(),
-            counters_cache: ws::CountersCache::default(),
+            push_cache: ws::PushCache::default(),
         }
     }
 

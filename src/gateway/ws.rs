@@ -41,8 +41,20 @@ const MAX_SKIPS: u32 = 3;
 /// `stats.persist_interval_ms` and rollups a little after the events are stored.
 const SETTLE_TICKS: u32 = 4;
 
-/// The last counters read per org, shared by its sessions for half a push interval.
-pub type CountersCache = Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, (Instant, Json)>>>;
+/// What WebSocket pushes read, shared by all sessions for half a push interval: the
+/// counters per org, and each view's data (points, top events, unique users) per org and
+/// view, so 1,000 clients of one org watching the same range cost one set of queries.
+#[derive(Clone, Default)]
+pub struct PushCache {
+    counters: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, (Instant, Json)>>>,
+    views: Arc<parking_lot::Mutex<std::collections::HashMap<String, (Instant, Arc<ViewData>)>>>,
+}
+
+/// A view's timeseries points, top events (of its last day) and unique users.
+type ViewData = (Vec<Point>, Json, Json);
+
+/// Views cached at most (custom ranges make keys without end); stale ones go first.
+const MAX_CACHED_VIEWS: usize = 4096;
 
 /// The channel the real-time worker publishes newly stored events on.
 pub type LiveSender = broadcast::Sender<Arc<Vec<LiveEvent>>>;
@@ -95,6 +107,19 @@ struct View {
 }
 
 impl View {
+    /// Sessions of one org with equal keys see the same data (a live range slides with the
+    /// clock, so only its length counts).
+    fn cache_key(&self, org: Uuid) -> String {
+        let from = self.to_us.map(|_| self.from_us);
+        format!(
+            "{org}|{from:?}|{:?}|{}|{}|{:?}",
+            self.to_us,
+            self.span_us,
+            self.granularity.as_str(),
+            self.event_type
+        )
+    }
+
     fn range(&self, now_us: i64) -> (i64, i64) {
         match self.to_us {
             Some(to) => (self.from_us, to),
@@ -125,7 +150,7 @@ struct Session {
     /// The view's points as last sent, to send only what changed.
     sent_points: Vec<Point>,
     /// The counters, top events and unique users as last sent.
-    sent: Option<(Json, Option<(Json, Json)>)>,
+    sent: Option<(Json, Option<Json>)>,
     /// Push ticks left in which to look again for counters and rollups that the stats
     /// workers write shortly after the events they count reach this session.
     settle_ticks: u32,
@@ -241,6 +266,18 @@ async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
     drop(s);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     st.metrics.ws_clients.dec();
+}
+
+/// The values of a view's top events and unique users, without the range's bounds (a live
+/// range's end moves with the clock: that alone is not a change worth an update).
+fn view_values(top: &Json, uniq: &Json) -> Json {
+    json!([
+        top["date"],
+        top["events"],
+        uniq["unique_users"],
+        uniq["unique_sessions"],
+        uniq["exact"]
+    ])
 }
 
 fn text(v: Json) -> Message {
@@ -386,10 +423,14 @@ impl Session {
         })
     }
 
+    /// How long a read is shared by the sessions: half a push interval.
+    fn fresh_for(&self) -> Duration {
+        Duration::from_millis((self.st.cfg.gateway.push_interval_ms / 2).max(20))
+    }
+
     async fn counters(&self) -> Result<Json, ApiError> {
-        let fresh_for = Duration::from_millis((self.st.cfg.gateway.push_interval_ms / 2).max(20));
-        if let Some((at, c)) = self.st.counters_cache.lock().get(&self.org) {
-            if at.elapsed() < fresh_for {
+        if let Some((at, c)) = self.st.push_cache.counters.lock().get(&self.org) {
+            if at.elapsed() < self.fresh_for() {
                 return Ok(c.clone());
             }
         }
@@ -400,14 +441,35 @@ impl Session {
         let c = blocking(move || stats.counters(org, &windows, now)).await??;
         let c = counters_json(self.org, &c);
         self.st
-            .counters_cache
+            .push_cache
+            .counters
             .lock()
             .insert(self.org, (Instant::now(), c.clone()));
         Ok(c)
     }
 
     /// The view's timeseries points, top events (its last day) and unique users.
-    async fn view_data(&self, view: &View) -> Result<(Vec<Point>, Json, Json), ApiError> {
+    async fn view_data(&self, view: &View) -> Result<ViewData, ApiError> {
+        let key = view.cache_key(self.org);
+        if let Some((at, d)) = self.st.push_cache.views.lock().get(&key) {
+            if at.elapsed() < self.fresh_for() {
+                return Ok(ViewData::clone(d));
+            }
+        }
+        let data = self.read_view(view).await?;
+        let mut views = self.st.push_cache.views.lock();
+        if views.len() >= MAX_CACHED_VIEWS {
+            let fresh_for = self.fresh_for();
+            views.retain(|_, (at, _)| at.elapsed() < fresh_for);
+            if views.len() >= MAX_CACHED_VIEWS {
+                views.clear();
+            }
+        }
+        views.insert(key, (Instant::now(), Arc::new(data.clone())));
+        Ok(data)
+    }
+
+    async fn read_view(&self, view: &View) -> Result<ViewData, ApiError> {
         let stats = self.st.stats.clone();
         let org = *self.org.as_bytes();
         let now = chrono::Utc::now().timestamp_micros();
@@ -475,7 +537,7 @@ impl Session {
             "lag": self.lag(),
         });
         self.sent_points = points;
-        self.sent = Some((counters, Some((top, uniq))));
+        self.sent = Some((counters, Some(view_values(&top, &uniq))));
         // The snapshot includes everything stored so far; what the workers have not
         // written yet follows in the next ticks.
         self.pending.clear();
@@ -531,7 +593,7 @@ impl Session {
         }
         let now_sent = (
             counters.clone(),
-            view_sent.as_ref().map(|(_, t, u)| (t.clone(), u.clone())),
+            view_sent.as_ref().map(|(_, t, u)| view_values(t, u)),
         );
         if !events && !points_changed && self.sent.as_ref() == Some(&now_sent) {
             return Flow::Continue;
