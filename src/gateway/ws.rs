@@ -46,9 +46,12 @@ const SETTLE_TICKS: u32 = 4;
 /// view, so 1,000 clients of one org watching the same range cost one set of queries.
 #[derive(Clone, Default)]
 pub struct PushCache {
-    counters: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, (Instant, Json)>>>,
-    views: Arc<parking_lot::Mutex<std::collections::HashMap<String, (Instant, Arc<ViewData>)>>>,
+    counters: Shared<Uuid, Json>,
+    views: Shared<String, Arc<ViewData>>,
 }
+
+/// Values with the time they were read, shared between sessions.
+type Shared<K, V> = Arc<parking_lot::Mutex<std::collections::HashMap<K, (Instant, V)>>>;
 
 /// A view's timeseries points, top events (of its last day) and unique users.
 type ViewData = (Vec<Point>, Json, Json);
