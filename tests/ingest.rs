@@ -561,3 +561,81 @@ fn a_regex_subscription_takes_every_matching_topic_but_not_its_dead_letters() {
     assert_eq!(c.store.offset(&other, 0).unwrap(), None);
     assert_eq!(c.store.offset(&format!("{a}.dlq"), 0).unwrap(), None);
 }
+
+/// Events the broker deletes before the connector reads them (retention: librdkafka's mock
+/// keeps 5 MB per partition) are gone from Kafka; the connector counts them in
+/// `streamtally_events_skipped_total{reason="retention"}` and logs an error instead of
+/// passing over them silently, and stores everything still there.
+#[test]
+fn events_deleted_by_retention_before_they_are_read_are_counted() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let broker = TestBroker::mock(1);
+    let topic = random_name("events");
+    broker.create_topic(&topic, 1);
+    let org = uuid::Uuid::new_v4();
+    let pad = "x".repeat(2000);
+    let records = |from: usize, n: usize| -> Vec<TestRecord> {
+        (from..from + n)
+            .map(|i| {
+                let payload = serde_json::json!({
+                    "org_id": org, "event_type": "track", "event_name": "retained",
+                    "user_id": format!("u{i}"), "properties": {"pad": pad},
+                });
+                (
+                    None,
+                    Some(payload.to_string().into_bytes()),
+                    Vec::new(),
+                    Some(0),
+                )
+            })
+            .collect()
+    };
+    produce(&broker.bootstrap, &topic, &records(0, 50));
+    let mut c = Connector::start(
+        &broker.bootstrap,
+        &[topic.as_str()],
+        &random_name("g"),
+        |_| {},
+    );
+    c.wait_for("the first 50 events", Duration::from_secs(60), |c| {
+        c.stored(&topic, 1) >= 50
+    });
+    c.stop().unwrap();
+    // While the connector is stopped, ~8 MB more: the oldest of them are deleted.
+    produce(&broker.bootstrap, &topic, &records(50, 4000));
+    let probe: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    let (low, high) = probe
+        .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        low > 50 && high == 4050,
+        "the mock kept everything: log {low}..{high}"
+    );
+
+    c.restart();
+    c.wait_for(
+        "the events still in the log",
+        Duration::from_secs(60),
+        |c| c.stored(&topic, 1) >= high,
+    );
+    c.stop().unwrap();
+    let rows = c.store.scan_all("Event").unwrap().len() as i64;
+    assert_eq!(rows, 50 + (high - low), "log {low}..{high}");
+    let metrics = c.metrics.encode();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("streamtally_events_skipped_total") && l.contains("retention"))
+        .unwrap_or_else(|| panic!("no retention count in:\n{metrics}"));
+    assert!(
+        line.ends_with(&format!(" {}", low - 50)),
+        "{line}: expected {} deleted before they were read",
+        low - 50
+    );
+    println!(
+        "retention: {} of 4050 deleted before they were read and counted; {rows} stored",
+        low - 50
+    );
+}

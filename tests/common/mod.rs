@@ -47,6 +47,7 @@ pub struct Connector {
     pub metrics: std::sync::Arc<streamtally::metrics::Metrics>,
     pub shutdown: tokio_util::sync::CancellationToken,
     thread: Option<std::thread::JoinHandle<Result<(), streamtally::ingest::IngestError>>>,
+    cfg: streamtally::config::Config,
     pub dir: tempfile::TempDir,
 }
 
@@ -80,16 +81,43 @@ impl Connector {
         let store = open(dir.path());
         let metrics = std::sync::Arc::new(streamtally::metrics::Metrics::new());
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let ingest =
-            streamtally::ingest::Ingest::new(cfg, store.clone(), metrics.clone(), shutdown.clone());
+        let ingest = streamtally::ingest::Ingest::new(
+            cfg.clone(),
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         let thread = std::thread::spawn(move || ingest.run());
         Connector {
             store,
             metrics,
             shutdown,
             thread: Some(thread),
+            cfg,
             dir,
         }
+    }
+
+    /// Stops gracefully, closes the store, and starts again on the same store and
+    /// configuration with fresh metrics.
+    pub fn restart(&mut self) {
+        self.stop().expect("graceful stop before the restart");
+        // Every handle must be gone before the store can be opened again: park a scratch
+        // store in the field meanwhile.
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let old = std::mem::replace(&mut self.store, open(scratch.path()));
+        old.close().expect("close the store");
+        drop(old);
+        self.store = open(self.dir.path());
+        self.metrics = std::sync::Arc::new(streamtally::metrics::Metrics::new());
+        self.shutdown = tokio_util::sync::CancellationToken::new();
+        let ingest = streamtally::ingest::Ingest::new(
+            self.cfg.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        );
+        self.thread = Some(std::thread::spawn(move || ingest.run()));
     }
 
     /// Sum of the stored next offsets of `topic`'s partitions `0..partitions`.
