@@ -33,8 +33,9 @@ const MAX_INFLIGHT_BATCHES: usize = 4;
 /// How long the poll loop waits for the store to make room before it pauses the partitions.
 /// A pause purges librdkafka's prefetched messages (a resume fetches them again), so the
 /// ordinary case, a store a group commit behind, is a wait; a pause is for a store that stalls.
-/// Measured (ingest bench, 200k events): pausing at every 4th batch and polling 100 ms per
-/// loop while paused left the store's committer idle 55% of the time.
+/// Measured (ingest bench, 200k events on Tansu): pausing at every 4th batch (then polling up
+/// to 100 ms per loop) left the store's committer idle 56% of the time: 4.2k events/s; waiting
+/// here instead: 8.2k events/s.
 const ROOM_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
