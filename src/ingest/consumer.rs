@@ -28,8 +28,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Batches kept in flight at once before the partitions are paused.
+/// Batches kept in flight at once; the poll loop then waits for the store.
 const MAX_INFLIGHT_BATCHES: usize = 4;
+/// How long the poll loop waits for the store to make room before it pauses the partitions.
+/// A pause purges librdkafka's prefetched messages (a resume fetches them again), so the
+/// ordinary case, a store a group commit behind, is a wait; a pause is for a store that stalls.
+/// Measured (ingest bench, 200k events on Tansu): pausing at every 4th batch (then polling up
+/// to 100 ms per loop) left the store's committer idle 56% of the time: 4.2k events/s; waiting
+/// here instead: 8.2k events/s.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -469,7 +476,7 @@ impl Ingest {
                     flush(shared)?;
                 }
                 reap(shared, &consumer, false)?;
-                backpressure(shared, &consumer, max_bytes);
+                backpressure(shared, &consumer, max_bytes)?;
             }
             Ok(())
         })();
@@ -797,13 +804,30 @@ fn commit_to_kafka(
     }
 }
 
-/// Pauses every assigned partition while too much is in flight; resumes when it drains.
-fn backpressure(shared: &Shared, consumer: &BaseConsumer<IngestContext>, max_bytes: usize) {
-    let (n, bytes) = {
+/// While too much is in flight, first waits up to [`ROOM_WAIT`] for the store (handling
+/// each write as it finishes), then pauses every assigned partition; resumes when it drains.
+fn backpressure(
+    shared: &Shared,
+    consumer: &BaseConsumer<IngestContext>,
+    max_bytes: usize,
+) -> Result<(), IngestError> {
+    let load = || {
         let q = shared.inflight.lock();
         (q.len(), q.iter().map(|f| f.batch.bytes).sum::<usize>())
     };
-    let over = n >= MAX_INFLIGHT_BATCHES || bytes >= max_bytes;
+    let is_over = |(n, bytes): (usize, usize)| n >= MAX_INFLIGHT_BATCHES || bytes >= max_bytes;
+    let (mut n, mut bytes) = load();
+    let waiting = Instant::now();
+    while is_over((n, bytes))
+        && !*shared.paused.lock()
+        && waiting.elapsed() < ROOM_WAIT
+        && !shared.shutdown.is_cancelled()
+    {
+        std::thread::sleep(Duration::from_millis(1));
+        reap(shared, consumer, false)?;
+        (n, bytes) = load();
+    }
+    let over = is_over((n, bytes));
     let mut paused = shared.paused.lock();
     if over != *paused {
         if let Ok(a) = consumer.assignment() {
@@ -835,6 +859,7 @@ fn backpressure(shared: &Shared, consumer: &BaseConsumer<IngestContext>, max_byt
         drop(paused);
         std::thread::sleep(Duration::from_millis(1));
     }
+    Ok(())
 }
 
 #[cfg(feature = "fault-injection")]
