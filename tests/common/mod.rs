@@ -12,8 +12,23 @@ pub fn schema() -> Schema {
     Schema::parse(include_str!("../../schema.ormdb")).expect("schema.ormdb parses")
 }
 
+/// Opens the store in `dir`. sled lets go of its file lock from background threads a little
+/// after the last handle is dropped, so a reopen right after a close (or after a killed
+/// child was reaped) retries a lock conflict for up to 10 s.
 pub fn open(dir: &std::path::Path) -> Store {
-    Store::open(StoreOptions::new(dir), &schema()).expect("open store")
+    let started = std::time::Instant::now();
+    loop {
+        match Store::open(StoreOptions::new(dir), &schema()) {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("open store: {e:?}"),
+        }
+    }
 }
 
 /// Event `i` of a small synthetic stream (3 orgs, 50 users, spread over 3 days).
