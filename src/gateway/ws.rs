@@ -47,17 +47,45 @@ const SETTLE_TICKS: u32 = 4;
 #[derive(Clone, Default)]
 pub struct PushCache {
     counters: Shared<Uuid, Json>,
-    views: Shared<String, Arc<ViewData>>,
+    views: Shared<String, ViewData>,
 }
 
 /// Values with the time they were read, shared between sessions.
-type Shared<K, V> = Arc<parking_lot::Mutex<std::collections::HashMap<K, (Instant, V)>>>;
+#[derive(Clone)]
+struct Shared<K, V>(Arc<parking_lot::Mutex<std::collections::HashMap<K, (Instant, V)>>>);
+
+impl<K, V> Default for Shared<K, V> {
+    fn default() -> Self {
+        Shared(Arc::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Shared<K, V> {
+    /// The value read less than `fresh_for` ago, if any.
+    fn fresh(&self, key: &K, fresh_for: Duration) -> Option<V> {
+        let map = self.0.lock();
+        let (at, v) = map.get(key)?;
+        (at.elapsed() < fresh_for).then(|| v.clone())
+    }
+
+    /// Keeps `v` as read now; at [`MAX_CACHED`] keys the stale ones go first (then all).
+    fn put(&self, key: K, v: V, fresh_for: Duration) {
+        let mut map = self.0.lock();
+        if map.len() >= MAX_CACHED {
+            map.retain(|_, (at, _)| at.elapsed() < fresh_for);
+            if map.len() >= MAX_CACHED {
+                map.clear();
+            }
+        }
+        map.insert(key, (Instant::now(), v));
+    }
+}
 
 /// A view's timeseries points, top events (of its last day) and unique users.
 type ViewData = (Vec<Point>, Json, Json);
 
-/// Views cached at most (custom ranges make keys without end); stale ones go first.
-const MAX_CACHED_VIEWS: usize = 4096;
+/// Keys cached at most per kind (custom ranges make view keys without end).
+const MAX_CACHED: usize = 4096;
 
 /// The channel the real-time worker publishes newly stored events on.
 pub type LiveSender = broadcast::Sender<Arc<Vec<LiveEvent>>>;
@@ -432,10 +460,9 @@ impl Session {
     }
 
     async fn counters(&self) -> Result<Json, ApiError> {
-        if let Some((at, c)) = self.st.push_cache.counters.lock().get(&self.org) {
-            if at.elapsed() < self.fresh_for() {
-                return Ok(c.clone());
-            }
+        let cache = &self.st.push_cache.counters;
+        if let Some(c) = cache.fresh(&self.org, self.fresh_for()) {
+            return Ok(c);
         }
         let stats = self.st.stats.clone();
         let windows = self.st.cfg.stats.realtime_windows_s.clone();
@@ -443,32 +470,19 @@ impl Session {
         let now = chrono::Utc::now().timestamp_micros();
         let c = blocking(move || stats.counters(org, &windows, now)).await??;
         let c = counters_json(self.org, &c);
-        self.st
-            .push_cache
-            .counters
-            .lock()
-            .insert(self.org, (Instant::now(), c.clone()));
+        cache.put(self.org, c.clone(), self.fresh_for());
         Ok(c)
     }
 
     /// The view's timeseries points, top events (its last day) and unique users.
     async fn view_data(&self, view: &View) -> Result<ViewData, ApiError> {
+        let cache = &self.st.push_cache.views;
         let key = view.cache_key(self.org);
-        if let Some((at, d)) = self.st.push_cache.views.lock().get(&key) {
-            if at.elapsed() < self.fresh_for() {
-                return Ok(ViewData::clone(d));
-            }
+        if let Some(d) = cache.fresh(&key, self.fresh_for()) {
+            return Ok(d);
         }
         let data = self.read_view(view).await?;
-        let mut views = self.st.push_cache.views.lock();
-        if views.len() >= MAX_CACHED_VIEWS {
-            let fresh_for = self.fresh_for();
-            views.retain(|_, (at, _)| at.elapsed() < fresh_for);
-            if views.len() >= MAX_CACHED_VIEWS {
-                views.clear();
-            }
-        }
-        views.insert(key, (Instant::now(), Arc::new(data.clone())));
+        cache.put(key, data.clone(), self.fresh_for());
         Ok(data)
     }
 
