@@ -11,8 +11,9 @@
 //! `messageId`, `type`, ...), which is recognised when `event_name` is absent and one of
 //! `event`, `messageId`, `userId`, `anonymousId` is present.
 
+use super::payload;
 use crate::store::{Row, Value};
-use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 use std::fmt;
@@ -68,7 +69,10 @@ pub struct DecodedEvent {
     pub event_name: String,
     pub user_id: Option<String>,
     pub session_id: Option<String>,
-    /// Compact JSON object text.
+    /// The payload's `properties` object, as its text in the payload (whitespace and key
+    /// order as sent; valid JSON, checked like the rest of the payload). Stored as is rather
+    /// than parsed and serialized again: the same record always gives the same text, and
+    /// readers parse it.
     pub properties: Option<String>,
     /// Event time, truncated to microseconds (the store's precision).
     pub timestamp: DateTime<Utc>,
@@ -84,11 +88,13 @@ pub struct DecodedEvent {
 impl DecodedEvent {
     /// The `Event` row (schema.ormdb). `ingested_at` is left to the store's default.
     pub fn to_row(&self) -> Row {
-        let mut row = Row::new()
-            .with("id", Value::Uuid(self.id.into_bytes()))
-            .with("org_id", Value::Uuid(self.org_id.into_bytes()))
-            .with("event_type", Value::String(self.event_type.clone()))
-            .with("event_name", Value::String(self.event_name.clone()));
+        // Built directly (one allocation for the field list) rather than with `Row::with`.
+        let mut fields: Vec<(String, Value)> = Vec::with_capacity(15);
+        let mut set = |name: &str, value: Value| fields.push((name.to_string(), value));
+        set("id", Value::Uuid(self.id.into_bytes()));
+        set("org_id", Value::Uuid(self.org_id.into_bytes()));
+        set("event_type", Value::String(self.event_type.clone()));
+        set("event_name", Value::String(self.event_name.clone()));
         let optional = [
             ("user_id", &self.user_id),
             ("session_id", &self.session_id),
@@ -96,30 +102,45 @@ impl DecodedEvent {
         ];
         for (name, value) in optional {
             if let Some(v) = value {
-                row.set(name, Value::String(v.clone()));
+                set(name, Value::String(v.clone()));
             }
         }
-        row.set(
+        set(
             "timestamp",
             Value::Timestamp(self.timestamp.timestamp_micros()),
         );
-        row.set(
-            "date",
-            Value::String(self.timestamp.format("%Y-%m-%d").to_string()),
-        );
+        set("date", Value::String(utc_date(&self.timestamp)));
         // hour() is 0..=23, so the cast cannot truncate.
-        row.set("hour", Value::Int32(self.timestamp.hour() as i32));
-        row.set("topic", Value::String(self.topic.clone()));
-        row.set("partition", Value::Int32(self.partition));
-        row.set("offset", Value::Int64(self.offset));
+        set("hour", Value::Int32(self.timestamp.hour() as i32));
+        set("topic", Value::String(self.topic.clone()));
+        set("partition", Value::Int32(self.partition));
+        set("offset", Value::Int64(self.offset));
         if let Some(k) = &self.key {
-            row.set("kafka_key", Value::String(k.clone()));
+            set("kafka_key", Value::String(k.clone()));
         }
         if let Some(h) = &self.headers {
-            row.set("kafka_headers", Value::String(h.clone()));
+            set("kafka_headers", Value::String(h.clone()));
         }
-        row
+        Row { fields }
     }
+}
+
+/// `YYYY-MM-DD`, as chrono's `%Y-%m-%d` writes it, without parsing a format string per
+/// event. Years outside 0..=9999 (which chrono writes with a sign) go through chrono.
+fn utc_date(ts: &DateTime<Utc>) -> String {
+    let year = ts.year();
+    if !(0..=9999).contains(&year) {
+        return ts.format("%Y-%m-%d").to_string();
+    }
+    let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
+    let (y, m, d) = (year as u32, ts.month(), ts.day());
+    let mut s = String::with_capacity(10);
+    s.extend([digit(y / 1000), digit(y / 100), digit(y / 10), digit(y)]);
+    s.push('-');
+    s.extend([digit(m / 10), digit(m)]);
+    s.push('-');
+    s.extend([digit(d / 10), digit(d)]);
+    s
 }
 
 /// The id of an event whose payload carries none: a UUIDv5 of `topic\0partition\0offset`
@@ -309,6 +330,17 @@ pub fn decode(
     meta: &SourceMeta,
     opts: &DecodeOptions,
 ) -> Result<DecodedEvent, RejectReason> {
+    decode_with(payload, meta, opts, true)
+}
+
+/// [`decode`], with the fast path (`payload::read`) turned off for `fast_path = false`: the
+/// tests hold the two paths to the same results.
+fn decode_with(
+    payload: Option<&[u8]>,
+    meta: &SourceMeta,
+    opts: &DecodeOptions,
+    fast_path: bool,
+) -> Result<DecodedEvent, RejectReason> {
     let bytes = match payload {
         None => return Err(RejectReason::Tombstone),
         Some([]) => return Err(RejectReason::EmptyPayload),
@@ -335,8 +367,17 @@ pub fn decode(
     })?;
     // A byte-order mark is legal UTF-8 but not JSON; some producers add one.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let obj = parse_object(text)?;
-    check_depth(&obj)?;
+    // The fast path reads what it can; a payload it declines gets the full parse, which
+    // accepts the same payloads and names the problem in those it rejects.
+    let fast = if fast_path { payload::read(text) } else { None };
+    let (obj, properties_text) = match fast {
+        Some(p) => (p.fields, p.properties),
+        None => {
+            let obj = parse_object(text)?;
+            check_depth(&obj)?;
+            (obj, None)
+        }
+    };
 
     let fields = if is_segment_shape(&obj) {
         segment_fields(&obj, meta, opts)?
@@ -358,9 +399,12 @@ pub fn decode(
         event_name: fields.event_name,
         user_id: fields.user_id,
         session_id: fields.session_id,
-        properties: fields
-            .properties
-            .map(|p| Json::Object(p.clone()).to_string()),
+        properties: match properties_text {
+            Some(text) => Some(text.to_string()),
+            None => fields
+                .properties
+                .map(|p| Json::Object(p.clone()).to_string()),
+        },
         timestamp,
         topic: meta.topic.to_string(),
         partition: meta.partition,
@@ -845,7 +889,7 @@ fn check_depth(obj: &Map<String, Json>) -> Result<(), RejectReason> {
 
 /// Depth of a JSON value: 0 for scalars, 1 + the deepest child for containers. Iterative,
 /// though serde_json's recursion limit (128) already bounds it.
-fn json_depth(v: &Json) -> usize {
+pub(super) fn json_depth(v: &Json) -> usize {
     let mut max = 0;
     let mut stack = vec![(v, 0usize)];
     while let Some((v, d)) = stack.pop() {
@@ -1183,6 +1227,244 @@ mod tests {
         );
         let err = decode(Some(nested(500).as_bytes()), &meta(), &opts()).unwrap_err();
         assert_eq!(err.code(), "nesting_too_deep");
+    }
+
+    /// Per-event CPU of the consumer thread's share of ingest, on the payloads `streamtally
+    /// produce` sends (the ingest benchmark's): `decode`, and `to_row` (which `flush` calls
+    /// once per event; it keeps the decoded events for a retry, not a copy of the rows).
+    /// Best of 5 rounds of 100k events. Run with
+    /// `cargo test --release --lib decode_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing harness, prints ns/event"]
+    fn decode_cost() {
+        use std::time::Instant;
+        let cfg = crate::synth::SynthConfig::new(100_000);
+        let payloads: Vec<String> = (0..100_000)
+            .map(|i| crate::produce::synthetic_json(&cfg, i))
+            .collect();
+        let o = DecodeOptions {
+            now: Utc::now(),
+            ..opts()
+        };
+        let n = payloads.len() as f64;
+        let ns = |t: Instant| t.elapsed().as_nanos() as f64 / n;
+        let (mut decode_ns, mut row_ns) = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            let t = Instant::now();
+            let events: Vec<DecodedEvent> = payloads
+                .iter()
+                .map(|p| decode(Some(p.as_bytes()), &meta(), &o).unwrap())
+                .collect();
+            decode_ns = decode_ns.min(ns(t));
+            let t = Instant::now();
+            let rows: Vec<Row> = events.iter().map(DecodedEvent::to_row).collect();
+            row_ns = row_ns.min(ns(t));
+            drop((rows, events));
+        }
+        println!(
+            "decode {decode_ns:.0} ns/event, to_row {row_ns:.0} ns/event, total {:.0} ns/event",
+            decode_ns + row_ns
+        );
+    }
+
+    /// The fast path and the full parse agree: the same errors, and the same events, except
+    /// that `properties` is the payload's own text, which the full parse used to parse and
+    /// serialize again. (Not "parses to the same value": serde_json's default float parsing
+    /// is not exact, so a parse of the serialized text can differ in the last bit of a float
+    /// from a parse of the original.)
+    fn assert_paths_agree(bytes: &[u8], meta: &SourceMeta, o: &DecodeOptions) {
+        let fast = decode_with(Some(bytes), meta, o, true);
+        let full = decode_with(Some(bytes), meta, o, false);
+        match (fast, full) {
+            (Ok(mut f), Ok(mut s)) => {
+                let reserialized = f.properties.as_deref().map(|t| {
+                    serde_json::from_str::<Json>(t)
+                        .expect("stored text is JSON")
+                        .to_string()
+                });
+                assert_eq!(reserialized, s.properties, "{bytes:?}");
+                if let Some(t) = &f.properties {
+                    assert!(t.starts_with('{') && t.ends_with('}'), "{t}");
+                    // The store checks JSON columns this way too.
+                    serde_json::from_str::<serde::de::IgnoredAny>(t).unwrap();
+                }
+                f.properties = None;
+                s.properties = None;
+                assert_eq!(f, s, "{bytes:?}");
+            }
+            (f, s) => assert_eq!(f, s, "{:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    #[test]
+    fn properties_are_kept_as_sent() {
+        let payload = format!(
+            "{{\"org_id\":\"{ORG}\",\"event_type\":\"t\",\"event_name\":\"n\",\
+             \"properties\" : {{ \"b\": 1.50, \"a\":[ {{}} ], \"b\":\"x\\u0041\" }} ,\"z\":{{}}}}"
+        );
+        let e = decode(Some(payload.as_bytes()), &meta(), &opts()).unwrap();
+        assert_eq!(
+            e.properties.as_deref(),
+            Some("{ \"b\": 1.50, \"a\":[ {} ], \"b\":\"x\\u0041\" }")
+        );
+        assert_paths_agree(payload.as_bytes(), &meta(), &opts());
+        // Re-reading the record gives the same row.
+        let again = decode(Some(payload.as_bytes()), &meta(), &opts()).unwrap();
+        assert_eq!(e.to_row(), again.to_row());
+    }
+
+    #[test]
+    fn fast_path_edge_cases_match_the_full_parse() {
+        let base = format!(r#""org_id":"{ORG}","event_type":"t","event_name":"n""#);
+        let seg = r#""event":"e","userId":"u","context":{"x":1}"#;
+        let cases = [
+            // An escaped key is still the properties field.
+            format!(r#"{{{base},"propert\u0069es":{{"a":1}}}}"#),
+            format!(r#"{{{base},"properties":{{"a":"\ud800"}}}}"#),
+            format!(r#"{{{base},"properties":{{"a":"\ud83d\ude00"}}}}"#),
+            format!(r#"{{{base},"properties":{{"a":1e400}}}}"#),
+            format!(r#"{{{base},"properties":{{"a":-0.0,"b":18446744073709551616}}}}"#),
+            format!(r#"{{{base},"properties":{{"a":1}}}} x"#),
+            format!(r#"{{{base},"properties":{{"a":1,}}}}"#),
+            format!(r#"{{{base},"properties":null}}"#),
+            format!(r#"{{{base},"properties":[]}}"#),
+            format!(r#"{{{base},"properties":{{}},"properties":{{}}}}"#),
+            format!(r#"{{{base},"x":1,"x":2}}"#),
+            format!(r#"{{{base},"x":"\u00"}}"#),
+            format!(r#"{{{base},"x":"}}"#),
+            format!(r#"{{"properties":{{"a":"}}\"{{[\\"}}}},{base}}}"#),
+            format!(r#"{{"properties":{{"a":1}},"event_name":null,{seg}}}"#),
+            format!(
+                r#"{{"properties":{{"session_id":7,"session_id":"s"}},{seg},"orgId":"{ORG}"}}"#
+            ),
+            format!(r#"{{"properties":{{"session_id":[]}},{seg},"orgId":"{ORG}"}}"#),
+            format!(
+                r#"{{"properties":{{"session_id":""}},"event":"e","userId":"u","orgId":"{ORG}"}}"#
+            ),
+            format!(
+                r#"{{"properties":{{"session_id":5}},"event":"e","userId":"u","orgId":"{ORG}"}}"#
+            ),
+            format!(
+                r#"{{"properties":{{"session_id":{{"a":[[1]]}}}},"event":"e","userId":"u","orgId":"{ORG}"}}"#
+            ),
+            format!("\t{{ {base} , \"properties\"\n:\r{{\"a\" : {{\"b\":[1, 2]}}}}\n}}\n"),
+            "[1,2]".to_string(),
+            "\"text\"".to_string(),
+            "{}".to_string(),
+            "{".to_string(),
+        ];
+        for c in &cases {
+            assert_paths_agree(c.as_bytes(), &meta(), &opts());
+        }
+        // Nesting at and past the limit, in properties, in a field the decoder reads, in
+        // one it does not, and past serde_json's own limit.
+        for levels in [62, 63, 64, 65, 127, 128, 129, 200] {
+            let arrays = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            for field in ["properties", "context", "extra"] {
+                let value = if field == "properties" {
+                    format!(r#"{{"a":{arrays}}}"#)
+                } else {
+                    arrays.clone()
+                };
+                let c = format!(r#"{{{base},"{field}":{value}}}"#);
+                assert_paths_agree(c.as_bytes(), &meta(), &opts());
+            }
+        }
+    }
+
+    #[test]
+    fn utc_date_matches_chrono() {
+        let mut cases: Vec<DateTime<Utc>> = [
+            0i64,
+            951_782_400_000,
+            1_709_251_199_999,
+            1_709_251_200_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+        ]
+        .iter()
+        .map(|&ms| DateTime::from_timestamp_millis(ms).unwrap())
+        .collect();
+        cases.push(DateTime::<Utc>::MAX_UTC);
+        cases.extend(
+            (0..20_000).map(|d| DateTime::from_timestamp(d * 86_400 * 3 + 86_399, 0).unwrap()),
+        );
+        for ts in cases {
+            assert_eq!(utc_date(&ts), ts.format("%Y-%m-%d").to_string(), "{ts:?}");
+        }
+    }
+
+    fn any_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::from),
+            any::<i64>().prop_map(Json::from),
+            any::<u64>().prop_map(Json::from),
+            any::<f64>().prop_map(Json::from),
+            "\\PC{0,8}".prop_map(Json::from),
+            "[\\x00-\\x1f\"\\\\]{0,3}".prop_map(Json::from),
+            Just(json!(ORG)),
+            Just(json!("2024-02-29T23:59:59Z")),
+            Just(json!(1_709_251_199_999i64)),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                proptest::collection::btree_map(any_key(), inner, 0..6)
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn any_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            // Every field the decoder reads, the nested ones it looks for, and others.
+            proptest::sample::select(
+                payload::READ_FIELDS
+                    .iter()
+                    .chain(&["properties", "sessionId"])
+                    .copied()
+                    .collect::<Vec<_>>()
+            )
+            .prop_map(String::from),
+            "\\PC{0,5}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn fast_path_agrees_on_json_objects(
+            fields in proptest::collection::btree_map(any_key(), any_json(), 0..10),
+            required in proptest::collection::vec(any::<bool>(), 4),
+            pretty in any::<bool>(),
+            headers in headers_strategy(),
+        ) {
+            let mut obj: Map<String, Json> = fields.into_iter().collect();
+            // Mostly valid events, so the field checks run too.
+            if required[0] { obj.insert("org_id".into(), json!(ORG)); }
+            if required[1] { obj.insert("event_type".into(), json!("t")); }
+            if required[2] { obj.insert("event_name".into(), json!("n")); }
+            if required[3] { obj.insert("event".into(), json!("e")); }
+            let v = Json::Object(obj);
+            let text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            let meta = SourceMeta { headers: &headers, ..meta() };
+            let mut o = opts();
+            o.default_org_id = Some(Uuid::nil());
+            assert_paths_agree(text.as_bytes(), &meta, &o);
+        }
+
+        #[test]
+        fn fast_path_agrees_on_jsonish_text(text in jsonish(), headers in headers_strategy()) {
+            let meta = SourceMeta { headers: &headers, ..meta() };
+            assert_paths_agree(text.as_bytes(), &meta, &opts());
+        }
+
+        #[test]
+        fn fast_path_agrees_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            assert_paths_agree(&bytes, &meta(), &opts());
+        }
     }
 
     /// JSON-ish text: real tokens mixed so the parser gets past the first byte.
