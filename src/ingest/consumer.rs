@@ -11,7 +11,7 @@
 //! never becomes a second row.
 
 use super::deadletter::DeadLetters;
-use super::decode::{decode, DecodeOptions, SourceMeta};
+use super::decode::{decode, DecodeOptions, DecodedEvent, SourceMeta};
 use crate::config::{Config, DeadLetterPolicy, Subscription};
 use crate::metrics::{KindLabel, Metrics, PartitionLabel, TopicLabel};
 use crate::store::{Store, StoreError, WriteBatch, WriteTicket};
@@ -64,7 +64,7 @@ type TopicPartition = (String, i32);
 /// Events read but not yet submitted, with the next offset per partition.
 #[derive(Default)]
 struct Pending {
-    batch: WriteBatch,
+    decoded: Vec<DecodedEvent>,
     events: usize,
     bytes: usize,
     offsets: BTreeMap<TopicPartition, i64>,
@@ -73,15 +73,17 @@ struct Pending {
     first_at: Option<Instant>,
 }
 
-/// A submitted batch: what to commit to Kafka and count once it is durable, and a copy to
-/// write again if it fails.
+/// A submitted batch: what to commit to Kafka and count once it is durable, and its events
+/// to write again if it fails.
 struct InFlight {
     ticket: WriteTicket,
     batch: Submitted,
 }
 
 struct Submitted {
-    retry: WriteBatch,
+    /// The events themselves rather than a copy of the submitted rows: the rows are built
+    /// again (`write_batch`) only for a retry, which is rare.
+    retry: Vec<DecodedEvent>,
     offsets: BTreeMap<TopicPartition, i64>,
     per_topic: HashMap<String, u64>,
     events: usize,
@@ -344,7 +346,7 @@ impl Ingest {
         let max_events = shared.cfg.batching.max_batch_events.max(1) as usize;
         let max_delay = Duration::from_millis(shared.cfg.batching.max_batch_delay_ms.max(1));
         let max_bytes = shared.cfg.batching.max_inflight_bytes.max(1) as usize;
-        let opts = DecodeOptions {
+        let mut opts = DecodeOptions {
             max_message_bytes: shared.cfg.kafka.max_message_bytes as usize,
             max_future_skew: Duration::from_secs(shared.cfg.kafka.max_future_skew_s),
             default_org_id: None,
@@ -391,9 +393,8 @@ impl Ingest {
                             key: msg.key(),
                             headers: &headers,
                         };
-                        let mut o = opts.clone();
-                        o.now = chrono::Utc::now();
-                        o.default_org_id = shared.cfg.kafka.default_org_id(msg.topic());
+                        opts.now = chrono::Utc::now();
+                        opts.default_org_id = shared.cfg.kafka.default_org_id(msg.topic());
                         shared
                             .metrics
                             .events_consumed
@@ -401,16 +402,27 @@ impl Ingest {
                                 topic: tp.0.clone(),
                             })
                             .inc();
-                        match decode(msg.payload(), &meta, &o) {
+                        match decode(msg.payload(), &meta, &opts) {
                             Ok(ev) => {
                                 let size = msg.payload().map(|p| p.len()).unwrap_or(0) + 200;
                                 let ts = ev.timestamp.timestamp_millis();
                                 let mut p = shared.pending.lock();
-                                p.batch.insert("Event", ev.to_row());
+                                p.decoded.push(ev);
                                 p.events += 1;
                                 p.bytes += size;
-                                p.offsets.insert(tp.clone(), msg.offset() + 1);
-                                *p.per_topic.entry(tp.0.clone()).or_default() += 1;
+                                // The partition and topic are usually known already: no key copy.
+                                match p.offsets.get_mut(&tp) {
+                                    Some(next) => *next = msg.offset() + 1,
+                                    None => {
+                                        p.offsets.insert(tp.clone(), msg.offset() + 1);
+                                    }
+                                }
+                                match p.per_topic.get_mut(&tp.0) {
+                                    Some(n) => *n += 1,
+                                    None => {
+                                        p.per_topic.insert(tp.0.clone(), 1);
+                                    }
+                                }
                                 p.newest_event_ms = p.newest_event_ms.max(ts);
                                 p.first_at.get_or_insert_with(Instant::now);
                             }
@@ -572,18 +584,14 @@ fn flush(shared: &Shared) -> Result<(), IngestError> {
     if pending.offsets.is_empty() {
         return Ok(());
     }
-    let mut batch = pending.batch;
-    for ((topic, p), next) in &pending.offsets {
-        batch.set_offset(topic, *p, *next);
-    }
-    let retry = batch.clone();
+    let batch = write_batch(&pending.decoded, &pending.offsets);
     // A refused submission comes back as a failed ticket and is retried in order by `reap`.
     let ticket = shared.store.submit(batch);
     shared.metrics.batch_size.observe(pending.events as f64);
     shared.inflight.lock().push_back(InFlight {
         ticket,
         batch: Submitted {
-            retry,
+            retry: pending.decoded,
             offsets: pending.offsets,
             per_topic: pending.per_topic,
             events: pending.events,
@@ -595,8 +603,20 @@ fn flush(shared: &Shared) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// The store write for `events`, with the partitions' next offsets.
+fn write_batch(events: &[DecodedEvent], offsets: &BTreeMap<TopicPartition, i64>) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for ev in events {
+        batch.insert("Event", ev.to_row());
+    }
+    for ((topic, p), next) in offsets {
+        batch.set_offset(topic, *p, *next);
+    }
+    batch
+}
+
 type Retry = (
-    WriteBatch,
+    Vec<DecodedEvent>,
     BTreeMap<TopicPartition, i64>,
     HashMap<String, u64>,
     usize,
@@ -707,12 +727,12 @@ fn recover(shared: &Shared, failed: Vec<Retry>) -> Result<(), IngestError> {
     let initial = Duration::from_millis(shared.cfg.kafka.retry_backoff_initial_ms.max(1));
     let max = Duration::from_millis(shared.cfg.kafka.retry_backoff_max_ms.max(1));
     let mut backoff = initial;
-    for (batch, offsets, per_topic, events, newest) in failed {
+    for (decoded, offsets, per_topic, events, newest) in failed {
         loop {
             if let Err(e) = shared.store.resume_writes() {
                 return Err(e.into());
             }
-            match shared.store.submit(batch.clone()).wait() {
+            match shared.store.submit(write_batch(&decoded, &offsets)).wait() {
                 Ok(info) => {
                     backoff = initial;
                     let dup = events.saturating_sub(info.inserted) as u64;
