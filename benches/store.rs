@@ -145,20 +145,29 @@ fn main() {
 
     // Read shapes at the end of the range (the newest day, the last 7 days).
     let last = SynthEvent::generate(&cfg, events - 1).timestamp;
-    let day = last.format("%Y-%m-%d").to_string();
-    let week_ago = (last - chrono::Duration::days(6))
-        .format("%Y-%m-%d")
-        .to_string();
+    // An event's day is the UTC day of its timestamp: days are ranges of event time.
+    let midnight = |t: chrono::DateTime<chrono::Utc>| {
+        Value::Timestamp(
+            t.date_naive()
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .timestamp_micros(),
+        )
+    };
+    let day = midnight(last);
+    let next_day = midnight(last + chrono::Duration::days(1));
+    let week_ago = midnight(last - chrono::Duration::days(6));
     let org = Value::Uuid(cfg.org_id(3));
     let mut day_count = 0;
     let count_org_day_ms = median_ms(
         || {
             day_count = store
-                .count(
-                    &Query::new("Event")
-                        .eq("org_id", org.clone())
-                        .eq("date", day.clone()),
-                )
+                .count(&Query::new("Event").eq("org_id", org.clone()).range(
+                    "timestamp",
+                    Bound::Included(day.clone()),
+                    Bound::Excluded(next_day.clone()),
+                ))
                 .expect("count");
         },
         9,
@@ -169,9 +178,9 @@ fn main() {
             distinct = store
                 .count_distinct(
                     &Query::new("Event").eq("org_id", org.clone()).range(
-                        "date",
-                        Bound::Included(Value::String(week_ago.clone())),
-                        Bound::Included(Value::String(day.clone())),
+                        "timestamp",
+                        Bound::Included(week_ago.clone()),
+                        Bound::Excluded(next_day.clone()),
                     ),
                     "user_id",
                 )
@@ -184,9 +193,11 @@ fn main() {
         || {
             top = store
                 .group_count(
-                    &Query::new("Event")
-                        .eq("org_id", org.clone())
-                        .eq("date", day.clone()),
+                    &Query::new("Event").eq("org_id", org.clone()).range(
+                        "timestamp",
+                        Bound::Included(day.clone()),
+                        Bound::Excluded(next_day.clone()),
+                    ),
                     "event_name",
                     10,
                 )
@@ -209,7 +220,7 @@ fn main() {
         9,
     );
     eprintln!(
-        "org 3 on {day}: {day_count} events; {distinct} distinct users {week_ago}..{day}; top: {:?}",
+        "org 3 on the day of {last}: {day_count} events; {distinct} distinct users over 7 days; top: {:?}",
         top.iter().take(3).collect::<Vec<_>>()
     );
     store.close().expect("close");

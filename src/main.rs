@@ -368,6 +368,11 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
                             i.fields.join(", ")
                         )
                     })
+                    .chain(
+                        e.postings
+                            .iter()
+                            .map(|p| format!("@postings([{}])", p.join(", "))),
+                    )
                     .collect();
                 println!("{}: {} fields {}", e.name, e.fields.len(), idx.join(" "));
             }

@@ -124,6 +124,9 @@ pub struct Entity {
     /// `@feed([..])`: fields whose values (before and after) each change-feed entry of this
     /// entity carries, so feed readers need not read the rows.
     pub feed: Vec<String>,
+    /// `@postings([..])`: batch-granular indexes over these key fields (a trailing timestamp
+    /// field is bucketed by the minute); each entry carries the `@feed` fields.
+    pub postings: Vec<Vec<String>>,
 }
 
 impl Entity {
@@ -177,7 +180,9 @@ impl Entity {
             let leads_index = self
                 .indexes
                 .iter()
-                .any(|i| i.fields.first() == Some(&field.name));
+                .map(|i| &i.fields)
+                .chain(&self.postings)
+                .any(|fields| fields.first() == Some(&field.name));
             if leads_index {
                 def.with_index()
             } else {
@@ -487,6 +492,7 @@ impl Parser {
         let mut fields: Vec<Field> = Vec::new();
         let mut indexes = Vec::new();
         let mut feed: Vec<String> = Vec::new();
+        let mut postings: Vec<Vec<String>> = Vec::new();
         let mut refs = Vec::new();
         loop {
             match self.peek().tok {
@@ -512,6 +518,11 @@ impl Parser {
                             });
                         }
                         feed = index.fields;
+                    } else if index_refs
+                        .first()
+                        .is_some_and(|r| r.attribute == "postings")
+                    {
+                        postings.push(index.fields);
                     } else {
                         indexes.push(index);
                     }
@@ -539,6 +550,14 @@ impl Parser {
                 });
             }
         }
+        if !postings.is_empty() && feed.is_empty() {
+            return Err(ParseError {
+                pos: name_pos,
+                message: format!(
+                    "entity '{name}' declares @postings but no @feed: posting entries carry the @feed fields"
+                ),
+            });
+        }
         if !fields.iter().any(|f| f.is_id) {
             return Err(ParseError {
                 pos: name_pos,
@@ -552,6 +571,7 @@ impl Parser {
             fields,
             indexes,
             feed,
+            postings,
         })
     }
 
@@ -676,7 +696,7 @@ impl Parser {
                 }
                 field.default = Some(default);
             }
-            "index" | "unique" | "feed" => {
+            "index" | "unique" | "feed" | "postings" => {
                 return fail(format!(
                     "'@{attribute}' is an entity attribute and cannot follow field '{}': put it on its own line",
                     field.name
@@ -692,7 +712,7 @@ impl Parser {
         Ok(())
     }
 
-    /// `entity_attribute := ('@index' | '@unique' | '@feed') '(' (IDENT | '[' IDENT { ',' IDENT } [','] ']') ')'`
+    /// `entity_attribute := ('@index' | '@unique' | '@feed' | '@postings') '(' (IDENT | '[' IDENT { ',' IDENT } [','] ']') ')'`
     fn entity_attribute(&mut self, entity: &str) -> ParseResult<(Index, Vec<IndexRef>)> {
         let at = self.bump().pos;
         let (attribute, _) = self.ident("an attribute name after '@'")?;
@@ -700,6 +720,7 @@ impl Parser {
             "index" => ("index", false),
             "unique" => ("unique", true),
             "feed" => ("feed", false),
+            "postings" => ("postings", false),
             "id" | "default" => {
                 return Err(ParseError {
                     pos: at,
@@ -712,7 +733,7 @@ impl Parser {
                 return Err(ParseError {
                     pos: at,
                     message: format!(
-                        "unknown attribute '@{attribute}' in entity '{entity}', expected @index(...), @unique(...) or @feed(...)"
+                        "unknown attribute '@{attribute}' in entity '{entity}', expected @index(...), @unique(...), @feed(...) or @postings(...)"
                     ),
                 })
             }
@@ -852,23 +873,8 @@ mod tests {
         assert_eq!(ingested.default, Some(FieldDefault::Now));
         assert_eq!(event.field_index("timestamp"), Some(7));
         assert_eq!(event.field_index("nope"), None);
-        assert_eq!(
-            event.indexes,
-            vec![
-                Index {
-                    fields: strings(&["org_id", "date", "event_name"]),
-                    unique: false
-                },
-                Index {
-                    fields: strings(&["org_id", "date", "user_id"]),
-                    unique: false
-                },
-                Index {
-                    fields: strings(&["org_id", "timestamp"]),
-                    unique: false
-                },
-            ]
-        );
+        assert!(event.indexes.is_empty());
+        assert_eq!(event.postings, vec![strings(&["org_id", "timestamp"])]);
         assert_eq!(event.unique_key(), None);
     }
 
@@ -1043,7 +1049,7 @@ mod tests {
         assert_eq!((line, column), (4, 3));
         assert_eq!(
             message,
-            "unknown attribute '@key' in entity 'A', expected @index(...), @unique(...) or @feed(...)"
+            "unknown attribute '@key' in entity 'A', expected @index(...), @unique(...), @feed(...) or @postings(...)"
         );
     }
 
@@ -1172,6 +1178,28 @@ mod tests {
             message,
             "@default(now()) needs a timestamp field, but 'at' is int64"
         );
+    }
+
+    #[test]
+    fn postings_attribute_lists_fields_and_needs_a_feed() {
+        let s = Schema::parse(
+            "entity A {\n  id: uuid @id\n  n: int32\n  t: timestamp\n  @feed([n, t])\n  @postings([n, t])\n}",
+        )
+        .unwrap();
+        assert_eq!(s.entities[0].postings, vec![strings(&["n", "t"])]);
+        assert!(s.entities[0].indexes.is_empty());
+        let (line, _, message) =
+            syntax_error("entity A {\n  id: uuid @id\n  n: int32\n  @postings(n)\n}");
+        assert_eq!(
+            (line, message.as_str()),
+            (
+                1,
+                "entity 'A' declares @postings but no @feed: posting entries carry the @feed fields"
+            )
+        );
+        let (_, _, message) =
+            syntax_error("entity A {\n  id: uuid @id\n  @feed(id)\n  @postings([x])\n}");
+        assert_eq!(message, "@postings in entity 'A' names unknown field 'x'");
     }
 
     #[test]

@@ -7,8 +7,28 @@ mod common;
 
 use common::{event, open, org, str_of};
 use std::collections::{BTreeMap, HashSet};
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 use streamtally::store::{ChangeOp, Order, Query, Row, StoreError, Value, WriteBatch};
+
+fn ts_of(row: &Row) -> i64 {
+    match row.get("timestamp") {
+        Some(Value::Timestamp(t)) => *t,
+        other => panic!("timestamp is {other:?}"),
+    }
+}
+
+/// `date` and `hour` made to agree with the row's timestamp again.
+fn with_day_hour(row: Row) -> Row {
+    let t = chrono::DateTime::from_timestamp_micros(ts_of(&row)).unwrap();
+    row.with("date", Value::String(t.format("%Y-%m-%d").to_string()))
+        .with("hour", Value::Int32(chrono::Timelike::hour(&t) as i32))
+}
+
+/// 00:00 UTC of a `YYYY-MM-DD` day.
+fn day_start(day: &str) -> Value {
+    let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
+    Value::Timestamp(d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros())
+}
 
 fn events_batch(range: std::ops::Range<u64>) -> WriteBatch {
     let mut b = WriteBatch::new();
@@ -340,6 +360,26 @@ fn queries_match_brute_force() {
         b.delete("Event", event(i).id().unwrap());
     }
     store.write_blocking(b).unwrap();
+    // Events moved to another org and to another hour and day (posting keys change), some
+    // moved twice, one deleted and then inserted again.
+    for round in 0..2 {
+        let mut b = WriteBatch::new();
+        for i in (5..1000).step_by(13) {
+            if i % 11 == 3 {
+                continue;
+            }
+            let moved = event(i)
+                .with("org_id", org((i as usize + round + 1) % 3))
+                .with(
+                    "timestamp",
+                    Value::Timestamp(ts_of(&event(i)) - 7_200_000_000 * (round as i64 + 1)),
+                );
+            b.update("Event", event(i).id().unwrap(), with_day_hour(moved));
+        }
+        store.write_blocking(b).unwrap();
+    }
+    store.write_blocking(events_batch(3..4)).unwrap();
+    assert!(store.verify().unwrap().is_empty());
     let all = store.scan_all("Event").unwrap();
     let o = org(1);
     let of_org: Vec<&Row> = all.iter().filter(|r| r.get("org_id") == Some(&o)).collect();
@@ -352,6 +392,17 @@ fn queries_match_brute_force() {
     assert!(dates.len() >= 3, "{dates:?}");
     let day = dates[1].clone();
 
+    // A day is a range of event time.
+    let count = store
+        .count(&Query::new("Event").eq("org_id", o.clone()).range(
+            "timestamp",
+            Bound::Included(day_start(&day)),
+            Bound::Excluded(day_start(&dates[2])),
+        ))
+        .unwrap();
+    let expect = of_org.iter().filter(|r| str_of(r, "date") == day).count() as u64;
+    assert_eq!(count, expect);
+    // The same count by the date field (not indexed: read from the rows).
     let count = store
         .count(
             &Query::new("Event")
@@ -359,15 +410,65 @@ fn queries_match_brute_force() {
                 .eq("date", day.clone()),
         )
         .unwrap();
-    let expect = of_org.iter().filter(|r| str_of(r, "date") == day).count() as u64;
     assert_eq!(count, expect);
+    // Ranges that cut buckets: every exclusive/inclusive edge, against brute force.
+    let times: Vec<i64> = of_org.iter().map(|r| ts_of(r)).collect();
+    let (lo, hi) = (times[times.len() / 5], times[times.len() / 2]);
+    for (lower, upper) in [
+        (Bound::Included(lo), Bound::Excluded(hi)),
+        (Bound::Excluded(lo), Bound::Included(hi)),
+        (Bound::Included(lo + 1), Bound::Included(lo + 1)),
+        (Bound::Unbounded, Bound::Excluded(hi)),
+        (Bound::Excluded(lo), Bound::Unbounded),
+    ] {
+        let expect = times.iter().filter(|t| (lower, upper).contains(*t)).count() as u64;
+        let got = store
+            .count(&Query::new("Event").eq("org_id", o.clone()).range(
+                "timestamp",
+                lower.map(Value::Timestamp),
+                upper.map(Value::Timestamp),
+            ))
+            .unwrap();
+        assert_eq!(got, expect, "{lower:?}..{upper:?}");
+        // In order, both ways, with a limit that ends inside a bucket.
+        for order in [Order::Asc, Order::Desc] {
+            let rows = store
+                .query(
+                    &Query::new("Event")
+                        .eq("org_id", o.clone())
+                        .range(
+                            "timestamp",
+                            lower.map(Value::Timestamp),
+                            upper.map(Value::Timestamp),
+                        )
+                        .order_by("timestamp", order)
+                        .limit(37),
+                )
+                .unwrap();
+            let mut want: Vec<i64> = times
+                .iter()
+                .copied()
+                .filter(|t| (lower, upper).contains(t))
+                .collect();
+            want.sort_unstable();
+            if order == Order::Desc {
+                want.reverse();
+            }
+            want.truncate(37);
+            assert_eq!(
+                rows.iter().map(ts_of).collect::<Vec<_>>(),
+                want,
+                "{order:?}"
+            );
+        }
+    }
 
     let distinct = store
         .count_distinct(
             &Query::new("Event").eq("org_id", o.clone()).range(
-                "date",
-                Bound::Included(Value::String(dates[0].clone())),
-                Bound::Excluded(Value::String(dates[2].clone())),
+                "timestamp",
+                Bound::Included(day_start(&dates[0])),
+                Bound::Excluded(day_start(&dates[2])),
             ),
             "user_id",
         )
@@ -381,9 +482,11 @@ fn queries_match_brute_force() {
 
     let top = store
         .group_count(
-            &Query::new("Event")
-                .eq("org_id", o.clone())
-                .eq("date", day.clone()),
+            &Query::new("Event").eq("org_id", o.clone()).range(
+                "timestamp",
+                Bound::Included(day_start(&day)),
+                Bound::Excluded(day_start(&dates[2])),
+            ),
             "event_name",
             5,
         )
@@ -555,14 +658,134 @@ fn verify_reports_an_index_entry_removed_behind_the_stores_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.write_blocking(events_batch(0..20)).unwrap();
+    // An @index entry (HourlyStats [org_id, date]).
+    let mut b = WriteBatch::new();
+    b.upsert(
+        "HourlyStats",
+        Row::new()
+            .with("org_id", org(0))
+            .with("date", "2026-03-01")
+            .with("hour", Value::Int32(3))
+            .with("event_type", "")
+            .with("event_count", Value::Int64(1))
+            .with("unique_users", Value::Int64(1))
+            .with("unique_sessions", Value::Int64(1)),
+    );
+    store.write_blocking(b).unwrap();
     assert!(store.verify().unwrap().is_empty());
     let index = store.ormdb().0.db().open_tree("streamtally:index").unwrap();
-    let (k, _) = index.iter().next().unwrap().unwrap();
-    index.remove(&k).unwrap();
+    let regular = index
+        .iter()
+        .map(|kv| kv.unwrap().0)
+        .find(|k| !k.ends_with(&1u64.to_be_bytes()))
+        .unwrap();
+    index.remove(&regular).unwrap();
     let problems = store.verify().unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].contains("row missing from index"),
         "{problems:?}"
     );
+    index.insert(&regular, Vec::new()).unwrap();
+    assert!(store.verify().unwrap().is_empty());
+    // A posting entry (Event [org_id, timestamp], written by commit 1): its rows go missing.
+    let (k, _) = index
+        .iter()
+        .map(|kv| kv.unwrap())
+        .find(|(k, _)| k.ends_with(&1u64.to_be_bytes()))
+        .unwrap();
+    index.remove(&k).unwrap();
+    let problems = store.verify().unwrap();
+    assert!(!problems.is_empty());
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.contains("missing from posting index")),
+        "{problems:?}"
+    );
+}
+
+/// The Event entity with the three per-row `@index`es an older release declared instead of
+/// `@postings`.
+fn schema_with_row_indexes() -> streamtally::schema::Schema {
+    let text = include_str!("../schema.ormdb").replace(
+        "@postings([org_id, timestamp])",
+        "@index([org_id, date, event_name])\n  @index([org_id, date, user_id])\n  @index([org_id, timestamp])",
+    );
+    streamtally::schema::Schema::parse(&text).unwrap()
+}
+
+#[test]
+fn indexes_are_rebuilt_when_the_schema_declares_other_ones() {
+    use streamtally::store::{Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let recent = |store: &Store| {
+        store
+            .query(
+                &Query::new("Event")
+                    .eq("org_id", org(2))
+                    .order_by("timestamp", Order::Desc)
+                    .limit(25),
+            )
+            .unwrap()
+            .iter()
+            .map(ts_of)
+            .collect::<Vec<_>>()
+    };
+    let expect = {
+        let store = Store::open(StoreOptions::new(dir.path()), &schema_with_row_indexes()).unwrap();
+        store.write_blocking(events_batch(0..600)).unwrap();
+        let mut b = WriteBatch::new();
+        for i in (0..600).step_by(9) {
+            b.delete("Event", event(i).id().unwrap());
+        }
+        store.write_blocking(b).unwrap();
+        assert!(store.verify().unwrap().is_empty());
+        let index = store.ormdb().0.db().open_tree("streamtally:index").unwrap();
+        assert!(index.len() > 1000, "per-row entries: {}", index.len());
+        let expect = recent(&store);
+        store.close().unwrap();
+        expect
+    };
+    assert_eq!(expect.len(), 25);
+    // The current schema: the old entries are dropped and postings built from the rows.
+    let store = open(dir.path());
+    assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
+    assert_eq!(recent(&store), expect);
+    let index = store.ormdb().0.db().open_tree("streamtally:index").unwrap();
+    // One entry per (org, minute) key, against three per row before.
+    let live = store.count(&Query::new("Event")).unwrap() as usize;
+    assert!(
+        index.len() <= live,
+        "posting entries: {} for {live} rows",
+        index.len()
+    );
+    // Writes after the rebuild replay after the rebuilt entries.
+    let mut b = WriteBatch::new();
+    for i in (1..600).step_by(9) {
+        b.delete("Event", event(i).id().unwrap());
+    }
+    store.write_blocking(b).unwrap();
+    assert!(store.verify().unwrap().is_empty());
+    let after = recent(&store);
+    store.close().unwrap();
+    drop((store, index));
+    // And back: an older schema gets its per-row entries again.
+    let store = {
+        let started = std::time::Instant::now();
+        loop {
+            match Store::open(StoreOptions::new(dir.path()), &schema_with_row_indexes()) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed().as_secs() < 10 =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert!(store.verify().unwrap().is_empty());
+    assert_eq!(recent(&store), after);
 }

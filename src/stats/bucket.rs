@@ -88,6 +88,14 @@ impl EventFacts {
     }
 }
 
+/// Microseconds since the epoch at the start (00:00 UTC) of `day`.
+pub fn day_start_us(day: NaiveDate) -> i64 {
+    day.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_micros()
+}
+
 /// UTC calendar date and hour of a time in microseconds since the epoch (negative times
 /// included: floor division, so -1 µs is 1969-12-31 23h).
 pub fn utc_day_hour(ts_us: i64) -> (NaiveDate, u32) {

@@ -5,7 +5,7 @@
 //! worker has applied every pending change, so raw events and rollups describe the same
 //! moment.
 
-use super::bucket::{EventFacts, RollupKey, RollupState, ROLLUP_ENTITIES};
+use super::bucket::{day_start_us, EventFacts, RollupKey, RollupState, ROLLUP_ENTITIES};
 use super::rollup::{compute_states, stored_rows};
 use super::{uuid_str, StatsError, ROLLUP_CURSOR};
 use crate::store::{Query, Store, Value, WriteBatch};
@@ -55,11 +55,18 @@ pub fn recompute(
     };
     match scope.org {
         Some(org) => {
-            let mut q = Query::new("Event").eq("org_id", Value::Uuid(org));
-            if let Some((from, to)) = scope.dates() {
-                let day = |d: NaiveDate| Value::String(d.format("%Y-%m-%d").to_string());
-                q = q.range("date", Bound::Included(day(from)), Bound::Included(day(to)));
-            }
+            // An event's day is the UTC day of its timestamp: days are timestamp ranges.
+            let q = Query::new("Event").eq("org_id", Value::Uuid(org)).range(
+                "timestamp",
+                match scope.from {
+                    Some(d) => Bound::Included(Value::Timestamp(day_start_us(d))),
+                    None => Bound::Unbounded,
+                },
+                match scope.to.and_then(|d| d.succ_opt()) {
+                    Some(d) => Bound::Excluded(Value::Timestamp(day_start_us(d))),
+                    None => Bound::Unbounded,
+                },
+            );
             let rows = store.query(&q)?;
             progress.set_length(rows.len() as u64);
             for row in &rows {

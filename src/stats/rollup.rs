@@ -7,7 +7,7 @@
 //! whatever fails. A removal that a sketch cannot take makes it recompute that (org, day)
 //! from the raw events, as of the feed position being applied.
 
-use super::bucket::{EventFacts, RollupKey, RollupState, DAILY, HOURLY, NAMES};
+use super::bucket::{day_start_us, EventFacts, RollupKey, RollupState, DAILY, HOURLY, NAMES};
 use super::{uuid_str, StatsError, ROLLUP_CURSOR};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{
@@ -547,11 +547,12 @@ pub fn group_events_now(
     group: Group,
 ) -> Result<HashMap<[u8; 16], EventFacts>, StatsError> {
     let (org, date) = group;
-    let rows = store.query(
-        &Query::new("Event")
-            .eq("org_id", Value::Uuid(org))
-            .eq("date", Value::String(date.format("%Y-%m-%d").to_string())),
-    )?;
+    let start = day_start_us(date);
+    let rows = store.query(&Query::new("Event").eq("org_id", Value::Uuid(org)).range(
+        "timestamp",
+        std::ops::Bound::Included(Value::Timestamp(start)),
+        std::ops::Bound::Excluded(Value::Timestamp(start + 86_400_000_000)),
+    ))?;
     Ok(rows
         .iter()
         .filter_map(EventFacts::from_row)

@@ -25,9 +25,14 @@ impl Row {
         self.fields.push((name.to_string(), value.into()));
     }
 
-    /// The value of a field, if present.
+    /// The value of a field, if present (the last one when a field was added twice, as the
+    /// store reads it on write).
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 
     /// The 16-byte id in field `id`, if present.

@@ -9,12 +9,13 @@ use super::batch::{CommitInfo, Mutation, Row, WriteBatch};
 use super::codec::display_value;
 use super::feed::{encode_feed_record, ChangeOp, FeedItem};
 use super::layout::{EntityLayout, Values};
+use super::postings;
 use super::{
     Inner, StoreError, Trees, Value, STMETA_LAST_COMMIT, STMETA_NEXT_SEQ, TREE_DATA, TREE_FEED,
     TREE_INDEX, TREE_META, TREE_STMETA, TREE_TYPES,
 };
 use ormdb_core::storage::{Record, VersionedKey};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -288,6 +289,8 @@ impl Committer {
         let mut local: HashMap<[u8; 16], RowState> = HashMap::new();
         let mut ops = Vec::with_capacity(batch.mutations.len() * 7 + 4);
         let mut feed: Vec<FeedItem> = Vec::new();
+        // Posting index entries of this batch, by key prefix.
+        let mut postings: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut info = CommitInfo {
             commit,
             first_seq,
@@ -449,6 +452,23 @@ impl Committer {
                     });
                 }
             }
+            for p in &entity.postings {
+                let old_key = old_values.as_ref().map(|v| entity.posting_key(p, v));
+                let new_key = new_values.as_ref().map(|v| entity.posting_key(p, v));
+                let new_feed = new_values.as_ref().map(|v| entity.feed_values(v));
+                if old_key.is_some() && old_key == new_key {
+                    let old_feed = old_values.as_ref().map(|v| entity.feed_values(v));
+                    if old_feed == new_feed {
+                        continue;
+                    }
+                }
+                if let Some(k) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
+                    postings::push_remove(postings.entry(k).or_default(), &id);
+                }
+                if let (Some(k), Some(f)) = (new_key, new_feed) {
+                    postings::push_set(postings.entry(k).or_default(), &id, &f);
+                }
+            }
             let change = match (&old_values, &new_values) {
                 (None, Some(_)) => {
                     info.inserted += counted as usize;
@@ -464,16 +484,10 @@ impl Committer {
                 }
             };
             if entity.fed {
-                let project = |values: &Option<_>| -> Option<Vec<u8>> {
-                    let values: &Values = values.as_ref()?;
-                    if entity.feed_fields.is_empty() {
-                        return None;
-                    }
-                    let mut out = Vec::new();
-                    for &pos in &entity.feed_fields {
-                        super::codec::encode_component(&mut out, &values[pos]);
-                    }
-                    Some(out)
+                let project = |values: Option<&Values>| {
+                    values
+                        .filter(|_| !entity.feed_fields.is_empty())
+                        .map(|v| entity.feed_values(v))
                 };
                 feed.push(FeedItem {
                     entity_no: entity.no,
@@ -481,8 +495,8 @@ impl Committer {
                     id,
                     version,
                     prev_version: old_values.as_ref().map(|_| op.version()).unwrap_or(0),
-                    old_fields: project(&old_values.as_deref().cloned()),
-                    new_fields: project(&new_values),
+                    old_fields: project(old_values.as_deref()),
+                    new_fields: project(new_values.as_ref()),
                 });
             }
             local.insert(
@@ -497,6 +511,13 @@ impl Committer {
             );
         }
 
+        for (prefix, body) in postings {
+            ops.push(Op {
+                tree: TREE_INDEX,
+                key: postings::entry_key(&prefix, commit),
+                value: Some(body),
+            });
+        }
         info.next_seq = first_seq + feed.len() as u64;
         if !feed.is_empty() {
             ops.push(Op {

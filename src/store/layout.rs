@@ -27,6 +27,25 @@ pub struct IndexLayout {
     pub fields: Vec<usize>,
 }
 
+/// A `@postings` index: per key and commit, one tree entry listing the rows that entered or
+/// left that key in the commit, each with the entity's `@feed` fields. Readers replay a key's
+/// entries in commit order (later entries win) to get its rows, so a batch of 1,000 events
+/// writes one entry per distinct key rather than one per event.
+#[derive(Debug, Clone)]
+pub struct PostingLayout {
+    /// Key prefix of this index in the index tree (numbered with the `@index`es).
+    pub no: u8,
+    /// Positions of the key fields, in key order.
+    pub fields: Vec<usize>,
+    /// The last key field is a timestamp, bucketed in the key to [`POSTING_BUCKET_US`].
+    pub bucketed: bool,
+}
+
+/// Width of the timestamp buckets of a `@postings` key: one minute. Live batches span
+/// seconds of event time, so a batch writes about one entry per org; a read of the newest
+/// events replays at most a minute of an org's entries before it can stop.
+pub const POSTING_BUCKET_US: i64 = 60_000_000;
+
 #[derive(Debug, Clone)]
 pub struct EntityLayout {
     pub no: u16,
@@ -39,6 +58,7 @@ pub struct EntityLayout {
     pub fed: bool,
     /// Positions of the `@feed` fields, whose values each change-feed entry carries.
     pub feed_fields: Vec<usize>,
+    pub postings: Vec<PostingLayout>,
 }
 
 /// Values of one row in schema field order (`Value::Null` for an absent optional field).
@@ -68,6 +88,33 @@ impl Layout {
             .map(|(i, e)| (e.name.clone(), i))
             .collect();
         Ok(Layout { entities, by_name })
+    }
+
+    /// What the index tree's layout depends on: every index's number, kind and fields. A
+    /// store opened with a different description rebuilds its index tree.
+    pub fn index_description(&self) -> String {
+        let mut out = String::from("v1");
+        for e in &self.entities {
+            let names = |ps: &[usize]| {
+                ps.iter()
+                    .map(|&p| e.fields[p].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            for idx in &e.indexes {
+                out += &format!(";{}:index#{}[{}]", e.name, idx.no, names(&idx.fields));
+            }
+            for p in &e.postings {
+                out += &format!(
+                    ";{}:postings#{}[{}]carry[{}]",
+                    e.name,
+                    p.no,
+                    names(&p.fields),
+                    names(&e.feed_fields)
+                );
+            }
+        }
+        out
     }
 
     pub fn entity(&self, name: &str) -> Result<&EntityLayout, StoreError> {
@@ -145,6 +192,25 @@ fn compile_entity(no: u16, e: &Entity, index_no: &mut u16) -> Result<EntityLayou
         .iter()
         .map(|f| pos(f))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut postings = Vec::new();
+    for key in &e.postings {
+        let positions = key.iter().map(|f| pos(f)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(f) = key.iter().find(|f| !e.feed.contains(f)) {
+            return Err(StoreError::Schema(format!(
+                "entity {}: @postings field '{f}' must also be a @feed field (posting entries carry the @feed fields)",
+                e.name
+            )));
+        }
+        let bucketed = positions
+            .last()
+            .is_some_and(|&p| fields[p].ty == FieldType::Timestamp);
+        postings.push(PostingLayout {
+            no: (*index_no).min(255) as u8,
+            fields: positions,
+            bucketed,
+        });
+        *index_no += 1;
+    }
     Ok(EntityLayout {
         no,
         name: e.name.clone(),
@@ -155,6 +221,7 @@ fn compile_entity(no: u16, e: &Entity, index_no: &mut u16) -> Result<EntityLayou
         indexes,
         fed: !UNFED_ENTITIES.contains(&e.name.as_str()),
         feed_fields,
+        postings,
     })
 }
 
@@ -267,6 +334,32 @@ impl EntityLayout {
         }
         key.extend_from_slice(id);
         key
+    }
+
+    /// The key of `values` in posting index `p`, without the commit that ends stored keys:
+    /// prefix, then components (a trailing timestamp bucketed).
+    pub fn posting_key(&self, p: &PostingLayout, values: &Values) -> Vec<u8> {
+        let mut key = Vec::with_capacity(48);
+        key.push(p.no);
+        for (i, &pos) in p.fields.iter().enumerate() {
+            match &values[pos] {
+                Value::Timestamp(t) if p.bucketed && i + 1 == p.fields.len() => encode_component(
+                    &mut key,
+                    &Value::Timestamp(t.div_euclid(POSTING_BUCKET_US) * POSTING_BUCKET_US),
+                ),
+                v => encode_component(&mut key, v),
+            }
+        }
+        key
+    }
+
+    /// The `@feed` fields of `values`, encoded one after another.
+    pub fn feed_values(&self, values: &Values) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        for &pos in &self.feed_fields {
+            encode_component(&mut out, &values[pos]);
+        }
+        out
     }
 
     /// Values in ormdb-core's record encoding (absent optional fields are left out).

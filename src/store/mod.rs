@@ -6,9 +6,9 @@
 //! - the write path ([`WriteBatch`] -> one WAL record -> sled trees), with group commit: a
 //!   single committer thread takes every batch waiting, appends them to the write-ahead log,
 //!   fsyncs once, applies them, and acknowledges each (`wal`, `commit`);
-//! - secondary indexes for every `@index` (tree `streamtally:index`), upsert by `@unique`
-//!   key (deterministic ids), consumer offsets and feed cursors as rows, all inside that one
-//!   atomic write;
+//! - secondary indexes for every `@index` and batch-granular ones for every `@postings`
+//!   (tree `streamtally:index`, `postings`), upsert by `@unique` key (deterministic ids),
+//!   consumer offsets and feed cursors as rows, all inside that one atomic write;
 //! - the durable change feed (tree `streamtally:feed`, `feed`);
 //! - the reads the gateway needs over those indexes (`query`).
 
@@ -17,6 +17,7 @@ pub mod codec;
 mod commit;
 mod feed;
 mod layout;
+mod postings;
 mod query;
 mod wal;
 
@@ -268,8 +269,98 @@ const STMETA_CHECKPOINT: &[u8] = b"checkpoint";
 const STMETA_LAST_COMMIT: &[u8] = b"last_commit";
 const STMETA_NEXT_SEQ: &[u8] = b"next_seq";
 const STMETA_FEED_FLOOR: &[u8] = b"feed_floor";
+/// [`Layout::index_description`] of the schema the index tree was built for.
+const STMETA_INDEX_LAYOUT: &[u8] = b"index_layout";
 /// The change feed's first sequence number in a new store.
 pub const FIRST_SEQ: u64 = 1;
+
+/// Rebuilds every `@index` and `@postings` entry from the live rows, for a store whose index
+/// tree was built for other index declarations (an older schema or release). Posting entries
+/// are written as of `last_commit`, so later commits replay after them.
+fn rebuild_index_tree(
+    engine: &StorageEngine,
+    trees: &Trees,
+    layout: &Layout,
+    last_commit: u64,
+    db_path: &Path,
+) -> Result<(), StoreError> {
+    let sled_err = |err: sled::Error| StoreError::Engine {
+        path: db_path.to_path_buf(),
+        op: "rebuild the index tree",
+        message: err.to_string(),
+    };
+    let started = Instant::now();
+    let had_entries = !trees.index.is_empty();
+    trees.index.clear().map_err(sled_err)?;
+    let mut rows = 0u64;
+    let mut posted: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+    let flush_posted = |posted: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>| {
+        for (prefix, body) in std::mem::take(posted) {
+            let key = postings::entry_key(&prefix, last_commit);
+            let mut value = (trees.index.get(&key).map_err(sled_err)?)
+                .map(|v| v.to_vec())
+                .unwrap_or_default();
+            value.extend_from_slice(&body);
+            trees.index.insert(key, value).map_err(sled_err)?;
+        }
+        Ok::<(), StoreError>(())
+    };
+    for e in &layout.entities {
+        if e.indexes.is_empty() && e.postings.is_empty() {
+            continue;
+        }
+        let prefix = commit::type_key(&e.name, &[0; 16]);
+        let prefix = &prefix[..prefix.len() - 16];
+        for item in trees.types.scan_prefix(prefix) {
+            let (k, _) = item.map_err(sled_err)?;
+            let Ok(id) = <[u8; 16]>::try_from(&k[prefix.len()..]) else {
+                continue;
+            };
+            let latest = engine.get_latest(&id).map_err(|err| StoreError::Engine {
+                path: db_path.to_path_buf(),
+                op: "read a row to rebuild the index tree",
+                message: err.to_string(),
+            })?;
+            let Some((_, record)) = latest else {
+                continue;
+            };
+            if record.deleted {
+                continue;
+            }
+            let Ok(values) = e.decode_record(&record.data) else {
+                tracing::warn!(entity = %e.name, id = %uuid::Uuid::from_bytes(id),
+                    "row does not decode; left out of the rebuilt indexes");
+                continue;
+            };
+            for idx in &e.indexes {
+                (trees.index)
+                    .insert(e.index_key(idx, &values, &id), Vec::new())
+                    .map_err(sled_err)?;
+            }
+            for p in &e.postings {
+                postings::push_set(
+                    posted.entry(e.posting_key(p, &values)).or_default(),
+                    &id,
+                    &e.feed_values(&values),
+                );
+            }
+            rows += 1;
+            if rows.is_multiple_of(100_000) {
+                flush_posted(&mut posted)?;
+                tracing::info!(rows, "rebuilding the index tree");
+            }
+        }
+    }
+    flush_posted(&mut posted)?;
+    if had_entries || rows > 0 {
+        tracing::info!(
+            rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index declarations changed: index tree rebuilt from the rows"
+        );
+    }
+    Ok(())
+}
 
 fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, sled::Error> {
     Ok(tree
@@ -358,6 +449,24 @@ impl Store {
         let feed_floor = read_u64(&trees.stmeta, STMETA_FEED_FLOOR)
             .map_err(sled_err("read the feed floor"))?
             .unwrap_or(FIRST_SEQ);
+        let description = layout.index_description();
+        let built_for = trees
+            .stmeta
+            .get(STMETA_INDEX_LAYOUT)
+            .map_err(sled_err("read the index layout"))?;
+        if built_for.as_deref() != Some(description.as_bytes()) {
+            rebuild_index_tree(&engine, &trees, &layout, last_commit, &db_path)?;
+            engine
+                .flush()
+                .map_err(engine_err("flush the rebuilt indexes"))?;
+            trees
+                .stmeta
+                .insert(STMETA_INDEX_LAYOUT, description.as_bytes())
+                .map_err(sled_err("write the index layout"))?;
+            engine
+                .flush()
+                .map_err(engine_err("flush the index layout"))?;
+        }
         tracing::info!(path = %path.display(), replayed_commits = replayed, last_commit, next_seq,
             elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
 

@@ -8,8 +8,10 @@
 
 use super::codec::{decode_component, encode_component, prefix_successor};
 use super::commit::{latest_key, type_key};
-use super::layout::{EntityLayout, IndexLayout, Values};
+use super::layout::{EntityLayout, IndexLayout, PostingLayout, Values, POSTING_BUCKET_US};
+use super::postings;
 use super::{Row, Store, StoreError, Value};
+use crate::schema::FieldType;
 use ormdb_core::storage::VersionedKey;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
@@ -118,12 +120,60 @@ impl Pred {
 
 struct Plan<'a> {
     index: Option<&'a IndexLayout>,
+    posting: Option<&'a PostingLayout>,
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
     /// Iterate the index backwards.
     reverse: bool,
     /// The index order is the requested order (no sort needed).
     ordered: bool,
+}
+
+/// The key prefix of index `no` for the equality filters on its leading `fields`, and how
+/// many fields it covers.
+fn eq_prefix(no: u8, fields: &[usize], preds: &[Pred]) -> (Vec<u8>, usize) {
+    let mut prefix = vec![no];
+    let mut k = 0;
+    for &f in fields {
+        let eq = preds.iter().find_map(|pr| match &pr.kind {
+            PredKind::Eq(v) if pr.pos == f => Some(v),
+            _ => None,
+        });
+        let Some(v) = eq else { break };
+        prefix.extend_from_slice(v);
+        k += 1;
+    }
+    (prefix, k)
+}
+
+/// How well a candidate index serves a query: the equality prefix first, then a range, then
+/// the order, then covering the wanted field. None when it serves none of them.
+fn score(k: usize, has_range: bool, serves_order: bool, covers: bool) -> Option<u32> {
+    if k == 0 && !has_range && !serves_order {
+        return None;
+    }
+    Some(k as u32 * 8 + has_range as u32 * 4 + serves_order as u32 * 2 + covers as u32)
+}
+
+impl<'a> Plan<'a> {
+    /// A plan over keys starting with `prefix` (the equality filters), then `range` of the
+    /// next component; `ordered` when that order is the query's. Its index is set by the caller.
+    fn over(
+        prefix: &[u8],
+        range: Option<KeyRange>,
+        order: Option<(usize, Order)>,
+        ordered: bool,
+    ) -> Plan<'a> {
+        let (lo, hi) = key_bounds(prefix, range);
+        Plan {
+            index: None,
+            posting: None,
+            lo,
+            hi,
+            reverse: matches!(order, Some((_, Order::Desc))) && ordered,
+            ordered: order.is_none() || ordered,
+        }
+    }
 }
 
 /// One matching row: its id and, per index field position, the encoded component.
@@ -270,23 +320,7 @@ impl Store {
             .and_then(|(f, o)| e.field_pos(f).ok().map(|p| (p, *o)));
         let mut best: Option<(u32, Plan<'a>)> = None;
         for idx in &e.indexes {
-            let mut prefix = vec![idx.no];
-            let mut k = 0;
-            for &p in &idx.fields {
-                match preds
-                    .iter()
-                    .find(|pr| pr.pos == p && matches!(pr.kind, PredKind::Eq(_)))
-                {
-                    Some(Pred {
-                        kind: PredKind::Eq(v),
-                        ..
-                    }) => {
-                        prefix.extend_from_slice(v);
-                        k += 1;
-                    }
-                    _ => break,
-                }
-            }
+            let (prefix, k) = eq_prefix(idx.no, &idx.fields, preds);
             let next = idx.fields.get(k).copied();
             let range = next.and_then(|p| {
                 preds.iter().find_map(|pr| match &pr.kind {
@@ -300,66 +334,71 @@ impl Store {
                     next == Some(p) || (k > 0 && idx.fields[k - 1] == p && k == idx.fields.len())
                 }
             };
-            let mut score = (k as u32) * 8;
-            if range.is_some() {
-                score += 4;
-            }
-            if order.is_some() && ordered {
-                score += 2;
-            }
-            if want.is_some_and(|w| idx.fields.contains(&w)) {
-                score += 1;
-            }
-            if k == 0 && range.is_none() && !(order.is_some() && ordered) {
+            let covers = want.is_some_and(|w| idx.fields.contains(&w));
+            let Some(score) = score(k, range.is_some(), order.is_some() && ordered, covers) else {
                 continue;
-            }
-            let (lo, hi) = match range {
-                Some((lo, hi)) => (
-                    match lo {
-                        Bound::Included(v) => Bound::Included([prefix.as_slice(), &v].concat()),
-                        Bound::Excluded(v) => {
-                            match prefix_successor(&[prefix.as_slice(), &v].concat()) {
-                                Some(s) => Bound::Included(s),
-                                None => Bound::Unbounded,
-                            }
-                        }
-                        Bound::Unbounded => Bound::Included([prefix.as_slice(), &[1]].concat()),
-                    },
-                    match hi {
-                        Bound::Included(v) => {
-                            match prefix_successor(&[prefix.as_slice(), &v].concat()) {
-                                Some(s) => Bound::Excluded(s),
-                                None => Bound::Unbounded,
-                            }
-                        }
-                        Bound::Excluded(v) => Bound::Excluded([prefix.as_slice(), &v].concat()),
-                        Bound::Unbounded => match prefix_successor(&prefix) {
-                            Some(s) => Bound::Excluded(s),
-                            None => Bound::Unbounded,
-                        },
-                    },
-                ),
-                None => (
-                    Bound::Included(prefix.clone()),
-                    match prefix_successor(&prefix) {
-                        Some(s) => Bound::Excluded(s),
-                        None => Bound::Unbounded,
-                    },
-                ),
-            };
-            let plan = Plan {
-                index: Some(idx),
-                lo,
-                hi,
-                reverse: matches!(order, Some((_, Order::Desc))) && ordered,
-                ordered: order.is_none() || ordered,
             };
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
-                best = Some((score, plan));
+                let plan = Plan::over(&prefix, range, order, ordered);
+                best = Some((
+                    score,
+                    Plan {
+                        index: Some(idx),
+                        posting: None,
+                        ..plan
+                    },
+                ));
+            }
+        }
+        for p in &e.postings {
+            let bucket_at = p.fields.len() - 1;
+            // A bucketed timestamp is never matched exactly by the key.
+            let exact = if p.bucketed {
+                bucket_at
+            } else {
+                p.fields.len()
+            };
+            let (prefix, k) = eq_prefix(p.no, &p.fields[..exact], preds);
+            let next = p.fields.get(k).copied();
+            let bucketed_next = p.bucketed && k == bucket_at;
+            let range = next.and_then(|f| {
+                preds.iter().find_map(|pr| match &pr.kind {
+                    PredKind::Range(lo, hi) if pr.pos == f => Some((lo.clone(), hi.clone())),
+                    PredKind::Eq(v) if pr.pos == f && bucketed_next => {
+                        Some((Bound::Included(v.clone()), Bound::Included(v.clone())))
+                    }
+                    _ => None,
+                })
+            });
+            // The key holds the bucket, not the timestamp: a range of buckets covers the range
+            // and the exact values are filtered from the entries.
+            let range = match range {
+                Some((lo, hi)) if bucketed_next => Some((bucket_bound(lo), bucket_bound(hi))),
+                r => r,
+            };
+            let ordered = match order {
+                None => true,
+                Some((o, _)) => next == Some(o) || p.fields[..k].contains(&o),
+            };
+            let covers = want.is_some_and(|w| e.feed_fields.contains(&w));
+            let Some(score) = score(k, range.is_some(), order.is_some() && ordered, covers) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                let plan = Plan::over(&prefix, range, order, ordered);
+                best = Some((
+                    score,
+                    Plan {
+                        index: None,
+                        posting: Some(p),
+                        ..plan
+                    },
+                ));
             }
         }
         best.map(|(_, p)| p).unwrap_or(Plan {
             index: None,
+            posting: None,
             lo: Bound::Unbounded,
             hi: Bound::Unbounded,
             reverse: false,
@@ -410,6 +449,15 @@ impl Store {
             }
         };
         let mut emitted = 0usize;
+        if plan.posting.is_some() {
+            let sort = q
+                .order
+                .as_ref()
+                .filter(|_| plan.ordered)
+                .and_then(|(f, o)| e.field_pos(f).ok().map(|pos| (pos, *o)));
+            self.scan_postings(e, &plan, &preds, sort, limit, on_hit)?;
+            return Ok(plan.ordered);
+        }
         let Some(idx) = plan.index else {
             tracing::debug!(entity = %q.entity, "no index serves this query; scanning the entity");
             let prefix = type_key(&e.name, &[0; 16]);
@@ -503,6 +551,162 @@ impl Store {
         }
         Ok(plan.ordered)
     }
+    /// The posting-index part of [`Store::scan`]: walks the keys of the plan's range, replays
+    /// each key's entries into its rows and emits those matching, sorted by `sort` within a
+    /// key (keys come in the order's direction, so the whole scan is in order).
+    #[allow(clippy::too_many_arguments)]
+    fn scan_postings(
+        &self,
+        e: &EntityLayout,
+        plan: &Plan<'_>,
+        preds: &[Pred],
+        sort: Option<(usize, Order)>,
+        limit: Option<usize>,
+        on_hit: &mut OnHit<'_>,
+    ) -> Result<(), StoreError> {
+        let inner = self.inner();
+        let iter = inner
+            .trees
+            .index
+            .range::<Vec<u8>, _>((plan.lo.clone(), plan.hi.clone()));
+        let mut iter: Box<dyn Iterator<Item = _>> = if plan.reverse {
+            Box::new(iter.rev())
+        } else {
+            Box::new(iter)
+        };
+        let (comp_preds, row_preds): (Vec<&Pred>, Vec<&Pred>) =
+            preds.iter().partition(|pr| e.feed_fields.contains(&pr.pos));
+        let mut emitted = 0usize;
+        let mut key: Vec<u8> = Vec::new();
+        let mut bodies: Vec<sled::IVec> = Vec::new();
+        loop {
+            let item = iter.next().transpose().map_err(|err| StoreError::Engine {
+                path: inner.path.clone(),
+                op: "scan a posting index",
+                message: err.to_string(),
+            })?;
+            let same_key = match &item {
+                Some((k, _)) => postings::split_key(k)?.0 == key.as_slice(),
+                None => false,
+            };
+            if !same_key && !bodies.is_empty() {
+                if plan.reverse {
+                    bodies.reverse();
+                }
+                let rows = postings::resolve(e, bodies.iter().map(|b| b.as_ref()))?;
+                bodies.clear();
+                let mut hits = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let comp_ok = comp_preds.iter().all(|pr| {
+                        r.comps
+                            .iter()
+                            .find(|(pos, _)| *pos == pr.pos)
+                            .is_some_and(|(_, c)| pr.matches(c))
+                    });
+                    if !comp_ok {
+                        continue;
+                    }
+                    let row = if row_preds.is_empty() {
+                        None
+                    } else {
+                        match self.get_values(&e.name, &r.id)? {
+                            Some(v) if row_preds.iter().all(|pr| pr.matches(&enc(&v[pr.pos]))) => {
+                                Some(v)
+                            }
+                            _ => continue,
+                        }
+                    };
+                    hits.push((
+                        Hit {
+                            id: r.id,
+                            comps: r.comps,
+                        },
+                        row,
+                    ));
+                }
+                if let Some((pos, order)) = sort {
+                    let comp = |h: &Hit| {
+                        h.comps
+                            .iter()
+                            .find(|(p, _)| *p == pos)
+                            .map(|(_, c)| c.clone())
+                    };
+                    hits.sort_by_cached_key(|(h, _)| comp(h));
+                    if order == Order::Desc {
+                        hits.reverse();
+                    }
+                }
+                for (hit, row) in hits {
+                    if limit.is_some_and(|l| emitted >= l) || !on_hit(&hit, row)? {
+                        return Ok(());
+                    }
+                    emitted += 1;
+                }
+            }
+            let Some((k, v)) = item else {
+                return Ok(());
+            };
+            if !same_key {
+                key = postings::split_key(&k)?.0.to_vec();
+            }
+            bodies.push(v);
+        }
+    }
+}
+
+/// Lower and upper bound of encoded keys or components.
+type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Index-key bounds for keys starting with `prefix`, then (optionally) a range of the next
+/// component. Nulls sort first (tag 0) and no range includes them.
+fn key_bounds(prefix: &[u8], range: Option<KeyRange>) -> KeyRange {
+    match range {
+        Some((lo, hi)) => (
+            match lo {
+                Bound::Included(v) => Bound::Included([prefix, &v].concat()),
+                Bound::Excluded(v) => match prefix_successor(&[prefix, &v].concat()) {
+                    Some(s) => Bound::Included(s),
+                    None => Bound::Unbounded,
+                },
+                Bound::Unbounded => Bound::Included([prefix, &[1]].concat()),
+            },
+            match hi {
+                Bound::Included(v) => match prefix_successor(&[prefix, &v].concat()) {
+                    Some(s) => Bound::Excluded(s),
+                    None => Bound::Unbounded,
+                },
+                Bound::Excluded(v) => Bound::Excluded([prefix, &v].concat()),
+                Bound::Unbounded => match prefix_successor(prefix) {
+                    Some(s) => Bound::Excluded(s),
+                    None => Bound::Unbounded,
+                },
+            },
+        ),
+        None => (
+            Bound::Included(prefix.to_vec()),
+            match prefix_successor(prefix) {
+                Some(s) => Bound::Excluded(s),
+                None => Bound::Unbounded,
+            },
+        ),
+    }
+}
+
+/// A bound on an encoded timestamp as the (inclusive) bound on its hour bucket.
+fn bucket_bound(b: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    let bucket = |v: &[u8]| match decode_component(FieldType::Timestamp, v) {
+        Some((Value::Timestamp(t), _)) => Some(enc(&Value::Timestamp(
+            t.div_euclid(POSTING_BUCKET_US) * POSTING_BUCKET_US,
+        ))),
+        _ => None,
+    };
+    match b {
+        Bound::Included(v) | Bound::Excluded(v) => match bucket(&v) {
+            Some(b) => Bound::Included(b),
+            None => Bound::Unbounded,
+        },
+        Bound::Unbounded => Bound::Unbounded,
+    }
 }
 
 /// See [`Store::verify`].
@@ -517,9 +721,15 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
             message: e.to_string(),
         }
     };
-    // Indexes against rows.
+    // Indexes against rows: every entry of an `@index`, and every key's replayed rows of a
+    // `@postings` index, must be what the live rows give.
     let mut expected: HashSet<Vec<u8>> = HashSet::new();
+    let mut expected_posted: HashMap<Vec<u8>, HashMap<[u8; 16], Vec<u8>>> = HashMap::new();
+    let mut posting_nos: HashMap<u8, &EntityLayout> = HashMap::new();
     for e in &inner.layout.entities {
+        for p in &e.postings {
+            posting_nos.insert(p.no, e);
+        }
         let prefix = type_key(&e.name, &[0; 16]);
         let prefix = &prefix[..prefix.len() - 16];
         for item in inner.trees.types.scan_prefix(prefix) {
@@ -529,13 +739,23 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
                 for idx in &e.indexes {
                     expected.insert(e.index_key(idx, &values, &id));
                 }
+                for p in &e.postings {
+                    expected_posted
+                        .entry(e.posting_key(p, &values))
+                        .or_default()
+                        .insert(id, e.feed_values(&values));
+                }
             }
         }
     }
-    let mut found = 0usize;
+    let mut posted: HashMap<Vec<u8>, Vec<sled::IVec>> = HashMap::new();
     for item in inner.trees.index.iter() {
-        let (k, _) = item.map_err(err("scan the index tree"))?;
-        found += 1;
+        let (k, v) = item.map_err(err("scan the index tree"))?;
+        if k.first().is_some_and(|no| posting_nos.contains_key(no)) {
+            let (prefix, _) = postings::split_key(&k)?;
+            posted.entry(prefix.to_vec()).or_default().push(v);
+            continue;
+        }
         if !expected.remove(k.as_ref()) {
             problems.push(format!(
                 "index entry {:02x?} names no live row with those values",
@@ -546,7 +766,38 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
     for k in expected {
         problems.push(format!("row missing from index #{}: key {:02x?}", k[0], k));
     }
-    let _ = found;
+    for (key, bodies) in posted {
+        let e = posting_nos[&key[0]];
+        let want = expected_posted.entry(key.clone()).or_default();
+        for r in postings::resolve(e, bodies.iter().map(|b| b.as_ref()))? {
+            let values: Vec<u8> = r.comps.into_iter().flat_map(|(_, c)| c).collect();
+            match want.remove(&r.id) {
+                Some(v) if v == values => {}
+                Some(_) => problems.push(format!(
+                    "posting index #{} key {:02x?} holds {} with other values than its row",
+                    key[0],
+                    key,
+                    uuid::Uuid::from_bytes(r.id)
+                )),
+                None => problems.push(format!(
+                    "posting index #{} key {:02x?} holds {}, which is not a live row under that key",
+                    key[0],
+                    key,
+                    uuid::Uuid::from_bytes(r.id)
+                )),
+            }
+        }
+    }
+    for (key, want) in expected_posted {
+        for id in want.keys() {
+            problems.push(format!(
+                "row {} missing from posting index #{} key {:02x?}",
+                uuid::Uuid::from_bytes(*id),
+                key[0],
+                key
+            ));
+        }
+    }
 
     // The feed: contiguous from the floor to the head, every entry naming a stored version.
     let mut next = store.feed_floor();
