@@ -19,7 +19,6 @@
 use super::codec::decode_component;
 use super::layout::EntityLayout;
 use super::StoreError;
-use std::collections::HashMap;
 
 const SET: u8 = 1;
 const REMOVE: u8 = 0;
@@ -62,22 +61,32 @@ pub fn split_key(key: &[u8]) -> Result<(&[u8], u64), StoreError> {
 /// `@feed` values as (field position, encoded component).
 pub type Comps = Vec<(usize, Vec<u8>)>;
 
-/// One row under a key: its id and its `@feed` values.
-pub struct Posted {
+/// One row under a key: its id and its encoded `@feed` values, borrowed from the entries.
+pub struct Posted<'a> {
     pub id: [u8; 16],
-    pub comps: Comps,
+    pub feed: &'a [u8],
 }
 
-/// Replays the entries of one key, given in commit order, into the rows under it (sorted by
-/// id, so that results do not depend on hashing).
+/// The length of the encoded `@feed` values at the front of `body`.
+fn feed_len(e: &EntityLayout, body: &[u8]) -> Option<usize> {
+    let mut rest = body;
+    for &pos in &e.feed_fields {
+        rest = decode_component(e.fields[pos].ty, rest)?.1;
+    }
+    Some(body.len() - rest.len())
+}
+
+/// Replays the entries of one key, given in commit order, into the rows under it, sorted by
+/// id (so that results do not depend on hashing).
 pub fn resolve<'a>(
     e: &EntityLayout,
     entries: impl IntoIterator<Item = &'a [u8]>,
-) -> Result<Vec<Posted>, StoreError> {
+) -> Result<Vec<Posted<'a>>, StoreError> {
     let corrupt = || StoreError::Corrupt {
         what: format!("a posting entry of {} does not decode", e.name),
     };
-    let mut rows: HashMap<[u8; 16], Option<Comps>> = HashMap::new();
+    // (id, order of the change, the row's values or None once it left the key)
+    let mut changes: Vec<([u8; 16], usize, Option<&'a [u8]>)> = Vec::new();
     for mut body in entries {
         while let Some((&tag, rest)) = body.split_first() {
             let id: [u8; 16] = rest
@@ -85,28 +94,40 @@ pub fn resolve<'a>(
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(corrupt)?;
             body = &rest[16..];
-            match tag {
+            let feed = match tag {
                 SET => {
-                    let mut comps = Vec::with_capacity(e.feed_fields.len());
-                    for &pos in &e.feed_fields {
-                        let (_, after) =
-                            decode_component(e.fields[pos].ty, body).ok_or_else(corrupt)?;
-                        comps.push((pos, body[..body.len() - after.len()].to_vec()));
-                        body = after;
-                    }
-                    rows.insert(id, Some(comps));
+                    let n = feed_len(e, body).ok_or_else(corrupt)?;
+                    let (feed, after) = body.split_at(n);
+                    body = after;
+                    Some(feed)
                 }
-                REMOVE => {
-                    rows.insert(id, None);
-                }
+                REMOVE => None,
                 _ => return Err(corrupt()),
-            }
+            };
+            changes.push((id, changes.len(), feed));
         }
     }
-    let mut out: Vec<Posted> = rows
+    // The last change of each id wins.
+    changes.sort_unstable_by_key(|(id, n, _)| (*id, std::cmp::Reverse(*n)));
+    changes.dedup_by_key(|(id, _, _)| *id);
+    Ok(changes
         .into_iter()
-        .filter_map(|(id, comps)| comps.map(|comps| Posted { id, comps }))
-        .collect();
-    out.sort_unstable_by_key(|p| p.id);
-    Ok(out)
+        .filter_map(|(id, _, feed)| feed.map(|feed| Posted { id, feed }))
+        .collect())
+}
+
+/// The components of `feed` (a row's encoded `@feed` values) at the positions `wanted`.
+pub fn comps(e: &EntityLayout, feed: &[u8], wanted: &[usize]) -> Comps {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut rest = feed;
+    for &pos in &e.feed_fields {
+        let Some((_, after)) = decode_component(e.fields[pos].ty, rest) else {
+            break;
+        };
+        if wanted.contains(&pos) {
+            out.push((pos, rest[..rest.len() - after.len()].to_vec()));
+        }
+        rest = after;
+    }
+    out
 }

@@ -455,7 +455,7 @@ impl Store {
                 .as_ref()
                 .filter(|_| plan.ordered)
                 .and_then(|(f, o)| e.field_pos(f).ok().map(|pos| (pos, *o)));
-            self.scan_postings(e, &plan, &preds, sort, limit, on_hit)?;
+            self.scan_postings(e, &plan, &preds, sort, want, limit, on_hit)?;
             return Ok(plan.ordered);
         }
         let Some(idx) = plan.index else {
@@ -561,6 +561,7 @@ impl Store {
         plan: &Plan<'_>,
         preds: &[Pred],
         sort: Option<(usize, Order)>,
+        want: Option<usize>,
         limit: Option<usize>,
         on_hit: &mut OnHit<'_>,
     ) -> Result<(), StoreError> {
@@ -576,6 +577,11 @@ impl Store {
         };
         let (comp_preds, row_preds): (Vec<&Pred>, Vec<&Pred>) =
             preds.iter().partition(|pr| e.feed_fields.contains(&pr.pos));
+        // The components decoded from each entry: those filtered, sorted or asked for.
+        let wanted: Vec<usize> = (comp_preds.iter().map(|pr| pr.pos))
+            .chain(sort.map(|(pos, _)| pos))
+            .chain(want)
+            .collect();
         let mut emitted = 0usize;
         let mut key: Vec<u8> = Vec::new();
         let mut bodies: Vec<sled::IVec> = Vec::new();
@@ -594,11 +600,11 @@ impl Store {
                     bodies.reverse();
                 }
                 let rows = postings::resolve(e, bodies.iter().map(|b| b.as_ref()))?;
-                bodies.clear();
                 let mut hits = Vec::with_capacity(rows.len());
                 for r in rows {
+                    let comps = postings::comps(e, r.feed, &wanted);
                     let comp_ok = comp_preds.iter().all(|pr| {
-                        r.comps
+                        comps
                             .iter()
                             .find(|(pos, _)| *pos == pr.pos)
                             .is_some_and(|(_, c)| pr.matches(c))
@@ -616,14 +622,9 @@ impl Store {
                             _ => continue,
                         }
                     };
-                    hits.push((
-                        Hit {
-                            id: r.id,
-                            comps: r.comps,
-                        },
-                        row,
-                    ));
+                    hits.push((Hit { id: r.id, comps }, row));
                 }
+                bodies.clear();
                 if let Some((pos, order)) = sort {
                     let comp = |h: &Hit| {
                         h.comps
@@ -770,9 +771,8 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
         let e = posting_nos[&key[0]];
         let want = expected_posted.entry(key.clone()).or_default();
         for r in postings::resolve(e, bodies.iter().map(|b| b.as_ref()))? {
-            let values: Vec<u8> = r.comps.into_iter().flat_map(|(_, c)| c).collect();
             match want.remove(&r.id) {
-                Some(v) if v == values => {}
+                Some(v) if v == r.feed => {}
                 Some(_) => problems.push(format!(
                     "posting index #{} key {:02x?} holds {} with other values than its row",
                     key[0],
