@@ -108,6 +108,33 @@ pub fn decode_component(ty: FieldType, bytes: &[u8]) -> Option<(Value, &[u8])> {
     }
 }
 
+/// The length of the component of type `ty` at the front of `bytes`, without decoding it.
+pub fn component_len(ty: FieldType, bytes: &[u8]) -> Option<usize> {
+    let (&tag, rest) = bytes.split_first()?;
+    if tag == 0 {
+        return Some(1);
+    }
+    let body = match ty {
+        FieldType::Bool => 1,
+        FieldType::Int32 => 4,
+        FieldType::Int64 | FieldType::Timestamp | FieldType::Float64 => 8,
+        FieldType::Uuid => 16,
+        FieldType::String | FieldType::Json => {
+            // Ends at the first 0x00 0x01; 0x00 0xFF is an escaped zero byte.
+            let mut i = 0;
+            loop {
+                let at = i + rest.get(i..)?.iter().position(|&b| b == 0)?;
+                match *rest.get(at + 1)? {
+                    1 => break at + 2,
+                    0xFF => i = at + 2,
+                    _ => return None,
+                }
+            }
+        }
+    };
+    (body <= rest.len()).then_some(1 + body)
+}
+
 /// The smallest byte string greater than every key starting with `prefix`.
 pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut out = prefix.to_vec();
@@ -235,6 +262,33 @@ mod tests {
             upsert_id("DailyStats", &[&org, &d1]),
             upsert_id("HourlyStats", &[&org, &d1])
         );
+    }
+
+    #[test]
+    fn component_len_agrees_with_decode() {
+        let values = [
+            (FieldType::String, Value::String("a\0b\0\0".into())),
+            (FieldType::String, Value::String(String::new())),
+            (FieldType::Json, Value::String("{\"k\":1}".into())),
+            (FieldType::Timestamp, Value::Timestamp(-5)),
+            (FieldType::Int32, Value::Int32(7)),
+            (FieldType::Uuid, Value::Uuid([9; 16])),
+            (FieldType::Bool, Value::Bool(true)),
+            (FieldType::Float64, Value::Float64(-0.5)),
+            (FieldType::String, Value::Null),
+        ];
+        for (ty, v) in values {
+            let mut b = Vec::new();
+            encode_component(&mut b, &v);
+            b.extend_from_slice(&[0, 1, 2]);
+            let (_, rest) = decode_component(ty, &b).unwrap();
+            assert_eq!(component_len(ty, &b), Some(b.len() - rest.len()), "{v:?}");
+            assert_eq!(
+                component_len(ty, &b[..b.len() - rest.len() - 1]),
+                None,
+                "{v:?} cut"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! is left. A trailing timestamp key field is bucketed to the minute, so events of one org and
 //! minute share a key and a time range is a range of buckets.
 
-use super::codec::decode_component;
+use super::codec::component_len;
 use super::layout::EntityLayout;
 use super::StoreError;
 
@@ -69,11 +69,11 @@ pub struct Posted<'a> {
 
 /// The length of the encoded `@feed` values at the front of `body`.
 fn feed_len(e: &EntityLayout, body: &[u8]) -> Option<usize> {
-    let mut rest = body;
+    let mut n = 0;
     for &pos in &e.feed_fields {
-        rest = decode_component(e.fields[pos].ty, rest)?.1;
+        n += component_len(e.fields[pos].ty, body.get(n..)?)?;
     }
-    Some(body.len() - rest.len())
+    Some(n)
 }
 
 /// Replays the entries of one key, given in commit order, into the rows under it, sorted by
@@ -121,13 +121,13 @@ pub fn comps(e: &EntityLayout, feed: &[u8], wanted: &[usize]) -> Comps {
     let mut out = Vec::with_capacity(wanted.len());
     let mut rest = feed;
     for &pos in &e.feed_fields {
-        let Some((_, after)) = decode_component(e.fields[pos].ty, rest) else {
+        let Some(n) = component_len(e.fields[pos].ty, rest) else {
             break;
         };
         if wanted.contains(&pos) {
-            out.push((pos, rest[..rest.len() - after.len()].to_vec()));
+            out.push((pos, rest[..n].to_vec()));
         }
-        rest = after;
+        rest = &rest[n..];
     }
     out
 }
