@@ -86,7 +86,8 @@ pub fn resolve<'a>(
         what: format!("a posting entry of {} does not decode", e.name),
     };
     // (id, order of the change, the row's values or None once it left the key)
-    let mut changes: Vec<([u8; 16], usize, Option<&'a [u8]>)> = Vec::new();
+    type Change<'a> = ([u8; 16], usize, Option<&'a [u8]>);
+    let mut changes: Vec<Change<'a>> = Vec::new();
     for mut body in entries {
         while let Some((&tag, rest)) = body.split_first() {
             let id: [u8; 16] = rest
