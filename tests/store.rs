@@ -789,3 +789,50 @@ fn indexes_are_rebuilt_when_the_schema_declares_other_ones() {
     assert!(store.verify().unwrap().is_empty());
     assert_eq!(recent(&store), after);
 }
+
+#[test]
+fn rows_changed_twice_in_one_large_batch_keep_their_last_values() {
+    // Large enough that each apply step is split over two threads. The batch is laid out so
+    // that the first writes of the 50 twice-changed rows end the first half of the
+    // pointer/index step and their second writes start the second half: split by position,
+    // the first version's `latest:` pointer lands last.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let row = |n: i32, count: i64| {
+        Row::new()
+            .with("org_id", org(1))
+            .with("date", "2026-03-01")
+            .with("hour", Value::Int32(n % 24))
+            .with("event_type", format!("type-{n}"))
+            .with("event_count", Value::Int64(count))
+            .with("unique_users", Value::Int64(1))
+            .with("unique_sessions", Value::Int64(1))
+    };
+    let mut b = WriteBatch::new();
+    for n in 1000..1200 {
+        b.upsert("HourlyStats", row(n, 0));
+    }
+    for n in 0..50 {
+        b.upsert("HourlyStats", row(n, 1));
+    }
+    for n in 0..50 {
+        b.upsert("HourlyStats", row(n, 2));
+    }
+    for n in 2000..2234 {
+        b.upsert("HourlyStats", row(n, 0));
+    }
+    let info = store.write_blocking(b).unwrap();
+    assert_eq!((info.inserted, info.updated), (484, 50));
+    let stale: Vec<String> = store
+        .scan_all("HourlyStats")
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("event_count") == Some(&Value::Int64(1)))
+        .map(|r| str_of(r, "event_type"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "rows left at their first version: {stale:?}"
+    );
+    assert!(store.verify().unwrap().is_empty());
+}

@@ -703,7 +703,7 @@ const PARALLEL_APPLY_MIN: usize = 512;
 
 /// Applies operations that need no order among themselves.
 fn apply_step(trees: &Trees, ops: &[Op]) -> Result<(), sled::Error> {
-    let apply = |ops: &[Op]| -> Result<(), sled::Error> {
+    let apply = |ops: &[&Op]| -> Result<(), sled::Error> {
         for op in ops {
             let tree = trees.get(op.tree);
             match &op.value {
@@ -713,14 +713,25 @@ fn apply_step(trees: &Trees, ops: &[Op]) -> Result<(), sled::Error> {
         }
         Ok(())
     };
+    let all: Vec<&Op> = ops.iter().collect();
     if ops.len() < PARALLEL_APPLY_MIN {
-        return apply(ops);
+        return apply(&all);
     }
-    let (a, b) = ops.split_at(ops.len() / 2);
+    // Split by key, not by position: a batch may write one key twice (a row changed twice
+    // moves its `latest:` pointer twice), and those writes must land in their order.
+    let (a, b): (Vec<&Op>, Vec<&Op>) = all.into_iter().partition(|op| key_half(&op.key));
     std::thread::scope(|scope| {
-        let other = scope.spawn(|| apply(b));
-        let mine = apply(a);
+        let other = scope.spawn(|| apply(&b));
+        let mine = apply(&a);
         let other = other.join().expect("apply thread panicked");
         mine.and(other)
     })
+}
+
+/// Which of two halves a key is applied by (FNV-1a, lowest bit).
+fn key_half(key: &[u8]) -> bool {
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash & 1 == 0
 }
