@@ -531,21 +531,25 @@ impl Committer {
                     });
                 }
             }
+            // The @feed values before and after: carried by posting entries and the feed.
+            let feed_of = |values: Option<&Values>| {
+                values
+                    .filter(|_| !entity.feed_fields.is_empty())
+                    .map(|v| entity.feed_values(v))
+            };
+            let (old_feed, new_feed) =
+                (feed_of(old_values.as_deref()), feed_of(new_values.as_ref()));
             for p in &entity.postings {
                 let old_key = old_values.as_ref().map(|v| entity.posting_key(p, v));
                 let new_key = new_values.as_ref().map(|v| entity.posting_key(p, v));
-                let new_feed = new_values.as_ref().map(|v| entity.feed_values(v));
-                if old_key.is_some() && old_key == new_key {
-                    let old_feed = old_values.as_ref().map(|v| entity.feed_values(v));
-                    if old_feed == new_feed {
-                        continue;
-                    }
+                if old_key.is_some() && old_key == new_key && old_feed == new_feed {
+                    continue;
                 }
                 if let Some(k) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
                     postings::push_remove(postings.entry(k).or_default(), &id);
                 }
-                if let (Some(k), Some(f)) = (new_key, new_feed) {
-                    postings::push_set(postings.entry(k).or_default(), &id, &f);
+                if let (Some(k), Some(f)) = (new_key, &new_feed) {
+                    postings::push_set(postings.entry(k).or_default(), &id, f);
                 }
             }
             let change = match (&old_values, &new_values) {
@@ -563,19 +567,14 @@ impl Committer {
                 }
             };
             if entity.fed {
-                let project = |values: Option<&Values>| {
-                    values
-                        .filter(|_| !entity.feed_fields.is_empty())
-                        .map(|v| entity.feed_values(v))
-                };
                 feed.push(FeedItem {
                     entity_no: entity.no,
                     op: change,
                     id,
                     version,
                     prev_version: old_values.as_ref().map(|_| op.version()).unwrap_or(0),
-                    old_fields: project(old_values.as_deref()),
-                    new_fields: project(new_values.as_ref()),
+                    old_fields: old_feed,
+                    new_fields: new_feed,
                 });
             }
             local.insert(
