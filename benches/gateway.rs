@@ -120,7 +120,16 @@ fn main() {
     let clients = arg("--clients", 1000) as usize;
     let rate = arg("--rate", 20_000);
     let seconds = arg("--seconds", 30);
-    let broker = broker::TestBroker::mock(PARTITIONS);
+    let broker_kind = std::env::args()
+        .skip_while(|a| a != "--broker")
+        .nth(1)
+        .unwrap_or_else(|| "mock".to_string());
+    let broker = match broker_kind.as_str() {
+        "mock" => broker::TestBroker::mock(PARTITIONS),
+        "tansu" => broker::TestBroker::tansu()
+            .expect("--broker tansu: the Tansu binary is missing (bash .ci/install-tansu.sh)"),
+        other => panic!("--broker expects mock or tansu, got {other:?}"),
+    };
     let topic = broker::random_name("gw-bench");
     broker.create_topic(&topic, PARTITIONS);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -164,6 +173,7 @@ fn main() {
     // Phase 2: C clients and the HTTP poller.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("bench-clients")
         .enable_all()
         .build()
         .expect("client runtime");
@@ -283,6 +293,19 @@ fn main() {
     }
     for r in &mut routes {
         r.sort_by(|a, b| a.partial_cmp(b).expect("number"));
+    }
+    for (name, r) in ["timeseries", "top_events", "unique_users", "counters"]
+        .iter()
+        .zip(&routes)
+    {
+        eprintln!(
+            "http {name}: {} requests, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            r.len(),
+            percentile(r, 0.5),
+            percentile(r, 0.9),
+            percentile(r, 0.99),
+            r.last().copied().unwrap_or(0.0)
+        );
     }
     shutdown.cancel();
     let _ = ingest_thread.join();

@@ -146,13 +146,17 @@ pub fn serve(
 }
 
 /// Everything around ingest: the stats workers (each on its own thread) and the gateway
-/// (on a two-thread runtime), sharing the store, the metrics and the shutdown token. The
-/// real-time worker publishes newly stored events to the gateway's WebSocket sessions.
+/// (REST on a two-thread runtime, WebSocket sessions on another), sharing the store, the
+/// metrics and the shutdown token. The real-time worker publishes newly stored events to the
+/// gateway's WebSocket sessions.
 /// Used by `streamtally run`, and by tests that run ingest in-process.
 pub struct Services {
     /// Where the gateway listens (the port is the real one when `gateway.listen` asked for 0).
     pub gateway_addr: std::net::SocketAddr,
     runtime: tokio::runtime::Runtime,
+    /// WebSocket sessions, apart from `runtime` (see [`gateway::ws::Sessions`]).
+    session_runtime: tokio::runtime::Runtime,
+    sessions: gateway::ws::Sessions,
     gateway_task:
         tokio::task::JoinHandle<Result<Result<(), gateway::GatewayError>, tokio::task::JoinError>>,
     workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
@@ -168,9 +172,17 @@ impl Services {
     ) -> anyhow::Result<Services> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .thread_name("gateway")
             .enable_all()
             .build()
             .context("starting the async runtime")?;
+        let session_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("gateway-ws")
+            .enable_all()
+            .build()
+            .context("starting the WebSocket sessions' runtime")?;
+        let sessions = gateway::ws::Sessions::on(session_runtime.handle().clone());
         let listener = runtime
             .block_on(gateway::bind(cfg.gateway.listen))
             .context("starting the gateway")?;
@@ -186,7 +198,8 @@ impl Services {
                 metrics.clone(),
             )
             .with_live(live.clone())
-            .with_shutdown(shutdown.clone()),
+            .with_shutdown(shutdown.clone())
+            .with_sessions(sessions.clone()),
         );
         let on_gateway_error = shutdown.clone();
         let gateway_task = runtime.spawn(gateway::serve(listener, app, shutdown.clone()));
@@ -222,6 +235,8 @@ impl Services {
         Ok(Services {
             gateway_addr,
             runtime,
+            session_runtime,
+            sessions,
             gateway_task,
             workers,
         })
@@ -264,6 +279,15 @@ impl Services {
         if let Some(e) = &gateway_error {
             tracing::error!(error = %format!("{e:#}"), "gateway failed");
         }
+        let sessions = self.sessions;
+        if !self
+            .session_runtime
+            .block_on(async move { sessions.closed(std::time::Duration::from_secs(3)).await })
+        {
+            tracing::warn!("gateway: WebSocket sessions did not close within 3 s; dropping them");
+        }
+        self.session_runtime
+            .shutdown_timeout(std::time::Duration::from_secs(1));
         self.runtime
             .shutdown_timeout(std::time::Duration::from_secs(5));
         match (first_error, gateway_error) {

@@ -333,6 +333,8 @@ pub struct StoreConfig {
     pub wal_segment_mb: u64,
     /// How often the store checkpoints and drops old WAL segments and change-feed entries.
     pub checkpoint_interval_ms: u64,
+    /// Memory for the latest rows of the rollups the gateway reads (0: no cache), in MiB.
+    pub row_cache_mb: u64,
 }
 
 fn default_store_path() -> PathBuf {
@@ -350,6 +352,9 @@ fn default_wal_segment_mb() -> u64 {
 fn default_checkpoint_interval_ms() -> u64 {
     5_000
 }
+fn default_row_cache_mb() -> u64 {
+    64
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -359,6 +364,7 @@ impl Default for StoreConfig {
             group_commit_max_batches: default_group_commit_max_batches(),
             wal_segment_mb: default_wal_segment_mb(),
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
+            row_cache_mb: default_row_cache_mb(),
         }
     }
 }
@@ -1758,6 +1764,7 @@ mod tests {
         assert_eq!(c.store.group_commit_max_batches, 16);
         assert_eq!(c.store.wal_segment_mb, 64);
         assert_eq!(c.store.checkpoint_interval_ms, 5_000);
+        assert_eq!(c.store.row_cache_mb, 64);
         assert_eq!(c.batching.max_batch_events, 1_000);
         assert_eq!(c.batching.max_batch_delay_ms, 100);
         assert_eq!(c.batching.max_inflight_bytes, 64 << 20);

@@ -30,6 +30,15 @@ fn day_start(day: &str) -> Value {
     Value::Timestamp(d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros())
 }
 
+/// The EventNameDaily row of org 0, 2026-03-01, "click", counting `n`.
+fn click_stat(n: i64) -> Row {
+    Row::new()
+        .with("org_id", org(0))
+        .with("date", Value::String("2026-03-01".into()))
+        .with("event_name", Value::String("click".into()))
+        .with("event_count", Value::Int64(n))
+}
+
 fn events_batch(range: std::ops::Range<u64>) -> WriteBatch {
     let mut b = WriteBatch::new();
     for i in range {
@@ -146,20 +155,13 @@ fn duplicate_inserts_and_repeated_upserts_are_idempotent() {
     assert_eq!((again.inserted, again.unchanged), (50, 51));
     assert_eq!(store.scan_all("Event").unwrap().len(), 150);
 
-    let stat = |n: i64| {
-        Row::new()
-            .with("org_id", org(0))
-            .with("date", Value::String("2026-03-01".into()))
-            .with("event_name", Value::String("click".into()))
-            .with("event_count", Value::Int64(n))
-    };
     let mut b = WriteBatch::new();
-    b.upsert("EventNameDaily", stat(1));
-    b.upsert("EventNameDaily", stat(2)); // same key, same batch: one row, last wins
+    b.upsert("EventNameDaily", click_stat(1));
+    b.upsert("EventNameDaily", click_stat(2)); // same key, same batch: one row, last wins
     let info = store.write_blocking(b).unwrap();
     assert_eq!((info.inserted, info.updated), (1, 1));
     let mut b = WriteBatch::new();
-    b.upsert("EventNameDaily", stat(2));
+    b.upsert("EventNameDaily", click_stat(2));
     let info = store.write_blocking(b).unwrap();
     assert_eq!(
         info.unchanged, 1,
@@ -835,4 +837,93 @@ fn rows_changed_twice_in_one_large_batch_keep_their_last_values() {
         "rows left at their first version: {stale:?}"
     );
     assert!(store.verify().unwrap().is_empty());
+}
+
+/// The row cache (`Store::cache_rows`): a read after a write's acknowledgement sees the
+/// write, whatever was cached before (absent, older values, a deleted row), and readers
+/// racing a writer never go back in time.
+#[test]
+fn cached_rows_are_never_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.cache_rows("EventNameDaily").unwrap();
+    let key = [
+        org(0),
+        Value::String("2026-03-01".into()),
+        Value::String("click".into()),
+    ];
+    let id =
+        streamtally::store::codec::upsert_id("EventNameDaily", &key.iter().collect::<Vec<_>>());
+    fn count_of(store: &streamtally::store::Store, id: &[u8; 16]) -> Option<i64> {
+        store
+            .get_fields("EventNameDaily", id, &["event_count"])
+            .unwrap()
+            .map(|v| match v[0] {
+                Value::Int64(n) => n,
+                ref other => panic!("event_count is {other:?}"),
+            })
+    }
+    let count = |store: &streamtally::store::Store| count_of(store, &id);
+    // Absent (and cached as absent), then written, updated, deleted, written again.
+    assert_eq!(count(&store), None);
+    assert_eq!(count(&store), None);
+    let upsert = |n: i64| {
+        let mut b = WriteBatch::new();
+        b.upsert("EventNameDaily", click_stat(n));
+        store.write_blocking(b).unwrap();
+    };
+    upsert(1);
+    assert_eq!(count(&store), Some(1));
+    upsert(2);
+    assert_eq!(count(&store), Some(2));
+    assert_eq!(
+        store
+            .latest_version("EventNameDaily", &id)
+            .unwrap()
+            .is_some(),
+        true
+    );
+    let mut b = WriteBatch::new();
+    b.delete("EventNameDaily", id);
+    store.write_blocking(b).unwrap();
+    assert_eq!(count(&store), None);
+    assert_eq!(store.latest_version("EventNameDaily", &id).unwrap(), None);
+    upsert(3);
+    assert_eq!(count(&store), Some(3));
+    assert_eq!(
+        store
+            .get("EventNameDaily", &id)
+            .unwrap()
+            .unwrap()
+            .get("event_count"),
+        Some(&Value::Int64(3))
+    );
+
+    // A writer counting up, readers checking they never see less than what was already
+    // acknowledged when their read began.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(3));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, acked, done) = (store.clone(), acked.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let floor = acked.load(std::sync::atomic::Ordering::SeqCst);
+                    let seen = count_of(&store, &id).unwrap();
+                    assert!(seen >= floor, "read {seen} after {floor} was acknowledged");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for n in 4..=300 {
+        upsert(n);
+        acked.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 300, "only {reads} reads raced the writer");
+    assert_eq!(count(&store), Some(300));
 }

@@ -58,6 +58,8 @@ pub struct GatewayState {
     pub shutdown: CancellationToken,
     /// What WebSocket pushes read (counters, view data), shared by the sessions.
     pub push_cache: ws::PushCache,
+    /// Where WebSocket sessions run once upgraded (see [`ws::Sessions`]).
+    pub sessions: ws::Sessions,
 }
 
 impl GatewayState {
@@ -71,7 +73,14 @@ impl GatewayState {
             live: tokio::sync::broadcast::channel(1).0,
             shutdown: CancellationToken::new(),
             push_cache: ws::PushCache::default(),
+            sessions: ws::Sessions::default(),
         }
+    }
+
+    /// Run WebSocket sessions on `sessions` (and wait for them through it at shutdown).
+    pub fn with_sessions(mut self, sessions: ws::Sessions) -> Self {
+        self.sessions = sessions;
+        self
     }
 
     /// Push the events published on `live` to WebSocket clients.
@@ -92,7 +101,7 @@ impl GatewayState {
             return Ok(true);
         }
         let stats = self.stats.clone();
-        Ok(blocking(move || stats.org_known(*org.as_bytes())).await??)
+        Ok(read(true, move || stats.org_known(*org.as_bytes())).await??)
     }
 }
 
@@ -105,6 +114,25 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal("a blocking read task", e))
+}
+
+/// Rollup reads of at most this many buckets run on the request's own thread.
+pub const INLINE_READ_BUCKETS: i64 = 800;
+
+/// Runs a store or stats read: on the request's own thread when it is `small` (a few cached
+/// rollup rows, well under a millisecond: the hop to the blocking pool and back cost more,
+/// two thread wake-ups that on a busy machine each wait for a core), else on the blocking
+/// pool.
+pub async fn read<T, F>(small: bool, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    if small {
+        Ok(f())
+    } else {
+        blocking(f).await
+    }
 }
 
 /// The `{org}` of a REST path, checked: the request's token may read it (401/403) and it

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use crate::stats::query::Granularity;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Timelike, Utc};
 use std::collections::HashMap;
 
 const DAY_US: i64 = 86_400_000_000;
@@ -53,9 +53,31 @@ fn in_range(us: i64) -> bool {
 
 /// An RFC 3339 UTC string with milliseconds (`2026-11-27T10:00:00.000Z`).
 pub fn fmt_time(us: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(us)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    let t = DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
+    if !(0..=9999).contains(&t.year()) {
+        return t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    }
+    // By hand: chrono's formatter parses its format items on every call, and a week of
+    // hourly points formats 169 of these per answer.
+    let mut out = String::with_capacity(24);
+    let mut num = |n: u32, width: usize, after: char| {
+        let mut digits = [b'0'; 4];
+        let mut n = n;
+        for d in digits[..width].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend(digits[..width].iter().map(|&b| b as char));
+        out.push(after);
+    };
+    num(t.year() as u32, 4, '-');
+    num(t.month(), 2, '-');
+    num(t.day(), 2, 'T');
+    num(t.hour(), 2, ':');
+    num(t.minute(), 2, ':');
+    num(t.second(), 2, '.');
+    num(t.timestamp_subsec_millis(), 3, 'Z');
+    out
 }
 
 impl Params {
@@ -146,6 +168,40 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn times_format_as_chrono_formats_them() {
+        let chrono_form = |us: i64| {
+            DateTime::<Utc>::from_timestamp_micros(us)
+                .unwrap_or_default()
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        };
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut samples = vec![
+            0,
+            -1,
+            1,
+            999,
+            1_000,
+            86_400_000_000 - 1,
+            -62_135_596_800_000_000,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            -62_135_596_800_000_001,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push((x % 400_000_000_000_000_000) as i64 - 100_000_000_000_000_000);
+        }
+        for us in samples {
+            assert_eq!(fmt_time(us), chrono_form(us), "{us}");
+        }
+        assert_eq!(fmt_time(1_795_773_600_123_456), "2026-11-27T10:00:00.123Z");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use super::error::ApiError;
 use super::params::{fmt_time, Params};
-use super::{blocking, GatewayState, OrgAccess};
-use crate::stats::query::{Counters, Granularity, MAX_POINTS};
+use super::{read, GatewayState, OrgAccess, INLINE_READ_BUCKETS};
+use crate::stats::query::{Counters, Granularity, Point, MAX_POINTS};
 use axum::extract::State;
 use axum::Json as JsonBody;
 use chrono::Utc;
@@ -16,7 +16,7 @@ pub async fn timeseries(
     State(st): State<GatewayState>,
     access: OrgAccess,
     params: Params,
-) -> Result<JsonBody<Json>, ApiError> {
+) -> Result<JsonBody<Timeseries>, ApiError> {
     let (from, to) = params.range(st.cfg.gateway.max_range_days)?;
     let g = params.granularity()?;
     let step: i64 = match g {
@@ -48,20 +48,51 @@ pub async fn timeseries(
     let stats = st.stats.clone();
     let et = event_type.clone();
     let org = access.org_bytes();
-    let points = blocking(move || stats.timeseries(org, from, to, g, et.as_deref())).await??;
-    Ok(JsonBody(json!({
-        "org_id": access.org.to_string(),
-        "from": fmt_time(from),
-        "to": fmt_time(to),
-        "granularity": g.as_str(),
-        "event_type": event_type,
-        "points": points.iter().map(|p| json!({
-            "t": fmt_time(p.t_us),
-            "events": p.events,
-            "unique_users": p.unique_users,
-            "unique_sessions": p.unique_sessions,
-        })).collect::<Vec<_>>(),
-    })))
+    let small = points <= INLINE_READ_BUCKETS;
+    let points = read(small, move || {
+        stats.timeseries(org, from, to, g, et.as_deref())
+    })
+    .await??;
+    Ok(JsonBody(Timeseries {
+        org_id: access.org.to_string(),
+        from: fmt_time(from),
+        to: fmt_time(to),
+        granularity: g.as_str(),
+        event_type,
+        points: points.iter().map(PointOut::from).collect(),
+    }))
+}
+
+/// The timeseries body (typed: a week of hourly points as `serde_json::Value` maps cost
+/// more than reading them).
+#[derive(serde::Serialize)]
+pub struct Timeseries {
+    org_id: String,
+    from: String,
+    to: String,
+    granularity: &'static str,
+    event_type: Option<String>,
+    points: Vec<PointOut>,
+}
+
+/// One point as the API shows it.
+#[derive(serde::Serialize)]
+pub struct PointOut {
+    t: String,
+    events: i64,
+    unique_users: i64,
+    unique_sessions: i64,
+}
+
+impl From<&Point> for PointOut {
+    fn from(p: &Point) -> Self {
+        PointOut {
+            t: fmt_time(p.t_us),
+            events: p.events,
+            unique_users: p.unique_users,
+            unique_sessions: p.unique_sessions,
+        }
+    }
 }
 
 /// `GET /api/v1/orgs/{org}/top-events?date=YYYY-MM-DD&limit=10` (date: default today, UTC)
@@ -74,7 +105,7 @@ pub async fn top_events(
     let limit = params.int("limit", 1, 1000, 10)? as usize;
     let stats = st.stats.clone();
     let org = access.org_bytes();
-    let top = blocking(move || stats.top_events(org, date, limit)).await??;
+    let top = read(true, move || stats.top_events(org, date, limit)).await??;
     Ok(JsonBody(json!({
         "org_id": access.org.to_string(),
         "date": date.format("%Y-%m-%d").to_string(),
@@ -92,7 +123,9 @@ pub async fn unique_users(
     let (from, to) = params.range(st.cfg.gateway.max_range_days)?;
     let stats = st.stats.clone();
     let org = access.org_bytes();
-    let u = blocking(move || stats.unique(org, from, to)).await??;
+    // A whole day is one row, so hours are the most rows a range of this length reads.
+    let small = (to - from) / 3_600_000_000 <= INLINE_READ_BUCKETS;
+    let u = read(small, move || stats.unique(org, from, to)).await??;
     Ok(JsonBody(json!({
         "org_id": access.org.to_string(),
         "from": fmt_time(from),
@@ -135,6 +168,6 @@ pub async fn counters(
     let windows = st.cfg.stats.realtime_windows_s.clone();
     let org = access.org_bytes();
     let now = Utc::now().timestamp_micros();
-    let c = blocking(move || stats.counters(org, &windows, now)).await??;
+    let c = read(true, move || stats.counters(org, &windows, now)).await??;
     Ok(JsonBody(counters_json(access.org, &c)))
 }

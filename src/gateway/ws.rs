@@ -123,7 +123,50 @@ pub async fn dashboard(
         // Frames up to twice the limit reach us, so an oversized message gets a 1009 close
         // with a reason rather than a protocol error.
         .max_message_size(limit.saturating_mul(2).max(1024))
-        .on_upgrade(move |socket| session(st, org, socket)))
+        .on_upgrade(move |socket| {
+            let sessions = st.sessions.clone();
+            sessions.run(session(st, org, socket))
+        }))
+}
+
+/// Where upgraded WebSocket sessions run, and the tracker that lets shutdown wait for their
+/// close handshakes. `streamtally run` gives the sessions a runtime of their own, apart from
+/// the one that accepts connections and answers REST requests, so a request never queues
+/// behind a push tick of 1,000 sessions (the sockets stay registered with the accepting
+/// runtime's reactor, which keeps running). By default (router tests) sessions run where
+/// they were upgraded.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    runtime: Option<tokio::runtime::Handle>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Sessions {
+    pub fn on(runtime: tokio::runtime::Handle) -> Self {
+        Sessions {
+            runtime: Some(runtime),
+            tasks: Default::default(),
+        }
+    }
+
+    async fn run(self, session: impl std::future::Future<Output = ()> + Send + 'static) {
+        let session = self.tasks.track_future(session);
+        match self.runtime {
+            Some(rt) => {
+                let _ = rt.spawn(session).await;
+            }
+            None => session.await,
+        }
+    }
+
+    /// After the shutdown token is cancelled: waits up to `within` for the sessions to
+    /// finish their close handshakes.
+    pub async fn closed(&self, within: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_ok()
+    }
 }
 
 /// What a `subscribe` asked for.

@@ -7,7 +7,7 @@
 
 use super::sketch::{hash_value, NeedsRecompute, Uniq};
 use crate::store::{codec, Row, Value};
-use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 
 /// The `event_type` of the rows that count every event type (ingest rejects empty types).
 pub const ALL_TYPES: &str = "";
@@ -139,7 +139,12 @@ pub const NAMES: &str = "EventNameDaily";
 pub const ROLLUP_ENTITIES: [&str; 3] = [HOURLY, DAILY, NAMES];
 
 fn date_value(d: NaiveDate) -> Value {
-    Value::String(d.format("%Y-%m-%d").to_string())
+    if (0..=9999).contains(&d.year()) {
+        // As `%Y-%m-%d` formats it, without parsing the format on every call.
+        Value::String(format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()))
+    } else {
+        Value::String(d.format("%Y-%m-%d").to_string())
+    }
 }
 
 impl RollupKey {
@@ -373,6 +378,18 @@ mod tests {
 
     fn us(s: &str) -> i64 {
         DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn dates_format_as_chrono_formats_them() {
+        for days in (-800_000..3_000_000).step_by(997) {
+            let d = NaiveDate::from_num_days_from_ce_opt(days).unwrap();
+            assert_eq!(
+                date_value(d),
+                Value::String(d.format("%Y-%m-%d").to_string()),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! The questions the gateway asks, answered from rollups and indexes only (never a scan of
 //! raw events, except `count_raw`, which walks the `[org_id, timestamp]` index).
 
-use super::bucket::{utc_day_hour, RollupKey, ALL_TYPES, DAILY, NAMES};
+use super::bucket::{utc_day_hour, RollupKey, ALL_TYPES, DAILY, NAMES, ROLLUP_ENTITIES};
 use super::realtime::WindowValues;
 use super::sketch::{Uniq, UniqUnion};
 use super::StatsError;
 use crate::store::{Order, Query, Row, Store, Value};
 use chrono::NaiveDate;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
@@ -77,10 +80,48 @@ pub struct Counters {
     pub updated_at_us: Option<i64>,
 }
 
-/// Read-only access to the rollups.
+/// Read-only access to the rollups. Their rows are read on every request and written a few
+/// times a second, so the store keeps them in its row cache (`store.row_cache_mb`).
 #[derive(Clone)]
 pub struct StatsReader {
     store: Store,
+    states: StateCache,
+}
+
+/// A rollup row's distinct users and sessions.
+type UniqStates = (Uniq, Uniq);
+
+/// Decoded [`UniqStates`] by row id and version, shared by a reader's clones; over
+/// [`STATE_CACHE_BYTES`] it is emptied (rows are decoded again on their next read).
+#[derive(Clone, Default)]
+struct StateCache(Arc<Mutex<(StatesById, usize)>>);
+
+/// Row id -> (version, its decoded states).
+type StatesById = HashMap<[u8; 16], (u64, Arc<UniqStates>)>;
+
+const STATE_CACHE_BYTES: usize = 64 << 20;
+
+impl StateCache {
+    fn get(&self, id: &[u8; 16], version: u64) -> Option<Arc<UniqStates>> {
+        let map = self.0.lock();
+        map.0
+            .get(id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn keep(&self, id: [u8; 16], version: u64, states: Arc<UniqStates>) {
+        let size = 64 + states.0.memory_bytes() + states.1.memory_bytes();
+        let mut map = self.0.lock();
+        if map.1 + size > STATE_CACHE_BYTES {
+            map.0.clear();
+            map.1 = 0;
+        }
+        if let Some((_, old)) = map.0.insert(id, (version, states)) {
+            map.1 -= 64 + old.0.memory_bytes() + old.1.memory_bytes();
+        }
+        map.1 += size;
+    }
 }
 
 fn floor_to(t: i64, step: i64) -> i64 {
@@ -97,7 +138,15 @@ fn int(row: &Row, name: &str) -> i64 {
 
 impl StatsReader {
     pub fn new(store: Store) -> Self {
-        StatsReader { store }
+        for entity in ROLLUP_ENTITIES.iter().chain(&["RealtimeCounter"]) {
+            if let Err(e) = store.cache_rows(entity) {
+                tracing::warn!(error = %e, entity, "rollup rows are not cached");
+            }
+        }
+        StatsReader {
+            store,
+            states: StateCache::default(),
+        }
     }
 
     fn bucket_key(org: [u8; 16], t_us: i64, g: Granularity, event_type: &str) -> RollupKey {
@@ -117,8 +166,34 @@ impl StatsReader {
         }
     }
 
-    fn row(&self, key: &RollupKey) -> Result<Option<Row>, StatsError> {
-        Ok(self.store.get(key.entity(), &key.row_id())?)
+    /// A rollup row's distinct users and sessions, decoded once per row version (a day's
+    /// exact set or sketch is tens of KB: decoding the week's on every request took ~10 ms).
+    fn states(&self, key: &RollupKey) -> Result<Option<Arc<UniqStates>>, StatsError> {
+        let id = key.row_id();
+        let Some(version) = self.store.latest_version(key.entity(), &id)? else {
+            return Ok(None);
+        };
+        if let Some(states) = self.states.get(&id, version) {
+            return Ok(Some(states));
+        }
+        let fields = ["users_state", "sessions_state"];
+        let Some(values) = self
+            .store
+            .get_version_fields(key.entity(), &id, version, &fields)?
+        else {
+            return Ok(None);
+        };
+        let decode = |v: &Value| match v {
+            Value::String(s) => Uniq::decode(s).map_err(|message| StatsError::BadState {
+                entity: key.entity(),
+                key: format!("{key:?}"),
+                message,
+            }),
+            _ => Ok(Uniq::default()),
+        };
+        let states = Arc::new((decode(&values[0])?, decode(&values[1])?));
+        self.states.keep(id, version, states.clone());
+        Ok(Some(states))
     }
 
     /// One point per bucket starting in [from, to) (from rounded down to the bucket),
@@ -228,20 +303,9 @@ impl StatsReader {
                 Granularity::Hour
             };
             let key = Self::bucket_key(org, t, g, ALL_TYPES);
-            if let Some(row) = self.row(&key)? {
-                for (name, acc) in [
-                    ("users_state", &mut users),
-                    ("sessions_state", &mut sessions),
-                ] {
-                    if let Some(Value::String(s)) = row.get(name) {
-                        let u = Uniq::decode(s).map_err(|message| StatsError::BadState {
-                            entity: key.entity(),
-                            key: format!("{key:?}"),
-                            message,
-                        })?;
-                        acc.add(&u);
-                    }
-                }
+            if let Some(states) = self.states(&key)? {
+                users.add(&states.0);
+                sessions.add(&states.1);
             }
             t += g.step_us();
         }

@@ -19,6 +19,7 @@
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine;
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Register-index bits.
 pub const HLL_P: u32 = 16;
@@ -230,6 +231,14 @@ impl Uniq {
         matches!(self, Uniq::Exact(_))
     }
 
+    /// About how much memory it holds, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Uniq::Exact(set) => 32 + set.len() * 24,
+            Uniq::Sketch(_) => 32 + M,
+        }
+    }
+
     /// The stored form: `x1:` + base64 of (hash u64 BE, LEB128 count)..., or `h16:` +
     /// base64 of the packed registers.
     pub fn encode(&self) -> String {
@@ -313,8 +322,27 @@ impl Uniq {
 /// merged sketch. This is how ranges are answered: never by adding per-bucket counts.
 #[derive(Debug, Default)]
 pub struct UniqUnion {
-    exact: HashSet<u64>,
+    exact: HashSet<u64, BuildHasherDefault<HashIsKey>>,
     sketch: Option<Box<Hll>>,
+}
+
+/// The values of an exact set are already 64-bit hashes ([`hash_value`]): hashing them
+/// again (SipHash) was most of a week's union.
+#[derive(Default)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl UniqUnion {

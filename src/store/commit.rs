@@ -93,6 +93,8 @@ fn apply_loop(inner: &Inner, groups: crossbeam_channel::Receiver<Logged>) {
                 }));
                 continue;
             }
+            // Before the acknowledgement: a read after it must not find the old row cached.
+            inner.row_cache.invalidate(m.overlay.keys());
             inner.applied_commit.store(info.commit, Ordering::SeqCst);
             inner.feed_head.send_replace(info.next_seq);
             let _ = req.reply.send(Ok(info));

@@ -13,6 +13,7 @@
 //! - the reads the gateway needs over those indexes (`query`).
 
 mod batch;
+mod cache;
 pub mod codec;
 mod commit;
 mod feed;
@@ -154,6 +155,8 @@ pub struct StoreOptions {
     pub wal_segment_bytes: u64,
     /// How often sled is flushed and old WAL segments and feed entries are dropped.
     pub checkpoint_interval: Duration,
+    /// Memory for the latest rows of entities chosen with [`Store::cache_rows`] (0: none).
+    pub row_cache_bytes: usize,
 }
 
 impl StoreOptions {
@@ -164,6 +167,7 @@ impl StoreOptions {
             group_commit_max_batches: 16,
             wal_segment_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(5),
+            row_cache_bytes: 64 << 20,
         }
     }
 
@@ -174,6 +178,7 @@ impl StoreOptions {
             group_commit_max_batches: cfg.group_commit_max_batches.max(1) as usize,
             wal_segment_bytes: cfg.wal_segment_mb.max(1) << 20,
             checkpoint_interval: Duration::from_millis(cfg.checkpoint_interval_ms.max(10)),
+            row_cache_bytes: (cfg.row_cache_mb << 20) as usize,
         }
     }
 }
@@ -231,6 +236,8 @@ pub(crate) struct Inner {
     pub feed_floor: AtomicU64,
     pub failure: Mutex<Option<Failure>>,
     pub wal: Mutex<wal::Wal>,
+    /// Latest rows of chosen entities, invalidated by the apply thread.
+    pub row_cache: cache::RowCache,
 }
 
 /// An open store. Cheap to clone; every clone shares one committer. When the last clone is
@@ -471,6 +478,7 @@ impl Store {
             elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
 
         let (tx, rx) = crossbeam_channel::bounded(1024);
+        let row_cache = cache::RowCache::new(layout.entities.len(), opts.row_cache_bytes);
         let inner = Arc::new(Inner {
             path: path.clone(),
             layout,
@@ -483,6 +491,7 @@ impl Store {
             feed_floor: AtomicU64::new(feed_floor),
             failure: Mutex::new(None),
             wal: Mutex::new(wal),
+            row_cache,
         });
         let handle = Arc::new(Handle {
             inner: inner.clone(),
@@ -612,10 +621,55 @@ impl Store {
         id: &[u8; 16],
     ) -> Result<Option<Vec<Value>>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
-        match self.latest_record(id)? {
-            Some(record) => Ok(Some(e.decode_record(&record.data)?)),
+        match self.latest_data(e.no, id)? {
+            Some((_, data)) => Ok(Some(e.decode_record(&data)?)),
             None => Ok(None),
         }
+    }
+
+    /// Keep the latest rows of `entity` in memory (up to `StoreOptions::row_cache_bytes`
+    /// for all such entities): for rows read far more often than they are written.
+    pub fn cache_rows(&self, entity: &str) -> Result<(), StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        self.inner.row_cache.enable(e.no);
+        Ok(())
+    }
+
+    /// The latest version and record bytes of a row of entity number `no`, through the row
+    /// cache when the entity's rows are cached.
+    fn latest_data(&self, no: u16, id: &[u8; 16]) -> Result<cache::Cached, StoreError> {
+        let read = || -> Result<cache::Cached, StoreError> {
+            let latest = self
+                .inner
+                .engine
+                .get_latest(id)
+                .map_err(|err| StoreError::Engine {
+                    path: self.inner.path.clone(),
+                    op: "read a row",
+                    message: err.to_string(),
+                })?;
+            Ok(latest.map(|(version, r)| (version, Arc::from(r.data))))
+        };
+        let cache = &self.inner.row_cache;
+        if !cache.enabled(no) {
+            return read();
+        }
+        match cache.get(id) {
+            Ok(hit) => Ok(hit),
+            Err(miss) => {
+                let data = read()?;
+                cache.keep(miss, *id, data.clone());
+                Ok(data)
+            }
+        }
+    }
+
+    /// The latest version of a row (None if it does not exist or was deleted): with
+    /// [`Store::get_version_fields`], lets a reader keep what it derived from a row until
+    /// the row changes.
+    pub fn latest_version(&self, entity: &str, id: &[u8; 16]) -> Result<Option<u64>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        Ok(self.latest_data(e.no, id)?.map(|(version, _)| version))
     }
 
     /// A specific version of a row (as named by a change-feed entry).
@@ -630,18 +684,6 @@ impl Store {
             Some(record) => Ok(Some(e.to_row(e.decode_record(&record.data)?))),
             None => Ok(None),
         }
-    }
-
-    fn latest_record(&self, id: &[u8; 16]) -> Result<Option<ormdb_core::Record>, StoreError> {
-        self.inner
-            .engine
-            .get_latest(id)
-            .map(|r| r.map(|(_, record)| record))
-            .map_err(|err| StoreError::Engine {
-                path: self.inner.path.clone(),
-                op: "read a row",
-                message: err.to_string(),
-            })
     }
 
     fn version_record(
@@ -676,9 +718,9 @@ impl Store {
         id: &[u8; 16],
         fields: &[&str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
-        self.inner.layout.entity(entity)?;
-        match self.latest_record(id)? {
-            Some(record) => Ok(Some(project(entity, &record.data, fields)?)),
+        let e = self.inner.layout.entity(entity)?;
+        match self.latest_data(e.no, id)? {
+            Some((_, data)) => Ok(Some(project(entity, &data, fields)?)),
             None => Ok(None),
         }
     }
