@@ -220,7 +220,7 @@ impl Services {
                 RealtimeWorker::new(store.clone(), realtime_options(&cfg), Arc::new(SystemClock))
                     .context("starting the real-time counter worker")?
                     .with_metrics(metrics.clone())
-                    .with_live(live);
+                    .with_live(live, cfg.gateway.recent_events_cap as usize);
             let token = shutdown.clone();
             workers.push((
                 "stats rollups",

@@ -276,6 +276,8 @@ pub struct RealtimeWorker {
     pin: u64,
     written: HashMap<([u8; 16], i64), WindowValues>,
     live: Option<broadcast::Sender<Arc<Vec<LiveEvent>>>>,
+    /// Newest events per org worth publishing from one read (what a client is sent at most).
+    live_cap: usize,
     metrics: Option<Arc<Metrics>>,
     label: KindLabel,
     feed_has_facts: bool,
@@ -313,6 +315,7 @@ impl RealtimeWorker {
             pin: start,
             written: HashMap::new(),
             live: None,
+            live_cap: usize::MAX,
             metrics: None,
             label: KindLabel {
                 kind: "realtime".into(),
@@ -326,9 +329,13 @@ impl RealtimeWorker {
     }
 
     /// Newly stored events are sent here (batches, in feed order) once the worker has
-    /// replayed what it needed after a start.
-    pub fn with_live(mut self, live: broadcast::Sender<Arc<Vec<LiveEvent>>>) -> Self {
+    /// replayed what it needed after a start: of each read, the newest `cap` per org (a
+    /// client is sent at most `gateway.recent_events_cap` events per update, the newest, so
+    /// older ones of the same read would only be read from the store to be dropped), and
+    /// nothing while nobody listens.
+    pub fn with_live(mut self, live: broadcast::Sender<Arc<Vec<LiveEvent>>>, cap: usize) -> Self {
         self.live = Some(live);
+        self.live_cap = cap.max(1);
         self
     }
 
@@ -407,7 +414,9 @@ impl RealtimeWorker {
             }
             Err(e) => return Err(StatsError::Store(e)),
         };
-        let mut live = Vec::new();
+        let push = push && self.live.as_ref().is_some_and(|tx| tx.receiver_count() > 0);
+        // Inserts of this read to publish: (org, id, version), in feed order.
+        let mut inserted: Vec<([u8; 16], [u8; 16], u64)> = Vec::new();
         let mut events = 0u64;
         for e in &entries {
             self.next = e.seq + 1;
@@ -423,14 +432,27 @@ impl RealtimeWorker {
                 let f = event_image(&self.store, self.feed_has_facts, e, false)?;
                 self.counters.apply(f.org, f.ts_us, f.user, 1);
                 if push && e.op == ChangeOp::Insert {
-                    if let Some(row) = self.store.get_version("Event", &e.id, e.version)? {
-                        live.push(LiveEvent {
-                            org: f.org,
-                            row: Arc::new(row),
-                            json: Arc::default(),
-                        });
-                    }
+                    inserted.push((f.org, e.id, e.version));
                 }
+            }
+        }
+        let mut per_org: HashMap<[u8; 16], usize> = HashMap::new();
+        for (org, _, _) in &inserted {
+            *per_org.entry(*org).or_default() += 1;
+        }
+        let mut live = Vec::new();
+        for (org, id, version) in inserted {
+            let left = per_org.get_mut(&org).expect("counted above");
+            *left -= 1;
+            if *left >= self.live_cap {
+                continue;
+            }
+            if let Some(row) = self.store.get_version("Event", &id, version)? {
+                live.push(LiveEvent {
+                    org,
+                    row: Arc::new(row),
+                    json: Arc::default(),
+                });
             }
         }
         if let Some(m) = &self.metrics {
