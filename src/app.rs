@@ -189,7 +189,9 @@ impl Services {
         let gateway_addr = listener
             .local_addr()
             .with_context(|| format!("the gateway's address ({})", cfg.gateway.listen))?;
-        let (live, _) = tokio::sync::broadcast::channel(1024);
+        // WebSocket sessions drain it once per push interval: room for many intervals' worth
+        // of the real-time worker's batches (one per feed read, tens per second when busy).
+        let (live, _) = tokio::sync::broadcast::channel(4096);
         let app = gateway::router(
             GatewayState::new(
                 store.clone(),

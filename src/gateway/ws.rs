@@ -11,8 +11,8 @@
 //! Each client has a bounded send queue drained by its own writer task: when it is full
 //! the update is skipped (counted as dropped), and after three skips in a row the client is
 //! disconnected. Nothing here ever waits on a client, so a slow one cannot slow ingestion or
-//! other clients; new events come from a broadcast channel, where a lagging receiver just
-//! loses the oldest batches (also counted).
+//! other clients; new events come from a broadcast channel, drained at each push, where a
+//! lagging receiver just loses the oldest batches (also counted).
 
 use super::error::ApiError;
 use super::events::event_json;
@@ -302,20 +302,25 @@ async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
                 }
                 Some(Ok(_)) => Flow::Continue,
             },
-            r = live.recv() => {
-                match r {
-                    Ok(batch) => s.take_live(&batch),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        // This client fell behind the event stream: those events are not
-                        // in its next update (the counters and view still are).
-                        s.st.metrics.ws_messages_dropped.inc_by(n);
-                        s.changed = true;
+            _ = push.tick() => {
+                // New events are taken here, once per push, rather than on every batch the
+                // real-time worker publishes: 1,000 sessions woken per batch cost more CPU
+                // than the pushes themselves.
+                loop {
+                    match live.try_recv() {
+                        Ok(batch) => s.take_live(&batch),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            // More batches than the channel holds came within one push
+                            // interval: those events are not in this update (the counters
+                            // and view still are).
+                            s.st.metrics.ws_messages_dropped.inc_by(n);
+                            s.changed = true;
+                        }
+                        Err(_) => break,
                     }
-                    Err(broadcast::error::RecvError::Closed) => {}
                 }
-                Flow::Continue
+                s.push().await
             }
-            _ = push.tick() => s.push().await,
             _ = ping.tick() => {
                 let _ = s.tx.try_send(Message::Ping(Default::default()));
                 Flow::Continue
