@@ -621,10 +621,7 @@ impl Store {
         id: &[u8; 16],
     ) -> Result<Option<Vec<Value>>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
-        match self.latest_data(e.no, id)? {
-            Some((_, data)) => Ok(Some(e.decode_record(&data)?)),
-            None => Ok(None),
-        }
+        self.with_latest(e.no, id, |_, data| e.decode_record(data))
     }
 
     /// Keep the latest rows of `entity` in memory (up to `StoreOptions::row_cache_bytes`
@@ -635,33 +632,33 @@ impl Store {
         Ok(())
     }
 
-    /// The latest version and record bytes of a row of entity number `no`, through the row
-    /// cache when the entity's rows are cached.
-    fn latest_data(&self, no: u16, id: &[u8; 16]) -> Result<cache::Cached, StoreError> {
-        let read = || -> Result<cache::Cached, StoreError> {
-            let latest = self
-                .inner
-                .engine
-                .get_latest(id)
-                .map_err(|err| StoreError::Engine {
-                    path: self.inner.path.clone(),
-                    op: "read a row",
-                    message: err.to_string(),
-                })?;
-            Ok(latest.map(|(version, r)| (version, Arc::from(r.data))))
-        };
+    /// Calls `f` with the latest version and record bytes of a row of entity number `no`
+    /// (None if it does not exist or was deleted), through the row cache when the entity's
+    /// rows are cached; other rows are read in place, without a copy.
+    fn with_latest<T>(
+        &self,
+        no: u16,
+        id: &[u8; 16],
+        f: impl FnOnce(u64, &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
         let cache = &self.inner.row_cache;
         if !cache.enabled(no) {
-            return read();
+            return self
+                .latest_record(id)?
+                .map(|(version, record)| f(version, &record.data))
+                .transpose();
         }
-        match cache.get(id) {
-            Ok(hit) => Ok(hit),
+        let latest = match cache.get(id) {
+            Ok(hit) => hit,
             Err(miss) => {
-                let data = read()?;
-                cache.keep(miss, *id, data.clone());
-                Ok(data)
+                let read: cache::Cached = self
+                    .latest_record(id)?
+                    .map(|(version, record)| (version, Arc::from(record.data)));
+                cache.keep(miss, *id, read.clone());
+                read
             }
-        }
+        };
+        latest.map(|(version, data)| f(version, &data)).transpose()
     }
 
     /// The latest version of a row (None if it does not exist or was deleted): with
@@ -669,7 +666,7 @@ impl Store {
     /// the row changes.
     pub fn latest_version(&self, entity: &str, id: &[u8; 16]) -> Result<Option<u64>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
-        Ok(self.latest_data(e.no, id)?.map(|(version, _)| version))
+        self.with_latest(e.no, id, |version, _| Ok(version))
     }
 
     /// A specific version of a row (as named by a change-feed entry).
@@ -684,6 +681,20 @@ impl Store {
             Some(record) => Ok(Some(e.to_row(e.decode_record(&record.data)?))),
             None => Ok(None),
         }
+    }
+
+    fn latest_record(
+        &self,
+        id: &[u8; 16],
+    ) -> Result<Option<(u64, ormdb_core::Record)>, StoreError> {
+        self.inner
+            .engine
+            .get_latest(id)
+            .map_err(|err| StoreError::Engine {
+                path: self.inner.path.clone(),
+                op: "read a row",
+                message: err.to_string(),
+            })
     }
 
     fn version_record(
@@ -719,10 +730,7 @@ impl Store {
         fields: &[&str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
-        match self.latest_data(e.no, id)? {
-            Some((_, data)) => Ok(Some(project(entity, &data, fields)?)),
-            None => Ok(None),
-        }
+        self.with_latest(e.no, id, |_, data| project(entity, data, fields))
     }
 
     /// Chosen fields of a specific row version, in the order asked (Null where absent),
