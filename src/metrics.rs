@@ -61,6 +61,7 @@ pub struct Metrics {
     pub backpressure_pauses: Counter,
     pub rebalances: Family<KindLabel, Counter>,
     pub store_write_errors: Counter,
+    pub kafka_commit_repairs: Counter,
     pub dead_letter_errors: Counter,
     pub event_freshness_ms: Gauge,
     /// Newest stored event time (ms since epoch); freshness is now minus this.
@@ -103,6 +104,7 @@ impl Metrics {
             backpressure_pauses: Counter::default(),
             rebalances: Family::default(),
             store_write_errors: Counter::default(),
+            kafka_commit_repairs: Counter::default(),
             dead_letter_errors: Counter::default(),
             event_freshness_ms: Gauge::default(),
             newest_event_ms: AtomicI64::new(0),
@@ -179,6 +181,11 @@ impl Metrics {
             "store_write_errors",
             "Failed store writes (retried)",
             m.store_write_errors.clone(),
+        );
+        r.register(
+            "kafka_commit_repairs",
+            "Offset commits sent again because Kafka's committed offset was found behind the stored position",
+            m.kafka_commit_repairs.clone(),
         );
         r.register(
             "dead_letter_errors",

@@ -639,3 +639,52 @@ fn events_deleted_by_retention_before_they_are_read_are_counted() {
         low - 50
     );
 }
+
+#[test]
+fn offset_commits_the_broker_refuses_are_repaired_while_idle() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = TestBroker::mock(3);
+    let topic = random_name("events");
+    broker.create_topic(&topic, 3);
+    let n = 3000u64;
+    let cfg = synth(n);
+    let group = random_name("g");
+    produce(&broker.bootstrap, &topic, &synth_records(&cfg, 0..n / 3, 3));
+    // Batches of up to 2 s: the rest arrives in fewer batches than the broker refuses commits,
+    // so no later batch's commit gets through and repairs them.
+    let c = Connector::start(&broker.bootstrap, &[topic.as_str()], &group, |cfg| {
+        cfg.batching.max_batch_delay_ms = 2000;
+    });
+    c.wait_for("the first third stored", Duration::from_secs(60), |c| {
+        c.stored(&topic, 3) as u64 >= n / 3
+    });
+    let stored = |c: &Connector| -> Vec<i64> {
+        (0..3)
+            .map(|p| c.store.offset(&topic, p).unwrap().unwrap_or(-1))
+            .collect()
+    };
+    c.wait_for("the first third committed", Duration::from_secs(30), |c| {
+        committed_offsets(&broker.bootstrap, &group, &topic, 3) == stored(c)
+    });
+    // The broker now refuses the next offset commits; the connector then goes idle, so no
+    // later batch commits again.
+    broker.mock_cluster().unwrap().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 3],
+    );
+    produce(&broker.bootstrap, &topic, &synth_records(&cfg, n / 3..n, 3));
+    c.wait_for("every event stored", Duration::from_secs(60), |c| {
+        c.stored(&topic, 3) as u64 >= n
+    });
+    c.wait_for(
+        "Kafka's committed offsets to catch up with the store while idle",
+        Duration::from_secs(60),
+        |c| committed_offsets(&broker.bootstrap, &group, &topic, 3) == stored(c),
+    );
+    let m = c.metrics.encode();
+    assert!(
+        !m.contains("streamtally_kafka_commit_repairs_total 0"),
+        "the refused commits were repaired by the idle check, not by a later batch:\n{m}"
+    );
+    assert_eq!(c.store.scan_all("Event").unwrap().len() as u64, n);
+}

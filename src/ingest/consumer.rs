@@ -38,6 +38,12 @@ const MAX_INFLIGHT_BATCHES: usize = 4;
 /// here instead: 8.2k events/s.
 const ROOM_WAIT: Duration = Duration::from_secs(1);
 
+/// How long after an asynchronous offset commit Kafka's copy is read back and, if it is
+/// behind the store, committed again.
+const COMMIT_CHECK: Duration = Duration::from_secs(5);
+/// How long that read-back may block the poll loop.
+const COMMIT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("kafka: {what}: {source}")]
@@ -104,6 +110,9 @@ struct Shared {
     /// Next offset per partition as durably stored.
     stored: Mutex<HashMap<TopicPartition, i64>>,
     paused: Mutex<bool>,
+    /// When positions were last committed to Kafka asynchronously, until reading them back
+    /// found Kafka caught up with the store (see [`confirm_commits`]).
+    unconfirmed_commit: Mutex<Option<Instant>>,
     shutdown: CancellationToken,
     /// A failure inside a rebalance callback, reported by the poll loop.
     callback_error: Mutex<Option<IngestError>>,
@@ -295,6 +304,7 @@ impl Ingest {
                 assigned: Mutex::new(HashSet::new()),
                 stored: Mutex::new(HashMap::new()),
                 paused: Mutex::new(false),
+                unconfirmed_commit: Mutex::new(None),
                 shutdown,
                 callback_error: Mutex::new(None),
                 assign_epoch: std::sync::atomic::AtomicU64::new(0),
@@ -489,6 +499,7 @@ impl Ingest {
                 }
                 reap(shared, &consumer, false)?;
                 backpressure(shared, &consumer, max_bytes)?;
+                confirm_commits(shared, &consumer);
             }
             Ok(())
         })();
@@ -683,8 +694,85 @@ fn reap(
     }
     if !committed.is_empty() {
         let _ = commit_to_kafka(consumer, &committed, CommitMode::Async);
+        *shared.unconfirmed_commit.lock() = Some(Instant::now());
     }
     Ok(())
+}
+
+/// Makes sure Kafka's copy of the positions catches up even when the connector then goes
+/// idle. Commits after each durable batch are asynchronous, and a commit the broker refuses
+/// is only reported in librdkafka's log; the next batch would repair it, but an idle
+/// connector has no next batch. So [`COMMIT_CHECK`] after the last commit the committed
+/// offsets of the assigned partitions are read back, and where Kafka is behind the stored
+/// position they are committed again (and checked again [`COMMIT_CHECK`] later). Kafka is
+/// never moved backwards by this: a partition where it is ahead is left alone.
+fn confirm_commits(shared: &Shared, consumer: &BaseConsumer<IngestContext>) {
+    let due = shared
+        .unconfirmed_commit
+        .lock()
+        .is_some_and(|t| t.elapsed() >= COMMIT_CHECK);
+    if !due {
+        return;
+    }
+    let stored = assigned_positions(shared);
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p) in stored.keys() {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = if stored.is_empty() {
+        TopicPartitionList::new()
+    } else {
+        match consumer.committed_offsets(tpl, COMMIT_CHECK_TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the committed offsets back from Kafka (trying again later)");
+                *shared.unconfirmed_commit.lock() = Some(Instant::now());
+                return;
+            }
+        }
+    };
+    let behind: BTreeMap<TopicPartition, i64> = stored
+        .into_iter()
+        .filter(|((topic, p), next)| {
+            match committed
+                .find_partition(topic, *p)
+                .filter(|e| e.error().is_ok())
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o < *next,
+                _ => true,
+            }
+        })
+        .collect();
+    if behind.is_empty() {
+        *shared.unconfirmed_commit.lock() = None;
+        return;
+    }
+    tracing::warn!(partitions = %describe_positions(&behind),
+        "Kafka's committed offsets are behind the stored positions; committing them again");
+    shared.metrics.kafka_commit_repairs.inc();
+    let _ = commit_to_kafka(consumer, &behind, CommitMode::Async);
+    *shared.unconfirmed_commit.lock() = Some(Instant::now());
+}
+
+/// The stored positions of the partitions this instance owns.
+fn assigned_positions(shared: &Shared) -> BTreeMap<TopicPartition, i64> {
+    let assigned = shared.assigned.lock();
+    shared
+        .stored
+        .lock()
+        .iter()
+        .filter(|(tp, _)| assigned.contains(*tp))
+        .map(|(tp, o)| (tp.clone(), *o))
+        .collect()
+}
+
+fn describe_positions(positions: &BTreeMap<TopicPartition, i64>) -> String {
+    positions
+        .iter()
+        .map(|((topic, p), next)| format!("{topic}/{p}@{next}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Counts a durable batch and records its partitions' positions.
@@ -777,14 +865,7 @@ fn drain(
     flush(shared)?;
     wait_all(shared, Some(consumer))?;
     if commit {
-        let assigned = shared.assigned.lock().clone();
-        let positions: BTreeMap<TopicPartition, i64> = shared
-            .stored
-            .lock()
-            .iter()
-            .filter(|(tp, _)| assigned.contains(*tp))
-            .map(|(tp, o)| (tp.clone(), *o))
-            .collect();
+        let positions = assigned_positions(shared);
         if !positions.is_empty() {
             // The next owner of these partitions starts from this commit (its own store has
             // no position for them), so a refused commit (rebalance in progress) is retried.
