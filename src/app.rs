@@ -222,7 +222,11 @@ impl Services {
                 RealtimeWorker::new(store.clone(), realtime_options(&cfg), Arc::new(SystemClock))
                     .context("starting the real-time counter worker")?
                     .with_metrics(metrics.clone())
-                    .with_live(live, cfg.gateway.recent_events_cap as usize);
+                    .with_live(
+                        live,
+                        cfg.gateway.recent_events_cap as usize,
+                        live_publish_interval(&cfg),
+                    );
             let token = shutdown.clone();
             workers.push((
                 "stats rollups",
@@ -340,6 +344,12 @@ where
             result.map_err(anyhow::Error::from)
         })
         .with_context(|| format!("starting the {name} thread"))
+}
+
+/// How often the real-time worker publishes new events to the WebSocket sessions: a quarter
+/// of their push interval (an event waits at most that much longer than the push itself).
+fn live_publish_interval(cfg: &Config) -> std::time::Duration {
+    std::time::Duration::from_millis((cfg.gateway.push_interval_ms / 4).max(10))
 }
 
 async fn wait_for_signal() {

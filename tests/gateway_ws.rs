@@ -624,3 +624,75 @@ fn counters_written_after_the_events_still_reach_the_client_then_idle_is_quiet()
         assert!(quiet.is_none(), "an update while idle: {quiet:?}");
     });
 }
+
+#[test]
+fn updates_carry_the_newest_events_up_to_the_cap_newest_first() {
+    let cap = 5;
+    let stack = Stack::start(|cfg| cfg.gateway.recent_events_cap = cap);
+    stack.warm_up();
+    // One key: one partition, so the store's order is the produce order.
+    let n = 300;
+    let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let records: Vec<TestRecord> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let payload = json!({
+                "id": id, "org_id": org(1).to_string(), "event_type": "track",
+                "event_name": format!("cap_{}", i % 3), "user_id": format!("user_{i}"),
+            });
+            (
+                Some(b"one-key".to_vec()),
+                Some(payload.to_string().into_bytes()),
+                Vec::new(),
+                None,
+            )
+        })
+        .collect();
+    let index: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    rt().block_on(async {
+        let mut a = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
+        wait_type(&mut a, "hello", Duration::from_secs(2)).await.unwrap();
+        produce(&stack.broker.bootstrap, &stack.topic, &records);
+        let newest: HashSet<usize> = (n - cap as usize..n).collect();
+        let mut seen: HashSet<usize> = HashSet::new();
+        let mut updates = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !newest.is_subset(&seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(m) = next_json(&mut a, left).await else {
+                break;
+            };
+            if m["type"] != "update" {
+                continue;
+            }
+            updates += 1;
+            let got: Vec<usize> = m["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| index[e["id"].as_str().unwrap()])
+                .collect();
+            assert!(got.len() <= cap as usize, "an update carried {} events", got.len());
+            assert!(
+                got.windows(2).all(|w| w[0] > w[1]),
+                "events of an update are newest first: {got:?}"
+            );
+            seen.extend(got);
+        }
+        assert!(
+            newest.is_subset(&seen),
+            "the {cap} newest events reached the client ({updates} updates)"
+        );
+        assert!(
+            seen.len() < n,
+            "older events beyond the cap were left out ({} of {n} sent)",
+            seen.len()
+        );
+        eprintln!("gateway_ws: {n} events in a burst -> {} sent in {updates} updates of at most {cap}, the newest {cap} included", seen.len());
+    });
+}

@@ -27,6 +27,7 @@ pub use error::ApiError;
 use crate::config::Config;
 use crate::metrics::{HttpLabel, Metrics};
 use crate::stats::query::StatsReader;
+use crate::stats::realtime::LiveSender;
 use crate::store::Store;
 use auth::{Auth, Principal};
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
@@ -53,7 +54,7 @@ pub struct GatewayState {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
     /// Newly stored events, published by the real-time worker, for WebSocket push.
-    pub live: ws::LiveSender,
+    pub live: LiveSender,
     /// Cancelled at shutdown: WebSocket sessions close with 1001.
     pub shutdown: CancellationToken,
     /// What WebSocket pushes read (counters, view data), shared by the sessions.
@@ -84,7 +85,7 @@ impl GatewayState {
     }
 
     /// Push the events published on `live` to WebSocket clients.
-    pub fn with_live(mut self, live: ws::LiveSender) -> Self {
+    pub fn with_live(mut self, live: LiveSender) -> Self {
         self.live = live;
         self
     }

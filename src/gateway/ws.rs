@@ -20,7 +20,7 @@ use super::params::{fmt_time, parse_time};
 use super::stats::counters_json;
 use super::{blocking, GatewayState};
 use crate::stats::query::{Granularity, Point};
-use crate::stats::realtime::LiveEvent;
+use crate::stats::realtime::LiveBatch;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -86,9 +86,6 @@ type ViewData = (Vec<Point>, Json, Json);
 
 /// Keys cached at most per kind (custom ranges make view keys without end).
 const MAX_CACHED: usize = 4096;
-
-/// The channel the real-time worker publishes newly stored events on.
-pub type LiveSender = broadcast::Sender<Arc<Vec<LiveEvent>>>;
 
 #[derive(Debug, serde::Deserialize)]
 pub struct WsQuery {
@@ -222,8 +219,10 @@ struct Session {
     st: GatewayState,
     org: Uuid,
     tx: mpsc::Sender<Message>,
-    /// New events of the org since the last update, newest last.
-    pending: VecDeque<LiveEvent>,
+    /// New events of the org since the last update, in the batches published (newest
+    /// last); the oldest batches go once the newer ones hold `recent_events_cap` events.
+    pending: VecDeque<Arc<LiveBatch>>,
+    pending_events: usize,
     changed: bool,
     view: Option<View>,
     /// The view's points as last sent, to send only what changed.
@@ -267,6 +266,7 @@ async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
         org,
         tx,
         pending: VecDeque::new(),
+        pending_events: 0,
         changed: false,
         view: None,
         sent_points: Vec::new(),
@@ -375,16 +375,27 @@ impl Session {
         ));
     }
 
-    fn take_live(&mut self, batch: &[LiveEvent]) {
-        let org = *self.org.as_bytes();
-        let cap = self.st.cfg.gateway.recent_events_cap.max(1) as usize;
-        for ev in batch.iter().filter(|e| e.org == org) {
-            self.pending.push_back(ev.clone());
-            if self.pending.len() > cap {
-                self.pending.pop_front();
-            }
-            self.changed = true;
+    fn take_live(&mut self, batch: &Arc<LiveBatch>) {
+        if batch.org != *self.org.as_bytes() || batch.events.is_empty() {
+            return;
         }
+        let cap = self.st.cfg.gateway.recent_events_cap.max(1) as usize;
+        self.pending_events += batch.events.len();
+        self.pending.push_back(batch.clone());
+        while let Some(oldest) = self.pending.front() {
+            if self.pending_events - oldest.events.len() < cap {
+                break;
+            }
+            self.pending_events -= oldest.events.len();
+            self.pending.pop_front();
+        }
+        self.changed = true;
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.pending_events = 0;
+        self.changed = false;
     }
 
     async fn command(&mut self, raw: &str) -> Flow {
@@ -610,8 +621,7 @@ impl Session {
         self.sent = Some((counters, Some(view_values(&top, &uniq))));
         // The snapshot includes everything stored so far; what the workers have not
         // written yet follows in the next ticks.
-        self.pending.clear();
-        self.changed = false;
+        self.clear_pending();
         self.settle_ticks = SETTLE_TICKS;
         Ok(msg)
     }
@@ -670,9 +680,16 @@ impl Session {
         }
         // Assembled as text: each event's JSON is made once and shared by every session
         // of the org (newest first).
-        let mut msg = String::with_capacity(256 + self.pending.len() * 400);
+        let cap = self.st.cfg.gateway.recent_events_cap.max(1) as usize;
+        let newest_first = self
+            .pending
+            .iter()
+            .rev()
+            .flat_map(|b| b.events.iter().rev())
+            .take(cap);
+        let mut msg = String::with_capacity(256 + self.pending_events.min(cap) * 400);
         msg.push_str("{\"type\":\"update\",\"events\":[");
-        for (i, ev) in self.pending.iter().rev().enumerate() {
+        for (i, ev) in newest_first.enumerate() {
             if i > 0 {
                 msg.push(',');
             }
@@ -693,8 +710,7 @@ impl Session {
         match self.tx.try_send(Message::Text(Utf8Bytes::from(msg))) {
             Ok(()) => {
                 self.skips = 0;
-                self.pending.clear();
-                self.changed = false;
+                self.clear_pending();
                 if let Some((points, _, _)) = view_sent {
                     self.sent_points = points;
                 }

@@ -242,11 +242,81 @@ impl RealtimeCounters {
 /// One newly stored event, for live push.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
-    pub org: [u8; 16],
     pub row: Arc<Row>,
     /// The event's JSON as pushed to clients, made once by the first session that needs it
     /// and shared by all the others.
     pub json: Arc<std::sync::OnceLock<Box<str>>>,
+}
+
+/// Newly stored events of one org, oldest first, as the real-time worker publishes them.
+#[derive(Debug)]
+pub struct LiveBatch {
+    pub org: [u8; 16],
+    pub events: Vec<LiveEvent>,
+}
+
+/// Where live events are published.
+pub type LiveSender = broadcast::Sender<Arc<LiveBatch>>;
+
+/// Collects the inserts of the worker's feed reads and publishes, at most once per
+/// `interval`, the newest `cap` of each org since the last publish, one batch per org.
+/// Clients are sent at most `cap` events per update (the newest) once per push interval,
+/// so a row is only read from the store if some client may be sent it: at 20,000 events/s
+/// the worker used to read every stored row again for live push.
+struct LivePublisher {
+    tx: LiveSender,
+    cap: usize,
+    interval: Duration,
+    /// Per org, the newest `cap` inserts (id, version) not published yet, oldest first.
+    unpublished: HashMap<[u8; 16], VecDeque<([u8; 16], u64)>>,
+    last: tokio::time::Instant,
+}
+
+impl LivePublisher {
+    fn listening(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    fn add(&mut self, org: [u8; 16], id: [u8; 16], version: u64) {
+        let q = self.unpublished.entry(org).or_default();
+        q.push_back((id, version));
+        if q.len() > self.cap {
+            q.pop_front();
+        }
+    }
+
+    /// When the unpublished inserts are due, if there are any.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        (!self.unpublished.is_empty()).then(|| self.last + self.interval)
+    }
+
+    fn publish(&mut self, store: &Store) -> Result<(), StatsError> {
+        self.last = tokio::time::Instant::now();
+        for (org, inserts) in self.unpublished.drain() {
+            let mut events = Vec::with_capacity(inserts.len());
+            for (id, version) in inserts {
+                if let Some(row) = store.get_version("Event", &id, version)? {
+                    events.push(LiveEvent {
+                        row: Arc::new(row),
+                        json: Arc::default(),
+                    });
+                }
+            }
+            if !events.is_empty() {
+                // No receivers is fine: nobody is watching.
+                let _ = self.tx.send(Arc::new(LiveBatch { org, events }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits until `at`, or forever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Tuning of the real-time worker.
@@ -275,9 +345,7 @@ pub struct RealtimeWorker {
     samples: VecDeque<(i64, u64)>,
     pin: u64,
     written: HashMap<([u8; 16], i64), WindowValues>,
-    live: Option<broadcast::Sender<Arc<Vec<LiveEvent>>>>,
-    /// Newest events per org worth publishing from one read (what a client is sent at most).
-    live_cap: usize,
+    live: Option<LivePublisher>,
     metrics: Option<Arc<Metrics>>,
     label: KindLabel,
     feed_has_facts: bool,
@@ -315,7 +383,6 @@ impl RealtimeWorker {
             pin: start,
             written: HashMap::new(),
             live: None,
-            live_cap: usize::MAX,
             metrics: None,
             label: KindLabel {
                 kind: "realtime".into(),
@@ -328,14 +395,18 @@ impl RealtimeWorker {
         self
     }
 
-    /// Newly stored events are sent here (batches, in feed order) once the worker has
-    /// replayed what it needed after a start: of each read, the newest `cap` per org (a
-    /// client is sent at most `gateway.recent_events_cap` events per update, the newest, so
-    /// older ones of the same read would only be read from the store to be dropped), and
+    /// Newly stored events are published here once the worker has replayed what it needed
+    /// after a start: every `interval` at most, the newest `cap` of each org since the last
+    /// publish (`gateway.recent_events_cap`: what a client is sent at most per update), and
     /// nothing while nobody listens.
-    pub fn with_live(mut self, live: broadcast::Sender<Arc<Vec<LiveEvent>>>, cap: usize) -> Self {
-        self.live = Some(live);
-        self.live_cap = cap.max(1);
+    pub fn with_live(mut self, live: LiveSender, cap: usize, interval: Duration) -> Self {
+        self.live = Some(LivePublisher {
+            tx: live,
+            cap: cap.max(1),
+            interval,
+            unpublished: HashMap::new(),
+            last: tokio::time::Instant::now(),
+        });
         self
     }
 
@@ -378,6 +449,11 @@ impl RealtimeWorker {
                 _ = self.store.feed_wait_for(self.next) => {
                     while self.read_some(true)? > 0 {}
                 }
+                _ = until(self.live.as_ref().and_then(LivePublisher::due)) => {
+                    if let Some(live) = self.live.as_mut() {
+                        live.publish(&self.store)?;
+                    }
+                }
                 _ = tick.tick() => {
                     if let Err(e) = self.persist().await {
                         if let Some(m) = &self.metrics {
@@ -414,7 +490,14 @@ impl RealtimeWorker {
             }
             Err(e) => return Err(StatsError::Store(e)),
         };
-        let push = push && self.live.as_ref().is_some_and(|tx| tx.receiver_count() > 0);
+        let live = match self.live.as_mut() {
+            Some(l) if push && l.listening() => Some(l),
+            Some(l) => {
+                l.unpublished.clear();
+                None
+            }
+            None => None,
+        };
         // Inserts of this read to publish: (org, id, version), in feed order.
         let mut inserted: Vec<([u8; 16], [u8; 16], u64)> = Vec::new();
         let mut events = 0u64;
@@ -431,38 +514,23 @@ impl RealtimeWorker {
             if matches!(e.op, ChangeOp::Insert | ChangeOp::Update) {
                 let f = event_image(&self.store, self.feed_has_facts, e, false)?;
                 self.counters.apply(f.org, f.ts_us, f.user, 1);
-                if push && e.op == ChangeOp::Insert {
+                if live.is_some() && e.op == ChangeOp::Insert {
                     inserted.push((f.org, e.id, e.version));
                 }
             }
         }
-        let mut per_org: HashMap<[u8; 16], usize> = HashMap::new();
-        for (org, _, _) in &inserted {
-            *per_org.entry(*org).or_default() += 1;
-        }
-        let mut live = Vec::new();
-        for (org, id, version) in inserted {
-            let left = per_org.get_mut(&org).expect("counted above");
-            *left -= 1;
-            if *left >= self.live_cap {
-                continue;
+        if let Some(live) = live {
+            for (org, id, version) in inserted {
+                live.add(org, id, version);
             }
-            if let Some(row) = self.store.get_version("Event", &id, version)? {
-                live.push(LiveEvent {
-                    org,
-                    row: Arc::new(row),
-                    json: Arc::default(),
-                });
+            if live.last.elapsed() >= live.interval {
+                live.publish(&self.store)?;
             }
         }
         if let Some(m) = &self.metrics {
             m.stats_changes_applied
                 .get_or_create(&self.label)
                 .inc_by(events);
-        }
-        if let (Some(tx), false) = (&self.live, live.is_empty()) {
-            // No receivers is fine: nobody is watching.
-            let _ = tx.send(Arc::new(live));
         }
         Ok(entries.len())
     }
