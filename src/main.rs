@@ -373,6 +373,7 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
                             .iter()
                             .map(|p| format!("@postings([{}])", p.join(", "))),
                     )
+                    .chain(e.latest_only.then(|| "@latest_only".to_string()))
                     .collect();
                 println!("{}: {} fields {}", e.name, e.fields.len(), idx.join(" "));
             }

@@ -127,6 +127,9 @@ pub struct Entity {
     /// `@postings([..])`: batch-granular indexes over these key fields (a trailing timestamp
     /// field is bucketed by the minute); each entry carries the `@feed` fields.
     pub postings: Vec<Vec<String>>,
+    /// `@latest_only`: a write replaces the row's previous version instead of keeping it
+    /// beside the new one (rows rewritten many times a second, such as rollups).
+    pub latest_only: bool,
 }
 
 impl Entity {
@@ -420,6 +423,11 @@ impl Parser {
         &self.tokens[self.next.min(self.tokens.len() - 1)]
     }
 
+    /// Whether the token after the current one is the identifier `name`.
+    fn next_is_ident(&self, name: &str) -> bool {
+        matches!(self.tokens.get(self.next + 1), Some(Token { tok: Tok::Ident(i), .. }) if i == name)
+    }
+
     fn bump(&mut self) -> Token {
         let token = self.peek().clone();
         if token.tok != Tok::Eof {
@@ -493,6 +501,7 @@ impl Parser {
         let mut indexes = Vec::new();
         let mut feed: Vec<String> = Vec::new();
         let mut postings: Vec<Vec<String>> = Vec::new();
+        let mut latest_only = false;
         let mut refs = Vec::new();
         loop {
             match self.peek().tok {
@@ -506,6 +515,17 @@ impl Parser {
                 Tok::Ident(_) => {
                     let field = self.field(&name, &fields)?;
                     fields.push(field);
+                }
+                Tok::At if self.next_is_ident("latest_only") => {
+                    let at = self.bump().pos;
+                    self.bump();
+                    if latest_only {
+                        return Err(ParseError {
+                            pos: at,
+                            message: format!("entity '{name}' declares @latest_only twice"),
+                        });
+                    }
+                    latest_only = true;
                 }
                 Tok::At => {
                     let at = self.peek().pos;
@@ -572,6 +592,7 @@ impl Parser {
             indexes,
             feed,
             postings,
+            latest_only,
         })
     }
 
@@ -733,7 +754,7 @@ impl Parser {
                 return Err(ParseError {
                     pos: at,
                     message: format!(
-                        "unknown attribute '@{attribute}' in entity '{entity}', expected @index(...), @unique(...), @feed(...) or @postings(...)"
+                        "unknown attribute '@{attribute}' in entity '{entity}', expected @index(...), @unique(...), @feed(...), @postings(...) or @latest_only"
                     ),
                 })
             }
@@ -1049,7 +1070,7 @@ mod tests {
         assert_eq!((line, column), (4, 3));
         assert_eq!(
             message,
-            "unknown attribute '@key' in entity 'A', expected @index(...), @unique(...), @feed(...) or @postings(...)"
+            "unknown attribute '@key' in entity 'A', expected @index(...), @unique(...), @feed(...), @postings(...) or @latest_only"
         );
     }
 
@@ -1178,6 +1199,20 @@ mod tests {
             message,
             "@default(now()) needs a timestamp field, but 'at' is int64"
         );
+    }
+
+    #[test]
+    fn latest_only_is_an_entity_flag_declared_once() {
+        let s = Schema::parse(
+            "entity A {\n  id: uuid @id\n  @latest_only\n}\nentity B {\n  id: uuid @id\n}",
+        )
+        .unwrap();
+        assert!(s.entities[0].latest_only);
+        assert!(!s.entities[1].latest_only);
+        let (line, column, message) =
+            syntax_error("entity A {\n  id: uuid @id\n  @latest_only\n  @latest_only\n}");
+        assert_eq!((line, column), (4, 3));
+        assert_eq!(message, "entity 'A' declares @latest_only twice");
     }
 
     #[test]

@@ -922,3 +922,103 @@ fn cached_rows_are_never_stale() {
     assert!(reads > 300, "only {reads} reads raced the writer");
     assert_eq!(count(&store), Some(300));
 }
+
+/// Versions ormdb-core holds for row `id` (any entity).
+fn versions(store: &streamtally::store::Store, id: &[u8; 16]) -> usize {
+    store.ormdb().0.scan_versions(id).count()
+}
+
+/// Upserts the click stat of [`click_stat`] counting `n`, in a batch of its own.
+fn write_click_stat(store: &streamtally::store::Store, n: i64) {
+    let mut b = WriteBatch::new();
+    b.upsert("EventNameDaily", click_stat(n));
+    store.write_blocking(b).unwrap();
+}
+
+/// The count of EventNameDaily row `id`, if the row is live.
+fn click_count(store: &streamtally::store::Store, id: &[u8; 16]) -> Option<Value> {
+    let row = store.get("EventNameDaily", id).unwrap()?;
+    row.get("event_count").cloned()
+}
+
+#[test]
+fn latest_only_rows_keep_one_version_through_updates_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for n in 1..=30 {
+        let mut b = WriteBatch::new();
+        b.upsert("EventNameDaily", click_stat(n));
+        if n % 10 == 0 {
+            // Changed twice in one batch: the middle version goes too.
+            b.upsert("EventNameDaily", click_stat(n * 100));
+        }
+        store.write_blocking(b).unwrap();
+    }
+    let rows = store.scan_all("EventNameDaily").unwrap();
+    assert_eq!(rows.len(), 1);
+    let id = rows[0].id().unwrap();
+    assert_eq!(rows[0].get("event_count"), Some(&Value::Int64(3000)));
+    assert_eq!(versions(&store, &id), 1, "one version after 33 writes");
+    // Event (not @latest_only) keeps every version.
+    let ev = event(1);
+    let ev_id = ev.id().unwrap();
+    store
+        .write_blocking(WriteBatch::new().insert("Event", ev).clone())
+        .unwrap();
+    let mut b = WriteBatch::new();
+    b.update(
+        "Event",
+        ev_id,
+        event(1).with("event_name", Value::String("renamed".into())),
+    );
+    store.write_blocking(b).unwrap();
+    assert_eq!(versions(&store, &ev_id), 2);
+    // A delete leaves only its tombstone; the row is gone for every reader.
+    let mut b = WriteBatch::new();
+    b.delete("EventNameDaily", id);
+    store.write_blocking(b).unwrap();
+    assert_eq!(versions(&store, &id), 1);
+    assert!(store.get("EventNameDaily", &id).unwrap().is_none());
+    assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
+    // Written again after the delete: one live version.
+    write_click_stat(&store, 7);
+    assert_eq!(versions(&store, &id), 1);
+    assert_eq!(click_count(&store, &id), Some(Value::Int64(7)));
+    assert!(store.verify().unwrap().is_empty());
+    // The removals are in the log too: a reopen (replaying it) holds the same.
+    store.close().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(versions(&store, &id), 1);
+    assert_eq!(versions(&store, &ev_id), 2);
+}
+
+#[test]
+fn declaring_latest_only_removes_old_versions_of_an_existing_store() {
+    use streamtally::store::{Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let without = streamtally::schema::Schema::parse(
+        &include_str!("../schema.ormdb").replace("@latest_only", ""),
+    )
+    .unwrap();
+    let id = {
+        let store = Store::open(StoreOptions::new(dir.path()), &without).unwrap();
+        for n in 1..=20 {
+            write_click_stat(&store, n);
+        }
+        store.write_blocking(events_batch(0..5)).unwrap();
+        let id = store.scan_all("EventNameDaily").unwrap()[0].id().unwrap();
+        assert_eq!(
+            versions(&store, &id),
+            20,
+            "every version kept without @latest_only"
+        );
+        store.close().unwrap();
+        id
+    };
+    let store = open(dir.path());
+    assert_eq!(versions(&store, &id), 1);
+    assert_eq!(click_count(&store, &id), Some(Value::Int64(20)));
+    assert_eq!(store.scan_all("Event").unwrap().len(), 5);
+    assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
+}

@@ -505,6 +505,14 @@ impl Committer {
                 key: latest_key(&id),
                 value: Some(version.to_be_bytes().to_vec()),
             });
+            if entity.latest_only && !matches!(op, RowState::Absent) {
+                // The new version replaces the previous one (or its tombstone).
+                ops.push(Op {
+                    tree: TREE_DATA,
+                    key: VersionedKey::new(id, op.version()).encode().to_vec(),
+                    value: None,
+                });
+            }
             if matches!(op, RowState::Absent) {
                 ops.push(Op {
                     tree: TREE_TYPES,

@@ -59,6 +59,8 @@ pub struct EntityLayout {
     /// Positions of the `@feed` fields, whose values each change-feed entry carries.
     pub feed_fields: Vec<usize>,
     pub postings: Vec<PostingLayout>,
+    /// `@latest_only`: a write removes the row's previous version.
+    pub latest_only: bool,
 }
 
 /// Values of one row in schema field order (`Value::Null` for an absent optional field).
@@ -222,6 +224,7 @@ fn compile_entity(no: u16, e: &Entity, index_no: &mut u16) -> Result<EntityLayou
         fed: !UNFED_ENTITIES.contains(&e.name.as_str()),
         feed_fields,
         postings,
+        latest_only: e.latest_only,
     })
 }
 

@@ -31,6 +31,7 @@ pub use query::{Filter, Order, Query};
 use crate::schema::Schema;
 use commit::{Committer, Request};
 use layout::Layout;
+use ormdb_core::storage::VersionedKey;
 use ormdb_core::{Catalog, StorageConfig, StorageEngine};
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
@@ -316,13 +317,8 @@ fn rebuild_index_tree(
         if e.indexes.is_empty() && e.postings.is_empty() {
             continue;
         }
-        let prefix = commit::type_key(&e.name, &[0; 16]);
-        let prefix = &prefix[..prefix.len() - 16];
-        for item in trees.types.scan_prefix(prefix) {
-            let (k, _) = item.map_err(sled_err)?;
-            let Ok(id) = <[u8; 16]>::try_from(&k[prefix.len()..]) else {
-                continue;
-            };
+        for id in entity_ids(&trees.types, &e.name) {
+            let id = id.map_err(sled_err)?;
             let latest = engine.get_latest(&id).map_err(|err| StoreError::Engine {
                 path: db_path.to_path_buf(),
                 op: "read a row to rebuild the index tree",
@@ -365,6 +361,97 @@ fn rebuild_index_tree(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "index declarations changed: index tree rebuilt from the rows"
         );
+    }
+    Ok(())
+}
+
+/// The ids of `entity`'s rows, from ormdb-core's type index (`index:entity_type`).
+pub(crate) fn entity_ids<'a>(
+    types: &'a sled::Tree,
+    entity: &str,
+) -> impl Iterator<Item = Result<[u8; 16], sled::Error>> + 'a {
+    let prefix = commit::type_key(entity, &[0; 16]);
+    let len = prefix.len() - 16;
+    types
+        .scan_prefix(&prefix[..len])
+        .filter_map(move |item| match item {
+            Ok((k, _)) => <[u8; 16]>::try_from(&k[len..]).ok().map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+}
+
+/// Names of the `@latest_only` entities whose old versions have been removed.
+const STMETA_LATEST_ONLY: &[u8] = b"latest_only";
+
+/// Removes every version but the latest of the rows of `@latest_only` entities, once for a
+/// store written before they were declared so (writes remove them from then on).
+fn prune_old_versions(
+    engine: &StorageEngine,
+    trees: &Trees,
+    layout: &Layout,
+    db_path: &Path,
+) -> Result<(), StoreError> {
+    let engine_err = |op: &'static str| {
+        move |err: sled::Error| StoreError::Engine {
+            path: db_path.to_path_buf(),
+            op,
+            message: err.to_string(),
+        }
+    };
+    let names: Vec<&str> = layout
+        .entities
+        .iter()
+        .filter(|e| e.latest_only)
+        .map(|e| e.name.as_str())
+        .collect();
+    let description = names.join(",");
+    let done = trees
+        .stmeta
+        .get(STMETA_LATEST_ONLY)
+        .map_err(engine_err("read the pruned entities"))?;
+    if done.as_deref() == Some(description.as_bytes()) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let (mut rows, mut removed) = (0u64, 0u64);
+    for name in &names {
+        for id in entity_ids(&trees.types, name) {
+            let id = id.map_err(engine_err("list rows to prune"))?;
+            let latest = read_u64(&trees.meta, &commit::latest_key(&id))
+                .map_err(engine_err("read a row's latest version"))?;
+            let Some(latest) = latest else {
+                continue;
+            };
+            let (from, to) = (
+                VersionedKey::new(id, 0).encode(),
+                VersionedKey::new(id, u64::MAX).encode(),
+            );
+            for item in trees.data.range(from.as_slice()..=to.as_slice()) {
+                let (k, _) = item.map_err(engine_err("list a row's versions"))?;
+                if VersionedKey::decode(&k).is_some_and(|v| v.version_ts != latest) {
+                    trees
+                        .data
+                        .remove(k)
+                        .map_err(engine_err("remove an old version"))?;
+                    removed += 1;
+                }
+            }
+            rows += 1;
+        }
+    }
+    engine.flush().map_err(|err| StoreError::Engine {
+        path: db_path.to_path_buf(),
+        op: "flush after pruning old versions",
+        message: err.to_string(),
+    })?;
+    trees
+        .stmeta
+        .insert(STMETA_LATEST_ONLY, description.as_bytes())
+        .map_err(engine_err("record the pruned entities"))?;
+    if removed > 0 {
+        tracing::info!(entities = %description, rows, removed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "removed old versions of @latest_only rows");
     }
     Ok(())
 }
@@ -474,6 +561,7 @@ impl Store {
                 .flush()
                 .map_err(engine_err("flush the index layout"))?;
         }
+        prune_old_versions(&engine, &trees, &layout, &db_path)?;
         tracing::info!(path = %path.display(), replayed_commits = replayed, last_commit, next_seq,
             elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
 

@@ -7,7 +7,7 @@
 //! falls back to a scan of the entity (correct, slow, logged).
 
 use super::codec::{decode_component, encode_component, prefix_successor};
-use super::commit::{latest_key, type_key};
+use super::commit::latest_key;
 use super::layout::{EntityLayout, IndexLayout, PostingLayout, Values, POSTING_BUCKET_US};
 use super::postings;
 use super::{Row, Store, StoreError, Value};
@@ -460,16 +460,8 @@ impl Store {
         }
         let Some(idx) = plan.index else {
             tracing::debug!(entity = %q.entity, "no index serves this query; scanning the entity");
-            let prefix = type_key(&e.name, &[0; 16]);
-            let prefix = &prefix[..prefix.len() - 16];
-            for item in inner.trees.types.scan_prefix(prefix) {
-                let (k, _) = item.map_err(err("scan an entity"))?;
-                let id: [u8; 16] =
-                    k[prefix.len()..]
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt {
-                            what: format!("type index key of {} bytes", k.len()),
-                        })?;
+            for id in super::entity_ids(&inner.trees.types, &e.name) {
+                let id = id.map_err(err("scan an entity"))?;
                 let Some(values) = self.get_values(&q.entity, &id)? else {
                     continue;
                 };
@@ -731,11 +723,8 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
         for p in &e.postings {
             posting_nos.insert(p.no, e);
         }
-        let prefix = type_key(&e.name, &[0; 16]);
-        let prefix = &prefix[..prefix.len() - 16];
-        for item in inner.trees.types.scan_prefix(prefix) {
-            let (k, _) = item.map_err(err("scan an entity"))?;
-            let id: [u8; 16] = k[prefix.len()..].try_into().unwrap_or_default();
+        for id in super::entity_ids(&inner.trees.types, &e.name) {
+            let id = id.map_err(err("scan an entity"))?;
             if let Some(values) = store.get_values(&e.name, &id)? {
                 for idx in &e.indexes {
                     expected.insert(e.index_key(idx, &values, &id));
@@ -799,7 +788,8 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
         }
     }
 
-    // The feed: contiguous from the floor to the head, every entry naming a stored version.
+    // The feed: contiguous from the floor to the head, every entry naming a stored version
+    // (of a `@latest_only` entity: the latest version, or one it replaced).
     let mut next = store.feed_floor();
     let head = store.feed_head();
     let entries = store.feed_read(next, usize::MAX)?;
@@ -808,12 +798,26 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
             problems.push(format!("change feed jumps from {next} to {}", entry.seq));
         }
         next = entry.seq + 1;
+        let latest_only = inner
+            .layout
+            .entity(&entry.entity)
+            .is_ok_and(|e| e.latest_only);
         let present = inner
             .trees
             .data
             .contains_key(VersionedKey::new(entry.id, entry.version).encode())
             .map_err(err("read a row version"))?;
-        if !present {
+        let latest = inner
+            .trees
+            .meta
+            .get(latest_key(&entry.id))
+            .map_err(err("read a latest pointer"))?;
+        let replaced = latest_only
+            && latest
+                .as_deref()
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .is_some_and(|v| u64::from_be_bytes(v) > entry.version);
+        if !present && !replaced {
             problems.push(format!(
                 "change-feed entry {} names {} {} version {} which is not stored",
                 entry.seq,
@@ -822,11 +826,6 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
                 entry.version
             ));
         }
-        let latest = inner
-            .trees
-            .meta
-            .get(latest_key(&entry.id))
-            .map_err(err("read a latest pointer"))?;
         if latest.is_none() {
             problems.push(format!(
                 "change-feed entry {} names a row without a latest pointer",
