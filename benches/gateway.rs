@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use streamtally::config::Config;
-use streamtally::metrics::Metrics;
+use streamtally::metrics::{DeadLetterLabel, Metrics, TopicLabel};
 use streamtally::schema::Schema;
 use streamtally::store::{Store, StoreOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,17 +123,36 @@ fn producer(bootstrap: String, topic: String, rate: u64, stop: Arc<AtomicBool>, 
     sent
 }
 
-fn stored(store: &Store, topic: &str) -> i64 {
-    (0..PARTITIONS)
-        .map(|p| store.offset(topic, p).ok().flatten().unwrap_or(0))
-        .sum()
+/// Events stored (rows written) and events skipped because the broker deleted them before
+/// they were read, for `topic`, so far. The stored positions would count skipped offsets as
+/// ingested.
+fn stored_and_skipped(metrics: &Metrics, topic: &str) -> (u64, u64) {
+    let topic = topic.to_string();
+    let stored = metrics
+        .events_stored
+        .get_or_create(&TopicLabel {
+            topic: topic.clone(),
+        })
+        .get();
+    let skipped = metrics
+        .events_skipped
+        .get_or_create(&DeadLetterLabel {
+            topic,
+            reason: "retention".into(),
+        })
+        .get();
+    (stored, skipped)
 }
 
-/// Events stored per second over `secs`.
-fn ingest_rate(store: &Store, topic: &str, secs: u64) -> f64 {
-    let before = stored(store, topic);
+/// Events stored per second over `secs` (and how many were skipped meanwhile).
+fn ingest_rate(metrics: &Metrics, topic: &str, secs: u64) -> (f64, u64) {
+    let before = stored_and_skipped(metrics, topic);
     std::thread::sleep(Duration::from_secs(secs));
-    (stored(store, topic) - before) as f64 / secs as f64
+    let after = stored_and_skipped(metrics, topic);
+    (
+        (after.0 - before.0) as f64 / secs as f64,
+        after.1 - before.1,
+    )
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<()> {
@@ -210,8 +229,8 @@ fn main() {
     };
     // Phase 1: ingest alone (after a warm-up for the group join).
     std::thread::sleep(Duration::from_secs(5));
-    let alone = ingest_rate(&store, &topic, 10);
-    eprintln!("ingest without clients: {alone:.0} events/s (producing {rate}/s)");
+    let (alone, skipped_alone) = ingest_rate(&metrics, &topic, 10);
+    eprintln!("ingest without clients: {alone:.0} events/s stored (producing {rate}/s); {skipped_alone} deleted by the broker before they were read");
 
     // Phase 2: C clients and the HTTP poller.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -319,14 +338,14 @@ fn main() {
     );
     samples.lock().expect("samples").clear();
     let dropped_before = metrics.ws_messages_dropped.get();
-    let with_clients = ingest_rate(&store, &topic, seconds);
+    let (with_clients, skipped_with_clients) = ingest_rate(&metrics, &topic, seconds);
     done.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     poller.join().expect("HTTP poller");
     let produced = prod.join().expect("producer");
     let dropped = metrics.ws_messages_dropped.get() - dropped_before;
     eprintln!(
-        "ingest with clients: {with_clients:.0} events/s; produced {produced}; clients received {} events; dropped {dropped}",
+        "ingest with clients: {with_clients:.0} events/s stored; {skipped_with_clients} deleted by the broker before they were read; produced {produced}; clients received {} events; dropped {dropped}",
         received.load(Ordering::Relaxed)
     );
     let mut fresh = samples.lock().expect("samples").clone();
