@@ -5,7 +5,7 @@
 use super::error::ApiError;
 use super::params::{fmt_time, Params};
 use super::{read, GatewayState, OrgAccess, INLINE_READ_BUCKETS};
-use crate::stats::query::{Counters, Granularity, Point, MAX_POINTS};
+use crate::stats::query::{Counters, Point, HOUR_US, MAX_POINTS};
 use axum::extract::State;
 use axum::Json as JsonBody;
 use chrono::Utc;
@@ -19,10 +19,7 @@ pub async fn timeseries(
 ) -> Result<JsonBody<Timeseries>, ApiError> {
     let (from, to) = params.range(st.cfg.gateway.max_range_days)?;
     let g = params.granularity()?;
-    let step: i64 = match g {
-        Granularity::Hour => 3_600_000_000,
-        Granularity::Day => 86_400_000_000,
-    };
+    let step = g.step_us();
     let points = (to - from.div_euclid(step) * step + step - 1) / step;
     if points > MAX_POINTS as i64 {
         let to_s = params.get("to").unwrap_or("");
@@ -124,7 +121,7 @@ pub async fn unique_users(
     let stats = st.stats.clone();
     let org = access.org_bytes();
     // A whole day is one row, so hours are the most rows a range of this length reads.
-    let small = (to - from) / 3_600_000_000 <= INLINE_READ_BUCKETS;
+    let small = (to - from) / HOUR_US <= INLINE_READ_BUCKETS;
     let u = read(small, move || stats.unique(org, from, to)).await??;
     Ok(JsonBody(json!({
         "org_id": access.org.to_string(),

@@ -19,7 +19,7 @@ use super::events::event_json;
 use super::params::{fmt_time, parse_time};
 use super::stats::counters_json;
 use super::{blocking, GatewayState};
-use crate::stats::query::{Granularity, Point};
+use crate::stats::query::{Granularity, Point, HOUR_US};
 use crate::stats::realtime::LiveBatch;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-const HOUR_US: i64 = 3_600_000_000;
 /// Consecutive skipped updates after which a client is disconnected.
 const MAX_SKIPS: u32 = 3;
 /// Push ticks after an update with events (or a snapshot) in which the counters and the

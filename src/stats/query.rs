@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-const HOUR_US: i64 = 3_600_000_000;
-const DAY_US: i64 = 24 * HOUR_US;
+/// One hour and one day in microseconds.
+pub const HOUR_US: i64 = 3_600_000_000;
+pub const DAY_US: i64 = 24 * HOUR_US;
 /// Most points one timeseries answer may hold.
 pub const MAX_POINTS: usize = 20_000;
 
@@ -37,7 +38,8 @@ impl Granularity {
             Granularity::Day => "day",
         }
     }
-    fn step_us(self) -> i64 {
+    /// The bucket width in microseconds.
+    pub fn step_us(self) -> i64 {
         match self {
             Granularity::Hour => HOUR_US,
             Granularity::Day => DAY_US,

@@ -68,8 +68,6 @@ struct Logged {
 /// visible, to readers and to the writers waiting for them.
 fn apply_loop(inner: &Inner, groups: crossbeam_channel::Receiver<Logged>) {
     for group in groups {
-        let t0 = std::time::Instant::now();
-        let n = group.batches.len();
         for (req, m) in group.batches {
             let info = m.info;
             let failed = inner.failure.lock().as_ref().filter(|f| f.fatal).cloned();
@@ -98,9 +96,6 @@ fn apply_loop(inner: &Inner, groups: crossbeam_channel::Receiver<Logged>) {
             inner.applied_commit.store(info.commit, Ordering::SeqCst);
             inner.feed_head.send_replace(info.next_seq);
             let _ = req.reply.send(Ok(info));
-        }
-        if std::env::var_os("ST_TIMING").is_some() {
-            eprintln!("group {n}: apply {:?}", t0.elapsed());
         }
     }
 }
@@ -219,7 +214,6 @@ impl Committer {
         {
             self.unapplied.pop_front();
         }
-        let t0 = std::time::Instant::now();
         let now = now_us();
         let mut overlay: HashMap<[u8; 16], RowState> = HashMap::new();
         let mut commit = self.next_commit;
@@ -242,7 +236,6 @@ impl Committer {
             return None;
         }
 
-        let t1 = std::time::Instant::now();
         // Durable first: one WAL append + fsync for the whole group.
         let sync = {
             let mut wal = self.inner.wal.lock();
@@ -278,14 +271,6 @@ impl Committer {
         self.next_commit = commit;
         self.next_seq = seq;
         self.unapplied.push_back((commit - 1, overlay));
-        if std::env::var_os("ST_TIMING").is_some() {
-            eprintln!(
-                "group {}: materialize {:?} wal {:?}",
-                accepted.len(),
-                t1 - t0,
-                t1.elapsed()
-            );
-        }
         Some(Logged { batches: accepted })
     }
 
