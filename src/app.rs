@@ -307,6 +307,7 @@ impl Services {
 pub fn rollup_options(cfg: &Config) -> RollupOptions {
     RollupOptions {
         exact_threshold: cfg.stats.unique_exact_threshold,
+        flush_interval: std::time::Duration::from_millis(cfg.stats.rollup_flush_interval_ms),
         ..RollupOptions::default()
     }
 }

@@ -414,6 +414,8 @@ pub struct StatsConfig {
     pub realtime_windows_s: Vec<u64>,
     /// How often the real-time counters are written to the store.
     pub persist_interval_ms: u64,
+    /// Longest time rollup changes wait in memory before the rollup worker writes them.
+    pub rollup_flush_interval_ms: u64,
 }
 
 fn default_stats_enabled() -> bool {
@@ -428,6 +430,9 @@ fn default_realtime_windows_s() -> Vec<u64> {
 fn default_persist_interval_ms() -> u64 {
     1_000
 }
+fn default_rollup_flush_interval_ms() -> u64 {
+    1_000
+}
 
 impl Default for StatsConfig {
     fn default() -> Self {
@@ -436,6 +441,7 @@ impl Default for StatsConfig {
             unique_exact_threshold: default_unique_exact_threshold(),
             realtime_windows_s: default_realtime_windows_s(),
             persist_interval_ms: default_persist_interval_ms(),
+            rollup_flush_interval_ms: default_rollup_flush_interval_ms(),
         }
     }
 }
@@ -1061,6 +1067,9 @@ impl Config {
         }
         if s.persist_interval_ms == 0 {
             p.push("stats.persist_interval_ms 0: must be >= 1".to_string());
+        }
+        if s.rollup_flush_interval_ms == 0 {
+            p.push("stats.rollup_flush_interval_ms 0: must be >= 1".to_string());
         }
         let windows = &s.realtime_windows_s;
         if !windows.contains(&REQUIRED_REALTIME_WINDOW_S) {
@@ -1772,6 +1781,7 @@ mod tests {
         assert_eq!(c.stats.unique_exact_threshold, 10_000);
         assert_eq!(c.stats.realtime_windows_s, vec![300]);
         assert_eq!(c.stats.persist_interval_ms, 1_000);
+        assert_eq!(c.stats.rollup_flush_interval_ms, 1_000);
         assert_eq!(
             c.gateway.listen,
             "127.0.0.1:8080".parse::<SocketAddr>().unwrap()

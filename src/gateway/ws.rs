@@ -35,10 +35,23 @@ use uuid::Uuid;
 
 /// Consecutive skipped updates after which a client is disconnected.
 const MAX_SKIPS: u32 = 3;
+/// Fewest push ticks after an update with events (or a snapshot) in which the counters and
+/// the view are looked at again (see [`settle_ticks`]).
+const SETTLE_TICKS: u32 = 4;
+
 /// Push ticks after an update with events (or a snapshot) in which the counters and the
 /// view are looked at again: the real-time counters are persisted every
-/// `stats.persist_interval_ms` and rollups a little after the events are stored.
-const SETTLE_TICKS: u32 = 4;
+/// `stats.persist_interval_ms` and rollups written every `stats.rollup_flush_interval_ms`,
+/// after the events reach the sessions; twice the longer of the two, at least
+/// [`SETTLE_TICKS`].
+fn settle_ticks(cfg: &crate::config::Config) -> u32 {
+    let push = cfg.gateway.push_interval_ms.max(10);
+    let wait = 2 * cfg
+        .stats
+        .rollup_flush_interval_ms
+        .max(cfg.stats.persist_interval_ms);
+    SETTLE_TICKS.max(wait.div_ceil(push) as u32 + 1)
+}
 
 /// What WebSocket pushes read, shared by all sessions for half a push interval: the
 /// counters per org, and each view's data (points, top events, unique users) per org and
@@ -621,13 +634,13 @@ impl Session {
         // The snapshot includes everything stored so far; what the workers have not
         // written yet follows in the next ticks.
         self.clear_pending();
-        self.settle_ticks = SETTLE_TICKS;
+        self.settle_ticks = settle_ticks(&self.st.cfg);
         Ok(msg)
     }
 
     /// Sends an update if anything changed; skips it when the client's queue is full and
     /// disconnects the client after [`MAX_SKIPS`] skips in a row. New events make an update;
-    /// for [`SETTLE_TICKS`] ticks after one, an update is also sent when the counters or
+    /// for [`settle_ticks`] ticks after one, an update is also sent when the counters or
     /// the view's rollups changed (the stats workers write them after the events arrive
     /// here). Idle, nothing is sent.
     async fn push(&mut self) -> Flow {
@@ -715,7 +728,7 @@ impl Session {
                 }
                 self.sent = Some(now_sent);
                 if events {
-                    self.settle_ticks = SETTLE_TICKS;
+                    self.settle_ticks = settle_ticks(&self.st.cfg);
                 }
                 Flow::Continue
             }

@@ -38,7 +38,7 @@ impl Default for RollupOptions {
         RollupOptions {
             exact_threshold: 10_000,
             max_batch_changes: 100_000,
-            flush_interval: Duration::from_millis(200),
+            flush_interval: Duration::from_millis(1000),
             cache_buckets: 50_000,
         }
     }
