@@ -807,16 +807,9 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
             .data
             .contains_key(VersionedKey::new(entry.id, entry.version).encode())
             .map_err(err("read a row version"))?;
-        let latest = inner
-            .trees
-            .meta
-            .get(latest_key(&entry.id))
+        let latest = super::read_u64(&inner.trees.meta, &latest_key(&entry.id))
             .map_err(err("read a latest pointer"))?;
-        let replaced = latest_only
-            && latest
-                .as_deref()
-                .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                .is_some_and(|v| u64::from_be_bytes(v) > entry.version);
+        let replaced = latest_only && latest.is_some_and(|v| v > entry.version);
         if !present && !replaced {
             problems.push(format!(
                 "change-feed entry {} names {} {} version {} which is not stored",
