@@ -236,17 +236,24 @@ fn demo_serves_growing_stats_and_stops_cleanly() {
     );
     assert!(demo.data.is_dir());
 
-    // Wait until the backfill is stored and live events flow: the counters see them.
+    // Wait until the backfill is stored and live events flow: the counters see them, and
+    // so do today's hourly rollups (written up to stats.rollup_flush_interval_ms later).
+    let today = Utc::now()
+        .duration_trunc(chrono::Duration::days(1))
+        .unwrap();
+    let ahead = Utc::now() + chrono::Duration::hours(1);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, counters) = demo.api(0, "/api/v1/orgs/{org}/counters");
         assert_eq!(status, 200, "{counters}");
-        if counters["events_5m"].as_u64().unwrap_or(0) > 0 {
+        if counters["events_5m"].as_u64().unwrap_or(0) > 0
+            && demo.hourly_sum(0, today, ahead) + demo.hourly_sum(1, today, ahead) > 0
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no events_5m after 60 s; log:\n{}",
+            "no events_5m or no hourly rollups of today after 60 s; log:\n{}",
             demo.log_text()
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -254,10 +261,6 @@ fn demo_serves_growing_stats_and_stops_cleanly() {
     println!("live after {:.1} s", began.elapsed().as_secs_f64());
 
     // Poll for ~15 s: stored events and today's hourly rollups keep growing.
-    let today = Utc::now()
-        .duration_trunc(chrono::Duration::days(1))
-        .unwrap();
-    let ahead = Utc::now() + chrono::Duration::hours(1);
     let mut samples = Vec::new();
     for _ in 0..6 {
         let stored = demo.stored();

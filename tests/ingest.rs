@@ -688,3 +688,55 @@ fn offset_commits_the_broker_refuses_are_repaired_while_idle() {
     );
     assert_eq!(c.store.scan_all("Event").unwrap().len() as u64, n);
 }
+
+/// A run killed after a durable write and before its Kafka commit leaves Kafka behind the
+/// store, and the next run has nothing left to read, so no batch would commit. Stand-in: a
+/// store drained in one group, then reopened in a new group with no commits at all.
+#[test]
+fn kafka_catches_up_with_a_store_that_is_ahead_at_assignment() {
+    let broker = TestBroker::mock(3);
+    let topic = random_name("events");
+    broker.create_topic(&topic, 3);
+    let n = 1500u64;
+    produce(
+        &broker.bootstrap,
+        &topic,
+        &synth_records(&synth(n), 0..n, 3),
+    );
+    let mut c = Connector::start(
+        &broker.bootstrap,
+        &[topic.as_str()],
+        &random_name("g"),
+        |_| {},
+    );
+    c.wait_for("every event stored", Duration::from_secs(60), |c| {
+        c.stored(&topic, 3) as u64 >= n
+    });
+    let other = random_name("other");
+    c.restart_with(|cfg| cfg.kafka.group_id = other.clone());
+    let stored: Vec<i64> = (0..3)
+        .map(|p| c.store.offset(&topic, p).unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        committed_offsets(&broker.bootstrap, &other, &topic, 3),
+        vec![-1; 3],
+        "the new group starts with no commits"
+    );
+    c.wait_for(
+        "the new group's Kafka offsets to reach the stored positions with nothing to read",
+        Duration::from_secs(60),
+        |_| committed_offsets(&broker.bootstrap, &other, &topic, 3) == stored,
+    );
+    let m = c.metrics.encode();
+    assert!(
+        !m.contains("streamtally_kafka_commit_repairs_total 0"),
+        "caught up by the check after the assignment:\n{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "streamtally_events_consumed_total{{topic=\"{topic}\"}} 0"
+        )) || !m.contains("streamtally_events_consumed_total{"),
+        "nothing was read again: {m}"
+    );
+    assert_eq!(c.store.scan_all("Event").unwrap().len() as u64, n);
+}

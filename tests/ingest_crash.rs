@@ -190,6 +190,7 @@ fn sigkill_at_random_moments_and_after_the_durable_write_loses_and_duplicates_no
     let expected: Vec<i64> = (0..PARTITIONS as u64)
         .map(|p| ((n + PARTITIONS as u64 - 1 - p) / PARTITIONS as u64) as i64)
         .collect();
+    let assigned = run::log_count(&log, run::ASSIGNED);
     let mut child = spawn_run(&broker.bootstrap, &topic, &group, &store_dir, &log, None);
     wait_progress(
         &broker.bootstrap,
@@ -198,6 +199,8 @@ fn sigkill_at_random_moments_and_after_the_durable_write_loses_and_duplicates_no
         expected.iter().sum::<i64>() - 1,
         Duration::from_secs(240),
     );
+    // Kafka may have been caught up before this run started: signal it once it is up.
+    run::wait_log(&log, run::ASSIGNED, assigned, Duration::from_secs(120));
     let status = sigterm(&mut child);
     assert!(
         status.success(),

@@ -11,7 +11,9 @@
 mod common;
 
 use common::broker::{produce, random_name, synth_records, TestBroker};
-use common::run::{sigkill, sigterm, spawn_run, wait_exit, wait_progress};
+use common::run::{
+    log_count, sigkill, sigterm, spawn_run, wait_exit, wait_log, wait_progress, ASSIGNED,
+};
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -129,6 +131,7 @@ fn rollups_equal_a_rebuild_after_sigkills_during_ingest_and_stats_writes() {
     }
 
     // A last run drains everything, then stops gracefully.
+    let assigned = log_count(&log, ASSIGNED);
     let mut child = spawn_run(
         &broker.bootstrap,
         &topic,
@@ -150,6 +153,8 @@ fn rollups_equal_a_rebuild_after_sigkills_during_ingest_and_stats_writes() {
         "stats_crash: drained to {done} in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    // Kafka may have been caught up before this run started: signal it once it is up.
+    wait_log(&log, ASSIGNED, assigned, Duration::from_secs(120));
     let status = sigterm(&mut child);
     assert!(
         status.success(),

@@ -110,8 +110,9 @@ struct Shared {
     /// Next offset per partition as durably stored.
     stored: Mutex<HashMap<TopicPartition, i64>>,
     paused: Mutex<bool>,
-    /// When positions were last committed to Kafka asynchronously, until reading them back
-    /// found Kafka caught up with the store (see [`confirm_commits`]).
+    /// When positions were last committed to Kafka asynchronously (or partitions were
+    /// assigned), until reading them back found Kafka caught up with the store (see
+    /// [`confirm_commits`]).
     unconfirmed_commit: Mutex<Option<Instant>>,
     shutdown: CancellationToken,
     /// A failure inside a rebalance callback, reported by the poll loop.
@@ -223,6 +224,10 @@ impl ConsumerContext for IngestContext {
                 }
                 m.assigned_partitions.set(assigned.len() as i64);
                 drop(assigned);
+                // A run killed after a durable write and before its Kafka commit leaves
+                // Kafka behind the store; with nothing new to read this instance would
+                // never commit, so Kafka's copy is checked after an assignment too.
+                *self.shared.unconfirmed_commit.lock() = Some(Instant::now());
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -702,10 +707,12 @@ fn reap(
 /// Makes sure Kafka's copy of the positions catches up even when the connector then goes
 /// idle. Commits after each durable batch are asynchronous, and a commit the broker refuses
 /// is only reported in librdkafka's log; the next batch would repair it, but an idle
-/// connector has no next batch. So [`COMMIT_CHECK`] after the last commit the committed
-/// offsets of the assigned partitions are read back, and where Kafka is behind the stored
-/// position they are committed again (and checked again [`COMMIT_CHECK`] later). Kafka is
-/// never moved backwards by this: a partition where it is ahead is left alone.
+/// connector has no next batch; and a run killed between a durable write and its commit
+/// leaves Kafka behind with nothing left to read. So [`COMMIT_CHECK`] after the last commit
+/// or assignment the committed offsets of the assigned partitions are read back, and where
+/// Kafka is behind the stored position they are committed again (and checked again
+/// [`COMMIT_CHECK`] later). Kafka is never moved backwards by this: a partition where it is
+/// ahead is left alone.
 fn confirm_commits(shared: &Shared, consumer: &BaseConsumer<IngestContext>) {
     let due = shared
         .unconfirmed_commit

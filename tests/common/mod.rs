@@ -116,6 +116,12 @@ impl Connector {
     /// Stops gracefully, closes the store, and starts again on the same store and
     /// configuration with fresh metrics.
     pub fn restart(&mut self) {
+        self.restart_with(|_| {});
+    }
+
+    /// [`Connector::restart`] with the configuration changed by `tweak` first.
+    pub fn restart_with(&mut self, tweak: impl FnOnce(&mut streamtally::config::Config)) {
+        tweak(&mut self.cfg);
         self.stop().expect("graceful stop before the restart");
         // Every handle must be gone before the store can be opened again: park a scratch
         // store in the field meanwhile.

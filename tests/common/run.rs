@@ -91,3 +91,28 @@ pub fn wait_progress(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// How many lines of `log` contain `needle` (0 if there is no log yet).
+pub fn log_count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .map(|text| text.lines().filter(|l| l.contains(needle)).count())
+        .unwrap_or(0)
+}
+
+/// Waits until `log` has more than `seen` lines containing `needle`: e.g. a child spawned
+/// after `seen` were counted got as far as logging it. Panics after `timeout`.
+pub fn wait_log(log: &Path, needle: &str, seen: usize, timeout: Duration) {
+    let started = Instant::now();
+    while log_count(log, needle) <= seen {
+        assert!(
+            started.elapsed() < timeout,
+            "no new {needle:?} line in {} within {timeout:?}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The line a run logs once it owns partitions; its signal handler is installed by then, so
+/// a SIGTERM after it is a graceful stop, not the default action of a process still starting.
+pub const ASSIGNED: &str = "partitions assigned at their stored positions";
