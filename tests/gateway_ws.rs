@@ -135,6 +135,18 @@ fn produce_events(
     n: usize,
     tag: &str,
 ) -> Vec<String> {
+    produce_events_with(bootstrap, topic, org, n, tag, json!({"tag": tag}))
+}
+
+/// [`produce_events`] with the given `properties` on every event.
+fn produce_events_with(
+    bootstrap: &str,
+    topic: &str,
+    org: uuid::Uuid,
+    n: usize,
+    tag: &str,
+    properties: serde_json::Value,
+) -> Vec<String> {
     let mut ids = Vec::new();
     let records: Vec<TestRecord> = (0..n)
         .map(|i| {
@@ -147,7 +159,7 @@ fn produce_events(
                 "event_name": format!("{tag}_{}", i % 3),
                 "user_id": format!("user_{}", i % 7),
                 "session_id": format!("session_{}", i % 11),
-                "properties": {"tag": tag},
+                "properties": properties,
             });
             (
                 Some(format!("k{i}").into_bytes()),
@@ -430,9 +442,11 @@ fn upgrades_without_a_valid_token_are_refused() {
 
 #[test]
 fn a_slow_client_is_dropped_while_a_fast_one_keeps_receiving() {
-    // Big updates (up to 1,000 events each) fill the server's socket buffer towards a
-    // client that never reads (4 KiB receive buffer); then its 2-message queue, then three
-    // skipped updates disconnect it. The fast client reads everything meanwhile.
+    // Big updates (up to 1,000 events of ~1 KiB each) fill the server's socket buffer
+    // towards a client that never reads (4 KiB receive buffer); then its 2-message queue,
+    // then three skipped updates disconnect it. The fast client reads everything meanwhile.
+    // The padding makes even the small updates of a slow (loaded) ingest fill the buffer
+    // (up to 4 MiB on Linux loopback) in a few seconds.
     let stack = Stack::start(|cfg| {
         cfg.gateway.push_interval_ms = 100;
         cfg.gateway.ws_send_queue = 2;
@@ -445,8 +459,11 @@ fn a_slow_client_is_dropped_while_a_fast_one_keeps_receiving() {
         let done = done.clone();
         std::thread::spawn(move || {
             let mut round = 0;
+            let pad = "x".repeat(1024);
             while !done.load(std::sync::atomic::Ordering::SeqCst) && round < 200 {
-                produce_events(&bootstrap, &topic, org(1), 1000, &format!("flood{round}"));
+                let tag = format!("flood{round}");
+                let properties = json!({"tag": tag, "pad": pad});
+                produce_events_with(&bootstrap, &topic, org(1), 1000, &tag, properties);
                 round += 1;
             }
         })
