@@ -68,9 +68,7 @@ fn hundred_thousand_events_over_six_partitions_become_exactly_that_many_rows() {
     }
     // After the durable write, the positions were committed to Kafka too (lag tooling).
     let kafka = committed_offsets(&broker.bootstrap, &group, &topic, 6);
-    let stored: Vec<i64> = (0..6)
-        .map(|p| c.store.offset(&topic, p).unwrap().unwrap())
-        .collect();
+    let stored = c.positions(&topic, 6);
     assert_eq!(kafka, stored);
     let m = c.metrics.encode();
     assert!(
@@ -658,13 +656,8 @@ fn offset_commits_the_broker_refuses_are_repaired_while_idle() {
     c.wait_for("the first third stored", Duration::from_secs(60), |c| {
         c.stored(&topic, 3) as u64 >= n / 3
     });
-    let stored = |c: &Connector| -> Vec<i64> {
-        (0..3)
-            .map(|p| c.store.offset(&topic, p).unwrap().unwrap_or(-1))
-            .collect()
-    };
     c.wait_for("the first third committed", Duration::from_secs(30), |c| {
-        committed_offsets(&broker.bootstrap, &group, &topic, 3) == stored(c)
+        committed_offsets(&broker.bootstrap, &group, &topic, 3) == c.positions(&topic, 3)
     });
     // The broker now refuses the next offset commits; the connector then goes idle, so no
     // later batch commits again.
@@ -679,7 +672,7 @@ fn offset_commits_the_broker_refuses_are_repaired_while_idle() {
     c.wait_for(
         "Kafka's committed offsets to catch up with the store while idle",
         Duration::from_secs(60),
-        |c| committed_offsets(&broker.bootstrap, &group, &topic, 3) == stored(c),
+        |c| committed_offsets(&broker.bootstrap, &group, &topic, 3) == c.positions(&topic, 3),
     );
     let m = c.metrics.encode();
     assert!(
@@ -714,9 +707,11 @@ fn kafka_catches_up_with_a_store_that_is_ahead_at_assignment() {
     });
     let other = random_name("other");
     c.restart_with(|cfg| cfg.kafka.group_id = other.clone());
-    let stored: Vec<i64> = (0..3)
-        .map(|p| c.store.offset(&topic, p).unwrap().unwrap())
-        .collect();
+    let stored = c.positions(&topic, 3);
+    assert!(
+        !stored.contains(&-1),
+        "every partition has a stored position: {stored:?}"
+    );
     assert_eq!(
         committed_offsets(&broker.bootstrap, &other, &topic, 3),
         vec![-1; 3],

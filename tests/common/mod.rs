@@ -141,6 +141,14 @@ impl Connector {
         self.thread = Some(std::thread::spawn(move || ingest.run()));
     }
 
+    /// The stored next offset of each of `topic`'s partitions `0..partitions`, -1 where
+    /// none is stored (as [`broker::committed_offsets`] reports a partition without one).
+    pub fn positions(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        (0..partitions)
+            .map(|p| self.store.offset(topic, p).unwrap().unwrap_or(-1))
+            .collect()
+    }
+
     /// Sum of the stored next offsets of `topic`'s partitions `0..partitions`.
     pub fn stored(&self, topic: &str, partitions: i32) -> i64 {
         (0..partitions)
