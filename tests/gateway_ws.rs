@@ -481,8 +481,20 @@ fn a_slow_client_is_dropped_while_a_fast_one_keeps_receiving() {
             tokio_tungstenite::client_async(req, stream).await.unwrap().0
         };
         let mut fast = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
-        let started = Instant::now();
         let metrics = stack.connector.metrics.clone();
+        // Both sessions are counted once their tasks run on the session runtime, which
+        // can be after the handshake returned here: until then "one client left" would
+        // read as the slow one being dropped (CI once saw it 7 ms in).
+        let counted = Instant::now();
+        while metrics.ws_clients.get() != 2 {
+            assert!(
+                counted.elapsed() < Duration::from_secs(10),
+                "two sessions not counted within 10 s: {}",
+                metrics.ws_clients.get()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
         let mut updates = 0;
         let mut last_update = Instant::now();
         let mut longest_gap = Duration::ZERO;
