@@ -67,6 +67,12 @@ pub fn serve(
         }
     };
 
+    // Registered now, before ingest starts (and logs its partitions): a SIGTERM from then
+    // on is a graceful stop, never the default action's kill.
+    let stop_signal = {
+        let _runtime = services.handle().enter();
+        stop_signal()
+    };
     let ingest = Ingest::new(
         cfg.clone(),
         store.clone(),
@@ -86,7 +92,7 @@ pub fn serve(
     let (hook, errors) = (stop_hook.clone(), hook_error.clone());
     services.handle().spawn(async move {
         tokio::select! {
-            _ = wait_for_signal() => {}
+            _ = stop_signal => {}
             _ = signals.cancelled() => return,
         }
         tracing::info!("signal received: stopping fetches, flushing, committing");
@@ -353,24 +359,37 @@ fn live_publish_interval(cfg: &Config) -> std::time::Duration {
     std::time::Duration::from_millis((cfg.gateway.push_interval_ms / 4).max(10))
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The listeners are registered when this is
+/// called, not when the future is first polled; call it inside the runtime's context.
+fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let listeners = [SignalKind::terminate(), SignalKind::interrupt()].map(|kind| {
+            signal(kind)
+                .map_err(
+                    |e| tracing::warn!(error = %e, signal = ?kind, "cannot listen for the signal"),
+                )
+                .ok()
+        });
+        async move {
+            let [term, int] = listeners;
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
             };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            tokio::select! {
+                _ = wait(term) => {}
+                _ = wait(int) => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

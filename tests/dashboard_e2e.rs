@@ -125,18 +125,41 @@ impl Connector {
     }
 }
 
-fn http_status(addr: &str, path: &str) -> Option<u16> {
+/// The raw response to a GET (None when the gateway does not answer).
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<String> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
-    buf.split(' ').nth(1)?.parse().ok()
+    Some(buf)
+}
+
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path, None)?.split(' ').nth(1)?.parse().ok()
+}
+
+/// The org's events over the last 8 days as the REST timeseries counts them.
+fn stored_total(addr: &str, org: Uuid, token: &str) -> Option<i64> {
+    let now = now_ms();
+    let path = format!(
+        "/api/v1/orgs/{org}/timeseries?from={}&to={}&granularity=day",
+        now - 8 * 24 * 3_600_000,
+        now + 3_600_000
+    );
+    let response = http_get(addr, &path, Some(token))?;
+    let body: serde_json::Value = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+    body["points"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["events"].as_i64()).sum())
 }
 
 #[test]
@@ -196,6 +219,17 @@ fn the_dashboard_in_headless_chromium() {
         child: None,
     };
     connector.start();
+    // The page's "before" must hold the whole seed: the live-update step checks the chart
+    // total grew by exactly the events it produced.
+    let seeded = Instant::now();
+    while stored_total(&connector.addr, org, &token) != Some(400) {
+        assert!(
+            seeded.elapsed() < Duration::from_secs(60),
+            "the seed (400 events of the org) not in the rollups within 60 s: {:?}",
+            stored_total(&connector.addr, org, &token)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let mut script = Command::new("node")
         .arg("e2e/dashboard.e2e.mjs")
