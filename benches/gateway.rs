@@ -3,7 +3,15 @@
 //! events/s over 10 orgs, each stamped with its produce time; C WebSocket clients
 //! (tokio-tungstenite, spread over the orgs) measure freshness (produce time -> the update
 //! carrying that event received); an HTTP poller times the dashboard queries meanwhile.
-//! Ingest is measured first without clients, then with them. Last stdout line is JSON.
+//! Last stdout line is JSON.
+//!
+//! Two runs, each on a fresh topic and an empty store, identical but for the WebSocket
+//! clients: a control run without them, then the measured run with them. Each run waits for
+//! the consumer group to join, connects its clients, then produces for 2 + S seconds and
+//! measures the last S. Ingest with and without clients is thus compared over the same
+//! store sizes: the store ingests more slowly as it grows (sled's page cache covers a
+//! smaller share of it), so measuring "without" first on a smaller store and "with" later
+//! on a larger one charged the clients for the store's growth.
 //!
 //! The broker, the producer and the clients stand in for systems on other machines (a Kafka
 //! cluster, the app, browsers); here they share the connector's cores, so they run at
@@ -182,16 +190,89 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "mock".to_string());
     let broker = match broker_kind.as_str() {
-        "mock" => {
-            let broker = broker::TestBroker::mock(PARTITIONS);
-            let n = nice_threads("rdk:mock", external_nice);
-            eprintln!("mock cluster: {n} thread(s) at nice {external_nice}");
-            broker
-        }
+        "mock" => broker::TestBroker::mock(PARTITIONS),
         "tansu" => broker::TestBroker::tansu()
             .expect("--broker tansu: the Tansu binary is missing (bash .ci/install-tansu.sh)"),
         other => panic!("--broker expects mock or tansu, got {other:?}"),
     };
+    let opts = Opts {
+        rate,
+        seconds,
+        external_nice,
+    };
+    let control = run(&broker, &opts, 0);
+    eprintln!(
+        "control run, no WebSocket clients: {:.0} events/s stored (producing {rate}/s); {} deleted by the broker before they were read; http p99 timeseries {:.2} ms",
+        control.ingest, control.skipped, percentile(&control.routes[0], 0.99)
+    );
+    let measured = run(&broker, &opts, clients);
+    eprintln!(
+        "run with {} of {clients} clients connected: {:.0} events/s stored; {} deleted by the broker before they were read; produced {}; clients received {} events; dropped {}",
+        measured.connected, measured.ingest, measured.skipped, measured.produced, measured.received, measured.dropped
+    );
+    let routes = &measured.routes;
+    for (name, r) in ["timeseries", "top_events", "unique_users", "counters"]
+        .iter()
+        .zip(routes)
+    {
+        eprintln!(
+            "http {name}: {} requests, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            r.len(),
+            percentile(r, 0.5),
+            percentile(r, 0.9),
+            percentile(r, 0.99),
+            r.last().copied().unwrap_or(0.0)
+        );
+    }
+    let fresh = &measured.freshness;
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    println!(
+        "{{\"bench\":\"gateway\",\"clients\":{clients},\"rate\":{rate},\"freshness_p50_ms\":{:.0},\"freshness_p99_ms\":{:.0},\"push_dropped\":{},\"http_p99_ms\":{{\"timeseries\":{},\"top_events\":{},\"unique_users\":{},\"counters\":{}}},\"ingest_events_per_sec\":{:.0},\"ingest_events_per_sec_without_clients\":{:.0},\"freshness_samples\":{},\"external_nice\":{external_nice}}}",
+        percentile(fresh, 0.5),
+        percentile(fresh, 0.99),
+        measured.dropped,
+        r2(percentile(&routes[0], 0.99)),
+        r2(percentile(&routes[1], 0.99)),
+        r2(percentile(&routes[2], 0.99)),
+        r2(percentile(&routes[3], 0.99)),
+        measured.ingest,
+        control.ingest,
+        fresh.len()
+    );
+}
+
+struct Opts {
+    rate: u64,
+    seconds: u64,
+    external_nice: i32,
+}
+
+/// What one run measured over its window.
+struct Outcome {
+    /// Events stored per second.
+    ingest: f64,
+    /// Events the broker deleted before they were read.
+    skipped: u64,
+    produced: u64,
+    connected: u64,
+    /// Events carried by updates, over all clients.
+    received: u64,
+    /// Updates skipped for slow clients.
+    dropped: u64,
+    /// Freshness samples (ms), sorted.
+    freshness: Vec<f64>,
+    /// Latencies (ms) per dashboard query, sorted: timeseries, top events, unique users,
+    /// counters.
+    routes: Vec<Vec<f64>>,
+}
+
+/// One run on a fresh topic and an empty store, with `clients` WebSocket clients.
+fn run(broker: &broker::TestBroker, opts: &Opts, clients: usize) -> Outcome {
+    let Opts {
+        rate,
+        seconds,
+        external_nice,
+    } = *opts;
     let topic = broker::random_name("gw-bench");
     broker.create_topic(&topic, PARTITIONS);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -221,18 +302,13 @@ fn main() {
         shutdown.clone(),
     );
     let ingest_thread = std::thread::spawn(move || ingest.run());
+    warm_up(&broker.bootstrap, &topic, addr);
+    // The mock cluster's thread may start only with the first topic's traffic.
+    let reniced = nice_threads("rdk:mock", external_nice);
+    if clients == 0 {
+        eprintln!("mock cluster: {reniced} thread(s) at nice {external_nice}");
+    }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let prod = {
-        let (b, t, s) = (broker.bootstrap.clone(), topic.clone(), stop.clone());
-        std::thread::spawn(move || producer(b, t, rate, s, external_nice))
-    };
-    // Phase 1: ingest alone (after a warm-up for the group join).
-    std::thread::sleep(Duration::from_secs(5));
-    let (alone, skipped_alone) = ingest_rate(&metrics, &topic, 10);
-    eprintln!("ingest without clients: {alone:.0} events/s stored (producing {rate}/s); {skipped_alone} deleted by the broker before they were read");
-
-    // Phase 2: C clients and the HTTP poller.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("bench-clients")
@@ -251,105 +327,35 @@ fn main() {
             connected.clone(),
             done.clone(),
         );
-        rt.spawn(async move {
-            let url = format!(
-                "ws://{addr}/ws/dashboard?org={}",
-                org((c % ORGS as usize) as u8)
-            );
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
-                return;
-            };
-            connected.fetch_add(1, Ordering::Relaxed);
-            while let Some(Ok(msg)) = ws.next().await {
-                if done.load(Ordering::Relaxed) {
-                    break;
-                }
-                let tokio_tungstenite::tungstenite::Message::Text(t) = msg else {
-                    continue;
-                };
-                let at = now_ms();
-                // Typed and skipping what is not needed: 1,000 clients parsing every
-                // update into serde_json::Value cost the process more CPU than the server.
-                if c < SAMPLED_CLIENTS {
-                    let Ok(u) = serde_json::from_str::<Update<Stamped>>(t.as_str()) else {
-                        continue;
-                    };
-                    if u.kind != "update" {
-                        continue;
-                    }
-                    received.fetch_add(u.events.len() as u64, Ordering::Relaxed);
-                    let mut s = samples.lock().expect("samples");
-                    for e in &u.events {
-                        if let Ok(ts) = chrono::DateTime::parse_from_rfc3339(&e.timestamp) {
-                            s.push((at - ts.timestamp_millis()) as f64);
-                        }
-                    }
-                } else if let Ok(u) =
-                    serde_json::from_str::<Update<serde::de::IgnoredAny>>(t.as_str())
-                {
-                    if u.kind == "update" {
-                        received.fetch_add(u.events.len() as u64, Ordering::Relaxed);
-                    }
-                }
-            }
-        });
+        rt.spawn(client(c, addr, samples, received, connected, done));
+    }
+    let connecting = Instant::now();
+    while connected.load(Ordering::Relaxed) < clients as u64
+        && connecting.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(50));
     }
     let http: Arc<Mutex<Vec<(usize, f64)>>> = Arc::new(Mutex::new(Vec::new()));
-    // The poller has a thread and runtime of its own: on the clients' runtime its requests
-    // waited behind 1,000 client tasks, which measured the bench, not the gateway.
-    let poller = {
-        let (http, done) = (http.clone(), done.clone());
-        let poller_rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("poller runtime");
-        std::thread::spawn(move || {
-            poller_rt.block_on(async move {
-                let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-                let from = (chrono::Utc::now() - chrono::Duration::days(7)).timestamp_millis();
-                let to = chrono::Utc::now().timestamp_millis() + 3_600_000;
-                let mut i = 0usize;
-                while !done.load(Ordering::Relaxed) {
-                    let o = org((i % ORGS as usize) as u8);
-                    let paths = [
-                        format!("/api/v1/orgs/{o}/timeseries?from={from}&to={to}&granularity=hour"),
-                        format!("/api/v1/orgs/{o}/top-events?date={day}"),
-                        format!("/api/v1/orgs/{o}/unique-users?from={from}&to={to}"),
-                        format!("/api/v1/orgs/{o}/counters"),
-                    ];
-                    for (k, p) in paths.iter().enumerate() {
-                        let t = Instant::now();
-                        if http_get(addr, p).await.is_some() {
-                            http.lock()
-                                .expect("http")
-                                .push((k, t.elapsed().as_secs_f64() * 1000.0));
-                        }
-                    }
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-        })
+    let poller = poller(addr, http.clone(), done.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let prod = {
+        let (b, t, s) = (broker.bootstrap.clone(), topic.clone(), stop.clone());
+        std::thread::spawn(move || producer(b, t, rate, s, external_nice))
     };
-    std::thread::sleep(Duration::from_secs(3));
-    eprintln!(
-        "{} of {clients} clients connected",
-        connected.load(Ordering::Relaxed)
-    );
+    // The first 2 s ramp up (the producer's first batches, the first pushes); then measure.
+    std::thread::sleep(Duration::from_secs(2));
     samples.lock().expect("samples").clear();
+    http.lock().expect("http").clear();
+    received.store(0, Ordering::Relaxed);
     let dropped_before = metrics.ws_messages_dropped.get();
-    let (with_clients, skipped_with_clients) = ingest_rate(&metrics, &topic, seconds);
+    let (ingest, skipped) = ingest_rate(&metrics, &topic, seconds);
+    let dropped = metrics.ws_messages_dropped.get() - dropped_before;
     done.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     poller.join().expect("HTTP poller");
     let produced = prod.join().expect("producer");
-    let dropped = metrics.ws_messages_dropped.get() - dropped_before;
-    eprintln!(
-        "ingest with clients: {with_clients:.0} events/s stored; {skipped_with_clients} deleted by the broker before they were read; produced {produced}; clients received {} events; dropped {dropped}",
-        received.load(Ordering::Relaxed)
-    );
-    let mut fresh = samples.lock().expect("samples").clone();
-    fresh.sort_by(|a, b| a.partial_cmp(b).expect("number"));
+    let mut freshness = samples.lock().expect("samples").clone();
+    freshness.sort_by(|a, b| a.partial_cmp(b).expect("number"));
     let mut routes: Vec<Vec<f64>> = vec![Vec::new(); 4];
     for (k, ms) in http.lock().expect("http").iter() {
         routes[*k].push(*ms);
@@ -357,35 +363,156 @@ fn main() {
     for r in &mut routes {
         r.sort_by(|a, b| a.partial_cmp(b).expect("number"));
     }
-    for (name, r) in ["timeseries", "top_events", "unique_users", "counters"]
-        .iter()
-        .zip(&routes)
-    {
-        eprintln!(
-            "http {name}: {} requests, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            r.len(),
-            percentile(r, 0.5),
-            percentile(r, 0.9),
-            percentile(r, 0.99),
-            r.last().copied().unwrap_or(0.0)
-        );
-    }
     shutdown.cancel();
     let _ = ingest_thread.join();
     let _ = services.join();
     rt.shutdown_timeout(Duration::from_secs(2));
     let _ = store.close();
-    let r2 = |x: f64| (x * 100.0).round() / 100.0;
-    println!(
-        "{{\"bench\":\"gateway\",\"clients\":{clients},\"rate\":{rate},\"freshness_p50_ms\":{:.0},\"freshness_p99_ms\":{:.0},\"push_dropped\":{dropped},\"http_p99_ms\":{{\"timeseries\":{},\"top_events\":{},\"unique_users\":{},\"counters\":{}}},\"ingest_events_per_sec\":{:.0},\"ingest_events_per_sec_without_clients\":{:.0},\"freshness_samples\":{},\"external_nice\":{external_nice}}}",
-        percentile(&fresh, 0.5),
-        percentile(&fresh, 0.99),
-        r2(percentile(&routes[0], 0.99)),
-        r2(percentile(&routes[1], 0.99)),
-        r2(percentile(&routes[2], 0.99)),
-        r2(percentile(&routes[3], 0.99)),
-        with_clients,
-        alone,
-        fresh.len()
+    Outcome {
+        ingest,
+        skipped,
+        produced,
+        connected: connected.load(Ordering::Relaxed),
+        received: received.load(Ordering::Relaxed),
+        dropped,
+        freshness,
+        routes,
+    }
+}
+
+/// Produces one event per org and waits until the gateway knows every org (404 before its
+/// first event): the consumer group has joined and the clients can connect.
+fn warm_up(bootstrap: &str, topic: &str, addr: std::net::SocketAddr) {
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for o in 0..ORGS {
+        let payload = format!(
+            r#"{{"org_id":"{}","event_type":"track","event_name":"warm_up","user_id":"u0","timestamp":{}}}"#,
+            org(o),
+            now_ms()
+        );
+        p.send(BaseRecord::<str, str>::to(topic).payload(&payload))
+            .map_err(|(e, _)| e)
+            .expect("warm-up event");
+    }
+    p.flush(Duration::from_secs(30)).expect("warm-up flush");
+    let started = Instant::now();
+    for o in 0..ORGS {
+        let path = format!("/api/v1/orgs/{}/counters", org(o));
+        while !http_ok_blocking(addr, &path) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "org {o}'s warm-up event did not reach the gateway within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn http_ok_blocking(addr: std::net::SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let mut out = Vec::new();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .is_ok()
+        && s.read_to_end(&mut out).is_ok()
+        && out.starts_with(b"HTTP/1.1 200")
+}
+
+/// Client `c`: connects to its org's live feed and counts (the first [`SAMPLED_CLIENTS`]
+/// also time) the events its updates carry, until `done`.
+async fn client(
+    c: usize,
+    addr: std::net::SocketAddr,
+    samples: Arc<Mutex<Vec<f64>>>,
+    received: Arc<AtomicU64>,
+    connected: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+) {
+    let url = format!(
+        "ws://{addr}/ws/dashboard?org={}",
+        org((c % ORGS as usize) as u8)
     );
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+        return;
+    };
+    connected.fetch_add(1, Ordering::Relaxed);
+    while let Some(Ok(msg)) = ws.next().await {
+        if done.load(Ordering::Relaxed) {
+            break;
+        }
+        let tokio_tungstenite::tungstenite::Message::Text(t) = msg else {
+            continue;
+        };
+        let at = now_ms();
+        // Typed and skipping what is not needed: 1,000 clients parsing every update into
+        // serde_json::Value cost the process more CPU than the server.
+        if c < SAMPLED_CLIENTS {
+            let Ok(u) = serde_json::from_str::<Update<Stamped>>(t.as_str()) else {
+                continue;
+            };
+            if u.kind != "update" {
+                continue;
+            }
+            received.fetch_add(u.events.len() as u64, Ordering::Relaxed);
+            let mut s = samples.lock().expect("samples");
+            for e in &u.events {
+                if let Ok(ts) = chrono::DateTime::parse_from_rfc3339(&e.timestamp) {
+                    s.push((at - ts.timestamp_millis()) as f64);
+                }
+            }
+        } else if let Ok(u) = serde_json::from_str::<Update<serde::de::IgnoredAny>>(t.as_str()) {
+            if u.kind == "update" {
+                received.fetch_add(u.events.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Times the dashboard queries (route index, ms) in a loop until `done`. It has a thread
+/// and runtime of its own: on the clients' runtime its requests waited behind 1,000 client
+/// tasks, which measured the bench, not the gateway.
+fn poller(
+    addr: std::net::SocketAddr,
+    http: Arc<Mutex<Vec<(usize, f64)>>>,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let poller_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("poller runtime");
+    std::thread::spawn(move || {
+        poller_rt.block_on(async move {
+            let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            let from = (chrono::Utc::now() - chrono::Duration::days(7)).timestamp_millis();
+            let to = chrono::Utc::now().timestamp_millis() + 3_600_000;
+            let mut i = 0usize;
+            while !done.load(Ordering::Relaxed) {
+                let o = org((i % ORGS as usize) as u8);
+                let paths = [
+                    format!("/api/v1/orgs/{o}/timeseries?from={from}&to={to}&granularity=hour"),
+                    format!("/api/v1/orgs/{o}/top-events?date={day}"),
+                    format!("/api/v1/orgs/{o}/unique-users?from={from}&to={to}"),
+                    format!("/api/v1/orgs/{o}/counters"),
+                ];
+                for (k, p) in paths.iter().enumerate() {
+                    let t = Instant::now();
+                    if http_get(addr, p).await.is_some() {
+                        http.lock()
+                            .expect("http")
+                            .push((k, t.elapsed().as_secs_f64() * 1000.0));
+                    }
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    })
 }
