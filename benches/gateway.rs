@@ -398,10 +398,14 @@ fn warm_up(bootstrap: &str, topic: &str, addr: std::net::SocketAddr) {
             .expect("warm-up event");
     }
     p.flush(Duration::from_secs(30)).expect("warm-up flush");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("warm-up runtime");
     let started = Instant::now();
     for o in 0..ORGS {
         let path = format!("/api/v1/orgs/{}/counters", org(o));
-        while !http_ok_blocking(addr, &path) {
+        while rt.block_on(http_get(addr, &path)).is_none() {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "org {o}'s warm-up event did not reach the gateway within 60 s"
@@ -409,21 +413,6 @@ fn warm_up(bootstrap: &str, topic: &str, addr: std::net::SocketAddr) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn http_ok_blocking(addr: std::net::SocketAddr, path: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let mut out = Vec::new();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .is_ok()
-        && s.read_to_end(&mut out).is_ok()
-        && out.starts_with(b"HTTP/1.1 200")
 }
 
 /// Client `c`: connects to its org's live feed and counts (the first [`SAMPLED_CLIENTS`]
