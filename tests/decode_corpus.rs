@@ -515,11 +515,22 @@ fn native_event_with_every_field() {
 #[test]
 fn id_is_derived_from_the_kafka_position_when_absent() {
     let e = ok(native_without("id"));
-    assert_eq!(e.id, event_id_for("events.web", 4, 1234));
+    assert_eq!(e.id, event_id_for("events.web", 4, 1234, None));
     assert!(!e.id_from_payload);
     // A re-read of the same record gets the same id; another offset does not.
     assert_eq!(ok(native_without("id")).id, e.id);
-    assert_ne!(e.id, event_id_for("events.web", 4, 1235));
+    assert_ne!(e.id, event_id_for("events.web", 4, 1235, None));
+    // With a Kafka timestamp the id is time-ordered (UUIDv7) and still stable.
+    let stamped = ok(native_without("id").kafka_ts(1_717_243_200_000));
+    assert_eq!(
+        stamped.id,
+        event_id_for("events.web", 4, 1234, Some(1_717_243_200_000))
+    );
+    assert_eq!(stamped.id.get_version_num(), 7);
+    assert_eq!(
+        ok(native_without("id").kafka_ts(1_717_243_200_000)).id,
+        stamped.id
+    );
 }
 
 #[test]
