@@ -1,4 +1,4 @@
-//! `cargo bench --bench ingest -- --events N`: ~300-byte seed-shaped JSON events on 6
+//! `cargo bench --bench ingest -- --events N [--ids v4|v7]`: ~300-byte seed-shaped JSON events on 6
 //! partitions of an out-of-process Tansu broker (or KAFKA_BOOTSTRAP_SERVERS). In one run:
 //! (a) the raw-consume ceiling, an rdkafka consumer that only counts; (b) streamtally from an
 //! empty store to every event durable and its offsets committed. Last stdout line is JSON.
@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, peak_rss_mb};
+use common::{arg, ids_arg, peak_rss_mb};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -73,6 +73,7 @@ fn main() {
     broker.create_topic(&topic, PARTITIONS);
     let cfg = SynthConfig {
         span_days: 1,
+        ids: ids_arg(),
         ..SynthConfig::new(n)
     };
     let t = Instant::now();
@@ -171,9 +172,10 @@ fn main() {
     let duplicates = rows.len() - (n as usize - missing);
     store.close().expect("close");
     println!(
-        "{{\"bench\":\"ingest\",\"events\":{n},\"events_per_sec\":{events_per_sec:.0},\"ceiling_events_per_sec\":{ceiling:.0},\"ratio\":{:.3},\"flush_p99_ms\":{flush_p99_ms:.1},\"peak_rss_mb\":{:.1},\"missing\":{missing},\"duplicates\":{duplicates},\"broker\":\"{}\"}}",
+        "{{\"bench\":\"ingest\",\"events\":{n},\"events_per_sec\":{events_per_sec:.0},\"ceiling_events_per_sec\":{ceiling:.0},\"ratio\":{:.3},\"flush_p99_ms\":{flush_p99_ms:.1},\"peak_rss_mb\":{:.1},\"missing\":{missing},\"duplicates\":{duplicates},\"broker\":\"{}\",\"ids\":\"{}\"}}",
         events_per_sec / ceiling,
         peak_rss_mb(),
-        broker.kind
+        broker.kind,
+        cfg.ids.name()
     );
 }

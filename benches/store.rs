@@ -1,10 +1,10 @@
-//! `cargo bench --bench store -- --events N`: durable batch writes of seed-shaped events
+//! `cargo bench --bench store -- --events N [--ids v4|v7]`: durable batch writes of seed-shaped events
 //! through the store layer, then the gateway's read shapes, and, for comparison, ormdb-core's
 //! own typed `Transaction` path on the first 20,000 events. The last stdout line is JSON.
 
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, peak_rss_mb, percentile};
+use common::{arg, ids_arg, peak_rss_mb, percentile};
 
 use std::ops::Bound;
 use std::time::{Duration, Instant};
@@ -76,7 +76,10 @@ fn main() {
     let events = arg("--events", 1_000_000);
     let schema = Schema::parse(include_str!("../schema.ormdb")).expect("schema.ormdb parses");
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = SynthConfig::new(events);
+    let cfg = SynthConfig {
+        ids: ids_arg(),
+        ..SynthConfig::new(events)
+    };
     let store = Store::open(StoreOptions::new(dir.path()), &schema).expect("open store");
 
     // Writers: WRITERS threads take batch numbers in order and write them durably.
@@ -235,7 +238,7 @@ fn main() {
     eprintln!("events/s per 100k: [{chunks}]");
     let _ = Duration::ZERO;
     println!(
-        "{{\"bench\":\"store\",\"events\":{events},\"events_per_sec\":{:.0},\"batch_p50_ms\":{:.2},\"batch_p99_ms\":{:.2},\"disk_bytes_per_event\":{:.0},\"peak_rss_mb\":{:.1},\"reopen_ms\":{:.0},\"count_org_day_ms\":{:.2},\"distinct_users_7d_ms\":{:.2},\"top_events_day_ms\":{:.2},\"recent_events_ms\":{:.2},\"events_per_sec_per_100k\":[{chunks}],\"writers\":{WRITERS},\"ormdb_typed_events_per_sec\":{:.0}}}",
+        "{{\"bench\":\"store\",\"events\":{events},\"events_per_sec\":{:.0},\"batch_p50_ms\":{:.2},\"batch_p99_ms\":{:.2},\"disk_bytes_per_event\":{:.0},\"peak_rss_mb\":{:.1},\"reopen_ms\":{:.0},\"count_org_day_ms\":{:.2},\"distinct_users_7d_ms\":{:.2},\"top_events_day_ms\":{:.2},\"recent_events_ms\":{:.2},\"events_per_sec_per_100k\":[{chunks}],\"writers\":{WRITERS},\"ormdb_typed_events_per_sec\":{:.0},\"ids\":\"{}\"}}",
         events_per_sec,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
@@ -246,7 +249,8 @@ fn main() {
         distinct_users_7d_ms,
         top_events_day_ms,
         recent_ms,
-        typed
+        typed,
+        cfg.ids.name()
     );
 }
 

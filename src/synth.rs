@@ -75,6 +75,36 @@ pub struct SynthConfig {
     pub end: DateTime<Utc>,
     /// Total events the time span is spread over.
     pub total: u64,
+    /// The shape of the event ids.
+    pub ids: SynthIds,
+}
+
+/// The shape of synthetic event ids. Both are deterministic in the seed and the event's
+/// number; they differ in how they sort, which is what the store's id-keyed trees feel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynthIds {
+    /// UUIDv4-shaped: random order.
+    Random,
+    /// UUIDv7: the event time's milliseconds first.
+    TimeOrdered,
+}
+
+impl SynthIds {
+    /// From a benchmark's `--ids` value: `v4` or `v7`.
+    pub fn parse(s: &str) -> Option<SynthIds> {
+        match s {
+            "v4" => Some(SynthIds::Random),
+            "v7" => Some(SynthIds::TimeOrdered),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SynthIds::Random => "v4",
+            SynthIds::TimeOrdered => "v7",
+        }
+    }
 }
 
 impl SynthConfig {
@@ -86,6 +116,7 @@ impl SynthConfig {
             span_days: 30,
             end: Utc::now(),
             total,
+            ids: SynthIds::Random,
         }
     }
 
@@ -189,9 +220,18 @@ impl SynthEvent {
         let mut id_bytes = [0u8; 16];
         id_bytes[..8].copy_from_slice(&mix(cfg.seed.wrapping_add(i)).to_le_bytes());
         id_bytes[8..].copy_from_slice(&i.to_be_bytes());
-        let id = *uuid::Builder::from_random_bytes(id_bytes)
-            .as_uuid()
-            .as_bytes();
+        let id = match cfg.ids {
+            SynthIds::Random => uuid::Builder::from_random_bytes(id_bytes),
+            SynthIds::TimeOrdered => {
+                let millis = timestamp.timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
+                // Two seeded bytes, then the event's number (unique within the stream).
+                let mut random = [0u8; 10];
+                random[..2].copy_from_slice(&id_bytes[..2]);
+                random[2..].copy_from_slice(&i.to_be_bytes());
+                uuid::Builder::from_unix_timestamp_millis(millis, &random)
+            }
+        };
+        let id = *id.as_uuid().as_bytes();
         SynthEvent {
             id,
             org,
@@ -224,5 +264,38 @@ impl SynthEvent {
                 Value::String(self.timestamp.format("%Y-%m-%d").to_string()),
             )
             .with("hour", Value::Int32(self.timestamp.hour() as i32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_ordered_ids_are_uuidv7_in_event_order_and_distinct() {
+        let cfg = SynthConfig {
+            ids: SynthIds::TimeOrdered,
+            ..SynthConfig::new(10_000)
+        };
+        let ids: Vec<uuid::Uuid> = (0..10_000)
+            .map(|i| uuid::Uuid::from_bytes(SynthEvent::generate(&cfg, i).id))
+            .collect();
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids sort in event order"
+        );
+        let first = SynthEvent::generate(&cfg, 0);
+        let (secs, nanos) = ids[0].get_timestamp().unwrap().to_unix();
+        assert_eq!(
+            secs as i64 * 1000 + nanos as i64 / 1_000_000,
+            first.timestamp.timestamp_millis()
+        );
+        // Deterministic, and the default shape is random (v4).
+        assert_eq!(SynthEvent::generate(&cfg, 7).id, ids[7].into_bytes());
+        let random = SynthEvent::generate(&SynthConfig::new(10_000), 7).id;
+        assert_eq!(uuid::Uuid::from_bytes(random).get_version_num(), 4);
+        assert_eq!(SynthIds::parse("v7"), Some(SynthIds::TimeOrdered));
+        assert_eq!(SynthIds::parse("v5"), None);
     }
 }

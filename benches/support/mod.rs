@@ -14,6 +14,19 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The synthetic id shape named by `--ids v4|v7` (default v4: random ids).
+pub fn ids_arg() -> streamtally::synth::SynthIds {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--ids") {
+        None => streamtally::synth::SynthIds::Random,
+        Some(i) => {
+            let v = args.get(i + 1).map_or("", String::as_str);
+            streamtally::synth::SynthIds::parse(v)
+                .unwrap_or_else(|| panic!("--ids expects v4 or v7, got {v:?}"))
+        }
+    }
+}
+
 /// Peak resident set size of this process (VmHWM), in MiB.
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
