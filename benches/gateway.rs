@@ -72,7 +72,16 @@ fn nice_this_thread(nice: i32) {
 
 /// Lowers the priority of this process's threads whose name starts with `prefix`.
 fn nice_threads(prefix: &str, nice: i32) -> usize {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    nice_tasks("/proc/self/task", prefix, nice)
+}
+
+/// Lowers the priority of every thread of process `pid` (an out-of-process broker).
+fn nice_process(pid: u32, nice: i32) -> usize {
+    nice_tasks(&format!("/proc/{pid}/task"), "", nice)
+}
+
+fn nice_tasks(dir: &str, prefix: &str, nice: i32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(dir) else {
         return 0;
     };
     let mut n = 0;
@@ -304,9 +313,19 @@ fn run(broker: &broker::TestBroker, opts: &Opts, clients: usize) -> Outcome {
     let ingest_thread = std::thread::spawn(move || ingest.run());
     warm_up(&broker.bootstrap, &topic, addr);
     // The mock cluster's thread may start only with the first topic's traffic.
-    let reniced = nice_threads("rdk:mock", external_nice);
-    if clients == 0 {
-        eprintln!("mock cluster: {reniced} thread(s) at nice {external_nice}");
+    match broker.pid() {
+        Some(pid) => {
+            let reniced = nice_process(pid, external_nice);
+            if clients == 0 {
+                eprintln!("broker process {pid}: {reniced} thread(s) at nice {external_nice}");
+            }
+        }
+        None => {
+            let reniced = nice_threads("rdk:mock", external_nice);
+            if clients == 0 {
+                eprintln!("mock cluster: {reniced} thread(s) at nice {external_nice}");
+            }
+        }
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()

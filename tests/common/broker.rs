@@ -271,6 +271,11 @@ impl TestBroker {
         name
     }
 
+    /// The process id of the broker when this started it out of process (Tansu).
+    pub fn pid(&self) -> Option<u32> {
+        self.tansu.as_ref()?.child.as_ref().map(Child::id)
+    }
+
     /// Tansu only: kill the broker and start it again on the same port. Memory storage:
     /// every topic, record and committed offset is LOST; re-create topics after this.
     pub fn restart(&mut self) {
