@@ -313,19 +313,18 @@ fn run(broker: &broker::TestBroker, opts: &Opts, clients: usize) -> Outcome {
     let ingest_thread = std::thread::spawn(move || ingest.run());
     warm_up(&broker.bootstrap, &topic, addr);
     // The mock cluster's thread may start only with the first topic's traffic.
-    match broker.pid() {
-        Some(pid) => {
-            let reniced = nice_process(pid, external_nice);
-            if clients == 0 {
-                eprintln!("broker process {pid}: {reniced} thread(s) at nice {external_nice}");
-            }
-        }
-        None => {
-            let reniced = nice_threads("rdk:mock", external_nice);
-            if clients == 0 {
-                eprintln!("mock cluster: {reniced} thread(s) at nice {external_nice}");
-            }
-        }
+    let (what, reniced) = match broker.pid() {
+        Some(pid) => (
+            format!("broker process {pid}"),
+            nice_process(pid, external_nice),
+        ),
+        None => (
+            "mock cluster".to_string(),
+            nice_threads("rdk:mock", external_nice),
+        ),
+    };
+    if clients == 0 {
+        eprintln!("{what}: {reniced} thread(s) at nice {external_nice}");
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
