@@ -276,6 +276,18 @@ pub struct DeadLetterConfig {
     /// `topic_suffix`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// With policy `topic`: when the dead-letter producer or the broker refuses a record for
+    /// its size, an envelope is sent instead (header `streamtally.truncated: true`): a JSON
+    /// object with this many KiB of the value (base64), its length and SHA-256, the reason and
+    /// the source topic, partition and offset.
+    pub envelope_prefix_kib: u64,
+    /// Dead-letter an event whose (org, id) is already stored with other content (reason
+    /// `id_conflict`) instead of only counting and logging it. The first write wins either way.
+    pub id_conflicts: bool,
+}
+
+fn default_envelope_prefix_kib() -> u64 {
+    4
 }
 
 fn default_dead_letter_topic_suffix() -> String {
@@ -288,6 +300,8 @@ impl Default for DeadLetterConfig {
             policy: DeadLetterPolicy::default(),
             topic_suffix: default_dead_letter_topic_suffix(),
             topic: None,
+            envelope_prefix_kib: default_envelope_prefix_kib(),
+            id_conflicts: false,
         }
     }
 }
@@ -961,6 +975,13 @@ impl Config {
             if let Some(problem) = topic_name_problem(topic) {
                 p.push(format!("kafka.dead_letter.topic {topic:?}: {problem}"));
             }
+        }
+        if !(1..=512).contains(&dl.envelope_prefix_kib) {
+            p.push(format!(
+                "kafka.dead_letter.envelope_prefix_kib {}: must be 1 to 512 (an envelope must \
+                 stay small enough for any broker)",
+                dl.envelope_prefix_kib
+            ));
         }
         if dl.policy == DeadLetterPolicy::Topic {
             match &dl.topic {

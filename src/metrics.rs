@@ -21,6 +21,30 @@ pub struct DeadLetterLabel {
     pub reason: String,
 }
 
+/// Labels of `streamtally_events_duplicate_total`: `kind` is `same` (the id was stored with
+/// the same content: a producer retry or a re-read) or `conflict` (the id was stored with other
+/// content; the first write wins).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DuplicateLabel {
+    pub topic: String,
+    pub kind: String,
+}
+
+/// A partition held at a record whose dead letter is not delivered yet (see
+/// `ingest::deadletter`), as `/readyz` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockedPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// The record waiting for its dead letter.
+    pub offset: i64,
+    pub reason_code: &'static str,
+    /// What refused the last attempt (or that none was acknowledged yet).
+    pub refusal: String,
+    /// Since when (ms since epoch) the partition waits.
+    pub since_ms: i64,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
     pub topic: String,
@@ -50,7 +74,7 @@ pub struct Metrics {
     registry: Registry,
     pub events_consumed: Family<TopicLabel, Counter>,
     pub events_stored: Family<TopicLabel, Counter>,
-    pub events_duplicate: Family<TopicLabel, Counter>,
+    pub events_duplicate: Family<DuplicateLabel, Counter>,
     pub events_dead_lettered: Family<DeadLetterLabel, Counter>,
     pub events_skipped: Family<DeadLetterLabel, Counter>,
     pub batch_size: Histogram,
@@ -63,6 +87,9 @@ pub struct Metrics {
     pub store_write_errors: Counter,
     pub kafka_commit_repairs: Counter,
     pub dead_letter_errors: Counter,
+    pub dead_letter_blocked_partitions: Gauge,
+    /// The partitions waiting for a dead letter, for `/readyz`.
+    blocked: parking_lot::Mutex<Vec<BlockedPartition>>,
     pub event_freshness_ms: Gauge,
     /// Newest stored event time (ms since epoch); freshness is now minus this.
     pub newest_event_ms: AtomicI64,
@@ -106,6 +133,8 @@ impl Metrics {
             store_write_errors: Counter::default(),
             kafka_commit_repairs: Counter::default(),
             dead_letter_errors: Counter::default(),
+            dead_letter_blocked_partitions: Gauge::default(),
+            blocked: parking_lot::Mutex::new(Vec::new()),
             event_freshness_ms: Gauge::default(),
             newest_event_ms: AtomicI64::new(0),
             last_flush_ok_ms: AtomicI64::new(0),
@@ -134,7 +163,7 @@ impl Metrics {
         );
         r.register(
             "events_duplicate",
-            "Events skipped because their id was already stored (replays, producer retries)",
+            "Events not stored because their (org, id) was already stored, by topic and kind: same content (replays, producer retries) or conflict (other content; the first write wins)",
             m.events_duplicate.clone(),
         );
         r.register(
@@ -193,6 +222,11 @@ impl Metrics {
             m.dead_letter_errors.clone(),
         );
         r.register(
+            "dead_letter_blocked_partitions",
+            "Partitions paused at a record whose dead letter is not delivered yet (/readyz names them)",
+            m.dead_letter_blocked_partitions.clone(),
+        );
+        r.register(
             "event_freshness_ms",
             "Now minus the newest stored event time, in milliseconds",
             m.event_freshness_ms.clone(),
@@ -243,6 +277,17 @@ impl Metrics {
             m.ws_messages_dropped.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Replaces the list of partitions waiting for a dead letter.
+    pub fn set_blocked_partitions(&self, list: Vec<BlockedPartition>) {
+        self.dead_letter_blocked_partitions.set(list.len() as i64);
+        *self.blocked.lock() = list;
+    }
+
+    /// The partitions waiting for a dead letter.
+    pub fn blocked_partitions(&self) -> Vec<BlockedPartition> {
+        self.blocked.lock().clone()
     }
 
     /// Notes that events up to `event_ms` are stored and a flush just succeeded.

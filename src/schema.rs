@@ -874,7 +874,7 @@ mod tests {
     fn real_schema_event_fields_and_indexes() {
         let schema = Schema::parse(REAL).unwrap();
         let event = schema.entity("Event").unwrap();
-        assert_eq!(event.fields.len(), 16);
+        assert_eq!(event.fields.len(), 17);
         assert_eq!(
             event.fields[0],
             Field {
@@ -932,7 +932,7 @@ mod tests {
 
         let event = catalog.get_entity("Event").unwrap().unwrap();
         assert_eq!(event.identity_field, "id");
-        assert_eq!(event.fields.len(), 16);
+        assert_eq!(event.fields.len(), 17);
         let id = event.get_field("id").unwrap();
         assert_eq!(id.field_type, orm::FieldType::Scalar(orm::ScalarType::Uuid));
         assert_eq!(id.default, Some(orm::DefaultValue::AutoUuid));

@@ -54,7 +54,12 @@ pub fn event_json(row: &Row) -> Json {
         _ => Json::Null,
     };
     let mut m = Map::new();
-    m.insert("id".into(), uuid(row, "id"));
+    // `event_id` holds the producer's id where the row id had to be scoped to the org.
+    let id = match uuid(row, "event_id") {
+        Json::Null => uuid(row, "id"),
+        given => given,
+    };
+    m.insert("id".into(), id);
     m.insert("org_id".into(), uuid(row, "org_id"));
     m.insert("event_type".into(), text(row, "event_type"));
     m.insert("event_name".into(), text(row, "event_name"));

@@ -31,7 +31,9 @@ pub struct Check {
 ///   `max_flush_age_ms` old;
 /// - `freshness`: while events wait, the newest stored event time is at most
 ///   `max_freshness_ms` old. With nothing waiting, old data is as fresh as the topic is,
-///   so an idle topic does not make the connector unready.
+///   so an idle topic does not make the connector unready;
+/// - `dead_letters`: no partition is paused at a record whose dead letter the broker has not
+///   acknowledged (the detail names each such partition, its offset and what refused it).
 pub fn readiness(m: &Metrics, r: &ReadinessConfig, now_ms: i64) -> Vec<Check> {
     let assigned = m.assigned_partitions.get();
     let lag = m.total_lag.load(Ordering::Relaxed);
@@ -66,6 +68,26 @@ pub fn readiness(m: &Metrics, r: &ReadinessConfig, now_ms: i64) -> Vec<Check> {
             ),
         )
     };
+    let blocked = m.blocked_partitions();
+    let dead_letters = if blocked.is_empty() {
+        "no partition waits for a dead letter".to_string()
+    } else {
+        blocked
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}[{}] waits at offset {} for its dead letter ({}) since {} ms: {}",
+                    b.topic,
+                    b.partition,
+                    b.offset,
+                    b.reason_code,
+                    (now_ms - b.since_ms).max(0),
+                    b.refusal
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     vec![
         Check {
             name: "partitions_assigned",
@@ -86,6 +108,11 @@ pub fn readiness(m: &Metrics, r: &ReadinessConfig, now_ms: i64) -> Vec<Check> {
             name: "freshness",
             ok: freshness.0,
             detail: freshness.1,
+        },
+        Check {
+            name: "dead_letters",
+            ok: blocked.is_empty(),
+            detail: dead_letters,
         },
     ]
 }

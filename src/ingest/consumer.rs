@@ -10,11 +10,11 @@
 //! derived from (topic, partition, offset), and inserts skip ids already stored, so a re-read
 //! never becomes a second row.
 
-use super::deadletter::DeadLetters;
-use super::decode::{decode, DecodeOptions, DecodedEvent, SourceMeta};
+use super::deadletter::{DeadLetter, DeadLetterQueue, Rejected};
+use super::decode::{decode, DecodeOptions, DecodedEvent, RejectReason, SourceMeta};
 use crate::config::{Config, DeadLetterPolicy, Subscription};
-use crate::metrics::{KindLabel, Metrics, PartitionLabel, TopicLabel};
-use crate::store::{Store, StoreError, WriteBatch, WriteTicket};
+use crate::metrics::{DuplicateLabel, KindLabel, Metrics, PartitionLabel, TopicLabel};
+use crate::store::{CommitInfo, Duplicate, IdScope, Store, StoreError, WriteBatch, WriteTicket};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
@@ -43,6 +43,28 @@ const ROOM_WAIT: Duration = Duration::from_secs(1);
 const COMMIT_CHECK: Duration = Duration::from_secs(5);
 /// How long that read-back may block the poll loop.
 const COMMIT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a conflicting event id is logged (each is counted).
+const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Event ids from payloads are unique per org: the same id in another org is another event,
+/// and the same (org, id) with other content is a conflict (the first write wins).
+static EVENT_ID_SCOPE: std::sync::LazyLock<Arc<IdScope>> = std::sync::LazyLock::new(|| {
+    Arc::new(IdScope {
+        scope_field: "org_id".into(),
+        original_id_field: "event_id".into(),
+        content_fields: [
+            "event_type",
+            "event_name",
+            "user_id",
+            "session_id",
+            "properties",
+            "timestamp",
+        ]
+        .map(String::from)
+        .to_vec(),
+    })
+});
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -74,7 +96,6 @@ struct Pending {
     events: usize,
     bytes: usize,
     offsets: BTreeMap<TopicPartition, i64>,
-    per_topic: HashMap<String, u64>,
     newest_event_ms: i64,
     first_at: Option<Instant>,
 }
@@ -91,8 +112,6 @@ struct Submitted {
     /// again (`write_batch`) only for a retry, which is rare.
     retry: Vec<DecodedEvent>,
     offsets: BTreeMap<TopicPartition, i64>,
-    per_topic: HashMap<String, u64>,
-    events: usize,
     bytes: usize,
     newest_event_ms: i64,
     submitted: Instant,
@@ -120,8 +139,28 @@ struct Shared {
     /// Bumped by every assignment and revocation: the poll loop's expected offsets restart
     /// from the stored positions.
     assign_epoch: std::sync::atomic::AtomicU64,
+    /// Dead letters under way, and the partitions paused until theirs is delivered (set by
+    /// `run`: creating the producer can fail).
+    dead_letters: Mutex<Option<DeadLetterQueue>>,
+    /// The high watermark of each partition paused for a dead letter, read from the broker
+    /// (librdkafka's statistics stop updating it while a partition is paused).
+    blocked_high: Mutex<HashMap<TopicPartition, i64>>,
+    /// With `kafka.dead_letter.id_conflicts`: the content of each payload-id event read but
+    /// not yet durable, by (org, id), so that a conflict is caught before either is stored.
+    claims: Mutex<HashMap<(uuid::Uuid, uuid::Uuid), EventContent>>,
+    /// When a conflicting event id was last logged, and how many since.
+    conflict_logged: Mutex<(Option<Instant>, u64)>,
     #[cfg(feature = "fault-injection")]
     durable_batches: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn is_blocked(&self, topic: &str, partition: i32) -> bool {
+        self.dead_letters
+            .lock()
+            .as_ref()
+            .is_some_and(|d| d.is_blocked(topic, partition))
+    }
 }
 
 pub struct IngestContext {
@@ -131,6 +170,7 @@ pub struct IngestContext {
 impl ClientContext for IngestContext {
     fn stats(&self, statistics: Statistics) {
         let stored = self.shared.stored.lock().clone();
+        let blocked_high = self.shared.blocked_high.lock().clone();
         let mut total = 0u64;
         for (topic, t) in statistics.topics {
             for (p, part) in t.partitions {
@@ -140,7 +180,10 @@ impl ClientContext for IngestContext {
                 let Some(pos) = stored.get(&(topic.clone(), p)) else {
                     continue;
                 };
-                let lag = (part.hi_offset - pos).max(0);
+                let high = blocked_high
+                    .get(&(topic.clone(), p))
+                    .map_or(part.hi_offset, |h| (*h).max(part.hi_offset));
+                let lag = (high - pos).max(0);
                 total += lag as u64;
                 self.shared
                     .metrics
@@ -255,6 +298,15 @@ impl ConsumerContext for IngestContext {
                     assigned.remove(&(el.topic().to_string(), el.partition()));
                 }
                 m.assigned_partitions.set(assigned.len() as i64);
+                // A dead letter of a revoked partition is sent by its next owner (the
+                // partition did not move past the record).
+                if let Some(d) = self.shared.dead_letters.lock().as_mut() {
+                    d.forget(|tp| assigned.contains(tp));
+                }
+                self.shared
+                    .blocked_high
+                    .lock()
+                    .retain(|tp, _| assigned.contains(tp));
                 drop(assigned);
                 let r = if cooperative {
                     consumer.incremental_unassign(tpl)
@@ -312,6 +364,10 @@ impl Ingest {
                 unconfirmed_commit: Mutex::new(None),
                 shutdown,
                 callback_error: Mutex::new(None),
+                dead_letters: Mutex::new(None),
+                blocked_high: Mutex::new(HashMap::new()),
+                conflict_logged: Mutex::new((None, 0)),
+                claims: Mutex::new(HashMap::new()),
                 assign_epoch: std::sync::atomic::AtomicU64::new(0),
                 #[cfg(feature = "fault-injection")]
                 durable_batches: std::sync::atomic::AtomicU64::new(0),
@@ -356,8 +412,10 @@ impl Ingest {
     /// fatal error.
     pub fn run(self) -> Result<(), IngestError> {
         let consumer = self.consumer()?;
-        let dead_letters = DeadLetters::new(&self.shared.cfg, self.shared.metrics.clone())?;
         let shared = &self.shared;
+        *shared.dead_letters.lock() =
+            Some(DeadLetterQueue::new(&shared.cfg, shared.metrics.clone())?);
+        let mut watermarks_read = Instant::now();
         let max_events = shared.cfg.batching.max_batch_events.max(1) as usize;
         let max_delay = Duration::from_millis(shared.cfg.batching.max_batch_delay_ms.max(1));
         let max_bytes = shared.cfg.batching.max_inflight_bytes.max(1) as usize;
@@ -391,6 +449,11 @@ impl Ingest {
                             // re-ingesting dead letters would loop them forever.
                             continue;
                         }
+                        if shared.is_blocked(&tp.0, tp.1) {
+                            // Fetched before the pause took effect: read again after the
+                            // dead letter is delivered (the partition is sought back then).
+                            continue;
+                        }
                         gaps.check(shared, &consumer, &tp, msg.offset());
                         let headers: Vec<(String, Option<Vec<u8>>)> = msg
                             .headers()
@@ -417,7 +480,9 @@ impl Ingest {
                                 topic: tp.0.clone(),
                             })
                             .inc();
-                        match decode(msg.payload(), &meta, &opts) {
+                        match decode(msg.payload(), &meta, &opts)
+                            .and_then(|ev| check_id_conflict(shared, ev))
+                        {
                             Ok(ev) => {
                                 let size = msg.payload().map(|p| p.len()).unwrap_or(0) + 200;
                                 let ts = ev.timestamp.timestamp_millis();
@@ -432,27 +497,32 @@ impl Ingest {
                                         p.offsets.insert(tp.clone(), msg.offset() + 1);
                                     }
                                 }
-                                match p.per_topic.get_mut(&tp.0) {
-                                    Some(n) => *n += 1,
-                                    None => {
-                                        p.per_topic.insert(tp.0.clone(), 1);
-                                    }
-                                }
                                 p.newest_event_ms = p.newest_event_ms.max(ts);
                                 p.first_at.get_or_insert_with(Instant::now);
                             }
                             Err(reason) => {
                                 match shared.cfg.kafka.dead_letter.policy {
                                     DeadLetterPolicy::Topic => {
-                                        // Blocks (with backoff) until the dead letter is
-                                        // delivered: the partition never moves past an
-                                        // undelivered bad record.
-                                        dead_letters.send(
-                                            &msg,
-                                            &headers,
-                                            &reason,
-                                            &shared.shutdown,
-                                        )?;
+                                        // The partition never moves past a record whose dead
+                                        // letter is not acknowledged; while it waits, it waits
+                                        // alone (paused), and the others go on.
+                                        let letter = DeadLetter {
+                                            topic: tp.0.clone(),
+                                            partition: tp.1,
+                                            offset: msg.offset(),
+                                            key: msg.key().map(<[u8]>::to_vec),
+                                            payload: msg.payload().map(<[u8]>::to_vec),
+                                            headers,
+                                            reason,
+                                        };
+                                        let outcome = match shared.dead_letters.lock().as_mut() {
+                                            Some(d) => d.reject(letter),
+                                            None => Rejected::Delivered,
+                                        };
+                                        if let Rejected::Blocked = outcome {
+                                            pause_partition(&consumer, &tp);
+                                            continue;
+                                        }
                                     }
                                     DeadLetterPolicy::Skip => {
                                         tracing::warn!(topic = %tp.0, partition = tp.1, offset = msg.offset(),
@@ -505,10 +575,22 @@ impl Ingest {
                 reap(shared, &consumer, false)?;
                 backpressure(shared, &consumer, max_bytes)?;
                 confirm_commits(shared, &consumer);
+                release_dead_lettered(shared, &consumer, &mut watermarks_read)?;
             }
             Ok(())
         })();
-        // Shutdown (or a fatal error): write what was read, commit, leave the group.
+        // Shutdown (or a fatal error): a dead letter under way gets a moment; one that is not
+        // delivered keeps its partition at the record, which is read again on the next start.
+        let delivered = shared
+            .dead_letters
+            .lock()
+            .as_mut()
+            .map(|d| d.shutdown(Duration::from_secs(2)))
+            .unwrap_or_default();
+        for (tp, next) in delivered {
+            advance_past_dead_letter(shared, tp, next);
+        }
+        // Write what was read, commit, leave the group.
         let drained = drain(shared, &consumer, true);
         if *shared.paused.lock() {
             if let Ok(a) = consumer.assignment() {
@@ -584,6 +666,81 @@ impl GapCheck {
     }
 }
 
+/// Pauses one partition (its dead letter is not delivered yet).
+fn pause_partition(consumer: &BaseConsumer<IngestContext>, tp: &TopicPartition) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    if let Err(e) = consumer.pause(&tpl) {
+        // Its records are skipped by the poll loop anyway, and read again after the seek.
+        tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot pause the partition");
+    }
+}
+
+/// Moves dead letters on; a partition whose dead letter was delivered is sought past the
+/// record and resumed. Also keeps the lag of waiting partitions current.
+fn release_dead_lettered(
+    shared: &Shared,
+    consumer: &BaseConsumer<IngestContext>,
+    watermarks_read: &mut Instant,
+) -> Result<(), IngestError> {
+    let (delivered, blocked) = match shared.dead_letters.lock().as_mut() {
+        Some(d) => (
+            d.progress(),
+            d.blocked_partitions().cloned().collect::<Vec<_>>(),
+        ),
+        None => return Ok(()),
+    };
+    for (tp, next) in delivered {
+        // Records after the dead letter may have been fetched (and skipped) before the pause:
+        // read from the next one on.
+        let mut sought = consumer.seek(&tp.0, tp.1, Offset::Offset(next), Duration::from_secs(2));
+        for _ in 0..2 {
+            if sought.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            sought = consumer.seek(&tp.0, tp.1, Offset::Offset(next), Duration::from_secs(2));
+        }
+        if let Err(source) = sought {
+            // Stopping is safe: the position stored with the next write is `next`, and the
+            // records after it are read again on the next start.
+            advance_past_dead_letter(shared, tp.clone(), next);
+            return Err(IngestError::Kafka {
+                what: format!(
+                    "seeking topic '{}' partition {} to offset {next} after its dead letter was delivered",
+                    tp.0, tp.1
+                ),
+                source,
+            });
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.0, tp.1);
+        if let Err(e) = consumer.resume(&tpl) {
+            tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot resume the partition");
+        }
+        shared.blocked_high.lock().remove(&tp);
+        advance_past_dead_letter(shared, tp, next);
+    }
+    if !blocked.is_empty() && watermarks_read.elapsed() >= Duration::from_secs(2) {
+        *watermarks_read = Instant::now();
+        for tp in blocked {
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_millis(500))
+            {
+                shared.blocked_high.lock().insert(tp, high);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The partition's next position is past its dead-lettered record.
+fn advance_past_dead_letter(shared: &Shared, tp: TopicPartition, next: i64) {
+    let mut p = shared.pending.lock();
+    p.offsets.insert(tp, next);
+    p.first_at.get_or_insert_with(Instant::now);
+}
+
 /// Whether `topic` is where this connector sends dead letters (of any source topic).
 fn is_dead_letter_topic(cfg: &Config, topic: &str) -> bool {
     let dl = &cfg.kafka.dead_letter;
@@ -609,8 +766,6 @@ fn flush(shared: &Shared) -> Result<(), IngestError> {
         batch: Submitted {
             retry: pending.decoded,
             offsets: pending.offsets,
-            per_topic: pending.per_topic,
-            events: pending.events,
             bytes: pending.bytes,
             newest_event_ms: pending.newest_event_ms,
             submitted: Instant::now(),
@@ -623,7 +778,13 @@ fn flush(shared: &Shared) -> Result<(), IngestError> {
 fn write_batch(events: &[DecodedEvent], offsets: &BTreeMap<TopicPartition, i64>) -> WriteBatch {
     let mut batch = WriteBatch::new();
     for ev in events {
-        batch.insert("Event", ev.to_row());
+        if ev.id_from_payload {
+            // Producers choose these ids: unique per org, not across orgs.
+            batch.insert_scoped("Event", ev.to_row(), &EVENT_ID_SCOPE);
+        } else {
+            // Derived from the Kafka position: unique across orgs already.
+            batch.insert("Event", ev.to_row());
+        }
     }
     for ((topic, p), next) in offsets {
         batch.set_offset(topic, *p, *next);
@@ -631,13 +792,8 @@ fn write_batch(events: &[DecodedEvent], offsets: &BTreeMap<TopicPartition, i64>)
     batch
 }
 
-type Retry = (
-    Vec<DecodedEvent>,
-    BTreeMap<TopicPartition, i64>,
-    HashMap<String, u64>,
-    usize,
-    i64,
-);
+/// A failed batch to write again: its events, positions and newest event time.
+type Retry = (Vec<DecodedEvent>, BTreeMap<TopicPartition, i64>, i64);
 
 /// Handles finished writes in submission order; `block` waits for all of them. After a
 /// failure every later batch is waited for too (the store refuses them until
@@ -673,8 +829,7 @@ fn reap(
                     .metrics
                     .flush_seconds
                     .observe(f.submitted.elapsed().as_secs_f64());
-                let dup = f.events.saturating_sub(info.inserted) as u64;
-                record_durable(shared, &f.per_topic, &f.offsets, f.newest_event_ms, dup);
+                record_durable(shared, &f.retry, &f.offsets, f.newest_event_ms, &info);
                 committed.extend(f.offsets.iter().map(|(k, v)| (k.clone(), *v)));
                 #[cfg(feature = "fault-injection")]
                 fault_after_durable(shared);
@@ -682,12 +837,12 @@ fn reap(
             Ok(_) => {
                 // Cannot happen (the store refuses writes behind a failed one); if it did,
                 // writing the batch again is harmless: inserts skip stored ids.
-                failed.push((f.retry, f.offsets, f.per_topic, f.events, f.newest_event_ms));
+                failed.push((f.retry, f.offsets, f.newest_event_ms));
             }
             Err(e) => {
                 shared.metrics.store_write_errors.inc();
                 tracing::error!(error = %e, "store write failed; retrying the batch (no offset advances)");
-                failed.push((f.retry, f.offsets, f.per_topic, f.events, f.newest_event_ms));
+                failed.push((f.retry, f.offsets, f.newest_event_ms));
             }
         }
     }
@@ -782,32 +937,70 @@ fn describe_positions(positions: &BTreeMap<TopicPartition, i64>) -> String {
         .join(",")
 }
 
-/// Counts a durable batch and records its partitions' positions.
+/// Counts a durable batch (new rows as stored, the rest as duplicates of the same content
+/// or conflicting content) and records its partitions' positions.
 fn record_durable(
     shared: &Shared,
-    per_topic: &HashMap<String, u64>,
+    events: &[DecodedEvent],
     offsets: &BTreeMap<TopicPartition, i64>,
     newest_event_ms: i64,
-    duplicates: u64,
+    info: &CommitInfo,
 ) {
-    for (topic, n) in per_topic {
+    let mut stored_per_topic: HashMap<&str, u64> = HashMap::new();
+    for ev in events {
+        *stored_per_topic.entry(ev.topic.as_str()).or_default() += 1;
+    }
+    let mut duplicates: HashMap<(&str, &'static str), u64> = HashMap::new();
+    for &(n, kind) in &info.duplicates {
+        let Some(ev) = events.get(n) else { continue };
+        if let Some(c) = stored_per_topic.get_mut(ev.topic.as_str()) {
+            *c = c.saturating_sub(1);
+        }
+        let kind = match kind {
+            Duplicate::Same => "same",
+            Duplicate::Conflict => {
+                log_conflict(shared, ev);
+                "conflict"
+            }
+        };
+        *duplicates.entry((ev.topic.as_str(), kind)).or_default() += 1;
+    }
+    // Plain inserts (ids derived from the Kafka position) skipped as stored: re-reads.
+    let unlisted = events
+        .len()
+        .saturating_sub(info.inserted + info.duplicates.len()) as u64;
+    if unlisted > 0 {
+        if let Some(ev) = events.first() {
+            if let Some(c) = stored_per_topic.get_mut(ev.topic.as_str()) {
+                *c = c.saturating_sub(unlisted);
+            }
+            *duplicates.entry((ev.topic.as_str(), "same")).or_default() += unlisted;
+        }
+    }
+    for (topic, n) in stored_per_topic {
         shared
             .metrics
             .events_stored
             .get_or_create(&TopicLabel {
-                topic: topic.clone(),
+                topic: topic.to_string(),
             })
-            .inc_by(*n);
+            .inc_by(n);
     }
-    if duplicates > 0 {
-        if let Some(topic) = per_topic.keys().next() {
-            shared
-                .metrics
-                .events_duplicate
-                .get_or_create(&TopicLabel {
-                    topic: topic.clone(),
-                })
-                .inc_by(duplicates);
+    for ((topic, kind), n) in duplicates {
+        shared
+            .metrics
+            .events_duplicate
+            .get_or_create(&DuplicateLabel {
+                topic: topic.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc_by(n);
+    }
+    if shared.cfg.kafka.dead_letter.id_conflicts {
+        // Stored now: later events are checked against the store.
+        let mut claims = shared.claims.lock();
+        for ev in events.iter().filter(|ev| ev.id_from_payload) {
+            claims.remove(&(ev.org_id, ev.id));
         }
     }
     shared.metrics.flushed(newest_event_ms);
@@ -817,12 +1010,89 @@ fn record_durable(
     }
 }
 
+/// What makes two events with the same (org, id) the same event (see `EVENT_ID_SCOPE`).
+#[derive(Debug, PartialEq)]
+struct EventContent {
+    event_type: String,
+    event_name: String,
+    user_id: Option<String>,
+    session_id: Option<String>,
+    properties: Option<serde_json::Value>,
+    timestamp_us: i64,
+}
+
+impl EventContent {
+    fn of(ev: &DecodedEvent) -> EventContent {
+        EventContent {
+            event_type: ev.event_type.clone(),
+            event_name: ev.event_name.clone(),
+            user_id: ev.user_id.clone(),
+            session_id: ev.session_id.clone(),
+            properties: ev
+                .properties
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
+            timestamp_us: ev.timestamp.timestamp_micros(),
+        }
+    }
+}
+
+/// With `kafka.dead_letter.id_conflicts`, an event whose (org, id) is stored, or read and on
+/// its way to the store, with other content is rejected (reason `id_conflict`) before it is
+/// written; a re-send of the same content goes on (the store counts it as `same`).
+fn check_id_conflict(shared: &Shared, ev: DecodedEvent) -> Result<DecodedEvent, RejectReason> {
+    if !ev.id_from_payload || !shared.cfg.kafka.dead_letter.id_conflicts {
+        return Ok(ev);
+    }
+    let content = EventContent::of(&ev);
+    let key = (ev.org_id, ev.id);
+    let conflict = match shared.claims.lock().get(&key) {
+        Some(claimed) => *claimed != content,
+        None => match shared
+            .store
+            .scoped_duplicate("Event", &ev.to_row(), &EVENT_ID_SCOPE)
+        {
+            Ok(found) => found == Some(Duplicate::Conflict),
+            Err(e) => {
+                // The store decides at write time anyway (counted, not dead-lettered).
+                tracing::warn!(error = %e, org = %ev.org_id, id = %ev.id,
+                    "cannot look the event id up before writing; a conflict is only counted");
+                false
+            }
+        },
+    };
+    if conflict {
+        return Err(RejectReason::IdConflict {
+            org: ev.org_id.to_string(),
+            id: ev.id.to_string(),
+        });
+    }
+    shared.claims.lock().entry(key).or_insert(content);
+    Ok(ev)
+}
+
+/// Logs an event whose (org, id) was stored with other content, at most every
+/// [`CONFLICT_LOG_EVERY`] (the counter has them all).
+fn log_conflict(shared: &Shared, ev: &DecodedEvent) {
+    let mut last = shared.conflict_logged.lock();
+    let (at, suppressed) = &mut *last;
+    if at.is_some_and(|t| t.elapsed() < CONFLICT_LOG_EVERY) {
+        *suppressed += 1;
+        return;
+    }
+    tracing::warn!(org = %ev.org_id, id = %ev.id, topic = %ev.topic, partition = ev.partition,
+        offset = ev.offset, suppressed_since_last = *suppressed,
+        "event id already stored for this org with other content; kept the first (counted as kind=\"conflict\")");
+    *at = Some(Instant::now());
+    *suppressed = 0;
+}
+
 /// Writes failed batches again, in order, with backoff, until they are durable.
 fn recover(shared: &Shared, failed: Vec<Retry>) -> Result<(), IngestError> {
     let initial = Duration::from_millis(shared.cfg.kafka.retry_backoff_initial_ms.max(1));
     let max = Duration::from_millis(shared.cfg.kafka.retry_backoff_max_ms.max(1));
     let mut backoff = initial;
-    for (decoded, offsets, per_topic, events, newest) in failed {
+    for (decoded, offsets, newest) in failed {
         loop {
             if let Err(e) = shared.store.resume_writes() {
                 return Err(e.into());
@@ -830,9 +1100,8 @@ fn recover(shared: &Shared, failed: Vec<Retry>) -> Result<(), IngestError> {
             match shared.store.submit(write_batch(&decoded, &offsets)).wait() {
                 Ok(info) => {
                     backoff = initial;
-                    let dup = events.saturating_sub(info.inserted) as u64;
-                    record_durable(shared, &per_topic, &offsets, newest, dup);
-                    tracing::info!(events, "store write succeeded after retry");
+                    record_durable(shared, &decoded, &offsets, newest, &info);
+                    tracing::info!(events = decoded.len(), "store write succeeded after retry");
                     break;
                 }
                 Err(e) => {
@@ -942,7 +1211,14 @@ fn backpressure(
             let r = if over {
                 consumer.pause(&a)
             } else {
-                consumer.resume(&a)
+                // Partitions waiting for a dead letter stay paused.
+                let mut unblocked = TopicPartitionList::new();
+                for el in a.elements() {
+                    if !shared.is_blocked(el.topic(), el.partition()) {
+                        unblocked.add_partition(el.topic(), el.partition());
+                    }
+                }
+                consumer.resume(&unblocked)
             };
             if r.is_ok() {
                 *paused = over;

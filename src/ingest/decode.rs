@@ -183,6 +183,11 @@ pub fn event_id_for_message_id(message_id: &str) -> Uuid {
 /// [`code`]: RejectReason::code
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RejectReason {
+    #[error(
+        "id: {id} is already stored for org {org} with other content (the first write is \
+         kept; kafka.dead_letter.id_conflicts = true)"
+    )]
+    IdConflict { org: String, id: String },
     #[error("payload: the message value is null (a tombstone), expected a JSON event")]
     Tombstone,
     #[error("payload: the message value is empty (0 bytes), expected a JSON event")]
@@ -319,6 +324,7 @@ impl RejectReason {
             Self::PropertiesNotObject { .. } => "properties_not_object",
             Self::FieldTooLong { .. } => "field_too_long",
             Self::ControlCharacter { .. } => "control_character",
+            Self::IdConflict { .. } => "id_conflict",
         }
     }
 
@@ -338,6 +344,7 @@ impl RejectReason {
             | Self::ControlCharacter { field, .. } => Some(field),
             Self::DuplicateKey { key } => Some(key),
             Self::PropertiesNotObject { .. } => Some("properties"),
+            Self::IdConflict { .. } => Some("id"),
             Self::MissingOrgId { .. } | Self::InvalidOrgIdHeader { .. } => Some("org_id"),
             _ => None,
         }

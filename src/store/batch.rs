@@ -50,6 +50,13 @@ pub enum Mutation {
     /// Insert if absent: a row whose id already exists is skipped (counted as a duplicate),
     /// so a replayed event never becomes a second row.
     Insert { entity: String, row: Row },
+    /// Insert if absent, where a row's id is unique only within its scope (see
+    /// [`IdScope`]): the same id in two scopes gives two rows.
+    InsertScoped {
+        entity: String,
+        row: Row,
+        scope: std::sync::Arc<IdScope>,
+    },
     /// Insert or replace by the entity's `@unique` key; the id is derived from the key.
     Upsert { entity: String, row: Row },
     /// Replace an existing row (error if it does not exist).
@@ -60,6 +67,33 @@ pub enum Mutation {
     },
     /// Delete an existing row (error if it does not exist).
     Delete { entity: String, id: [u8; 16] },
+}
+
+/// How [`Mutation::InsertScoped`] keeps ids unique per scope (for events: per org).
+///
+/// The first row to use an id is stored under it. A row with the same id and the same scope
+/// value is a duplicate; one with another scope value is stored under an id derived from
+/// (id, scope value) with the given id kept in `original_id_field`, so that readers still see
+/// the id the producer chose. A store written before scopes existed reads the same way: its
+/// rows are the first users of their ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdScope {
+    /// The field whose value scopes the id (`org_id`).
+    pub scope_field: String,
+    /// Where a row stored under a derived id keeps the id it was given (`event_id`).
+    pub original_id_field: String,
+    /// The fields that tell a re-send (all equal) from a conflict; `json` fields are compared
+    /// as JSON values (key order and whitespace aside).
+    pub content_fields: Vec<String>,
+}
+
+/// A scoped insert that was not stored because its (scope, id) was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duplicate {
+    /// Stored with the same content.
+    Same,
+    /// Stored with other content: the first write wins.
+    Conflict,
 }
 
 /// Inserts, upserts, consumer offsets and change-feed cursors committed as ONE atomic,
@@ -82,6 +116,21 @@ impl WriteBatch {
         self.mutations.push(Mutation::Insert {
             entity: entity.to_string(),
             row,
+        });
+        self
+    }
+
+    /// Adds a [`Mutation::InsertScoped`].
+    pub fn insert_scoped(
+        &mut self,
+        entity: &str,
+        row: Row,
+        scope: &std::sync::Arc<IdScope>,
+    ) -> &mut Self {
+        self.mutations.push(Mutation::InsertScoped {
+            entity: entity.to_string(),
+            row,
+            scope: scope.clone(),
         });
         self
     }
@@ -148,6 +197,8 @@ pub struct CommitInfo {
     pub deleted: usize,
     /// Inserts skipped because the id already existed, and upserts that changed nothing.
     pub unchanged: usize,
+    /// The scoped inserts that were duplicates: (index of the mutation in the batch, kind).
+    pub duplicates: Vec<(usize, Duplicate)>,
     /// The change-feed sequence numbers this batch produced: `first_seq..next_seq`.
     pub first_seq: u64,
     pub next_seq: u64,

@@ -5,7 +5,7 @@
 //! the same group (an overlay of row states), so a group is equivalent to its batches applied
 //! in order. A batch that fails validation is answered with its error and leaves no trace.
 
-use super::batch::{CommitInfo, Mutation, Row, WriteBatch};
+use super::batch::{CommitInfo, Duplicate, IdScope, Mutation, Row, WriteBatch};
 use super::codec::display_value;
 use super::feed::{encode_feed_record, ChangeOp, FeedItem};
 use super::layout::{EntityLayout, Values};
@@ -14,6 +14,7 @@ use super::{
     Inner, StoreError, Trees, Value, STMETA_LAST_COMMIT, STMETA_NEXT_SEQ, TREE_DATA, TREE_FEED,
     TREE_INDEX, TREE_META, TREE_STMETA, TREE_TYPES,
 };
+use crate::schema::FieldType;
 use ormdb_core::storage::{Record, VersionedKey};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -343,6 +344,40 @@ impl Committer {
         })
     }
 
+    /// Where a scoped insert goes (see [`IdScope`]): under its own id, under the id derived
+    /// from (id, scope value), or nowhere (a duplicate of a stored row).
+    fn place_scoped(
+        &self,
+        e: &EntityLayout,
+        mut values: Values,
+        scope: &IdScope,
+        local: &HashMap<[u8; 16], RowState>,
+        group: &HashMap<[u8; 16], RowState>,
+    ) -> Result<Placed, StoreError> {
+        let scope_pos = e.field_pos(&scope.scope_field)?;
+        let id = e.id_of(&values);
+        let prev = self.lookup(&id, e, local, group, true)?;
+        let RowState::Live { values: old, .. } = &prev else {
+            return Ok(Placed::New { id, values, prev });
+        };
+        if old[scope_pos] == values[scope_pos] {
+            return Ok(Placed::Duplicate(compare_content(e, scope, old, &values)?));
+        }
+        // The id is another scope's: this scope's row lives under a derived id.
+        let scoped = scoped_id(&id, &values[scope_pos]);
+        let prev = self.lookup(&scoped, e, local, group, true)?;
+        if let RowState::Live { values: old, .. } = &prev {
+            return Ok(Placed::Duplicate(compare_content(e, scope, old, &values)?));
+        }
+        values[e.id_pos] = Value::Uuid(scoped);
+        values[e.field_pos(&scope.original_id_field)?] = Value::Uuid(id);
+        Ok(Placed::New {
+            id: scoped,
+            values,
+            prev,
+        })
+    }
+
     fn materialize(
         &self,
         batch: &WriteBatch,
@@ -398,6 +433,18 @@ impl Committer {
                         continue;
                     }
                     (e, id, Some(values), prev)
+                }
+                Mutation::InsertScoped { entity, row, scope } => {
+                    let e = layout.entity(entity)?;
+                    let values = e.validate(row, now)?;
+                    match self.place_scoped(e, values, scope, &local, group)? {
+                        Placed::New { id, values, prev } => (e, id, Some(values), prev),
+                        Placed::Duplicate(kind) => {
+                            info.unchanged += counted as usize;
+                            info.duplicates.push((n, kind));
+                            continue;
+                        }
+                    }
                 }
                 Mutation::Upsert { entity, row } => {
                     let e = layout.entity(entity)?;
@@ -615,6 +662,53 @@ impl Committer {
             overlay: local,
         })
     }
+}
+
+/// Where [`Committer::place_scoped`] put a row.
+enum Placed {
+    New {
+        id: [u8; 16],
+        values: Values,
+        prev: RowState,
+    },
+    Duplicate(Duplicate),
+}
+
+/// The row id of `id` within scope `scope_value` when another scope holds `id` itself.
+pub fn scoped_id(id: &[u8; 16], scope_value: &Value) -> [u8; 16] {
+    let mut name = Vec::with_capacity(40);
+    name.extend_from_slice(b"streamtally scoped id\0");
+    name.extend_from_slice(id);
+    match scope_value {
+        Value::Uuid(u) => name.extend_from_slice(u),
+        other => name.extend_from_slice(display_value(other).as_bytes()),
+    }
+    *uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &name).as_bytes()
+}
+
+/// Whether a scoped insert repeats the stored row (`Same`) or contradicts it (`Conflict`).
+pub(crate) fn compare_content(
+    e: &EntityLayout,
+    scope: &IdScope,
+    stored: &Values,
+    new: &Values,
+) -> Result<Duplicate, StoreError> {
+    for name in &scope.content_fields {
+        let pos = e.field_pos(name)?;
+        let (a, b) = (&stored[pos], &new[pos]);
+        let same = match (e.fields[pos].ty, a, b) {
+            (FieldType::Json, Value::String(x), Value::String(y)) => {
+                x == y
+                    || serde_json::from_str::<serde_json::Value>(x).ok()
+                        == serde_json::from_str::<serde_json::Value>(y).ok()
+            }
+            _ => a == b,
+        };
+        if !same {
+            return Ok(Duplicate::Conflict);
+        }
+    }
+    Ok(Duplicate::Same)
 }
 
 /// `[tree u8][put 1 | delete 0][key len u32][key][value len u32][value]...`

@@ -22,7 +22,7 @@ mod postings;
 mod query;
 mod wal;
 
-pub use batch::{CommitInfo, Mutation, Row, WriteBatch};
+pub use batch::{CommitInfo, Duplicate, IdScope, Mutation, Row, WriteBatch};
 pub use feed::{ChangeEntry, ChangeOp};
 pub use layout::UNFED_ENTITIES;
 pub use ormdb_core::proto::Value;
@@ -710,6 +710,29 @@ impl Store {
     ) -> Result<Option<Vec<Value>>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
         self.with_latest(e.no, id, |_, data| e.decode_record(data))
+    }
+
+    /// Whether a [`WriteBatch::insert_scoped`] of `row` would be a duplicate of a stored row
+    /// (of the same content or not), as the store stands now (writes not yet acknowledged
+    /// are not seen).
+    pub fn scoped_duplicate(
+        &self,
+        entity: &str,
+        row: &Row,
+        scope: &IdScope,
+    ) -> Result<Option<Duplicate>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        let values = e.validate(row, 0)?;
+        let scope_pos = e.field_pos(&scope.scope_field)?;
+        let id = e.id_of(&values);
+        let stored = match self.get_values(entity, &id)? {
+            None => return Ok(None),
+            Some(old) if old[scope_pos] == values[scope_pos] => Some(old),
+            Some(_) => self.get_values(entity, &commit::scoped_id(&id, &values[scope_pos]))?,
+        };
+        stored
+            .map(|old| commit::compare_content(e, scope, &old, &values))
+            .transpose()
     }
 
     /// Keep the latest rows of `entity` in memory (up to `StoreOptions::row_cache_bytes`

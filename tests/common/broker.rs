@@ -484,6 +484,8 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[TestRecord]) {
         .set("message.timeout.ms", "30000")
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
+        // Room for the oversized records of the dead-letter tests.
+        .set("message.max.bytes", "10000000")
         .create_with_context(Acks::default())
         .expect("test producer");
     for (index, (key, payload, headers, partition)) in records.iter().enumerate() {
