@@ -210,7 +210,12 @@ impl Services {
             .with_sessions(sessions.clone()),
         );
         let on_gateway_error = shutdown.clone();
-        let gateway_task = runtime.spawn(gateway::serve(listener, app, shutdown.clone()));
+        let gateway_task = runtime.spawn(gateway::serve(
+            listener,
+            app,
+            gateway::ServeOptions::new(&cfg.gateway, metrics.clone()),
+            shutdown.clone(),
+        ));
         let gateway_task = runtime.spawn(async move {
             let result = gateway_task.await;
             if !matches!(result, Ok(Ok(()))) {

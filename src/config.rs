@@ -472,7 +472,8 @@ pub struct GatewayConfig {
     pub max_range_days: u64,
     /// Origins allowed by CORS (`https://host[:port]`, or `*`); empty = same origin only.
     pub cors_allowed_origins: Vec<String>,
-    /// Largest WebSocket message a client may send; larger ones close the connection.
+    /// Largest WebSocket message a client may send, in bytes; a larger one (one frame or
+    /// many fragments) closes the connection with 1009 before more of it is buffered.
     pub ws_max_message_bytes: u64,
     /// Pushes queued per WebSocket client; a client whose queue is full is skipped, then
     /// disconnected.
@@ -483,6 +484,18 @@ pub struct GatewayConfig {
     pub ws_ping_interval_ms: u64,
     /// Most new events one update message carries.
     pub recent_events_cap: u64,
+    /// Time a client has to send a whole request head (request line and headers), counted
+    /// from its connection, or from its first byte after an idle keep-alive pause; a slower
+    /// connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// How long a keep-alive connection may wait between requests before it is closed.
+    /// Upgraded WebSocket connections are not affected (they have pings and their own
+    /// limits).
+    pub idle_timeout_ms: u64,
+    /// Most open connections, HTTP and WebSocket together; a connection over the cap is
+    /// accepted and closed at once (counted in `streamtally_gateway_connections_refused_total`).
+    /// Each takes a file descriptor: keep it under the process's open-files limit.
+    pub max_connections: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -509,6 +522,15 @@ fn default_ws_ping_interval_ms() -> u64 {
 fn default_recent_events_cap() -> u64 {
     100
 }
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -522,6 +544,9 @@ impl Default for GatewayConfig {
             ws_max_commands_per_s: default_ws_max_commands_per_s(),
             ws_ping_interval_ms: default_ws_ping_interval_ms(),
             recent_events_cap: default_recent_events_cap(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -1124,6 +1149,9 @@ impl Config {
             ("gateway.ws_send_queue", g.ws_send_queue),
             ("gateway.ws_max_commands_per_s", g.ws_max_commands_per_s),
             ("gateway.ws_ping_interval_ms", g.ws_ping_interval_ms),
+            ("gateway.header_read_timeout_ms", g.header_read_timeout_ms),
+            ("gateway.idle_timeout_ms", g.idle_timeout_ms),
+            ("gateway.max_connections", g.max_connections),
         ] {
             if value == 0 {
                 p.push(format!("{key} 0: must be >= 1"));
@@ -1814,6 +1842,9 @@ mod tests {
         assert_eq!(c.gateway.ws_send_queue, 64);
         assert_eq!(c.gateway.ws_max_commands_per_s, 20);
         assert_eq!(c.gateway.recent_events_cap, 100);
+        assert_eq!(c.gateway.header_read_timeout_ms, 10_000);
+        assert_eq!(c.gateway.idle_timeout_ms, 60_000);
+        assert_eq!(c.gateway.max_connections, 10_000);
         assert!(c.auth.enabled && c.auth.tokens.is_empty() && c.auth.admin_token_sha256.is_none());
         assert!(c.metrics.enabled);
         assert_eq!(c.metrics.path, "/metrics");

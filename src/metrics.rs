@@ -65,6 +65,14 @@ pub struct HttpLabel {
     pub status: String,
 }
 
+/// Label of `streamtally_gateway_connections_timed_out_total`: `header` (no whole request
+/// head in `gateway.header_read_timeout_ms`) or `idle` (`gateway.idle_timeout_ms` between
+/// requests).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -106,6 +114,9 @@ pub struct Metrics {
     pub ws_clients: Gauge,
     pub ws_messages_sent: Counter,
     pub ws_messages_dropped: Counter,
+    pub gateway_connections: Gauge,
+    pub gateway_connections_refused: Counter,
+    pub gateway_connections_timed_out: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -148,6 +159,9 @@ impl Metrics {
             ws_clients: Gauge::default(),
             ws_messages_sent: Counter::default(),
             ws_messages_dropped: Counter::default(),
+            gateway_connections: Gauge::default(),
+            gateway_connections_refused: Counter::default(),
+            gateway_connections_timed_out: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -275,6 +289,21 @@ impl Metrics {
             "ws_messages_dropped",
             "WebSocket updates skipped for a slow client, and event batches a lagging client missed",
             m.ws_messages_dropped.clone(),
+        );
+        r.register(
+            "gateway_connections",
+            "Open gateway connections (HTTP and upgraded WebSocket, also those closing)",
+            m.gateway_connections.clone(),
+        );
+        r.register(
+            "gateway_connections_refused",
+            "Connections closed at once because gateway.max_connections were open",
+            m.gateway_connections_refused.clone(),
+        );
+        r.register(
+            "gateway_connections_timed_out",
+            "Connections closed by the gateway's timeouts, by reason (header, idle)",
+            m.gateway_connections_timed_out.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -1267,6 +1267,7 @@ async fn serves_on_a_real_socket_and_stops_on_the_shutdown_token() {
     let server = tokio::spawn(streamtally::gateway::serve(
         listener,
         f.app.clone(),
+        streamtally::gateway::ServeOptions::new(&config().gateway, f.metrics.clone()),
         shutdown.clone(),
     ));
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -2,11 +2,11 @@
 //! Bodies are validated against the widget schema of docs/API.md before anything is
 //! written; a 400 names the offending field (`widgets[2].w`) and its value.
 
+use super::body::JsonBytes;
 use super::error::ApiError;
 use super::params::fmt_time;
 use super::{blocking, GatewayState, OrgAccess};
 use crate::store::{Query, Row, Store, StoreError, Value, WriteBatch};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -44,6 +44,14 @@ fn bad(field: &str, v: &Json, why: &str) -> ApiError {
     ApiError::bad_parameter(field, &show(v), why)
 }
 
+/// What a 400 says about a text field with control characters (newlines, escapes, NUL):
+/// names and titles are shown as one line of text.
+const CONTROL_CHARACTER: &str = "contains a control character (U+0000..U+001F, U+007F..U+009F)";
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
 fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiError> {
     let at = |f: &str| format!("widgets[{i}].{f}");
     let Some(obj) = w.as_object() else {
@@ -60,6 +68,9 @@ fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiErro
         ));
     }
     let id = match obj.get("id") {
+        Some(Json::String(s)) if has_control(s) => {
+            return Err(bad(&at("id"), &Json::String(s.clone()), CONTROL_CHARACTER))
+        }
         Some(Json::String(s)) if !s.is_empty() && s.chars().count() <= 64 => s.clone(),
         other => {
             return Err(bad(
@@ -84,6 +95,13 @@ fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiErro
     };
     let title = match obj.get("title") {
         None | Some(Json::Null) => None,
+        Some(Json::String(s)) if has_control(s) => {
+            return Err(bad(
+                &at("title"),
+                &Json::String(s.clone()),
+                CONTROL_CHARACTER,
+            ))
+        }
         Some(Json::String(s)) if s.chars().count() <= 200 => Some(s.clone()),
         Some(other) => {
             return Err(bad(
@@ -179,6 +197,9 @@ pub fn validate(body: &[u8]) -> Result<DashboardInput, ApiError> {
         return Err(bad(k, &obj[k], "is not a dashboard field (name, widgets)"));
     }
     let name = match obj.get("name") {
+        Some(Json::String(s)) if has_control(s) => {
+            return Err(bad("name", &Json::String(s.clone()), CONTROL_CHARACTER))
+        }
         Some(Json::String(s)) if (1..=100).contains(&s.chars().count()) => s.clone(),
         other => {
             return Err(bad(
@@ -290,7 +311,7 @@ pub async fn list(
 pub async fn create(
     State(st): State<GatewayState>,
     access: OrgAccess,
-    body: Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let input = validate(&body)?;
     let id = *uuid::Uuid::new_v4().as_bytes();
@@ -322,7 +343,7 @@ pub async fn replace(
     State(st): State<GatewayState>,
     access: OrgAccess,
     Path((_, raw)): Path<(String, String)>,
-    body: Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> Result<JsonBody<Json>, ApiError> {
     let id = dashboard_id(&raw)?;
     let input = validate(&body)?;
@@ -411,6 +432,10 @@ mod tests {
             ("widgets[0].color".into(), "red".into())
         );
         assert_eq!(err(json!({"name": "", "widgets": []})).0, "name");
+        assert_eq!(
+            err(json!({"name": "a\u{7}b", "widgets": []})),
+            ("name".to_string(), "a\u{7}b".to_string())
+        );
         assert_eq!(err(json!({"name": "x"})).0, "widgets");
         let many: Vec<Json> = (0..51)
             .map(|i| json!({"id": format!("w{i}"), "kind": "bar", "x": 0, "y": i, "w": 1, "h": 1}))

@@ -70,6 +70,20 @@ impl ApiError {
         ApiError::plain(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 413 `payload_too_large`: the request body is over the gateway's limit.
+    pub fn payload_too_large(message: String) -> ApiError {
+        ApiError::plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 415 `unsupported_media_type`: a body that is not declared JSON where JSON is expected.
+    pub fn unsupported_media_type(message: String) -> ApiError {
+        ApiError::plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
     pub fn method_not_allowed() -> ApiError {
         ApiError::plain(
             StatusCode::METHOD_NOT_ALLOWED,

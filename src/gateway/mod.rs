@@ -3,7 +3,8 @@
 //!
 //! - [`router`] builds the whole app from a [`GatewayState`] (store, stats reader, config,
 //!   metrics); tests drive it with `tower::ServiceExt::oneshot`, `streamtally run` serves it
-//!   with [`serve`] on its runtime until the shared shutdown token is cancelled.
+//!   with [`serve`] on its runtime until the shared shutdown token is cancelled ([`conn`]:
+//!   the accept loop, the connection cap and the header-read and idle timeouts).
 //! - Auth is per route, not a layer: REST handlers take an [`OrgAccess`] (Bearer token ->
 //!   [`auth::Principal`] -> may it read the `{org}` of the path -> does the org exist), so
 //!   routes with another kind of credential (a WebSocket's `?token=`) sit beside them and
@@ -14,6 +15,8 @@
 
 pub mod assets;
 pub mod auth;
+pub mod body;
+pub mod conn;
 pub mod dashboards;
 pub mod error;
 pub mod events;
@@ -22,6 +25,7 @@ pub mod params;
 pub mod stats;
 pub mod ws;
 
+pub use conn::{serve, ConnectionLimits, ServeOptions};
 pub use error::ApiError;
 
 use crate::config::Config;
@@ -32,7 +36,7 @@ use crate::store::Store;
 use auth::{Auth, Principal};
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -202,7 +206,8 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
     r
 }
 
-/// The whole app: [`routes`], the per-route latency histogram, JSON 404/405 answers, CORS.
+/// The whole app: [`routes`], the per-route latency histogram, JSON 404/405 answers, the
+/// body limit ([`body::MAX_BODY_BYTES`]), CORS.
 /// Paths outside the API are the embedded dashboard ([`assets::fallback`]).
 pub fn router(state: GatewayState) -> Router {
     let cors = cors_layer(&state.cfg.gateway.cors_allowed_origins);
@@ -212,7 +217,8 @@ pub fn router(state: GatewayState) -> Router {
             record_latency,
         ))
         .fallback(assets::fallback)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES));
     if let Some(cors) = cors {
         app = app.layer(cors);
     }
@@ -270,6 +276,49 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
+/// The `Origin` check of a WebSocket upgrade. Browsers apply no CORS to WebSockets, so the
+/// gateway applies `gateway.cors_allowed_origins` itself, with the CORS layer's meaning: a
+/// request without `Origin` (not a browser) passes; so does the gateway's own origin (the
+/// origin's host and port are the request's `Host`, as for the embedded dashboard); `["*"]`
+/// lets every origin pass, otherwise only the listed ones do (an empty list: the gateway's
+/// own origin only). A refused origin is a 403 that names it.
+pub fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(raw) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = String::from_utf8_lossy(raw.as_bytes());
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let listed = allowed
+        .iter()
+        .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(&origin));
+    if listed || host.is_some_and(|host| same_origin(&origin, host)) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "origin '{origin}' may not open a WebSocket here: it is not this gateway's own origin \
+         and not in gateway.cors_allowed_origins"
+    )))
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host and port of `host` (a `Host`
+/// header), the scheme's default port written or not.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let bare = |a: &str| {
+        a.strip_suffix(default_port)
+            .unwrap_or(a)
+            .to_ascii_lowercase()
+    };
+    bare(authority) == bare(host)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("gateway: cannot listen on {addr} (gateway.listen): {source}")]
@@ -291,25 +340,4 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayEr
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| GatewayError::Bind { addr, source })
-}
-
-/// Serves `app` until `shutdown` is cancelled, then lets in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: CancellationToken,
-) -> Result<(), GatewayError> {
-    let addr = listener
-        .local_addr()
-        .map_err(|source| GatewayError::Serve {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
-    tracing::info!(%addr, "gateway listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(|source| GatewayError::Serve { addr, source })?;
-    tracing::info!(%addr, "gateway stopped");
-    Ok(())
 }

@@ -105,13 +105,15 @@ pub struct WsQuery {
     org: Option<String>,
 }
 
-/// `GET /ws/dashboard[?token=..][&org=..]`: 401/403/404 before the upgrade.
+/// `GET /ws/dashboard[?token=..][&org=..]`: 403 for a foreign `Origin`
+/// ([`super::check_origin`]), 401/403/404 for the token and org, before the upgrade.
 pub async fn dashboard(
     State(st): State<GatewayState>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    super::check_origin(&st.cfg.gateway.cors_allowed_origins, &headers)?;
     let principal = if headers.contains_key(axum::http::header::AUTHORIZATION) {
         st.auth.principal(&headers)?
     } else {
@@ -127,11 +129,14 @@ pub async fn dashboard(
     if !st.org_known(org).await? {
         return Err(ApiError::not_found(format!("no org {org}")));
     }
-    let limit = st.cfg.gateway.ws_max_message_bytes as usize;
+    let limit = usize::try_from(st.cfg.gateway.ws_max_message_bytes).unwrap_or(usize::MAX);
     Ok(ws
-        // Frames up to twice the limit reach us, so an oversized message gets a 1009 close
-        // with a reason rather than a protocol error.
-        .max_message_size(limit.saturating_mul(2).max(1024))
+        // tungstenite stops at the first frame header or fragment that takes a message over
+        // the limit (so no more of it is buffered) with a capacity error, which the session
+        // answers with a 1009 Close; the gateway's lingering close discards the rest the
+        // client still sends, so that the Close frame reaches it.
+        .max_message_size(limit)
+        .max_frame_size(limit)
         // tungstenite zero-fills its whole read buffer before every read attempt, and a
         // session's socket is polled on every wake (each batch of live events): with the
         // 128 KiB default, 1,000 sessions spent a third of their CPU in memset. Clients
@@ -250,7 +255,26 @@ struct Session {
 
 enum Flow {
     Continue,
-    Close(u16, &'static str),
+    Close(u16, String),
+}
+
+/// Whether a read error is tungstenite's capacity error: a frame or message over
+/// `gateway.ws_max_message_bytes` (see [`dashboard`]).
+fn is_too_big(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source()
+            .and_then(|inner| inner.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// The reason of a 1009 Close (at most 123 bytes).
+fn too_big(cfg: &crate::config::GatewayConfig) -> String {
+    format!(
+        "message too big: over gateway.ws_max_message_bytes ({} bytes)",
+        cfg.ws_max_message_bytes
+    )
 }
 
 async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
@@ -300,13 +324,14 @@ async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
     let shutdown = st.shutdown.clone();
     let close = loop {
         let flow = tokio::select! {
-            _ = shutdown.cancelled() => Flow::Close(1001, "server shutting down"),
+            _ = shutdown.cancelled() => Flow::Close(1001, "server shutting down".into()),
             msg = stream.next() => match msg {
+                Some(Err(e)) if is_too_big(&e) => Flow::Close(1009, too_big(&cfg)),
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
                 Some(Ok(Message::Text(t))) => s.command(t.as_str()).await,
                 Some(Ok(Message::Binary(b))) => {
                     if b.len() as u64 > cfg.ws_max_message_bytes {
-                        Flow::Close(1009, "message too big")
+                        Flow::Close(1009, too_big(&cfg))
                     } else {
                         s.error("bad_command", "binary frames are not supported; send JSON text");
                         Flow::Continue
@@ -345,11 +370,12 @@ async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
     if let Some((code, reason)) = close {
         let _ = s.tx.try_send(Message::Close(Some(CloseFrame {
             code,
-            reason: Utf8Bytes::from_static(reason),
+            reason: Utf8Bytes::from(reason),
         })));
         // The closing handshake: read (and drop) what the client still sends until its
         // Close, so the socket is not torn down with unread data (a TCP reset would discard
-        // our Close frame on the client's side).
+        // our Close frame on the client's side). After a read error (a message too big) the
+        // stream has ended; the gateway's lingering close (`conn`) drains the socket then.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Some(Ok(m)) = stream.next().await {
                 if matches!(m, Message::Close(_)) {
@@ -413,14 +439,14 @@ impl Session {
     async fn command(&mut self, raw: &str) -> Flow {
         let cfg = &self.st.cfg.gateway;
         if raw.len() as u64 > cfg.ws_max_message_bytes {
-            return Flow::Close(1009, "message too big");
+            return Flow::Close(1009, too_big(cfg));
         }
         if self.commands.0.elapsed() >= Duration::from_secs(1) {
             self.commands = (Instant::now(), 0);
         }
         self.commands.1 += 1;
         if self.commands.1 > cfg.ws_max_commands_per_s {
-            return Flow::Close(1008, "too many commands per second");
+            return Flow::Close(1008, "too many commands per second".into());
         }
         let cmd: Json = match serde_json::from_str(raw) {
             Ok(v) => v,
@@ -733,7 +759,7 @@ impl Session {
                 Flow::Continue
             }
             Err(mpsc::error::TrySendError::Full(_)) => self.skipped(),
-            Err(mpsc::error::TrySendError::Closed(_)) => Flow::Close(1001, "closed"),
+            Err(mpsc::error::TrySendError::Closed(_)) => Flow::Close(1001, "closed".into()),
         }
     }
 
@@ -742,7 +768,7 @@ impl Session {
         self.skips += 1;
         if self.skips >= MAX_SKIPS {
             tracing::info!(org = %self.org, "websocket client too slow: disconnected");
-            Flow::Close(1008, "client too slow: send queue full")
+            Flow::Close(1008, "client too slow: send queue full".into())
         } else {
             Flow::Continue
         }
