@@ -8,9 +8,9 @@ mod common;
 mod dead_letters;
 #[path = "hardening/dedup.rs"]
 mod dedup;
+#[path = "hardening/fatal_store.rs"]
+mod fatal_store;
 #[path = "hardening/gateway_limits.rs"]
 mod gateway_limits;
 #[path = "hardening/round_trip.rs"]
 mod round_trip;
-#[path = "hardening/fatal_store.rs"]
-mod fatal_store;

@@ -837,6 +837,9 @@ fn recover(shared: &Shared, failed: Vec<Retry>) -> Result<(), IngestError> {
                 }
                 Err(e) => {
                     shared.metrics.store_write_errors.inc();
+                    if !e.is_retryable() {
+                        return Err(e.into());
+                    }
                     tracing::error!(error = %e, backoff_ms = backoff.as_millis() as u64,
                         "store write failed again; retrying (no offset advances)");
                     if shared.shutdown.is_cancelled() && backoff >= max {
