@@ -419,6 +419,15 @@ impl Ingest {
                             .inc();
                         match decode(msg.payload(), &meta, &opts) {
                             Ok(ev) => {
+                                if ev.dropped_fields > 0 {
+                                    shared
+                                        .metrics
+                                        .events_fields_dropped
+                                        .get_or_create(&TopicLabel {
+                                            topic: tp.0.clone(),
+                                        })
+                                        .inc_by(ev.dropped_fields as u64);
+                                }
                                 let size = msg.payload().map(|p| p.len()).unwrap_or(0) + 200;
                                 let ts = ev.timestamp.timestamp_millis();
                                 let mut p = shared.pending.lock();
