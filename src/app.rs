@@ -342,6 +342,7 @@ where
     F: Future<Output = Result<(), E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let thread_name = name.to_string();
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
@@ -350,7 +351,10 @@ where
                 .build()
                 .context("starting a worker runtime")?;
             let result = rt.block_on(work);
-            if result.is_err() {
+            if let Err(e) = &result {
+                // Said now, not when `Services::join` collects it after the drain.
+                tracing::error!(worker = %thread_name, error = %e,
+                    "worker stopped on an error that is not retried; stopping the connector");
                 shutdown.cancel();
             }
             result.map_err(anyhow::Error::from)

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub events_consumed: Family<TopicLabel, Counter>,
     pub events_stored: Family<TopicLabel, Counter>,
     pub events_duplicate: Family<DuplicateLabel, Counter>,
+    /// Top-level payload fields the decoder does not read (README "Coercions").
+    pub events_fields_dropped: Family<TopicLabel, Counter>,
     pub events_dead_lettered: Family<DeadLetterLabel, Counter>,
     pub events_skipped: Family<DeadLetterLabel, Counter>,
     pub batch_size: Histogram,
@@ -132,6 +134,7 @@ impl Metrics {
             events_consumed: Family::default(),
             events_stored: Family::default(),
             events_duplicate: Family::default(),
+            events_fields_dropped: Family::default(),
             events_dead_lettered: Family::default(),
             events_skipped: Family::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
@@ -179,6 +182,11 @@ impl Metrics {
             "events_duplicate",
             "Events not stored because their (org, id) was already stored, by topic and kind: same content (replays, producer retries) or conflict (other content; the first write wins)",
             m.events_duplicate.clone(),
+        );
+        r.register(
+            "events_fields_dropped",
+            "Top-level payload fields not stored because the payload's shape does not read them, by topic",
+            m.events_fields_dropped.clone(),
         );
         r.register(
             "events_dead_lettered",

@@ -172,6 +172,14 @@ fn bad_inputs_are_rejected_with_a_code_and_a_message_naming_field_and_value() {
             &["payload", "recursion limit exceeded", "line 1 column"],
         ),
         (
+            "lone surrogate escape",
+            Msg::bytes(format!(
+                r#"{{"org_id":"{ORG}","event_type":"t","event_name":"\ud800"}}"#
+            )),
+            "invalid_json",
+            &["hex escape", "line 1 column", "ud800"],
+        ),
+        (
             "array payload",
             Msg::bytes("[1, 2, 3]"),
             "not_an_object",
@@ -282,6 +290,12 @@ fn bad_inputs_are_rejected_with_a_code_and_a_message_naming_field_and_value() {
             &["event_name", "\"   \""],
         ),
         (
+            "blank Segment type",
+            Msg::json(json!({"event": "e", "orgId": ORG, "type": "  "})),
+            "empty_field",
+            &["type", "\"  \""],
+        ),
+        (
             "bad org_id uuid",
             native_with("org_id", json!("acme-corp")),
             "invalid_uuid",
@@ -328,6 +342,12 @@ fn bad_inputs_are_rejected_with_a_code_and_a_message_naming_field_and_value() {
             native_with("timestamp", json!("2024-05-01T10:00:00")),
             "invalid_timestamp",
             &["timestamp", "2024-05-01T10:00:00"],
+        ),
+        (
+            "no such calendar day",
+            native_with("timestamp", json!("2024-02-30T10:00:00Z")),
+            "invalid_timestamp",
+            &["timestamp", "\"2024-02-30T10:00:00Z\"", "out of range"],
         ),
         (
             "fractional epoch ms",
@@ -499,6 +519,7 @@ fn native_event_with_every_field() {
             offset: 1234,
             key: Some("user-17".into()),
             headers: Some(r#"{"source":"web","trace":null}"#.into()),
+            dropped_fields: 1,
         }
     );
     let row = e.to_row();
@@ -510,6 +531,19 @@ fn native_event_with_every_field() {
         Some(&Value::String(r#"{"source":"web","trace":null}"#.into()))
     );
     assert_eq!(row.get("ingested_at"), None);
+}
+
+#[test]
+fn top_level_fields_the_shape_does_not_read_are_counted_as_dropped() {
+    let native = ok(native_with("extra", json!({"a": 1})));
+    assert_eq!(native.dropped_fields, 1);
+    // Segment shape: `session_id` at the top level is a native field, not read here.
+    let segment = ok(Msg::json(json!({
+        "event": "e", "orgId": ORG, "userId": "u",
+        "traits": {"plan": "pro"}, "integrations": {}, "session_id": "s",
+    })));
+    assert_eq!(segment.dropped_fields, 3);
+    assert_eq!(ok(native_with("user_id", json!("u"))).dropped_fields, 0);
 }
 
 #[test]

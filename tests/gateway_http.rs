@@ -241,7 +241,7 @@ fn ms(t: DateTime<Utc>) -> i64 {
 }
 
 fn rfc(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn path(o: Uuid, rest: &str) -> String {

@@ -146,7 +146,7 @@ fn restart_resumes_from_the_store_and_replays_do_not_duplicate() {
     );
     assert!(
         m.contains(&format!(
-            "streamtally_events_duplicate_total{{topic=\"{topic}\"}} 500"
+            "streamtally_events_duplicate_total{{topic=\"{topic}\",kind=\"same\"}} 500"
         )),
         "{m}"
     );

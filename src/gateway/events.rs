@@ -10,68 +10,111 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json as JsonBody;
-use serde_json::{json, Map, Value as Json};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use std::collections::HashSet;
 use std::ops::Bound;
 
 /// Events per store read while exporting.
 pub const EXPORT_PAGE: usize = 1_000;
 
-fn text(row: &Row, f: &str) -> Json {
+fn text<'r>(row: &'r Row, f: &str) -> Option<&'r str> {
     match row.get(f) {
-        Some(Value::String(s)) => json!(s),
-        _ => Json::Null,
+        Some(Value::String(s)) => Some(s),
+        _ => None,
     }
 }
 
-fn num(row: &Row, f: &str) -> Json {
+fn num(row: &Row, f: &str) -> Option<i64> {
     match row.get(f) {
-        Some(Value::Int32(n)) => json!(n),
-        Some(Value::Int64(n)) => json!(n),
-        _ => Json::Null,
+        Some(Value::Int32(n)) => Some(i64::from(*n)),
+        Some(Value::Int64(n)) => Some(*n),
+        _ => None,
     }
 }
 
-fn time(row: &Row, f: &str) -> Json {
+fn time(row: &Row, f: &str) -> Option<String> {
     match row.get(f) {
-        Some(Value::Timestamp(us)) => json!(fmt_time(*us)),
-        _ => Json::Null,
+        Some(Value::Timestamp(us)) => Some(fmt_time(*us)),
+        _ => None,
     }
 }
 
-fn uuid(row: &Row, f: &str) -> Json {
+fn uuid(row: &Row, f: &str) -> Option<String> {
     match row.get(f) {
-        Some(Value::Uuid(u)) => json!(uuid::Uuid::from_bytes(*u).to_string()),
-        _ => Json::Null,
+        Some(Value::Uuid(u)) => Some(uuid::Uuid::from_bytes(*u).to_string()),
+        _ => None,
     }
 }
 
-/// An Event row as the API's Event object.
-pub fn event_json(row: &Row) -> Json {
-    let properties = match row.get("properties") {
-        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Json::Null),
-        _ => Json::Null,
-    };
-    let mut m = Map::new();
-    // `event_id` holds the producer's id where the row id had to be scoped to the org.
-    let id = match uuid(row, "event_id") {
-        Json::Null => uuid(row, "id"),
-        given => given,
-    };
-    m.insert("id".into(), id);
-    m.insert("org_id".into(), uuid(row, "org_id"));
-    m.insert("event_type".into(), text(row, "event_type"));
-    m.insert("event_name".into(), text(row, "event_name"));
-    m.insert("user_id".into(), text(row, "user_id"));
-    m.insert("session_id".into(), text(row, "session_id"));
-    m.insert("properties".into(), properties);
-    m.insert("timestamp".into(), time(row, "timestamp"));
-    m.insert("topic".into(), text(row, "topic"));
-    m.insert("partition".into(), num(row, "partition"));
-    m.insert("offset".into(), num(row, "offset"));
-    m.insert("ingested_at".into(), time(row, "ingested_at"));
-    Json::Object(m)
+/// The API's Event object (docs/API.md), one type for REST, export and WebSocket. Absent
+/// fields are `null`. `properties` is the text the producer sent, as stored (key order and
+/// whitespace kept), embedded without being parsed into a tree and serialized again.
+#[derive(Debug, Serialize)]
+pub struct EventJson<'r> {
+    pub id: Option<String>,
+    pub org_id: Option<String>,
+    pub event_type: Option<&'r str>,
+    pub event_name: Option<&'r str>,
+    pub user_id: Option<&'r str>,
+    pub session_id: Option<&'r str>,
+    pub properties: Option<&'r RawValue>,
+    pub timestamp: Option<String>,
+    pub topic: Option<&'r str>,
+    pub partition: Option<i64>,
+    pub offset: Option<i64>,
+    pub ingested_at: Option<String>,
+}
+
+impl<'r> EventJson<'r> {
+    /// An Event row as the API's Event object.
+    pub fn from_row(row: &'r Row) -> Self {
+        // Stored text that is not JSON (it always is: the decoder validated it) would
+        // corrupt the answer around it: it is sent as null and logged.
+        let properties = text(row, "properties").and_then(|s| {
+            serde_json::from_str::<&RawValue>(s)
+                .map_err(|e| {
+                    tracing::warn!(error = %e, id = ?uuid(row, "id"),
+                        "gateway: stored Event.properties is not JSON; sent as null")
+                })
+                .ok()
+        });
+        EventJson {
+            // `event_id` holds the producer's id where the row id had to be scoped to the org.
+            id: uuid(row, "event_id").or_else(|| uuid(row, "id")),
+            org_id: uuid(row, "org_id"),
+            event_type: text(row, "event_type"),
+            event_name: text(row, "event_name"),
+            user_id: text(row, "user_id"),
+            session_id: text(row, "session_id"),
+            properties,
+            timestamp: time(row, "timestamp"),
+            topic: text(row, "topic"),
+            partition: num(row, "partition"),
+            offset: num(row, "offset"),
+            ingested_at: time(row, "ingested_at"),
+        }
+    }
+
+    /// The object as JSON text on one line (NDJSON): serde_json escapes line breaks in
+    /// strings, so any left come from whitespace in the producer's `properties` text, and
+    /// become spaces (the only change made to that text, and only here).
+    pub fn to_line(&self) -> String {
+        let s = self.to_string();
+        if s.contains(['\n', '\r']) {
+            s.replace(['\n', '\r'], " ")
+        } else {
+            s
+        }
+    }
+}
+
+impl std::fmt::Display for EventJson<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Serializing strings, numbers and valid raw JSON cannot fail.
+        let s = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&s)
+    }
 }
 
 /// The CSV columns of an export, in order.
@@ -90,15 +133,28 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "properties",
 ];
 
+/// One CSV cell: absent, text, or a number.
+enum Cell<'a> {
+    Null,
+    Text(&'a str),
+    Num(i64),
+}
+
+impl<'a> From<Option<&'a str>> for Cell<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        v.map_or(Cell::Null, Cell::Text)
+    }
+}
+
 /// One CSV field (RFC 4180: quoted when it holds a comma, quote or line break).
-fn csv_field(out: &mut String, v: &Json) {
+fn csv_field(out: &mut String, v: Cell) {
     let s = match v {
-        Json::Null => return,
+        Cell::Null => return,
         // A text cell a spreadsheet would run as a formula gets a leading apostrophe
         // (OWASP's CSV-injection advice); numbers are left alone.
-        Json::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => format!("'{s}"),
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
+        Cell::Text(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => format!("'{s}"),
+        Cell::Text(s) => s.to_string(),
+        Cell::Num(n) => n.to_string(),
     };
     if s.contains([',', '"', '\n', '\r']) {
         out.push('"');
@@ -109,19 +165,37 @@ fn csv_field(out: &mut String, v: &Json) {
     }
 }
 
-fn csv_line(out: &mut String, event: &Json) {
-    for (i, col) in CSV_COLUMNS.iter().enumerate() {
+/// One CSV row in [`CSV_COLUMNS`] order; `properties` is the stored text as is.
+fn csv_line(out: &mut String, ev: &EventJson) {
+    let num = |n: Option<i64>| n.map_or(Cell::Null, Cell::Num);
+    let cells: [Cell; 12] = [
+        ev.id.as_deref().into(),
+        ev.org_id.as_deref().into(),
+        ev.event_type.into(),
+        ev.event_name.into(),
+        ev.user_id.into(),
+        ev.session_id.into(),
+        ev.timestamp.as_deref().into(),
+        ev.topic.into(),
+        num(ev.partition),
+        num(ev.offset),
+        ev.ingested_at.as_deref().into(),
+        ev.properties.map(RawValue::get).into(),
+    ];
+    for (i, cell) in cells.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let v = &event[*col];
-        if *col == "properties" && !v.is_null() {
-            csv_field(out, &Json::String(v.to_string()));
-        } else {
-            csv_field(out, v);
-        }
+        csv_field(out, cell);
     }
     out.push_str("\r\n");
+}
+
+/// The answer of `events/recent`.
+#[derive(Serialize)]
+struct RecentEvents<'r> {
+    org_id: String,
+    events: Vec<EventJson<'r>>,
 }
 
 /// `GET /api/v1/orgs/{org}/events/recent?limit=`
@@ -129,14 +203,16 @@ pub async fn recent(
     State(st): State<GatewayState>,
     access: OrgAccess,
     params: Params,
-) -> Result<JsonBody<Json>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = params.int("limit", 1, 1000, 100)? as usize;
     let stats = st.stats.clone();
     let rows = blocking(move || stats.recent_events(access.org_bytes(), limit)).await??;
-    Ok(JsonBody(json!({
-        "org_id": access.org.to_string(),
-        "events": rows.iter().map(event_json).collect::<Vec<_>>(),
-    })))
+    let body = RecentEvents {
+        org_id: access.org.to_string(),
+        events: rows.iter().map(EventJson::from_row).collect(),
+    };
+    // axum's Json, not serde_json::Value: the raw `properties` text must not be parsed.
+    Ok(axum::Json(body).into_response())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,10 +275,10 @@ impl Cursor {
                 at_newest.clear();
             }
             at_newest.insert(id);
-            let ev = event_json(row);
+            let ev = EventJson::from_row(row);
             match self.format {
                 Format::Ndjson => {
-                    out.push_str(&ev.to_string());
+                    out.push_str(&ev.to_line());
                     out.push('\n');
                 }
                 Format::Csv => csv_line(&mut out, &ev),
@@ -295,18 +371,49 @@ mod tests {
     #[test]
     fn csv_fields_are_quoted_when_needed() {
         let mut s = String::new();
-        csv_field(&mut s, &json!("a,b \"c\""));
+        csv_field(&mut s, Cell::Text("a,b \"c\""));
         assert_eq!(s, "\"a,b \"\"c\"\"\"");
         let mut s = String::new();
-        csv_field(&mut s, &json!("=HYPERLINK(\"x\")"));
+        csv_field(&mut s, Cell::Text("=HYPERLINK(\"x\")"));
         assert_eq!(s, "\"'=HYPERLINK(\"\"x\"\")\"");
         let mut s = String::new();
-        csv_field(&mut s, &json!("-1"));
-        csv_field(&mut s, &json!(-1));
+        csv_field(&mut s, Cell::Text("-1"));
+        csv_field(&mut s, Cell::Num(-1));
         assert_eq!(s, "'-1-1");
         let mut s = String::new();
-        csv_field(&mut s, &json!(42));
-        csv_field(&mut s, &Json::Null);
+        csv_field(&mut s, Cell::Num(42));
+        csv_field(&mut s, Cell::Null);
         assert_eq!(s, "42");
+    }
+
+    #[test]
+    fn properties_and_times_come_back_as_stored() {
+        let props = "{ \"z\": 1,\n  \"a\": [1.50, \"x\"] }";
+        let row = Row::new()
+            .with("properties", Value::String(props.to_string()))
+            .with("timestamp", Value::Timestamp(1_795_773_600_861_546))
+            .with("partition", Value::Int32(3));
+        let ev = EventJson::from_row(&row);
+        let json = ev.to_string();
+        assert!(json.contains(&format!("\"properties\":{props}")), "{json}");
+        assert!(
+            json.contains("\"timestamp\":\"2026-11-27T10:00:00.861546Z\""),
+            "{json}"
+        );
+        assert!(json.contains("\"partition\":3,"), "{json}");
+        let line = ev.to_line();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.contains("{ \"z\": 1,   \"a\": [1.50, \"x\"] }"),
+            "{line}"
+        );
+        let mut csv = String::new();
+        csv_line(&mut csv, &ev);
+        assert!(
+            csv.ends_with(&format!("\"{}\"\r\n", props.replace('"', "\"\""))),
+            "{csv}"
+        );
+        let not_json = Row::new().with("properties", Value::String("{oops".into()));
+        assert!(EventJson::from_row(&not_json).properties.is_none());
     }
 }

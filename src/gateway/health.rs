@@ -33,8 +33,15 @@ pub struct Check {
 ///   `max_freshness_ms` old. With nothing waiting, old data is as fresh as the topic is,
 ///   so an idle topic does not make the connector unready;
 /// - `dead_letters`: no partition is paused at a record whose dead letter the broker has not
-///   acknowledged (the detail names each such partition, its offset and what refused it).
-pub fn readiness(m: &Metrics, r: &ReadinessConfig, now_ms: i64) -> Vec<Check> {
+///   acknowledged (the detail names each such partition, its offset and what refused it);
+/// - `store`: the store accepts writes (`store_fatal`: why it refuses every write until it
+///   is reopened, from [`crate::store::Store::fatal_failure`]).
+pub fn readiness(
+    m: &Metrics,
+    r: &ReadinessConfig,
+    now_ms: i64,
+    store_fatal: Option<&str>,
+) -> Vec<Check> {
     let assigned = m.assigned_partitions.get();
     let lag = m.total_lag.load(Ordering::Relaxed);
     let last_flush = m.last_flush_ok_ms.load(Ordering::Relaxed);
@@ -114,6 +121,14 @@ pub fn readiness(m: &Metrics, r: &ReadinessConfig, now_ms: i64) -> Vec<Check> {
             ok: blocked.is_empty(),
             detail: dead_letters,
         },
+        Check {
+            name: "store",
+            ok: store_fatal.is_none(),
+            detail: match store_fatal {
+                None => "accepts writes".to_string(),
+                Some(why) => format!("refuses writes until reopened: {why}"),
+            },
+        },
     ]
 }
 
@@ -121,7 +136,13 @@ pub fn readiness(m: &Metrics, r: &ReadinessConfig, now_ms: i64) -> Vec<Check> {
 /// `failing` names the ones that do not hold.
 pub async fn readyz(State(st): State<GatewayState>) -> Response {
     let now = chrono::Utc::now().timestamp_millis();
-    let checks = readiness(&st.metrics, &st.cfg.metrics.readiness, now);
+    let store_fatal = st.store.fatal_failure();
+    let checks = readiness(
+        &st.metrics,
+        &st.cfg.metrics.readiness,
+        now,
+        store_fatal.as_deref(),
+    );
     let ready = checks.iter().all(|c| c.ok);
     let body = json!({
         "ready": ready,
@@ -158,7 +179,7 @@ mod tests {
         let m = Metrics::new();
         let r = ReadinessConfig::default();
         let failing = |m: &Metrics, now: i64| -> Vec<&'static str> {
-            readiness(m, &r, now)
+            readiness(m, &r, now, None)
                 .into_iter()
                 .filter(|c| !c.ok)
                 .map(|c| c.name)
@@ -174,5 +195,11 @@ mod tests {
         assert!(failing(&m, 1_000_000).is_empty());
         m.total_lag.store(200_000, Ordering::Relaxed);
         assert_eq!(failing(&m, 2_000_000), vec!["lag", "flush", "freshness"]);
+        m.total_lag.store(0, Ordering::Relaxed);
+        let store = readiness(&m, &r, 1_000_000, Some("fsync failed"));
+        let store: Vec<_> = store.iter().filter(|c| !c.ok).collect();
+        assert_eq!(store.len(), 1, "{store:?}");
+        assert_eq!(store[0].name, "store");
+        assert!(store[0].detail.contains("fsync failed"), "{store:?}");
     }
 }

@@ -1,5 +1,5 @@
 //! Query parameters: parsed one by one so a bad one is named with its value in the 400.
-//! Times are RFC 3339 or epoch milliseconds in; RFC 3339 UTC with milliseconds out.
+//! Times are RFC 3339 or epoch milliseconds in; RFC 3339 UTC with microseconds out.
 
 use super::error::ApiError;
 use crate::stats::query::Granularity;
@@ -51,17 +51,20 @@ fn in_range(us: i64) -> bool {
     (-62_135_596_800_000_000..=253_402_300_799_999_999).contains(&us)
 }
 
-/// An RFC 3339 UTC string with milliseconds (`2026-11-27T10:00:00.000Z`).
+/// An RFC 3339 UTC string with microseconds, always six digits
+/// (`2026-11-27T10:00:00.861546Z`, `2026-11-27T10:00:00.000000Z`): the store's precision,
+/// so a stored time comes back as it went in, and fixed width, so the strings sort as the
+/// times do (`SecondsFormat::Micros`).
 pub fn fmt_time(us: i64) -> String {
     let t = DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
     if !(0..=9999).contains(&t.year()) {
-        return t.to_rfc3339_opts(SecondsFormat::Millis, true);
+        return t.to_rfc3339_opts(SecondsFormat::Micros, true);
     }
     // By hand: chrono's formatter parses its format items on every call, and a week of
     // hourly points formats 169 of these per answer.
-    let mut out = String::with_capacity(24);
+    let mut out = String::with_capacity(27);
     let mut num = |n: u32, width: usize, after: char| {
-        let mut digits = [b'0'; 4];
+        let mut digits = [b'0'; 6];
         let mut n = n;
         for d in digits[..width].iter_mut().rev() {
             *d = b'0' + (n % 10) as u8;
@@ -76,7 +79,7 @@ pub fn fmt_time(us: i64) -> String {
     num(t.hour(), 2, ':');
     num(t.minute(), 2, ':');
     num(t.second(), 2, '.');
-    num(t.timestamp_subsec_millis(), 3, 'Z');
+    num(t.timestamp_subsec_micros(), 6, 'Z');
     out
 }
 
@@ -175,7 +178,7 @@ mod tests {
         let chrono_form = |us: i64| {
             DateTime::<Utc>::from_timestamp_micros(us)
                 .unwrap_or_default()
-                .to_rfc3339_opts(SecondsFormat::Millis, true)
+                .to_rfc3339_opts(SecondsFormat::Micros, true)
         };
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut samples = vec![
@@ -201,7 +204,10 @@ mod tests {
         for us in samples {
             assert_eq!(fmt_time(us), chrono_form(us), "{us}");
         }
-        assert_eq!(fmt_time(1_795_773_600_123_456), "2026-11-27T10:00:00.123Z");
+        assert_eq!(
+            fmt_time(1_795_773_600_123_456),
+            "2026-11-27T10:00:00.123456Z"
+        );
     }
 
     #[test]
@@ -215,7 +221,7 @@ mod tests {
             parse_time("from", "2026-11-27T10:00:00 01:00").unwrap(),
             parse_time("from", "2026-11-27T09:00:00Z").unwrap()
         );
-        assert_eq!(fmt_time(1_000_000), "1970-01-01T00:00:01.000Z");
+        assert_eq!(fmt_time(1_000_000), "1970-01-01T00:00:01.000000Z");
         let e = parse_time("from", "yesterday").unwrap_err();
         assert_eq!(
             e.message,

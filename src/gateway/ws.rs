@@ -15,7 +15,7 @@
 //! lagging receiver just loses the oldest batches (also counted).
 
 use super::error::ApiError;
-use super::events::event_json;
+use super::events::EventJson;
 use super::params::{fmt_time, parse_time};
 use super::stats::counters_json;
 use super::{blocking, GatewayState};
@@ -465,7 +465,7 @@ impl Session {
                     self.sent_points.clear();
                     match self.snapshot().await {
                         Ok(msg) => {
-                            let _ = self.tx.try_send(text(msg));
+                            let _ = self.tx.try_send(Message::Text(Utf8Bytes::from(msg)));
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "websocket snapshot failed");
@@ -635,7 +635,9 @@ impl Session {
         })
     }
 
-    async fn snapshot(&mut self) -> Result<Json, ApiError> {
+    /// The `snapshot` message, as text: its recent events embed their stored `properties`
+    /// text, which a `serde_json::Value` would parse and reorder.
+    async fn snapshot(&mut self) -> Result<String, ApiError> {
         let view = self.view.clone().ok_or_else(|| {
             ApiError::internal("a websocket snapshot", "no view to take a snapshot of")
         })?;
@@ -645,16 +647,19 @@ impl Session {
         let org = *self.org.as_bytes();
         let recent = blocking(move || stats.recent_events(org, 100)).await??;
         let now = chrono::Utc::now().timestamp_micros();
-        let msg = json!({
-            "type": "snapshot",
-            "view": view.json(now),
-            "timeseries": self.timeseries_json(&view, &points),
-            "top_events": top.clone(),
-            "unique_users": uniq.clone(),
-            "counters": counters.clone(),
-            "recent_events": recent.iter().map(event_json).collect::<Vec<_>>(),
-            "lag": self.lag(),
-        });
+        let msg = Snapshot {
+            r#type: "snapshot",
+            view: view.json(now),
+            timeseries: self.timeseries_json(&view, &points),
+            top_events: &top,
+            unique_users: &uniq,
+            counters: &counters,
+            recent_events: recent.iter().map(EventJson::from_row).collect(),
+            lag: self.lag(),
+        };
+        let msg = serde_json::to_string(&msg).map_err(|e| {
+            ApiError::internal("a websocket snapshot", format!("cannot serialize it: {e}"))
+        })?;
         self.sent_points = points;
         self.sent = Some((counters, Some(view_values(&top, &uniq))));
         // The snapshot includes everything stored so far; what the workers have not
@@ -733,7 +738,7 @@ impl Session {
             }
             msg.push_str(
                 ev.json
-                    .get_or_init(|| event_json(&ev.row).to_string().into()),
+                    .get_or_init(|| EventJson::from_row(&ev.row).to_string().into()),
             );
         }
         msg.push_str("],\"counters\":");
@@ -773,6 +778,19 @@ impl Session {
             Flow::Continue
         }
     }
+}
+
+/// The `snapshot` message (docs/API.md).
+#[derive(serde::Serialize)]
+struct Snapshot<'a> {
+    r#type: &'static str,
+    view: Json,
+    timeseries: Json,
+    top_events: &'a Json,
+    unique_users: &'a Json,
+    counters: &'a Json,
+    recent_events: Vec<EventJson<'a>>,
+    lag: Json,
 }
 
 fn points_json(points: &[Point]) -> Vec<Json> {

@@ -484,6 +484,15 @@ impl Ingest {
                             .and_then(|ev| check_id_conflict(shared, ev))
                         {
                             Ok(ev) => {
+                                if ev.dropped_fields > 0 {
+                                    shared
+                                        .metrics
+                                        .events_fields_dropped
+                                        .get_or_create(&TopicLabel {
+                                            topic: tp.0.clone(),
+                                        })
+                                        .inc_by(ev.dropped_fields as u64);
+                                }
                                 let size = msg.payload().map(|p| p.len()).unwrap_or(0) + 200;
                                 let ts = ev.timestamp.timestamp_millis();
                                 let mut p = shared.pending.lock();
@@ -1106,6 +1115,9 @@ fn recover(shared: &Shared, failed: Vec<Retry>) -> Result<(), IngestError> {
                 }
                 Err(e) => {
                     shared.metrics.store_write_errors.inc();
+                    if !e.is_retryable() {
+                        return Err(e.into());
+                    }
                     tracing::error!(error = %e, backoff_ms = backoff.as_millis() as u64,
                         "store write failed again; retrying (no offset advances)");
                     if shared.shutdown.is_cancelled() && backoff >= max {

@@ -83,6 +83,9 @@ pub struct DecodedEvent {
     pub key: Option<String>,
     /// JSON object `{name: value-or-null}` (values as for `key`); `None` without headers.
     pub headers: Option<String>,
+    /// Top-level payload fields that the payload's shape does not read, so not stored
+    /// (README "Coercions"); counted in `streamtally_events_fields_dropped_total`.
+    pub dropped_fields: usize,
 }
 
 impl DecodedEvent {
@@ -398,20 +401,27 @@ fn decode_with(
     // The fast path reads what it can; a payload it declines gets the full parse, which
     // accepts the same payloads and names the problem in those it rejects.
     let fast = if fast_path { payload::read(text) } else { None };
-    let (obj, properties_text) = match fast {
-        Some(p) => (p.fields, p.properties),
+    let (obj, properties_text, unread) = match fast {
+        Some(p) => (p.fields, p.properties, p.unread),
         None => {
             let obj = parse_object(text)?;
             check_depth(&obj)?;
-            (obj, None)
+            (obj, None, 0)
         }
     };
 
-    let fields = if is_segment_shape(&obj) {
+    let segment = is_segment_shape(&obj);
+    let fields = if segment {
         segment_fields(&obj, meta, opts)?
     } else {
         native_fields(&obj)?
     };
+    let read = if segment {
+        SEGMENT_FIELDS
+    } else {
+        NATIVE_FIELDS
+    };
+    let dropped_fields = unread + obj.keys().filter(|k| !read.contains(&k.as_str())).count();
 
     let (id, id_from_payload) = match fields.id {
         Some(id) => (id, true),
@@ -447,8 +457,37 @@ fn decode_with(
         offset: meta.offset,
         key: meta.key.map(bytes_as_text),
         headers: headers_json(meta.headers),
+        dropped_fields,
     })
 }
+
+/// The top-level fields a native payload is read from; any other is dropped.
+const NATIVE_FIELDS: &[&str] = &[
+    "id",
+    "org_id",
+    "event_type",
+    "event_name",
+    "user_id",
+    "session_id",
+    "properties",
+    "timestamp",
+];
+
+/// The top-level fields a Segment-style payload is read from; any other is dropped.
+const SEGMENT_FIELDS: &[&str] = &[
+    "id",
+    "org_id",
+    "orgId",
+    "type",
+    "event",
+    "name",
+    "userId",
+    "anonymousId",
+    "messageId",
+    "context",
+    "properties",
+    "timestamp",
+];
 
 /// The shape-independent result of reading a payload.
 struct Fields<'a> {
@@ -1663,6 +1702,7 @@ mod tests {
                 offset: 812,
                 key: None,
                 headers: None,
+                dropped_fields: 0,
             };
             prop_assert_eq!(decoded, expected);
         }

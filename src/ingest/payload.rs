@@ -43,6 +43,8 @@ pub(super) struct Payload<'t> {
     pub fields: Map<String, Json>,
     /// The `properties` object's text as it appears in the payload (already validated).
     pub properties: Option<&'t str>,
+    /// Top-level fields neither payload shape reads (not in `fields`).
+    pub unread: usize,
 }
 
 /// Reads `text` if the fast path can; `None` sends it to the full parse.
@@ -60,6 +62,7 @@ pub(super) fn read(text: &str) -> Option<Payload<'_>> {
     Some(Payload {
         fields: top.fields,
         properties,
+        unread: top.unread,
     })
 }
 
@@ -70,6 +73,7 @@ fn fallback<E: de::Error>() -> E {
 struct Top {
     fields: Map<String, Json>,
     properties_object: bool,
+    unread: usize,
 }
 
 struct TopLevel;
@@ -84,6 +88,7 @@ impl<'de> Visitor<'de> for TopLevel {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
         let mut fields = Map::new();
         let mut properties_object = false;
+        let mut unread = 0;
         let mut keys: Vec<Cow<'de, str>> = Vec::with_capacity(16);
         while let Some(key) = map.next_key_seed(Key)? {
             if keys.contains(&key) {
@@ -110,6 +115,7 @@ impl<'de> Visitor<'de> for TopLevel {
                 fields.insert(key.to_string(), value);
                 depth
             } else {
+                unread += 1;
                 map.next_value_seed(Depth)?
             };
             if 1 + depth > MAX_JSON_DEPTH {
@@ -120,6 +126,7 @@ impl<'de> Visitor<'de> for TopLevel {
         Ok(Top {
             fields,
             properties_object,
+            unread,
         })
     }
 }

@@ -51,6 +51,18 @@ pub enum StatsError {
 }
 
 impl StatsError {
+    /// Whether a worker may retry from its durable cursor: only a store error the store
+    /// calls retryable (see [`StoreError::is_retryable`]); the rest stop the worker.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StatsError::Store(e) => e.is_retryable(),
+            StatsError::FeedGone { .. }
+            | StatsError::BadState { .. }
+            | StatsError::MissingVersion { .. }
+            | StatsError::Invalid(_) => false,
+        }
+    }
+
     pub(crate) fn from_feed(e: StoreError) -> StatsError {
         match e {
             StoreError::FeedTruncated { requested, oldest } => StatsError::FeedGone {

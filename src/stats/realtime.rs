@@ -459,13 +459,11 @@ impl RealtimeWorker {
                         if let Some(m) = &self.metrics {
                             m.stats_write_errors.get_or_create(&self.label).inc();
                         }
-                        match e {
-                            StatsError::Store(ref se) if super::rollup::is_retryable(se) => {
-                                tracing::warn!(error = %e, "stats: real-time counter write failed; retrying");
-                                self.written.clear();
-                            }
-                            other => return Err(other),
+                        if !e.is_retryable() {
+                            return Err(e);
                         }
+                        tracing::warn!(error = %e, "stats: real-time counter write failed; retrying");
+                        self.written.clear();
                     }
                 }
             }

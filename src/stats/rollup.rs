@@ -10,9 +10,7 @@
 use super::bucket::{day_start_us, EventFacts, RollupKey, RollupState, DAILY, HOURLY, NAMES};
 use super::{uuid_str, StatsError, ROLLUP_CURSOR};
 use crate::metrics::{KindLabel, Metrics};
-use crate::store::{
-    ChangeEntry, ChangeOp, Query, Store, StoreError, Value, WriteBatch, WriteTicket,
-};
+use crate::store::{ChangeEntry, ChangeOp, Query, Store, Value, WriteBatch, WriteTicket};
 use chrono::NaiveDate;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -160,6 +158,11 @@ impl RollupWorker {
                     self.flush().await?;
                     last_write = Instant::now();
                 }
+                if applied == 0 {
+                    // Before idling: the write in flight either is durable or fails now,
+                    // not at the next feed change, which may be an hour away.
+                    self.settle().await?;
+                }
                 Ok::<_, StatsError>((applied, head))
             }
             .await;
@@ -186,7 +189,7 @@ impl RollupWorker {
                         }
                     }
                 }
-                Err(StatsError::Store(e)) if is_retryable(&e) => {
+                Err(e) if e.is_retryable() => {
                     if let Some(m) = &self.metrics {
                         m.stats_write_errors.get_or_create(&self.label).inc();
                     }
@@ -513,17 +516,6 @@ pub(crate) fn event_image(
         .get_version_fields("Event", &e.id, version, &EventFacts::FIELDS)?
         .ok_or_else(missing)?;
     EventFacts::from_values(e.id, &values).ok_or_else(missing)
-}
-
-pub(crate) fn is_retryable(e: &StoreError) -> bool {
-    // A refused WAL append (the ingest loop resumes writes) or an I/O hiccup; a closed
-    // store or a commit that needs a reopen is not.
-    match e {
-        StoreError::Failed { message, .. } => !message.contains("reopen"),
-        StoreError::Closed { .. } => false,
-        StoreError::Io { .. } | StoreError::Engine { .. } => true,
-        _ => false,
-    }
 }
 
 /// The rollup states of a set of events.

@@ -89,6 +89,7 @@ fn apply_loop(inner: &Inner, groups: crossbeam_channel::Receiver<Logged>) {
                 let _ = req.reply.send(Err(StoreError::Failed {
                     path: inner.path.clone(),
                     message,
+                    fatal: true,
                 }));
                 continue;
             }
@@ -188,14 +189,15 @@ impl Committer {
 
     /// Answers every request of `group` with the store's failure.
     fn refuse(&self, group: Vec<Request>) {
-        let message = match self.inner.failure.lock().clone() {
-            Some(failure) => failure.message,
-            None => "the store is failing".into(),
+        let (message, fatal) = match self.inner.failure.lock().clone() {
+            Some(failure) => (failure.message, failure.fatal),
+            None => ("the store is failing".into(), false),
         };
         for req in group {
             let _ = req.reply.send(Err(StoreError::Failed {
                 path: self.inner.path.clone(),
                 message: message.clone(),
+                fatal,
             }));
         }
     }
@@ -240,6 +242,10 @@ impl Committer {
         // Durable first: one WAL append + fsync for the whole group.
         let sync = {
             let mut wal = self.inner.wal.lock();
+            #[cfg(feature = "fault-injection")]
+            if self.fsync_fault_hits(&accepted) {
+                wal.fail_next_fsync = true;
+            }
             let mut payload = Vec::new();
             for (_, m) in &accepted {
                 payload.clear();
@@ -252,7 +258,7 @@ impl Committer {
             // Every later write fails too until the writer calls `Store::resume_writes`, so a
             // batch submitted after a failed one can never commit ahead of it (its offsets
             // would then cover events that are not stored). A failed fsync is fatal.
-            let fatal = matches!(&e, StoreError::Io { op, .. } if *op == "fsync WAL");
+            let fatal = !e.is_retryable();
             tracing::error!(error = %e, fatal, "write-ahead log append failed; the group is not committed");
             let message = e.to_string();
             *self.inner.failure.lock() = Some(super::Failure {
@@ -264,6 +270,7 @@ impl Committer {
                 let err = first.take().unwrap_or_else(|| StoreError::Failed {
                     path: self.inner.path.clone(),
                     message: message.clone(),
+                    fatal,
                 });
                 let _ = req.reply.send(Err(err));
             }
@@ -273,6 +280,30 @@ impl Committer {
         self.next_seq = seq;
         self.unapplied.push_back((commit - 1, overlay));
         Some(Logged { batches: accepted })
+    }
+
+    /// Whether the armed fsync fault (`Store::inject_wal_fsync_error_on`) fires on this
+    /// group; it fires once.
+    #[cfg(feature = "fault-injection")]
+    fn fsync_fault_hits(&self, group: &[(Request, Materialized)]) -> bool {
+        let mut armed = self.inner.fsync_fault_entity.lock();
+        let Some(entity) = armed.as_deref() else {
+            return false;
+        };
+        let hit = group.iter().any(|(req, _)| {
+            req.batch.mutations.iter().any(|m| match m {
+                Mutation::Insert { entity: e, .. }
+                | Mutation::InsertScoped { entity: e, .. }
+                | Mutation::Upsert { entity: e, .. }
+                | Mutation::Update { entity: e, .. }
+                | Mutation::Delete { entity: e, .. } => e == entity,
+            })
+        });
+        if hit {
+            tracing::warn!(entity, "fault injection: this group's WAL fsync fails");
+            *armed = None;
+        }
+        hit
     }
 
     fn lookup(

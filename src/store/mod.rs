@@ -98,16 +98,77 @@ pub enum StoreError {
         row_id: String,
         target: String,
     },
+    /// The WAL's fsync failed: whether its last records are on disk is unknown (the kernel
+    /// may have dropped the dirty pages), so only a reopen, which replays what is there, can
+    /// tell. Fatal: the store refuses every write until then.
+    #[error("store: fsync of the write-ahead log {path} failed: {source}; the store refuses writes until it is reopened")]
+    WalFsync {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("store at {path} is closed")]
     Closed { path: PathBuf },
-    #[error("store at {path} stopped accepting writes after a failure ({message}); reopen it to recover from the write-ahead log")]
-    Failed { path: PathBuf, message: String },
+    /// A write refused because an earlier one failed: `fatal` when only a reopen recovers
+    /// (a failed fsync, a durable commit that could not be applied), else the writer calls
+    /// [`Store::resume_writes`] and writes again.
+    #[error("store at {path} stopped accepting writes after a failure ({message}); {}", recovery(*.fatal))]
+    Failed {
+        path: PathBuf,
+        message: String,
+        fatal: bool,
+    },
     #[error("store: corrupt data: {what}")]
     Corrupt { what: String },
     #[error("change feed: sequence {requested} was truncated; the oldest kept is {oldest}")]
     FeedTruncated { requested: u64, oldest: u64 },
     #[error("query on {entity}: {message}")]
     Query { entity: String, message: String },
+}
+
+/// `STREAMTALLY_FAULT=wal_fsync_error_on:<Entity>` (one of several comma-separated faults).
+#[cfg(feature = "fault-injection")]
+fn fsync_fault_from_env() -> Option<String> {
+    let spec = std::env::var("STREAMTALLY_FAULT").ok()?;
+    spec.split(',')
+        .find_map(|part| part.strip_prefix("wal_fsync_error_on:"))
+        .map(str::to_string)
+}
+
+fn recovery(fatal: bool) -> &'static str {
+    if fatal {
+        "reopen it to recover from the write-ahead log"
+    } else {
+        "writes resume after the failed batches are written again"
+    }
+}
+
+impl StoreError {
+    /// Whether the same operation may succeed if tried again (after
+    /// [`Store::resume_writes`] for a write): a refused or failed WAL append, an I/O or
+    /// ormdb-core error. Not retryable: a failed fsync or any failure that needs a reopen, a
+    /// closed store, and errors of the request itself (schema, types, ids, corrupt data).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Io { .. } | StoreError::Engine { .. } => true,
+            StoreError::Failed { fatal, .. } => !fatal,
+            StoreError::WalFsync { .. }
+            | StoreError::Closed { .. }
+            | StoreError::Schema(_)
+            | StoreError::UnknownEntity { .. }
+            | StoreError::UnknownField { .. }
+            | StoreError::FieldType { .. }
+            | StoreError::MissingField { .. }
+            | StoreError::InvalidJson { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::NoUniqueKey { .. }
+            | StoreError::IdMismatch { .. }
+            | StoreError::IdConflict { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::FeedTruncated { .. }
+            | StoreError::Query { .. } => false,
+        }
+    }
 }
 
 /// A submitted batch: poll it with `try_take`, or block with `wait`.
@@ -239,6 +300,9 @@ pub(crate) struct Inner {
     pub wal: Mutex<wal::Wal>,
     /// Latest rows of chosen entities, invalidated by the apply thread.
     pub row_cache: cache::RowCache,
+    /// Test-only: the first WAL group that writes a row of this entity fails its fsync.
+    #[cfg(feature = "fault-injection")]
+    pub fsync_fault_entity: Mutex<Option<String>>,
 }
 
 /// An open store. Cheap to clone; every clone shares one committer. When the last clone is
@@ -580,6 +644,8 @@ impl Store {
             failure: Mutex::new(None),
             wal: Mutex::new(wal),
             row_cache,
+            #[cfg(feature = "fault-injection")]
+            fsync_fault_entity: Mutex::new(fsync_fault_from_env()),
         });
         let handle = Arc::new(Handle {
             inner: inner.clone(),
@@ -641,6 +707,7 @@ impl Store {
             return Err(StoreError::Failed {
                 path: self.inner.path.clone(),
                 message: failure.message,
+                fatal: failure.fatal,
             });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -656,6 +723,25 @@ impl Store {
         Ok(rx)
     }
 
+    /// Why the store refuses every write until it is reopened (a failed fsync, a durable
+    /// commit that could not be applied), if it does. `/readyz` reports it.
+    pub fn fatal_failure(&self) -> Option<String> {
+        self.inner
+            .failure
+            .lock()
+            .as_ref()
+            .filter(|f| f.fatal)
+            .map(|f| f.message.clone())
+    }
+
+    /// Test-only fault: the first group of writes from now on that writes a row of `entity`
+    /// is appended to the WAL but its fsync fails, a fatal store error. The environment can
+    /// arm the same fault at open: `STREAMTALLY_FAULT=wal_fsync_error_on:<Entity>`.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_wal_fsync_error_on(&self, entity: &str) {
+        *self.inner.fsync_fault_entity.lock() = Some(entity.to_string());
+    }
+
     /// After a failed write, accepts writes again (the failed batches must be written again,
     /// in order, by the caller). Errors if the failure needs a reopen (a failed fsync or a
     /// durable commit that could not be applied).
@@ -665,6 +751,7 @@ impl Store {
             Some(f) if f.fatal => Err(StoreError::Failed {
                 path: self.inner.path.clone(),
                 message: f.message.clone(),
+                fatal: true,
             }),
             _ => {
                 *failure = None;

@@ -34,6 +34,10 @@ pub struct Wal {
     /// Highest commit appended (durable once `sync` returned).
     last_commit: u64,
     synced_commit: u64,
+    /// Test-only: the next `sync` writes but reports its fsync failed (see
+    /// `Store::inject_wal_fsync_error_on`).
+    #[cfg(feature = "fault-injection")]
+    pub fail_next_fsync: bool,
 }
 
 fn segment_path(dir: &Path, first_commit: u64) -> PathBuf {
@@ -139,6 +143,8 @@ impl Wal {
                 buf: Vec::with_capacity(1 << 20),
                 last_commit,
                 synced_commit: last_commit,
+                #[cfg(feature = "fault-injection")]
+                fail_next_fsync: false,
             },
             records,
         ))
@@ -171,7 +177,10 @@ impl Wal {
             let _ = self.file.set_len(self.file_bytes);
             return Err(io_err("append to WAL", &path)(e));
         }
-        self.file.sync_data().map_err(io_err("fsync WAL", &path))?;
+        self.fsync().map_err(|source| StoreError::WalFsync {
+            path: path.clone(),
+            source,
+        })?;
         self.file_bytes += self.buf.len() as u64;
         self.buf.clear();
         self.synced_commit = self.last_commit;
@@ -209,6 +218,21 @@ impl Wal {
             removed += 1;
         }
         Ok(removed)
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn fsync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn fsync(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.fail_next_fsync) {
+            return Err(std::io::Error::other(
+                "injected: input/output error (EIO) from fsync",
+            ));
+        }
+        self.file.sync_data()
     }
 
     fn current_path(&self) -> PathBuf {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod http;
 pub mod run;
 
 use streamtally::schema::Schema;
@@ -183,6 +184,19 @@ impl Connector {
             Some(t) => t.join().expect("ingest thread"),
             None => Ok(()),
         }
+    }
+
+    /// The stats workers and the gateway (`gateway.listen` of the configuration, e.g.
+    /// `127.0.0.1:0`) on this connector's store, metrics and shutdown token, as
+    /// `streamtally run` wires them.
+    pub fn services(&self) -> streamtally::app::Services {
+        streamtally::app::Services::start(
+            self.cfg.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        )
+        .expect("stats workers and gateway start")
     }
 
     /// Waits for the connector to stop by itself (e.g. dead_letter.policy = fail).

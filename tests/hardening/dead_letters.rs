@@ -174,6 +174,7 @@ fn readiness(c: &Connector) -> Vec<streamtally::gateway::health::Check> {
         &c.metrics,
         &streamtally::config::Config::default().metrics.readiness,
         chrono::Utc::now().timestamp_millis(),
+        None,
     )
 }
 

@@ -56,7 +56,8 @@ fn api_events(c: &Connector) -> Vec<(String, String, String)> {
         .unwrap()
         .iter()
         .map(|row| {
-            let j = streamtally::gateway::events::event_json(row);
+            let j = serde_json::to_value(streamtally::gateway::events::EventJson::from_row(row))
+                .unwrap();
             (
                 j["org_id"].as_str().unwrap().to_string(),
                 j["id"].as_str().unwrap().to_string(),
