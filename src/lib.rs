@@ -1,4 +1,19 @@
 //! streamtally: a Kafka-compatible ingestion connector for product-analytics events.
+//!
+//! The data flow, in five lines:
+//! 1. [`ingest`] drains a consumer group: each record is decoded (or dead-lettered), and
+//!    batches of events go to the store together with the partitions' next offsets;
+//! 2. [`store`] writes each batch as ONE atomic, fsynced write (events, offsets, change feed)
+//!    on ormdb-core's trees; only then is the offset committed to Kafka;
+//! 3. [`stats`] workers tail the store's change feed into hourly/daily rollups and
+//!    real-time counters, their rows and cursor again in one atomic write;
+//! 4. [`gateway`] answers REST and pushes WebSocket updates from those rows;
+//! 5. [`app`] wires them together and owns shutdown; `main` parses the command line.
+//!
+//! Who owns what: [`config`] (connector.toml, environment, flags, validation), [`schema`]
+//! (schema.ormdb -> ormdb-core catalog), [`metrics`] (the Prometheus registry), [`produce`]
+//! and [`demo`] (the `produce` and `demo` commands), [`synth`] (seed-shaped synthetic events
+//! for the demo, tests and benchmarks).
 pub mod app;
 pub mod config;
 pub mod demo;

@@ -125,26 +125,8 @@ impl Connector {
     }
 }
 
-/// The raw response to a GET (None when the gateway does not answer).
-fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<String> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    Some(buf)
-}
-
 fn http_status(addr: &str, path: &str) -> Option<u16> {
-    http_get(addr, path, None)?.split(' ').nth(1)?.parse().ok()
+    common::http::get(addr, path, None).map(|r| r.status)
 }
 
 /// The org's events over the last 8 days as the REST timeseries counts them.
@@ -155,8 +137,8 @@ fn stored_total(addr: &str, org: Uuid, token: &str) -> Option<i64> {
         now - 8 * 24 * 3_600_000,
         now + 3_600_000
     );
-    let response = http_get(addr, &path, Some(token))?;
-    let body: serde_json::Value = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+    let response = common::http::get(addr, &path, Some(token))?;
+    let body: serde_json::Value = serde_json::from_str(&response.body).ok()?;
     body["points"]
         .as_array()
         .map(|p| p.iter().filter_map(|p| p["events"].as_i64()).sum())

@@ -6,9 +6,11 @@
 //! keeps the store (and a second run on it goes on storing), an unreachable `--brokers` is
 //! a clear error, and bad flag values exit with code 2 naming the flag.
 
+mod common;
+
 use chrono::{DurationRound, Utc};
 use serde_json::Value as Json;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -187,26 +189,10 @@ impl Drop for Demo {
     }
 }
 
-/// A blocking HTTP/1.1 GET on a fresh connection: (status, body).
+/// A GET on a fresh connection: (status, body).
 fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the gateway");
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    request.push_str("\r\n");
-    conn.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, body.to_string())
+    let r = common::http::get(addr, path, token).expect("an HTTP response from the gateway");
+    (r.status, r.body)
 }
 
 #[test]

@@ -1314,26 +1314,9 @@ async fn a_range_within_max_range_days_but_over_the_point_cap_is_too_large() {
     );
 }
 
-/// A blocking HTTP/1.1 GET over a fresh connection: (status, body); None if the gateway
-/// does not answer (yet).
+/// A GET over a fresh connection: (status, body); None if the gateway does not answer (yet).
 fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .ok()?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    common::http::get(addr, path, token).map(|r| (r.status, r.body))
 }
 
 /// `streamtally run` as a user starts it: events produced to a real Kafka-protocol broker
