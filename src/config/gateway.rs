@@ -2,11 +2,21 @@
 //! whom, with the typed options its sessions read.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::parse_sha256_hex;
+use super::{non_zero, parse_sha256_hex};
+
+/// The shortest `gateway.push_interval_ms`: the sessions share their reads for half of it
+/// and the real-time worker publishes every quarter of it, which should stay >= 20 ms and
+/// >= 10 ms (faster adds load and no visible freshness).
+pub(super) const MIN_PUSH_INTERVAL_MS: u64 = 40;
+
+/// The shortest `gateway.ws_ping_interval_ms`.
+pub(super) const MIN_WS_PING_INTERVAL_MS: u64 = 10;
 
 /// `[gateway]`: the HTTP API and WebSocket push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,7 +24,7 @@ use super::parse_sha256_hex;
 pub struct GatewayConfig {
     /// Address the gateway listens on (`ip:port`).
     pub listen: SocketAddr,
-    /// How often WebSocket clients get an update (only when something changed).
+    /// How often WebSocket clients get an update (only when something changed); at least 40.
     pub push_interval_ms: u64,
     /// Longest time range a query may ask for, in days; longer ranges get a 400.
     pub max_range_days: u64,
@@ -28,7 +38,7 @@ pub struct GatewayConfig {
     pub ws_send_queue: u64,
     /// Commands a WebSocket client may send per second; more close the connection.
     pub ws_max_commands_per_s: u64,
-    /// How often an idle WebSocket connection is pinged.
+    /// How often an idle WebSocket connection is pinged; at least 10.
     pub ws_ping_interval_ms: u64,
     /// Most new events one update message carries.
     pub recent_events_cap: u64,
@@ -96,6 +106,41 @@ impl Default for GatewayConfig {
             idle_timeout_ms: default_idle_timeout_ms(),
             max_connections: default_max_connections(),
         }
+    }
+}
+
+impl GatewayConfig {
+    /// `push_interval_ms` (`validate` keeps it >= 40 ms).
+    pub fn push_interval(&self) -> Duration {
+        Duration::from_millis(self.push_interval_ms)
+    }
+
+    /// How long the WebSocket sessions share one read (counters, a view's data): half a
+    /// push interval, so >= 20 ms.
+    pub fn push_read_shared_for(&self) -> Duration {
+        self.push_interval() / 2
+    }
+
+    /// How often the real-time worker publishes new events to the sessions: a quarter of
+    /// the push interval (an event waits at most that much longer than the push itself),
+    /// so >= 10 ms.
+    pub fn live_publish_interval(&self) -> Duration {
+        self.push_interval() / 4
+    }
+
+    /// `ws_ping_interval_ms` (`validate` keeps it >= 10 ms).
+    pub fn ws_ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ws_ping_interval_ms)
+    }
+
+    /// `ws_send_queue` (`validate` keeps it >= 1).
+    pub fn ws_send_queue(&self) -> NonZeroUsize {
+        non_zero(self.ws_send_queue)
+    }
+
+    /// `recent_events_cap` (`validate` keeps it >= 1).
+    pub fn recent_events_cap(&self) -> NonZeroUsize {
+        non_zero(self.recent_events_cap)
     }
 }
 

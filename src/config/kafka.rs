@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -156,6 +158,17 @@ impl KafkaConfig {
     /// The org id configured for events of `topic` that carry none.
     pub fn default_org_id(&self, topic: &str) -> Option<Uuid> {
         self.default_org_ids.get(topic).copied()
+    }
+
+    /// `retry_backoff_initial_ms`: the first retry delay (`validate` keeps it >= 1 ms).
+    pub fn retry_backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.retry_backoff_initial_ms)
+    }
+
+    /// `retry_backoff_max_ms`: the retry delay's ceiling (`validate` keeps it >= the
+    /// initial delay).
+    pub fn retry_backoff_max(&self) -> Duration {
+        Duration::from_millis(self.retry_backoff_max_ms)
     }
 }
 

@@ -23,6 +23,8 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+use std::num::NonZeroUsize;
+
 use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, Origin};
@@ -135,4 +137,11 @@ pub fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
         out[i] = (hi * 16 + lo) as u8;
     }
     Some(out)
+}
+
+/// A count that `validate` keeps >= 1, as the `NonZeroUsize` callers size things with. A
+/// config built in code that skipped `validate` and holds 0 gets 1 rather than a panic
+/// where the count sizes a channel; 64-bit values above `usize::MAX` get `usize::MAX`.
+fn non_zero(n: u64) -> NonZeroUsize {
+    NonZeroUsize::new(usize::try_from(n).unwrap_or(usize::MAX)).unwrap_or(NonZeroUsize::MIN)
 }

@@ -1,9 +1,17 @@
 //! `[store]`, `[batching]` and `[stats]`: the write path (the embedded store and the
 //! consumer's batches) and the change-feed workers behind it, with typed options.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::non_zero;
+
+/// The shortest `store.checkpoint_interval_ms`: checkpoints more often than this would
+/// spend the store's time on checkpoints.
+pub(super) const MIN_CHECKPOINT_INTERVAL_MS: u64 = 10;
 
 /// The 5-minute window behind `RealtimeCounter.events_5m` and `active_users_5m`.
 pub(super) const REQUIRED_REALTIME_WINDOW_S: u64 = 300;
@@ -20,7 +28,8 @@ pub struct StoreConfig {
     pub group_commit_max_batches: u64,
     /// Write-ahead-log segment size in MiB before rotation.
     pub wal_segment_mb: u64,
-    /// How often the store checkpoints and drops old WAL segments and change-feed entries.
+    /// How often the store checkpoints and drops old WAL segments and change-feed entries;
+    /// at least 10.
     pub checkpoint_interval_ms: u64,
     /// Memory for the latest rows of the rollups the gateway reads (0: no cache), in MiB.
     pub row_cache_mb: u64,
@@ -80,6 +89,40 @@ fn default_max_inflight_bytes() -> u64 {
     64 * 1024 * 1024
 }
 
+impl StoreConfig {
+    /// `group_commit_max_batches` (`validate` keeps it >= 1).
+    pub fn group_commit_max_batches(&self) -> NonZeroUsize {
+        non_zero(self.group_commit_max_batches)
+    }
+
+    /// `wal_segment_mb` in bytes (`validate` keeps it >= 1 MiB).
+    pub fn wal_segment_bytes(&self) -> u64 {
+        self.wal_segment_mb << 20
+    }
+
+    /// `checkpoint_interval_ms` (`validate` keeps it >= 10 ms).
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms)
+    }
+}
+
+impl BatchingConfig {
+    /// `max_batch_events` (`validate` keeps it >= 1).
+    pub fn max_batch_events(&self) -> NonZeroUsize {
+        non_zero(self.max_batch_events)
+    }
+
+    /// `max_batch_delay_ms` (`validate` keeps it >= 1 ms and below the session timeout).
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_millis(self.max_batch_delay_ms)
+    }
+
+    /// `max_inflight_bytes` (`validate` keeps it >= `kafka.max_message_bytes` >= 1).
+    pub fn max_inflight_bytes(&self) -> NonZeroUsize {
+        non_zero(self.max_inflight_bytes)
+    }
+}
+
 impl Default for BatchingConfig {
     fn default() -> Self {
         BatchingConfig {
@@ -121,6 +164,18 @@ fn default_persist_interval_ms() -> u64 {
 }
 fn default_rollup_flush_interval_ms() -> u64 {
     1_000
+}
+
+impl StatsConfig {
+    /// `persist_interval_ms` (`validate` keeps it >= 1 ms).
+    pub fn persist_interval(&self) -> Duration {
+        Duration::from_millis(self.persist_interval_ms)
+    }
+
+    /// `rollup_flush_interval_ms` (`validate` keeps it >= 1 ms).
+    pub fn rollup_flush_interval(&self) -> Duration {
+        Duration::from_millis(self.rollup_flush_interval_ms)
+    }
 }
 
 impl Default for StatsConfig {

@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
+use super::gateway::{MIN_PUSH_INTERVAL_MS, MIN_WS_PING_INTERVAL_MS};
 use super::kafka::default_topics;
 use super::rules::{
     assignment_strategy_problem, brokers_problem, cors_origin_problem, log_level_problem,
     topic_name_problem,
 };
-use super::store::REQUIRED_REALTIME_WINDOW_S;
+use super::store::{MIN_CHECKPOINT_INTERVAL_MS, REQUIRED_REALTIME_WINDOW_S};
 use super::{parse_sha256_hex, Config, ConfigError, DeadLetterPolicy};
 
 /// librdkafka properties the connector derives from typed settings or must own itself.
@@ -128,7 +129,12 @@ impl Config {
                 k.retry_backoff_max_ms, k.retry_backoff_initial_ms
             ));
         }
+        self.validate_dead_letter(p);
+        self.validate_kafka_maps(p);
+    }
 
+    fn validate_dead_letter(&self, p: &mut Vec<String>) {
+        let k = &self.kafka;
         let dl = &k.dead_letter;
         if let Some(topic) = &dl.topic {
             if let Some(problem) = topic_name_problem(topic) {
@@ -179,7 +185,10 @@ impl Config {
                 None => {}
             }
         }
+    }
 
+    fn validate_kafka_maps(&self, p: &mut Vec<String>) {
+        let k = &self.kafka;
         for topic in k.default_org_ids.keys() {
             if let Some(problem) = topic_name_problem(topic) {
                 p.push(format!("kafka.default_org_ids: topic {topic:?} {problem}"));
@@ -210,12 +219,18 @@ impl Config {
             ("store.cache_capacity_mb", s.cache_capacity_mb),
             ("store.group_commit_max_batches", s.group_commit_max_batches),
             ("store.wal_segment_mb", s.wal_segment_mb),
-            ("store.checkpoint_interval_ms", s.checkpoint_interval_ms),
         ] {
             if value == 0 {
                 p.push(format!("{key} 0: must be >= 1"));
             }
         }
+        at_least(
+            p,
+            "store.checkpoint_interval_ms",
+            s.checkpoint_interval_ms,
+            MIN_CHECKPOINT_INTERVAL_MS,
+            "more frequent checkpoints would take the store's time",
+        );
 
         let b = &self.batching;
         if b.max_batch_events == 0 {
@@ -276,13 +291,26 @@ impl Config {
 
     fn validate_gateway(&self, p: &mut Vec<String>) {
         let g = &self.gateway;
+        at_least(
+            p,
+            "gateway.push_interval_ms",
+            g.push_interval_ms,
+            MIN_PUSH_INTERVAL_MS,
+            "sessions share reads for half of it and new events are published every quarter",
+        );
+        at_least(
+            p,
+            "gateway.ws_ping_interval_ms",
+            g.ws_ping_interval_ms,
+            MIN_WS_PING_INTERVAL_MS,
+            "pings more frequent than that only add load",
+        );
         for (key, value) in [
-            ("gateway.push_interval_ms", g.push_interval_ms),
             ("gateway.max_range_days", g.max_range_days),
             ("gateway.ws_max_message_bytes", g.ws_max_message_bytes),
             ("gateway.ws_send_queue", g.ws_send_queue),
             ("gateway.ws_max_commands_per_s", g.ws_max_commands_per_s),
-            ("gateway.ws_ping_interval_ms", g.ws_ping_interval_ms),
+            ("gateway.recent_events_cap", g.recent_events_cap),
             ("gateway.header_read_timeout_ms", g.header_read_timeout_ms),
             ("gateway.idle_timeout_ms", g.idle_timeout_ms),
             ("gateway.max_connections", g.max_connections),
@@ -380,5 +408,12 @@ impl Config {
         if let Some(problem) = log_level_problem(&self.log.level) {
             p.push(format!("log.level {:?}: {problem}", self.log.level));
         }
+    }
+}
+
+/// Refuses `value` below `min`, naming the key, the value, the allowed range and why.
+fn at_least(p: &mut Vec<String>, key: &str, value: u64, min: u64, why: &str) {
+    if value < min {
+        p.push(format!("{key} {value}: must be >= {min} ({why})"));
     }
 }

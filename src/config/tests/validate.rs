@@ -1,14 +1,18 @@
 //! validate(): each rule names its key and value; masking keeps secrets out of output.
 
 use super::*;
+use std::time::Duration;
+
+/// The problems `validate` finds in `c`, one a line.
+fn problems(c: &Config) -> String {
+    match c.validate() {
+        Err(ConfigError::Validation { problems }) => problems.join("\n"),
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
 
 #[test]
 fn validate_checks_cross_field_rules_with_both_values() {
-    let problems = |c: &Config| match c.validate() {
-        Err(ConfigError::Validation { problems }) => problems.join("\n"),
-        other => panic!("expected validation problems, got {other:?}"),
-    };
-
     let mut c = Config::default();
     c.batching.max_batch_events = 0;
     c.batching.max_batch_delay_ms = 0;
@@ -153,5 +157,90 @@ fn masking_hides_secrets_and_round_trips() {
     assert_eq!(
         ok(&Config::default().to_masked_toml(), &[], &[]),
         Config::default()
+    );
+}
+
+#[test]
+fn values_callers_used_to_clamp_are_refused_naming_key_value_and_range() {
+    // ws.rs used at least 10 ms, the push cache at least 20, the live publisher at least 10.
+    let mut c = Config::default();
+    c.gateway.push_interval_ms = 1;
+    c.gateway.ws_ping_interval_ms = 9;
+    c.gateway.recent_events_cap = 0;
+    c.store.checkpoint_interval_ms = 5;
+    assert_contains(
+        &problems(&c),
+        &[
+            "gateway.push_interval_ms 1: must be >= 40",
+            "gateway.ws_ping_interval_ms 9: must be >= 10",
+            "gateway.recent_events_cap 0: must be >= 1",
+            "store.checkpoint_interval_ms 5: must be >= 10",
+        ],
+    );
+
+    c.gateway.push_interval_ms = 39;
+    assert_contains(
+        &problems(&c),
+        &["gateway.push_interval_ms 39: must be >= 40"],
+    );
+
+    // At the limits, every typed option is what the callers used to clamp to, unclamped.
+    let mut c = Config::default();
+    c.gateway.push_interval_ms = 40;
+    c.gateway.ws_ping_interval_ms = 10;
+    c.gateway.recent_events_cap = 1;
+    c.store.checkpoint_interval_ms = 10;
+    c.validate().expect("the limits are valid");
+    assert_eq!(c.gateway.push_interval(), Duration::from_millis(40));
+    assert_eq!(c.gateway.push_read_shared_for(), Duration::from_millis(20));
+    assert_eq!(c.gateway.live_publish_interval(), Duration::from_millis(10));
+    assert_eq!(c.gateway.ws_ping_interval(), Duration::from_millis(10));
+    assert_eq!(c.gateway.recent_events_cap().get(), 1);
+    assert_eq!(c.store.checkpoint_interval(), Duration::from_millis(10));
+
+    // load() names the layer's value too.
+    let (_, e) = err("", &[("STREAMTALLY__GATEWAY__PUSH_INTERVAL_MS", "1")], &[]);
+    assert_contains(
+        &e.to_string(),
+        &["gateway.push_interval_ms 1: must be >= 40"],
+    );
+}
+
+#[test]
+fn typed_options_of_the_defaults() {
+    let c = Config::default();
+    assert_eq!(c.batching.max_batch_events().get(), 1_000);
+    assert_eq!(c.batching.max_batch_delay(), Duration::from_millis(100));
+    assert_eq!(c.batching.max_inflight_bytes().get(), 64 << 20);
+    assert_eq!(c.kafka.retry_backoff_initial(), Duration::from_millis(100));
+    assert_eq!(c.kafka.retry_backoff_max(), Duration::from_secs(10));
+    assert_eq!(c.store.group_commit_max_batches().get(), 16);
+    assert_eq!(c.store.wal_segment_bytes(), 64 << 20);
+    assert_eq!(c.store.checkpoint_interval(), Duration::from_secs(5));
+    assert_eq!(c.stats.persist_interval(), Duration::from_secs(1));
+    assert_eq!(c.stats.rollup_flush_interval(), Duration::from_secs(1));
+    assert_eq!(c.gateway.push_interval(), Duration::from_secs(1));
+    assert_eq!(c.gateway.push_read_shared_for(), Duration::from_millis(500));
+    assert_eq!(
+        c.gateway.live_publish_interval(),
+        Duration::from_millis(250)
+    );
+    assert_eq!(c.gateway.ws_ping_interval(), Duration::from_secs(15));
+    assert_eq!(c.gateway.ws_send_queue().get(), 64);
+    assert_eq!(c.gateway.recent_events_cap().get(), 100);
+    // The batching rules keep every zero out, so these never meet one after validate().
+    let mut c = Config::default();
+    c.batching.max_batch_events = 0;
+    c.kafka.retry_backoff_initial_ms = 0;
+    c.gateway.ws_send_queue = 0;
+    c.store.group_commit_max_batches = 0;
+    assert_contains(
+        &c.validate().unwrap_err().to_string(),
+        &[
+            "batching.max_batch_events 0: must be >= 1",
+            "kafka.retry_backoff_initial_ms 0: must be >= 1",
+            "gateway.ws_send_queue 0: must be >= 1",
+            "store.group_commit_max_batches 0: must be >= 1",
+        ],
     );
 }
