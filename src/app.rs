@@ -236,7 +236,7 @@ impl Services {
                     .with_live(
                         live,
                         cfg.gateway.recent_events_cap as usize,
-                        live_publish_interval(&cfg),
+                        cfg.gateway.live_publish_interval(),
                     );
             let token = shutdown.clone();
             workers.push((
@@ -318,7 +318,7 @@ impl Services {
 pub fn rollup_options(cfg: &Config) -> RollupOptions {
     RollupOptions {
         exact_threshold: cfg.stats.unique_exact_threshold,
-        flush_interval: std::time::Duration::from_millis(cfg.stats.rollup_flush_interval_ms),
+        flush_interval: cfg.stats.rollup_flush_interval(),
         ..RollupOptions::default()
     }
 }
@@ -327,7 +327,7 @@ pub fn rollup_options(cfg: &Config) -> RollupOptions {
 pub fn realtime_options(cfg: &Config) -> RealtimeOptions {
     RealtimeOptions {
         windows_s: cfg.stats.realtime_windows_s.clone(),
-        persist_interval: std::time::Duration::from_millis(cfg.stats.persist_interval_ms),
+        persist_interval: cfg.stats.persist_interval(),
     }
 }
 
@@ -360,12 +360,6 @@ where
             result.map_err(anyhow::Error::from)
         })
         .with_context(|| format!("starting the {name} thread"))
-}
-
-/// How often the real-time worker publishes new events to the WebSocket sessions: a quarter
-/// of their push interval (an event waits at most that much longer than the push itself).
-fn live_publish_interval(cfg: &Config) -> std::time::Duration {
-    std::time::Duration::from_millis((cfg.gateway.push_interval_ms / 4).max(10))
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C). The listeners are registered when this is

@@ -45,11 +45,12 @@ const SETTLE_TICKS: u32 = 4;
 /// after the events reach the sessions; twice the longer of the two, at least
 /// [`SETTLE_TICKS`].
 fn settle_ticks(cfg: &crate::config::Config) -> u32 {
-    let push = cfg.gateway.push_interval_ms.max(10);
+    let push = cfg.gateway.push_interval().as_millis();
     let wait = 2 * cfg
         .stats
-        .rollup_flush_interval_ms
-        .max(cfg.stats.persist_interval_ms);
+        .rollup_flush_interval()
+        .max(cfg.stats.persist_interval())
+        .as_millis();
     SETTLE_TICKS.max(wait.div_ceil(push) as u32 + 1)
 }
 
@@ -280,7 +281,7 @@ fn too_big(cfg: &crate::config::GatewayConfig) -> String {
 async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
     let cfg = st.cfg.gateway.clone();
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(cfg.ws_send_queue.max(1) as usize);
+    let (tx, mut rx) = mpsc::channel::<Message>(cfg.ws_send_queue().get());
     let metrics = st.metrics.clone();
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
@@ -317,8 +318,8 @@ async fn session(st: GatewayState, org: Uuid, socket: WebSocket) {
         "server_time": fmt_time(chrono::Utc::now().timestamp_micros()),
         "push_interval_ms": cfg.push_interval_ms,
     })));
-    let mut push = tokio::time::interval(Duration::from_millis(cfg.push_interval_ms.max(10)));
-    let mut ping = tokio::time::interval(Duration::from_millis(cfg.ws_ping_interval_ms.max(10)));
+    let mut push = tokio::time::interval(cfg.push_interval());
+    let mut ping = tokio::time::interval(cfg.ws_ping_interval());
     push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = st.shutdown.clone();
@@ -417,7 +418,7 @@ impl Session {
         if batch.org != *self.org.as_bytes() || batch.events.is_empty() {
             return;
         }
-        let cap = self.st.cfg.gateway.recent_events_cap.max(1) as usize;
+        let cap = self.st.cfg.gateway.recent_events_cap().get();
         self.pending_events += batch.events.len();
         self.pending.push_back(batch.clone());
         while let Some(oldest) = self.pending.front() {
@@ -558,7 +559,7 @@ impl Session {
 
     /// How long a read is shared by the sessions: half a push interval.
     fn fresh_for(&self) -> Duration {
-        Duration::from_millis((self.st.cfg.gateway.push_interval_ms / 2).max(20))
+        self.st.cfg.gateway.push_read_shared_for()
     }
 
     async fn counters(&self) -> Result<Json, ApiError> {
@@ -723,7 +724,7 @@ impl Session {
         }
         // Assembled as text: each event's JSON is made once and shared by every session
         // of the org (newest first).
-        let cap = self.st.cfg.gateway.recent_events_cap.max(1) as usize;
+        let cap = self.st.cfg.gateway.recent_events_cap().get();
         let newest_first = self
             .pending
             .iter()

@@ -416,9 +416,9 @@ impl Ingest {
         *shared.dead_letters.lock() =
             Some(DeadLetterQueue::new(&shared.cfg, shared.metrics.clone())?);
         let mut watermarks_read = Instant::now();
-        let max_events = shared.cfg.batching.max_batch_events.max(1) as usize;
-        let max_delay = Duration::from_millis(shared.cfg.batching.max_batch_delay_ms.max(1));
-        let max_bytes = shared.cfg.batching.max_inflight_bytes.max(1) as usize;
+        let max_events = shared.cfg.batching.max_batch_events().get();
+        let max_delay = shared.cfg.batching.max_batch_delay();
+        let max_bytes = shared.cfg.batching.max_inflight_bytes().get();
         let mut opts = DecodeOptions {
             max_message_bytes: shared.cfg.kafka.max_message_bytes as usize,
             max_future_skew: Duration::from_secs(shared.cfg.kafka.max_future_skew_s),
@@ -1098,8 +1098,8 @@ fn log_conflict(shared: &Shared, ev: &DecodedEvent) {
 
 /// Writes failed batches again, in order, with backoff, until they are durable.
 fn recover(shared: &Shared, failed: Vec<Retry>) -> Result<(), IngestError> {
-    let initial = Duration::from_millis(shared.cfg.kafka.retry_backoff_initial_ms.max(1));
-    let max = Duration::from_millis(shared.cfg.kafka.retry_backoff_max_ms.max(1));
+    let initial = shared.cfg.kafka.retry_backoff_initial();
+    let max = shared.cfg.kafka.retry_backoff_max();
     let mut backoff = initial;
     for (decoded, offsets, newest) in failed {
         loop {

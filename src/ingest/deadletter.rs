@@ -406,8 +406,8 @@ impl DeadLetterQueue {
             producer: DeadLetters::new(cfg)?,
             blocked: BTreeMap::new(),
             metrics,
-            backoff_initial: Duration::from_millis(cfg.kafka.retry_backoff_initial_ms.max(1)),
-            backoff_max: Duration::from_millis(cfg.kafka.retry_backoff_max_ms.max(1)),
+            backoff_initial: cfg.kafka.retry_backoff_initial(),
+            backoff_max: cfg.kafka.retry_backoff_max(),
         })
     }
 

@@ -237,9 +237,9 @@ impl StoreOptions {
         StoreOptions {
             path: cfg.path.clone(),
             cache_capacity_bytes: cfg.cache_capacity_mb << 20,
-            group_commit_max_batches: cfg.group_commit_max_batches.max(1) as usize,
-            wal_segment_bytes: cfg.wal_segment_mb.max(1) << 20,
-            checkpoint_interval: Duration::from_millis(cfg.checkpoint_interval_ms.max(10)),
+            group_commit_max_batches: cfg.group_commit_max_batches().get(),
+            wal_segment_bytes: cfg.wal_segment_bytes(),
+            checkpoint_interval: cfg.checkpoint_interval(),
             row_cache_bytes: (cfg.row_cache_mb << 20) as usize,
         }
     }

@@ -1,0 +1,191 @@
+//! `[store]`, `[batching]` and `[stats]`: the write path (the embedded store and the
+//! consumer's batches) and the change-feed workers behind it, with typed options.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::non_zero;
+
+/// The shortest `store.checkpoint_interval_ms`: checkpoints more often than this would
+/// spend the store's time on checkpoints.
+pub(super) const MIN_CHECKPOINT_INTERVAL_MS: u64 = 10;
+
+/// The 5-minute window behind `RealtimeCounter.events_5m` and `active_users_5m`.
+pub(super) const REQUIRED_REALTIME_WINDOW_S: u64 = 300;
+
+/// `[store]`: the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory of the store (created if missing).
+    pub path: PathBuf,
+    /// Page cache size in MiB.
+    pub cache_capacity_mb: u64,
+    /// Most batches one fsync may carry (group commit).
+    pub group_commit_max_batches: u64,
+    /// Write-ahead-log segment size in MiB before rotation.
+    pub wal_segment_mb: u64,
+    /// How often the store checkpoints and drops old WAL segments and change-feed entries;
+    /// at least 10.
+    pub checkpoint_interval_ms: u64,
+    /// Memory for the latest rows of the rollups the gateway reads (0: no cache), in MiB.
+    pub row_cache_mb: u64,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_cache_capacity_mb() -> u64 {
+    256
+}
+fn default_group_commit_max_batches() -> u64 {
+    16
+}
+fn default_wal_segment_mb() -> u64 {
+    64
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    5_000
+}
+fn default_row_cache_mb() -> u64 {
+    64
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: default_store_path(),
+            cache_capacity_mb: default_cache_capacity_mb(),
+            group_commit_max_batches: default_group_commit_max_batches(),
+            wal_segment_mb: default_wal_segment_mb(),
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
+            row_cache_mb: default_row_cache_mb(),
+        }
+    }
+}
+
+/// `[batching]`: consumer-side batching and backpressure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Flush a batch when it holds this many events.
+    pub max_batch_events: u64,
+    /// Flush a batch when its oldest event has waited this long.
+    pub max_batch_delay_ms: u64,
+    /// Bytes read from Kafka but not yet durable; above it the partitions are paused.
+    pub max_inflight_bytes: u64,
+}
+
+fn default_max_batch_events() -> u64 {
+    1_000
+}
+fn default_max_batch_delay_ms() -> u64 {
+    100
+}
+fn default_max_inflight_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+impl StoreConfig {
+    /// `group_commit_max_batches` (`validate` keeps it >= 1).
+    pub fn group_commit_max_batches(&self) -> NonZeroUsize {
+        non_zero(self.group_commit_max_batches)
+    }
+
+    /// `wal_segment_mb` in bytes (`validate` keeps it >= 1 MiB).
+    pub fn wal_segment_bytes(&self) -> u64 {
+        self.wal_segment_mb << 20
+    }
+
+    /// `checkpoint_interval_ms` (`validate` keeps it >= 10 ms).
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms)
+    }
+}
+
+impl BatchingConfig {
+    /// `max_batch_events` (`validate` keeps it >= 1).
+    pub fn max_batch_events(&self) -> NonZeroUsize {
+        non_zero(self.max_batch_events)
+    }
+
+    /// `max_batch_delay_ms` (`validate` keeps it >= 1 ms and below the session timeout).
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_millis(self.max_batch_delay_ms)
+    }
+
+    /// `max_inflight_bytes` (`validate` keeps it >= `kafka.max_message_bytes` >= 1).
+    pub fn max_inflight_bytes(&self) -> NonZeroUsize {
+        non_zero(self.max_inflight_bytes)
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig {
+            max_batch_events: default_max_batch_events(),
+            max_batch_delay_ms: default_max_batch_delay_ms(),
+            max_inflight_bytes: default_max_inflight_bytes(),
+        }
+    }
+}
+
+/// `[stats]`: change-feed workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Run the stats workers (rollups and real-time counters).
+    pub enabled: bool,
+    /// Unique users/sessions are counted exactly up to this many per bucket, then by sketch.
+    pub unique_exact_threshold: u64,
+    /// Sliding windows of the real-time counters, in seconds; must include 300 (the window
+    /// behind `events_5m` and `active_users_5m`).
+    pub realtime_windows_s: Vec<u64>,
+    /// How often the real-time counters are written to the store.
+    pub persist_interval_ms: u64,
+    /// Longest time rollup changes wait in memory before the rollup worker writes them.
+    pub rollup_flush_interval_ms: u64,
+}
+
+fn default_stats_enabled() -> bool {
+    true
+}
+fn default_unique_exact_threshold() -> u64 {
+    10_000
+}
+fn default_realtime_windows_s() -> Vec<u64> {
+    vec![REQUIRED_REALTIME_WINDOW_S]
+}
+fn default_persist_interval_ms() -> u64 {
+    1_000
+}
+fn default_rollup_flush_interval_ms() -> u64 {
+    1_000
+}
+
+impl StatsConfig {
+    /// `persist_interval_ms` (`validate` keeps it >= 1 ms).
+    pub fn persist_interval(&self) -> Duration {
+        Duration::from_millis(self.persist_interval_ms)
+    }
+
+    /// `rollup_flush_interval_ms` (`validate` keeps it >= 1 ms).
+    pub fn rollup_flush_interval(&self) -> Duration {
+        Duration::from_millis(self.rollup_flush_interval_ms)
+    }
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            enabled: default_stats_enabled(),
+            unique_exact_threshold: default_unique_exact_threshold(),
+            realtime_windows_s: default_realtime_windows_s(),
+            persist_interval_ms: default_persist_interval_ms(),
+            rollup_flush_interval_ms: default_rollup_flush_interval_ms(),
+        }
+    }
+}
