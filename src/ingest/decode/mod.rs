@@ -371,14 +371,12 @@ pub fn decode(
     decode_with(payload, meta, opts, true)
 }
 
-/// [`decode`], with the fast path (`payload::read`) turned off for `fast_path = false`: the
-/// tests hold the two paths to the same results.
-fn decode_with(
-    payload: Option<&[u8]>,
-    meta: &SourceMeta,
+/// The payload as JSON text: present, within the size limit, UTF-8 (a byte-order mark
+/// removed).
+fn payload_text<'p>(
+    payload: Option<&'p [u8]>,
     opts: &DecodeOptions,
-    fast_path: bool,
-) -> Result<DecodedEvent, RejectReason> {
+) -> Result<&'p str, RejectReason> {
     let bytes = match payload {
         None => return Err(RejectReason::Tombstone),
         Some([]) => return Err(RejectReason::EmptyPayload),
@@ -404,7 +402,18 @@ fn decode_with(
         }
     })?;
     // A byte-order mark is legal UTF-8 but not JSON; some producers add one.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
+/// [`decode`], with the fast path (`payload::read`) turned off for `fast_path = false`: the
+/// tests hold the two paths to the same results.
+fn decode_with(
+    payload: Option<&[u8]>,
+    meta: &SourceMeta,
+    opts: &DecodeOptions,
+    fast_path: bool,
+) -> Result<DecodedEvent, RejectReason> {
+    let text = payload_text(payload, opts)?;
     // The fast path reads what it can; a payload it declines gets the full parse, which
     // accepts the same payloads and names the problem in those it rejects.
     let fast = if fast_path { payload::read(text) } else { None };
