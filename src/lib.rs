@@ -13,10 +13,13 @@
 //! Who owns what: [`config`] (connector.toml, environment, flags, validation), [`schema`]
 //! (schema.ormdb -> ormdb-core catalog), [`metrics`] (the Prometheus registry), [`produce`]
 //! and [`demo`] (the `produce` and `demo` commands), [`synth`] (seed-shaped synthetic events
-//! for the demo, tests and benchmarks).
+//! for the demo, tests and benchmarks), `fault` (test-only fault injection, feature
+//! `fault-injection`).
 pub mod app;
 pub mod config;
 pub mod demo;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod gateway;
 pub mod ingest;
 pub mod metrics;

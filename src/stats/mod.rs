@@ -78,26 +78,3 @@ impl StatsError {
 pub(crate) fn uuid_str(id: &[u8; 16]) -> String {
     uuid::Uuid::from_bytes(*id).to_string()
 }
-
-/// Test-only fault hook: `STREAMTALLY_FAULT=<name>:N` (several comma-separated) makes the
-/// process SIGKILL itself at the N-th pass through point `name`.
-#[cfg(feature = "fault-injection")]
-pub(crate) fn fault_armed(name: &str, n: u64) -> bool {
-    std::env::var("STREAMTALLY_FAULT").is_ok_and(|spec| {
-        spec.split(',').any(|part| {
-            part.strip_prefix(name)
-                .and_then(|r| r.strip_prefix(':'))
-                .and_then(|k| k.parse::<u64>().ok())
-                == Some(n)
-        })
-    })
-}
-
-#[cfg(feature = "fault-injection")]
-pub(crate) fn fault_kill(what: &str) -> ! {
-    eprintln!("fault injection: SIGKILL {what}");
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
-    std::process::abort()
-}

@@ -369,11 +369,11 @@ impl RollupWorker {
         #[cfg(feature = "fault-injection")]
         {
             self.writes += 1;
-            if super::fault_armed("stats_write_kill", self.writes) {
+            if crate::fault::armed("stats_write_kill", self.writes) {
                 // Mid-flush: the write is submitted; it may or may not become durable.
                 let _ticket = self.store.submit(batch);
                 std::thread::sleep(Duration::from_micros(self.writes % 7 * 300));
-                super::fault_kill("during a stats rollup write");
+                crate::fault::kill("during a stats rollup write");
             }
         }
         self.in_flight = Some((self.store.submit(batch), self.next, Instant::now()));

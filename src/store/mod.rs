@@ -129,10 +129,7 @@ pub enum StoreError {
 /// `STREAMTALLY_FAULT=wal_fsync_error_on:<Entity>` (one of several comma-separated faults).
 #[cfg(feature = "fault-injection")]
 fn fsync_fault_from_env() -> Option<String> {
-    let spec = std::env::var("STREAMTALLY_FAULT").ok()?;
-    spec.split(',')
-        .find_map(|part| part.strip_prefix("wal_fsync_error_on:"))
-        .map(str::to_string)
+    crate::fault::arg("wal_fsync_error_on")
 }
 
 fn recovery(fatal: bool) -> &'static str {

@@ -255,8 +255,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 fn injected_write_error() -> Option<std::io::Error> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static FAILED: AtomicU64 = AtomicU64::new(0);
-    let spec = std::env::var("STREAMTALLY_FAULT").ok()?;
-    let n: u64 = spec.strip_prefix("wal_write_error:")?.parse().ok()?;
+    let n: u64 = crate::fault::arg("wal_write_error")?.parse().ok()?;
     (FAILED.fetch_add(1, Ordering::SeqCst) < n).then(|| {
         std::io::Error::new(
             std::io::ErrorKind::StorageFull,

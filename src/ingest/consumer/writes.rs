@@ -337,16 +337,7 @@ fn fault_after_durable(shared: &Shared) {
     // STREAMTALLY_FAULT=crash_after_store_durable:N kills the process right after the N-th
     // durable batch, before its offsets are committed to Kafka.
     let n = shared.durable_batches.fetch_add(1, Ordering::SeqCst) + 1;
-    if let Ok(spec) = std::env::var("STREAMTALLY_FAULT") {
-        if let Some(k) = spec.strip_prefix("crash_after_store_durable:") {
-            if k.parse::<u64>().ok() == Some(n) {
-                eprintln!(
-                    "fault injection: SIGKILL after durable batch {n}, before the Kafka commit"
-                );
-                unsafe {
-                    libc::kill(libc::getpid(), libc::SIGKILL);
-                }
-            }
-        }
+    if crate::fault::armed("crash_after_store_durable", n) {
+        crate::fault::kill(&format!("after durable batch {n}, before the Kafka commit"));
     }
 }
