@@ -385,28 +385,25 @@ impl Committer {
         local: &HashMap<[u8; 16], RowState>,
         group: &HashMap<[u8; 16], RowState>,
     ) -> Result<Placed, StoreError> {
-        let scope_pos = e.field_pos(&scope.scope_field)?;
-        let id = e.id_of(&values);
-        let prev = self.lookup(&id, e, local, group, true)?;
-        let RowState::Live { values: old, .. } = &prev else {
-            return Ok(Placed::New { id, values, prev });
+        let read = |id: &[u8; 16]| {
+            let state = self.lookup(id, e, local, group, true)?;
+            let live = match &state {
+                RowState::Live { values, .. } => Some(values.clone()),
+                _ => None,
+            };
+            Ok((live, state))
         };
-        if old[scope_pos] == values[scope_pos] {
-            return Ok(Placed::Duplicate(compare_content(e, scope, old, &values)?));
+        match scoped_slot(e, &values, scope, read)? {
+            ScopedSlot::Duplicate(kind) => Ok(Placed::Duplicate(kind)),
+            ScopedSlot::Free { id, derived, prev } => {
+                if derived {
+                    let given = values[e.id_pos].clone();
+                    values[e.id_pos] = Value::Uuid(id);
+                    values[e.field_pos(&scope.original_id_field)?] = given;
+                }
+                Ok(Placed::New { id, values, prev })
+            }
         }
-        // The id is another scope's: this scope's row lives under a derived id.
-        let scoped = scoped_id(&id, &values[scope_pos]);
-        let prev = self.lookup(&scoped, e, local, group, true)?;
-        if let RowState::Live { values: old, .. } = &prev {
-            return Ok(Placed::Duplicate(compare_content(e, scope, old, &values)?));
-        }
-        values[e.id_pos] = Value::Uuid(scoped);
-        values[e.field_pos(&scope.original_id_field)?] = Value::Uuid(id);
-        Ok(Placed::New {
-            id: scoped,
-            values,
-            prev,
-        })
     }
 
     fn materialize(
@@ -705,6 +702,58 @@ enum Placed {
     Duplicate(Duplicate),
 }
 
+/// Where a scoped insert of `values` belongs (see [`IdScope`]).
+pub(crate) enum ScopedSlot<T> {
+    /// A live row holds its (scope, id): the insert repeats it or contradicts it.
+    Duplicate(Duplicate),
+    /// It goes under `id`: its own, or (`derived`) the one derived from (id, scope value)
+    /// because another scope holds its own. `prev` is what `read` kept of that row id.
+    Free {
+        id: [u8; 16],
+        derived: bool,
+        prev: T,
+    },
+}
+
+/// The one rule of scoped inserts, for the committer and for the store's look-ahead alike:
+/// `read` gives a row id's live values (None when absent or deleted) and whatever else the
+/// caller keeps of it.
+pub(crate) fn scoped_slot<T>(
+    e: &EntityLayout,
+    values: &Values,
+    scope: &IdScope,
+    mut read: impl FnMut(&[u8; 16]) -> Result<(Option<Arc<Values>>, T), StoreError>,
+) -> Result<ScopedSlot<T>, StoreError> {
+    let scope_pos = e.field_pos(&scope.scope_field)?;
+    let id = e.id_of(values);
+    let (live, prev) = read(&id)?;
+    let Some(old) = live else {
+        return Ok(ScopedSlot::Free {
+            id,
+            derived: false,
+            prev,
+        });
+    };
+    if old[scope_pos] == values[scope_pos] {
+        return Ok(ScopedSlot::Duplicate(compare_content(
+            e, scope, &old, values,
+        )?));
+    }
+    // The id is another scope's: this scope's row lives under a derived id.
+    let scoped = scoped_id(&id, &values[scope_pos]);
+    let (live, prev) = read(&scoped)?;
+    match live {
+        Some(old) => Ok(ScopedSlot::Duplicate(compare_content(
+            e, scope, &old, values,
+        )?)),
+        None => Ok(ScopedSlot::Free {
+            id: scoped,
+            derived: true,
+            prev,
+        }),
+    }
+}
+
 /// The row id of `id` within scope `scope_value` when another scope holds `id` itself.
 pub fn scoped_id(id: &[u8; 16], scope_value: &Value) -> [u8; 16] {
     let mut name = Vec::with_capacity(40);
@@ -718,7 +767,7 @@ pub fn scoped_id(id: &[u8; 16], scope_value: &Value) -> [u8; 16] {
 }
 
 /// Whether a scoped insert repeats the stored row (`Same`) or contradicts it (`Conflict`).
-pub(crate) fn compare_content(
+fn compare_content(
     e: &EntityLayout,
     scope: &IdScope,
     stored: &Values,

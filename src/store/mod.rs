@@ -807,16 +807,11 @@ impl Store {
     ) -> Result<Option<Duplicate>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
         let values = e.validate(row, 0)?;
-        let scope_pos = e.field_pos(&scope.scope_field)?;
-        let id = e.id_of(&values);
-        let stored = match self.get_values(entity, &id)? {
-            None => return Ok(None),
-            Some(old) if old[scope_pos] == values[scope_pos] => Some(old),
-            Some(_) => self.get_values(entity, &commit::scoped_id(&id, &values[scope_pos]))?,
-        };
-        stored
-            .map(|old| commit::compare_content(e, scope, &old, &values))
-            .transpose()
+        let read = |id: &[u8; 16]| Ok((self.get_values(entity, id)?.map(Arc::new), ()));
+        Ok(match commit::scoped_slot(e, &values, scope, read)? {
+            commit::ScopedSlot::Duplicate(kind) => Some(kind),
+            commit::ScopedSlot::Free { .. } => None,
+        })
     }
 
     /// Keep the latest rows of `entity` in memory (up to `StoreOptions::row_cache_bytes`
