@@ -61,15 +61,6 @@ impl DeadLetterQueue {
         })
     }
 
-    /// Whether `topic`/`partition` waits for a dead letter (its records are not read).
-    pub fn is_blocked(&self, topic: &str, partition: i32) -> bool {
-        !self.blocked.is_empty() && self.blocked.contains_key(&(topic.to_string(), partition))
-    }
-
-    pub fn blocked_partitions(&self) -> impl Iterator<Item = &(String, i32)> {
-        self.blocked.keys()
-    }
-
     /// Sends the dead letter of `letter`, waiting a moment for the acknowledgement.
     pub fn reject(&mut self, letter: DeadLetter) -> Rejected {
         let now = Instant::now();
