@@ -130,6 +130,11 @@ pub struct Entity {
     /// `@latest_only`: a write replaces the row's previous version instead of keeping it
     /// beside the new one (rows rewritten many times a second, such as rollups).
     pub latest_only: bool,
+    /// `@blocks`: rows are kept in compressed columnar blocks (one Kafka partition and one
+    /// `org_id` each) registered by `EventBlock` catalog rows, instead of one ORMDB row each.
+    /// Such rows are inserted, updated and deleted through the store as before, but read only
+    /// through the store's API, not ormdb-core's readers.
+    pub blocks: bool,
 }
 
 impl Entity {
@@ -502,6 +507,7 @@ impl Parser {
         let mut feed: Vec<String> = Vec::new();
         let mut postings: Vec<Vec<String>> = Vec::new();
         let mut latest_only = false;
+        let mut blocks = false;
         let mut refs = Vec::new();
         loop {
             match self.peek().tok {
@@ -516,16 +522,21 @@ impl Parser {
                     let field = self.field(&name, &fields)?;
                     fields.push(field);
                 }
-                Tok::At if self.next_is_ident("latest_only") => {
+                Tok::At if self.next_is_ident("latest_only") || self.next_is_ident("blocks") => {
                     let at = self.bump().pos;
-                    self.bump();
-                    if latest_only {
+                    let is_blocks = matches!(self.bump().tok, Tok::Ident(ref f) if f == "blocks");
+                    let (attribute, flag) = if is_blocks {
+                        ("blocks", &mut blocks)
+                    } else {
+                        ("latest_only", &mut latest_only)
+                    };
+                    if *flag {
                         return Err(ParseError {
                             pos: at,
-                            message: format!("entity '{name}' declares @latest_only twice"),
+                            message: format!("entity '{name}' declares @{attribute} twice"),
                         });
                     }
-                    latest_only = true;
+                    *flag = true;
                 }
                 Tok::At => {
                     let at = self.peek().pos;
@@ -593,6 +604,7 @@ impl Parser {
             feed,
             postings,
             latest_only,
+            blocks,
         })
     }
 
@@ -754,7 +766,7 @@ impl Parser {
                 return Err(ParseError {
                     pos: at,
                     message: format!(
-                        "unknown attribute '@{attribute}' in entity '{entity}', expected @index(...), @unique(...), @feed(...), @postings(...) or @latest_only"
+                        "unknown attribute '@{attribute}' in entity '{entity}', expected @index(...), @unique(...), @feed(...), @postings(...), @latest_only or @blocks"
                     ),
                 })
             }
@@ -1070,7 +1082,7 @@ mod tests {
         assert_eq!((line, column), (4, 3));
         assert_eq!(
             message,
-            "unknown attribute '@key' in entity 'A', expected @index(...), @unique(...), @feed(...), @postings(...) or @latest_only"
+            "unknown attribute '@key' in entity 'A', expected @index(...), @unique(...), @feed(...), @postings(...), @latest_only or @blocks"
         );
     }
 

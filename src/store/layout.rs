@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 /// Entities whose writes are bookkeeping of the store itself and stay out of the change feed
 /// (a feed reader writing its cursor must not produce feed entries for itself to read).
-pub const UNFED_ENTITIES: &[&str] = &["ConsumerOffset", "FeedCursor"];
+pub const UNFED_ENTITIES: &[&str] = &["ConsumerOffset", "FeedCursor", "EventBlock"];
 
 #[derive(Debug, Clone)]
 pub struct FieldLayout {
@@ -61,6 +61,33 @@ pub struct EntityLayout {
     pub postings: Vec<PostingLayout>,
     /// `@latest_only`: a write removes the row's previous version.
     pub latest_only: bool,
+    /// `@blocks`: rows live in columnar blocks (see `store::blocks`), not as ORMDB rows.
+    pub blocks: Option<BlockKeys>,
+}
+
+/// Fields of a `@blocks` entity that shape its blocks, found by name: a block holds rows of
+/// one `org_id`, `topic` and `partition` (those the entity has), and the catalog keeps each
+/// block's range of `offset` and `timestamp`.
+#[derive(Debug, Clone, Default)]
+pub struct BlockKeys {
+    pub org: Option<usize>,
+    pub topic: Option<usize>,
+    pub partition: Option<usize>,
+    pub offset: Option<usize>,
+    pub time: Option<usize>,
+    /// The entity registering the blocks: `<Entity>Block`.
+    pub catalog: String,
+}
+
+impl BlockKeys {
+    /// The values a block's rows share.
+    pub fn key_of(&self, values: &Values) -> Vec<u8> {
+        let mut key = Vec::new();
+        for pos in [self.org, self.topic, self.partition].into_iter().flatten() {
+            super::codec::encode_component(&mut key, &values[pos]);
+        }
+        key
+    }
 }
 
 /// Values of one row in schema field order (`Value::Null` for an absent optional field).
@@ -89,7 +116,32 @@ impl Layout {
             .enumerate()
             .map(|(i, e)| (e.name.clone(), i))
             .collect();
-        Ok(Layout { entities, by_name })
+        let layout = Layout { entities, by_name };
+        for e in &layout.entities {
+            if let Some(keys) = &e.blocks {
+                let catalog = layout.entity(&keys.catalog).map_err(|_| {
+                    StoreError::Schema(format!(
+                        "entity {} is @blocks but schema.ormdb declares no entity {} to register its blocks",
+                        e.name, keys.catalog
+                    ))
+                })?;
+                for field in ["block_no", "row_count", "bytes", "level", "version"] {
+                    catalog.field_pos(field).map_err(|_| {
+                        StoreError::Schema(format!(
+                            "entity {}: missing field '{field}'",
+                            keys.catalog
+                        ))
+                    })?;
+                }
+                if !e.postings.is_empty() || !e.indexes.is_empty() {
+                    return Err(StoreError::Schema(format!(
+                        "entity {} is @blocks: its blocks are found through {}, so it declares no @index or @postings",
+                        e.name, keys.catalog
+                    )));
+                }
+            }
+        }
+        Ok(layout)
     }
 
     /// What the index tree's layout depends on: every index's number, kind and fields. A
@@ -213,6 +265,15 @@ fn compile_entity(no: u16, e: &Entity, index_no: &mut u16) -> Result<EntityLayou
         });
         *index_no += 1;
     }
+    let find = |name: &str| by_name.get(name).copied();
+    let blocks = e.blocks.then(|| BlockKeys {
+        org: find("org_id"),
+        topic: find("topic"),
+        partition: find("partition"),
+        offset: find("offset"),
+        time: find("timestamp"),
+        catalog: format!("{}Block", e.name),
+    });
     Ok(EntityLayout {
         no,
         name: e.name.clone(),
@@ -225,6 +286,7 @@ fn compile_entity(no: u16, e: &Entity, index_no: &mut u16) -> Result<EntityLayou
         feed_fields,
         postings,
         latest_only: e.latest_only,
+        blocks,
     })
 }
 

@@ -13,6 +13,7 @@
 //! - the reads the gateway needs over those indexes (`query`).
 
 mod batch;
+pub mod blocks;
 mod cache;
 pub mod codec;
 mod commit;
@@ -258,6 +259,8 @@ pub(crate) const TREE_TYPES: u8 = 2;
 pub(crate) const TREE_INDEX: u8 = 3;
 pub(crate) const TREE_FEED: u8 = 4;
 pub(crate) const TREE_STMETA: u8 = 5;
+/// Not a tree: a block file of a `@blocks` entity (key: block number, big-endian).
+pub(crate) const TREE_BLOCKS: u8 = 6;
 
 impl Trees {
     pub fn get(&self, id: u8) -> &sled::Tree {
@@ -297,6 +300,8 @@ pub(crate) struct Inner {
     pub wal: Mutex<wal::Wal>,
     /// Latest rows of chosen entities, invalidated by the apply thread.
     pub row_cache: cache::RowCache,
+    /// The blocks of `@blocks` entities: catalog, files, id index, read cache.
+    pub blocks: blocks::Blocks,
     /// Test-only: the first WAL group that writes a row of this entity fails its fsync.
     #[cfg(feature = "fault-injection")]
     pub fsync_fault_entity: Mutex<Option<String>>,
@@ -337,6 +342,7 @@ impl Drop for Handle {
 const STMETA_CHECKPOINT: &[u8] = b"checkpoint";
 const STMETA_LAST_COMMIT: &[u8] = b"last_commit";
 const STMETA_NEXT_SEQ: &[u8] = b"next_seq";
+const STMETA_NEXT_BLOCK: &[u8] = b"next_block";
 const STMETA_FEED_FLOOR: &[u8] = b"feed_floor";
 /// [`Layout::index_description`] of the schema the index tree was built for.
 const STMETA_INDEX_LAYOUT: &[u8] = b"index_layout";
@@ -582,9 +588,13 @@ impl Store {
         let (mut wal, records) =
             wal::Wal::open(&path.join("wal"), opts.wal_segment_bytes, checkpoint)?;
         let replayed = records.len();
+        let block_files = blocks::BlockFiles::open(&path)?;
         for rec in &records {
             let ops = commit::decode_ops(&rec.payload)?;
-            commit::apply_ops(&trees, ops).map_err(sled_err("replay the write-ahead log"))?;
+            commit::apply_ops(&trees, &block_files, ops)?;
+        }
+        if replayed > 0 {
+            block_files.sync_written()?;
         }
         if replayed > 0 {
             let last = records.last().map(|r| r.commit).unwrap_or(checkpoint);
@@ -601,6 +611,9 @@ impl Store {
         let next_seq = read_u64(&trees.stmeta, STMETA_NEXT_SEQ)
             .map_err(sled_err("read the feed head"))?
             .unwrap_or(FIRST_SEQ);
+        let next_block = read_u64(&trees.stmeta, STMETA_NEXT_BLOCK)
+            .map_err(sled_err("read the next block number"))?
+            .unwrap_or(1);
         let feed_floor = read_u64(&trees.stmeta, STMETA_FEED_FLOOR)
             .map_err(sled_err("read the feed floor"))?
             .unwrap_or(FIRST_SEQ);
@@ -628,6 +641,7 @@ impl Store {
 
         let (tx, rx) = crossbeam_channel::bounded(1024);
         let row_cache = cache::RowCache::new(layout.entities.len(), opts.row_cache_bytes);
+        let blocks = blocks::Blocks::load(&engine, &layout, block_files, opts.row_cache_bytes)?;
         let inner = Arc::new(Inner {
             path: path.clone(),
             layout,
@@ -641,6 +655,7 @@ impl Store {
             failure: Mutex::new(None),
             wal: Mutex::new(wal),
             row_cache,
+            blocks,
             #[cfg(feature = "fault-injection")]
             fsync_fault_entity: Mutex::new(fsync_fault_from_env()),
         });
@@ -654,6 +669,7 @@ impl Store {
             rx,
             last_commit + 1,
             next_seq,
+            next_block,
             opts.group_commit_max_batches,
         );
         let mut threads = vec![std::thread::Builder::new()
@@ -793,6 +809,9 @@ impl Store {
         id: &[u8; 16],
     ) -> Result<Option<Vec<Value>>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
+        if e.blocks.is_some() {
+            return Ok(self.inner.block_row(e, id)?.map(|(_, values)| values));
+        }
         self.with_latest(e.no, id, |_, data| e.decode_record(data))
     }
 
@@ -856,10 +875,14 @@ impl Store {
     /// the row changes.
     pub fn latest_version(&self, entity: &str, id: &[u8; 16]) -> Result<Option<u64>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
+        if e.blocks.is_some() {
+            return Ok(self.inner.block_row(e, id)?.map(|(meta, _)| meta.version));
+        }
         self.with_latest(e.no, id, |version, _| Ok(version))
     }
 
-    /// A specific version of a row (as named by a change-feed entry).
+    /// A specific version of a row (as named by a change-feed entry). Rows of `@blocks`
+    /// entities keep no old versions: their current row, whatever `version` names.
     pub fn get_version(
         &self,
         entity: &str,
@@ -867,6 +890,9 @@ impl Store {
         version: u64,
     ) -> Result<Option<Row>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
+        if e.blocks.is_some() {
+            return self.get(entity, id);
+        }
         match self.version_record(id, version)? {
             Some(record) => Ok(Some(e.to_row(e.decode_record(&record.data)?))),
             None => Ok(None),
@@ -920,7 +946,32 @@ impl Store {
         fields: &[&str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
+        if e.blocks.is_some() {
+            return self.block_fields(e, id, fields);
+        }
         self.with_latest(e.no, id, |_, data| project(entity, data, fields))
+    }
+
+    /// `get_fields` of a `@blocks` row.
+    fn block_fields(
+        &self,
+        e: &layout::EntityLayout,
+        id: &[u8; 16],
+        fields: &[&str],
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        let Some((_, values)) = self.inner.block_row(e, id)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            fields
+                .iter()
+                .map(|f| {
+                    e.field_pos(f)
+                        .map(|p| values[p].clone())
+                        .unwrap_or(Value::Null)
+                })
+                .collect(),
+        ))
     }
 
     /// Chosen fields of a specific row version, in the order asked (Null where absent),
@@ -932,7 +983,10 @@ impl Store {
         version: u64,
         fields: &[&str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
-        self.inner.layout.entity(entity)?;
+        let e = self.inner.layout.entity(entity)?;
+        if e.blocks.is_some() {
+            return self.block_fields(e, id, fields);
+        }
         let Some(record) = self.version_record(id, version)? else {
             return Ok(None);
         };
@@ -991,6 +1045,14 @@ impl Store {
     /// index): for whole-table passes that must not hold every row in memory.
     pub fn for_each_row(&self, entity: &str, mut f: impl FnMut(Row)) -> Result<(), StoreError> {
         let e = self.inner.layout.entity(entity)?;
+        if e.blocks.is_some() {
+            for meta in self.inner.blocks.catalog.select(e.no, |_| true) {
+                for values in self.inner.block_rows(e, &meta)? {
+                    f(e.to_row(values));
+                }
+            }
+            return Ok(());
+        }
         for item in self.inner.engine.scan_entity_type(entity) {
             let (_, _, record) = item.map_err(|err| StoreError::Engine {
                 path: self.inner.path.clone(),
@@ -1005,6 +1067,13 @@ impl Store {
     /// The ormdb-core engine and catalog underneath, for ormdb-core's own readers.
     pub fn ormdb(&self) -> (&StorageEngine, &Catalog) {
         (&self.inner.engine, &self.inner.catalog)
+    }
+
+    /// Blocks, rows and bytes of the blocks of `entity` (a `@blocks` entity), from the
+    /// catalog alone.
+    pub fn block_totals(&self, entity: &str) -> Result<(u64, u64, u64), StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        Ok(self.inner.blocks.catalog.totals(e.no))
     }
 
     /// Bytes the store occupies on disk (database and write-ahead log).
@@ -1062,6 +1131,8 @@ fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
     };
     let applied = inner.applied_commit.load(Ordering::SeqCst);
     feed::truncate(inner)?;
+    // The block files of the commits about to leave the WAL must be on disk first.
+    inner.blocks.files.sync_written()?;
     inner
         .trees
         .stmeta

@@ -79,8 +79,8 @@ impl Query {
 }
 
 /// Filters resolved to field positions.
-struct Pred {
-    pos: usize,
+pub(super) struct Pred {
+    pub pos: usize,
     kind: PredKind,
 }
 enum PredKind {
@@ -89,15 +89,41 @@ enum PredKind {
     NotNull,
 }
 
-fn enc(v: &Value) -> Vec<u8> {
+pub(super) fn enc(v: &Value) -> Vec<u8> {
     let mut b = Vec::new();
     encode_component(&mut b, v);
     b
 }
 
 impl Pred {
+    /// The filters of `q` on entity `e`.
+    pub(super) fn of(e: &EntityLayout, q: &Query) -> Result<Vec<Pred>, StoreError> {
+        let mut preds = Vec::new();
+        for f in &q.filters {
+            preds.push(match f {
+                Filter::Eq(name, v) => Pred {
+                    pos: e.field_pos(name)?,
+                    kind: PredKind::Eq(enc(v)),
+                },
+                Filter::Range {
+                    field,
+                    lower,
+                    upper,
+                } => Pred {
+                    pos: e.field_pos(field)?,
+                    kind: PredKind::Range(lower.as_ref().map(enc), upper.as_ref().map(enc)),
+                },
+                Filter::NotNull(name) => Pred {
+                    pos: e.field_pos(name)?,
+                    kind: PredKind::NotNull,
+                },
+            });
+        }
+        Ok(preds)
+    }
+
     /// Checks an encoded component (encodings compare like the values).
-    fn matches(&self, comp: &[u8]) -> bool {
+    pub(super) fn matches(&self, comp: &[u8]) -> bool {
         match &self.kind {
             PredKind::Eq(v) => comp == v.as_slice(),
             PredKind::NotNull => comp.first() != Some(&0),
@@ -189,6 +215,10 @@ impl Store {
     /// Rows matching `q`, in its order, at most its limit.
     pub fn query(&self, q: &Query) -> Result<Vec<Row>, StoreError> {
         let e = self.inner().layout.entity(&q.entity)?;
+        if e.blocks.is_some() {
+            let rows = super::blocks::scan::query_rows(self.inner(), e, q)?;
+            return Ok(rows.into_iter().map(|v| e.to_row(v)).collect());
+        }
         let mut rows: Vec<Values> = Vec::new();
         let order = q
             .order
@@ -225,6 +255,15 @@ impl Store {
     /// COUNT(*) of rows matching `q` (its order and limit are ignored).
     pub fn count(&self, q: &Query) -> Result<u64, StoreError> {
         let mut n = 0u64;
+        let e = self.inner().layout.entity(&q.entity)?;
+        if e.blocks.is_some() {
+            let mut count = |_: &super::blocks::BlockMeta, _| {
+                n += 1;
+                Ok(true)
+            };
+            super::blocks::scan::scan(self.inner(), e, q, &[], &mut count, &mut |_| false)?;
+            return Ok(n);
+        }
         let q = Query {
             order: None,
             limit: None,
@@ -289,6 +328,16 @@ impl Store {
             limit: None,
             ..q.clone()
         };
+        let e = self.inner().layout.entity(&q.entity)?;
+        if e.blocks.is_some() {
+            let mut each = |_: &super::blocks::BlockMeta, v: Vec<Value>| {
+                f(&enc(&v[0]));
+                Ok(true)
+            };
+            return super::blocks::scan::scan(self.inner(), e, &q, &[pos], &mut each, &mut |_| {
+                false
+            });
+        }
         self.scan(&q, Some(pos), &mut |hit, row| {
             if let Some((_, c)) = hit.comps.iter().find(|(p, _)| *p == pos) {
                 f(c);
@@ -417,27 +466,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let inner = self.inner();
         let e = inner.layout.entity(&q.entity)?;
-        let mut preds = Vec::new();
-        for f in &q.filters {
-            preds.push(match f {
-                Filter::Eq(name, v) => Pred {
-                    pos: e.field_pos(name)?,
-                    kind: PredKind::Eq(enc(v)),
-                },
-                Filter::Range {
-                    field,
-                    lower,
-                    upper,
-                } => Pred {
-                    pos: e.field_pos(field)?,
-                    kind: PredKind::Range(lower.as_ref().map(enc), upper.as_ref().map(enc)),
-                },
-                Filter::NotNull(name) => Pred {
-                    pos: e.field_pos(name)?,
-                    kind: PredKind::NotNull,
-                },
-            });
-        }
+        let preds = Pred::of(e, q)?;
         let plan = self.plan(e, &preds, q, want);
         let limit = if plan.ordered { q.limit } else { None };
         let err = |op: &'static str| {
@@ -798,6 +827,14 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
             problems.push(format!("change feed jumps from {next} to {}", entry.seq));
         }
         next = entry.seq + 1;
+        if inner
+            .layout
+            .entity(&entry.entity)
+            .is_ok_and(|e| e.blocks.is_some())
+        {
+            // Blocks keep no old versions; `blocks::verify` checks the rows.
+            continue;
+        }
         let latest_only = inner
             .layout
             .entity(&entry.entity)
@@ -829,5 +866,6 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
     if next != head {
         problems.push(format!("change feed ends at {next} but its head is {head}"));
     }
+    problems.extend(super::blocks::verify(inner)?);
     Ok(problems)
 }

@@ -5,18 +5,19 @@
 //! the same group (an overlay of row states), so a group is equivalent to its batches applied
 //! in order. A batch that fails validation is answered with its error and leaves no trace.
 
-use super::batch::{CommitInfo, Duplicate, IdScope, Mutation, Row, WriteBatch};
+mod draft;
+
+use super::batch::{CommitInfo, Duplicate, IdScope, Mutation, WriteBatch};
+use super::blocks::{BlockChange, BlockFiles};
 use super::codec::display_value;
-use super::feed::{encode_feed_record, ChangeOp, FeedItem};
 use super::layout::{EntityLayout, Values};
-use super::postings;
 use super::{
-    Inner, StoreError, Trees, Value, STMETA_LAST_COMMIT, STMETA_NEXT_SEQ, TREE_DATA, TREE_FEED,
-    TREE_INDEX, TREE_META, TREE_STMETA, TREE_TYPES,
+    Inner, StoreError, Trees, Value, TREE_BLOCKS, TREE_DATA, TREE_INDEX, TREE_META, TREE_STMETA,
+    TREE_TYPES,
 };
 use crate::schema::FieldType;
 use ormdb_core::storage::{Record, VersionedKey};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -54,7 +55,11 @@ pub struct Committer {
     rx: crossbeam_channel::Receiver<Request>,
     next_commit: u64,
     next_seq: u64,
+    /// Number of the next block of a `@blocks` entity.
+    next_block: u64,
     max_group: usize,
+    /// A batch held back to start the next group (see [`needs_applied`]).
+    held: Option<Request>,
     /// Row states written by groups that are durable but maybe not applied yet, with the
     /// last commit of each group, oldest first.
     unapplied: VecDeque<(u64, HashMap<[u8; 16], RowState>)>,
@@ -75,9 +80,12 @@ fn apply_loop(inner: &Inner, groups: crossbeam_channel::Receiver<Logged>) {
             let already_failed = failed.is_some();
             let result = match failed {
                 Some(f) => Err(f.message),
-                None => apply_ops(&inner.trees, m.ops)
+                None => apply_ops(&inner.trees, &inner.blocks.files, m.ops)
                     .map_err(|e| format!("applying commit {} failed: {e}", info.commit)),
             };
+            if result.is_ok() {
+                inner.blocks.apply(&m.blocks);
+            }
             if let Err(message) = result {
                 if !already_failed {
                     tracing::error!(%message, "store write is durable in the WAL but not applied");
@@ -126,6 +134,8 @@ struct Materialized {
     ops: Vec<Op>,
     info: CommitInfo,
     overlay: HashMap<[u8; 16], RowState>,
+    /// Blocks added and removed, for the in-memory catalog once applied.
+    blocks: Vec<BlockChange>,
 }
 
 impl Committer {
@@ -134,6 +144,7 @@ impl Committer {
         rx: crossbeam_channel::Receiver<Request>,
         next_commit: u64,
         next_seq: u64,
+        next_block: u64,
         max_group: usize,
     ) -> Self {
         Committer {
@@ -141,7 +152,9 @@ impl Committer {
             rx,
             next_commit,
             next_seq,
+            next_block,
             max_group,
+            held: None,
             unapplied: VecDeque::new(),
         }
     }
@@ -169,10 +182,24 @@ impl Committer {
                 return;
             }
         };
-        while let Ok(first) = self.rx.recv() {
+        loop {
+            let first = match self.held.take() {
+                Some(r) => r,
+                None => match self.rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
+            if needs_applied(&self.inner, &first.batch) {
+                self.wait_applied();
+            }
             let mut group = vec![first];
             while group.len() < self.max_group {
                 match self.rx.try_recv() {
+                    Ok(r) if needs_applied(&self.inner, &r.batch) => {
+                        self.held = Some(r);
+                        break;
+                    }
                     Ok(r) => group.push(r),
                     Err(_) => break,
                 }
@@ -221,13 +248,16 @@ impl Committer {
         let mut overlay: HashMap<[u8; 16], RowState> = HashMap::new();
         let mut commit = self.next_commit;
         let mut seq = self.next_seq;
+        let mut block = self.next_block;
         let mut accepted: Vec<(Request, Materialized)> = Vec::with_capacity(group.len());
         for req in group {
-            match self.materialize(&req.batch, &overlay, commit, seq, now) {
-                Ok(m) => {
+            let draft = draft::Draft::new(self, &overlay, commit, seq, block, now, req.batch.len());
+            match draft.batch(&req.batch) {
+                Ok((m, next_block)) => {
                     overlay.extend(m.overlay.iter().map(|(k, v)| (*k, v.clone())));
                     commit += 1;
                     seq = m.info.next_seq;
+                    block = next_block;
                     accepted.push((req, m));
                 }
                 Err(e) => {
@@ -278,6 +308,7 @@ impl Committer {
         }
         self.next_commit = commit;
         self.next_seq = seq;
+        self.next_block = block;
         self.unapplied.push_back((commit - 1, overlay));
         Some(Logged { batches: accepted })
     }
@@ -323,6 +354,15 @@ impl Committer {
         });
         if let Some(s) = pending {
             return Ok(s.clone());
+        }
+        if e.blocks.is_some() {
+            return Ok(match self.inner.block_row(e, id)? {
+                Some((meta, values)) => RowState::Live {
+                    version: meta.version,
+                    values: Arc::new(values),
+                },
+                None => RowState::Absent,
+            });
         }
         let trees = &self.inner.trees;
         let engine_err = |op: &'static str| {
@@ -404,291 +444,6 @@ impl Committer {
                 Ok(Placed::New { id, values, prev })
             }
         }
-    }
-
-    fn materialize(
-        &self,
-        batch: &WriteBatch,
-        group: &HashMap<[u8; 16], RowState>,
-        commit: u64,
-        first_seq: u64,
-        now: i64,
-    ) -> Result<Materialized, StoreError> {
-        let layout = &self.inner.layout;
-        let mut local: HashMap<[u8; 16], RowState> = HashMap::new();
-        let mut ops = Vec::with_capacity(batch.mutations.len() * 7 + 4);
-        let mut feed: Vec<FeedItem> = Vec::new();
-        // Posting index entries of this batch, by key prefix.
-        let mut postings: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut info = CommitInfo {
-            commit,
-            first_seq,
-            ..Default::default()
-        };
-
-        let internal = batch
-            .offsets
-            .iter()
-            .map(|(topic, partition, offset)| Mutation::Upsert {
-                entity: "ConsumerOffset".into(),
-                row: Row::new()
-                    .with("topic", Value::String(topic.clone()))
-                    .with("partition", Value::Int32(*partition))
-                    .with("next_offset", Value::Int64(*offset))
-                    .with("updated_at", Value::Timestamp(now)),
-            })
-            .chain(batch.cursors.iter().map(|(name, seq)| {
-                Mutation::Upsert {
-                    entity: "FeedCursor".into(),
-                    row: Row::new()
-                        .with("name", Value::String(name.clone()))
-                        .with("next_seq", Value::Int64(*seq as i64))
-                        .with("updated_at", Value::Timestamp(now)),
-                }
-            }))
-            .collect::<Vec<_>>();
-
-        for (n, m) in batch.mutations.iter().chain(internal.iter()).enumerate() {
-            let counted = n < batch.mutations.len();
-            let (entity, id, new_values, op) = match m {
-                Mutation::Insert { entity, row } => {
-                    let e = layout.entity(entity)?;
-                    let values = e.validate(row, now)?;
-                    let id = e.id_of(&values);
-                    let prev = self.lookup(&id, e, &local, group, false)?;
-                    if matches!(prev, RowState::Live { .. }) {
-                        info.unchanged += counted as usize;
-                        continue;
-                    }
-                    (e, id, Some(values), prev)
-                }
-                Mutation::InsertScoped { entity, row, scope } => {
-                    let e = layout.entity(entity)?;
-                    let values = e.validate(row, now)?;
-                    match self.place_scoped(e, values, scope, &local, group)? {
-                        Placed::New { id, values, prev } => (e, id, Some(values), prev),
-                        Placed::Duplicate(kind) => {
-                            info.unchanged += counted as usize;
-                            info.duplicates.push((n, kind));
-                            continue;
-                        }
-                    }
-                }
-                Mutation::Upsert { entity, row } => {
-                    let e = layout.entity(entity)?;
-                    if e.unique.is_none() {
-                        return Err(StoreError::NoUniqueKey {
-                            entity: entity.clone(),
-                        });
-                    }
-                    let values = e.validate(row, now)?;
-                    let id = e.id_of(&values);
-                    let prev = self.lookup(&id, e, &local, group, true)?;
-                    if let RowState::Live { values: old, .. } = &prev {
-                        if **old == values {
-                            info.unchanged += counted as usize;
-                            continue;
-                        }
-                    }
-                    (e, id, Some(values), prev)
-                }
-                Mutation::Update { entity, id, row } => {
-                    let e = layout.entity(entity)?;
-                    let mut row = row.clone();
-                    match row.id() {
-                        Some(given) if given != *id => {
-                            return Err(StoreError::IdConflict {
-                                entity: entity.clone(),
-                                row_id: display_value(&Value::Uuid(given)),
-                                target: display_value(&Value::Uuid(*id)),
-                            })
-                        }
-                        Some(_) => {}
-                        None if e.unique.is_none() => row.set("id", Value::Uuid(*id)),
-                        None => {}
-                    }
-                    let values = e.validate(&row, now)?;
-                    if e.id_of(&values) != *id {
-                        return Err(StoreError::IdMismatch {
-                            entity: entity.clone(),
-                            given: display_value(&Value::Uuid(*id)),
-                            derived: display_value(&values[e.id_pos]),
-                        });
-                    }
-                    let prev = self.lookup(id, e, &local, group, true)?;
-                    if !matches!(prev, RowState::Live { .. }) {
-                        return Err(StoreError::NotFound {
-                            entity: entity.clone(),
-                            id: uuid::Uuid::from_bytes(*id).to_string(),
-                            op: "update",
-                        });
-                    }
-                    (e, *id, Some(values), prev)
-                }
-                Mutation::Delete { entity, id } => {
-                    let e = layout.entity(entity)?;
-                    let prev = self.lookup(id, e, &local, group, true)?;
-                    if !matches!(prev, RowState::Live { .. }) {
-                        return Err(StoreError::NotFound {
-                            entity: entity.clone(),
-                            id: uuid::Uuid::from_bytes(*id).to_string(),
-                            op: "delete",
-                        });
-                    }
-                    (e, *id, None, prev)
-                }
-            };
-
-            let version = (now as u64).max(op.version() + 1);
-            let old_values = match &op {
-                RowState::Live { values, .. } => Some(values.clone()),
-                _ => None,
-            };
-            let record = match &new_values {
-                Some(values) => Record::with_timestamp(entity.encode_record(values)?, version),
-                None => Record {
-                    data: Vec::new(),
-                    created_at: version,
-                    deleted: true,
-                },
-            };
-            let record_bytes = record.to_bytes().map_err(|err| StoreError::Corrupt {
-                what: format!("{}: cannot encode record: {err}", entity.name),
-            })?;
-            ops.push(Op {
-                tree: TREE_DATA,
-                key: VersionedKey::new(id, version).encode().to_vec(),
-                value: Some(record_bytes),
-            });
-            ops.push(Op {
-                tree: TREE_META,
-                key: latest_key(&id),
-                value: Some(version.to_be_bytes().to_vec()),
-            });
-            if entity.latest_only && !matches!(op, RowState::Absent) {
-                // The new version replaces the previous one (or its tombstone).
-                ops.push(Op {
-                    tree: TREE_DATA,
-                    key: VersionedKey::new(id, op.version()).encode().to_vec(),
-                    value: None,
-                });
-            }
-            if matches!(op, RowState::Absent) {
-                ops.push(Op {
-                    tree: TREE_TYPES,
-                    key: type_key(&entity.name, &id),
-                    value: Some(Vec::new()),
-                });
-            }
-            for idx in &entity.indexes {
-                let old_key = old_values.as_ref().map(|v| entity.index_key(idx, v, &id));
-                let new_key = new_values.as_ref().map(|v| entity.index_key(idx, v, &id));
-                if old_key == new_key {
-                    continue;
-                }
-                if let Some(k) = old_key {
-                    ops.push(Op {
-                        tree: TREE_INDEX,
-                        key: k,
-                        value: None,
-                    });
-                }
-                if let Some(k) = new_key {
-                    ops.push(Op {
-                        tree: TREE_INDEX,
-                        key: k,
-                        value: Some(Vec::new()),
-                    });
-                }
-            }
-            // The @feed values before and after: carried by posting entries and the feed.
-            let feed_of = |values: Option<&Values>| {
-                values
-                    .filter(|_| !entity.feed_fields.is_empty())
-                    .map(|v| entity.feed_values(v))
-            };
-            let (old_feed, new_feed) =
-                (feed_of(old_values.as_deref()), feed_of(new_values.as_ref()));
-            for p in &entity.postings {
-                let old_key = old_values.as_ref().map(|v| entity.posting_key(p, v));
-                let new_key = new_values.as_ref().map(|v| entity.posting_key(p, v));
-                if old_key.is_some() && old_key == new_key && old_feed == new_feed {
-                    continue;
-                }
-                if let Some(k) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
-                    postings::push_remove(postings.entry(k).or_default(), &id);
-                }
-                if let (Some(k), Some(f)) = (new_key, &new_feed) {
-                    postings::push_set(postings.entry(k).or_default(), &id, f);
-                }
-            }
-            let change = match (&old_values, &new_values) {
-                (None, Some(_)) => {
-                    info.inserted += counted as usize;
-                    ChangeOp::Insert
-                }
-                (Some(_), Some(_)) => {
-                    info.updated += counted as usize;
-                    ChangeOp::Update
-                }
-                _ => {
-                    info.deleted += counted as usize;
-                    ChangeOp::Delete
-                }
-            };
-            if entity.fed {
-                feed.push(FeedItem {
-                    entity_no: entity.no,
-                    op: change,
-                    id,
-                    version,
-                    prev_version: old_values.as_ref().map(|_| op.version()).unwrap_or(0),
-                    old_fields: old_feed,
-                    new_fields: new_feed,
-                });
-            }
-            local.insert(
-                id,
-                match new_values {
-                    Some(values) => RowState::Live {
-                        version,
-                        values: Arc::new(values),
-                    },
-                    None => RowState::Deleted { version },
-                },
-            );
-        }
-
-        for (prefix, body) in postings {
-            ops.push(Op {
-                tree: TREE_INDEX,
-                key: postings::entry_key(&prefix, commit),
-                value: Some(body),
-            });
-        }
-        info.next_seq = first_seq + feed.len() as u64;
-        if !feed.is_empty() {
-            ops.push(Op {
-                tree: TREE_FEED,
-                key: first_seq.to_be_bytes().to_vec(),
-                value: Some(encode_feed_record(&feed)),
-            });
-        }
-        ops.push(Op {
-            tree: TREE_STMETA,
-            key: STMETA_LAST_COMMIT.to_vec(),
-            value: Some(commit.to_be_bytes().to_vec()),
-        });
-        ops.push(Op {
-            tree: TREE_STMETA,
-            key: STMETA_NEXT_SEQ.to_vec(),
-            value: Some(info.next_seq.to_be_bytes().to_vec()),
-        });
-        Ok(Materialized {
-            ops,
-            info,
-            overlay: local,
-        })
     }
 }
 
@@ -845,7 +600,22 @@ pub fn decode_ops(mut p: &[u8]) -> Result<Vec<Op>, StoreError> {
 /// feed record last, so a reader that sees a feed entry finds its row. Within each of those
 /// steps the inserts of a large record are split over two threads (sled's trees take
 /// concurrent writers): an insert costs ~10 us, most of a batch's commit time.
-pub fn apply_ops(trees: &Trees, mut ops: Vec<Op>) -> Result<(), sled::Error> {
+pub fn apply_ops(trees: &Trees, files: &BlockFiles, ops: Vec<Op>) -> Result<(), StoreError> {
+    // Block files first, so a catalog row never names a missing file; removed ones last.
+    let (blocks, mut ops): (Vec<Op>, Vec<Op>) =
+        ops.into_iter().partition(|op| op.tree == TREE_BLOCKS);
+    let block_no = |op: &Op| -> Result<u64, StoreError> {
+        Ok(u64::from_be_bytes(op.key.as_slice().try_into().map_err(
+            |_| StoreError::Corrupt {
+                what: format!("block operation with a key of {} bytes", op.key.len()),
+            },
+        )?))
+    };
+    for op in &blocks {
+        if let Some(bytes) = &op.value {
+            files.write(block_no(op)?, bytes)?;
+        }
+    }
     let rank = |tree: u8| match tree {
         TREE_DATA => 0,
         TREE_TYPES | TREE_INDEX | TREE_META => 1,
@@ -860,10 +630,45 @@ pub fn apply_ops(trees: &Trees, mut ops: Vec<Op>) -> Result<(), sled::Error> {
             .position(|op| rank(op.tree) != rank(first.tree))
             .unwrap_or(rest.len());
         let (now, later) = rest.split_at(step);
-        apply_step(trees, now)?;
+        apply_step(trees, now).map_err(|e| StoreError::Engine {
+            path: files.store_dir(),
+            op: "apply a write to the trees",
+            message: e.to_string(),
+        })?;
         rest = later;
     }
+    for op in &blocks {
+        if op.value.is_none() {
+            files.remove(block_no(op)?)?;
+        }
+    }
     Ok(())
+}
+
+/// Whether a batch updates or deletes rows of a `@blocks` entity: it rewrites stored blocks,
+/// so it runs at the start of a group, once every earlier group is applied (their blocks
+/// are then in files and the catalog).
+fn needs_applied(inner: &Inner, batch: &WriteBatch) -> bool {
+    batch.mutations.iter().any(|m| match m {
+        Mutation::Update { entity, .. } | Mutation::Delete { entity, .. } => inner
+            .layout
+            .entity(entity)
+            .is_ok_and(|e| e.blocks.is_some()),
+        _ => false,
+    })
+}
+
+impl Committer {
+    /// Waits until every logged group is applied (or the store failed).
+    fn wait_applied(&mut self) {
+        let last = self.next_commit - 1;
+        while self.inner.applied_commit.load(Ordering::SeqCst) < last
+            && self.inner.failure.lock().is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        self.unapplied.clear();
+    }
 }
 
 /// Fewer operations than this are applied on the calling thread alone.

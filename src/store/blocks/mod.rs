@@ -1,0 +1,397 @@
+//! Rows of `@blocks` entities (events) in immutable, compressed, columnar blocks.
+//!
+//! A block holds the rows of one (org, topic, partition) written by one batch, or merged
+//! from several such blocks. Its bytes live in a file `blocks/<no>.blk` and a catalog row
+//! (`<Entity>Block`, an ordinary ORMDB row) registers it, in the same atomic store write as
+//! the rows' change-feed entries and the consumer offsets:
+//! - the block's bytes travel in that write's WAL record (so one fsync covers them) and the
+//!   apply step writes the file; a checkpoint fsyncs the files written since the last one
+//!   before it drops the WAL records that carry them, so a crash either replays the record
+//!   (rewriting the file) or finds the file durable;
+//! - at open, files no catalog row names (a merge or rewrite that did not commit, a block
+//!   whose removal committed) are deleted.
+//!
+//! The store keeps in memory the catalog (block metadata, a few hundred bytes a block) and
+//! an index from row id to block (`index`), used for inserts that must not duplicate a
+//! stored id, and for reads, updates and deletes of single rows.
+
+pub mod codec;
+mod files;
+mod index;
+mod read;
+pub(crate) mod scan;
+
+pub(crate) use files::BlockFiles;
+pub(crate) use index::IdIndex;
+pub(crate) use read::BlockCache;
+
+use super::layout::{BlockKeys, EntityLayout, Values};
+use super::{StoreError, Value};
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What the catalog knows of a block without reading it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockMeta {
+    pub no: u64,
+    /// Schema number of the entity whose rows it holds.
+    pub entity_no: u16,
+    pub org: Value,
+    pub topic: Value,
+    pub partition: Value,
+    pub min_offset: Option<i64>,
+    pub max_offset: Option<i64>,
+    /// Event-time range (microseconds), when the entity has a `timestamp` field.
+    pub min_time: Option<i64>,
+    pub max_time: Option<i64>,
+    pub rows: u64,
+    pub bytes: u64,
+    /// 0 for a block written by a batch; merges raise it.
+    pub level: i32,
+    /// The version every row of the block has (the commit time of the write that made it).
+    pub version: u64,
+}
+
+impl BlockMeta {
+    /// The metadata of a new block of `rows` (all with the same block key).
+    pub fn describe(
+        e: &EntityLayout,
+        keys: &BlockKeys,
+        no: u64,
+        rows: &[Values],
+        bytes: u64,
+        level: i32,
+        version: u64,
+    ) -> BlockMeta {
+        let first = &rows[0];
+        let key_value = |pos: Option<usize>| pos.map(|p| first[p].clone()).unwrap_or(Value::Null);
+        let ints = |pos: Option<usize>| -> Vec<i64> {
+            let Some(p) = pos else { return Vec::new() };
+            rows.iter()
+                .filter_map(|r| match r[p] {
+                    Value::Int64(n) | Value::Timestamp(n) => Some(n),
+                    Value::Int32(n) => Some(n as i64),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (offsets, times) = (ints(keys.offset), ints(keys.time));
+        BlockMeta {
+            no,
+            entity_no: e.no,
+            org: key_value(keys.org),
+            topic: key_value(keys.topic),
+            partition: key_value(keys.partition),
+            min_offset: offsets.iter().min().copied(),
+            max_offset: offsets.iter().max().copied(),
+            min_time: times.iter().min().copied(),
+            max_time: times.iter().max().copied(),
+            rows: rows.len() as u64,
+            bytes,
+            level,
+            version,
+        }
+    }
+
+    /// The catalog row registering this block (`<Entity>Block`).
+    pub fn to_row(&self) -> super::Row {
+        let opt = |v: Option<i64>| v.map(Value::Int64).unwrap_or(Value::Null);
+        let ts = |v: Option<i64>| v.map(Value::Timestamp).unwrap_or(Value::Null);
+        super::Row::new()
+            .with("block_no", Value::Int64(self.no as i64))
+            .with("org_id", self.org.clone())
+            .with("topic", self.topic.clone())
+            .with("partition", self.partition.clone())
+            .with("min_offset", opt(self.min_offset))
+            .with("max_offset", opt(self.max_offset))
+            .with("min_time", ts(self.min_time))
+            .with("max_time", ts(self.max_time))
+            .with("row_count", Value::Int64(self.rows as i64))
+            .with("bytes", Value::Int64(self.bytes as i64))
+            .with("level", Value::Int32(self.level))
+            .with("version", Value::Int64(self.version as i64))
+    }
+
+    /// The metadata a catalog row holds (see [`BlockMeta::to_row`]).
+    pub fn from_values(
+        catalog: &EntityLayout,
+        entity_no: u16,
+        v: &Values,
+    ) -> Result<BlockMeta, StoreError> {
+        let get = |name: &str| catalog.field_pos(name).map(|p| v[p].clone());
+        let int = |name: &str| -> Result<Option<i64>, StoreError> {
+            Ok(match get(name)? {
+                Value::Int64(n) | Value::Timestamp(n) => Some(n),
+                Value::Int32(n) => Some(n as i64),
+                _ => None,
+            })
+        };
+        let need = |name: &str| -> Result<i64, StoreError> {
+            int(name)?.ok_or_else(|| StoreError::Corrupt {
+                what: format!("{} row without {name}", catalog.name),
+            })
+        };
+        Ok(BlockMeta {
+            no: need("block_no")? as u64,
+            entity_no,
+            org: get("org_id")?,
+            topic: get("topic")?,
+            partition: get("partition")?,
+            min_offset: int("min_offset")?,
+            max_offset: int("max_offset")?,
+            min_time: int("min_time")?,
+            max_time: int("max_time")?,
+            rows: need("row_count")? as u64,
+            bytes: need("bytes")? as u64,
+            level: need("level")? as i32,
+            version: need("version")? as u64,
+        })
+    }
+
+    /// Whether its time range meets [lower, upper] (None: open); blocks of an entity without
+    /// a time field always do.
+    pub fn meets_time(&self, lower: Option<i64>, upper: Option<i64>) -> bool {
+        let (Some(min), Some(max)) = (self.min_time, self.max_time) else {
+            return true;
+        };
+        lower.is_none_or(|l| max >= l) && upper.is_none_or(|u| min <= u)
+    }
+}
+
+/// A change to the block catalog made by one commit, applied to the in-memory catalog and id
+/// index once the commit is applied.
+#[derive(Debug, Clone)]
+pub enum BlockChange {
+    Added {
+        meta: Arc<BlockMeta>,
+        ids: Vec<[u8; 16]>,
+    },
+    Removed {
+        no: u64,
+    },
+}
+
+/// The blocks of every `@blocks` entity, as of the last applied commit.
+#[derive(Default)]
+pub struct Catalog {
+    blocks: RwLock<BTreeMap<u64, Arc<BlockMeta>>>,
+}
+
+impl Catalog {
+    pub fn insert(&self, meta: Arc<BlockMeta>) {
+        self.blocks.write().insert(meta.no, meta);
+    }
+
+    pub fn remove(&self, no: u64) {
+        self.blocks.write().remove(&no);
+    }
+
+    pub fn get(&self, no: u64) -> Option<Arc<BlockMeta>> {
+        self.blocks.read().get(&no).cloned()
+    }
+
+    /// The blocks of entity `entity_no` that `keep` accepts, in block-number order.
+    pub fn select(
+        &self,
+        entity_no: u16,
+        mut keep: impl FnMut(&BlockMeta) -> bool,
+    ) -> Vec<Arc<BlockMeta>> {
+        self.blocks
+            .read()
+            .values()
+            .filter(|m| m.entity_no == entity_no && keep(m))
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.blocks.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Block count, row count and bytes of entity `entity_no`'s blocks.
+    pub fn totals(&self, entity_no: u16) -> (u64, u64, u64) {
+        self.blocks
+            .read()
+            .values()
+            .filter(|m| m.entity_no == entity_no)
+            .fold((0, 0, 0), |(b, r, s), m| (b + 1, r + m.rows, s + m.bytes))
+    }
+}
+
+/// Everything the store keeps for its blocks.
+pub(crate) struct Blocks {
+    pub catalog: Catalog,
+    pub files: BlockFiles,
+    pub ids: IdIndex,
+    pub cache: BlockCache,
+}
+
+impl Blocks {
+    /// Applies the block changes of one applied commit to the catalog and id index.
+    pub fn apply(&self, changes: &[BlockChange]) {
+        for change in changes {
+            match change {
+                BlockChange::Added { meta, ids } => {
+                    self.ids.insert(ids, meta.no);
+                    self.catalog.insert(meta.clone());
+                }
+                BlockChange::Removed { no } => {
+                    self.catalog.remove(*no);
+                    self.cache.forget(*no);
+                }
+            }
+        }
+    }
+}
+
+impl Blocks {
+    /// The catalog of every `@blocks` entity from its catalog rows, the id index from the
+    /// blocks' id columns; removes block files no catalog row names (writes that did not
+    /// commit, blocks whose removal did).
+    pub fn load(
+        engine: &ormdb_core::StorageEngine,
+        layout: &super::layout::Layout,
+        files: BlockFiles,
+        cache_bytes: usize,
+    ) -> Result<Blocks, StoreError> {
+        let blocks = Blocks {
+            catalog: Catalog::default(),
+            files,
+            ids: IdIndex::default(),
+            cache: BlockCache::new(cache_bytes),
+        };
+        for e in &layout.entities {
+            let Some(keys) = &e.blocks else { continue };
+            let catalog = layout.entity(&keys.catalog)?;
+            for item in engine.scan_entity_type(&keys.catalog) {
+                let (_, _, record) = item.map_err(|err| StoreError::Engine {
+                    path: blocks.files.store_dir(),
+                    op: "read the block catalog",
+                    message: err.to_string(),
+                })?;
+                let values = catalog.decode_record(&record.data)?;
+                let meta = Arc::new(BlockMeta::from_values(catalog, e.no, &values)?);
+                let bytes = blocks.files.read(meta.no)?;
+                let reader = codec::BlockReader::open(&e.fields, &bytes)?;
+                let ids: Vec<[u8; 16]> = reader
+                    .column(e.id_pos)?
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::Uuid(u) => Some(*u),
+                        _ => None,
+                    })
+                    .collect();
+                blocks.ids.insert(&ids, meta.no);
+                blocks.catalog.insert(meta);
+            }
+        }
+        let mut orphans = 0;
+        for no in blocks.files.list()? {
+            if blocks.catalog.get(no).is_none() {
+                blocks.files.remove(no)?;
+                orphans += 1;
+            }
+        }
+        if orphans > 0 {
+            tracing::info!(orphans, "removed block files no catalog row names");
+        }
+        Ok(blocks)
+    }
+}
+
+impl super::Inner {
+    /// The stored row of a `@blocks` entity with id `id`, with its block.
+    pub(crate) fn block_row(
+        &self,
+        e: &EntityLayout,
+        id: &[u8; 16],
+    ) -> Result<Option<(Arc<BlockMeta>, Values)>, StoreError> {
+        let Some(no) = self.blocks.ids.get(id) else {
+            return Ok(None);
+        };
+        let Some(meta) = self.blocks.catalog.get(no) else {
+            return Ok(None);
+        };
+        let bytes = self.blocks.cache.bytes(&self.blocks.files, no)?;
+        Ok(read::find_row(e, &meta, &bytes, id)?.map(|(_, values)| (meta, values)))
+    }
+
+    /// Every row of a block.
+    pub(crate) fn block_rows(
+        &self,
+        e: &EntityLayout,
+        meta: &BlockMeta,
+    ) -> Result<Vec<Values>, StoreError> {
+        let bytes = self.blocks.cache.bytes(&self.blocks.files, meta.no)?;
+        read::all_rows(e, meta, &bytes)
+    }
+}
+
+/// Blocks against their catalog: every registered block's file exists and decodes to the
+/// rows the catalog describes (count, key, time and offset ranges), no row id is in two
+/// blocks, and no file is unregistered.
+pub(crate) fn verify(inner: &super::Inner) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    let mut seen: std::collections::HashMap<[u8; 16], u64> = Default::default();
+    for e in &inner.layout.entities {
+        let Some(keys) = &e.blocks else { continue };
+        for meta in inner.blocks.catalog.select(e.no, |_| true) {
+            let rows = match inner.block_rows(e, &meta) {
+                Ok(rows) => rows,
+                Err(err) => {
+                    problems.push(format!("{} block {:016x}: {err}", e.name, meta.no));
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                problems.push(format!("{} block {:016x} holds no rows", e.name, meta.no));
+                continue;
+            }
+            let again = BlockMeta::describe(
+                e,
+                keys,
+                meta.no,
+                &rows,
+                meta.bytes,
+                meta.level,
+                meta.version,
+            );
+            if again != *meta {
+                problems.push(format!(
+                    "{} block {:016x}: its rows give {again:?} but the catalog holds {meta:?}",
+                    e.name, meta.no
+                ));
+            }
+            if rows.iter().any(|r| keys.key_of(r) != keys.key_of(&rows[0])) {
+                problems.push(format!(
+                    "{} block {:016x} mixes rows of several (org, topic, partition)",
+                    e.name, meta.no
+                ));
+            }
+            for r in &rows {
+                if let Some(other) = seen.insert(e.id_of(r), meta.no) {
+                    problems.push(format!(
+                        "{} row {} is in blocks {other:016x} and {:016x}",
+                        e.name,
+                        uuid::Uuid::from_bytes(e.id_of(r)),
+                        meta.no
+                    ));
+                }
+            }
+        }
+    }
+    for no in inner.blocks.files.list()? {
+        if inner.blocks.catalog.get(no).is_none() {
+            problems.push(format!(
+                "block file {:?} is in no catalog row",
+                inner.blocks.files.path(no)
+            ));
+        }
+    }
+    Ok(problems)
+}

@@ -1,0 +1,603 @@
+//! One batch turned into tree operations, feed entries and blocks: a [`Draft`] takes the
+//! batch's mutations one at a time, each seeing the ones before it (`local`), then the
+//! consumer offsets and feed cursors, then seals the rows of `@blocks` entities into blocks
+//! registered by catalog rows, and finishes with the batch's posting entries and feed record.
+
+use super::super::blocks::{codec, BlockChange, BlockMeta};
+use super::super::feed::{encode_feed_record, ChangeOp, FeedItem};
+use super::super::layout::{EntityLayout, Values};
+use super::super::postings;
+use super::super::{
+    StoreError, STMETA_LAST_COMMIT, STMETA_NEXT_BLOCK, STMETA_NEXT_SEQ, TREE_BLOCKS, TREE_DATA,
+    TREE_FEED, TREE_INDEX, TREE_META, TREE_STMETA, TREE_TYPES,
+};
+use super::{latest_key, type_key, Committer, Materialized, Op, Placed, RowState};
+use crate::store::batch::{CommitInfo, Mutation, Row, WriteBatch};
+use crate::store::codec::display_value;
+use crate::store::Value;
+use ormdb_core::storage::{Record, VersionedKey};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+pub(super) struct Draft<'c> {
+    c: &'c Committer,
+    group: &'c HashMap<[u8; 16], RowState>,
+    now: i64,
+    commit: u64,
+    local: HashMap<[u8; 16], RowState>,
+    ops: Vec<Op>,
+    feed: Vec<FeedItem>,
+    /// Posting index entries of this batch, by key prefix.
+    postings: BTreeMap<Vec<u8>, Vec<u8>>,
+    info: CommitInfo,
+    blocks: BlockDraft,
+    next_block: u64,
+}
+
+/// The rows of `@blocks` entities this batch writes, by (entity number, block key), and the
+/// stored blocks it takes rows out of (updates and deletes rewrite their block).
+#[derive(Default)]
+struct BlockDraft {
+    rows: BTreeMap<(u16, Vec<u8>), Vec<Option<Values>>>,
+    /// Where a row of this batch is in `rows`.
+    at: HashMap<[u8; 16], ((u16, Vec<u8>), usize)>,
+    /// Stored blocks losing rows, with the ids that leave.
+    leaving: BTreeMap<u64, (u16, HashSet<[u8; 16]>)>,
+    changes: Vec<BlockChange>,
+}
+
+/// A mutation resolved to the row it changes.
+struct Resolved<'l> {
+    entity: &'l EntityLayout,
+    id: [u8; 16],
+    new: Option<Values>,
+    prev: RowState,
+}
+
+impl<'c> Draft<'c> {
+    pub fn new(
+        c: &'c Committer,
+        group: &'c HashMap<[u8; 16], RowState>,
+        commit: u64,
+        first_seq: u64,
+        next_block: u64,
+        now: i64,
+        capacity: usize,
+    ) -> Self {
+        Draft {
+            c,
+            group,
+            now,
+            commit,
+            local: HashMap::new(),
+            ops: Vec::with_capacity(capacity * 7 + 4),
+            feed: Vec::new(),
+            postings: BTreeMap::new(),
+            info: CommitInfo {
+                commit,
+                first_seq,
+                ..Default::default()
+            },
+            blocks: BlockDraft::default(),
+            next_block,
+        }
+    }
+
+    /// The whole batch: its mutations, then its offsets and cursors as rows, then blocks.
+    pub fn batch(mut self, batch: &WriteBatch) -> Result<(Materialized, u64), StoreError> {
+        for (n, m) in batch.mutations.iter().enumerate() {
+            self.mutation(m, Some(n))?;
+        }
+        for m in internal_rows(batch, self.now) {
+            self.mutation(&m, None)?;
+        }
+        self.seal_blocks()?;
+        Ok(self.finish())
+    }
+
+    /// Applies one mutation; `n` is its index in the batch (None for the store's own rows,
+    /// which the commit info does not count).
+    fn mutation(&mut self, m: &Mutation, n: Option<usize>) -> Result<(), StoreError> {
+        let counted = n.is_some() as usize;
+        if let Some(r) = self.resolve(m, n)? {
+            self.record(r, counted)?;
+        }
+        Ok(())
+    }
+
+    fn lookup(
+        &self,
+        id: &[u8; 16],
+        e: &EntityLayout,
+        values: bool,
+    ) -> Result<RowState, StoreError> {
+        self.c.lookup(id, e, &self.local, self.group, values)
+    }
+
+    /// The row a mutation changes and how, or None when it changes nothing.
+    fn resolve(
+        &mut self,
+        m: &Mutation,
+        n: Option<usize>,
+    ) -> Result<Option<Resolved<'c>>, StoreError> {
+        let layout = &self.c.inner.layout;
+        let counted = n.is_some() as usize;
+        match m {
+            Mutation::Insert { entity, row } => {
+                let e = layout.entity(entity)?;
+                let values = e.validate(row, self.now)?;
+                let id = e.id_of(&values);
+                let prev = self.lookup(&id, e, false)?;
+                if matches!(prev, RowState::Live { .. }) {
+                    self.info.unchanged += counted;
+                    return Ok(None);
+                }
+                Ok(Some(Resolved {
+                    entity: e,
+                    id,
+                    new: Some(values),
+                    prev,
+                }))
+            }
+            Mutation::InsertScoped { entity, row, scope } => {
+                let e = layout.entity(entity)?;
+                let values = e.validate(row, self.now)?;
+                match self
+                    .c
+                    .place_scoped(e, values, scope, &self.local, self.group)?
+                {
+                    Placed::New { id, values, prev } => Ok(Some(Resolved {
+                        entity: e,
+                        id,
+                        new: Some(values),
+                        prev,
+                    })),
+                    Placed::Duplicate(kind) => {
+                        self.info.unchanged += counted;
+                        if let Some(n) = n {
+                            self.info.duplicates.push((n, kind));
+                        }
+                        Ok(None)
+                    }
+                }
+            }
+            Mutation::Upsert { entity, row } => {
+                let e = layout.entity(entity)?;
+                if e.unique.is_none() {
+                    return Err(StoreError::NoUniqueKey {
+                        entity: entity.clone(),
+                    });
+                }
+                let values = e.validate(row, self.now)?;
+                let id = e.id_of(&values);
+                let prev = self.lookup(&id, e, true)?;
+                if let RowState::Live { values: old, .. } = &prev {
+                    if **old == values {
+                        self.info.unchanged += counted;
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(Resolved {
+                    entity: e,
+                    id,
+                    new: Some(values),
+                    prev,
+                }))
+            }
+            Mutation::Update { entity, id, row } => self.resolve_update(entity, id, row).map(Some),
+            Mutation::Delete { entity, id } => {
+                let e = layout.entity(entity)?;
+                let prev = self.lookup(id, e, true)?;
+                if !matches!(prev, RowState::Live { .. }) {
+                    return Err(StoreError::NotFound {
+                        entity: entity.clone(),
+                        id: uuid::Uuid::from_bytes(*id).to_string(),
+                        op: "delete",
+                    });
+                }
+                Ok(Some(Resolved {
+                    entity: e,
+                    id: *id,
+                    new: None,
+                    prev,
+                }))
+            }
+        }
+    }
+
+    fn resolve_update(
+        &self,
+        entity: &str,
+        id: &[u8; 16],
+        row: &Row,
+    ) -> Result<Resolved<'c>, StoreError> {
+        let e = self.c.inner.layout.entity(entity)?;
+        let mut row = row.clone();
+        match row.id() {
+            Some(given) if given != *id => {
+                return Err(StoreError::IdConflict {
+                    entity: entity.to_string(),
+                    row_id: display_value(&Value::Uuid(given)),
+                    target: display_value(&Value::Uuid(*id)),
+                })
+            }
+            Some(_) => {}
+            None if e.unique.is_none() => row.set("id", Value::Uuid(*id)),
+            None => {}
+        }
+        let values = e.validate(&row, self.now)?;
+        if e.id_of(&values) != *id {
+            return Err(StoreError::IdMismatch {
+                entity: entity.to_string(),
+                given: display_value(&Value::Uuid(*id)),
+                derived: display_value(&values[e.id_pos]),
+            });
+        }
+        let prev = self.lookup(id, e, true)?;
+        if !matches!(prev, RowState::Live { .. }) {
+            return Err(StoreError::NotFound {
+                entity: entity.to_string(),
+                id: uuid::Uuid::from_bytes(*id).to_string(),
+                op: "update",
+            });
+        }
+        Ok(Resolved {
+            entity: e,
+            id: *id,
+            new: Some(values),
+            prev,
+        })
+    }
+
+    /// Writes a resolved change: its row (as an ORMDB row, or into this batch's blocks), its
+    /// index and posting entries, and its feed entry.
+    fn record(&mut self, r: Resolved<'c>, counted: usize) -> Result<(), StoreError> {
+        let Resolved {
+            entity,
+            id,
+            new,
+            prev,
+        } = r;
+        let version = (self.now as u64).max(prev.version() + 1);
+        let old = match &prev {
+            RowState::Live { values, .. } => Some(values.clone()),
+            _ => None,
+        };
+        if entity.blocks.is_some() {
+            self.record_blocked(entity, id, new.as_ref(), old.is_some())?;
+        } else {
+            self.record_row(entity, id, version, new.as_ref(), old.as_deref(), &prev)?;
+        }
+        let feed_of = |values: Option<&Values>| {
+            values
+                .filter(|_| !entity.feed_fields.is_empty())
+                .map(|v| entity.feed_values(v))
+        };
+        let (old_feed, new_feed) = (feed_of(old.as_deref()), feed_of(new.as_ref()));
+        self.post(
+            entity,
+            id,
+            old.as_deref(),
+            new.as_ref(),
+            &old_feed,
+            &new_feed,
+        );
+        let change = match (&old, &new) {
+            (None, Some(_)) => {
+                self.info.inserted += counted;
+                ChangeOp::Insert
+            }
+            (Some(_), Some(_)) => {
+                self.info.updated += counted;
+                ChangeOp::Update
+            }
+            _ => {
+                self.info.deleted += counted;
+                ChangeOp::Delete
+            }
+        };
+        if entity.fed {
+            self.feed.push(FeedItem {
+                entity_no: entity.no,
+                op: change,
+                id,
+                version,
+                prev_version: old.as_ref().map(|_| prev.version()).unwrap_or(0),
+                old_fields: old_feed,
+                new_fields: new_feed,
+            });
+        }
+        let state = match new {
+            Some(values) => RowState::Live {
+                version,
+                values: Arc::new(values),
+            },
+            None => RowState::Deleted { version },
+        };
+        self.local.insert(id, state);
+        Ok(())
+    }
+
+    /// The ORMDB row of a change: its record, `latest:` pointer, type index and indexes.
+    fn record_row(
+        &mut self,
+        entity: &EntityLayout,
+        id: [u8; 16],
+        version: u64,
+        new: Option<&Values>,
+        old: Option<&Values>,
+        prev: &RowState,
+    ) -> Result<(), StoreError> {
+        let record = match new {
+            Some(values) => Record::with_timestamp(entity.encode_record(values)?, version),
+            None => Record {
+                data: Vec::new(),
+                created_at: version,
+                deleted: true,
+            },
+        };
+        let record_bytes = record.to_bytes().map_err(|err| StoreError::Corrupt {
+            what: format!("{}: cannot encode record: {err}", entity.name),
+        })?;
+        let put = |tree, key: Vec<u8>, value: Option<Vec<u8>>| Op { tree, key, value };
+        self.ops.push(put(
+            TREE_DATA,
+            VersionedKey::new(id, version).encode().to_vec(),
+            Some(record_bytes),
+        ));
+        self.ops.push(put(
+            TREE_META,
+            latest_key(&id),
+            Some(version.to_be_bytes().to_vec()),
+        ));
+        if entity.latest_only && !matches!(prev, RowState::Absent) {
+            // The new version replaces the previous one (or its tombstone).
+            self.ops.push(put(
+                TREE_DATA,
+                VersionedKey::new(id, prev.version()).encode().to_vec(),
+                None,
+            ));
+        }
+        if matches!(prev, RowState::Absent) {
+            self.ops.push(put(
+                TREE_TYPES,
+                type_key(&entity.name, &id),
+                Some(Vec::new()),
+            ));
+        }
+        for idx in &entity.indexes {
+            let old_key = old.map(|v| entity.index_key(idx, v, &id));
+            let new_key = new.map(|v| entity.index_key(idx, v, &id));
+            if old_key == new_key {
+                continue;
+            }
+            if let Some(k) = old_key {
+                self.ops.push(put(TREE_INDEX, k, None));
+            }
+            if let Some(k) = new_key {
+                self.ops.push(put(TREE_INDEX, k, Some(Vec::new())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The posting entries of a change (the `@feed` values before and after ride along).
+    fn post(
+        &mut self,
+        entity: &EntityLayout,
+        id: [u8; 16],
+        old: Option<&Values>,
+        new: Option<&Values>,
+        old_feed: &Option<Vec<u8>>,
+        new_feed: &Option<Vec<u8>>,
+    ) {
+        for p in &entity.postings {
+            let old_key = old.map(|v| entity.posting_key(p, v));
+            let new_key = new.map(|v| entity.posting_key(p, v));
+            if old_key.is_some() && old_key == new_key && old_feed == new_feed {
+                continue;
+            }
+            if let Some(k) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
+                postings::push_remove(self.postings.entry(k).or_default(), &id);
+            }
+            if let (Some(k), Some(f)) = (new_key, new_feed) {
+                postings::push_set(self.postings.entry(k).or_default(), &id, f);
+            }
+        }
+    }
+
+    /// A change of a `@blocks` row: the new values join this batch's rows; the old ones leave
+    /// this batch's rows or the stored block holding them.
+    fn record_blocked(
+        &mut self,
+        entity: &EntityLayout,
+        id: [u8; 16],
+        new: Option<&Values>,
+        had_old: bool,
+    ) -> Result<(), StoreError> {
+        let keys = entity.blocks.as_ref().expect("a @blocks entity");
+        if had_old {
+            if let Some((slot_key, at)) = self.blocks.at.remove(&id) {
+                if let Some(rows) = self.blocks.rows.get_mut(&slot_key) {
+                    rows[at] = None;
+                }
+            } else {
+                let no = self
+                    .c
+                    .inner
+                    .blocks
+                    .ids
+                    .get(&id)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: format!(
+                            "{}: row {} is stored but in no block",
+                            entity.name,
+                            uuid::Uuid::from_bytes(id)
+                        ),
+                    })?;
+                let leaving = self
+                    .blocks
+                    .leaving
+                    .entry(no)
+                    .or_insert_with(|| (entity.no, HashSet::new()));
+                leaving.1.insert(id);
+            }
+        }
+        if let Some(values) = new {
+            let slot_key = (entity.no, keys.key_of(values));
+            let rows = self.blocks.rows.entry(slot_key.clone()).or_default();
+            rows.push(Some(values.clone()));
+            self.blocks.at.insert(id, (slot_key, rows.len() - 1));
+        }
+        Ok(())
+    }
+
+    /// Rewrites the stored blocks that lose rows (their other rows join this batch's), then
+    /// encodes this batch's rows into new blocks, each registered by a catalog row.
+    fn seal_blocks(&mut self) -> Result<(), StoreError> {
+        let layout = &self.c.inner.layout;
+        for (no, (entity_no, leaving)) in std::mem::take(&mut self.blocks.leaving) {
+            let e = layout.by_no(entity_no).expect("entity of a stored block");
+            let keys = e.blocks.as_ref().expect("a @blocks entity");
+            let meta = self
+                .c
+                .inner
+                .blocks
+                .catalog
+                .get(no)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("block {no:016x} holds rows but is not in the catalog"),
+                })?;
+            for values in self.c.inner.block_rows(e, &meta)? {
+                if !leaving.contains(&e.id_of(&values)) {
+                    self.blocks
+                        .rows
+                        .entry((entity_no, keys.key_of(&values)))
+                        .or_default()
+                        .push(Some(values));
+                }
+            }
+            self.unregister(keys, no)?;
+        }
+        for ((entity_no, _), rows) in std::mem::take(&mut self.blocks.rows) {
+            let rows: Vec<Values> = rows.into_iter().flatten().collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let e = layout.by_no(entity_no).expect("entity of a drafted block");
+            self.register(e, &rows)?;
+        }
+        Ok(())
+    }
+
+    /// A new block of `rows`: its bytes (written to its file when the commit is applied) and
+    /// its catalog row.
+    fn register(&mut self, e: &EntityLayout, rows: &[Values]) -> Result<(), StoreError> {
+        let keys = e.blocks.as_ref().expect("a @blocks entity");
+        let bytes = codec::encode_block(&e.fields, rows)?;
+        let no = self.next_block;
+        self.next_block += 1;
+        let meta = BlockMeta::describe(e, keys, no, rows, bytes.len() as u64, 0, self.now as u64);
+        self.ops.push(Op {
+            tree: TREE_BLOCKS,
+            key: no.to_be_bytes().to_vec(),
+            value: Some(bytes),
+        });
+        self.mutation(
+            &Mutation::Upsert {
+                entity: keys.catalog.clone(),
+                row: meta.to_row(),
+            },
+            None,
+        )?;
+        let ids = rows.iter().map(|r| e.id_of(r)).collect();
+        self.blocks.changes.push(BlockChange::Added {
+            meta: Arc::new(meta),
+            ids,
+        });
+        Ok(())
+    }
+
+    /// Removes a stored block: its catalog row now, its file once the commit is applied.
+    fn unregister(
+        &mut self,
+        keys: &crate::store::layout::BlockKeys,
+        no: u64,
+    ) -> Result<(), StoreError> {
+        let catalog = self.c.inner.layout.entity(&keys.catalog)?;
+        let id = crate::store::codec::upsert_id(&catalog.name, &[&Value::Int64(no as i64)]);
+        self.mutation(
+            &Mutation::Delete {
+                entity: keys.catalog.clone(),
+                id,
+            },
+            None,
+        )?;
+        self.ops.push(Op {
+            tree: TREE_BLOCKS,
+            key: no.to_be_bytes().to_vec(),
+            value: None,
+        });
+        self.blocks.changes.push(BlockChange::Removed { no });
+        Ok(())
+    }
+
+    fn finish(mut self) -> (Materialized, u64) {
+        for (prefix, body) in std::mem::take(&mut self.postings) {
+            self.ops.push(Op {
+                tree: TREE_INDEX,
+                key: postings::entry_key(&prefix, self.commit),
+                value: Some(body),
+            });
+        }
+        let first_seq = self.info.first_seq;
+        self.info.next_seq = first_seq + self.feed.len() as u64;
+        if !self.feed.is_empty() {
+            self.ops.push(Op {
+                tree: TREE_FEED,
+                key: first_seq.to_be_bytes().to_vec(),
+                value: Some(encode_feed_record(&self.feed)),
+            });
+        }
+        let meta = |key: &[u8], n: u64| Op {
+            tree: TREE_STMETA,
+            key: key.to_vec(),
+            value: Some(n.to_be_bytes().to_vec()),
+        };
+        self.ops.push(meta(STMETA_LAST_COMMIT, self.commit));
+        self.ops.push(meta(STMETA_NEXT_SEQ, self.info.next_seq));
+        if !self.blocks.changes.is_empty() {
+            self.ops.push(meta(STMETA_NEXT_BLOCK, self.next_block));
+        }
+        let m = Materialized {
+            ops: self.ops,
+            info: self.info,
+            overlay: self.local,
+            blocks: self.blocks.changes,
+        };
+        (m, self.next_block)
+    }
+}
+
+/// The batch's consumer offsets and feed cursors, as upserts of the store's own rows.
+fn internal_rows(batch: &WriteBatch, now: i64) -> Vec<Mutation> {
+    let offsets = batch
+        .offsets
+        .iter()
+        .map(|(topic, partition, offset)| Mutation::Upsert {
+            entity: "ConsumerOffset".into(),
+            row: Row::new()
+                .with("topic", Value::String(topic.clone()))
+                .with("partition", Value::Int32(*partition))
+                .with("next_offset", Value::Int64(*offset))
+                .with("updated_at", Value::Timestamp(now)),
+        });
+    let cursors = batch.cursors.iter().map(|(name, seq)| Mutation::Upsert {
+        entity: "FeedCursor".into(),
+        row: Row::new()
+            .with("name", Value::String(name.clone()))
+            .with("next_seq", Value::Int64(*seq as i64))
+            .with("updated_at", Value::Timestamp(now)),
+    });
+    offsets.chain(cursors).collect()
+}
