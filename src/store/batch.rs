@@ -105,6 +105,8 @@ pub struct WriteBatch {
     pub(crate) offsets: Vec<(String, i32, i64)>,
     /// (cursor name, next sequence number to read)
     pub(crate) cursors: Vec<(String, u64)>,
+    /// Block merges to register (the store's own, see `blocks::merge`).
+    pub(crate) merges: Vec<super::blocks::merge::BlockMerge>,
 }
 
 impl WriteBatch {
@@ -174,7 +176,7 @@ impl WriteBatch {
     }
 
     pub fn len(&self) -> usize {
-        self.mutations.len() + self.offsets.len() + self.cursors.len()
+        self.mutations.len() + self.offsets.len() + self.cursors.len() + self.merges.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -125,6 +125,10 @@ pub enum StoreError {
     FeedTruncated { requested: u64, oldest: u64 },
     #[error("query on {entity}: {message}")]
     Query { entity: String, message: String },
+    /// A write planned on a state of the store that changed before it committed (a block
+    /// merge whose source was rewritten meanwhile); nothing was written.
+    #[error("store: {what}")]
+    Stale { what: String },
 }
 
 /// `STREAMTALLY_FAULT=wal_fsync_error_on:<Entity>` (one of several comma-separated faults).
@@ -164,7 +168,8 @@ impl StoreError {
             | StoreError::IdConflict { .. }
             | StoreError::Corrupt { .. }
             | StoreError::FeedTruncated { .. }
-            | StoreError::Query { .. } => false,
+            | StoreError::Query { .. }
+            | StoreError::Stale { .. } => false,
         }
     }
 }
@@ -302,6 +307,8 @@ pub(crate) struct Inner {
     pub row_cache: cache::RowCache,
     /// The blocks of `@blocks` entities: catalog, files, id index, read cache.
     pub blocks: blocks::Blocks,
+    /// Number of the next block (taken by the committer and by merges).
+    pub next_block: AtomicU64,
     /// Test-only: the first WAL group that writes a row of this entity fails its fsync.
     #[cfg(feature = "fault-injection")]
     pub fsync_fault_entity: Mutex<Option<String>>,
@@ -656,6 +663,7 @@ impl Store {
             wal: Mutex::new(wal),
             row_cache,
             blocks,
+            next_block: AtomicU64::new(next_block),
             #[cfg(feature = "fault-injection")]
             fsync_fault_entity: Mutex::new(fsync_fault_from_env()),
         });
@@ -669,7 +677,6 @@ impl Store {
             rx,
             last_commit + 1,
             next_seq,
-            next_block,
             opts.group_commit_max_batches,
         );
         let mut threads = vec![std::thread::Builder::new()

@@ -18,6 +18,7 @@
 pub mod codec;
 mod files;
 mod index;
+pub mod merge;
 mod read;
 pub(crate) mod scan;
 

@@ -31,7 +31,6 @@ pub(super) struct Draft<'c> {
     postings: BTreeMap<Vec<u8>, Vec<u8>>,
     info: CommitInfo,
     blocks: BlockDraft,
-    next_block: u64,
 }
 
 /// The rows of `@blocks` entities this batch writes, by (entity number, block key), and the
@@ -60,7 +59,6 @@ impl<'c> Draft<'c> {
         group: &'c HashMap<[u8; 16], RowState>,
         commit: u64,
         first_seq: u64,
-        next_block: u64,
         now: i64,
         capacity: usize,
     ) -> Self {
@@ -79,17 +77,19 @@ impl<'c> Draft<'c> {
                 ..Default::default()
             },
             blocks: BlockDraft::default(),
-            next_block,
         }
     }
 
     /// The whole batch: its mutations, then its offsets and cursors as rows, then blocks.
-    pub fn batch(mut self, batch: &WriteBatch) -> Result<(Materialized, u64), StoreError> {
+    pub fn batch(mut self, batch: &WriteBatch) -> Result<Materialized, StoreError> {
         for (n, m) in batch.mutations.iter().enumerate() {
             self.mutation(m, Some(n))?;
         }
         for m in internal_rows(batch, self.now) {
             self.mutation(&m, None)?;
+        }
+        for m in &batch.merges {
+            self.merge(m)?;
         }
         self.seal_blocks()?;
         Ok(self.finish())
@@ -495,8 +495,11 @@ impl<'c> Draft<'c> {
     fn register(&mut self, e: &EntityLayout, rows: &[Values]) -> Result<(), StoreError> {
         let keys = e.blocks.as_ref().expect("a @blocks entity");
         let bytes = codec::encode_block(&e.fields, rows)?;
-        let no = self.next_block;
-        self.next_block += 1;
+        let no = self
+            .c
+            .inner
+            .next_block
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let meta = BlockMeta::describe(e, keys, no, rows, bytes.len() as u64, 0, self.now as u64);
         self.ops.push(Op {
             tree: TREE_BLOCKS,
@@ -514,6 +517,47 @@ impl<'c> Draft<'c> {
         self.blocks.changes.push(BlockChange::Added {
             meta: Arc::new(meta),
             ids,
+        });
+        Ok(())
+    }
+
+    /// Swaps a merge's sources for its merged block (whose file is already durable), if every
+    /// source is still registered and untouched by this batch.
+    fn merge(&mut self, m: &crate::store::blocks::merge::BlockMerge) -> Result<(), StoreError> {
+        let e = self
+            .c
+            .inner
+            .layout
+            .by_no(m.entity_no)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("merge names entity #{}", m.entity_no),
+            })?;
+        let keys = e.blocks.as_ref().expect("a @blocks entity");
+        for &no in &m.sources {
+            if self.c.inner.blocks.catalog.get(no).is_none()
+                || self.blocks.leaving.contains_key(&no)
+            {
+                return Err(StoreError::Stale {
+                    what: format!(
+                        "merge of {} blocks: block {no:016x} changed meanwhile",
+                        e.name
+                    ),
+                });
+            }
+        }
+        for &no in &m.sources {
+            self.unregister(keys, no)?;
+        }
+        self.mutation(
+            &Mutation::Upsert {
+                entity: keys.catalog.clone(),
+                row: m.meta.to_row(),
+            },
+            None,
+        )?;
+        self.blocks.changes.push(BlockChange::Added {
+            meta: m.meta.clone(),
+            ids: m.ids.clone(),
         });
         Ok(())
     }
@@ -542,7 +586,7 @@ impl<'c> Draft<'c> {
         Ok(())
     }
 
-    fn finish(mut self) -> (Materialized, u64) {
+    fn finish(mut self) -> Materialized {
         for (prefix, body) in std::mem::take(&mut self.postings) {
             self.ops.push(Op {
                 tree: TREE_INDEX,
@@ -567,15 +611,19 @@ impl<'c> Draft<'c> {
         self.ops.push(meta(STMETA_LAST_COMMIT, self.commit));
         self.ops.push(meta(STMETA_NEXT_SEQ, self.info.next_seq));
         if !self.blocks.changes.is_empty() {
-            self.ops.push(meta(STMETA_NEXT_BLOCK, self.next_block));
+            let next = self
+                .c
+                .inner
+                .next_block
+                .load(std::sync::atomic::Ordering::SeqCst);
+            self.ops.push(meta(STMETA_NEXT_BLOCK, next));
         }
-        let m = Materialized {
+        Materialized {
             ops: self.ops,
             info: self.info,
             overlay: self.local,
             blocks: self.blocks.changes,
-        };
-        (m, self.next_block)
+        }
     }
 }
 

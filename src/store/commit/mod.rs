@@ -55,8 +55,6 @@ pub struct Committer {
     rx: crossbeam_channel::Receiver<Request>,
     next_commit: u64,
     next_seq: u64,
-    /// Number of the next block of a `@blocks` entity.
-    next_block: u64,
     max_group: usize,
     /// A batch held back to start the next group (see [`needs_applied`]).
     held: Option<Request>,
@@ -144,7 +142,6 @@ impl Committer {
         rx: crossbeam_channel::Receiver<Request>,
         next_commit: u64,
         next_seq: u64,
-        next_block: u64,
         max_group: usize,
     ) -> Self {
         Committer {
@@ -152,7 +149,6 @@ impl Committer {
             rx,
             next_commit,
             next_seq,
-            next_block,
             max_group,
             held: None,
             unapplied: VecDeque::new(),
@@ -248,16 +244,14 @@ impl Committer {
         let mut overlay: HashMap<[u8; 16], RowState> = HashMap::new();
         let mut commit = self.next_commit;
         let mut seq = self.next_seq;
-        let mut block = self.next_block;
         let mut accepted: Vec<(Request, Materialized)> = Vec::with_capacity(group.len());
         for req in group {
-            let draft = draft::Draft::new(self, &overlay, commit, seq, block, now, req.batch.len());
+            let draft = draft::Draft::new(self, &overlay, commit, seq, now, req.batch.len());
             match draft.batch(&req.batch) {
-                Ok((m, next_block)) => {
+                Ok(m) => {
                     overlay.extend(m.overlay.iter().map(|(k, v)| (*k, v.clone())));
                     commit += 1;
                     seq = m.info.next_seq;
-                    block = next_block;
                     accepted.push((req, m));
                 }
                 Err(e) => {
@@ -308,7 +302,6 @@ impl Committer {
         }
         self.next_commit = commit;
         self.next_seq = seq;
-        self.next_block = block;
         self.unapplied.push_back((commit - 1, overlay));
         Some(Logged { batches: accepted })
     }
@@ -649,13 +642,14 @@ pub fn apply_ops(trees: &Trees, files: &BlockFiles, ops: Vec<Op>) -> Result<(), 
 /// so it runs at the start of a group, once every earlier group is applied (their blocks
 /// are then in files and the catalog).
 fn needs_applied(inner: &Inner, batch: &WriteBatch) -> bool {
-    batch.mutations.iter().any(|m| match m {
-        Mutation::Update { entity, .. } | Mutation::Delete { entity, .. } => inner
-            .layout
-            .entity(entity)
-            .is_ok_and(|e| e.blocks.is_some()),
-        _ => false,
-    })
+    !batch.merges.is_empty()
+        || batch.mutations.iter().any(|m| match m {
+            Mutation::Update { entity, .. } | Mutation::Delete { entity, .. } => inner
+                .layout
+                .entity(entity)
+                .is_ok_and(|e| e.blocks.is_some()),
+            _ => false,
+        })
 }
 
 impl Committer {

@@ -1,0 +1,156 @@
+//! Background merging of blocks: the small blocks that small batches write are merged per
+//! (entity, org, topic, partition, day of their first event, level), so that blocks compress
+//! well and a read touches few files.
+//!
+//! Level 0 blocks are written by batches; eight or more blocks of one group and level (or
+//! any two level-0 blocks older than [`SETTLE`]) are merged into one block of the next level,
+//! sorted by event time. A row is rewritten once per level and a level holds at least eight
+//! times the rows of the one below, so write amplification grows with the log of a group's
+//! size, not with it.
+//!
+//! Crash safety: the merged block's file is written and fsynced first, under a new number;
+//! then ONE store write swaps the catalog rows (the sources' rows removed, the merged one
+//! added). A crash before that write leaves a file no catalog row names, removed at the next
+//! open; after it, the sources' files are removed (again, at the next open, if need be).
+//! Nothing is lost or stored twice either way. The merge never holds the committer: only the
+//! catalog swap goes through it.
+
+use super::{BlockMeta, Value};
+use crate::store::layout::{EntityLayout, Values};
+use crate::store::{Store, StoreError, WriteBatch};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Blocks of one group and level merged together once there are this many.
+pub const FANOUT: usize = 8;
+/// At most this many blocks, and about this many rows, go into one merge.
+const MAX_SOURCES: usize = 64;
+const MAX_ROWS: u64 = 1_000_000;
+/// Level-0 blocks older than this are merged even when fewer than [`FANOUT`].
+pub const SETTLE: Duration = Duration::from_secs(10);
+
+/// A merge ready to commit: the merged block's file is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockMerge {
+    pub entity_no: u16,
+    pub sources: Vec<u64>,
+    pub meta: Arc<BlockMeta>,
+    pub ids: Vec<[u8; 16]>,
+}
+
+type GroupKey = (u16, Vec<u8>, i64, i32);
+
+/// The groups of blocks due for a merge.
+fn plan(store: &Store, now_us: i64) -> Vec<Vec<Arc<BlockMeta>>> {
+    let inner = store.inner();
+    let mut groups: BTreeMap<GroupKey, Vec<Arc<BlockMeta>>> = BTreeMap::new();
+    for e in inner.layout.entities.iter().filter(|e| e.blocks.is_some()) {
+        for m in inner.blocks.catalog.select(e.no, |_| true) {
+            let mut key = Vec::new();
+            for v in [&m.org, &m.topic, &m.partition] {
+                crate::store::codec::encode_component(&mut key, v);
+            }
+            let day = m.min_time.unwrap_or(0).div_euclid(86_400_000_000);
+            groups.entry((e.no, key, day, m.level)).or_default().push(m);
+        }
+    }
+    let settled = now_us - SETTLE.as_micros() as i64;
+    let mut out = Vec::new();
+    for ((_, _, _, level), mut blocks) in groups {
+        let old_enough = level == 0
+            && blocks
+                .iter()
+                .filter(|m| (m.version as i64) < settled)
+                .count()
+                >= 2;
+        if blocks.len() < FANOUT && !old_enough {
+            continue;
+        }
+        blocks.sort_by_key(|m| m.no);
+        let mut take = Vec::new();
+        let mut rows = 0;
+        for m in blocks {
+            if take.len() >= MAX_SOURCES || (rows + m.rows > MAX_ROWS && take.len() >= 2) {
+                break;
+            }
+            rows += m.rows;
+            take.push(m);
+        }
+        if take.len() >= 2 {
+            out.push(take);
+        }
+    }
+    out
+}
+
+/// Merges every group due; returns how many merges committed.
+pub fn merge_due(store: &Store) -> Result<usize, StoreError> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut done = 0;
+    for sources in plan(store, now) {
+        if merge(store, &sources)? {
+            done += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// Merges `sources` (blocks of one entity and group) into one block; false if the catalog
+/// changed under it (a source rewritten by an update or delete): nothing is changed then.
+pub fn merge(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<bool, StoreError> {
+    let inner = store.inner();
+    let e: &EntityLayout =
+        inner
+            .layout
+            .by_no(sources[0].entity_no)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!(
+                    "block {:016x} names entity #{}",
+                    sources[0].no, sources[0].entity_no
+                ),
+            })?;
+    let keys = e.blocks.as_ref().expect("a @blocks entity");
+    let mut rows: Vec<Values> = Vec::new();
+    for m in sources {
+        rows.extend(inner.block_rows(e, m)?);
+    }
+    if let Some(t) = keys.time {
+        let micros = |r: &Values| match r[t] {
+            Value::Timestamp(n) => n,
+            _ => i64::MIN,
+        };
+        rows.sort_by_key(micros);
+    }
+    let bytes = super::codec::encode_block(&e.fields, &rows)?;
+    let no = inner.next_block.fetch_add(1, Ordering::SeqCst);
+    let level = sources.iter().map(|m| m.level).max().unwrap_or(0) + 1;
+    let version = sources.iter().map(|m| m.version).max().unwrap_or(0);
+    let meta = BlockMeta::describe(e, keys, no, &rows, bytes.len() as u64, level, version);
+    inner.blocks.files.write_durable(no, &bytes)?;
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::arg("crash_after_merge_file").is_some() {
+        crate::fault::kill("after a merged block's file is durable, before its catalog write");
+    }
+    let merge = BlockMerge {
+        entity_no: e.no,
+        sources: sources.iter().map(|m| m.no).collect(),
+        meta: Arc::new(meta),
+        ids: rows.iter().map(|r| e.id_of(r)).collect(),
+    };
+    let mut batch = WriteBatch::new();
+    batch.merges.push(merge);
+    match store.write_blocking(batch) {
+        Ok(_) => Ok(true),
+        Err(StoreError::Stale { .. }) => {
+            inner.blocks.files.remove(no)?;
+            Ok(false)
+        }
+        Err(err) => {
+            // Not registered: the file goes now (or at the next open).
+            let _ = inner.blocks.files.remove(no);
+            Err(err)
+        }
+    }
+}
