@@ -25,13 +25,12 @@ mod wal;
 
 pub use batch::{CommitInfo, Duplicate, IdScope, Mutation, Row, WriteBatch};
 pub use feed::{ChangeEntry, ChangeOp};
-pub use layout::UNFED_ENTITIES;
+pub use layout::{FieldLayout, Layout, Values, UNFED_ENTITIES};
 pub use ormdb_core::proto::Value;
 pub use query::{Filter, Order, Query};
 
 use crate::schema::Schema;
 use commit::{Committer, Request};
-use layout::Layout;
 use ormdb_core::storage::VersionedKey;
 use ormdb_core::{Catalog, StorageConfig, StorageEngine};
 use parking_lot::Mutex;

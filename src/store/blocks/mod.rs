@@ -22,6 +22,9 @@ pub mod merge;
 mod read;
 pub(crate) mod scan;
 
+pub use codec::{
+    encode_block, encode_block_with, BlockReader, ColumnInfo, Compression, Encoding, MAX_ROWS,
+};
 pub(crate) use files::BlockFiles;
 pub(crate) use index::IdIndex;
 pub(crate) use read::BlockCache;
@@ -278,7 +281,7 @@ impl Blocks {
                 let values = catalog.decode_record(&record.data)?;
                 let meta = Arc::new(BlockMeta::from_values(catalog, e.no, &values)?);
                 let bytes = blocks.files.read(meta.no)?;
-                let reader = codec::BlockReader::open(&e.fields, &bytes)?;
+                let reader = codec::BlockReader::open(&bytes)?;
                 let ids: Vec<[u8; 16]> = reader
                     .column(e.id_pos)?
                     .iter()

@@ -68,7 +68,7 @@ pub(crate) fn all_rows(
     meta: &BlockMeta,
     bytes: &[u8],
 ) -> Result<Vec<Values>, StoreError> {
-    let reader = BlockReader::open(&e.fields, bytes).map_err(|err| corrupt(meta, err))?;
+    let reader = BlockReader::open(bytes).map_err(|err| corrupt(meta, err))?;
     reader.rows_all().map_err(|err| corrupt(meta, err))
 }
 
@@ -79,7 +79,7 @@ pub(crate) fn find_row(
     bytes: &[u8],
     id: &[u8; 16],
 ) -> Result<Option<(usize, Values)>, StoreError> {
-    let reader = BlockReader::open(&e.fields, bytes).map_err(|err| corrupt(meta, err))?;
+    let reader = BlockReader::open(bytes).map_err(|err| corrupt(meta, err))?;
     let ids = reader.column(e.id_pos).map_err(|err| corrupt(meta, err))?;
     let Some(at) = ids
         .iter()

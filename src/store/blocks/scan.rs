@@ -80,7 +80,7 @@ pub(crate) fn scan(
             Err(_) if inner.blocks.catalog.get(meta.no).is_none() => continue,
             Err(err) => return Err(err),
         };
-        let reader = BlockReader::open(&e.fields, &bytes)?;
+        let reader = BlockReader::open(&bytes)?;
         let mut keep = vec![true; reader.len()];
         for p in &preds {
             let column = reader.column(p.pos)?;
