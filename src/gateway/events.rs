@@ -3,7 +3,7 @@
 //! constant however long the range.
 
 use super::error::ApiError;
-use super::params::{fmt_time, Params};
+use super::params::{fmt_time, Params, RECENT_EVENTS_LIMIT};
 use super::{blocking, GatewayState, OrgAccess};
 use crate::store::{Order, Query, Row, Store, Value};
 use axum::body::{Body, Bytes};
@@ -204,7 +204,7 @@ pub async fn recent(
     access: OrgAccess,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let limit = params.int("limit", 1, 1000, 100)? as usize;
+    let limit = params.limit(RECENT_EVENTS_LIMIT)?;
     let stats = st.stats.clone();
     let rows = blocking(move || stats.recent_events(access.org_bytes(), limit)).await??;
     let body = RecentEvents {

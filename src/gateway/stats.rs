@@ -3,49 +3,27 @@
 //! and shapes the answer as docs/API.md says.
 
 use super::error::ApiError;
-use super::params::{fmt_time, Params};
+use super::params::{fmt_time, Params, TOP_EVENTS_LIMIT};
 use super::{read, GatewayState, OrgAccess, INLINE_READ_BUCKETS};
-use crate::stats::query::{Counters, Point, HOUR_US, MAX_POINTS};
+use crate::stats::query::{Counters, Point, HOUR_US};
 use axum::extract::State;
 use axum::Json as JsonBody;
 use chrono::Utc;
 use serde_json::{json, Value as Json};
 
 /// `GET /api/v1/orgs/{org}/timeseries?from=&to=&granularity=hour|day&event_type=`
+/// (parameters: [`Params::view`])
 pub async fn timeseries(
     State(st): State<GatewayState>,
     access: OrgAccess,
     params: Params,
 ) -> Result<JsonBody<Timeseries>, ApiError> {
-    let (from, to) = params.range(st.cfg.gateway.max_range_days)?;
-    let g = params.granularity()?;
-    let step = g.step_us();
-    let points = (to - from.div_euclid(step) * step + step - 1) / step;
-    if points > MAX_POINTS as i64 {
-        let to_s = params.get("to").unwrap_or("");
-        return Err(ApiError::range_too_large(
-            "to",
-            to_s,
-            format!(
-                "parameter 'to': '{to_s}' makes {points} {} buckets; at most {MAX_POINTS}",
-                g.as_str()
-            ),
-        ));
-    }
-    let event_type = params.get("event_type").map(str::to_string);
-    if let Some(t) = &event_type {
-        if t.len() > 200 {
-            return Err(ApiError::bad_parameter(
-                "event_type",
-                t,
-                "is longer than 200 bytes",
-            ));
-        }
-    }
+    let view = params.view(st.cfg.gateway.max_range_days)?;
+    let (from, to, g) = (view.from_us, view.to_us, view.granularity);
     let stats = st.stats.clone();
-    let et = event_type.clone();
+    let et = view.event_type.clone();
     let org = access.org_bytes();
-    let small = points <= INLINE_READ_BUCKETS;
+    let small = view.points <= INLINE_READ_BUCKETS;
     let points = read(small, move || {
         stats.timeseries(org, from, to, g, et.as_deref())
     })
@@ -55,7 +33,7 @@ pub async fn timeseries(
         from: fmt_time(from),
         to: fmt_time(to),
         granularity: g.as_str(),
-        event_type,
+        event_type: view.event_type,
         points: points.iter().map(PointOut::from).collect(),
     }))
 }
@@ -99,7 +77,7 @@ pub async fn top_events(
     params: Params,
 ) -> Result<JsonBody<Json>, ApiError> {
     let date = params.date("date", Utc::now().date_naive())?;
-    let limit = params.int("limit", 1, 1000, 10)? as usize;
+    let limit = params.limit(TOP_EVENTS_LIMIT)?;
     let stats = st.stats.clone();
     let org = access.org_bytes();
     let top = read(true, move || stats.top_events(org, date, limit)).await??;
