@@ -8,7 +8,8 @@
 //! 3. [`stats`] workers tail the store's change feed into hourly/daily rollups and
 //!    real-time counters, their rows and cursor again in one atomic write;
 //! 4. [`gateway`] answers REST and pushes WebSocket updates from those rows;
-//! 5. [`app`] wires them together and owns shutdown; `main` parses the command line.
+//! 5. [`app`] wires them together and owns shutdown; `main` parses the command line and
+//!    [`cli`] holds the bodies of the maintenance commands (check, store, stats, token).
 //!
 //! Who owns what: [`config`] (connector.toml, environment, flags, validation), [`schema`]
 //! (schema.ormdb -> ormdb-core catalog), [`metrics`] (the Prometheus registry), [`produce`]
@@ -16,6 +17,7 @@
 //! for the demo, tests and benchmarks), `fault` (test-only fault injection, feature
 //! `fault-injection`).
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod demo;
 #[cfg(feature = "fault-injection")]

@@ -1,13 +1,13 @@
 //! The `streamtally` command: parse the command line, load the configuration, call into the
-//! library, map errors to exit codes (0 ok, 1 a check found problems, 2 bad input or config).
+//! library (`streamtally::cli` holds the commands' bodies), map errors to exit codes (0 ok,
+//! 1 a check found problems, 2 bad input or config, and any other error on the way).
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use streamtally::cli;
 use streamtally::config::{Config, ConfigSource, LogFormat};
 use streamtally::schema::Schema;
-use streamtally::store::{Store, StoreOptions};
 
 #[derive(Parser)]
 #[command(
@@ -46,28 +46,7 @@ enum Command {
     Run,
     /// Send events to a topic: NDJSON from a file or stdin (each line as-is, invalid ones
     /// included), or synthetic seed-shaped events. Uses kafka.brokers and [kafka.client].
-    Produce {
-        /// Topic to write to.
-        #[arg(long)]
-        topic: String,
-        /// Records per second (default: as fast as the broker takes them).
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Stop after N records (synthetic mode default: until Ctrl-C).
-        #[arg(long)]
-        events: Option<u64>,
-        /// Number of orgs in synthetic events.
-        #[arg(long, default_value_t = 20)]
-        orgs: usize,
-        /// Create the topic with P partitions if it does not exist.
-        #[arg(long)]
-        partitions: Option<i32>,
-        /// Seed of the synthetic generator.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// NDJSON file, or - for stdin; omit for synthetic events.
-        input: Option<PathBuf>,
-    },
+    Produce(ProduceArgs),
     /// Try it in one command: an embedded Kafka-protocol broker (librdkafka's mock cluster,
     /// on a free 127.0.0.1 port), synthetic events, the connector, the stats workers and the
     /// gateway with the dashboard, in this process. Prints the dashboard URL, a token per
@@ -95,6 +74,30 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ProduceArgs {
+    /// Topic to write to.
+    #[arg(long)]
+    topic: String,
+    /// Records per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Stop after N records (synthetic mode default: until Ctrl-C).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Number of orgs in synthetic events.
+    #[arg(long, default_value_t = 20)]
+    orgs: usize,
+    /// Create the topic with P partitions if it does not exist.
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// Seed of the synthetic generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// NDJSON file, or - for stdin; omit for synthetic events.
+    input: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -170,31 +173,11 @@ struct StatsScopeArgs {
 
 impl StatsScopeArgs {
     fn scope(&self) -> anyhow::Result<streamtally::stats::rebuild::Scope> {
-        let date = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<chrono::NaiveDate>> {
-            v.as_deref()
-                .map(|s| {
-                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                        .map_err(|e| anyhow::anyhow!("--{flag} '{s}': not a YYYY-MM-DD date ({e})"))
-                })
-                .transpose()
-        };
-        let scope = streamtally::stats::rebuild::Scope {
-            org: self
-                .org
-                .as_deref()
-                .map(|s| {
-                    uuid::Uuid::parse_str(s)
-                        .map(|u| *u.as_bytes())
-                        .map_err(|e| anyhow::anyhow!("--org '{s}': not a UUID ({e})"))
-                })
-                .transpose()?,
-            from: date("from", &self.from)?,
-            to: date("to", &self.to)?,
-        };
-        if let (Some(f), Some(t)) = (scope.from, scope.to) {
-            anyhow::ensure!(f <= t, "--from {f} is after --to {t}");
-        }
-        Ok(scope)
+        cli::stats::scope(
+            self.org.as_deref(),
+            self.from.as_deref(),
+            self.to.as_deref(),
+        )
     }
 }
 
@@ -206,9 +189,6 @@ enum StoreCommand {
     /// Print what the store holds: row counts per entity, consumer offsets, feed position.
     Info,
 }
-
-/// The schema compiled into the binary, used when no schema.ormdb is next to it.
-const BUILTIN_SCHEMA: &str = include_str!("../schema.ormdb");
 
 fn load_config(cli: &Cli) -> Result<Config, streamtally::config::ConfigError> {
     let mut src = ConfigSource::with_process_env(cli.config.clone());
@@ -227,13 +207,7 @@ fn load_config(cli: &Cli) -> Result<Config, streamtally::config::ConfigError> {
 }
 
 fn load_schema(cli: &Cli) -> anyhow::Result<Schema> {
-    match &cli.schema {
-        Some(p) => Ok(Schema::load(p)?),
-        None if std::path::Path::new(streamtally::schema::SCHEMA_FILE).exists() => Ok(
-            Schema::load(std::path::Path::new(streamtally::schema::SCHEMA_FILE))?,
-        ),
-        None => Ok(Schema::parse(BUILTIN_SCHEMA)?),
-    }
+    cli::load_schema(cli.schema.as_deref())
 }
 
 fn init_tracing(cfg: &Config) {
@@ -267,245 +241,83 @@ fn main() -> ExitCode {
     }
 }
 
+/// Calls the command's body; an `Err` is printed by `main` (exit code 2).
 fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
+    let out = &mut std::io::stdout();
     match &cli.command {
         Command::Run => {
-            let schema = load_schema(cli)?;
-            streamtally::app::run(cfg, schema)?;
+            streamtally::app::run(cfg, load_schema(cli)?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Produce {
-            topic,
-            rate,
-            events,
-            orgs,
-            partitions,
-            seed,
-            input,
-        } => {
-            let mut opts = streamtally::produce::ProduceOptions::new(&cfg.kafka.brokers, topic);
-            opts.client = cfg.kafka.client.clone();
-            opts.rate_per_s = *rate;
-            opts.events = *events;
-            opts.orgs = *orgs;
-            opts.partitions = *partitions;
-            opts.seed = *seed;
-            opts.input = input.clone();
-            opts.progress = true;
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            let on_signal = shutdown.clone();
-            std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    rt.block_on(async {
-                        let _ = tokio::signal::ctrl_c().await;
-                    });
-                    on_signal.cancel();
-                }
-            });
-            let summary = streamtally::produce::run(&opts, &shutdown)?;
-            for f in &summary.failures {
-                eprintln!(
-                    "{} {}: {}",
-                    if input.is_some() { "line" } else { "event" },
-                    f.position,
-                    f.error
-                );
-            }
-            println!(
-                "produced {} record(s) to '{}' in {:.1} s ({} failed{})",
-                summary.sent,
-                topic,
-                summary.elapsed.as_secs_f64(),
-                summary.failed,
-                if summary.interrupted {
-                    ", interrupted"
-                } else {
-                    ""
-                }
-            );
-            Ok(if summary.failed > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+        Command::Produce(args) => {
+            cli::produce::produce(&produce_options(args, &cfg), out, &mut std::io::stderr())
         }
         Command::Demo(args) => {
             let schema = load_schema(cli)?;
-            let opts = streamtally::demo::DemoOptions {
-                rate_per_s: args.rate,
-                orgs: args.orgs as usize,
-                backfill_days: args.backfill_days,
-                backfill_events_per_day: args.backfill_events_per_day,
-                brokers: cli.brokers.clone(),
-                data: cli.data.clone(),
-                keep: args.keep,
-                listen: args.listen,
-                seed: args.seed,
-                program: std::env::args()
-                    .next()
-                    .unwrap_or_else(|| "streamtally".into()),
-            };
-            streamtally::demo::run(cfg, schema, &opts, &mut std::io::stdout())?;
+            streamtally::demo::run(cfg, schema, &demo_options(cli, args), out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig => {
-            print!("{}", cfg.to_masked_toml());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::CheckSchema => {
-            let schema = load_schema(cli)?;
-            for e in &schema.entities {
-                let idx: Vec<String> = e
-                    .indexes
-                    .iter()
-                    .map(|i| {
-                        format!(
-                            "{}([{}])",
-                            if i.unique { "@unique" } else { "@index" },
-                            i.fields.join(", ")
-                        )
-                    })
-                    .chain(
-                        e.postings
-                            .iter()
-                            .map(|p| format!("@postings([{}])", p.join(", "))),
-                    )
-                    .chain(e.latest_only.then(|| "@latest_only".to_string()))
-                    .collect();
-                println!("{}: {} fields {}", e.name, e.fields.len(), idx.join(" "));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig => cli::check::check_config(&cfg, out),
+        Command::CheckSchema => cli::check::check_schema(&load_schema(cli)?, out),
         Command::Store { command } => {
             let schema = load_schema(cli)?;
-            let store = Store::open(StoreOptions::from_config(&cfg.store), &schema)
-                .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
-            let code = match command {
-                StoreCommand::Verify => {
-                    let problems = store.verify()?;
-                    for p in &problems {
-                        println!("problem: {p}");
-                    }
-                    println!(
-                        "store {}: {} problem(s); feed {}..{}",
-                        cfg.store.path.display(),
-                        problems.len(),
-                        store.feed_floor(),
-                        store.feed_head()
-                    );
-                    if problems.is_empty() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                StoreCommand::Info => {
-                    println!("store: {}", cfg.store.path.display());
-                    for e in &schema.entities {
-                        println!("  {}: {} rows", e.name, store.scan_all(&e.name)?.len());
-                    }
-                    for (topic, partition, offset) in store.offsets()? {
-                        println!("  offset {topic}[{partition}] next {offset}");
-                    }
-                    println!(
-                        "  change feed: sequences {}..{}",
-                        store.feed_floor(),
-                        store.feed_head()
-                    );
-                    println!("  disk: {} bytes", store.disk_bytes());
-                    ExitCode::SUCCESS
-                }
-            };
-            store.close()?;
-            Ok(code)
+            match command {
+                StoreCommand::Verify => cli::store::verify(&cfg, &schema, out),
+                StoreCommand::Info => cli::store::info(&cfg, &schema, out),
+            }
         }
         Command::Token {
             command: TokenCommand::New { org, name },
-        } => {
-            let org = uuid::Uuid::parse_str(org)
-                .map_err(|e| anyhow::anyhow!("--org '{org}': not a UUID ({e})"))?;
-            let token = streamtally::demo::random_token()?;
-            let hash = streamtally::gateway::auth::token_sha256_hex(&token);
-            println!("token: {token}");
-            println!();
-            println!("# Give the token to its holder (it is shown only now); add this to connector.toml:");
-            println!("[[auth.tokens]]");
-            println!("org_id = \"{org}\"");
-            println!("token_sha256 = \"{hash}\"");
-            if let Some(n) = name {
-                let quoted = toml::Value::String(n.clone()).to_string();
-                println!("name = {quoted}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cli::token::new_token(org, name.as_deref(), out),
         Command::Stats { command } => {
-            let (args, rebuild) = match command {
-                StatsCommand::Rebuild(a) => (a, true),
-                StatsCommand::Verify(a) => (a, false),
+            let (args, action) = match command {
+                StatsCommand::Rebuild(a) => (a, cli::stats::Action::Rebuild),
+                StatsCommand::Verify(a) => (a, cli::stats::Action::Verify),
             };
             let scope = args.scope()?;
             let schema = load_schema(cli)?;
-            let store = Store::open(StoreOptions::from_config(&cfg.store), &schema)
-                .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
-            let code = stats_command(&store, &cfg, &scope, rebuild);
-            store.close()?;
-            code
+            cli::stats::run(&cfg, &schema, &scope, action, out)
         }
     }
 }
 
-fn stats_command(
-    store: &Store,
-    cfg: &Config,
-    scope: &streamtally::stats::rebuild::Scope,
-    rebuild: bool,
-) -> anyhow::Result<ExitCode> {
-    use streamtally::stats::{rebuild as rb, rollup::RollupWorker};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let threshold = cfg.stats.unique_exact_threshold;
-    let mut worker = RollupWorker::new(store.clone(), streamtally::app::rollup_options(cfg))?;
-    let applied = rt.block_on(worker.catch_up())?;
-    println!("applied {applied} pending change(s) from the change feed");
-    let bar = indicatif::ProgressBar::new(store.count(&streamtally::store::Query::new("Event"))?);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
-        )?
-        .progress_chars("=> "),
-    );
-    bar.set_message(if rebuild { "recomputing" } else { "verifying" });
-    if rebuild {
-        let report = rt.block_on(rb::rebuild(store, scope, threshold, &bar))?;
-        bar.finish_and_clear();
-        println!(
-            "rebuilt: {} row(s) written ({} differed from before), {} deleted",
-            report.written, report.corrected, report.deleted
-        );
-        return Ok(ExitCode::SUCCESS);
+/// `streamtally produce`'s flags over kafka.brokers and [kafka.client].
+fn produce_options(args: &ProduceArgs, cfg: &Config) -> streamtally::produce::ProduceOptions {
+    let ProduceArgs {
+        topic,
+        rate,
+        events,
+        orgs,
+        partitions,
+        seed,
+        input,
+    } = args;
+    let mut opts = streamtally::produce::ProduceOptions::new(&cfg.kafka.brokers, topic);
+    opts.client = cfg.kafka.client.clone();
+    opts.rate_per_s = *rate;
+    opts.events = *events;
+    opts.orgs = *orgs;
+    opts.partitions = *partitions;
+    opts.seed = *seed;
+    opts.input = input.clone();
+    opts.progress = true;
+    opts
+}
+
+/// `streamtally demo`'s flags and the global --brokers and --data.
+fn demo_options(cli: &Cli, args: &DemoArgs) -> streamtally::demo::DemoOptions {
+    streamtally::demo::DemoOptions {
+        rate_per_s: args.rate,
+        orgs: args.orgs as usize,
+        backfill_days: args.backfill_days,
+        backfill_events_per_day: args.backfill_events_per_day,
+        brokers: cli.brokers.clone(),
+        data: cli.data.clone(),
+        keep: args.keep,
+        listen: args.listen,
+        seed: args.seed,
+        program: std::env::args()
+            .next()
+            .unwrap_or_else(|| "streamtally".into()),
     }
-    let expected = rb::recompute(store, scope, threshold, &bar)?;
-    bar.finish_and_clear();
-    let stored = rb::stored(store, scope)?;
-    let diffs = rb::diff(&stored, &expected);
-    for d in diffs.iter().take(200) {
-        println!("difference: {d}");
-    }
-    if diffs.len() > 200 {
-        println!("... and {} more", diffs.len() - 200);
-    }
-    println!(
-        "stats verify: {} rollup row(s) checked, {} difference(s)",
-        expected.len().max(stored.len()),
-        diffs.len()
-    );
-    Ok(if diffs.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

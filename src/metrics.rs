@@ -129,7 +129,6 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("streamtally");
         let m = Metrics {
             events_consumed: Family::default(),
             events_stored: Family::default(),
@@ -167,153 +166,174 @@ impl Metrics {
             gateway_connections_timed_out: Family::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        // Registered in this order, which is the order of the families in `/metrics`.
+        let mut registry = Registry::with_prefix("streamtally");
+        m.register_event_counts(&mut registry);
+        m.register_ingest(&mut registry);
+        m.register_stats(&mut registry);
+        m.register_gateway(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Per-topic event counters: read, stored, duplicate, dropped fields, dead-lettered, skipped.
+    fn register_event_counts(&self, r: &mut Registry) {
         r.register(
             "events_consumed",
             "Kafka messages read, by topic",
-            m.events_consumed.clone(),
+            self.events_consumed.clone(),
         );
         r.register(
             "events_stored",
             "Events durably stored (new rows), by topic",
-            m.events_stored.clone(),
+            self.events_stored.clone(),
         );
         r.register(
             "events_duplicate",
             "Events not stored because their (org, id) was already stored, by topic and kind: same content (replays, producer retries) or conflict (other content; the first write wins)",
-            m.events_duplicate.clone(),
+            self.events_duplicate.clone(),
         );
         r.register(
             "events_fields_dropped",
             "Top-level payload fields not stored because the payload's shape does not read them, by topic",
-            m.events_fields_dropped.clone(),
+            self.events_fields_dropped.clone(),
         );
         r.register(
             "events_dead_lettered",
             "Messages sent to the dead-letter topic, by source topic and reason",
-            m.events_dead_lettered.clone(),
+            self.events_dead_lettered.clone(),
         );
         r.register(
             "events_skipped",
             "Invalid messages skipped under dead_letter.policy = skip, by topic and reason",
-            m.events_skipped.clone(),
+            self.events_skipped.clone(),
         );
+    }
+
+    /// The consumer and its flushes: batches, lag, partitions, errors, dead-letter waits, freshness.
+    fn register_ingest(&self, r: &mut Registry) {
         r.register(
             "batch_size_events",
             "Messages per store flush",
-            m.batch_size.clone(),
+            self.batch_size.clone(),
         );
         r.register(
             "flush_seconds",
             "Store flush latency (durable write)",
-            m.flush_seconds.clone(),
+            self.flush_seconds.clone(),
         );
         r.register(
             "partition_lag_events",
             "High watermark minus stored position, per partition",
-            m.partition_lag.clone(),
+            self.partition_lag.clone(),
         );
         r.register(
             "assigned_partitions",
             "Partitions assigned to this instance",
-            m.assigned_partitions.clone(),
+            self.assigned_partitions.clone(),
         );
         r.register(
             "paused_partitions",
             "Partitions paused by backpressure",
-            m.paused_partitions.clone(),
+            self.paused_partitions.clone(),
         );
         r.register(
             "rebalances",
             "Consumer-group rebalances, by kind (assign, revoke, error)",
-            m.rebalances.clone(),
+            self.rebalances.clone(),
         );
         r.register(
             "store_write_errors",
             "Failed store writes (retried)",
-            m.store_write_errors.clone(),
+            self.store_write_errors.clone(),
         );
         r.register(
             "kafka_commit_repairs",
             "Offset commits sent again because Kafka's committed offset was found behind the stored position",
-            m.kafka_commit_repairs.clone(),
+            self.kafka_commit_repairs.clone(),
         );
         r.register(
             "dead_letter_errors",
             "Failed dead-letter produces (retried)",
-            m.dead_letter_errors.clone(),
+            self.dead_letter_errors.clone(),
         );
         r.register(
             "dead_letter_blocked_partitions",
             "Partitions paused at a record whose dead letter is not delivered yet (/readyz names them)",
-            m.dead_letter_blocked_partitions.clone(),
+            self.dead_letter_blocked_partitions.clone(),
         );
         r.register(
             "event_freshness_ms",
             "Now minus the newest stored event time, in milliseconds",
-            m.event_freshness_ms.clone(),
+            self.event_freshness_ms.clone(),
         );
+    }
+
+    /// The stats workers.
+    fn register_stats(&self, r: &mut Registry) {
         r.register(
             "stats_changes_applied",
             "Change-feed entries applied by the stats workers, by worker (rollups, realtime)",
-            m.stats_changes_applied.clone(),
+            self.stats_changes_applied.clone(),
         );
         r.register(
             "stats_flush_seconds",
             "Stats worker write latency (rows and cursor in one durable write), by worker",
-            m.stats_flush_seconds.clone(),
+            self.stats_flush_seconds.clone(),
         );
         r.register(
             "stats_lag_changes",
             "Change-feed entries not yet applied by a stats worker (feed head minus its position)",
-            m.stats_lag_changes.clone(),
+            self.stats_lag_changes.clone(),
         );
         r.register(
             "stats_recomputes",
             "Rollup groups (org, day) recomputed from raw events after a removal hit a sketch",
-            m.stats_recomputes.clone(),
+            self.stats_recomputes.clone(),
         );
         r.register(
             "stats_write_errors",
             "Failed stats worker writes (retried from the durable cursor), by worker",
-            m.stats_write_errors.clone(),
+            self.stats_write_errors.clone(),
         );
+    }
+
+    /// The gateway: HTTP requests, WebSocket clients, connections.
+    fn register_gateway(&self, r: &mut Registry) {
         r.register(
             "http_request_seconds",
             "Gateway request latency (to the response head), by route template, method and status",
-            m.http_request_seconds.clone(),
+            self.http_request_seconds.clone(),
         );
         r.register(
             "ws_clients",
             "WebSocket clients connected to /ws/dashboard",
-            m.ws_clients.clone(),
+            self.ws_clients.clone(),
         );
         r.register(
             "ws_messages_sent",
             "WebSocket messages written to clients",
-            m.ws_messages_sent.clone(),
+            self.ws_messages_sent.clone(),
         );
         r.register(
             "ws_messages_dropped",
             "WebSocket updates skipped for a slow client, and event batches a lagging client missed",
-            m.ws_messages_dropped.clone(),
+            self.ws_messages_dropped.clone(),
         );
         r.register(
             "gateway_connections",
             "Open gateway connections (HTTP and upgraded WebSocket, also those closing)",
-            m.gateway_connections.clone(),
+            self.gateway_connections.clone(),
         );
         r.register(
             "gateway_connections_refused",
             "Connections closed at once because gateway.max_connections were open",
-            m.gateway_connections_refused.clone(),
+            self.gateway_connections_refused.clone(),
         );
         r.register(
             "gateway_connections_timed_out",
             "Connections closed by the gateway's timeouts, by reason (header, idle)",
-            m.gateway_connections_timed_out.clone(),
+            self.gateway_connections_timed_out.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Replaces the list of partitions waiting for a dead letter.

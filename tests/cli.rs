@@ -1,20 +1,8 @@
 //! The command line as a user runs it: the README's commands, and clear failures.
 
-use std::process::Command;
+mod common;
 
-fn streamtally(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamtally"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("STREAMTALLY__KAFKA__BROKERS")
-        .output()
-        .expect("run streamtally");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::run::streamtally;
 
 #[test]
 fn check_config_prints_the_effective_config_with_secrets_masked() {

@@ -104,7 +104,7 @@ impl Connector {
         ));
         // Serving again: the page's reconnect is what the script checks, not this wait.
         let started = Instant::now();
-        while http_status(&self.addr, "/healthz") != Some(200) {
+        while common::http::get(&self.addr, "/healthz", None).map(|r| r.status) != Some(200) {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "the gateway never answered /healthz at {}; log:\n{}",
@@ -123,10 +123,6 @@ impl Connector {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn http_status(addr: &str, path: &str) -> Option<u16> {
-    common::http::get(addr, path, None).map(|r| r.status)
 }
 
 /// The org's events over the last 8 days as the REST timeseries counts them.

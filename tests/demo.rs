@@ -9,6 +9,7 @@
 mod common;
 
 use chrono::{DurationRound, Utc};
+use common::http::status_body;
 use serde_json::Value as Json;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,16 +31,11 @@ struct Demo {
     log: PathBuf,
 }
 
+/// [`common::run::command`] with its temporary directory in `dir` and info logs.
 fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamtally"));
-    cmd.args(args).current_dir(dir).env("TMPDIR", dir);
-    // The demo takes the configuration layers; the tests' own environment must not leak in.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("STREAMTALLY__") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("STREAMTALLY__LOG__LEVEL", "info");
+    let mut cmd = common::run::command(dir, args);
+    cmd.env("TMPDIR", dir)
+        .env("STREAMTALLY__LOG__LEVEL", "info");
     cmd
 }
 
@@ -116,14 +112,16 @@ impl Demo {
     fn api(&self, n: usize, path: &str) -> (u16, Json) {
         let (org, token) = &self.orgs[n];
         let path = path.replace("{org}", org);
-        let (status, body) = http_get(&self.addr, &path, Some(token));
+        let (status, body) =
+            status_body(&self.addr, &path, Some(token)).expect("an HTTP response from the gateway");
         let json = serde_json::from_str(&body).unwrap_or(Json::Null);
         (status, json)
     }
 
     /// `streamtally_events_stored_total` from /metrics.
     fn stored(&self) -> u64 {
-        let (status, body) = http_get(&self.addr, "/metrics", None);
+        let (status, body) =
+            status_body(&self.addr, "/metrics", None).expect("an HTTP response from the gateway");
         assert_eq!(status, 200, "{body}");
         body.lines()
             .filter(|l| l.starts_with("streamtally_events_stored_total"))
@@ -187,12 +185,6 @@ impl Drop for Demo {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A GET on a fresh connection: (status, body).
-fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let r = common::http::get(addr, path, token).expect("an HTTP response from the gateway");
-    (r.status, r.body)
 }
 
 #[test]
@@ -309,7 +301,8 @@ fn demo_serves_growing_stats_and_stops_cleanly() {
     let (status, _) = demo.api(0, &format!("/api/v1/orgs/{other_org}/counters"));
     assert_eq!(status, 403, "one org's token does not read another org");
     let (org, token) = &demo.orgs[0];
-    let (status, page) = http_get(&demo.addr, &format!("/?org={org}&token={token}"), None);
+    let (status, page) = status_body(&demo.addr, &format!("/?org={org}&token={token}"), None)
+        .expect("an HTTP response from the gateway");
     assert_eq!(status, 200);
     assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));
 

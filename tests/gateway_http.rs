@@ -9,6 +9,8 @@ use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
+use common::http::status_body;
+use common::test_org as org;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,10 +31,6 @@ const TOKEN_A: &str = "token-of-org-a";
 const TOKEN_B: &str = "token-of-org-b";
 const TOKEN_D: &str = "token-of-org-d";
 const ADMIN: &str = "the-admin-token";
-
-fn org(n: u128) -> Uuid {
-    Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 + n)
-}
 
 /// The test's own record of an event.
 #[derive(Clone, Debug)]
@@ -1314,11 +1312,6 @@ async fn a_range_within_max_range_days_but_over_the_point_cap_is_too_large() {
     );
 }
 
-/// A GET over a fresh connection: (status, body); None if the gateway does not answer (yet).
-fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    common::http::get(addr, path, token).map(|r| (r.status, r.body))
-}
-
 /// `streamtally run` as a user starts it: events produced to a real Kafka-protocol broker
 /// (Tansu) are served by the gateway on `gateway.listen` with the counts produced, /readyz
 /// turns 200, and SIGTERM stops it cleanly.
@@ -1374,7 +1367,7 @@ fn streamtally_run_serves_what_it_ingested_over_http() {
     let to = ms(synth.end + Duration::days(1));
     let started = std::time::Instant::now();
     let total = |o: Uuid| -> Option<i64> {
-        let (status, body) = http_get(
+        let (status, body) = status_body(
             &addr,
             &path(
                 o,
@@ -1404,7 +1397,7 @@ fn streamtally_run_serves_what_it_ingested_over_http() {
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        let (status, body) = http_get(
+        let (status, body) = status_body(
             &addr,
             &path(*o, &format!("unique-users?from={from}&to={to}")),
             Some(ADMIN),
@@ -1415,11 +1408,11 @@ fn streamtally_run_serves_what_it_ingested_over_http() {
         assert_eq!(j["unique_users"], json!(users.len()), "{o}");
     }
     let (status, _) =
-        http_get(&addr, &path(*want.keys().next().unwrap(), "counters"), None).unwrap();
+        status_body(&addr, &path(*want.keys().next().unwrap(), "counters"), None).unwrap();
     assert_eq!(status, 401);
     // Ready once partitions are assigned and nothing waits.
     loop {
-        let (status, body) = http_get(&addr, "/readyz", None).unwrap();
+        let (status, body) = status_body(&addr, "/readyz", None).unwrap();
         if status == 200 {
             break;
         }
@@ -1429,7 +1422,7 @@ fn streamtally_run_serves_what_it_ingested_over_http() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let (status, metrics) = http_get(&addr, "/metrics", None).unwrap();
+    let (status, metrics) = status_body(&addr, "/metrics", None).unwrap();
     assert_eq!(status, 200);
     assert!(
         metrics.contains("streamtally_events_stored_total"),
@@ -1442,7 +1435,7 @@ fn streamtally_run_serves_what_it_ingested_over_http() {
 
     let status = common::run::sigterm(&mut child);
     assert!(status.success(), "exit {status:?}; log:\n{}", show_log());
-    assert!(http_get(&addr, "/healthz", None).is_none());
+    assert!(status_body(&addr, "/healthz", None).is_none());
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 mod common;
 
 use common::broker::{produce, random_name, TestBroker, TestRecord};
-use common::Connector;
+use common::test_org as org;
+use common::{rt_multi_thread, Connector};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
 use std::collections::HashSet;
@@ -25,10 +26,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const TOKEN_A: &str = "token-for-org-a";
 const TOKEN_B: &str = "token-for-org-b";
 const ADMIN: &str = "the-admin-token";
-
-fn org(n: u8) -> uuid::Uuid {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &[b'w', b's', n])
-}
 
 /// The slow-client test floods ingest and the sockets on purpose; it runs alone (write
 /// lock) so that its load does not eat into the time limits of the other tests (read lock).
@@ -247,20 +244,12 @@ async fn collect_ids(ws: &mut Ws, want: &HashSet<String>, timeout: Duration) -> 
     seen
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn live_updates_arrive_within_two_seconds_and_never_cross_orgs() {
     let stack = Stack::start(|_| {});
     stack.warm_up();
     // Orgs become known to the gateway through the configured tokens.
-    rt().block_on(async {
+    rt_multi_thread().block_on(async {
         let mut a = stack
             .connect(Auth::Header(TOKEN_A))
             .await
@@ -318,7 +307,7 @@ fn subscribe_answers_a_snapshot_then_keeps_the_view_current() {
     let stack = Stack::start(|_| {});
     stack.warm_up();
     stack.produce(org(1), 30, "s");
-    rt().block_on(async {
+    rt_multi_thread().block_on(async {
         let mut a = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
         // Wait until the rollups hold the first 30 events.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -382,7 +371,7 @@ fn malformed_commands_get_errors_and_limits_close_with_the_right_codes() {
         cfg.gateway.ws_max_message_bytes = 1000;
         cfg.gateway.ws_max_commands_per_s = 5;
     });
-    rt().block_on(async {
+    rt_multi_thread().block_on(async {
         let mut a = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
         assert_eq!(
             next_json(&mut a, Duration::from_secs(2)).await.unwrap()["type"],
@@ -441,7 +430,7 @@ async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
 #[test]
 fn upgrades_without_a_valid_token_are_refused() {
     let stack = Stack::start(|_| {});
-    rt().block_on(async {
+    rt_multi_thread().block_on(async {
         let status = |r: Result<Ws, tokio_tungstenite::tungstenite::Error>| match r {
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
             Err(e) => panic!("unexpected error {e}"),
@@ -494,7 +483,7 @@ fn a_slow_client_is_dropped_while_a_fast_one_keeps_receiving() {
             }
         })
     };
-    rt().block_on(async {
+    rt_multi_thread().block_on(async {
         let slow = {
             let sock = tokio::net::TcpSocket::new_v4().unwrap();
             sock.set_recv_buffer_size(4096).unwrap();
@@ -563,7 +552,7 @@ fn a_slow_client_is_dropped_while_a_fast_one_keeps_receiving() {
 #[test]
 fn the_dashboard_is_served_from_the_binary_with_revalidation() {
     let stack = Stack::start(|_| {});
-    rt().block_on(async {
+    rt_multi_thread().block_on(async {
         let client = |path: &str, etag: Option<&str>| {
             let addr = stack.addr;
             let path = path.to_string();
@@ -630,7 +619,7 @@ fn the_dashboard_is_served_from_the_binary_with_revalidation() {
 fn counters_written_after_the_events_still_reach_the_client_then_idle_is_quiet() {
     let stack = Stack::start(|cfg| cfg.stats.persist_interval_ms = 1000);
     stack.warm_up();
-    rt().block_on(async {
+    rt_multi_thread().block_on(async {
         let mut a = stack
             .connect(Auth::Header(TOKEN_A))
             .await
@@ -713,7 +702,7 @@ fn updates_carry_the_newest_events_up_to_the_cap_newest_first() {
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
         .collect();
-    rt().block_on(async {
+    rt_multi_thread().block_on(async {
         let mut a = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
         wait_type(&mut a, "hello", Duration::from_secs(2)).await.unwrap();
         produce(&stack.broker.bootstrap, &stack.topic, &records);

@@ -8,19 +8,13 @@ mod common;
 use common::broker::{
     committed_offsets, consume_all, produce, random_name, synth_records, TestBroker, TestRecord,
 };
-use common::Connector;
+use common::{synth, Connector};
 use rdkafka::message::{Headers, Message};
 use std::collections::HashSet;
 use std::time::Duration;
 use streamtally::config::DeadLetterPolicy;
 use streamtally::produce::synthetic_json;
-use streamtally::synth::{SynthConfig, SynthEvent};
-
-fn synth(n: u64) -> SynthConfig {
-    let mut cfg = SynthConfig::new(n);
-    cfg.span_days = 1;
-    cfg
-}
+use streamtally::synth::SynthEvent;
 
 #[test]
 fn hundred_thousand_events_over_six_partitions_become_exactly_that_many_rows() {

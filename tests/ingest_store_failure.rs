@@ -7,21 +7,13 @@ mod common;
 #[cfg(feature = "fault-injection")]
 use common::broker::{produce, random_name, synth_records, TestBroker};
 #[cfg(feature = "fault-injection")]
-use common::Connector;
+use common::{synth, Connector};
 #[cfg(feature = "fault-injection")]
 use std::collections::HashSet;
 #[cfg(feature = "fault-injection")]
 use std::time::Duration;
 #[cfg(feature = "fault-injection")]
-use streamtally::synth::{SynthConfig, SynthEvent};
-
-#[cfg(feature = "fault-injection")]
-fn synth(n: u64) -> SynthConfig {
-    SynthConfig {
-        span_days: 1,
-        ..SynthConfig::new(n)
-    }
-}
+use streamtally::synth::SynthEvent;
 
 /// Needs the test-only fault hook: `cargo test --features fault-injection` (as .ci/run does).
 #[cfg(feature = "fault-injection")]

@@ -4,7 +4,10 @@
 //! only when everything before it parsed; an unknown flag or a bad value exits 2. What the
 //! commands then do is covered by the tests named next to them in the README.
 
-use std::process::Command;
+mod common;
+
+use common::run::command;
+use std::path::Path;
 
 const README: &str = include_str!("../README.md");
 
@@ -100,8 +103,7 @@ fn every_streamtally_command_in_the_readme_parses() {
     );
     let mut failed = Vec::new();
     for (line, text, args) in &found {
-        let out = Command::new(env!("CARGO_BIN_EXE_streamtally"))
-            .args(args)
+        let out = command(Path::new(env!("CARGO_MANIFEST_DIR")), args)
             .arg("--help")
             .output()
             .expect("run streamtally");
@@ -119,11 +121,13 @@ fn every_streamtally_command_in_the_readme_parses() {
 #[test]
 fn a_wrong_flag_is_caught() {
     // The check itself can fail: a flag the binary does not have.
-    let out = Command::new(env!("CARGO_BIN_EXE_streamtally"))
-        .args(words("produce --topic events --no-such-flag 1"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = command(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        words("produce --topic events --no-such-flag 1"),
+    )
+    .arg("--help")
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         words(r#"token new --org X --name "team dashboard""#),

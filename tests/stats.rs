@@ -6,6 +6,8 @@
 mod common;
 
 use chrono::{DateTime, Timelike, Utc};
+use common::rt;
+use common::run::streamtally;
 use indicatif::ProgressBar;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,13 +21,6 @@ use streamtally::stats::rebuild::{self, Scope};
 use streamtally::stats::rollup::{RollupOptions, RollupWorker};
 use streamtally::stats::sketch::hash_value;
 use streamtally::store::{Row, Store, Value, WriteBatch};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn org_id(n: u8) -> [u8; 16] {
     *uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &[b'o', n]).as_bytes()
@@ -638,18 +633,9 @@ fn realtime_worker_persists_counters_and_rebuilds_them_after_a_restart() {
     assert_eq!(c.windows[0].prev_events, expect(org_id(0), now, 300).0);
 }
 
+/// `streamtally ARGS` in the package directory (its connector.toml and schema.ormdb).
 fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamtally"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("STREAMTALLY__KAFKA__BROKERS")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    streamtally(args, std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 #[test]

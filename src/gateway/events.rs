@@ -3,7 +3,8 @@
 //! constant however long the range.
 
 use super::error::ApiError;
-use super::params::{fmt_time, Params};
+use super::params::{fmt_time, Params, RECENT_EVENTS_LIMIT};
+use super::wire::RecentEventsBody;
 use super::{blocking, GatewayState, OrgAccess};
 use crate::store::{Order, Query, Row, Store, Value};
 use axum::body::{Body, Bytes};
@@ -94,6 +95,13 @@ impl<'r> EventJson<'r> {
             offset: num(row, "offset"),
             ingested_at: time(row, "ingested_at"),
         }
+    }
+
+    /// The object as raw JSON, to be embedded in messages as it is (a WebSocket update
+    /// shares each event's JSON between the sessions of its org).
+    pub fn to_raw(&self) -> Box<RawValue> {
+        // Serializing strings, numbers and valid raw JSON cannot fail.
+        serde_json::value::to_raw_value(self).unwrap_or_else(|_| RawValue::NULL.to_owned())
     }
 
     /// The object as JSON text on one line (NDJSON): serde_json escapes line breaks in
@@ -191,23 +199,16 @@ fn csv_line(out: &mut String, ev: &EventJson) {
     out.push_str("\r\n");
 }
 
-/// The answer of `events/recent`.
-#[derive(Serialize)]
-struct RecentEvents<'r> {
-    org_id: String,
-    events: Vec<EventJson<'r>>,
-}
-
 /// `GET /api/v1/orgs/{org}/events/recent?limit=`
 pub async fn recent(
     State(st): State<GatewayState>,
     access: OrgAccess,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let limit = params.int("limit", 1, 1000, 100)? as usize;
+    let limit = params.limit(RECENT_EVENTS_LIMIT)?;
     let stats = st.stats.clone();
     let rows = blocking(move || stats.recent_events(access.org_bytes(), limit)).await??;
-    let body = RecentEvents {
+    let body = RecentEventsBody {
         org_id: access.org.to_string(),
         events: rows.iter().map(EventJson::from_row).collect(),
     };

@@ -12,6 +12,8 @@
 //! - Store and stats reads block (sled), so handlers run them on the blocking pool
 //!   ([`blocking`]); the export streams page by page (`events`).
 //! - Errors are [`ApiError`]s: the JSON body of docs/API.md; a 5xx is logged, never detailed.
+//! - Answers are the types of [`wire`], one per question, for REST and WebSocket ([`ws`])
+//!   alike; ranges, granularities and limits are parsed and defaulted once ([`params`]).
 
 pub mod assets;
 pub mod auth;
@@ -23,6 +25,7 @@ pub mod events;
 pub mod health;
 pub mod params;
 pub mod stats;
+pub mod wire;
 pub mod ws;
 
 pub use conn::{serve, ConnectionLimits, ServeOptions};

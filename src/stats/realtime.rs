@@ -245,7 +245,7 @@ pub struct LiveEvent {
     pub row: Arc<Row>,
     /// The event's JSON as pushed to clients, made once by the first session that needs it
     /// and shared by all the others.
-    pub json: Arc<std::sync::OnceLock<Box<str>>>,
+    pub json: Arc<std::sync::OnceLock<Box<serde_json::value::RawValue>>>,
 }
 
 /// Newly stored events of one org, oldest first, as the real-time worker publishes them.

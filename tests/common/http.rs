@@ -58,6 +58,11 @@ pub fn get(addr: &str, path: &str, token: Option<&str>) -> Option<Response> {
     })
 }
 
+/// [`get`]'s status and body.
+pub fn status_body(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    get(addr, path, token).map(|r| (r.status, r.body))
+}
+
 /// The body of a `Transfer-Encoding: chunked` message; None if it is cut off.
 fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();

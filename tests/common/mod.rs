@@ -1,4 +1,6 @@
-//! Shared helpers for integration tests: a temp-dir store over the real schema.ormdb.
+//! Shared helpers for integration tests: a temp-dir store over the real schema.ormdb, org
+//! ids, synthetic streams, runtimes, and the in-process [`Connector`]; [`run`] runs the
+//! binary, [`http`] talks to the gateway, [`broker`] provides the Kafka side.
 #![allow(dead_code)]
 
 pub mod broker;
@@ -48,6 +50,38 @@ pub fn org(n: usize) -> Value {
     let mut cfg = SynthConfig::new(1000);
     cfg.orgs = 3;
     Value::Uuid(cfg.org_id(n))
+}
+
+/// Org `n` of tests that make up their own events (a fixed, version-4-shaped UUID; not
+/// one of the synthetic stream's orgs, for which see [`org`]).
+pub fn test_org(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 + n)
+}
+
+/// A synthetic stream of `n` events spread over one day.
+pub fn synth(n: u64) -> SynthConfig {
+    SynthConfig {
+        span_days: 1,
+        ..SynthConfig::new(n)
+    }
+}
+
+/// A single-threaded runtime with I/O and timers, for `block_on` in a synchronous test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A runtime with two worker threads, for tests whose tasks must run while the test thread
+/// blocks.
+pub fn rt_multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub fn str_of(row: &Row, field: &str) -> String {

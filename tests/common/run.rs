@@ -1,10 +1,36 @@
-//! `streamtally run` as a child process: spawn with settings in the environment, SIGKILL,
-//! SIGTERM, and wait for progress through the group's Kafka commits.
+//! The `streamtally` binary as a child process: a command run to its end with its output
+//! collected ([`streamtally`]), and `streamtally run` spawned with settings in the
+//! environment, SIGKILL, SIGTERM, and waits for progress through the group's Kafka commits.
 
 use super::broker::committed_offsets;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `streamtally ARGS` in `dir`, without the test process's `STREAMTALLY__*` settings and
+/// `RUST_LOG` (the command reads the configuration layers; the tests' own must not leak in).
+pub fn command<S: AsRef<OsStr>>(dir: &Path, args: impl IntoIterator<Item = S>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamtally"));
+    cmd.args(args).current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("STREAMTALLY__") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Runs `streamtally ARGS` in `dir` to its end: (exit code or -1 after a signal, stdout,
+/// stderr).
+pub fn streamtally(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = command(dir, args).output().expect("run streamtally");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// Starts `streamtally run` on `topic` with its store in `store`, stderr appended to `log`,
 /// extra environment `env` (e.g. `STREAMTALLY_FAULT`).

@@ -15,10 +15,10 @@ use streamtally::synth::SynthConfig;
 const ORG: &str = "7d4f5c1e-2b3a-4c5d-8e9f-0a1b2c3d4e5f";
 
 fn synth() -> SynthConfig {
-    let mut cfg = SynthConfig::new(1000);
-    cfg.orgs = 2;
-    cfg.span_days = 1;
-    cfg
+    SynthConfig {
+        orgs: 2,
+        ..crate::common::synth(1000)
+    }
 }
 
 /// A valid JSON event of about `size` bytes (its properties carry the padding).

@@ -9,7 +9,7 @@
 #![cfg(feature = "fault-injection")]
 
 use crate::common::broker::{produce, random_name, synth_records, TestBroker};
-use crate::common::{http, run};
+use crate::common::{self, http, run};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamtally::store::WriteBatch;
@@ -63,11 +63,7 @@ fn a_failed_fsync_stops_the_stats_worker_and_fails_readiness() {
         cfg,
         metrics,
     ));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (status, body) = rt.block_on(async {
+    let (status, body) = common::rt().block_on(async {
         let req = axum::http::Request::get("/readyz")
             .body(axum::body::Body::empty())
             .unwrap();
@@ -112,10 +108,7 @@ fn streamtally_run_exits_non_zero_naming_a_fatal_store_error() {
     let broker = TestBroker::mock(1);
     let topic = random_name("fatal");
     broker.create_topic(&topic, 1);
-    let synth = streamtally::synth::SynthConfig {
-        span_days: 1,
-        ..streamtally::synth::SynthConfig::new(200)
-    };
+    let synth = common::synth(200);
     produce(&broker.bootstrap, &topic, &synth_records(&synth, 0..200, 1));
 
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@
 //! - A WebSocket upgrade from a foreign `Origin` is a 403 naming it; the allowed origin, the
 //!   gateway's own and none at all are upgraded.
 
+use crate::common::test_org;
 use axum::body::{to_bytes, Body};
 use axum::http::{header, Request, StatusCode};
 use futures::{SinkExt, StreamExt};
@@ -32,13 +33,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tower::ServiceExt;
-use uuid::Uuid;
 
 const TOKEN: &str = "token-of-the-limits-org";
-
-fn org() -> Uuid {
-    Uuid::from_u128(0x11a1_0000_0000_4000_8000_0000_0000_0003)
-}
 
 /// The gateway on a real socket, as `streamtally run` serves it (no broker: nothing here
 /// needs ingest).
@@ -58,7 +54,7 @@ impl Gateway {
         let mut cfg = Config::default();
         cfg.gateway.listen = "127.0.0.1:0".parse().unwrap();
         cfg.auth.tokens.push(AuthToken {
-            org_id: org(),
+            org_id: test_org(3),
             token_sha256: token_sha256_hex(TOKEN),
             name: None,
         });
@@ -471,7 +467,7 @@ async fn gateway_limits_websocket_messages_over_the_limit_close_with_1009_at_any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_limits_413_415_and_control_characters_answer_json_errors() {
     let gw = Gateway::start(|_| {}).await;
-    let uri = format!("/api/v1/orgs/{}/dashboards", org());
+    let uri = format!("/api/v1/orgs/{}/dashboards", test_org(3));
     let send = |content_type: Option<&'static str>, body: Vec<u8>| {
         let mut req = Request::post(&uri).header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
         if let Some(ct) = content_type {

@@ -1,0 +1,469 @@
+//! One WebSocket client's session: its loop (commands, push ticks, pings, shutdown), the
+//! `snapshot` that answers a `subscribe`, the `update`s, and the close handshake.
+
+use super::super::error::ApiError;
+use super::super::events::EventJson;
+use super::super::params::{fmt_time, RECENT_EVENTS_LIMIT};
+use super::super::wire::{
+    ClientCmd, CountersBody, LagOut, PointOut, ServerMsg, Snapshot, Subscribe, Update, ViewUpdate,
+};
+use super::super::{blocking, GatewayState};
+use super::view::{self, View, ViewData, ViewValues};
+use crate::metrics::Metrics;
+use crate::stats::query::Point;
+use crate::stats::realtime::LiveBatch;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+/// Consecutive skipped updates after which a client is disconnected.
+const MAX_SKIPS: u32 = 3;
+/// Fewest push ticks after an update with events (or a snapshot) in which the counters and
+/// the view are looked at again (see [`settle_ticks`]).
+const SETTLE_TICKS: u32 = 4;
+
+/// Push ticks after an update with events (or a snapshot) in which the counters and the
+/// view are looked at again: the real-time counters are persisted every
+/// `stats.persist_interval_ms` and rollups written every `stats.rollup_flush_interval_ms`,
+/// after the events reach the sessions; twice the longer of the two, at least
+/// [`SETTLE_TICKS`].
+fn settle_ticks(cfg: &crate::config::Config) -> u32 {
+    let push = cfg.gateway.push_interval().as_millis();
+    let wait = 2 * cfg
+        .stats
+        .rollup_flush_interval()
+        .max(cfg.stats.persist_interval())
+        .as_millis();
+    SETTLE_TICKS.max(wait.div_ceil(push) as u32 + 1)
+}
+
+/// One client's state.
+struct Session {
+    st: GatewayState,
+    org: Uuid,
+    tx: mpsc::Sender<Message>,
+    /// New events of the org since the last update, in the batches published (newest
+    /// last); the oldest batches go once the newer ones hold `recent_events_cap` events.
+    pending: VecDeque<Arc<LiveBatch>>,
+    pending_events: usize,
+    changed: bool,
+    view: Option<View>,
+    /// The view's points as last sent, to send only what changed.
+    sent_points: Vec<Point>,
+    /// The counters, top events and unique users as last sent.
+    sent: Option<(CountersBody, Option<ViewValues>)>,
+    /// Push ticks left in which to look again for counters and rollups that the stats
+    /// workers write shortly after the events they count reach this session.
+    settle_ticks: u32,
+    skips: u32,
+    commands: (Instant, u64),
+}
+
+enum Flow {
+    Continue,
+    Close(u16, String),
+}
+
+/// Whether a read error is tungstenite's capacity error: a frame or message over
+/// `gateway.ws_max_message_bytes` (see [`super::dashboard`]).
+fn is_too_big(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source()
+            .and_then(|inner| inner.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// The reason of a 1009 Close (at most 123 bytes).
+fn too_big(cfg: &crate::config::GatewayConfig) -> String {
+    format!(
+        "message too big: over gateway.ws_max_message_bytes ({} bytes)",
+        cfg.ws_max_message_bytes
+    )
+}
+
+/// Serves an upgraded connection of `org` until the client leaves or the session closes it.
+pub(super) async fn run(st: GatewayState, org: Uuid, socket: WebSocket) {
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel::<Message>(st.cfg.gateway.ws_send_queue().get());
+    let writer = tokio::spawn(write(sink, rx, st.metrics.clone()));
+    st.metrics.ws_clients.inc();
+    let mut s = Session::new(st.clone(), org, tx);
+    s.send(&ServerMsg::Hello {
+        org_id: org.to_string(),
+        server_time: fmt_time(chrono::Utc::now().timestamp_micros()),
+        push_interval_ms: st.cfg.gateway.push_interval_ms,
+    });
+    if let Some((code, reason)) = s.serve(&mut stream).await {
+        s.close(code, reason, &mut stream).await;
+    }
+    drop(s);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    st.metrics.ws_clients.dec();
+}
+
+/// The writer task: sends what the session queued, in order, until a Close is sent or the
+/// session is gone.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(m) = rx.recv().await {
+        let close = matches!(m, Message::Close(_));
+        if sink.send(m).await.is_err() {
+            return;
+        }
+        metrics.ws_messages_sent.inc();
+        if close {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+impl Session {
+    fn new(st: GatewayState, org: Uuid, tx: mpsc::Sender<Message>) -> Self {
+        Session {
+            st,
+            org,
+            tx,
+            pending: VecDeque::new(),
+            pending_events: 0,
+            changed: false,
+            view: None,
+            sent_points: Vec::new(),
+            sent: None,
+            settle_ticks: 0,
+            skips: 0,
+            commands: (Instant::now(), 0),
+        }
+    }
+
+    /// The session's loop: commands as they come, an update per push tick, pings. Returns
+    /// the code and reason to close with, or None when the client has gone.
+    async fn serve(&mut self, stream: &mut SplitStream<WebSocket>) -> Option<(u16, String)> {
+        let cfg = self.st.cfg.gateway.clone();
+        let mut live = self.st.live.subscribe();
+        let mut push = tokio::time::interval(cfg.push_interval());
+        let mut ping = tokio::time::interval(cfg.ws_ping_interval());
+        push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.st.shutdown.clone();
+        loop {
+            let flow = tokio::select! {
+                _ = shutdown.cancelled() => Flow::Close(1001, "server shutting down".into()),
+                msg = stream.next() => match msg {
+                    Some(Err(e)) if is_too_big(&e) => Flow::Close(1009, too_big(&cfg)),
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                    Some(Ok(m)) => self.received(m).await,
+                },
+                _ = push.tick() => {
+                    self.take_live(&mut live);
+                    self.push().await
+                }
+                _ = ping.tick() => {
+                    let _ = self.tx.try_send(Message::Ping(Default::default()));
+                    Flow::Continue
+                }
+            };
+            if let Flow::Close(code, reason) = flow {
+                return Some((code, reason));
+            }
+        }
+    }
+
+    /// Sends the Close frame, then the closing handshake: reads (and drops) what the client
+    /// still sends until its Close, so the socket is not torn down with unread data (a TCP
+    /// reset would discard our Close frame on the client's side). After a read error (a
+    /// message too big) the stream has ended; the gateway's lingering close (`conn`) drains
+    /// the socket then.
+    async fn close(&self, code: u16, reason: String, stream: &mut SplitStream<WebSocket>) {
+        let _ = self.tx.try_send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })));
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn received(&mut self, msg: Message) -> Flow {
+        let cfg = &self.st.cfg.gateway;
+        match msg {
+            Message::Text(t) => self.command(t.as_str()).await,
+            Message::Binary(b) if b.len() as u64 > cfg.ws_max_message_bytes => {
+                Flow::Close(1009, too_big(cfg))
+            }
+            Message::Binary(_) => {
+                self.error(
+                    "bad_command",
+                    "binary frames are not supported; send JSON text",
+                );
+                Flow::Continue
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// Queues `msg` unless the client's queue is full (an answer to a command is then lost,
+    /// as an update would be).
+    fn send(&self, msg: &ServerMsg) {
+        let _ = self
+            .tx
+            .try_send(Message::Text(Utf8Bytes::from(msg.to_text())));
+    }
+
+    fn error(&self, code: &'static str, message: impl Into<String>) {
+        self.send(&ServerMsg::Error {
+            code,
+            message: message.into(),
+        });
+    }
+
+    /// Takes the new events published since the last push tick. They are taken here, once
+    /// per push, rather than on every batch the real-time worker publishes: 1,000 sessions
+    /// woken per batch cost more CPU than the pushes themselves.
+    fn take_live(&mut self, live: &mut broadcast::Receiver<Arc<LiveBatch>>) {
+        loop {
+            match live.try_recv() {
+                Ok(batch) => self.take_batch(&batch),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    // More batches than the channel holds came within one push interval:
+                    // those events are not in this update (the counters and view still are).
+                    self.st.metrics.ws_messages_dropped.inc_by(n);
+                    self.changed = true;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn take_batch(&mut self, batch: &Arc<LiveBatch>) {
+        if batch.org != *self.org.as_bytes() || batch.events.is_empty() {
+            return;
+        }
+        let cap = self.st.cfg.gateway.recent_events_cap().get();
+        self.pending_events += batch.events.len();
+        self.pending.push_back(batch.clone());
+        while let Some(oldest) = self.pending.front() {
+            if self.pending_events - oldest.events.len() < cap {
+                break;
+            }
+            self.pending_events -= oldest.events.len();
+            self.pending.pop_front();
+        }
+        self.changed = true;
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.pending_events = 0;
+        self.changed = false;
+    }
+
+    async fn command(&mut self, raw: &str) -> Flow {
+        let cfg = &self.st.cfg.gateway;
+        if raw.len() as u64 > cfg.ws_max_message_bytes {
+            return Flow::Close(1009, too_big(cfg));
+        }
+        if self.commands.0.elapsed() >= Duration::from_secs(1) {
+            self.commands = (Instant::now(), 0);
+        }
+        self.commands.1 += 1;
+        if self.commands.1 > cfg.ws_max_commands_per_s {
+            return Flow::Close(1008, "too many commands per second".into());
+        }
+        match ClientCmd::parse(raw) {
+            Ok(ClientCmd::Ping) => self.send(&ServerMsg::Pong),
+            Ok(ClientCmd::Subscribe(sub)) => self.subscribe(&sub).await,
+            Err(message) => self.error("bad_command", message),
+        }
+        Flow::Continue
+    }
+
+    /// Takes the view asked for and answers with its snapshot; a view refused (with the
+    /// message a REST 400 would have) leaves the current one in place.
+    async fn subscribe(&mut self, sub: &Subscribe) {
+        let now = chrono::Utc::now().timestamp_micros();
+        let spec = match sub.view(self.st.cfg.gateway.max_range_days, now) {
+            Ok(spec) => spec,
+            Err(e) => return self.error("bad_command", e.message),
+        };
+        self.view = Some(View {
+            spec,
+            live: sub.is_live(),
+        });
+        self.sent_points.clear();
+        match self.snapshot().await {
+            Ok(msg) => {
+                let _ = self.tx.try_send(Message::Text(Utf8Bytes::from(msg)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "websocket snapshot failed");
+                self.error("internal", "the snapshot could not be read");
+            }
+        }
+    }
+
+    fn lag(&self) -> LagOut {
+        let m = &self.st.metrics;
+        LagOut {
+            events: m.total_lag.load(std::sync::atomic::Ordering::Relaxed),
+            freshness_ms: m.freshness_ms(),
+        }
+    }
+
+    /// The `snapshot` message, as text.
+    async fn snapshot(&mut self) -> Result<String, ApiError> {
+        let view = self.view.clone().ok_or_else(|| {
+            ApiError::internal("a websocket snapshot", "no view to take a snapshot of")
+        })?;
+        let data = view::view_data(&self.st, self.org, &view).await?;
+        let counters = view::counters(&self.st, self.org).await?;
+        let stats = self.st.stats.clone();
+        let org = *self.org.as_bytes();
+        let n = RECENT_EVENTS_LIMIT.default as usize;
+        let recent = blocking(move || stats.recent_events(org, n)).await??;
+        let now = chrono::Utc::now().timestamp_micros();
+        let msg = ServerMsg::Snapshot(Snapshot {
+            view: view.out(now),
+            timeseries: view.timeseries(self.org, &data.points),
+            top_events: &data.top,
+            unique_users: &data.unique,
+            counters: &counters,
+            recent_events: recent.iter().map(EventJson::from_row).collect(),
+            lag: self.lag(),
+        })
+        .to_text();
+        self.sent = Some((counters, Some(data.values())));
+        self.sent_points = data.points;
+        // The snapshot includes everything stored so far; what the workers have not
+        // written yet follows in the next ticks.
+        self.clear_pending();
+        self.settle_ticks = settle_ticks(&self.st.cfg);
+        Ok(msg)
+    }
+
+    /// Sends an update if anything changed; skips it when the client's queue is full and
+    /// disconnects the client after [`MAX_SKIPS`] skips in a row. New events make an update;
+    /// for [`settle_ticks`] ticks after one, an update is also sent when the counters or
+    /// the view's rollups changed (the stats workers write them after the events arrive
+    /// here). Idle, nothing is sent.
+    async fn push(&mut self) -> Flow {
+        let events = self.changed;
+        if !events && self.settle_ticks == 0 {
+            return Flow::Continue;
+        }
+        if !events {
+            self.settle_ticks -= 1;
+        }
+        if self.tx.capacity() == 0 {
+            return self.skipped();
+        }
+        let counters = match view::counters(&self.st, self.org).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "websocket update: counters failed");
+                return Flow::Continue;
+            }
+        };
+        let data = self.view_data().await;
+        let changed: Vec<Point> = data.as_ref().map_or_else(Vec::new, |d| {
+            let sent = &self.sent_points;
+            d.points
+                .iter()
+                .filter(|p| !sent.contains(p))
+                .copied()
+                .collect()
+        });
+        let now_sent = (counters, data.as_ref().map(ViewData::values));
+        if !events && changed.is_empty() && self.sent.as_ref() == Some(&now_sent) {
+            return Flow::Continue;
+        }
+        let msg = self.update(&now_sent.0, data.as_ref(), &changed);
+        match self.tx.try_send(Message::Text(Utf8Bytes::from(msg))) {
+            Ok(()) => {
+                self.skips = 0;
+                self.clear_pending();
+                if let Some(d) = data {
+                    self.sent_points = d.points;
+                }
+                self.sent = Some(now_sent);
+                if events {
+                    self.settle_ticks = settle_ticks(&self.st.cfg);
+                }
+                Flow::Continue
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.skipped(),
+            Err(mpsc::error::TrySendError::Closed(_)) => Flow::Close(1001, "closed".into()),
+        }
+    }
+
+    /// The subscribed view's data, if there is a view (a failed read is logged: the update
+    /// goes without it).
+    async fn view_data(&self) -> Option<ViewData> {
+        let view = self.view.as_ref()?;
+        view::view_data(&self.st, self.org, view)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "websocket update: view failed"))
+            .ok()
+    }
+
+    /// The `update` message as text: the pending events (newest first, at most
+    /// `recent_events_cap`), each one's JSON made once and shared by every session of the
+    /// org; the view's `changed` points.
+    fn update(
+        &self,
+        counters: &CountersBody,
+        data: Option<&ViewData>,
+        changed: &[Point],
+    ) -> String {
+        let cap = self.st.cfg.gateway.recent_events_cap().get();
+        let events = self
+            .pending
+            .iter()
+            .rev()
+            .flat_map(|b| b.events.iter().rev())
+            .take(cap)
+            .map(|ev| {
+                &**ev
+                    .json
+                    .get_or_init(|| EventJson::from_row(&ev.row).to_raw())
+            })
+            .collect();
+        ServerMsg::Update(Update {
+            events,
+            counters,
+            lag: self.lag(),
+            view: data.map(|d| ViewUpdate {
+                timeseries: changed.iter().map(PointOut::from).collect(),
+                top_events: &d.top,
+                unique_users: &d.unique,
+            }),
+        })
+        .to_text()
+    }
+
+    fn skipped(&mut self) -> Flow {
+        self.st.metrics.ws_messages_dropped.inc();
+        self.skips += 1;
+        if self.skips >= MAX_SKIPS {
+            tracing::info!(org = %self.org, "websocket client too slow: disconnected");
+            Flow::Close(1008, "client too slow: send queue full".into())
+        } else {
+            Flow::Continue
+        }
+    }
+}

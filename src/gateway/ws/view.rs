@@ -1,0 +1,195 @@
+//! A session's subscribed view and the reads that WebSocket pushes share: the counters per
+//! org and each view's data per org and view, kept for half a push interval
+//! ([`PushCache`]), so 1,000 clients of one org watching the same range cost one set of
+//! queries.
+
+use super::super::error::ApiError;
+use super::super::params::{fmt_time, ViewSpec, TOP_EVENTS_LIMIT};
+use super::super::wire::{CountersBody, TimeseriesBody, TopEventsBody, UniqueUsersBody, ViewOut};
+use super::super::{blocking, GatewayState};
+use crate::stats::query::Point;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// What WebSocket pushes read, shared by all sessions for half a push interval: the
+/// counters per org, and each view's data (points, top events, unique users) per org and
+/// view.
+#[derive(Clone, Default)]
+pub struct PushCache {
+    counters: Shared<Uuid, CountersBody>,
+    views: Shared<String, ViewData>,
+}
+
+/// Values with the time they were read, shared between sessions.
+#[derive(Clone)]
+struct Shared<K, V>(Arc<parking_lot::Mutex<HashMap<K, (Instant, V)>>>);
+
+impl<K, V> Default for Shared<K, V> {
+    fn default() -> Self {
+        Shared(Arc::default())
+    }
+}
+
+/// Keys cached at most per kind (custom ranges make view keys without end).
+const MAX_CACHED: usize = 4096;
+
+impl<K: std::hash::Hash + Eq, V: Clone> Shared<K, V> {
+    /// The value read less than `fresh_for` ago, if any.
+    fn fresh(&self, key: &K, fresh_for: Duration) -> Option<V> {
+        let map = self.0.lock();
+        let (at, v) = map.get(key)?;
+        (at.elapsed() < fresh_for).then(|| v.clone())
+    }
+
+    /// Keeps `v` as read now; at [`MAX_CACHED`] keys the stale ones go first (then all).
+    fn put(&self, key: K, v: V, fresh_for: Duration) {
+        let mut map = self.0.lock();
+        if map.len() >= MAX_CACHED {
+            map.retain(|_, (at, _)| at.elapsed() < fresh_for);
+            if map.len() >= MAX_CACHED {
+                map.clear();
+            }
+        }
+        map.insert(key, (Instant::now(), v));
+    }
+}
+
+/// What a `subscribe` asked for, checked.
+#[derive(Debug, Clone)]
+pub(super) struct View {
+    pub spec: ViewSpec,
+    /// The range ends now and slides, keeping its length.
+    pub live: bool,
+}
+
+impl View {
+    /// Sessions of one org with equal keys see the same data (a live range slides with the
+    /// clock, so only its length counts).
+    fn cache_key(&self, org: Uuid) -> String {
+        let v = &self.spec;
+        let (from, to) = if self.live {
+            (None, None)
+        } else {
+            (Some(v.from_us), Some(v.to_us))
+        };
+        format!(
+            "{org}|{from:?}|{to:?}|{}|{}|{:?}",
+            v.to_us - v.from_us,
+            v.granularity.as_str(),
+            v.event_type
+        )
+    }
+
+    /// The range at `now_us`.
+    pub fn range(&self, now_us: i64) -> (i64, i64) {
+        let v = &self.spec;
+        if self.live {
+            (now_us - (v.to_us - v.from_us), now_us)
+        } else {
+            (v.from_us, v.to_us)
+        }
+    }
+
+    /// The view as its snapshot echoes it.
+    pub fn out(&self, now_us: i64) -> ViewOut {
+        let (from, to) = self.range(now_us);
+        ViewOut {
+            from: fmt_time(from),
+            to: (!self.live).then(|| fmt_time(to)),
+            granularity: self.spec.granularity.as_str(),
+            event_type: self.spec.event_type.clone(),
+        }
+    }
+
+    pub fn timeseries(&self, org: Uuid, points: &[Point]) -> TimeseriesBody {
+        let now = chrono::Utc::now().timestamp_micros();
+        TimeseriesBody::new(org, &self.spec, self.range(now), points)
+    }
+}
+
+/// A view's timeseries points, top events (of its last day) and unique users.
+#[derive(Debug, Clone)]
+pub(super) struct ViewData {
+    pub points: Vec<Point>,
+    pub top: TopEventsBody,
+    pub unique: UniqueUsersBody,
+}
+
+/// The values of a view's top events and unique users, without the range's bounds (a live
+/// range's end moves with the clock: that alone is not a change worth an update).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ViewValues {
+    top: TopEventsBody,
+    unique: (u64, u64, bool),
+}
+
+impl ViewData {
+    pub fn values(&self) -> ViewValues {
+        let u = &self.unique;
+        ViewValues {
+            top: self.top.clone(),
+            unique: (u.unique_users, u.unique_sessions, u.exact),
+        }
+    }
+}
+
+/// How long a read is shared by the sessions: half a push interval.
+fn fresh_for(st: &GatewayState) -> Duration {
+    st.cfg.gateway.push_read_shared_for()
+}
+
+/// The org's counters, read at most once per [`fresh_for`] for all its sessions.
+pub(super) async fn counters(st: &GatewayState, org: Uuid) -> Result<CountersBody, ApiError> {
+    let cache = &st.push_cache.counters;
+    if let Some(c) = cache.fresh(&org, fresh_for(st)) {
+        return Ok(c);
+    }
+    let stats = st.stats.clone();
+    let windows = st.cfg.stats.realtime_windows_s.clone();
+    let now = chrono::Utc::now().timestamp_micros();
+    let c = blocking(move || stats.counters(*org.as_bytes(), &windows, now)).await??;
+    let c = CountersBody::new(org, &c);
+    cache.put(org, c.clone(), fresh_for(st));
+    Ok(c)
+}
+
+/// The view's data, read at most once per [`fresh_for`] for all sessions with the same view.
+pub(super) async fn view_data(
+    st: &GatewayState,
+    org: Uuid,
+    view: &View,
+) -> Result<ViewData, ApiError> {
+    let cache = &st.push_cache.views;
+    let key = view.cache_key(org);
+    if let Some(d) = cache.fresh(&key, fresh_for(st)) {
+        return Ok(d);
+    }
+    let data = read_view(st, org, view).await?;
+    cache.put(key, data.clone(), fresh_for(st));
+    Ok(data)
+}
+
+async fn read_view(st: &GatewayState, org: Uuid, view: &View) -> Result<ViewData, ApiError> {
+    let stats = st.stats.clone();
+    let now = chrono::Utc::now().timestamp_micros();
+    let (from, to) = view.range(now);
+    let (g, et) = (view.spec.granularity, view.spec.event_type.clone());
+    let org_b = *org.as_bytes();
+    let (points, (day, top), unique) = blocking(move || {
+        let points = stats.timeseries(org_b, from, to, g, et.as_deref())?;
+        let day = chrono::DateTime::from_timestamp_micros(to - 1)
+            .unwrap_or_default()
+            .date_naive();
+        let top = stats.top_events(org_b, day, TOP_EVENTS_LIMIT.default as usize)?;
+        let unique = stats.unique(org_b, from, to)?;
+        Ok::<_, crate::stats::StatsError>((points, (day, top), unique))
+    })
+    .await??;
+    Ok(ViewData {
+        points,
+        top: TopEventsBody::new(org, day, &top),
+        unique: UniqueUsersBody::new(org, (from, to), &unique),
+    })
+}
