@@ -46,7 +46,8 @@ fn check_schema_reports_line_and_column() {
     let (code, out, err) = streamtally(&["check-schema"], dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("Event: 17 fields @postings([org_id, timestamp])"),
+        out.contains("Event: 17 fields @blocks")
+            && out.contains("EventBlock: 14 fields @unique([block_no]) @latest_only"),
         "{out}"
     );
     let bad = dir.path().join("bad.ormdb");

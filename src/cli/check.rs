@@ -26,7 +26,7 @@ pub fn check_schema(schema: &Schema, out: &mut dyn Write) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// `@unique([..])`/`@index([..])` per index, `@postings([..])`, `@latest_only`.
+/// `@unique([..])`/`@index([..])` per index, `@postings([..])`, `@latest_only`, `@blocks`.
 fn annotations(e: &Entity) -> Vec<String> {
     e.indexes
         .iter()
@@ -43,5 +43,6 @@ fn annotations(e: &Entity) -> Vec<String> {
                 .map(|p| format!("@postings([{}])", p.join(", "))),
         )
         .chain(e.latest_only.then(|| "@latest_only".to_string()))
+        .chain(e.blocks.then(|| "@blocks".to_string()))
         .collect()
 }

@@ -43,7 +43,17 @@ fn print_info(
 ) -> anyhow::Result<()> {
     writeln!(out, "store: {}", cfg.store.path.display())?;
     for e in &schema.entities {
-        writeln!(out, "  {}: {} rows", e.name, store.scan_all(&e.name)?.len())?;
+        if e.blocks {
+            // From the block catalog: no block is read.
+            let (blocks, rows, bytes) = store.block_totals(&e.name)?;
+            writeln!(
+                out,
+                "  {}: {rows} rows in {blocks} block(s), {bytes} bytes",
+                e.name
+            )?;
+        } else {
+            writeln!(out, "  {}: {} rows", e.name, store.count_rows(&e.name)?)?;
+        }
     }
     for (topic, partition, offset) in store.offsets()? {
         writeln!(out, "  offset {topic}[{partition}] next {offset}")?;

@@ -219,8 +219,12 @@ pub struct StoreOptions {
     pub wal_segment_bytes: u64,
     /// How often sled is flushed and old WAL segments and feed entries are dropped.
     pub checkpoint_interval: Duration,
-    /// Memory for the latest rows of entities chosen with [`Store::cache_rows`] (0: none).
+    /// Memory for the latest rows of entities chosen with [`Store::cache_rows`] (0: none),
+    /// and as much again for recently read blocks.
     pub row_cache_bytes: usize,
+    /// How often blocks due for a merge are merged (None: never, for tests that count
+    /// blocks).
+    pub merge_interval: Option<Duration>,
 }
 
 impl StoreOptions {
@@ -232,6 +236,7 @@ impl StoreOptions {
             wal_segment_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(5),
             row_cache_bytes: 64 << 20,
+            merge_interval: Some(Duration::from_secs(1)),
         }
     }
 
@@ -243,6 +248,7 @@ impl StoreOptions {
             wal_segment_bytes: cfg.wal_segment_bytes(),
             checkpoint_interval: cfg.checkpoint_interval(),
             row_cache_bytes: (cfg.row_cache_mb << 20) as usize,
+            merge_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -334,7 +340,11 @@ impl Handle {
         self.stop.store(true, Ordering::SeqCst);
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
-            let _ = t.join();
+            // The last handle may be dropped by one of the store's own threads (a merge or
+            // checkpoint that held it): that thread ends by itself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -602,6 +612,8 @@ impl Store {
         if replayed > 0 {
             block_files.sync_written()?;
         }
+        // Nobody reads yet: the files of blocks the replay removed can go now.
+        block_files.sweep(Duration::ZERO)?;
         if replayed > 0 {
             let last = records.last().map(|r| r.commit).unwrap_or(checkpoint);
             trees
@@ -697,6 +709,19 @@ impl Store {
                     source,
                 })?,
         );
+        if let Some(every) = opts.merge_interval {
+            let merge_handle = Arc::downgrade(&handle);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("store-merge".into())
+                    .spawn(move || merge_loop(merge_handle, every))
+                    .map_err(|source| StoreError::Io {
+                        op: "start the merge thread",
+                        path: path.clone(),
+                        source,
+                    })?,
+            );
+        }
         *handle.threads.lock() = threads;
         Ok(Store { inner, handle })
     }
@@ -1075,6 +1100,27 @@ impl Store {
         (&self.inner.engine, &self.inner.catalog)
     }
 
+    /// How many rows of `entity` exist: for `@blocks` entities from the block catalog, for
+    /// others through ormdb-core's type index (no row is decoded).
+    pub fn count_rows(&self, entity: &str) -> Result<u64, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        if e.blocks.is_some() {
+            return Ok(self.inner.blocks.catalog.totals(e.no).1);
+        }
+        let mut n = 0;
+        for id in entity_ids(&self.inner.trees.types, entity) {
+            let id = id.map_err(|err| StoreError::Engine {
+                path: self.inner.path.clone(),
+                op: "count rows",
+                message: err.to_string(),
+            })?;
+            if self.latest_version(entity, &id)?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Blocks, rows and bytes of the blocks of `entity` (a `@blocks` entity), from the
     /// catalog alone.
     pub fn block_totals(&self, entity: &str) -> Result<(u64, u64, u64), StoreError> {
@@ -1151,6 +1197,38 @@ fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
     })?;
     inner.wal.lock().remove_through(applied)?;
     Ok(())
+}
+
+/// Merges the blocks due (see `blocks::merge`) every `every`, and removes the files of
+/// blocks retired long enough ago.
+fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration) {
+    let mut last = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20).min(every));
+        let Some(handle) = handle.upgrade() else {
+            return;
+        };
+        if handle.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if last.elapsed() < every {
+            continue;
+        }
+        let store = Store {
+            inner: handle.inner.clone(),
+            handle: handle.clone(),
+        };
+        drop(handle);
+        if let Err(error) = blocks::merge::merge_due(&store) {
+            if !matches!(error, StoreError::Closed { .. } | StoreError::Failed { .. }) {
+                tracing::warn!(%error, "block merge failed; will retry");
+            }
+        }
+        if let Err(error) = store.inner.blocks.files.sweep(blocks::RETIRE_GRACE) {
+            tracing::warn!(%error, "removing retired block files failed; will retry");
+        }
+        last = Instant::now();
+    }
 }
 
 fn checkpoint_loop(handle: std::sync::Weak<Handle>, every: Duration) {

@@ -256,6 +256,9 @@ impl Store {
     pub fn count(&self, q: &Query) -> Result<u64, StoreError> {
         let mut n = 0u64;
         let e = self.inner().layout.entity(&q.entity)?;
+        if e.blocks.is_some() && q.filters.is_empty() {
+            return self.count_rows(&q.entity);
+        }
         if e.blocks.is_some() {
             let mut count = |_: &super::blocks::BlockMeta, _| {
                 n += 1;

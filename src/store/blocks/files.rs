@@ -11,7 +11,14 @@ pub(crate) struct BlockFiles {
     /// Files written since the last [`BlockFiles::sync_written`], whose bytes the WAL still
     /// holds: they need an fsync before the WAL records naming them are dropped.
     unsynced: Mutex<Vec<u64>>,
+    /// Blocks removed from the catalog, with when: their files stay a while for readers
+    /// that took the catalog before (see [`BlockFiles::sweep`]).
+    retired: Mutex<Vec<(u64, std::time::Instant)>>,
 }
+
+/// How long a removed block's file stays for readers that still hold it in their view of
+/// the catalog.
+pub const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl BlockFiles {
     pub fn open(store_dir: &Path) -> Result<BlockFiles, StoreError> {
@@ -24,6 +31,7 @@ impl BlockFiles {
         Ok(BlockFiles {
             dir,
             unsynced: Mutex::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
         })
     }
 
@@ -71,6 +79,31 @@ impl BlockFiles {
 
     pub fn read(&self, no: u64) -> Result<Vec<u8>, StoreError> {
         std::fs::read(self.path(no)).map_err(self.io("read a block file", no))
+    }
+
+    /// Marks block `no` removed from the catalog: its file goes at a [`BlockFiles::sweep`]
+    /// at least `grace` later.
+    pub fn retire(&self, no: u64) {
+        self.retired.lock().push((no, std::time::Instant::now()));
+    }
+
+    pub fn is_retired(&self, no: u64) -> bool {
+        self.retired.lock().iter().any(|(n, _)| *n == no)
+    }
+
+    /// Removes the files of blocks retired at least `grace` ago.
+    pub fn sweep(&self, grace: std::time::Duration) -> Result<(), StoreError> {
+        let due: Vec<u64> = {
+            let mut retired = self.retired.lock();
+            let (due, keep): (Vec<_>, Vec<_>) =
+                retired.drain(..).partition(|(_, at)| at.elapsed() >= grace);
+            *retired = keep;
+            due.into_iter().map(|(no, _)| no).collect()
+        };
+        for no in due {
+            self.remove(no)?;
+        }
+        Ok(())
     }
 
     pub fn remove(&self, no: u64) -> Result<(), StoreError> {

@@ -25,7 +25,7 @@ pub(crate) mod scan;
 pub use codec::{
     encode_block, encode_block_with, BlockReader, ColumnInfo, Compression, Encoding, MAX_ROWS,
 };
-pub(crate) use files::BlockFiles;
+pub(crate) use files::{BlockFiles, RETIRE_GRACE};
 pub(crate) use index::IdIndex;
 pub(crate) use read::BlockCache;
 
@@ -331,8 +331,9 @@ impl super::Inner {
         e: &EntityLayout,
         meta: &BlockMeta,
     ) -> Result<Vec<Values>, StoreError> {
+        debug_assert!(e.blocks.is_some());
         let bytes = self.blocks.cache.bytes(&self.blocks.files, meta.no)?;
-        read::all_rows(e, meta, &bytes)
+        read::all_rows(meta, &bytes)
     }
 }
 
@@ -390,7 +391,7 @@ pub(crate) fn verify(inner: &super::Inner) -> Result<Vec<String>, StoreError> {
         }
     }
     for no in inner.blocks.files.list()? {
-        if inner.blocks.catalog.get(no).is_none() {
+        if inner.blocks.catalog.get(no).is_none() && !inner.blocks.files.is_retired(no) {
             problems.push(format!(
                 "block file {:?} is in no catalog row",
                 inner.blocks.files.path(no)

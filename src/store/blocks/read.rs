@@ -63,11 +63,7 @@ impl BlockCache {
 }
 
 /// Every row of a block, in stored order.
-pub(crate) fn all_rows(
-    e: &EntityLayout,
-    meta: &BlockMeta,
-    bytes: &[u8],
-) -> Result<Vec<Values>, StoreError> {
+pub(crate) fn all_rows(meta: &BlockMeta, bytes: &[u8]) -> Result<Vec<Values>, StoreError> {
     let reader = BlockReader::open(bytes).map_err(|err| corrupt(meta, err))?;
     reader.rows_all().map_err(|err| corrupt(meta, err))
 }

@@ -632,7 +632,7 @@ pub fn apply_ops(trees: &Trees, files: &BlockFiles, ops: Vec<Op>) -> Result<(), 
     }
     for op in &blocks {
         if op.value.is_none() {
-            files.remove(block_no(op)?)?;
+            files.retire(block_no(op)?);
         }
     }
     Ok(())
