@@ -3,6 +3,10 @@
 //! producer wrote it, microsecond and extreme times), a projection equals the same columns
 //! of the full decode, and a truncated or bit-flipped block is an error, never a panic.
 
+mod common;
+#[path = "blocks/merge.rs"]
+mod merge;
+
 use proptest::prelude::*;
 use streamtally::schema::{FieldType, Schema};
 use streamtally::store::blocks::{encode_block, encode_block_with, BlockReader, Compression};

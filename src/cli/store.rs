@@ -46,11 +46,8 @@ fn print_info(
         if e.blocks {
             // From the block catalog: no block is read.
             let (blocks, rows, bytes) = store.block_totals(&e.name)?;
-            writeln!(
-                out,
-                "  {}: {rows} rows in {blocks} block(s), {bytes} bytes",
-                e.name
-            )?;
+            writeln!(out, "  {}: {rows} rows", e.name)?;
+            writeln!(out, "  {} blocks: {blocks}, {bytes} bytes", e.name)?;
         } else {
             writeln!(out, "  {}: {} rows", e.name, store.count_rows(&e.name)?)?;
         }

@@ -33,6 +33,12 @@ pub struct StoreConfig {
     pub checkpoint_interval_ms: u64,
     /// Memory for the latest rows of the rollups the gateway reads (0: no cache), in MiB.
     pub row_cache_mb: u64,
+    /// How long (in ingest time) an event's (org, id) is remembered to drop a re-sent copy:
+    /// `<n>s`, `<n>m`, `<n>h` or `<n>d`.
+    pub dedup_window: String,
+    /// Most ids remembered for deduplication (about 20 bytes of memory each); when more
+    /// arrive within `dedup_window`, the oldest are forgotten first.
+    pub dedup_max_ids: u64,
 }
 
 fn default_store_path() -> PathBuf {
@@ -53,6 +59,27 @@ fn default_checkpoint_interval_ms() -> u64 {
 fn default_row_cache_mb() -> u64 {
     64
 }
+fn default_dedup_window() -> String {
+    "24h".to_string()
+}
+fn default_dedup_max_ids() -> u64 {
+    8_000_000
+}
+
+/// A duration written `<n>s`, `<n>m`, `<n>h` or `<n>d` (n a whole number).
+pub(super) fn parse_span(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].trim().parse().ok()?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.checked_mul(secs)?))
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -63,6 +90,8 @@ impl Default for StoreConfig {
             wal_segment_mb: default_wal_segment_mb(),
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
             row_cache_mb: default_row_cache_mb(),
+            dedup_window: default_dedup_window(),
+            dedup_max_ids: default_dedup_max_ids(),
         }
     }
 }
@@ -103,6 +132,11 @@ impl StoreConfig {
     /// `checkpoint_interval_ms` (`validate` keeps it >= 10 ms).
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_millis(self.checkpoint_interval_ms)
+    }
+
+    /// `dedup_window` (`validate` keeps it well-formed).
+    pub fn dedup_window(&self) -> Duration {
+        parse_span(&self.dedup_window).unwrap_or(Duration::from_secs(86_400))
     }
 }
 

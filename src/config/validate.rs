@@ -224,6 +224,12 @@ impl Config {
                 p.push(format!("{key} 0: must be >= 1"));
             }
         }
+        if super::store::parse_span(&s.dedup_window).is_none() {
+            p.push(format!(
+                "store.dedup_window {:?}: expected a whole number and a unit, s, m, h or d (e.g. \"24h\")",
+                s.dedup_window
+            ));
+        }
         at_least(
             p,
             "store.checkpoint_interval_ms",

@@ -225,6 +225,10 @@ pub struct StoreOptions {
     /// How often blocks due for a merge are merged (None: never, for tests that count
     /// blocks).
     pub merge_interval: Option<Duration>,
+    /// How long an id of a `@blocks` row is remembered so that an insert of it again is a
+    /// duplicate, and how many ids at most (see `blocks::index`).
+    pub dedup_window: Duration,
+    pub dedup_max_ids: usize,
 }
 
 impl StoreOptions {
@@ -237,6 +241,8 @@ impl StoreOptions {
             checkpoint_interval: Duration::from_secs(5),
             row_cache_bytes: 64 << 20,
             merge_interval: Some(Duration::from_secs(1)),
+            dedup_window: Duration::from_secs(86_400),
+            dedup_max_ids: 8_000_000,
         }
     }
 
@@ -249,6 +255,8 @@ impl StoreOptions {
             checkpoint_interval: cfg.checkpoint_interval(),
             row_cache_bytes: (cfg.row_cache_mb << 20) as usize,
             merge_interval: Some(Duration::from_secs(1)),
+            dedup_window: cfg.dedup_window(),
+            dedup_max_ids: cfg.dedup_max_ids as usize,
         }
     }
 }
@@ -659,7 +667,7 @@ impl Store {
 
         let (tx, rx) = crossbeam_channel::bounded(1024);
         let row_cache = cache::RowCache::new(layout.entities.len(), opts.row_cache_bytes);
-        let blocks = blocks::Blocks::load(&engine, &layout, block_files, opts.row_cache_bytes)?;
+        let blocks = blocks::Blocks::load(&engine, &layout, block_files, &opts)?;
         let inner = Arc::new(Inner {
             path: path.clone(),
             layout,
@@ -857,7 +865,14 @@ impl Store {
     ) -> Result<Option<Duplicate>, StoreError> {
         let e = self.inner.layout.entity(entity)?;
         let values = e.validate(row, 0)?;
-        let read = |id: &[u8; 16]| Ok((self.get_values(entity, id)?.map(Arc::new), ()));
+        // Within the dedup window for `@blocks` rows, as the committer checks.
+        let read = |id: &[u8; 16]| {
+            let values = match e.blocks {
+                Some(_) => self.inner.recent_block_row(e, id)?.map(|(_, v)| v),
+                None => self.get_values(entity, id)?,
+            };
+            Ok((values.map(Arc::new), ()))
+        };
         Ok(match commit::scoped_slot(e, &values, scope, read)? {
             commit::ScopedSlot::Duplicate(kind) => Some(kind),
             commit::ScopedSlot::Free { .. } => None,
@@ -1223,6 +1238,11 @@ fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration) {
             if !matches!(error, StoreError::Closed { .. } | StoreError::Failed { .. }) {
                 tracing::warn!(%error, "block merge failed; will retry");
             }
+        }
+        match store.inner.evict_ids() {
+            Ok(n) if n > 0 => tracing::debug!(ids = n, "dedup window: ids forgotten"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "forgetting old ids failed; will retry"),
         }
         if let Err(error) = store.inner.blocks.files.sweep(blocks::RETIRE_GRACE) {
             tracing::warn!(%error, "removing retired block files failed; will retry");

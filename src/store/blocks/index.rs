@@ -1,16 +1,32 @@
-//! Row id -> block, for every row of a `@blocks` entity: what lets an insert skip an id the
-//! store holds, and a read, update or delete find its row's block.
+//! Row id -> block, for the rows of `@blocks` entities written within the dedup window: what
+//! lets an insert skip an id the store holds (an event re-sent by its producer), and a read,
+//! update or delete find its row's block without scanning.
 //!
-//! Keyed by a 64-bit hash of the id (16 bytes an entry with the block number, plus the
-//! table's overhead): a hit is confirmed in the block's id column, so a hash collision can
-//! only cost a block read.
+//! Keyed by a 64-bit hash of the id, with the block number: 16 bytes an entry, ~20 with the
+//! table's overhead. A hit is confirmed in the block's id column, so a hash collision only
+//! costs a block read. Memory is bounded two ways: ids of blocks written longer than
+//! `window` ago are forgotten, and so are the oldest blocks' ids beyond `max_ids`. Rows not
+//! in the index are still found by reads, updates and deletes (by scanning the blocks), but
+//! an insert of such an id is stored again: that is the window.
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-#[derive(Default)]
 pub(crate) struct IdIndex {
     map: RwLock<FxHashMap<u64, u64>>,
+    /// The blocks whose ids are in `map`, by (write time, number), with their id counts.
+    held: Mutex<Held>,
+    window: Duration,
+    max_ids: usize,
+}
+
+#[derive(Default)]
+struct Held {
+    blocks: BTreeMap<(u64, u64), usize>,
+    by_no: FxHashMap<u64, u64>,
+    ids: usize,
 }
 
 fn key(id: &[u8; 16]) -> u64 {
@@ -18,11 +34,44 @@ fn key(id: &[u8; 16]) -> u64 {
 }
 
 impl IdIndex {
-    pub fn insert(&self, ids: &[[u8; 16]], block: u64) {
-        let mut map = self.map.write();
-        map.reserve(ids.len());
-        for id in ids {
-            map.insert(key(id), block);
+    pub fn new(window: Duration, max_ids: usize) -> Self {
+        IdIndex {
+            map: RwLock::default(),
+            held: Mutex::default(),
+            window,
+            max_ids: max_ids.max(1),
+        }
+    }
+
+    /// Whether a block written at `version` (microseconds) is within the window at `now_us`.
+    pub fn within_window(&self, version: u64, now_us: i64) -> bool {
+        version as i64 >= now_us - self.window.as_micros() as i64
+    }
+
+    /// Records that block `no`, written at `version`, holds `ids`.
+    pub fn insert(&self, ids: &[[u8; 16]], no: u64, version: u64) {
+        {
+            let mut map = self.map.write();
+            map.reserve(ids.len());
+            for id in ids {
+                map.insert(key(id), no);
+            }
+        }
+        let mut held = self.held.lock();
+        held.blocks.insert((version, no), ids.len());
+        held.by_no.insert(no, version);
+        held.ids += ids.len();
+    }
+
+    /// Block `no` left the catalog: its rows are in other blocks (inserted under them) or
+    /// deleted (their entries then name a block that no longer exists, which reads treat as
+    /// absent).
+    pub fn forget_block(&self, no: u64) {
+        let mut held = self.held.lock();
+        if let Some(version) = held.by_no.remove(&no) {
+            if let Some(n) = held.blocks.remove(&(version, no)) {
+                held.ids -= n;
+            }
         }
     }
 
@@ -31,7 +80,33 @@ impl IdIndex {
         self.map.read().get(&key(id)).copied()
     }
 
+    /// Ids remembered.
     pub fn len(&self) -> usize {
         self.map.read().len()
+    }
+
+    /// The next block whose ids are due to be forgotten at `now_us` (out of the window, or
+    /// the oldest while more than `max_ids` are held), if any.
+    pub fn next_due(&self, now_us: i64) -> Option<u64> {
+        let held = self.held.lock();
+        let (&(version, no), _) = held.blocks.iter().next()?;
+        (!self.within_window(version, now_us) || held.ids > self.max_ids).then_some(no)
+    }
+
+    /// Forgets block `no`'s `ids` (those still naming it).
+    pub fn evict(&self, no: u64, ids: &[[u8; 16]]) {
+        {
+            let mut map = self.map.write();
+            for id in ids {
+                let k = key(id);
+                if map.get(&k) == Some(&no) {
+                    map.remove(&k);
+                }
+            }
+            if map.capacity() > 4 * map.len().max(1024) {
+                map.shrink_to_fit();
+            }
+        }
+        self.forget_block(no);
     }
 }

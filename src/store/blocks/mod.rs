@@ -241,11 +241,12 @@ impl Blocks {
         for change in changes {
             match change {
                 BlockChange::Added { meta, ids } => {
-                    self.ids.insert(ids, meta.no);
+                    self.ids.insert(ids, meta.no, meta.version);
                     self.catalog.insert(meta.clone());
                 }
                 BlockChange::Removed { no } => {
                     self.catalog.remove(*no);
+                    self.ids.forget_block(*no);
                     self.cache.forget(*no);
                 }
             }
@@ -261,14 +262,15 @@ impl Blocks {
         engine: &ormdb_core::StorageEngine,
         layout: &super::layout::Layout,
         files: BlockFiles,
-        cache_bytes: usize,
+        opts: &super::StoreOptions,
     ) -> Result<Blocks, StoreError> {
         let blocks = Blocks {
             catalog: Catalog::default(),
             files,
-            ids: IdIndex::default(),
-            cache: BlockCache::new(cache_bytes),
+            ids: IdIndex::new(opts.dedup_window, opts.dedup_max_ids),
+            cache: BlockCache::new(opts.row_cache_bytes),
         };
+        let now = chrono::Utc::now().timestamp_micros();
         for e in &layout.entities {
             let Some(keys) = &e.blocks else { continue };
             let catalog = layout.entity(&keys.catalog)?;
@@ -280,18 +282,20 @@ impl Blocks {
                 })?;
                 let values = catalog.decode_record(&record.data)?;
                 let meta = Arc::new(BlockMeta::from_values(catalog, e.no, &values)?);
-                let bytes = blocks.files.read(meta.no)?;
-                let reader = codec::BlockReader::open(&bytes)?;
-                let ids: Vec<[u8; 16]> = reader
-                    .column(e.id_pos)?
-                    .iter()
-                    .filter_map(|v| match v {
-                        Value::Uuid(u) => Some(*u),
-                        _ => None,
-                    })
-                    .collect();
-                blocks.ids.insert(&ids, meta.no);
                 blocks.catalog.insert(meta);
+            }
+            // The id index: blocks within the dedup window, newest first, up to its cap.
+            let mut recent = blocks
+                .catalog
+                .select(e.no, |m| blocks.ids.within_window(m.version, now));
+            recent.sort_by_key(|m| std::cmp::Reverse((m.version, m.no)));
+            for meta in recent {
+                if blocks.ids.len() >= opts.dedup_max_ids {
+                    break;
+                }
+                let bytes = blocks.files.read(meta.no)?;
+                let ids = read::ids(e, &meta, &bytes)?;
+                blocks.ids.insert(&ids, meta.no, meta.version);
             }
         }
         let mut orphans = 0;
@@ -309,8 +313,9 @@ impl Blocks {
 }
 
 impl super::Inner {
-    /// The stored row of a `@blocks` entity with id `id`, with its block.
-    pub(crate) fn block_row(
+    /// The row of a `@blocks` entity with id `id` among those written within the dedup
+    /// window (what inserts check), with its block.
+    pub(crate) fn recent_block_row(
         &self,
         e: &EntityLayout,
         id: &[u8; 16],
@@ -323,6 +328,53 @@ impl super::Inner {
         };
         let bytes = self.blocks.cache.bytes(&self.blocks.files, no)?;
         Ok(read::find_row(e, &meta, &bytes, id)?.map(|(_, values)| (meta, values)))
+    }
+
+    /// The stored row of a `@blocks` entity with id `id`, with its block: through the id
+    /// index, else by reading every block's id column (a row older than the dedup window).
+    pub(crate) fn block_row(
+        &self,
+        e: &EntityLayout,
+        id: &[u8; 16],
+    ) -> Result<Option<(Arc<BlockMeta>, Values)>, StoreError> {
+        if let Some(found) = self.recent_block_row(e, id)? {
+            return Ok(Some(found));
+        }
+        for meta in self.blocks.catalog.select(e.no, |_| true) {
+            let bytes = match self.blocks.cache.bytes(&self.blocks.files, meta.no) {
+                Ok(b) => b,
+                Err(_) if self.blocks.catalog.get(meta.no).is_none() => continue,
+                Err(err) => return Err(err),
+            };
+            if let Some((_, values)) = read::find_row(e, &meta, &bytes, id)? {
+                return Ok(Some((meta, values)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Forgets the ids of blocks out of the dedup window or beyond its cap.
+    pub(crate) fn evict_ids(&self) -> Result<usize, StoreError> {
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut evicted = 0;
+        while let Some(no) = self.blocks.ids.next_due(now) {
+            let ids = match self.blocks.catalog.get(no) {
+                Some(meta) => {
+                    let e =
+                        self.layout
+                            .by_no(meta.entity_no)
+                            .ok_or_else(|| StoreError::Corrupt {
+                                what: format!("block {no:016x} names entity #{}", meta.entity_no),
+                            })?;
+                    let bytes = self.blocks.files.read(no)?;
+                    read::ids(e, &meta, &bytes)?
+                }
+                None => Vec::new(),
+            };
+            evicted += ids.len();
+            self.blocks.ids.evict(no, &ids);
+        }
+        Ok(evicted)
     }
 
     /// Every row of a block.

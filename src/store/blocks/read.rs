@@ -68,6 +68,23 @@ pub(crate) fn all_rows(meta: &BlockMeta, bytes: &[u8]) -> Result<Vec<Values>, St
     reader.rows_all().map_err(|err| corrupt(meta, err))
 }
 
+/// The ids of a block's rows.
+pub(crate) fn ids(
+    e: &EntityLayout,
+    meta: &BlockMeta,
+    bytes: &[u8],
+) -> Result<Vec<[u8; 16]>, StoreError> {
+    let reader = BlockReader::open(bytes).map_err(|err| corrupt(meta, err))?;
+    let column = reader.column(e.id_pos).map_err(|err| corrupt(meta, err))?;
+    Ok(column
+        .iter()
+        .filter_map(|v| match v {
+            crate::store::Value::Uuid(u) => Some(*u),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The row with id `id` in a block, with its position.
 pub(crate) fn find_row(
     e: &EntityLayout,

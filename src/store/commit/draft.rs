@@ -111,7 +111,10 @@ impl<'c> Draft<'c> {
         e: &EntityLayout,
         values: bool,
     ) -> Result<RowState, StoreError> {
-        self.c.lookup(id, e, &self.local, self.group, values)
+        // Values are needed by upserts, updates and deletes, which must find a row wherever
+        // it is; inserts look within the dedup window.
+        self.c
+            .lookup(id, e, &self.local, self.group, values, values)
     }
 
     /// The row a mutation changes and how, or None when it changes nothing.

@@ -337,6 +337,7 @@ impl Committer {
         local: &HashMap<[u8; 16], RowState>,
         group: &HashMap<[u8; 16], RowState>,
         need_values: bool,
+        deep: bool,
     ) -> Result<RowState, StoreError> {
         let pending = local.get(id).or_else(|| group.get(id)).or_else(|| {
             // Newest first: a later group's state of a row replaces an earlier one's.
@@ -349,7 +350,14 @@ impl Committer {
             return Ok(s.clone());
         }
         if e.blocks.is_some() {
-            return Ok(match self.inner.block_row(e, id)? {
+            // Inserts check the ids of the dedup window; updates and deletes (`deep`) find
+            // any row.
+            let found = if deep {
+                self.inner.block_row(e, id)?
+            } else {
+                self.inner.recent_block_row(e, id)?
+            };
+            return Ok(match found {
                 Some((meta, values)) => RowState::Live {
                     version: meta.version,
                     values: Arc::new(values),
@@ -419,7 +427,7 @@ impl Committer {
         group: &HashMap<[u8; 16], RowState>,
     ) -> Result<Placed, StoreError> {
         let read = |id: &[u8; 16]| {
-            let state = self.lookup(id, e, local, group, true)?;
+            let state = self.lookup(id, e, local, group, true, false)?;
             let live = match &state {
                 RowState::Live { values, .. } => Some(values.clone()),
                 _ => None,
