@@ -135,6 +135,17 @@ fn main() {
         }
     }
 
+    // The rate of the last million events (of the second half, in a run of fewer than 2M).
+    let tail = 1_000_000.min(events / 2);
+    let tail_from = done
+        .iter()
+        .filter(|(to, _)| *to <= events - tail)
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap_or(started);
+    let tail_end = done.iter().map(|(_, t)| *t).max().unwrap_or(started);
+    let events_per_sec_last_1m = tail as f64 / (tail_end - tail_from).as_secs_f64().max(1e-9);
+
     store.close().expect("close");
     drop(store);
     let disk = streamtally_dir_size(dir.path());
@@ -238,8 +249,9 @@ fn main() {
     eprintln!("events/s per 100k: [{chunks}]");
     let _ = Duration::ZERO;
     println!(
-        "{{\"bench\":\"store\",\"events\":{events},\"events_per_sec\":{:.0},\"batch_p50_ms\":{:.2},\"batch_p99_ms\":{:.2},\"disk_bytes_per_event\":{:.0},\"peak_rss_mb\":{:.1},\"reopen_ms\":{:.0},\"count_org_day_ms\":{:.2},\"distinct_users_7d_ms\":{:.2},\"top_events_day_ms\":{:.2},\"recent_events_ms\":{:.2},\"events_per_sec_per_100k\":[{chunks}],\"writers\":{WRITERS},\"ormdb_typed_events_per_sec\":{:.0},\"ids\":\"{}\"}}",
+        "{{\"bench\":\"store\",\"events\":{events},\"events_per_sec\":{:.0},\"events_per_sec_last_1m\":{:.0},\"batch_p50_ms\":{:.2},\"batch_p99_ms\":{:.2},\"disk_bytes_per_event\":{:.0},\"peak_rss_mb\":{:.1},\"reopen_ms\":{:.0},\"count_org_day_ms\":{:.2},\"distinct_users_7d_ms\":{:.2},\"top_events_day_ms\":{:.2},\"recent_events_ms\":{:.2},\"events_per_sec_per_100k\":[{chunks}],\"writers\":{WRITERS},\"ormdb_typed_events_per_sec\":{:.0},\"ids\":\"{}\"}}",
         events_per_sec,
+        events_per_sec_last_1m,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         disk as f64 / events as f64,

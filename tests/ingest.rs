@@ -71,7 +71,8 @@ fn hundred_thousand_events_over_six_partitions_become_exactly_that_many_rows() {
         )),
         "{m}"
     );
-    assert!(c.store.verify().unwrap().is_empty());
+    let problems = c.store.verify().unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
     eprintln!(
         "ingest: {n} events on mock broker {} -> {n} rows, offsets {stored:?}",
         broker.bootstrap

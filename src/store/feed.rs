@@ -33,6 +33,11 @@ const ITEM_BYTES: usize = 2 + 1 + 16 + 8 + 8;
 /// `[old_len u32][old][new_len u32][new]`, a length of u32::MAX meaning none.
 const WITH_FIELDS: u32 = 0x8000_0000;
 const NO_FIELDS: u32 = u32::MAX;
+/// Set in a record's item count when what follows the count is zstd-compressed (records of
+/// more than [`COMPRESS_FROM`] bytes: a batch of events, whose org ids, names, versions and
+/// nearby timestamps repeat).
+const COMPRESSED: u32 = 0x4000_0000;
+const COMPRESS_FROM: usize = 2048;
 
 /// One change, as readers see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +86,17 @@ pub(crate) fn encode_feed_record(items: &[FeedItem]) -> Vec<u8> {
             }
         }
     }
+    if out.len() > COMPRESS_FROM {
+        if let Ok(body) = zstd::stream::encode_all(&out[4..], 1) {
+            if body.len() + 4 < out.len() {
+                let count = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
+                let mut packed = Vec::with_capacity(4 + body.len());
+                packed.extend_from_slice(&(count | COMPRESSED).to_le_bytes());
+                packed.extend_from_slice(&body);
+                return packed;
+            }
+        }
+    }
     out
 }
 
@@ -90,7 +106,29 @@ fn record_header(value: &[u8]) -> (u64, bool) {
         .and_then(|b| b.try_into().ok())
         .map(u32::from_le_bytes)
         .unwrap_or(0);
-    ((n & !WITH_FIELDS) as u64, n & WITH_FIELDS != 0)
+    (
+        (n & !(WITH_FIELDS | COMPRESSED)) as u64,
+        n & WITH_FIELDS != 0,
+    )
+}
+
+/// A record as written by [`encode_feed_record`] before compression.
+fn unpacked(value: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
+    let n = value
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0);
+    if n & COMPRESSED == 0 {
+        return Ok(std::borrow::Cow::Borrowed(value));
+    }
+    let body = zstd::stream::decode_all(&value[4..]).map_err(|e| StoreError::Corrupt {
+        what: format!("change-feed record does not decompress: {e}"),
+    })?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(n & !COMPRESSED).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 fn record_len(value: &[u8]) -> u64 {
@@ -148,6 +186,7 @@ impl Store {
             if first.saturating_add(n) <= from_seq {
                 continue;
             }
+            let v = unpacked(&v)?;
             let with_fields = record_header(&v).1;
             let corrupt = || StoreError::Corrupt {
                 what: format!("change-feed record at {first} is short"),

@@ -139,20 +139,20 @@ fn ids_older_than_the_dedup_window_are_stored_again() {
 #[test]
 #[ignore = "child process of a kill during a merge"]
 fn merge_child() {
-    let dir = std::env::var(CHILD_ENV).expect("run by sigkill_after_a_merged_file_loses_nothing");
+    let dir = std::env::var(CHILD_ENV).expect("run by sigkill_during_a_merge_loses_nothing");
     let store = open(
         std::path::Path::new(&dir),
         false,
         Duration::from_secs(86_400),
     );
-    // Armed by STREAMTALLY_FAULT=crash_after_merge_file:1: the first merge dies after its
-    // file is durable and before its catalog write.
+    // Armed by STREAMTALLY_FAULT=crash_in_merge_write:1: the first merge round dies while
+    // its store write is drafted, before its WAL record.
     let _ = merge::merge_due(&store);
     unreachable!("the fault kills the process");
 }
 
 #[test]
-fn sigkill_after_a_merged_file_loses_nothing() {
+fn sigkill_during_a_merge_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
         let store = open(dir.path(), false, Duration::from_secs(86_400));
@@ -164,7 +164,7 @@ fn sigkill_after_a_merged_file_loses_nothing() {
     let status = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "merge::merge_child", "--nocapture"])
         .env(CHILD_ENV, dir.path())
-        .env("STREAMTALLY_FAULT", "crash_after_merge_file:1")
+        .env("STREAMTALLY_FAULT", "crash_in_merge_write:1")
         .status()
         .unwrap();
     assert!(!status.success(), "the child was to be killed");

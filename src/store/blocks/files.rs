@@ -64,19 +64,6 @@ impl BlockFiles {
         Ok(())
     }
 
-    /// Writes block `no` and fsyncs it and the directory: for blocks whose bytes no WAL
-    /// record carries (merges).
-    pub fn write_durable(&self, no: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        let tmp = self.dir.join(format!("{no:016x}.tmp"));
-        let mut f = File::create(&tmp).map_err(self.io("create a block file", no))?;
-        f.write_all(bytes)
-            .map_err(self.io("write a block file", no))?;
-        f.sync_all().map_err(self.io("fsync a block file", no))?;
-        drop(f);
-        std::fs::rename(&tmp, self.path(no)).map_err(self.io("rename a block file", no))?;
-        self.sync_dir()
-    }
-
     pub fn read(&self, no: u64) -> Result<Vec<u8>, StoreError> {
         std::fs::read(self.path(no)).map_err(self.io("read a block file", no))
     }
@@ -162,17 +149,5 @@ impl BlockFiles {
         }
         out.sort_unstable();
         Ok(out)
-    }
-
-    /// Bytes of every block file.
-    pub fn disk_bytes(&self) -> u64 {
-        std::fs::read_dir(&self.dir)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
     }
 }

@@ -8,12 +8,12 @@
 //! times the rows of the one below, so write amplification grows with the log of a group's
 //! size, not with it.
 //!
-//! Crash safety: the merged block's file is written and fsynced first, under a new number;
-//! then ONE store write swaps the catalog rows (the sources' rows removed, the merged one
-//! added). A crash before that write leaves a file no catalog row names, removed at the next
-//! open; after it, the sources' files are removed (again, at the next open, if need be).
-//! Nothing is lost or stored twice either way. The merge never holds the committer: only the
-//! catalog swap goes through it.
+//! Crash safety: the merges due are read and encoded off the committer, then committed as
+//! ONE store write per round: the sources' catalog rows removed, the merged blocks' rows
+//! added and their bytes, all in one WAL record (one fsync for the round; the apply step
+//! writes the files, fsynced before a checkpoint drops the record). A crash before that
+//! record is durable changes nothing; after it, the replay redoes the swap. The sources'
+//! files go once no reader can hold them. Nothing is lost or stored twice either way.
 
 use super::{BlockMeta, Value};
 use crate::store::layout::{EntityLayout, Values};
@@ -31,14 +31,19 @@ const MAX_ROWS: u64 = 1_000_000;
 /// Level-0 blocks older than this are merged even when fewer than [`FANOUT`].
 pub const SETTLE: Duration = Duration::from_secs(10);
 
-/// A merge ready to commit: the merged block's file is durable.
+/// A merge ready to commit: the merged block's bytes travel in the commit's WAL record
+/// (one fsync for every merge of a round) and its file is written when it is applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockMerge {
     pub entity_no: u16,
     pub sources: Vec<u64>,
     pub meta: Arc<BlockMeta>,
     pub ids: Vec<[u8; 16]>,
+    pub bytes: Arc<Vec<u8>>,
 }
+
+/// Most merged bytes one merge write carries.
+const MAX_ROUND_BYTES: usize = 64 << 20;
 
 type GroupKey = (u16, Vec<u8>, i64, i32);
 
@@ -85,21 +90,44 @@ fn plan(store: &Store, now_us: i64) -> Vec<Vec<Arc<BlockMeta>>> {
     out
 }
 
-/// Merges every group due; returns how many merges committed.
+/// Merges every group due, in rounds of one store write each; returns how many merges
+/// committed.
 pub fn merge_due(store: &Store) -> Result<usize, StoreError> {
     let now = chrono::Utc::now().timestamp_micros();
     let mut done = 0;
+    let mut round: Vec<BlockMerge> = Vec::new();
+    let mut bytes = 0;
     for sources in plan(store, now) {
-        if merge(store, &sources)? {
-            done += 1;
+        let m = prepare(store, &sources)?;
+        bytes += m.bytes.len();
+        round.push(m);
+        if bytes >= MAX_ROUND_BYTES {
+            done += commit(store, std::mem::take(&mut round))?;
+            bytes = 0;
         }
+    }
+    if !round.is_empty() {
+        done += commit(store, round)?;
     }
     Ok(done)
 }
 
-/// Merges `sources` (blocks of one entity and group) into one block; false if the catalog
-/// changed under it (a source rewritten by an update or delete): nothing is changed then.
-pub fn merge(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<bool, StoreError> {
+/// Commits a round of merges; 0 if the catalog changed under it (a source rewritten by an
+/// update or delete meanwhile): nothing is changed then, and the next round plans again.
+fn commit(store: &Store, round: Vec<BlockMerge>) -> Result<usize, StoreError> {
+    let n = round.len();
+    let mut batch = WriteBatch::new();
+    batch.merges = round;
+    match store.write_blocking(batch) {
+        Ok(_) => Ok(n),
+        Err(StoreError::Stale { .. }) => Ok(0),
+        Err(err) => Err(err),
+    }
+}
+
+/// Reads `sources` (blocks of one entity and group) and encodes their rows, sorted by event
+/// time, into one block.
+pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<BlockMerge, StoreError> {
     let inner = store.inner();
     let e: &EntityLayout =
         inner
@@ -128,29 +156,11 @@ pub fn merge(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<bool, StoreErr
     let level = sources.iter().map(|m| m.level).max().unwrap_or(0) + 1;
     let version = sources.iter().map(|m| m.version).max().unwrap_or(0);
     let meta = BlockMeta::describe(e, keys, no, &rows, bytes.len() as u64, level, version);
-    inner.blocks.files.write_durable(no, &bytes)?;
-    #[cfg(feature = "fault-injection")]
-    if crate::fault::arg("crash_after_merge_file").is_some() {
-        crate::fault::kill("after a merged block's file is durable, before its catalog write");
-    }
-    let merge = BlockMerge {
+    Ok(BlockMerge {
         entity_no: e.no,
         sources: sources.iter().map(|m| m.no).collect(),
         meta: Arc::new(meta),
         ids: rows.iter().map(|r| e.id_of(r)).collect(),
-    };
-    let mut batch = WriteBatch::new();
-    batch.merges.push(merge);
-    match store.write_blocking(batch) {
-        Ok(_) => Ok(true),
-        Err(StoreError::Stale { .. }) => {
-            inner.blocks.files.remove(no)?;
-            Ok(false)
-        }
-        Err(err) => {
-            // Not registered: the file goes now (or at the next open).
-            let _ = inner.blocks.files.remove(no);
-            Err(err)
-        }
-    }
+        bytes: Arc::new(bytes),
+    })
 }

@@ -551,6 +551,15 @@ impl<'c> Draft<'c> {
         for &no in &m.sources {
             self.unregister(keys, no)?;
         }
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::arg("crash_in_merge_write").is_some() {
+            crate::fault::kill("while a block merge is drafted, before its WAL record");
+        }
+        self.ops.push(Op {
+            tree: TREE_BLOCKS,
+            key: m.meta.no.to_be_bytes().to_vec(),
+            value: Some(m.bytes.to_vec()),
+        });
         self.mutation(
             &Mutation::Upsert {
                 entity: keys.catalog.clone(),
