@@ -33,6 +33,9 @@ pub struct StoreConfig {
     pub checkpoint_interval_ms: u64,
     /// Memory for the latest rows of the rollups the gateway reads (0: no cache), in MiB.
     pub row_cache_mb: u64,
+    /// Events moved per atomic write when a store written before events were kept in blocks
+    /// is migrated (at open, or by `streamtally store migrate`); at least 1.
+    pub migrate_chunk_rows: u64,
 }
 
 fn default_store_path() -> PathBuf {
@@ -53,6 +56,9 @@ fn default_checkpoint_interval_ms() -> u64 {
 fn default_row_cache_mb() -> u64 {
     64
 }
+fn default_migrate_chunk_rows() -> u64 {
+    crate::store::migrate::DEFAULT_CHUNK_ROWS as u64
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -63,6 +69,7 @@ impl Default for StoreConfig {
             wal_segment_mb: default_wal_segment_mb(),
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
             row_cache_mb: default_row_cache_mb(),
+            migrate_chunk_rows: default_migrate_chunk_rows(),
         }
     }
 }
@@ -98,6 +105,11 @@ impl StoreConfig {
     /// `wal_segment_mb` in bytes (`validate` keeps it >= 1 MiB).
     pub fn wal_segment_bytes(&self) -> u64 {
         self.wal_segment_mb << 20
+    }
+
+    /// `migrate_chunk_rows` (`validate` keeps it >= 1).
+    pub fn migrate_chunk_rows(&self) -> NonZeroUsize {
+        non_zero(self.migrate_chunk_rows)
     }
 
     /// `checkpoint_interval_ms` (`validate` keeps it >= 10 ms).
