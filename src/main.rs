@@ -188,6 +188,12 @@ enum StoreCommand {
     Verify,
     /// Print what the store holds: row counts per entity, consumer offsets, feed position.
     Info,
+    /// Move the events of a store written before they were kept in blocks (one ORMDB row per
+    /// event) into blocks, with a progress bar, then verify the store. Opening the store
+    /// does the same (run does it too, before it starts consuming); this shows progress.
+    /// Safe to interrupt: every event stays stored once and a rerun continues. Exit code 1
+    /// if verify finds problems.
+    Migrate,
 }
 
 fn load_config(cli: &Cli) -> Result<Config, streamtally::config::ConfigError> {
@@ -264,6 +270,7 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             match command {
                 StoreCommand::Verify => cli::store::verify(&cfg, &schema, out),
                 StoreCommand::Info => cli::store::info(&cfg, &schema, out),
+                StoreCommand::Migrate => cli::store::migrate(&cfg, &schema, out),
             }
         }
         Command::Token {

@@ -2,6 +2,15 @@
 //! round-trip exactly (unicode, absent optional fields, large and nested JSON text as the
 //! producer wrote it, microsecond and extreme times), a projection equals the same columns
 //! of the full decode, and a truncated or bit-flipped block is an error, never a panic.
+//!
+//! Migration (src/store/migrate.rs): a store written by the row path (Event as one ORMDB
+//! row per event, as releases before blocks kept it) opened with the real schema has every
+//! event in blocks, read back equal, counted once, with its rollups still right; a
+//! `store migrate` killed between chunks continues on the next run.
+
+//!
+//! Blocks in a running store (tests/blocks/merge.rs): merges, a kill mid-merge, the dedup
+//! window.
 
 mod common;
 #[path = "blocks/merge.rs"]
@@ -290,4 +299,389 @@ fn corruption_messages_name_the_fault() {
     assert!(msg(&block[..block.len() - 1]).contains("accounts for"));
     let reader = BlockReader::open(&block).unwrap();
     assert!(reader.column(17).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migration of a store written before blocks
+// ---------------------------------------------------------------------------------------------
+
+mod migration {
+    use super::common::{self, org, run::streamtally};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+    use streamtally::stats::rollup::{RollupOptions, RollupWorker};
+    use streamtally::store::{
+        IdScope, Migration, Order, Query, Row, Store, StoreOptions, Value, WriteBatch,
+    };
+
+    /// schema.ormdb with Event kept as ORMDB rows with a `@postings` index: what the release
+    /// before blocks wrote (the same helper as in tests/store.rs).
+    fn row_schema() -> streamtally::schema::Schema {
+        let text = include_str!("../schema.ormdb")
+            .replace("\n  @blocks\n", "\n  @postings([org_id, timestamp])\n");
+        streamtally::schema::Schema::parse(&text).unwrap()
+    }
+
+    /// Event `i` of 3 orgs over 3 days, from 4 partitions of topic "events".
+    fn event(i: u64) -> Row {
+        common::event(i)
+            .with("topic", Value::String("events".into()))
+            .with("partition", Value::Int32((i % 4) as i32))
+            .with("offset", Value::Int64((i / 4) as i64))
+    }
+
+    fn scope() -> Arc<IdScope> {
+        Arc::new(IdScope {
+            scope_field: "org_id".into(),
+            original_id_field: "event_id".into(),
+            content_fields: vec!["event_type".into(), "event_name".into()],
+        })
+    }
+
+    /// `Store::open` retrying sled's file lock, which a closed store (or a killed child)
+    /// lets go of a little later.
+    fn open_with(opts: StoreOptions, schema: &streamtally::schema::Schema) -> Store {
+        open_reporting(opts, schema, &mut |_| {})
+    }
+
+    fn open_reporting(
+        opts: StoreOptions,
+        schema: &streamtally::schema::Schema,
+        progress: &mut dyn FnMut(&Migration),
+    ) -> Store {
+        let started = std::time::Instant::now();
+        loop {
+            match Store::open_with_progress(opts.clone(), schema, progress) {
+                Ok(store) => return store,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("open store: {e:?}"),
+            }
+        }
+    }
+
+    fn open_rows(dir: &Path) -> Store {
+        open_with(StoreOptions::new(dir), &row_schema())
+    }
+
+    /// Text without its ANSI colour sequences.
+    fn plain(text: &str) -> String {
+        let mut out = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn id_of(row: &Row) -> [u8; 16] {
+        row.id().expect("an id")
+    }
+
+    /// Writes `n` events through the row path in batches of 500 (with offsets), catches the
+    /// rollup worker up, then updates (some twice), deletes and adds events under another
+    /// org's ids (stored under derived ids), which the rollups have not seen yet.
+    fn write_row_store(dir: &Path, n: u64) {
+        let store = open_rows(dir);
+        for start in (0..n).step_by(500) {
+            let mut b = WriteBatch::new();
+            for i in start..(start + 500).min(n) {
+                b.insert("Event", event(i));
+                b.set_offset("events", (i % 4) as i32, (i / 4 + 1) as i64);
+            }
+            store.write_blocking(b).unwrap();
+        }
+        let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+        common::rt().block_on(worker.catch_up()).unwrap();
+        let mut b = WriteBatch::new();
+        for i in (0..n).step_by(37) {
+            let row = event(i).with("event_name", Value::String("renamed".into()));
+            b.update("Event", id_of(&row), row);
+        }
+        for i in (0..n).step_by(111) {
+            let row = event(i).with("event_name", Value::String("renamed twice".into()));
+            b.update("Event", id_of(&row), row);
+        }
+        for i in (5..n).step_by(53) {
+            b.delete("Event", id_of(&event(i)));
+        }
+        for i in (1..n).step_by(97) {
+            // Event i's id in the next org: a second row under the id derived from (id, org).
+            let org_no = (0..3)
+                .find(|&k| Some(&org(k)) != event(i).get("org_id"))
+                .unwrap();
+            b.insert_scoped("Event", event(i).with("org_id", org(org_no)), &scope());
+        }
+        store.write_blocking(b).unwrap();
+        store.close().unwrap();
+    }
+
+    /// What a reader sees of the events: every row by id, deleted ids as None, counts and
+    /// a few queries.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        rows: BTreeMap<[u8; 16], Option<Row>>,
+        count: u64,
+        per_org: Vec<u64>,
+        recent: Vec<Vec<Value>>,
+        day: Vec<Row>,
+    }
+
+    fn seen(store: &Store, ids: &[[u8; 16]]) -> Seen {
+        let rows = ids
+            .iter()
+            .map(|id| (*id, store.get("Event", id).unwrap()))
+            .collect();
+        let per_org = (0..3)
+            .map(|k| {
+                store
+                    .count(&Query::new("Event").eq("org_id", org(k)))
+                    .unwrap()
+            })
+            .collect();
+        // Ordered and limited: compared by timestamp (ties may come in another order).
+        let recent = (0..3)
+            .map(|k| {
+                let q = Query::new("Event")
+                    .eq("org_id", org(k))
+                    .order_by("timestamp", Order::Desc)
+                    .limit(40);
+                let rows = store.query(&q).unwrap();
+                rows.iter()
+                    .map(|r| r.get("timestamp").unwrap().clone())
+                    .collect()
+            })
+            .collect();
+        let mut day = store
+            .query(
+                &Query::new("Event")
+                    .eq("org_id", org(1))
+                    .eq("date", Value::String("2026-02-28".into())),
+            )
+            .unwrap();
+        day.sort_by_key(id_of);
+        Seen {
+            rows,
+            count: store.count_rows("Event").unwrap(),
+            per_org,
+            recent,
+            day,
+        }
+    }
+
+    /// Every id a row store holds for Event, deleted ones included.
+    fn all_ids(dir: &Path, n: u64) -> Vec<[u8; 16]> {
+        let store = open_rows(dir);
+        let mut ids: Vec<[u8; 16]> = store
+            .ormdb()
+            .0
+            .scan_entity_type("Event")
+            .map(|item| item.unwrap().0)
+            .collect();
+        ids.extend((0..n).map(|i| id_of(&event(i))));
+        ids.sort();
+        ids.dedup();
+        store.close().unwrap();
+        ids
+    }
+
+    fn seen_by_row_store(dir: &Path, ids: &[[u8; 16]]) -> Seen {
+        let store = open_rows(dir);
+        let s = seen(&store, ids);
+        store.close().unwrap();
+        s
+    }
+
+    fn open_blocks(dir: &Path, chunk_rows: usize) -> Store {
+        let opts = StoreOptions {
+            migrate_chunk_rows: chunk_rows,
+            // No merge while the test counts blocks.
+            merge_interval: None,
+            ..StoreOptions::new(dir)
+        };
+        open_with(opts, &common::schema())
+    }
+
+    fn assert_migrated(store: &Store, before: &Seen, ids: &[[u8; 16]]) {
+        let after = seen(store, ids);
+        assert_eq!(after.count, before.count);
+        assert_eq!(after.per_org, before.per_org);
+        assert_eq!(after.recent, before.recent);
+        assert_eq!(after.day, before.day);
+        for (id, row) in &before.rows {
+            assert_eq!(
+                &after.rows[id],
+                row,
+                "event {}",
+                uuid::Uuid::from_bytes(*id)
+            );
+        }
+        assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+        assert!(store.rows_to_migrate().unwrap().is_empty());
+        let (engine, _) = store.ormdb();
+        assert_eq!(
+            engine.scan_entity_type("Event").count(),
+            0,
+            "Event rows left"
+        );
+        for id in ids {
+            assert!(
+                engine.get_latest(id).unwrap().is_none(),
+                "a version is left"
+            );
+        }
+        let registered: i64 = engine
+            .scan_entity_type("EventBlock")
+            .map(|item| {
+                let (_, _, record) = item.unwrap();
+                let fields =
+                    ormdb_core::query::get_fields_fast(&record.data, &["row_count"]).unwrap();
+                match fields[0].1 {
+                    Value::Int64(n) => n,
+                    ref other => panic!("row_count {other:?}"),
+                }
+            })
+            .sum();
+        assert_eq!(registered as u64, before.count);
+    }
+
+    #[test]
+    fn a_row_store_moves_into_blocks_on_open_and_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3000;
+        write_row_store(dir.path(), n);
+        let ids = all_ids(dir.path(), n);
+        let before = seen_by_row_store(dir.path(), &ids);
+        let deleted = before.rows.values().filter(|r| r.is_none()).count();
+        assert!(
+            deleted > 50 && before.count > 2900,
+            "{deleted} {}",
+            before.count
+        );
+
+        let mut reports = Vec::new();
+        let opts = StoreOptions {
+            migrate_chunk_rows: 700,
+            merge_interval: None,
+            ..StoreOptions::new(dir.path())
+        };
+        let store = open_reporting(opts, &common::schema(), &mut |m| reports.push(m.clone()));
+        let last = reports.last().unwrap().clone();
+        assert_eq!(last.entity, "Event");
+        assert_eq!(
+            (last.rows_total, last.rows_done),
+            (ids.len() as u64, ids.len() as u64)
+        );
+        assert_eq!(last.moved, before.count);
+        assert_eq!(reports.len(), 1 + ids.len().div_ceil(700), "{reports:?}");
+        assert_eq!(store.block_totals("Event").unwrap().0, last.blocks);
+        assert_migrated(&store, &before, &ids);
+        let feed_head = store.feed_head();
+        store.close().unwrap();
+        drop(store);
+
+        // Nothing left to do on the next open; the rollups agree with the migrated events
+        // (`stats verify` applies the feed written after the rollups caught up first).
+        let store = open_blocks(dir.path(), 700);
+        assert_eq!(
+            store.feed_head(),
+            feed_head,
+            "migration writes no feed entries"
+        );
+        assert_migrated(&store, &before, &ids);
+        store.close().unwrap();
+        drop(store);
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let data = dir.path().to_str().unwrap();
+        let (code, out, err) = streamtally(&["--data", data, "stats", "verify"], manifest);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains(", 0 difference(s)"), "{out}");
+    }
+
+    #[test]
+    fn store_migrate_reports_and_a_killed_run_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3000;
+        write_row_store(dir.path(), n);
+        let ids = all_ids(dir.path(), n);
+        let before = seen_by_row_store(dir.path(), &ids);
+        let data = dir.path().to_str().unwrap();
+        let migrate = |fault: &str| {
+            let out = common::run::command(
+                dir.path(),
+                [
+                    "--data",
+                    data,
+                    "--set",
+                    "store.migrate_chunk_rows=400",
+                    "store",
+                    "migrate",
+                ],
+            )
+            .env("STREAMTALLY_FAULT", fault)
+            .env("STREAMTALLY__LOG__LEVEL", "info")
+            .output()
+            .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+
+        // SIGKILLed after its third chunk: 1200 rows converted, the rest still rows.
+        let (code, out, err) = migrate("migrate_crash_after_chunk:3");
+        let err = plain(&err);
+        assert_eq!(code, -1, "{out}{err}");
+        assert!(
+            err.contains("fault injection: SIGKILL after a migration chunk"),
+            "{err}"
+        );
+        assert!(err.contains("rows_done=1200"), "{err}");
+        let moved_first: u64 = err
+            .lines()
+            .filter(|l| l.contains("rows_done=1200"))
+            .find_map(|l| {
+                l.split("moved=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .expect("moved= in the log");
+
+        // The rerun converts the rest: together, every event once.
+        let (code, out, err) = migrate("");
+        assert_eq!(code, 0, "{out}{err}");
+        let want = format!("migrated {} events into ", before.count - moved_first);
+        assert!(
+            out.contains(&want) && out.ends_with("; 0 problem(s)\n"),
+            "{out}"
+        );
+
+        let (code, out, err) = migrate("");
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "migrated 0 events into 0 blocks; 0 problem(s)\n"),
+            "{err}"
+        );
+
+        let store = open_blocks(dir.path(), 400);
+        assert_migrated(&store, &before, &ids);
+        store.close().unwrap();
+    }
 }

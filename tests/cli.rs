@@ -82,6 +82,27 @@ fn store_verify_and_info_on_a_fresh_store() {
 }
 
 #[test]
+fn store_migrate_on_a_store_with_nothing_to_migrate() {
+    // A store written before blocks is migrated in tests/blocks.rs (`migration`).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, out, err) = streamtally(
+        &["--data", data.to_str().unwrap(), "store", "migrate"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "migrated 0 events into 0 blocks; 0 problem(s)\n");
+    let (code, out, err) = streamtally(&["store", "migrate", "--help"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("into blocks") && out.contains("progress bar") && out.contains("verify"),
+        "{out}"
+    );
+    let (_, out, _) = streamtally(&["store", "--help"], dir.path());
+    assert!(out.contains("migrate"), "{out}");
+}
+
+#[test]
 fn token_new_prints_a_token_and_its_config_entry() {
     use sha2::{Digest, Sha256};
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! The bodies of the `streamtally` subcommands that are not a long-running service, one file
 //! per command group: [`check`] (check-config, check-schema), [`produce`], [`store`] (verify,
-//! info), [`stats`] (rebuild, verify) and [`token`] (new). `main` parses the command line and
-//! calls them; `run` and `demo` go straight to [`crate::app`] and [`crate::demo`].
+//! info, migrate), [`stats`] (rebuild, verify) and [`token`] (new). `main` parses the command
+//! line and calls them; `run` and `demo` go straight to [`crate::app`] and [`crate::demo`].
 //!
 //! Each command writes its report to the `out` it is given (stdout in `main`) and returns the
 //! process's exit code: success, or 1 when a check found problems. An `Err` is bad input, a

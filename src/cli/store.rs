@@ -1,9 +1,12 @@
-//! `streamtally store verify` and `streamtally store info`, on the store of `store.path`
-//! opened exclusively (its write-ahead log replayed) and closed again.
+//! `streamtally store verify`, `store info` and `store migrate`, on the store of
+//! `store.path` opened exclusively (its write-ahead log replayed, rows an earlier release
+//! kept as ORMDB rows moved into blocks) and closed again.
 
 use crate::config::Config;
 use crate::schema::Schema;
-use crate::store::Store;
+use crate::store::{Migration, Store, StoreOptions};
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -63,4 +66,57 @@ fn print_info(
     )?;
     writeln!(out, "  disk: {} bytes", store.disk_bytes())?;
     Ok(())
+}
+
+/// Opens the store, which moves the events a release before blocks stored as rows into
+/// blocks (a progress bar over the rows to convert, counted from ormdb-core's type index
+/// first), then verifies it. Prints `migrated N events into M blocks; K problem(s)`
+/// (N = 0 for a store with nothing to migrate); exit code 1 if verify finds problems.
+/// Interrupted, it leaves every event stored once and continues on the next run or open.
+pub fn migrate(cfg: &Config, schema: &Schema, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})")?
+            .progress_chars("=> "),
+    );
+    let mut done: Vec<Migration> = Vec::new();
+    let store = Store::open_with_progress(
+        StoreOptions::from_config(&cfg.store),
+        schema,
+        &mut |m: &Migration| {
+            if bar.length() != Some(m.rows_total)
+                || done.last().map(|d| &d.entity) != Some(&m.entity)
+            {
+                bar.set_length(m.rows_total);
+                bar.set_message(format!("migrating {}", m.entity));
+                bar.reset();
+            }
+            bar.set_position(m.rows_done);
+            match done.last_mut() {
+                Some(last) if last.entity == m.entity => *last = m.clone(),
+                _ => done.push(m.clone()),
+            }
+        },
+    )
+    .with_context(|| {
+        format!(
+            "opening and migrating the store at {}",
+            cfg.store.path.display()
+        )
+    })?;
+    bar.finish_and_clear();
+    let problems = store.verify()?;
+    for p in &problems {
+        writeln!(out, "problem: {p}")?;
+    }
+    let (moved, blocks) = done
+        .iter()
+        .fold((0, 0), |(n, b), m| (n + m.moved, b + m.blocks));
+    writeln!(
+        out,
+        "migrated {moved} events into {blocks} blocks; {} problem(s)",
+        problems.len()
+    )?;
+    store.close()?;
+    Ok(super::problems_found(!problems.is_empty()))
 }

@@ -39,6 +39,9 @@ pub struct StoreConfig {
     /// Most ids remembered for deduplication (about 20 bytes of memory each); when more
     /// arrive within `dedup_window`, the oldest are forgotten first.
     pub dedup_max_ids: u64,
+    /// Events moved per atomic write when a store written before events were kept in blocks
+    /// is migrated (at open, or by `streamtally store migrate`); at least 1.
+    pub migrate_chunk_rows: u64,
 }
 
 fn default_store_path() -> PathBuf {
@@ -81,6 +84,10 @@ pub(super) fn parse_span(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(n.checked_mul(secs)?))
 }
 
+fn default_migrate_chunk_rows() -> u64 {
+    crate::store::migrate::DEFAULT_CHUNK_ROWS as u64
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -92,6 +99,7 @@ impl Default for StoreConfig {
             row_cache_mb: default_row_cache_mb(),
             dedup_window: default_dedup_window(),
             dedup_max_ids: default_dedup_max_ids(),
+            migrate_chunk_rows: default_migrate_chunk_rows(),
         }
     }
 }
@@ -127,6 +135,11 @@ impl StoreConfig {
     /// `wal_segment_mb` in bytes (`validate` keeps it >= 1 MiB).
     pub fn wal_segment_bytes(&self) -> u64 {
         self.wal_segment_mb << 20
+    }
+
+    /// `migrate_chunk_rows` (`validate` keeps it >= 1).
+    pub fn migrate_chunk_rows(&self) -> NonZeroUsize {
+        non_zero(self.migrate_chunk_rows)
     }
 
     /// `checkpoint_interval_ms` (`validate` keeps it >= 10 ms).

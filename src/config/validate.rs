@@ -219,6 +219,7 @@ impl Config {
             ("store.cache_capacity_mb", s.cache_capacity_mb),
             ("store.group_commit_max_batches", s.group_commit_max_batches),
             ("store.wal_segment_mb", s.wal_segment_mb),
+            ("store.migrate_chunk_rows", s.migrate_chunk_rows),
         ] {
             if value == 0 {
                 p.push(format!("{key} 0: must be >= 1"));

@@ -107,6 +107,8 @@ pub struct WriteBatch {
     pub(crate) cursors: Vec<(String, u64)>,
     /// Block merges to register (the store's own, see `blocks::merge`).
     pub(crate) merges: Vec<super::blocks::merge::BlockMerge>,
+    /// ORMDB rows of `@blocks` entities moved into blocks (the store's own, see `migrate`).
+    pub(crate) adopted: Vec<super::migrate::AdoptedRow>,
 }
 
 impl WriteBatch {
@@ -176,7 +178,11 @@ impl WriteBatch {
     }
 
     pub fn len(&self) -> usize {
-        self.mutations.len() + self.offsets.len() + self.cursors.len() + self.merges.len()
+        self.mutations.len()
+            + self.offsets.len()
+            + self.cursors.len()
+            + self.merges.len()
+            + self.adopted.len()
     }
 
     pub fn is_empty(&self) -> bool {

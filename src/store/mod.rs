@@ -19,6 +19,7 @@ pub mod codec;
 mod commit;
 mod feed;
 mod layout;
+pub mod migrate;
 mod postings;
 mod query;
 mod wal;
@@ -26,6 +27,7 @@ mod wal;
 pub use batch::{CommitInfo, Duplicate, IdScope, Mutation, Row, WriteBatch};
 pub use feed::{ChangeEntry, ChangeOp};
 pub use layout::{FieldLayout, Layout, Values, UNFED_ENTITIES};
+pub use migrate::Migration;
 pub use ormdb_core::proto::Value;
 pub use query::{Filter, Order, Query};
 
@@ -229,6 +231,9 @@ pub struct StoreOptions {
     /// duplicate, and how many ids at most (see `blocks::index`).
     pub dedup_window: Duration,
     pub dedup_max_ids: usize,
+    /// Rows of a store written before `@blocks` moved into blocks per atomic write when it
+    /// is opened (see `migrate`).
+    pub migrate_chunk_rows: usize,
 }
 
 impl StoreOptions {
@@ -243,6 +248,7 @@ impl StoreOptions {
             merge_interval: Some(Duration::from_secs(1)),
             dedup_window: Duration::from_secs(86_400),
             dedup_max_ids: 8_000_000,
+            migrate_chunk_rows: migrate::DEFAULT_CHUNK_ROWS,
         }
     }
 
@@ -257,6 +263,7 @@ impl StoreOptions {
             merge_interval: Some(Duration::from_secs(1)),
             dedup_window: cfg.dedup_window(),
             dedup_max_ids: cfg.dedup_max_ids as usize,
+            migrate_chunk_rows: cfg.migrate_chunk_rows().get(),
         }
     }
 }
@@ -554,8 +561,20 @@ fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, sled::Error> {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `opts.path` for `schema`, replaying the write-ahead log.
+    /// Opens (or creates) the store at `opts.path` for `schema`, replaying the write-ahead log
+    /// and moving the rows of `@blocks` entities that an earlier release kept as ORMDB rows
+    /// into blocks (see `migrate`; logged every chunk) before it returns.
     pub fn open(opts: StoreOptions, schema: &Schema) -> Result<Store, StoreError> {
+        Self::open_with_progress(opts, schema, &mut |_| {})
+    }
+
+    /// `open`, calling `progress` when a migration of rows into blocks starts and after every
+    /// chunk of it (never for a store with nothing to migrate).
+    pub fn open_with_progress(
+        opts: StoreOptions,
+        schema: &Schema,
+        progress: &mut dyn FnMut(&Migration),
+    ) -> Result<Store, StoreError> {
         let started = Instant::now();
         let path = opts.path.clone();
         std::fs::create_dir_all(&path).map_err(|source| StoreError::Io {
@@ -731,7 +750,16 @@ impl Store {
             );
         }
         *handle.threads.lock() = threads;
-        Ok(Store { inner, handle })
+        let store = Store { inner, handle };
+        // Through the committer, before anyone else can write or read.
+        migrate::run(&store, opts.migrate_chunk_rows, progress)?;
+        Ok(store)
+    }
+
+    /// Rows of `@blocks` entities still kept as ORMDB rows, per entity (none once open
+    /// returned, unless the store is being migrated).
+    pub fn rows_to_migrate(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        migrate::pending(self)
     }
 
     /// The store's directory.

@@ -870,5 +870,10 @@ pub(crate) fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
         problems.push(format!("change feed ends at {next} but its head is {head}"));
     }
     problems.extend(super::blocks::verify(inner)?);
+    for (entity, rows) in super::migrate::pending(store)? {
+        problems.push(format!(
+            "{entity} is @blocks but {rows} of its rows are still ORMDB rows (not migrated)"
+        ));
+    }
     Ok(problems)
 }

@@ -9,6 +9,9 @@ use crate::store::{Inner, StoreError, Value};
 use std::ops::Bound;
 use std::sync::Arc;
 
+/// Called with each matching row's chosen values; returns false to stop.
+pub(crate) type OnRow<'a> = dyn FnMut(&BlockMeta, Vec<Value>) -> Result<bool, StoreError> + 'a;
+
 /// The blocks that may hold rows matching `q`, by what the catalog knows.
 fn candidates(inner: &Inner, e: &EntityLayout, q: &Query) -> Vec<Arc<BlockMeta>> {
     let keys = e.blocks.as_ref().expect("a @blocks entity");
@@ -55,7 +58,7 @@ pub(crate) fn scan(
     e: &EntityLayout,
     q: &Query,
     cols: &[usize],
-    f: &mut dyn FnMut(&BlockMeta, Vec<Value>) -> Result<bool, StoreError>,
+    f: &mut OnRow<'_>,
     stop_before: &mut dyn FnMut(&BlockMeta) -> bool,
 ) -> Result<(), StoreError> {
     let preds = Pred::of(e, q)?;

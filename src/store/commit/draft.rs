@@ -6,6 +6,7 @@
 use super::super::blocks::{codec, BlockChange, BlockMeta};
 use super::super::feed::{encode_feed_record, ChangeOp, FeedItem};
 use super::super::layout::{EntityLayout, Values};
+use super::super::migrate::{self, AdoptedRow, AdoptedSlot};
 use super::super::postings;
 use super::super::{
     StoreError, STMETA_LAST_COMMIT, STMETA_NEXT_BLOCK, STMETA_NEXT_SEQ, TREE_BLOCKS, TREE_DATA,
@@ -33,13 +34,14 @@ pub(super) struct Draft<'c> {
     blocks: BlockDraft,
 }
 
-/// The rows of `@blocks` entities this batch writes, by (entity number, block key), and the
-/// stored blocks it takes rows out of (updates and deletes rewrite their block).
+/// The rows of `@blocks` entities this batch writes, by (entity number, block key, and for
+/// adopted rows their day: see `store::migrate`), and the stored blocks it takes rows out of
+/// (updates and deletes rewrite their block).
 #[derive(Default)]
 struct BlockDraft {
-    rows: BTreeMap<(u16, Vec<u8>), Vec<Option<Values>>>,
+    rows: BTreeMap<AdoptedSlot, Vec<Option<Values>>>,
     /// Where a row of this batch is in `rows`.
-    at: HashMap<[u8; 16], ((u16, Vec<u8>), usize)>,
+    at: HashMap<[u8; 16], (AdoptedSlot, usize)>,
     /// Stored blocks losing rows, with the ids that leave.
     leaving: BTreeMap<u64, (u16, HashSet<[u8; 16]>)>,
     changes: Vec<BlockChange>,
@@ -90,6 +92,9 @@ impl<'c> Draft<'c> {
         }
         for m in &batch.merges {
             self.merge(m)?;
+        }
+        for row in &batch.adopted {
+            self.adopt(row)?;
         }
         self.seal_blocks()?;
         Ok(self.finish())
@@ -447,7 +452,7 @@ impl<'c> Draft<'c> {
             }
         }
         if let Some(values) = new {
-            let slot_key = (entity.no, keys.key_of(values));
+            let slot_key = (entity.no, keys.key_of(values), None);
             let rows = self.blocks.rows.entry(slot_key.clone()).or_default();
             rows.push(Some(values.clone()));
             self.blocks.at.insert(id, (slot_key, rows.len() - 1));
@@ -475,14 +480,14 @@ impl<'c> Draft<'c> {
                 if !leaving.contains(&e.id_of(&values)) {
                     self.blocks
                         .rows
-                        .entry((entity_no, keys.key_of(&values)))
+                        .entry((entity_no, keys.key_of(&values), None))
                         .or_default()
                         .push(Some(values));
                 }
             }
             self.unregister(keys, no)?;
         }
-        for ((entity_no, _), rows) in std::mem::take(&mut self.blocks.rows) {
+        for ((entity_no, _, _), rows) in std::mem::take(&mut self.blocks.rows) {
             let rows: Vec<Values> = rows.into_iter().flatten().collect();
             if rows.is_empty() {
                 continue;
@@ -490,6 +495,53 @@ impl<'c> Draft<'c> {
             let e = layout.by_no(entity_no).expect("entity of a drafted block");
             self.register(e, &rows)?;
         }
+        Ok(())
+    }
+
+    /// An ORMDB row of a `@blocks` entity moved into this batch's blocks (see
+    /// `store::migrate`): its id and values as they are, no change-feed entry, and every
+    /// trace of the ORMDB row removed in the same write.
+    fn adopt(&mut self, row: &AdoptedRow) -> Result<(), StoreError> {
+        let e = self
+            .c
+            .inner
+            .layout
+            .by_no(row.entity_no)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("adopted row names entity #{}", row.entity_no),
+            })?;
+        let keys = e.blocks.as_ref().ok_or_else(|| {
+            StoreError::Schema(format!(
+                "{} is not @blocks: its rows cannot move into blocks",
+                e.name
+            ))
+        })?;
+        self.ops.extend(migrate::removals(e, row));
+        let Some(values) = &row.values else {
+            return Ok(());
+        };
+        if let RowState::Live { .. } = self.lookup(&row.id, e, false)? {
+            // Cannot happen while open migrates before anything else writes; if it did,
+            // neither copy is dropped silently.
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "{} row {} is stored both as an ORMDB row and in a block",
+                    e.name,
+                    uuid::Uuid::from_bytes(row.id)
+                ),
+            });
+        }
+        let slot = migrate::slot_of(e, keys, values);
+        let rows = self.blocks.rows.entry(slot.clone()).or_default();
+        rows.push(Some(values.clone()));
+        self.blocks.at.insert(row.id, (slot, rows.len() - 1));
+        self.local.insert(
+            row.id,
+            RowState::Live {
+                version: self.now as u64,
+                values: Arc::new(values.clone()),
+            },
+        );
         Ok(())
     }
 
