@@ -14,9 +14,11 @@
 //! Who owns what: [`config`] (connector.toml, environment, flags, validation), [`schema`]
 //! (schema.ormdb -> ormdb-core catalog), [`metrics`] (the Prometheus registry), [`produce`]
 //! and [`demo`] (the `produce` and `demo` commands), [`synth`] (seed-shaped synthetic events
-//! for the demo, tests and benchmarks), `fault` (test-only fault injection, feature
-//! `fault-injection`).
+//! for the demo, tests and benchmarks), [`cache`] (the one budgeted in-memory cache type,
+//! which the store, stats and gateway caches are made of), `fault` (test-only fault
+//! injection, feature `fault-injection`).
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod demo;

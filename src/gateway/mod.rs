@@ -74,13 +74,13 @@ impl GatewayState {
     pub fn new(store: Store, stats: StatsReader, cfg: Config, metrics: Arc<Metrics>) -> Self {
         GatewayState {
             auth: Arc::new(Auth::new(&cfg.auth)),
+            push_cache: ws::PushCache::new(cfg.gateway.push_read_shared_for()),
             store,
             stats,
             cfg: Arc::new(cfg),
             metrics,
             live: tokio::sync::broadcast::channel(1).0,
             shutdown: CancellationToken::new(),
-            push_cache: ws::PushCache::default(),
             sessions: ws::Sessions::default(),
         }
     }

@@ -5,10 +5,10 @@ use super::bucket::{utc_day_hour, RollupKey, ALL_TYPES, DAILY, NAMES, ROLLUP_ENT
 use super::realtime::WindowValues;
 use super::sketch::{Uniq, UniqUnion};
 use super::StatsError;
+use crate::cache::{BudgetCache, Eviction};
 use crate::store::{Order, Query, Row, Store, Value};
 use chrono::NaiveDate;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -93,20 +93,28 @@ pub struct StatsReader {
 /// A rollup row's distinct users and sessions.
 type UniqStates = (Uniq, Uniq);
 
-/// Decoded [`UniqStates`] by row id and version, shared by a reader's clones; over
-/// [`STATE_CACHE_BYTES`] it is emptied (rows are decoded again on their next read).
-#[derive(Clone, Default)]
-struct StateCache(Arc<Mutex<(StatesById, usize)>>);
+/// Decoded [`UniqStates`] by row id, with the row version they were decoded from, shared
+/// by a reader's clones; over [`STATE_CACHE_BYTES`] the states kept longest ago go (rows
+/// are decoded again on their next read).
+#[derive(Clone)]
+struct StateCache(Arc<Mutex<BudgetCache<[u8; 16], VersionedStates>>>);
 
-/// Row id -> (version, its decoded states).
-type StatesById = HashMap<[u8; 16], (u64, Arc<UniqStates>)>;
+/// A row version and the states decoded from it.
+type VersionedStates = (u64, Arc<UniqStates>);
 
 const STATE_CACHE_BYTES: usize = 64 << 20;
 
+impl Default for StateCache {
+    fn default() -> Self {
+        let cache = BudgetCache::new(STATE_CACHE_BYTES, Eviction::Fifo);
+        StateCache(Arc::new(Mutex::new(cache)))
+    }
+}
+
 impl StateCache {
     fn get(&self, id: &[u8; 16], version: u64) -> Option<Arc<UniqStates>> {
-        let map = self.0.lock();
-        map.0
+        let mut cache = self.0.lock();
+        cache
             .get(id)
             .filter(|(v, _)| *v == version)
             .map(|(_, s)| s.clone())
@@ -114,15 +122,7 @@ impl StateCache {
 
     fn keep(&self, id: [u8; 16], version: u64, states: Arc<UniqStates>) {
         let size = 64 + states.0.memory_bytes() + states.1.memory_bytes();
-        let mut map = self.0.lock();
-        if map.1 + size > STATE_CACHE_BYTES {
-            map.0.clear();
-            map.1 = 0;
-        }
-        if let Some((_, old)) = map.0.insert(id, (version, states)) {
-            map.1 -= 64 + old.0.memory_bytes() + old.1.memory_bytes();
-        }
-        map.1 += size;
+        self.0.lock().insert(id, (version, states), size);
     }
 }
 

@@ -7,9 +7,12 @@
 //! from sled only if no batch was applied meanwhile (else that batch may have changed the
 //! row after the read, and the invalidation already ran). So the cache never serves a value
 //! older than sled's, and a read after a write's acknowledgement sees the write.
+//!
+//! The rows are kept in a FIFO [`BudgetCache`] of `capacity_bytes` (a row weighs its record
+//! bytes plus [`ROW_OVERHEAD`]).
 
+use crate::cache::{BudgetCache, Eviction};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -23,10 +26,11 @@ pub(crate) struct RowCache {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
+/// What a cached row weighs beyond its record bytes (key, version, map entry).
+const ROW_OVERHEAD: usize = 64;
+
 struct State {
-    rows: HashMap<[u8; 16], Cached>,
-    bytes: usize,
+    rows: BudgetCache<[u8; 16], Cached>,
     /// Batches applied so far (see the module comment).
     epoch: u64,
 }
@@ -41,7 +45,10 @@ impl RowCache {
         RowCache {
             enabled: (0..entities).map(|_| AtomicBool::new(false)).collect(),
             capacity_bytes,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                rows: BudgetCache::new(capacity_bytes, Eviction::Fifo),
+                epoch: 0,
+            }),
         }
     }
 
@@ -61,7 +68,7 @@ impl RowCache {
 
     /// The cached bytes of `id`, or what a reader needs to [`RowCache::keep`] what it reads.
     pub fn get(&self, id: &[u8; 16]) -> Result<Cached, Miss> {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         match state.rows.get(id) {
             Some(c) => Ok(c.clone()),
             None => Err(Miss { epoch: state.epoch }),
@@ -69,21 +76,14 @@ impl RowCache {
     }
 
     /// Keeps what a reader read from sled after `miss`, unless a batch was applied since.
-    /// Over capacity the whole cache is dropped (rows come back on their next read).
+    /// Over capacity the rows kept longest ago go (they come back on their next read).
     pub fn keep(&self, miss: Miss, id: [u8; 16], value: Cached) {
         let mut state = self.state.lock();
         if state.epoch != miss.epoch {
             return;
         }
-        let size = 64 + value.as_ref().map_or(0, |(_, v)| v.len());
-        if state.bytes + size > self.capacity_bytes {
-            state.rows.clear();
-            state.bytes = 0;
-        }
-        if let Some(old) = state.rows.insert(id, value) {
-            state.bytes -= 64 + old.map_or(0, |(_, v)| v.len());
-        }
-        state.bytes += size;
+        let size = ROW_OVERHEAD + value.as_ref().map_or(0, |(_, v)| v.len());
+        state.rows.insert(id, value, size);
     }
 
     /// Called by the apply thread once a batch is in sled, before it is acknowledged.
@@ -94,9 +94,50 @@ impl RowCache {
             return;
         }
         for id in ids {
-            if let Some(old) = state.rows.remove(id) {
-                state.bytes -= 64 + old.map_or(0, |(_, v)| v.len());
-            }
+            state.rows.remove(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(version: u64) -> Cached {
+        Some((version, Arc::from(&b"record"[..])))
+    }
+
+    #[test]
+    fn a_read_is_kept_only_if_no_batch_was_applied_since_its_miss() {
+        let cache = RowCache::new(1, 1 << 20);
+        let Err(miss) = cache.get(&[1; 16]) else {
+            panic!("hit on an empty cache");
+        };
+        cache.keep(miss, [1; 16], row(1));
+        assert_eq!(cache.get(&[1; 16]).ok(), Some(row(1)));
+
+        let Err(miss) = cache.get(&[2; 16]) else {
+            panic!("hit on a row never kept");
+        };
+        cache.invalidate([[9; 16]].iter());
+        cache.keep(miss, [2; 16], row(1));
+        assert!(
+            cache.get(&[2; 16]).is_err(),
+            "kept a read older than a batch"
+        );
+
+        cache.invalidate([[1; 16]].iter());
+        assert!(cache.get(&[1; 16]).is_err(), "served an invalidated row");
+    }
+
+    #[test]
+    fn entities_are_cached_only_when_enabled_with_a_budget() {
+        let cache = RowCache::new(2, 1 << 20);
+        cache.enable(1);
+        cache.enable(7);
+        assert_eq!((cache.enabled(0), cache.enabled(1)), (false, true));
+        let no_budget = RowCache::new(2, 0);
+        no_budget.enable(1);
+        assert!(!no_budget.enabled(1));
     }
 }

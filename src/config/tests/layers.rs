@@ -327,3 +327,27 @@ fn several_errors_are_reported_together() {
     assert_eq!(errors.len(), 2);
     assert_contains(&e.to_string(), &["store.cache_mb", "log.format"]);
 }
+
+#[test]
+fn a_bad_value_is_reported_even_where_a_higher_layer_overrides_it() {
+    let (path, e) = err(
+        "[kafka]\nsession_timeout_ms = \"abc\"\n",
+        &[("STREAMTALLY__KAFKA__SESSION_TIMEOUT_MS", "x")],
+        &[("kafka.session_timeout_ms", "6000")],
+    );
+    let ConfigError::Many(errors) = &e else {
+        panic!("expected Many, got {e:?}");
+    };
+    assert_eq!(errors.len(), 2, "{e}");
+    assert_contains(
+        &errors[0].to_string(),
+        &["kafka.session_timeout_ms = \"abc\"", &path],
+    );
+    assert_contains(
+        &errors[1].to_string(),
+        &[
+            "kafka.session_timeout_ms = \"x\"",
+            "STREAMTALLY__KAFKA__SESSION_TIMEOUT_MS",
+        ],
+    );
+}

@@ -7,52 +7,56 @@ use super::super::error::ApiError;
 use super::super::params::{fmt_time, ViewSpec, TOP_EVENTS_LIMIT};
 use super::super::wire::{CountersBody, TimeseriesBody, TopEventsBody, UniqueUsersBody, ViewOut};
 use super::super::{blocking, GatewayState};
+use crate::cache::{BudgetCache, Eviction};
 use crate::stats::query::Point;
-use std::collections::HashMap;
+use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// What WebSocket pushes read, shared by all sessions for half a push interval: the
 /// counters per org, and each view's data (points, top events, unique users) per org and
 /// view.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PushCache {
     counters: Shared<Uuid, CountersBody>,
     views: Shared<String, ViewData>,
 }
 
-/// Values with the time they were read, shared between sessions.
-#[derive(Clone)]
-struct Shared<K, V>(Arc<parking_lot::Mutex<HashMap<K, (Instant, V)>>>);
-
-impl<K, V> Default for Shared<K, V> {
-    fn default() -> Self {
-        Shared(Arc::default())
+impl PushCache {
+    /// Reads are shared for `fresh_for` (see [`GatewayConfig::push_read_shared_for`]).
+    ///
+    /// [`GatewayConfig::push_read_shared_for`]: crate::config::GatewayConfig::push_read_shared_for
+    pub fn new(fresh_for: Duration) -> Self {
+        PushCache {
+            counters: Shared::new(fresh_for),
+            views: Shared::new(fresh_for),
+        }
     }
 }
+
+/// Values read less than a while ago, shared between sessions: at most [`MAX_CACHED`]
+/// keys, the oldest read going first.
+#[derive(Clone)]
+struct Shared<K, V>(Arc<Mutex<BudgetCache<K, V>>>);
 
 /// Keys cached at most per kind (custom ranges make view keys without end).
 const MAX_CACHED: usize = 4096;
 
-impl<K: std::hash::Hash + Eq, V: Clone> Shared<K, V> {
-    /// The value read less than `fresh_for` ago, if any.
-    fn fresh(&self, key: &K, fresh_for: Duration) -> Option<V> {
-        let map = self.0.lock();
-        let (at, v) = map.get(key)?;
-        (at.elapsed() < fresh_for).then(|| v.clone())
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Shared<K, V> {
+    fn new(fresh_for: Duration) -> Self {
+        let cache = BudgetCache::new(MAX_CACHED, Eviction::Fifo).with_ttl(fresh_for);
+        Shared(Arc::new(Mutex::new(cache)))
     }
 
-    /// Keeps `v` as read now; at [`MAX_CACHED`] keys the stale ones go first (then all).
-    fn put(&self, key: K, v: V, fresh_for: Duration) {
-        let mut map = self.0.lock();
-        if map.len() >= MAX_CACHED {
-            map.retain(|_, (at, _)| at.elapsed() < fresh_for);
-            if map.len() >= MAX_CACHED {
-                map.clear();
-            }
-        }
-        map.insert(key, (Instant::now(), v));
+    /// The value read less than the freshness interval ago, if any.
+    fn fresh(&self, key: &K) -> Option<V> {
+        self.0.lock().get(key).cloned()
+    }
+
+    /// Keeps `v` as read now (each key weighs 1 of the [`MAX_CACHED`] budget).
+    fn put(&self, key: K, v: V) {
+        self.0.lock().insert(key, v, 1);
     }
 }
 
@@ -135,15 +139,10 @@ impl ViewData {
     }
 }
 
-/// How long a read is shared by the sessions: half a push interval.
-fn fresh_for(st: &GatewayState) -> Duration {
-    st.cfg.gateway.push_read_shared_for()
-}
-
-/// The org's counters, read at most once per [`fresh_for`] for all its sessions.
+/// The org's counters, read at most once per push-read interval for all its sessions.
 pub(super) async fn counters(st: &GatewayState, org: Uuid) -> Result<CountersBody, ApiError> {
     let cache = &st.push_cache.counters;
-    if let Some(c) = cache.fresh(&org, fresh_for(st)) {
+    if let Some(c) = cache.fresh(&org) {
         return Ok(c);
     }
     let stats = st.stats.clone();
@@ -151,11 +150,12 @@ pub(super) async fn counters(st: &GatewayState, org: Uuid) -> Result<CountersBod
     let now = chrono::Utc::now().timestamp_micros();
     let c = blocking(move || stats.counters(*org.as_bytes(), &windows, now)).await??;
     let c = CountersBody::new(org, &c);
-    cache.put(org, c.clone(), fresh_for(st));
+    cache.put(org, c.clone());
     Ok(c)
 }
 
-/// The view's data, read at most once per [`fresh_for`] for all sessions with the same view.
+/// The view's data, read at most once per push-read interval for all sessions with the
+/// same view.
 pub(super) async fn view_data(
     st: &GatewayState,
     org: Uuid,
@@ -163,11 +163,11 @@ pub(super) async fn view_data(
 ) -> Result<ViewData, ApiError> {
     let cache = &st.push_cache.views;
     let key = view.cache_key(org);
-    if let Some(d) = cache.fresh(&key, fresh_for(st)) {
+    if let Some(d) = cache.fresh(&key) {
         return Ok(d);
     }
     let data = read_view(st, org, view).await?;
-    cache.put(key, data.clone(), fresh_for(st));
+    cache.put(key, data.clone());
     Ok(data)
 }
 
