@@ -3,62 +3,35 @@
 
 use super::codec::BlockReader;
 use super::{BlockFiles, BlockMeta};
+use crate::cache::{BudgetCache, Eviction};
 use crate::store::layout::{EntityLayout, Values};
 use crate::store::StoreError;
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 pub(crate) struct BlockCache {
-    budget: usize,
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    bytes: usize,
-    blocks: HashMap<u64, Arc<Vec<u8>>>,
-    order: VecDeque<u64>,
+    blocks: Mutex<BudgetCache<u64, Arc<Vec<u8>>>>,
 }
 
 impl BlockCache {
     pub fn new(budget: usize) -> Self {
         BlockCache {
-            budget,
-            inner: Mutex::new(CacheInner::default()),
+            blocks: Mutex::new(BudgetCache::new(budget, Eviction::Lru)),
         }
     }
 
     /// The bytes of block `no`, from memory or its file.
     pub fn bytes(&self, files: &BlockFiles, no: u64) -> Result<Arc<Vec<u8>>, StoreError> {
-        if let Some(b) = self.inner.lock().blocks.get(&no) {
+        if let Some(b) = self.blocks.lock().get(&no) {
             return Ok(b.clone());
         }
         let bytes = Arc::new(files.read(no)?);
-        if bytes.len() <= self.budget / 4 {
-            let mut c = self.inner.lock();
-            if c.blocks.insert(no, bytes.clone()).is_none() {
-                c.bytes += bytes.len();
-                c.order.push_back(no);
-            }
-            while c.bytes > self.budget {
-                let Some(old) = c.order.pop_front() else {
-                    break;
-                };
-                if let Some(b) = c.blocks.remove(&old) {
-                    c.bytes -= b.len();
-                }
-            }
-        }
+        self.blocks.lock().insert(no, bytes.clone(), bytes.len());
         Ok(bytes)
     }
 
     pub fn forget(&self, no: u64) {
-        let mut c = self.inner.lock();
-        if let Some(b) = c.blocks.remove(&no) {
-            c.bytes -= b.len();
-            c.order.retain(|n| *n != no);
-        }
+        self.blocks.lock().remove(&no);
     }
 }
 
