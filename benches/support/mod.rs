@@ -14,6 +14,24 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// An on/off switch: `--name` turns it on, `--no-name` off (the last one given wins);
+/// `default` when neither is given.
+pub fn switch(name: &str, default: bool) -> bool {
+    let (on, off) = (format!("--{name}"), format!("--no-{name}"));
+    std::env::args()
+        .rev()
+        .find_map(|a| {
+            if a == on {
+                Some(true)
+            } else if a == off {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(default)
+}
+
 /// The synthetic id shape named by `--ids v4|v7` (default v4: random ids).
 pub fn ids_arg() -> streamtally::synth::SynthIds {
     let args: Vec<String> = std::env::args().collect();
