@@ -67,3 +67,25 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
+
+/// Events `from..to` of `cfg` as one write, the way ingest writes them: each row with its
+/// topic, partition (of 6) and offset, and the partitions' offsets advanced to `to / 6`.
+pub fn event_batch(
+    cfg: &streamtally::synth::SynthConfig,
+    from: u64,
+    to: u64,
+) -> streamtally::store::WriteBatch {
+    use streamtally::store::Value;
+    let mut b = streamtally::store::WriteBatch::new();
+    for i in from..to {
+        let mut row = streamtally::synth::SynthEvent::generate(cfg, i).to_row();
+        row.set("topic", Value::String("events".into()));
+        row.set("partition", Value::Int32((i % 6) as i32));
+        row.set("offset", Value::Int64((i / 6) as i64));
+        b.insert("Event", row);
+    }
+    for p in 0..6 {
+        b.set_offset("events", p, (to / 6) as i64);
+    }
+    b
+}
