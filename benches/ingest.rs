@@ -1,7 +1,10 @@
-//! `cargo bench --bench ingest -- --events N [--ids v4|v7]`: ~300-byte seed-shaped JSON events on 6
-//! partitions of an out-of-process Tansu broker (or KAFKA_BOOTSTRAP_SERVERS). In one run:
-//! (a) the raw-consume ceiling, an rdkafka consumer that only counts; (b) streamtally from an
-//! empty store to every event durable and its offsets committed. Last stdout line is JSON.
+//! `cargo bench --bench ingest -- --events N [--ids v4|v7] [--stats|--no-stats]`: ~300-byte
+//! seed-shaped JSON events on 6 partitions of an out-of-process Tansu broker (or
+//! KAFKA_BOOTSTRAP_SERVERS). In one run: (a) the raw-consume ceiling, an rdkafka consumer that
+//! only counts; (b) streamtally from an empty store to every event durable and its offsets
+//! committed, with the stats workers (rollups, real-time counters) and the gateway running
+//! beside ingest as `streamtally run` starts them (`app::Services`); `--no-stats` leaves the
+//! stats workers out (`stats.enabled = false`). Last stdout line is JSON.
 
 #[path = "../tests/common/broker.rs"]
 mod broker;
@@ -10,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, ids_arg, peak_rss_mb};
+use common::{arg, ids_arg, peak_rss_mb, switch};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -64,6 +67,7 @@ fn histogram_p99(text: &str, name: &str) -> f64 {
 
 fn main() {
     let n = arg("--events", 1_000_000);
+    let stats = switch("stats", true);
     let broker = broker::TestBroker::end_to_end();
     eprintln!(
         "ingest bench: broker {} at {}",
@@ -122,7 +126,8 @@ fn main() {
     drop(consumer);
     eprintln!("ingest bench: ceiling {ceiling:.0} events/s ({seen} read)");
 
-    // (b) streamtally: empty store -> every event durable and committed.
+    // (b) streamtally: empty store -> every event durable and committed, with the stats
+    // workers and the gateway started as `streamtally run` starts them.
     let dir = tempfile::tempdir().expect("temp dir");
     let mut conf = streamtally::config::Config::default();
     conf.kafka.brokers = broker.bootstrap.clone();
@@ -130,21 +135,47 @@ fn main() {
     conf.kafka.group_id = broker::random_name("streamtally");
     conf.kafka.session_timeout_ms = 6000;
     conf.store.path = dir.path().to_path_buf();
+    conf.stats.enabled = stats;
+    conf.gateway.listen = "127.0.0.1:0".parse().expect("addr");
+    conf.auth.enabled = false;
     let schema = Schema::parse(include_str!("../schema.ormdb")).expect("schema");
     let store = Store::open(StoreOptions::from_config(&conf.store), &schema).expect("store");
     let metrics = Arc::new(streamtally::metrics::Metrics::new());
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let services = streamtally::app::Services::start(
+        conf.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .expect("services");
+    eprintln!(
+        "ingest bench: stats workers {}",
+        if stats { "running" } else { "off (--no-stats)" }
+    );
     let ingest =
         streamtally::ingest::Ingest::new(conf, store.clone(), metrics.clone(), shutdown.clone());
     let t = Instant::now();
     let thread = std::thread::spawn(move || ingest.run());
     let mut last_report = Instant::now();
+    // The rate of the tail of the run: the last 500,000 events, or in a run of fewer than 1M
+    // events the second half. Measured between two polls of the stored offsets: the last
+    // one that had at most `n - tail` events stored, and the first that had all `n`.
+    let tail = if n >= 1_000_000 { 500_000 } else { n / 2 };
+    let mut tail_start = (0i64, t);
+    let tail_end;
     loop {
         let stored: i64 = (0..PARTITIONS)
             .map(|p| store.offset(&topic, p).unwrap().unwrap_or(0))
             .sum();
-        if stored as u64 >= n || t.elapsed() > Duration::from_secs(3600) {
+        let now = Instant::now();
+        // A failed stats worker cancels the token, which stops ingest too.
+        if stored as u64 >= n || thread.is_finished() || t.elapsed() > Duration::from_secs(3600) {
+            tail_end = (stored, now);
             break;
+        }
+        if stored as u64 <= n - tail {
+            tail_start = (stored, now);
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!(
@@ -156,25 +187,48 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     shutdown.cancel();
-    thread
-        .join()
-        .expect("ingest thread")
-        .expect("ingest ran cleanly");
+    let ingest_result = thread.join().expect("ingest thread");
+    if stats {
+        eprintln!(
+            "ingest bench: at stop the rollup cursor was at {} of feed head {}",
+            store
+                .cursor(streamtally::stats::ROLLUP_CURSOR)
+                .ok()
+                .flatten()
+                .unwrap_or(0),
+            store.feed_head()
+        );
+    }
+    let services_result = services.join();
+    ingest_result.expect("ingest ran cleanly");
+    services_result.expect("stats workers and gateway stopped cleanly");
     let secs = t.elapsed().as_secs_f64();
     let events_per_sec = n as f64 / secs;
+    let events_per_sec_last_500k =
+        (tail_end.0 - tail_start.0) as f64 / (tail_end.1 - tail_start.1).as_secs_f64().max(1e-9);
     let flush_p99_ms = histogram_p99(&metrics.encode(), "streamtally_flush_seconds") * 1000.0;
+    // Before the check below, which adds its own id set to the process's memory.
+    let peak_rss_mb = peak_rss_mb();
 
-    let rows = store.scan_all("Event").expect("scan");
-    let ids: HashSet<[u8; 16]> = rows.iter().filter_map(|r| r.id()).collect();
+    // Every event exactly once: ids streamed from the store, not collected as rows.
+    let mut ids: HashSet<[u8; 16]> = HashSet::with_capacity(n as usize);
+    let mut rows = 0usize;
+    store
+        .for_each_row("Event", |r| {
+            rows += 1;
+            if let Some(id) = r.id() {
+                ids.insert(id);
+            }
+        })
+        .expect("scan");
     let missing = (0..n)
         .filter(|i| !ids.contains(&SynthEvent::generate(&cfg, *i).id))
         .count();
-    let duplicates = rows.len() - (n as usize - missing);
+    let duplicates = rows - (n as usize - missing);
     store.close().expect("close");
     println!(
-        "{{\"bench\":\"ingest\",\"events\":{n},\"events_per_sec\":{events_per_sec:.0},\"ceiling_events_per_sec\":{ceiling:.0},\"ratio\":{:.3},\"flush_p99_ms\":{flush_p99_ms:.1},\"peak_rss_mb\":{:.1},\"missing\":{missing},\"duplicates\":{duplicates},\"broker\":\"{}\",\"ids\":\"{}\"}}",
+        "{{\"bench\":\"ingest\",\"events\":{n},\"events_per_sec\":{events_per_sec:.0},\"events_per_sec_last_500k\":{events_per_sec_last_500k:.0},\"ceiling_events_per_sec\":{ceiling:.0},\"ratio\":{:.3},\"flush_p99_ms\":{flush_p99_ms:.1},\"peak_rss_mb\":{peak_rss_mb:.1},\"missing\":{missing},\"duplicates\":{duplicates},\"stats\":{stats},\"broker\":\"{}\",\"ids\":\"{}\"}}",
         events_per_sec / ceiling,
-        peak_rss_mb(),
         broker.kind,
         cfg.ids.name()
     );

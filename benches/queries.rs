@@ -1,11 +1,13 @@
-//! `cargo bench --bench queries -- --events N --days D`: seed-shaped events over D days and
-//! 20 orgs written through the store layer (the ingest write path without Kafka), the stats
+//! `cargo bench --bench queries -- --events N --days D` (the full size: `--events 10000000
+//! --days 30`): seed-shaped events over D days and 20 orgs written through the store layer
+//! (the ingest write path without Kafka: durable batches of 1000 from 4 writer threads, each
+//! event generated when its batch is built, so memory does not grow with N), the stats
 //! workers catch up (timed), then each dashboard query runs 200 times. The last stdout line
 //! is JSON.
 
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, percentile};
+use common::{arg, event_batch, peak_rss_mb, percentile};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,8 +16,8 @@ use streamtally::schema::Schema;
 use streamtally::stats::query::{Granularity, StatsReader};
 use streamtally::stats::realtime::{RealtimeOptions, RealtimeWorker, SystemClock};
 use streamtally::stats::rollup::{RollupOptions, RollupWorker};
-use streamtally::store::{Store, StoreOptions, WriteBatch};
-use streamtally::synth::{SynthConfig, SynthEvent};
+use streamtally::store::{Store, StoreOptions};
+use streamtally::synth::SynthConfig;
 
 const BATCH: u64 = 1000;
 const WRITERS: usize = 4;
@@ -48,10 +50,7 @@ fn main() {
                 if from >= events {
                     break;
                 }
-                let mut batch = WriteBatch::new();
-                for i in from..(from + BATCH).min(events) {
-                    batch.insert("Event", SynthEvent::generate(&cfg, i).to_row());
-                }
+                let batch = event_batch(&cfg, from, (from + BATCH).min(events));
                 store.write_blocking(batch).expect("durable batch write");
                 if (from + BATCH).is_multiple_of(100_000) {
                     eprintln!(
@@ -64,8 +63,9 @@ fn main() {
         }
     });
     eprintln!(
-        "ingested {events} events in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "ingested {events} events in {:.1} s (peak RSS so far {:.0} MB)",
+        started.elapsed().as_secs_f64(),
+        peak_rss_mb()
     );
 
     // Stats catch-up: the rollup worker applies the whole feed from its cursor.
@@ -75,7 +75,11 @@ fn main() {
     let applied = rt.block_on(rollups.catch_up()).expect("catch up");
     let catchup = started.elapsed().as_secs_f64();
     let catchup_eps = events as f64 / catchup;
-    eprintln!("rollups caught up: {applied} changes in {catchup:.1} s ({catchup_eps:.0} events/s)");
+    eprintln!(
+        "rollups caught up: {applied} changes in {catchup:.1} s ({catchup_eps:.0} events/s; \
+         peak RSS so far {:.0} MB)",
+        peak_rss_mb()
+    );
     let mut realtime = RealtimeWorker::new(
         store.clone(),
         RealtimeOptions::default(),

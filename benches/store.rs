@@ -4,12 +4,12 @@
 
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, ids_arg, peak_rss_mb, percentile};
+use common::{arg, event_batch, ids_arg, peak_rss_mb, percentile};
 
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 use streamtally::schema::Schema;
-use streamtally::store::{Query, Store, StoreOptions, Value, WriteBatch};
+use streamtally::store::{Query, Store, StoreOptions, Value};
 use streamtally::synth::{SynthConfig, SynthEvent};
 
 const BATCH: usize = 1000;
@@ -26,21 +26,6 @@ fn median_ms(mut f: impl FnMut(), runs: usize) -> f64 {
         .collect();
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
     percentile(&t, 0.5)
-}
-
-fn event_batch(cfg: &SynthConfig, from: u64, to: u64) -> WriteBatch {
-    let mut b = WriteBatch::new();
-    for i in from..to {
-        let mut row = SynthEvent::generate(cfg, i).to_row();
-        row.set("topic", Value::String("events".into()));
-        row.set("partition", Value::Int32((i % 6) as i32));
-        row.set("offset", Value::Int64((i / 6) as i64));
-        b.insert("Event", row);
-    }
-    for p in 0..6 {
-        b.set_offset("events", p, (to / 6) as i64);
-    }
-    b
 }
 
 fn ormdb_typed(cfg: &SynthConfig, n: u64) -> f64 {

@@ -14,6 +14,24 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// An on/off switch: `--name` turns it on, `--no-name` off (the last one given wins);
+/// `default` when neither is given.
+pub fn switch(name: &str, default: bool) -> bool {
+    let (on, off) = (format!("--{name}"), format!("--no-{name}"));
+    std::env::args()
+        .rev()
+        .find_map(|a| {
+            if a == on {
+                Some(true)
+            } else if a == off {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(default)
+}
+
 /// The synthetic id shape named by `--ids v4|v7` (default v4: random ids).
 pub fn ids_arg() -> streamtally::synth::SynthIds {
     let args: Vec<String> = std::env::args().collect();
@@ -48,4 +66,26 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Events `from..to` of `cfg` as one write, the way ingest writes them: each row with its
+/// topic, partition (of 6) and offset, and the partitions' offsets advanced to `to / 6`.
+pub fn event_batch(
+    cfg: &streamtally::synth::SynthConfig,
+    from: u64,
+    to: u64,
+) -> streamtally::store::WriteBatch {
+    use streamtally::store::Value;
+    let mut b = streamtally::store::WriteBatch::new();
+    for i in from..to {
+        let mut row = streamtally::synth::SynthEvent::generate(cfg, i).to_row();
+        row.set("topic", Value::String("events".into()));
+        row.set("partition", Value::Int32((i % 6) as i32));
+        row.set("offset", Value::Int64((i / 6) as i64));
+        b.insert("Event", row);
+    }
+    for p in 0..6 {
+        b.set_offset("events", p, (to / 6) as i64);
+    }
+    b
 }
