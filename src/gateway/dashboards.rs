@@ -52,14 +52,19 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiError> {
-    let at = |f: &str| format!("widgets[{i}].{f}");
+/// `widgets[i].f`: the name a 400 gives a widget field.
+fn widget_field(i: usize, f: &str) -> String {
+    format!("widgets[{i}].{f}")
+}
+
+/// Widget `i` as an object with no fields but [`WIDGET_FIELDS`].
+fn widget_object(i: usize, w: &Json) -> Result<&Map<String, Json>, ApiError> {
     let Some(obj) = w.as_object() else {
         return Err(bad(&format!("widgets[{i}]"), w, "is not an object"));
     };
     if let Some(k) = obj.keys().find(|k| !WIDGET_FIELDS.contains(&k.as_str())) {
         return Err(bad(
-            &at(k),
+            &widget_field(i, k),
             &obj[k],
             &format!(
                 "is not a widget field (fields: {})",
@@ -67,71 +72,100 @@ fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiErro
             ),
         ));
     }
+    Ok(obj)
+}
+
+/// The widget's `id`: 1..=64 characters, no control characters, not in `ids` (it is added).
+fn widget_id(
+    i: usize,
+    obj: &Map<String, Json>,
+    ids: &mut HashSet<String>,
+) -> Result<String, ApiError> {
     let id = match obj.get("id") {
         Some(Json::String(s)) if has_control(s) => {
-            return Err(bad(&at("id"), &Json::String(s.clone()), CONTROL_CHARACTER))
+            return Err(bad(
+                &widget_field(i, "id"),
+                &Json::String(s.clone()),
+                CONTROL_CHARACTER,
+            ))
         }
         Some(Json::String(s)) if !s.is_empty() && s.chars().count() <= 64 => s.clone(),
         other => {
             return Err(bad(
-                &at("id"),
+                &widget_field(i, "id"),
                 other.unwrap_or(&Json::Null),
                 "is not a string of 1..=64 characters",
             ))
         }
     };
     if !ids.insert(id.clone()) {
-        return Err(bad(&at("id"), &json!(id), "is used by another widget"));
+        return Err(bad(
+            &widget_field(i, "id"),
+            &json!(id),
+            "is used by another widget",
+        ));
     }
-    let kind = match obj.get("kind") {
-        Some(Json::String(s)) if KINDS.contains(&s.as_str()) => s.clone(),
-        other => {
-            return Err(bad(
-                &at("kind"),
-                other.unwrap_or(&Json::Null),
-                "is not one of stat, line, bar, recent",
-            ))
-        }
-    };
-    let title = match obj.get("title") {
-        None | Some(Json::Null) => None,
-        Some(Json::String(s)) if has_control(s) => {
-            return Err(bad(
-                &at("title"),
-                &Json::String(s.clone()),
-                CONTROL_CHARACTER,
-            ))
-        }
-        Some(Json::String(s)) if s.chars().count() <= 200 => Some(s.clone()),
-        Some(other) => {
-            return Err(bad(
-                &at("title"),
-                other,
-                "is not a string of at most 200 characters",
-            ))
-        }
-    };
-    let metric = match (kind.as_str(), obj.get("metric")) {
-        ("stat", Some(Json::String(m))) if METRICS.contains(&m.as_str()) => Some(m.clone()),
-        ("stat", other) => {
-            return Err(bad(
-                &at("metric"),
-                other.unwrap_or(&Json::Null),
-                &format!(
-                    "is not a stat metric ({}); a stat widget needs one",
-                    METRICS.join(", ")
-                ),
-            ))
-        }
-        (_, None | Some(Json::Null)) => None,
-        (_, Some(other)) => {
-            return Err(bad(
-                &at("metric"),
-                other,
-                &format!("is only for stat widgets, not {kind}"),
-            ))
-        }
-    };
+    Ok(id)
+}
+
+/// The widget's `kind`, one of [`KINDS`].
+fn widget_kind(i: usize, obj: &Map<String, Json>) -> Result<String, ApiError> {
+    match obj.get("kind") {
+        Some(Json::String(s)) if KINDS.contains(&s.as_str()) => Ok(s.clone()),
+        other => Err(bad(
+            &widget_field(i, "kind"),
+            other.unwrap_or(&Json::Null),
+            "is not one of stat, line, bar, recent",
+        )),
+    }
+}
+
+/// The widget's optional `title`: at most 200 characters, no control characters.
+fn widget_title(i: usize, obj: &Map<String, Json>) -> Result<Option<String>, ApiError> {
+    match obj.get("title") {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) if has_control(s) => Err(bad(
+            &widget_field(i, "title"),
+            &Json::String(s.clone()),
+            CONTROL_CHARACTER,
+        )),
+        Some(Json::String(s)) if s.chars().count() <= 200 => Ok(Some(s.clone())),
+        Some(other) => Err(bad(
+            &widget_field(i, "title"),
+            other,
+            "is not a string of at most 200 characters",
+        )),
+    }
+}
+
+/// The widget's `metric`: one of [`METRICS`] for a stat widget, absent for any other kind.
+fn widget_metric(
+    i: usize,
+    obj: &Map<String, Json>,
+    kind: &str,
+) -> Result<Option<String>, ApiError> {
+    match (kind, obj.get("metric")) {
+        ("stat", Some(Json::String(m))) if METRICS.contains(&m.as_str()) => Ok(Some(m.clone())),
+        ("stat", other) => Err(bad(
+            &widget_field(i, "metric"),
+            other.unwrap_or(&Json::Null),
+            &format!(
+                "is not a stat metric ({}); a stat widget needs one",
+                METRICS.join(", ")
+            ),
+        )),
+        (_, None | Some(Json::Null)) => Ok(None),
+        (_, Some(other)) => Err(bad(
+            &widget_field(i, "metric"),
+            other,
+            &format!("is only for stat widgets, not {kind}"),
+        )),
+    }
+}
+
+/// The widget's place on the grid, `x`, `y`, `w` and `h`, each in its range, with the
+/// widget inside the [`GRID_COLUMNS`].
+fn widget_grid(i: usize, obj: &Map<String, Json>) -> Result<HashMap<&'static str, i64>, ApiError> {
     let mut grid = HashMap::new();
     for (f, min, max) in [
         ("x", 0, GRID_COLUMNS - 1),
@@ -146,7 +180,7 @@ fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiErro
             }
             _ => {
                 return Err(bad(
-                    &at(f),
+                    &widget_field(i, f),
                     v,
                     &format!("is not an integer in {min}..={max}"),
                 ))
@@ -155,7 +189,7 @@ fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiErro
     }
     if grid["x"] + grid["w"] > GRID_COLUMNS {
         return Err(bad(
-            &at("w"),
+            &widget_field(i, "w"),
             &json!(grid["w"]),
             &format!(
                 "does not fit: x ({}) + w must be <= {GRID_COLUMNS}",
@@ -163,6 +197,18 @@ fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiErro
             ),
         ));
     }
+    Ok(grid)
+}
+
+/// Validates widget `i` field by field (in the order of [`WIDGET_FIELDS`]) and returns it
+/// as stored: only the fields it has, an absent or null `title`/`metric` left out.
+fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiError> {
+    let obj = widget_object(i, w)?;
+    let id = widget_id(i, obj, ids)?;
+    let kind = widget_kind(i, obj)?;
+    let title = widget_title(i, obj)?;
+    let metric = widget_metric(i, obj, &kind)?;
+    let grid = widget_grid(i, obj)?;
     let mut out = Map::new();
     out.insert("id".into(), json!(id));
     out.insert("kind".into(), json!(kind));

@@ -46,37 +46,76 @@ pub fn readiness(
     let lag = m.total_lag.load(Ordering::Relaxed);
     let last_flush = m.last_flush_ok_ms.load(Ordering::Relaxed);
     let newest = m.newest_event_ms.load(Ordering::Relaxed);
-    let waiting = lag > 0;
-    let flush = if !waiting {
-        (true, "no events waiting".to_string())
-    } else if last_flush == 0 {
-        (false, format!("{lag} events waiting and no flush yet"))
-    } else {
-        let age = (now_ms - last_flush).max(0);
-        (
-            age as u64 <= r.max_flush_age_ms,
-            format!(
-                "last flush {age} ms ago with {lag} events waiting (max {} ms)",
-                r.max_flush_age_ms
-            ),
-        )
-    };
-    let freshness = if !waiting {
-        (true, "no events waiting".to_string())
-    } else if newest == 0 {
-        (false, format!("{lag} events waiting and none stored yet"))
-    } else {
-        let age = (now_ms - newest).max(0);
-        (
-            age as u64 <= r.max_freshness_ms,
-            format!(
-                "newest stored event is {age} ms old with {lag} events waiting (max {} ms)",
-                r.max_freshness_ms
-            ),
-        )
-    };
+    let waiting = Waiting { lag, now_ms };
+    vec![
+        Check {
+            name: "partitions_assigned",
+            ok: assigned > 0,
+            detail: format!("{assigned} partition(s) assigned"),
+        },
+        Check {
+            name: "lag",
+            ok: lag <= r.max_lag_events,
+            detail: format!("{lag} events behind (max {})", r.max_lag_events),
+        },
+        waiting.flush(last_flush, r.max_flush_age_ms),
+        waiting.freshness(newest, r.max_freshness_ms),
+        dead_letters(m, now_ms),
+        store(store_fatal),
+    ]
+}
+
+/// The consumer lag at `now_ms`: `flush` and `freshness` only bind while events wait.
+struct Waiting {
+    lag: u64,
+    now_ms: i64,
+}
+
+impl Waiting {
+    /// `flush`: the last successful flush (`last_flush`) is at most `max_ms` old.
+    fn flush(&self, last_flush: i64, max_ms: u64) -> Check {
+        self.check("flush", last_flush, max_ms, "no flush yet", |age| {
+            format!("last flush {age} ms ago")
+        })
+    }
+
+    /// `freshness`: the newest stored event time (`newest`) is at most `max_ms` old.
+    fn freshness(&self, newest: i64, max_ms: u64) -> Check {
+        self.check("freshness", newest, max_ms, "none stored yet", |age| {
+            format!("newest stored event is {age} ms old")
+        })
+    }
+
+    /// Condition `name`: while events wait, the time `at_ms` is at most `max_ms` old
+    /// (`at_ms` 0: not yet, which the detail says as `never`; `aged` words an age).
+    fn check(
+        &self,
+        name: &'static str,
+        at_ms: i64,
+        max_ms: u64,
+        never: &str,
+        aged: impl Fn(i64) -> String,
+    ) -> Check {
+        let lag = self.lag;
+        let (ok, detail) = if lag == 0 {
+            (true, "no events waiting".to_string())
+        } else if at_ms == 0 {
+            (false, format!("{lag} events waiting and {never}"))
+        } else {
+            let age = (self.now_ms - at_ms).max(0);
+            (
+                age as u64 <= max_ms,
+                format!("{} with {lag} events waiting (max {max_ms} ms)", aged(age)),
+            )
+        };
+        Check { name, ok, detail }
+    }
+}
+
+/// `dead_letters`: no partition waits at a record whose dead letter is unacknowledged.
+fn dead_letters(m: &Metrics, now_ms: i64) -> Check {
     let blocked = m.blocked_partitions();
-    let dead_letters = if blocked.is_empty() {
+    let detail = if blocked.is_empty() {
         "no partition waits for a dead letter".to_string()
     } else {
         blocked
@@ -95,41 +134,23 @@ pub fn readiness(
             .collect::<Vec<_>>()
             .join("; ")
     };
-    vec![
-        Check {
-            name: "partitions_assigned",
-            ok: assigned > 0,
-            detail: format!("{assigned} partition(s) assigned"),
+    Check {
+        name: "dead_letters",
+        ok: blocked.is_empty(),
+        detail,
+    }
+}
+
+/// `store`: the store accepts writes (`store_fatal`: why it does not).
+fn store(store_fatal: Option<&str>) -> Check {
+    Check {
+        name: "store",
+        ok: store_fatal.is_none(),
+        detail: match store_fatal {
+            None => "accepts writes".to_string(),
+            Some(why) => format!("refuses writes until reopened: {why}"),
         },
-        Check {
-            name: "lag",
-            ok: lag <= r.max_lag_events,
-            detail: format!("{lag} events behind (max {})", r.max_lag_events),
-        },
-        Check {
-            name: "flush",
-            ok: flush.0,
-            detail: flush.1,
-        },
-        Check {
-            name: "freshness",
-            ok: freshness.0,
-            detail: freshness.1,
-        },
-        Check {
-            name: "dead_letters",
-            ok: blocked.is_empty(),
-            detail: dead_letters,
-        },
-        Check {
-            name: "store",
-            ok: store_fatal.is_none(),
-            detail: match store_fatal {
-                None => "accepts writes".to_string(),
-                Some(why) => format!("refuses writes until reopened: {why}"),
-            },
-        },
-    ]
+    }
 }
 
 /// `GET /readyz`: 200 when every condition holds, else 503; the body lists them all and
