@@ -20,6 +20,9 @@ pub(crate) struct IdIndex {
     held: Mutex<Held>,
     window: Duration,
     max_ids: usize,
+    /// Whether every stored row's id is here (nothing forgotten yet): a miss is then
+    /// final, and reads need not scan the blocks.
+    complete: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -40,6 +43,7 @@ impl IdIndex {
             held: Mutex::default(),
             window,
             max_ids: max_ids.max(1),
+            complete: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -93,8 +97,20 @@ impl IdIndex {
         (!self.within_window(version, now_us) || held.ids > self.max_ids).then_some(no)
     }
 
+    /// Whether every stored row's id is in the index.
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Notes that some stored rows' ids are not in the index.
+    pub fn mark_incomplete(&self) {
+        self.complete
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Forgets block `no`'s `ids` (those still naming it).
     pub fn evict(&self, no: u64, ids: &[[u8; 16]]) {
+        self.mark_incomplete();
         {
             let mut map = self.map.write();
             for id in ids {

@@ -236,19 +236,32 @@ pub(crate) struct Blocks {
 }
 
 impl Blocks {
-    /// Applies the block changes of one applied commit to the catalog and id index.
+    /// Applies the block changes of one applied commit to the catalog and id index. The
+    /// catalog changes all at once (a merge's sources leave as its block arrives), and ids
+    /// point to their new blocks first: a reader never finds a row in no block.
     pub fn apply(&self, changes: &[BlockChange]) {
         for change in changes {
-            match change {
-                BlockChange::Added { meta, ids } => {
-                    self.ids.insert(ids, meta.no, meta.version);
-                    self.catalog.insert(meta.clone());
+            if let BlockChange::Added { meta, ids } = change {
+                self.ids.insert(ids, meta.no, meta.version);
+            }
+        }
+        {
+            let mut catalog = self.catalog.blocks.write();
+            for change in changes {
+                match change {
+                    BlockChange::Added { meta, .. } => {
+                        catalog.insert(meta.no, meta.clone());
+                    }
+                    BlockChange::Removed { no } => {
+                        catalog.remove(no);
+                    }
                 }
-                BlockChange::Removed { no } => {
-                    self.catalog.remove(*no);
-                    self.ids.forget_block(*no);
-                    self.cache.forget(*no);
-                }
+            }
+        }
+        for change in changes {
+            if let BlockChange::Removed { no } = change {
+                self.ids.forget_block(*no);
+                self.cache.forget(*no);
             }
         }
     }
@@ -289,8 +302,13 @@ impl Blocks {
                 .catalog
                 .select(e.no, |m| blocks.ids.within_window(m.version, now));
             recent.sort_by_key(|m| std::cmp::Reverse((m.version, m.no)));
+            let all = blocks.catalog.select(e.no, |_| true).len();
+            if recent.len() < all {
+                blocks.ids.mark_incomplete();
+            }
             for meta in recent {
                 if blocks.ids.len() >= opts.dedup_max_ids {
+                    blocks.ids.mark_incomplete();
                     break;
                 }
                 let bytes = blocks.files.read(meta.no)?;
@@ -339,6 +357,9 @@ impl super::Inner {
     ) -> Result<Option<(Arc<BlockMeta>, Values)>, StoreError> {
         if let Some(found) = self.recent_block_row(e, id)? {
             return Ok(Some(found));
+        }
+        if self.blocks.ids.is_complete() {
+            return Ok(None);
         }
         for meta in self.blocks.catalog.select(e.no, |_| true) {
             let bytes = match self.blocks.cache.bytes(&self.blocks.files, meta.no) {
