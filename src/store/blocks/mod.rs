@@ -240,16 +240,14 @@ impl Blocks {
     /// catalog changes all at once (a merge's sources leave as its block arrives), and ids
     /// point to their new blocks first: a reader never finds a row in no block.
     pub fn apply(&self, changes: &[BlockChange]) {
-        for change in changes {
-            if let BlockChange::Added { meta, ids } = change {
-                self.ids.insert(ids, meta.no, meta.version);
-            }
-        }
         {
+            // Readers look an id up under the catalog's read lock (see
+            // `Inner::recent_block_row`), so they see both or neither.
             let mut catalog = self.catalog.blocks.write();
             for change in changes {
                 match change {
-                    BlockChange::Added { meta, .. } => {
+                    BlockChange::Added { meta, ids } => {
+                        self.ids.insert(ids, meta.no, meta.version);
                         catalog.insert(meta.no, meta.clone());
                     }
                     BlockChange::Removed { no } => {
@@ -338,12 +336,19 @@ impl super::Inner {
         e: &EntityLayout,
         id: &[u8; 16],
     ) -> Result<Option<(Arc<BlockMeta>, Values)>, StoreError> {
-        let Some(no) = self.blocks.ids.get(id) else {
+        // Under the catalog's read lock: a commit's id and catalog changes are applied
+        // under its write lock, so the block found is the one the id's row is in.
+        let found = {
+            let catalog = self.blocks.catalog.blocks.read();
+            self.blocks
+                .ids
+                .get(id)
+                .and_then(|no| catalog.get(&no).cloned())
+        };
+        let Some(meta) = found else {
             return Ok(None);
         };
-        let Some(meta) = self.blocks.catalog.get(no) else {
-            return Ok(None);
-        };
+        let no = meta.no;
         let bytes = self.blocks.cache.bytes(&self.blocks.files, no)?;
         Ok(read::find_row(e, &meta, &bytes, id)?.map(|(_, values)| (meta, values)))
     }
