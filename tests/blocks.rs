@@ -315,14 +315,6 @@ mod migration {
         IdScope, Migration, Order, Query, Row, Store, StoreOptions, Value, WriteBatch,
     };
 
-    /// schema.ormdb with Event kept as ORMDB rows with a `@postings` index: what the release
-    /// before blocks wrote (the same helper as in tests/store.rs).
-    fn row_schema() -> streamtally::schema::Schema {
-        let text = include_str!("../schema.ormdb")
-            .replace("\n  @blocks\n", "\n  @postings([org_id, timestamp])\n");
-        streamtally::schema::Schema::parse(&text).unwrap()
-    }
-
     /// Event `i` of 3 orgs over 3 days, from 4 partitions of topic "events".
     fn event(i: u64) -> Row {
         common::event(i)
@@ -350,23 +342,11 @@ mod migration {
         schema: &streamtally::schema::Schema,
         progress: &mut dyn FnMut(&Migration),
     ) -> Store {
-        let started = std::time::Instant::now();
-        loop {
-            match Store::open_with_progress(opts.clone(), schema, progress) {
-                Ok(store) => return store,
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && started.elapsed() < std::time::Duration::from_secs(10) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => panic!("open store: {e:?}"),
-            }
-        }
+        common::open_retrying(|| Store::open_with_progress(opts.clone(), schema, progress))
     }
 
     fn open_rows(dir: &Path) -> Store {
-        open_with(StoreOptions::new(dir), &row_schema())
+        open_with(StoreOptions::new(dir), &common::row_schema())
     }
 
     /// Text without its ANSI colour sequences.

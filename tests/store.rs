@@ -717,32 +717,11 @@ fn schema_with_row_indexes() -> streamtally::schema::Schema {
     streamtally::schema::Schema::parse(&text).unwrap()
 }
 
-/// schema.ormdb with Event kept as ORMDB rows (one per event, with a `@postings` index), as
-/// releases before blocks kept it: what the store's generic row path (versions, indexes,
-/// postings, ormdb-core's readers) is tested with; other entities are rows in both.
-fn row_schema() -> streamtally::schema::Schema {
-    let text = include_str!("../schema.ormdb")
-        .replace("\n  @blocks\n", "\n  @postings([org_id, timestamp])\n");
-    streamtally::schema::Schema::parse(&text).unwrap()
-}
-
-/// Opens the store in `dir` with [`row_schema`], retrying sled's file lock as
-/// `common::open` does.
+/// Opens the store in `dir` with schema.ormdb's Event kept as ORMDB rows: what the store's
+/// generic row path (versions, indexes, postings, ormdb-core's readers) is tested with.
 fn open_rows(dir: &std::path::Path) -> streamtally::store::Store {
     use streamtally::store::{Store, StoreOptions};
-    let started = std::time::Instant::now();
-    loop {
-        match Store::open(StoreOptions::new(dir), &row_schema()) {
-            Ok(store) => return store,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < std::time::Duration::from_secs(10) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => panic!("open store: {e:?}"),
-        }
-    }
+    common::open_retrying(|| Store::open(StoreOptions::new(dir), &common::row_schema()))
 }
 
 #[test]

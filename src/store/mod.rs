@@ -1242,9 +1242,9 @@ fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Merges the blocks due (see `blocks::merge`) every `every`, and removes the files of
-/// blocks retired long enough ago.
-fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration) {
+/// Calls `work` with the store every `every` until it stops or its last handle is gone (the
+/// store's own threads hold it only while they work).
+fn every_tick(handle: std::sync::Weak<Handle>, every: Duration, mut work: impl FnMut(&Store)) {
     let mut last = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(20).min(every));
@@ -1257,12 +1257,20 @@ fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration) {
         if last.elapsed() < every {
             continue;
         }
+        last = Instant::now();
         let store = Store {
             inner: handle.inner.clone(),
-            handle: handle.clone(),
+            handle,
         };
-        drop(handle);
-        if let Err(error) = blocks::merge::merge_due(&store) {
+        work(&store);
+    }
+}
+
+/// Merges the blocks due (see `blocks::merge`) every `every`, forgets ids out of the dedup
+/// window, and removes the files of blocks retired long enough ago.
+fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration) {
+    every_tick(handle, every, |store| {
+        if let Err(error) = blocks::merge::merge_due(store) {
             if !matches!(error, StoreError::Closed { .. } | StoreError::Failed { .. }) {
                 tracing::warn!(%error, "block merge failed; will retry");
             }
@@ -1275,28 +1283,15 @@ fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration) {
         if let Err(error) = store.inner.blocks.files.sweep(blocks::RETIRE_GRACE) {
             tracing::warn!(%error, "removing retired block files failed; will retry");
         }
-        last = Instant::now();
-    }
+    });
 }
 
 fn checkpoint_loop(handle: std::sync::Weak<Handle>, every: Duration) {
-    let mut last = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(20).min(every));
-        let Some(handle) = handle.upgrade() else {
-            return;
-        };
-        if handle.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        if last.elapsed() < every {
-            continue;
-        }
-        last = Instant::now();
-        if let Err(error) = checkpoint(&handle.inner) {
+    every_tick(handle, every, |store| {
+        if let Err(error) = checkpoint(&store.inner) {
             tracing::warn!(%error, "store checkpoint failed; will retry");
         }
-    }
+    });
 }
 
 /// The values of `fields` in an encoded record, in that order (Null where absent).

@@ -19,9 +19,16 @@ pub fn schema() -> Schema {
 /// after the last handle is dropped, so a reopen right after a close (or after a killed
 /// child was reaped) retries a lock conflict for up to 10 s.
 pub fn open(dir: &std::path::Path) -> Store {
+    open_retrying(|| Store::open(StoreOptions::new(dir), &schema()))
+}
+
+/// `open_store()`, retried on sled's file-lock conflict for up to 10 s (see [`open`]).
+pub fn open_retrying(
+    mut open_store: impl FnMut() -> Result<Store, streamtally::store::StoreError>,
+) -> Store {
     let started = std::time::Instant::now();
     loop {
-        match Store::open(StoreOptions::new(dir), &schema()) {
+        match open_store() {
             Ok(store) => return store,
             Err(e)
                 if e.to_string().contains("could not acquire lock")
@@ -32,6 +39,14 @@ pub fn open(dir: &std::path::Path) -> Store {
             Err(e) => panic!("open store: {e:?}"),
         }
     }
+}
+
+/// schema.ormdb with Event kept as ORMDB rows (one per event, with a `@postings` index), as
+/// releases before blocks kept it.
+pub fn row_schema() -> Schema {
+    let text = include_str!("../../schema.ormdb")
+        .replace("\n  @blocks\n", "\n  @postings([org_id, timestamp])\n");
+    Schema::parse(&text).expect("the row schema parses")
 }
 
 /// Event `i` of a small synthetic stream (3 orgs, 50 users, spread over 3 days).
