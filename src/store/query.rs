@@ -89,6 +89,28 @@ enum PredKind {
     NotNull,
 }
 
+/// Sorts rows by field `pos` in order `o` (values compared by their encodings, a stable
+/// sort), then keeps the first `limit`.
+pub(super) fn sort_rows(
+    rows: &mut Vec<Values>,
+    order: Option<(usize, Order)>,
+    limit: Option<usize>,
+) {
+    if let Some((pos, o)) = order {
+        rows.sort_by(|a, b| {
+            let c = enc(&a[pos]).cmp(&enc(&b[pos]));
+            if o == Order::Desc {
+                c.reverse()
+            } else {
+                c
+            }
+        });
+    }
+    if let Some(n) = limit {
+        rows.truncate(n);
+    }
+}
+
 pub(super) fn enc(v: &Value) -> Vec<u8> {
     let mut b = Vec::new();
     encode_component(&mut b, v);
@@ -236,18 +258,8 @@ impl Store {
             rows.push(values);
             Ok(true)
         })?;
-        if let (Some((pos, o)), false) = (order, plan_ordered) {
-            rows.sort_by(|a, b| {
-                let c = enc(&a[pos]).cmp(&enc(&b[pos]));
-                if o == Order::Desc {
-                    c.reverse()
-                } else {
-                    c
-                }
-            });
-            if let Some(n) = q.limit {
-                rows.truncate(n);
-            }
+        if let (Some(order), false) = (order, plan_ordered) {
+            sort_rows(&mut rows, Some(order), q.limit);
         }
         Ok(rows.into_iter().map(|v| e.to_row(v)).collect())
     }

@@ -4,7 +4,7 @@
 use super::codec::BlockReader;
 use super::BlockMeta;
 use crate::store::layout::EntityLayout;
-use crate::store::query::{enc, Filter, Order, Pred, Query};
+use crate::store::query::{enc, sort_rows, Filter, Order, Pred, Query};
 use crate::store::{Inner, StoreError, Value};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -123,21 +123,7 @@ pub(crate) fn query_rows(
         .as_ref()
         .map(|(f, o)| e.field_pos(f).map(|p| (p, *o)))
         .transpose()?;
-    let sort = |rows: &mut Vec<Vec<Value>>| {
-        if let Some((pos, o)) = order {
-            rows.sort_by(|a, b| {
-                let c = enc(&a[pos]).cmp(&enc(&b[pos]));
-                if o == Order::Desc {
-                    c.reverse()
-                } else {
-                    c
-                }
-            });
-        }
-        if let Some(n) = q.limit {
-            rows.truncate(n);
-        }
-    };
+    let sort = |rows: &mut Vec<Vec<Value>>| sort_rows(rows, order, q.limit);
     let by_time = order.filter(|(pos, _)| e.blocks.as_ref().and_then(|k| k.time) == Some(*pos));
     let rows = std::cell::RefCell::new(Vec::new());
     // The time of the last row kept once `limit` rows are held (sorted and cut).
