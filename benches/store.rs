@@ -91,15 +91,19 @@ fn main() {
                     .push(t.elapsed().as_secs_f64() * 1000.0);
                 chunk_done.lock().unwrap().push((to, Instant::now()));
                 if to.is_multiple_of(100_000) {
+                    let (resident, resident_bytes) = store.resident_blocks();
                     eprintln!(
-                        "  {to} events written ({:.1} s)",
-                        started.elapsed().as_secs_f64()
+                        "  {to} events written ({:.1} s; RSS {:.0} MB; {resident} resident blocks, {:.1} MB)",
+                        started.elapsed().as_secs_f64(),
+                        rss_mb(),
+                        resident_bytes as f64 / 1e6
                     );
                 }
             });
         }
     });
     let write_secs = started.elapsed().as_secs_f64();
+    eprintln!("peak RSS after the writes: {:.0} MB", peak_rss_mb());
     let events_per_sec = events as f64 / write_secs;
     let mut lat = latencies.into_inner().unwrap();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -141,6 +145,7 @@ fn main() {
     let t = Instant::now();
     let store = Store::open(StoreOptions::new(dir.path()), &schema).expect("reopen store");
     let reopen_ms = t.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("peak RSS after the reopen: {:.0} MB", peak_rss_mb());
 
     // Read shapes at the end of the range (the newest day, the last 7 days).
     let last = SynthEvent::generate(&cfg, events - 1).timestamp;
@@ -249,6 +254,19 @@ fn main() {
         typed,
         cfg.ids.name()
     );
+}
+
+/// Resident set size of this process now (VmRSS), in MiB.
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }
 
 fn streamtally_dir_size(path: &std::path::Path) -> u64 {

@@ -50,7 +50,16 @@ fn print_info(
             // From the block catalog: no block is read.
             let (blocks, rows, bytes) = store.block_totals(&e.name)?;
             writeln!(out, "  {}: {rows} rows", e.name)?;
-            writeln!(out, "  {} blocks: {blocks}, {bytes} bytes", e.name)?;
+            let (resident, _) = store.resident_blocks();
+            let resident = match resident {
+                0 => String::new(),
+                n => format!(" ({n} resident: in the write-ahead log, not yet in files)"),
+            };
+            writeln!(
+                out,
+                "  {} blocks: {blocks}, {bytes} bytes{resident}",
+                e.name
+            )?;
         } else {
             writeln!(out, "  {}: {} rows", e.name, store.count_rows(&e.name)?)?;
         }

@@ -240,7 +240,7 @@ impl StoreOptions {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StoreOptions {
             path: path.into(),
-            cache_capacity_bytes: 256 << 20,
+            cache_capacity_bytes: 64 << 20,
             group_commit_max_batches: 16,
             wal_segment_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(5),
@@ -286,6 +286,9 @@ pub(crate) const TREE_FEED: u8 = 4;
 pub(crate) const TREE_STMETA: u8 = 5;
 /// Not a tree: a block file of a `@blocks` entity (key: block number, big-endian).
 pub(crate) const TREE_BLOCKS: u8 = 6;
+/// Not a tree: a resident block (see `blocks::Resident`; key: block number, big-endian;
+/// value: `blocks::ReplayedResident`), or its removal.
+pub(crate) const TREE_RESIDENT: u8 = 7;
 
 impl Trees {
     pub fn get(&self, id: u8) -> &sled::Tree {
@@ -375,6 +378,8 @@ const STMETA_LAST_COMMIT: &[u8] = b"last_commit";
 const STMETA_NEXT_SEQ: &[u8] = b"next_seq";
 const STMETA_NEXT_BLOCK: &[u8] = b"next_block";
 const STMETA_FEED_FLOOR: &[u8] = b"feed_floor";
+/// The oldest commit whose WAL record an open must read for resident blocks.
+const STMETA_RESIDENT_FROM: &[u8] = b"resident_from";
 /// [`Layout::index_description`] of the schema the index tree was built for.
 const STMETA_INDEX_LAYOUT: &[u8] = b"index_layout";
 /// The change feed's first sequence number in a new store.
@@ -628,13 +633,40 @@ impl Store {
         let checkpoint = read_u64(&trees.stmeta, STMETA_CHECKPOINT)
             .map_err(sled_err("read the checkpoint"))?
             .unwrap_or(0);
-        let (mut wal, records) =
-            wal::Wal::open(&path.join("wal"), opts.wal_segment_bytes, checkpoint)?;
-        let replayed = records.len();
+        // Records up to the checkpoint are in the trees; those from the oldest commit with a
+        // block still resident are read again for their resident blocks only.
+        let resident_from = read_u64(&trees.stmeta, STMETA_RESIDENT_FROM)
+            .map_err(sled_err("read the resident blocks' first commit"))?
+            .unwrap_or(checkpoint + 1);
+        let (mut wal, records) = wal::Wal::open(
+            &path.join("wal"),
+            opts.wal_segment_bytes,
+            checkpoint.min(resident_from.saturating_sub(1)),
+            checkpoint,
+        )?;
         let block_files = blocks::BlockFiles::open(&path)?;
-        for rec in &records {
-            let ops = commit::decode_ops(&rec.payload)?;
-            commit::apply_ops(&trees, &block_files, ops)?;
+        let mut resident = std::collections::BTreeMap::new();
+        let (mut replayed, mut last_replayed) = (0, checkpoint);
+        for rec in records {
+            let (held, ops): (Vec<_>, Vec<_>) = commit::decode_ops(&rec.payload)?
+                .into_iter()
+                .partition(|op| op.tree == TREE_RESIDENT);
+            for op in held {
+                let no = commit::block_no(&op)?;
+                match op.value {
+                    Some(v) => {
+                        resident.insert(no, blocks::ReplayedResident::decode(rec.commit, v)?);
+                    }
+                    None => {
+                        resident.remove(&no);
+                    }
+                }
+            }
+            if rec.commit > checkpoint {
+                commit::apply_ops(&trees, &block_files, ops)?;
+                replayed += 1;
+                last_replayed = rec.commit;
+            }
         }
         if replayed > 0 {
             block_files.sync_written()?;
@@ -642,13 +674,22 @@ impl Store {
         // Nobody reads yet: the files of blocks the replay removed can go now.
         block_files.sweep(Duration::ZERO)?;
         if replayed > 0 {
-            let last = records.last().map(|r| r.commit).unwrap_or(checkpoint);
+            let keep_from = resident
+                .values()
+                .map(|r| r.commit)
+                .min()
+                .unwrap_or(last_replayed + 1)
+                .min(last_replayed + 1);
             trees
                 .stmeta
-                .insert(STMETA_CHECKPOINT, &last.to_be_bytes())
+                .insert(STMETA_RESIDENT_FROM, &keep_from.to_be_bytes())
+                .map_err(sled_err("write the resident blocks' first commit"))?;
+            trees
+                .stmeta
+                .insert(STMETA_CHECKPOINT, &last_replayed.to_be_bytes())
                 .map_err(sled_err("write the checkpoint"))?;
             engine.flush().map_err(engine_err("flush after replay"))?;
-            wal.remove_through(last)?;
+            wal.remove_through(keep_from - 1)?;
         }
         let last_commit = read_u64(&trees.stmeta, STMETA_LAST_COMMIT)
             .map_err(sled_err("read the last commit"))?
@@ -687,6 +728,7 @@ impl Store {
         let (tx, rx) = crossbeam_channel::bounded(1024);
         let row_cache = cache::RowCache::new(layout.entities.len(), opts.row_cache_bytes);
         let blocks = blocks::Blocks::load(&engine, &layout, block_files, &opts)?;
+        blocks.restore_resident(&layout, resident)?;
         let inner = Arc::new(Inner {
             path: path.clone(),
             layout,
@@ -1171,6 +1213,11 @@ impl Store {
         Ok(self.inner.blocks.catalog.totals(e.no))
     }
 
+    /// Resident blocks (see `blocks::Resident`) and their bytes.
+    pub fn resident_blocks(&self) -> (usize, usize) {
+        self.inner.blocks.resident_totals()
+    }
+
     /// Bytes the store occupies on disk (database and write-ahead log).
     pub fn disk_bytes(&self) -> u64 {
         dir_size(&self.inner.path)
@@ -1187,8 +1234,15 @@ impl Store {
         checkpoint(&self.inner)
     }
 
-    /// Stops the committer after the batches already submitted, checkpoints, and joins.
+    /// Seals the resident blocks into files, stops the committer after the batches already
+    /// submitted, checkpoints, and joins.
     pub fn close(&self) -> Result<(), StoreError> {
+        if self.inner.failure.lock().is_none() {
+            if let Err(error) = blocks::merge::seal_all(self) {
+                // The WAL keeps them: the next open puts them back.
+                tracing::warn!(%error, "sealing resident blocks at close failed");
+            }
+        }
         self.handle.shutdown();
         if self.inner.failure.lock().is_none() {
             checkpoint(&self.inner)?;
@@ -1225,9 +1279,21 @@ fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
         }
     };
     let applied = inner.applied_commit.load(Ordering::SeqCst);
+    // Read after `applied`: a block resident then and merged since has its merge at or
+    // before the checkpoint or replayed after it; one resident now is kept from its commit.
+    let keep_from = inner
+        .blocks
+        .resident_floor()
+        .unwrap_or(applied + 1)
+        .min(applied + 1);
     feed::truncate(inner)?;
     // The block files of the commits about to leave the WAL must be on disk first.
     inner.blocks.files.sync_written()?;
+    inner
+        .trees
+        .stmeta
+        .insert(STMETA_RESIDENT_FROM, &keep_from.to_be_bytes())
+        .map_err(sled_err("write the resident blocks' first commit"))?;
     inner
         .trees
         .stmeta
@@ -1238,7 +1304,7 @@ fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
         op: "flush",
         message: e.to_string(),
     })?;
-    inner.wal.lock().remove_through(applied)?;
+    inner.wal.lock().remove_through(keep_from - 1)?;
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 //! A commit is durable when its record is in the WAL and the WAL is fsynced. The same
 //! operations are then applied to the sled trees, which sled persists on its own schedule; a
 //! checkpoint (sled flushed, checkpoint number recorded inside sled) lets older WAL segments
-//! go. On open, every record after the checkpoint is applied again. Applying is idempotent
+//! go, except those from the oldest commit whose resident blocks are not yet merged into
+//! files (see `blocks::Resident`). On open, every record after the checkpoint is applied
+//! again, and the resident blocks of the records kept before it are put back. Applying is idempotent
 //! (puts and deletes of fixed keys), so a record applied twice leaves the same state.
 //!
 //! Segment files are `wal-<first commit, 20 digits>.log`; a record is
@@ -53,11 +55,13 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 impl Wal {
-    /// Opens the log in `dir`, returning it and every intact record with commit > `after`.
+    /// Opens the log in `dir`, returning it and every intact record with commit > `after`;
+    /// `last_known` is the highest commit the store knows of (appends continue after it).
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
         after: u64,
+        last_known: u64,
     ) -> Result<(Wal, Vec<WalRecord>), StoreError> {
         fs::create_dir_all(dir).map_err(io_err("create WAL directory", dir))?;
         let mut segments = Vec::new();
@@ -121,6 +125,7 @@ impl Wal {
             }
         }
 
+        let last_commit = last_commit.max(last_known);
         let next_commit = last_commit + 1;
         let path = segment_path(dir, next_commit);
         let file = OpenOptions::new()

@@ -48,7 +48,12 @@ fn merges_keep_every_event_once_and_fewer_blocks() {
     let before = all_events(&store);
     let (blocks_before, rows, _) = store.block_totals("Event").unwrap();
     assert_eq!(rows, 1200);
-    let mut merged = 0;
+    // Batches write resident blocks: none is due yet (too few rows, too young).
+    assert_eq!(store.resident_blocks().0 as u64, blocks_before);
+    assert_eq!(merge::merge_due(&store).unwrap(), 0);
+    let mut merged = merge::seal_all(&store).unwrap();
+    assert_eq!(store.resident_blocks(), (0, 0));
+    assert_eq!(all_events(&store), before);
     while let Ok(n) = merge::merge_due(&store) {
         if n == 0 {
             break;
@@ -93,28 +98,46 @@ fn updates_and_deletes_rewrite_merged_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), false, Duration::from_secs(86_400));
     write_small_batches(&store);
-    while merge::merge_due(&store).unwrap() > 0 {}
+    merge::seal_all(&store).unwrap();
+    // Then rows in resident blocks too.
     let mut b = WriteBatch::new();
-    for i in (0..1200).step_by(7) {
+    for i in 1200..1450 {
+        b.insert("Event", common::event(i));
+    }
+    store.write_blocking(b).unwrap();
+    assert!(store.resident_blocks().0 > 0);
+    let mut b = WriteBatch::new();
+    for i in (0..1450).step_by(7) {
         b.delete("Event", common::event(i).id().unwrap());
     }
-    b.update(
-        "Event",
-        common::event(3).id().unwrap(),
-        common::event(3).with("event_name", Value::String("renamed".into())),
-    );
+    for i in [3, 1201] {
+        b.update(
+            "Event",
+            common::event(i).id().unwrap(),
+            common::event(i).with("event_name", Value::String("renamed".into())),
+        );
+    }
     store.write_blocking(b).unwrap();
-    let events = all_events(&store);
-    assert_eq!(events.len(), 1200 - 1200usize.div_ceil(7));
-    let renamed = store
-        .get("Event", &common::event(3).id().unwrap())
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        renamed.get("event_name"),
-        Some(&Value::String("renamed".into()))
-    );
-    assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
+    let check = |store: &Store| {
+        let events = all_events(store);
+        assert_eq!(events.len(), 1450 - 1450usize.div_ceil(7));
+        for i in [3, 1201] {
+            let renamed = store
+                .get("Event", &common::event(i).id().unwrap())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                renamed.get("event_name"),
+                Some(&Value::String("renamed".into()))
+            );
+        }
+        assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
+    };
+    check(&store);
+    // The same after a crash (no close: the resident blocks come back from the WAL).
+    drop(store);
+    let store = open(dir.path(), false, Duration::from_secs(86_400));
+    check(&store);
 }
 
 #[test]
@@ -147,7 +170,7 @@ fn merge_child() {
     );
     // Armed by STREAMTALLY_FAULT=crash_in_merge_write:1: the first merge round dies while
     // its store write is drafted, before its WAL record.
-    let _ = merge::merge_due(&store);
+    let _ = merge::seal_all(&store);
     unreachable!("the fault kills the process");
 }
 
@@ -157,9 +180,9 @@ fn sigkill_during_a_merge_loses_nothing() {
     let before = {
         let store = open(dir.path(), false, Duration::from_secs(86_400));
         write_small_batches(&store);
-        let before = all_events(&store);
-        store.close().unwrap();
-        before
+        store.checkpoint().unwrap();
+        // Dropped without a close: the blocks stay resident, in the WAL only.
+        all_events(&store)
     };
     let status = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "merge::merge_child", "--nocapture"])
@@ -169,16 +192,32 @@ fn sigkill_during_a_merge_loses_nothing() {
         .unwrap();
     assert!(!status.success(), "the child was to be killed");
     let store = open(dir.path(), false, Duration::from_secs(86_400));
+    let files = || {
+        std::fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .count() as u64
+    };
     let (blocks, rows, _) = store.block_totals("Event").unwrap();
     assert_eq!(rows, 1200);
-    let files = std::fs::read_dir(dir.path().join("blocks"))
-        .unwrap()
-        .count();
-    assert_eq!(files as u64, blocks);
+    assert_eq!(
+        store.resident_blocks().0 as u64,
+        blocks,
+        "all still resident"
+    );
+    assert_eq!(files(), 0);
     assert_eq!(all_events(&store), before);
     assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
-    // The merge, run again, completes.
-    assert!(merge::merge_due(&store).unwrap() > 0);
+    // The seal, run again, completes.
+    assert!(merge::seal_all(&store).unwrap() > 0);
+    let (blocks, _, _) = store.block_totals("Event").unwrap();
+    assert_eq!(store.resident_blocks().0, 0);
+    assert_eq!(files(), blocks);
     assert_eq!(all_events(&store), before);
     assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
+    // A checkpoint now lets the WAL go: a reopen finds the same in files.
+    store.close().unwrap();
+    drop(store);
+    let store = open(dir.path(), false, Duration::from_secs(86_400));
+    assert_eq!(store.resident_blocks().0, 0);
+    assert_eq!(all_events(&store), before);
 }

@@ -1,9 +1,11 @@
 //! Rows of `@blocks` entities (events) in immutable, compressed, columnar blocks.
 //!
-//! A block holds the rows of one (org, topic, partition) written by one batch, or merged
-//! from several such blocks. Its bytes live in a file `blocks/<no>.blk` and a catalog row
-//! (`<Entity>Block`, an ordinary ORMDB row) registers it, in the same atomic store write as
-//! the rows' change-feed entries and the consumer offsets:
+//! A block holds the rows of one (org, topic, partition). A batch writes its rows as
+//! resident blocks, one per (org, topic, partition) it touches: in memory and in the batch's
+//! WAL record only (see [`Resident`]), in the same atomic store write as the rows'
+//! change-feed entries and the consumer offsets. A merge seals the resident blocks of one
+//! (org, topic, partition) into one block in a file `blocks/<no>.blk` registered by a
+//! catalog row (`<Entity>Block`, an ordinary ORMDB row), and merges those further:
 //! - the block's bytes travel in that write's WAL record (so one fsync covers them) and the
 //!   apply step writes the file; a checkpoint fsyncs the files written since the last one
 //!   before it drops the WAL records that carry them, so a crash either replays the record
@@ -170,6 +172,8 @@ pub enum BlockChange {
     Added {
         meta: Arc<BlockMeta>,
         ids: Vec<[u8; 16]>,
+        /// The bytes of a resident block (see [`Resident`]); None for a block in a file.
+        resident: Option<Arc<Vec<u8>>>,
     },
     Removed {
         no: u64,
@@ -227,26 +231,89 @@ impl Catalog {
     }
 }
 
+/// A resident block: one batch's rows of one block key, written by the batch's commit as a
+/// block that lives in memory and in that commit's WAL record only, with no file and no
+/// catalog row, until a merge seals it (with the other resident blocks of its key) into a
+/// block in a file. Small batches thus cost neither a file nor a catalog row each; the WAL
+/// keeps every record from the oldest resident block's commit on (see `Store::checkpoint`),
+/// and an open puts the resident blocks of those records back.
+pub(crate) struct Resident {
+    pub bytes: Arc<Vec<u8>>,
+    /// The commit that wrote it.
+    pub commit: u64,
+}
+
+/// A resident block as its WAL operation holds it: `[version u64][entity u16][bytes]`
+/// (little-endian), keyed by its number.
+pub(crate) struct ReplayedResident {
+    pub commit: u64,
+    pub version: u64,
+    pub entity_no: u16,
+    pub bytes: Vec<u8>,
+}
+
+impl ReplayedResident {
+    pub fn encode(version: u64, entity_no: u16, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + bytes.len());
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&entity_no.to_le_bytes());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    pub fn decode(commit: u64, mut value: Vec<u8>) -> Result<ReplayedResident, StoreError> {
+        if value.len() < 10 {
+            return Err(StoreError::Corrupt {
+                what: format!("resident block of {} bytes in the WAL", value.len()),
+            });
+        }
+        let version = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+        let entity_no = u16::from_le_bytes([value[8], value[9]]);
+        value.drain(..10);
+        Ok(ReplayedResident {
+            commit,
+            version,
+            entity_no,
+            bytes: value,
+        })
+    }
+}
+
 /// Everything the store keeps for its blocks.
 pub(crate) struct Blocks {
     pub catalog: Catalog,
     pub files: BlockFiles,
     pub ids: IdIndex,
     pub cache: BlockCache,
+    pub resident: RwLock<std::collections::HashMap<u64, Resident>>,
 }
 
 impl Blocks {
-    /// Applies the block changes of one applied commit to the catalog and id index. The
-    /// catalog changes all at once (a merge's sources leave as its block arrives), and ids
-    /// point to their new blocks first: a reader never finds a row in no block.
-    pub fn apply(&self, changes: &[BlockChange]) {
+    /// Applies the block changes of commit `commit` to the catalog and id index. The catalog
+    /// changes all at once (a merge's sources leave as its block arrives), and ids point to
+    /// their new blocks first: a reader never finds a row in no block.
+    pub fn apply(&self, changes: &[BlockChange], commit: u64) {
+        {
+            let mut resident = self.resident.write();
+            for change in changes {
+                if let BlockChange::Added {
+                    meta,
+                    resident: Some(bytes),
+                    ..
+                } = change
+                {
+                    let bytes = bytes.clone();
+                    resident.insert(meta.no, Resident { bytes, commit });
+                }
+            }
+        }
         {
             // Readers look an id up under the catalog's read lock (see
             // `Inner::recent_block_row`), so they see both or neither.
             let mut catalog = self.catalog.blocks.write();
             for change in changes {
                 match change {
-                    BlockChange::Added { meta, ids } => {
+                    BlockChange::Added { meta, ids, .. } => {
                         self.ids.insert(ids, meta.no, meta.version);
                         catalog.insert(meta.no, meta.clone());
                     }
@@ -259,9 +326,77 @@ impl Blocks {
         for change in changes {
             if let BlockChange::Removed { no } = change {
                 self.ids.forget_block(*no);
-                self.cache.forget(*no);
+                match self.resident.write().remove(no) {
+                    // A reader that took the catalog before may still ask for it.
+                    Some(r) => self.cache.keep(*no, r.bytes),
+                    None => self.cache.forget(*no),
+                }
             }
         }
+    }
+
+    /// The bytes of block `no`: resident, cached, or read from its file.
+    pub fn bytes(&self, no: u64) -> Result<Arc<Vec<u8>>, StoreError> {
+        if let Some(r) = self.resident.read().get(&no) {
+            return Ok(r.bytes.clone());
+        }
+        self.cache.bytes(&self.files, no)
+    }
+
+    pub fn is_resident(&self, no: u64) -> bool {
+        self.resident.read().contains_key(&no)
+    }
+
+    /// The oldest commit that wrote a block still resident: the WAL must keep it.
+    pub fn resident_floor(&self) -> Option<u64> {
+        self.resident.read().values().map(|r| r.commit).min()
+    }
+
+    /// Resident blocks and their bytes.
+    pub fn resident_totals(&self) -> (usize, usize) {
+        let resident = self.resident.read();
+        (
+            resident.len(),
+            resident.values().map(|r| r.bytes.len()).sum(),
+        )
+    }
+
+    /// Puts back the resident blocks an open found in the WAL, as their commits left them.
+    pub fn restore_resident(
+        &self,
+        layout: &super::layout::Layout,
+        replayed: BTreeMap<u64, ReplayedResident>,
+    ) -> Result<(), StoreError> {
+        for (no, r) in replayed {
+            let ReplayedResident {
+                commit,
+                version,
+                entity_no,
+                bytes,
+            } = r;
+            let reader = BlockReader::open(&bytes)?;
+            let e = layout.by_no(entity_no).ok_or_else(|| StoreError::Corrupt {
+                what: format!("resident block {no:016x} names entity #{entity_no}"),
+            })?;
+            let keys = e.blocks.as_ref().ok_or_else(|| StoreError::Corrupt {
+                what: format!("resident block {no:016x} holds {}, not @blocks", e.name),
+            })?;
+            let rows = reader.rows_all()?;
+            if rows.is_empty() {
+                continue;
+            }
+            let meta = BlockMeta::describe(e, keys, no, &rows, bytes.len() as u64, 0, version);
+            let ids: Vec<[u8; 16]> = rows.iter().map(|r| e.id_of(r)).collect();
+            self.apply(
+                &[BlockChange::Added {
+                    meta: Arc::new(meta),
+                    ids,
+                    resident: Some(Arc::new(bytes)),
+                }],
+                commit,
+            );
+        }
+        Ok(())
     }
 }
 
@@ -280,6 +415,7 @@ impl Blocks {
             files,
             ids: IdIndex::new(opts.dedup_window, opts.dedup_max_ids),
             cache: BlockCache::new(opts.row_cache_bytes),
+            resident: RwLock::default(),
         };
         let now = chrono::Utc::now().timestamp_micros();
         for e in &layout.entities {
@@ -349,7 +485,7 @@ impl super::Inner {
             return Ok(None);
         };
         let no = meta.no;
-        let bytes = self.blocks.cache.bytes(&self.blocks.files, no)?;
+        let bytes = self.blocks.bytes(no)?;
         Ok(read::find_row(e, &meta, &bytes, id)?.map(|(_, values)| (meta, values)))
     }
 
@@ -367,7 +503,7 @@ impl super::Inner {
             return Ok(None);
         }
         for meta in self.blocks.catalog.select(e.no, |_| true) {
-            let bytes = match self.blocks.cache.bytes(&self.blocks.files, meta.no) {
+            let bytes = match self.blocks.bytes(meta.no) {
                 Ok(b) => b,
                 Err(_) if self.blocks.catalog.get(meta.no).is_none() => continue,
                 Err(err) => return Err(err),
@@ -392,7 +528,7 @@ impl super::Inner {
                             .ok_or_else(|| StoreError::Corrupt {
                                 what: format!("block {no:016x} names entity #{}", meta.entity_no),
                             })?;
-                    let bytes = self.blocks.files.read(no)?;
+                    let bytes = self.blocks.bytes(no)?;
                     read::ids(e, &meta, &bytes)?
                 }
                 None => Vec::new(),
@@ -410,7 +546,7 @@ impl super::Inner {
         meta: &BlockMeta,
     ) -> Result<Vec<Values>, StoreError> {
         debug_assert!(e.blocks.is_some());
-        let bytes = self.blocks.cache.bytes(&self.blocks.files, meta.no)?;
+        let bytes = self.blocks.bytes(meta.no)?;
         read::all_rows(meta, &bytes)
     }
 }

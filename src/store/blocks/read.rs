@@ -30,6 +30,12 @@ impl BlockCache {
         Ok(bytes)
     }
 
+    /// Keeps `bytes` as block `no`'s (within the budget).
+    pub fn keep(&self, no: u64, bytes: Arc<Vec<u8>>) {
+        let len = bytes.len();
+        self.blocks.lock().insert(no, bytes, len);
+    }
+
     pub fn forget(&self, no: u64) {
         self.blocks.lock().remove(&no);
     }

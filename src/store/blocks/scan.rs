@@ -76,7 +76,7 @@ pub(crate) fn scan(
         if stop_before(&meta) {
             break;
         }
-        let bytes = match inner.blocks.cache.bytes(&inner.blocks.files, meta.no) {
+        let bytes = match inner.blocks.bytes(meta.no) {
             Ok(b) => b,
             // Merged or rewritten away since the catalog was read: its rows are in a newer
             // block the catalog now holds, which this read does not see (as if it ran first).

@@ -12,12 +12,13 @@ use super::blocks::{BlockChange, BlockFiles};
 use super::codec::display_value;
 use super::layout::{EntityLayout, Values};
 use super::{
-    Inner, StoreError, Trees, Value, TREE_BLOCKS, TREE_DATA, TREE_INDEX, TREE_META, TREE_STMETA,
-    TREE_TYPES,
+    Inner, StoreError, Trees, Value, TREE_BLOCKS, TREE_DATA, TREE_INDEX, TREE_META, TREE_RESIDENT,
+    TREE_STMETA, TREE_TYPES,
 };
 use crate::schema::FieldType;
 use ormdb_core::storage::{Record, VersionedKey};
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -82,7 +83,7 @@ fn apply_loop(inner: &Inner, groups: crossbeam_channel::Receiver<Logged>) {
                     .map_err(|e| format!("applying commit {} failed: {e}", info.commit)),
             };
             if result.is_ok() {
-                inner.blocks.apply(&m.blocks);
+                inner.blocks.apply(&m.blocks, info.commit);
             }
             if let Err(message) = result {
                 if !already_failed {
@@ -241,7 +242,7 @@ impl Committer {
             self.unapplied.pop_front();
         }
         let now = now_us();
-        let mut overlay: HashMap<[u8; 16], RowState> = HashMap::new();
+        let mut overlay: HashMap<[u8; 16], RowState> = HashMap::default();
         let mut commit = self.next_commit;
         let mut seq = self.next_seq;
         let mut accepted: Vec<(Request, Materialized)> = Vec::with_capacity(group.len());
@@ -602,16 +603,12 @@ pub fn decode_ops(mut p: &[u8]) -> Result<Vec<Op>, StoreError> {
 /// steps the inserts of a large record are split over two threads (sled's trees take
 /// concurrent writers): an insert costs ~10 us, most of a batch's commit time.
 pub fn apply_ops(trees: &Trees, files: &BlockFiles, ops: Vec<Op>) -> Result<(), StoreError> {
+    // Resident blocks are in memory only (`Blocks::apply`, and an open's replay).
     // Block files first, so a catalog row never names a missing file; removed ones last.
-    let (blocks, mut ops): (Vec<Op>, Vec<Op>) =
-        ops.into_iter().partition(|op| op.tree == TREE_BLOCKS);
-    let block_no = |op: &Op| -> Result<u64, StoreError> {
-        Ok(u64::from_be_bytes(op.key.as_slice().try_into().map_err(
-            |_| StoreError::Corrupt {
-                what: format!("block operation with a key of {} bytes", op.key.len()),
-            },
-        )?))
-    };
+    let (blocks, mut ops): (Vec<Op>, Vec<Op>) = ops
+        .into_iter()
+        .filter(|op| op.tree != TREE_RESIDENT)
+        .partition(|op| op.tree == TREE_BLOCKS);
     for op in &blocks {
         if let Some(bytes) = &op.value {
             files.write(block_no(op)?, bytes)?;
@@ -644,6 +641,15 @@ pub fn apply_ops(trees: &Trees, files: &BlockFiles, ops: Vec<Op>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The block number a block operation names.
+pub(crate) fn block_no(op: &Op) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(op.key.as_slice().try_into().map_err(
+        |_| StoreError::Corrupt {
+            what: format!("block operation with a key of {} bytes", op.key.len()),
+        },
+    )?))
 }
 
 /// Whether a batch updates or deletes rows of a `@blocks` entity: it rewrites stored blocks,
