@@ -67,11 +67,23 @@ fn main() {
     };
     let store = Store::open(StoreOptions::new(dir.path()), &schema).expect("open store");
 
+    // What generating the events costs (the writers do it on the same cores as the store).
+    let t = Instant::now();
+    let sample = 100_000.min(events);
+    for b in (0..sample).step_by(BATCH) {
+        std::hint::black_box(event_batch(&cfg, b, (b + BATCH as u64).min(sample)));
+    }
+    eprintln!(
+        "generating events: {:.2} us an event (one thread)",
+        t.elapsed().as_secs_f64() * 1e6 / sample as f64
+    );
+
     // Writers: WRITERS threads take batch numbers in order and write them durably.
     let next = std::sync::atomic::AtomicU64::new(0);
     let latencies = std::sync::Mutex::new(Vec::new());
     let chunk_done = std::sync::Mutex::new(Vec::<(u64, Instant)>::new());
     let batches = events.div_ceil(BATCH as u64);
+    let cpu_before = cpu_secs();
     let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..WRITERS {
@@ -103,7 +115,11 @@ fn main() {
         }
     });
     let write_secs = started.elapsed().as_secs_f64();
-    eprintln!("peak RSS after the writes: {:.0} MB", peak_rss_mb());
+    eprintln!(
+        "peak RSS after the writes: {:.0} MB; CPU {:.2} us an event (all threads, generation included)",
+        peak_rss_mb(),
+        (cpu_secs() - cpu_before) * 1e6 / events as f64
+    );
     let events_per_sec = events as f64 / write_secs;
     let mut lat = latencies.into_inner().unwrap();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -254,6 +270,16 @@ fn main() {
         typed,
         cfg.ids.name()
     );
+}
+
+/// CPU time this process has used (user + system, every thread), in seconds.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Resident set size of this process now (VmRSS), in MiB.

@@ -4,7 +4,7 @@
 //! exactly what they wrote.
 
 use crate::store::{Row, Value};
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 /// Event names, most common first (the generator picks low indexes more often).
 pub const EVENT_NAMES: [&str; 50] = [
@@ -259,12 +259,16 @@ impl SynthEvent {
                 "timestamp",
                 Value::Timestamp(self.timestamp.timestamp_micros()),
             )
-            .with(
-                "date",
-                Value::String(self.timestamp.format("%Y-%m-%d").to_string()),
-            )
+            .with("date", Value::String(utc_date(&self.timestamp)))
             .with("hour", Value::Int32(self.timestamp.hour() as i32))
     }
+}
+
+/// `YYYY-MM-DD` of a UTC time (what `format("%Y-%m-%d")` gives, without parsing a format
+/// string per event).
+fn utc_date(t: &DateTime<Utc>) -> String {
+    let d = t.date_naive();
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
 #[cfg(test)]

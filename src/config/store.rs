@@ -48,7 +48,7 @@ fn default_store_path() -> PathBuf {
     PathBuf::from("./data")
 }
 fn default_cache_capacity_mb() -> u64 {
-    256
+    64
 }
 fn default_group_commit_max_batches() -> u64 {
     16

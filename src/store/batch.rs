@@ -109,6 +109,27 @@ pub struct WriteBatch {
     pub(crate) merges: Vec<super::blocks::merge::BlockMerge>,
     /// ORMDB rows of `@blocks` entities moved into blocks (the store's own, see `migrate`).
     pub(crate) adopted: Vec<super::migrate::AdoptedRow>,
+    /// Per mutation, an insert of a `@blocks` row validated on the writer's thread (see
+    /// [`WriteBatch::prepare`]); empty when not prepared.
+    pub(crate) prepared: Vec<Option<Prepared>>,
+    /// The prepared inserts as resident blocks, one per entity, encoded on the writer's
+    /// thread; the committer uses one when its block ends up with exactly those rows (no
+    /// duplicate dropped, no other change to the entity's rows in the batch).
+    pub(crate) prepared_blocks: Vec<PreparedBlock>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedBlock {
+    pub entity_no: u16,
+    pub ids: Vec<[u8; 16]>,
+    pub bytes: Vec<u8>,
+}
+
+/// An insert validated before it reaches the committer: its values and `@feed` bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub values: super::layout::Values,
+    pub feed: Option<Vec<u8>>,
 }
 
 impl WriteBatch {
@@ -191,6 +212,90 @@ impl WriteBatch {
 
     pub fn mutations(&self) -> &[Mutation] {
         &self.mutations
+    }
+
+    /// Validates the inserts of `@blocks` rows (events) and encodes their `@feed` values on
+    /// the calling thread, so that the committer, one thread for every writer, only places
+    /// them. A row that fails validation is left for the committer, which reports it.
+    pub(crate) fn prepare(&mut self, layout: &super::layout::Layout, now_us: i64) {
+        if !self.prepared.is_empty() {
+            return;
+        }
+        let mut any = false;
+        let prepared: Vec<Option<Prepared>> = self
+            .mutations
+            .iter_mut()
+            .map(|m| {
+                let (entity, row, scope) = match m {
+                    Mutation::Insert { entity, row } => (entity, row, None),
+                    Mutation::InsertScoped { entity, row, scope } => (entity, row, Some(scope)),
+                    _ => return None,
+                };
+                let e = layout.entity(entity).ok().filter(|e| e.blocks.is_some())?;
+                let values = e.validate(row, now_us).ok()?;
+                // The committer reads the prepared values: the row's memory can go now.
+                *row = Row::default();
+                any = true;
+                // A scoped insert may move the id into another field: `@feed` values that
+                // name either are left to the committer.
+                let moved = scope
+                    .and_then(|s| e.field_pos(&s.original_id_field).ok())
+                    .into_iter()
+                    .chain([e.id_pos]);
+                let fixed = moved.into_iter().all(|p| !e.feed_fields.contains(&p));
+                let feed = (fixed && !e.feed_fields.is_empty()).then(|| e.feed_values(&values));
+                Some(Prepared { values, feed })
+            })
+            .collect();
+        if !any {
+            return;
+        }
+        // One block per entity, its rows in block-key order then batch order: the order the
+        // committer gathers them in (`Draft::seal_blocks`).
+        let mut groups: std::collections::BTreeMap<(u16, Vec<u8>), Vec<&Prepared>> =
+            Default::default();
+        for (m, p) in self.mutations.iter().zip(&prepared) {
+            let (Some(p), Mutation::Insert { entity, .. } | Mutation::InsertScoped { entity, .. }) =
+                (p, m)
+            else {
+                continue;
+            };
+            let Ok(e) = layout.entity(entity) else {
+                continue;
+            };
+            let Some(keys) = &e.blocks else { continue };
+            groups
+                .entry((e.no, keys.key_of(&p.values)))
+                .or_default()
+                .push(p);
+        }
+        let mut by_entity: std::collections::BTreeMap<u16, Vec<&super::layout::Values>> =
+            Default::default();
+        for ((entity_no, _), rows) in groups {
+            by_entity
+                .entry(entity_no)
+                .or_default()
+                .extend(rows.iter().map(|p| &p.values));
+        }
+        for (entity_no, rows) in by_entity {
+            let Some(e) = layout.by_no(entity_no) else {
+                continue;
+            };
+            let Ok(bytes) = super::blocks::codec::encode_block_with(
+                &e.fields,
+                &rows,
+                super::blocks::RESIDENT_COMPRESSION,
+            ) else {
+                continue;
+            };
+            let ids = rows.iter().map(|r| e.id_of(r)).collect();
+            self.prepared_blocks.push(PreparedBlock {
+                entity_no,
+                ids,
+                bytes,
+            });
+        }
+        self.prepared = prepared;
     }
 }
 

@@ -823,8 +823,9 @@ impl Store {
 
     fn submit_inner(
         &self,
-        batch: WriteBatch,
+        mut batch: WriteBatch,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<CommitInfo, StoreError>>, StoreError> {
+        batch.prepare(&self.inner.layout, chrono::Utc::now().timestamp_micros());
         if let Some(failure) = self.inner.failure.lock().clone() {
             return Err(StoreError::Failed {
                 path: self.inner.path.clone(),

@@ -29,6 +29,18 @@ fn all_events(store: &Store) -> BTreeMap<[u8; 16], Vec<(String, Value)>> {
     out
 }
 
+/// Event `i` is stored with the event name "renamed".
+fn assert_renamed(store: &Store, i: u64) {
+    let row = store
+        .get("Event", &common::event(i).id().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.get("event_name"),
+        Some(&Value::String("renamed".into()))
+    );
+}
+
 /// 48 small batches: several small blocks per (org, partition).
 fn write_small_batches(store: &Store) {
     for b in 0..48u64 {
@@ -122,14 +134,7 @@ fn updates_and_deletes_rewrite_merged_blocks() {
         let events = all_events(store);
         assert_eq!(events.len(), 1450 - 1450usize.div_ceil(7));
         for i in [3, 1201] {
-            let renamed = store
-                .get("Event", &common::event(i).id().unwrap())
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                renamed.get("event_name"),
-                Some(&Value::String("renamed".into()))
-            );
+            assert_renamed(store, i);
         }
         assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
     };
@@ -220,4 +225,39 @@ fn sigkill_during_a_merge_loses_nothing() {
     let store = open(dir.path(), false, Duration::from_secs(86_400));
     assert_eq!(store.resident_blocks().0, 0);
     assert_eq!(all_events(&store), before);
+}
+
+#[test]
+fn a_batch_that_inserts_and_changes_the_same_events_stores_the_changes() {
+    // The writer's thread encodes a batch's inserts as its resident block; an update or
+    // delete of one of them in the same batch must not let that block through unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false, Duration::from_secs(86_400));
+    let mut b = WriteBatch::new();
+    for i in 0..50 {
+        b.insert("Event", common::event(i));
+    }
+    b.update(
+        "Event",
+        common::event(10).id().unwrap(),
+        common::event(10).with("event_name", Value::String("renamed".into())),
+    );
+    b.delete("Event", common::event(20).id().unwrap());
+    // A duplicate insert in the batch is dropped, not stored twice.
+    b.insert("Event", common::event(30));
+    let info = store.write_blocking(b).unwrap();
+    assert_eq!((info.inserted, info.unchanged), (50, 1));
+    let check = |store: &Store| {
+        let events = all_events(store);
+        assert_eq!(events.len(), 49);
+        assert!(!events.contains_key(&common::event(20).id().unwrap()));
+        assert_renamed(store, 10);
+        assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
+    };
+    check(&store);
+    drop(store);
+    let store = open(dir.path(), false, Duration::from_secs(86_400));
+    check(&store);
+    merge::seal_all(&store).unwrap();
+    check(&store);
 }

@@ -30,6 +30,7 @@ use super::super::StoreError;
 use crate::schema::FieldType;
 use bytes::{put_bitmap, put_varint, Bad, Cursor};
 use ormdb_core::proto::Value;
+use std::borrow::Borrow;
 use std::cell::RefCell;
 
 const MAGIC: &[u8; 4] = b"STBK";
@@ -96,14 +97,17 @@ fn type_tag(ty: FieldType) -> u8 {
 
 /// Encodes `rows` (values in `fields` order) as one block, compressed with
 /// [`Compression::DEFAULT`].
-pub fn encode_block(fields: &[FieldLayout], rows: &[Values]) -> Result<Vec<u8>, StoreError> {
+pub fn encode_block<R: Borrow<Values>>(
+    fields: &[FieldLayout],
+    rows: &[R],
+) -> Result<Vec<u8>, StoreError> {
     encode_block_with(fields, rows, Compression::DEFAULT)
 }
 
 /// [`encode_block`] with the given compressor.
-pub fn encode_block_with(
+pub fn encode_block_with<R: Borrow<Values>>(
     fields: &[FieldLayout],
-    rows: &[Values],
+    rows: &[R],
     compression: Compression,
 ) -> Result<Vec<u8>, StoreError> {
     if rows.len() > MAX_ROWS {
@@ -115,11 +119,11 @@ pub fn encode_block_with(
     if let Some((i, row)) = rows
         .iter()
         .enumerate()
-        .find(|(_, r)| r.len() != fields.len())
+        .find(|(_, r)| (*r).borrow().len() != fields.len())
     {
         return Err(StoreError::Schema(format!(
             "block row {i} has {} values for {} fields",
-            row.len(),
+            row.borrow().len(),
             fields.len()
         )));
     }
@@ -143,14 +147,14 @@ pub fn encode_block_with(
     Ok(head)
 }
 
-fn encode_column(
+fn encode_column<R: Borrow<Values>>(
     field: &FieldLayout,
     pos: usize,
-    rows: &[Values],
+    rows: &[R],
 ) -> Result<(Encoding, u8, Vec<u8>), StoreError> {
     let mut present = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
-        match &row[pos] {
+        match &row.borrow()[pos] {
             Value::Null => {}
             v if column::fits(field.ty, v) => present.push(v),
             v => {
@@ -171,7 +175,10 @@ fn encode_column(
     }
     if present.len() < rows.len() {
         flags |= FLAG_NULLS;
-        put_bitmap(&mut out, rows.iter().map(|r| r[pos] != Value::Null));
+        put_bitmap(
+            &mut out,
+            rows.iter().map(|r| r.borrow()[pos] != Value::Null),
+        );
     }
     let encoding = column::encode_values(field.ty, &present, &mut out);
     Ok((encoding, flags, out))
@@ -198,9 +205,15 @@ thread_local! {
 }
 
 /// Compresses `raw`; keeps it as it is when that is not smaller.
+/// Columns shorter than this are stored as they are: compressing them saves a few bytes at
+/// the price of a compressor's tables (lz4's are 16 KB, zeroed per call), which dominated
+/// the cost of a batch's small resident blocks.
+const COMPRESS_FROM: usize = 96;
+
 fn compress(c: Compression, raw: Vec<u8>) -> Result<(Compression, Stored), StoreError> {
     let raw_len = raw.len();
     let packed = match c {
+        _ if raw_len < COMPRESS_FROM => None,
         Compression::None => None,
         Compression::Lz4 => Some(lz4_flex::block::compress(&raw)),
         Compression::Zstd(level) => Some(

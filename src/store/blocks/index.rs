@@ -94,11 +94,6 @@ impl IdIndex {
         self.shards[shard(k)].read().get(&k).copied()
     }
 
-    /// Ids remembered.
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|m| m.read().len()).sum()
-    }
-
     /// The next block whose ids are due to be forgotten at `now_us` (out of the window, or
     /// the oldest while more than `max_ids` are held), if any.
     pub fn next_due(&self, now_us: i64) -> Option<u64> {

@@ -37,13 +37,13 @@ const MAX_SOURCES: usize = 64;
 const FULL_ROWS: u64 = MAX_ROWS / 2;
 /// Level-0 blocks older than this are merged even when fewer than [`FANOUT`].
 pub const SETTLE: Duration = Duration::from_secs(10);
-/// Resident blocks (see `blocks::Resident`) of one group are sealed into a block in a file
-/// once they hold this many rows, once the oldest is [`SETTLE`] old, or, largest groups
-/// first, while every resident block together holds more than [`RESIDENT_BUDGET`] bytes.
-pub const SEAL_ROWS: u64 = 16_384;
-pub const RESIDENT_BUDGET: usize = 48 << 20;
-/// Most resident blocks one seal takes (a batch writes one per block key).
-const MAX_RESIDENT_SOURCES: usize = 16_384;
+/// Resident blocks (see `blocks::Resident`) are sealed, oldest first and at most
+/// [`SEAL_ROWS`] rows at a time (decoded in memory, ~0.9 KB a row), once they hold that
+/// many rows, once the oldest is [`SETTLE`] old, or while they hold more than
+/// [`RESIDENT_BUDGET`] bytes: their rows are split by (org, topic, partition, day) into
+/// level-1 blocks in files.
+pub const SEAL_ROWS: u64 = 65_536;
+pub const RESIDENT_BUDGET: usize = 32 << 20;
 
 /// A merge ready to commit: the merged block's bytes travel in the commit's WAL record
 /// (one fsync for every merge of a round) and its file is written when it is applied.
@@ -56,60 +56,47 @@ pub struct BlockMerge {
     pub bytes: Arc<Vec<u8>>,
 }
 
-/// Most merged bytes one merge write carries.
-const MAX_ROUND_BYTES: usize = 64 << 20;
+/// Most merged bytes one merge write carries: a round is copied a few times on its way
+/// through the WAL, so this bounds the memory it takes (64 MiB rounds took ~250 MB).
+const MAX_ROUND_BYTES: usize = 8 << 20;
 
-/// (entity, block key, day, level; -1 for resident blocks).
+/// (entity, block key, day, level; -1 and no key for resident blocks).
 type GroupKey = (u16, Vec<u8>, i64, i32);
 
-/// The groups of blocks due for a merge; `seal_all` takes every resident block (a close).
+/// The groups of blocks due for a merge or a seal; `seal_all` seals every resident block
+/// (a close).
 fn plan(store: &Store, now_us: i64, seal_all: bool) -> Vec<Vec<Arc<BlockMeta>>> {
     let inner = store.inner();
     let mut groups: BTreeMap<GroupKey, Vec<Arc<BlockMeta>>> = BTreeMap::new();
     for e in inner.layout.entities.iter().filter(|e| e.blocks.is_some()) {
         for m in inner.blocks.catalog.select(e.no, |_| true) {
+            if inner.blocks.is_resident(m.no) {
+                groups.entry((e.no, Vec::new(), 0, -1)).or_default().push(m);
+                continue;
+            }
+            if m.rows >= FULL_ROWS {
+                continue;
+            }
             let mut key = Vec::new();
             for v in [&m.org, &m.topic, &m.partition] {
                 crate::store::codec::encode_component(&mut key, v);
             }
             let day = m.min_time.unwrap_or(0).div_euclid(86_400_000_000);
-            let level = if inner.blocks.is_resident(m.no) {
-                -1
-            } else if m.rows >= FULL_ROWS {
-                continue;
-            } else {
-                m.level
-            };
-            groups.entry((e.no, key, day, level)).or_default().push(m);
+            groups.entry((e.no, key, day, m.level)).or_default().push(m);
         }
     }
     let settled = now_us - SETTLE.as_micros() as i64;
-    let (_, mut resident_bytes) = inner.blocks.resident_totals();
-    // Under memory pressure, the largest resident groups go first.
-    let mut by_size: Vec<(u64, &GroupKey)> = groups
-        .iter()
-        .filter(|(k, _)| k.3 == -1)
-        .map(|(k, blocks)| (blocks.iter().map(|m| m.rows).sum(), k))
-        .collect();
-    by_size.sort_by_key(|(rows, _)| std::cmp::Reverse(*rows));
-    let mut pressed = std::collections::HashSet::new();
-    for (_, k) in by_size {
-        if resident_bytes <= RESIDENT_BUDGET / 2 {
-            break;
-        }
-        if resident_bytes > RESIDENT_BUDGET || !pressed.is_empty() {
-            resident_bytes -= groups[k].iter().map(|m| m.bytes as usize).sum::<usize>();
-            pressed.insert(k.clone());
-        }
-    }
+    let (_, resident_bytes) = inner.blocks.resident_totals();
     let mut out = Vec::new();
-    for (key, mut blocks) in groups {
-        let level = key.3;
+    for ((_, _, _, level), mut blocks) in groups {
         let rows: u64 = blocks.iter().map(|m| m.rows).sum();
         let oldest = blocks.iter().map(|m| m.version as i64).min().unwrap_or(0);
-        let (due, min_sources, max_sources) = if level == -1 {
-            let due = seal_all || pressed.contains(&key) || rows >= SEAL_ROWS || oldest < settled;
-            (due, 1, MAX_RESIDENT_SOURCES)
+        let (due, min_sources, max_sources, max_rows) = if level == -1 {
+            let due = seal_all
+                || rows >= SEAL_ROWS
+                || oldest < settled
+                || resident_bytes > RESIDENT_BUDGET;
+            (due, 1, usize::MAX, SEAL_ROWS)
         } else {
             let old_enough = level == 0
                 && blocks
@@ -117,7 +104,12 @@ fn plan(store: &Store, now_us: i64, seal_all: bool) -> Vec<Vec<Arc<BlockMeta>>> 
                     .filter(|m| (m.version as i64) < settled)
                     .count()
                     >= 2;
-            (blocks.len() >= FANOUT || old_enough, 2, MAX_SOURCES)
+            (
+                blocks.len() >= FANOUT || old_enough,
+                2,
+                MAX_SOURCES,
+                MAX_ROWS,
+            )
         };
         if !due {
             continue;
@@ -126,7 +118,7 @@ fn plan(store: &Store, now_us: i64, seal_all: bool) -> Vec<Vec<Arc<BlockMeta>>> 
         let mut take = Vec::new();
         let mut rows = 0;
         for m in blocks {
-            if take.len() >= max_sources || (rows + m.rows > MAX_ROWS && take.len() >= 2) {
+            if take.len() >= max_sources || (rows + m.rows > max_rows && !take.is_empty()) {
                 break;
             }
             rows += m.rows;
@@ -149,8 +141,9 @@ pub fn merge_due(store: &Store) -> Result<usize, StoreError> {
 /// close does, so that a store at rest needs no WAL to open.
 pub fn seal_all(store: &Store) -> Result<usize, StoreError> {
     let mut done = 0;
-    // A round the merge thread changed the catalog under does nothing; plan again.
-    for _ in 0..8 {
+    // A seal takes at most MAX_ROWS rows; a round the merge thread changed the catalog
+    // under does nothing: plan again.
+    for _ in 0..1024 {
         done += merge_planned(store, true)?;
         if store.inner().blocks.resident_totals().0 == 0 {
             break;
@@ -165,9 +158,10 @@ fn merge_planned(store: &Store, seal_all: bool) -> Result<usize, StoreError> {
     let mut round: Vec<BlockMerge> = Vec::new();
     let mut bytes = 0;
     for sources in plan(store, now, seal_all) {
-        let m = prepare(store, &sources)?;
-        bytes += m.bytes.len();
-        round.push(m);
+        for m in prepare(store, &sources)? {
+            bytes += m.bytes.len();
+            round.push(m);
+        }
         if bytes >= MAX_ROUND_BYTES {
             done += commit(store, std::mem::take(&mut round))?;
             bytes = 0;
@@ -193,8 +187,10 @@ fn commit(store: &Store, round: Vec<BlockMerge>) -> Result<usize, StoreError> {
 }
 
 /// Reads `sources` (blocks of one entity and group) and encodes their rows, sorted by event
-/// time, into one block.
-pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<BlockMerge, StoreError> {
+/// time, into one block per (org, topic, partition, day) they hold: one for a merge (its
+/// sources share them), several for a seal of resident blocks. Only the first names the
+/// sources: they all commit in one write.
+pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMerge>, StoreError> {
     let inner = store.inner();
     let e: &EntityLayout =
         inner
@@ -207,28 +203,41 @@ pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<BlockMerge, 
                 ),
             })?;
     let keys = e.blocks.as_ref().expect("a @blocks entity");
-    let mut rows: Vec<Values> = Vec::new();
+    let micros = |r: &Values| match keys.time.map(|t| &r[t]) {
+        Some(Value::Timestamp(n)) => *n,
+        _ => i64::MIN,
+    };
+    let sealing = sources
+        .iter()
+        .any(|m| m.mixed || inner.blocks.is_resident(m.no));
+    let mut parts: BTreeMap<(Vec<u8>, i64), Vec<Values>> = BTreeMap::new();
     for m in sources {
-        rows.extend(inner.block_rows(e, m)?);
+        for r in inner.block_rows(e, m)? {
+            // A merge keeps its group's day; a seal splits by the day of each event.
+            let day = if sealing {
+                micros(&r).div_euclid(86_400_000_000)
+            } else {
+                0
+            };
+            parts.entry((keys.key_of(&r), day)).or_default().push(r);
+        }
     }
-    if let Some(t) = keys.time {
-        let micros = |r: &Values| match r[t] {
-            Value::Timestamp(n) => n,
-            _ => i64::MIN,
-        };
-        rows.sort_by_key(micros);
-    }
-    let bytes = super::codec::encode_block(&e.fields, &rows)?;
-    let no = inner.next_block.fetch_add(1, Ordering::SeqCst);
-    // Sealed resident blocks (level 0) make a level-1 block, like a merge of level-0 ones.
     let level = sources.iter().map(|m| m.level).max().unwrap_or(0) + 1;
     let version = sources.iter().map(|m| m.version).max().unwrap_or(0);
-    let meta = BlockMeta::describe(e, keys, no, &rows, bytes.len() as u64, level, version);
-    Ok(BlockMerge {
-        entity_no: e.no,
-        sources: sources.iter().map(|m| m.no).collect(),
-        meta: Arc::new(meta),
-        ids: rows.iter().map(|r| e.id_of(r)).collect(),
-        bytes: Arc::new(bytes),
-    })
+    let mut out = Vec::with_capacity(parts.len());
+    let mut names = Some(sources.iter().map(|m| m.no).collect::<Vec<_>>());
+    for (_, mut rows) in parts {
+        rows.sort_by_key(micros);
+        let bytes = super::codec::encode_block(&e.fields, &rows)?;
+        let no = inner.next_block.fetch_add(1, Ordering::SeqCst);
+        let meta = BlockMeta::describe(e, keys, no, &rows, bytes.len() as u64, level, version);
+        out.push(BlockMerge {
+            entity_no: e.no,
+            sources: names.take().unwrap_or_default(),
+            meta: Arc::new(meta),
+            ids: rows.iter().map(|r| e.id_of(r)).collect(),
+            bytes: Arc::new(bytes),
+        });
+    }
+    Ok(out)
 }

@@ -42,9 +42,11 @@ fn candidates(inner: &Inner, e: &EntityLayout, q: &Query) -> Vec<Arc<BlockMeta>>
         }
     }
     inner.blocks.catalog.select(e.no, |m| {
-        org.as_ref().is_none_or(|v| *v == m.org)
-            && topic.as_ref().is_none_or(|v| *v == m.topic)
-            && partition.as_ref().is_none_or(|v| *v == m.partition)
+        // A mixed (resident) block may hold any key: its rows are filtered one by one.
+        (m.mixed
+            || org.as_ref().is_none_or(|v| *v == m.org)
+                && topic.as_ref().is_none_or(|v| *v == m.topic)
+                && partition.as_ref().is_none_or(|v| *v == m.partition))
             && m.meets_time(lower, upper)
     })
 }

@@ -13,7 +13,7 @@ use super::super::{
     TREE_FEED, TREE_INDEX, TREE_META, TREE_RESIDENT, TREE_STMETA, TREE_TYPES,
 };
 use super::{latest_key, type_key, Committer, Materialized, Op, Placed, RowState};
-use crate::store::batch::{CommitInfo, Mutation, Row, WriteBatch};
+use crate::store::batch::{CommitInfo, Mutation, Prepared, PreparedBlock, Row, WriteBatch};
 use crate::store::codec::display_value;
 use crate::store::Value;
 use ormdb_core::storage::{Record, VersionedKey};
@@ -33,6 +33,9 @@ pub(super) struct Draft<'c> {
     postings: BTreeMap<Vec<u8>, Vec<u8>>,
     info: CommitInfo,
     blocks: BlockDraft,
+    /// The batch's inserts validated by its writer (see `WriteBatch::prepare`).
+    prepared: Vec<Option<Prepared>>,
+    prepared_blocks: Vec<PreparedBlock>,
 }
 
 /// The rows of `@blocks` entities this batch writes, by (entity number, block key, and for
@@ -46,6 +49,9 @@ struct BlockDraft {
     /// Stored blocks losing rows, with the ids that leave.
     leaving: BTreeMap<u64, (u16, HashSet<[u8; 16]>)>,
     changes: Vec<BlockChange>,
+    /// Entities whose rows an update or delete changed within the batch: their writer's
+    /// prepared block no longer holds them.
+    tainted: HashSet<u16>,
 }
 
 /// A mutation resolved to the row it changes.
@@ -54,6 +60,8 @@ struct Resolved<'l> {
     id: [u8; 16],
     new: Option<Values>,
     prev: RowState,
+    /// The `@feed` bytes of `new`, when its writer encoded them.
+    new_feed: Option<Vec<u8>>,
 }
 
 impl<'c> Draft<'c> {
@@ -80,11 +88,15 @@ impl<'c> Draft<'c> {
                 ..Default::default()
             },
             blocks: BlockDraft::default(),
+            prepared: Vec::new(),
+            prepared_blocks: Vec::new(),
         }
     }
 
     /// The whole batch: its mutations, then its offsets and cursors as rows, then blocks.
-    pub fn batch(mut self, batch: &WriteBatch) -> Result<Materialized, StoreError> {
+    pub fn batch(mut self, batch: &mut WriteBatch) -> Result<Materialized, StoreError> {
+        self.prepared = std::mem::take(&mut batch.prepared);
+        self.prepared_blocks = std::mem::take(&mut batch.prepared_blocks);
         for (n, m) in batch.mutations.iter().enumerate() {
             self.mutation(m, Some(n))?;
         }
@@ -111,6 +123,22 @@ impl<'c> Draft<'c> {
         Ok(())
     }
 
+    /// An insert's values and `@feed` bytes: prepared by its writer, or validated now.
+    fn validated(
+        &mut self,
+        e: &EntityLayout,
+        row: &Row,
+        n: Option<usize>,
+    ) -> Result<(Values, Option<Vec<u8>>), StoreError> {
+        if let Some(p) = n
+            .and_then(|n| self.prepared.get_mut(n))
+            .and_then(Option::take)
+        {
+            return Ok((p.values, p.feed));
+        }
+        Ok((e.validate(row, self.now)?, None))
+    }
+
     fn lookup(
         &self,
         id: &[u8; 16],
@@ -134,7 +162,7 @@ impl<'c> Draft<'c> {
         match m {
             Mutation::Insert { entity, row } => {
                 let e = layout.entity(entity)?;
-                let values = e.validate(row, self.now)?;
+                let (values, new_feed) = self.validated(e, row, n)?;
                 let id = e.id_of(&values);
                 let prev = self.lookup(&id, e, false)?;
                 if matches!(prev, RowState::Live { .. }) {
@@ -146,11 +174,12 @@ impl<'c> Draft<'c> {
                     id,
                     new: Some(values),
                     prev,
+                    new_feed,
                 }))
             }
             Mutation::InsertScoped { entity, row, scope } => {
                 let e = layout.entity(entity)?;
-                let values = e.validate(row, self.now)?;
+                let (values, new_feed) = self.validated(e, row, n)?;
                 match self
                     .c
                     .place_scoped(e, values, scope, &self.local, self.group)?
@@ -160,6 +189,7 @@ impl<'c> Draft<'c> {
                         id,
                         new: Some(values),
                         prev,
+                        new_feed,
                     })),
                     Placed::Duplicate(kind) => {
                         self.info.unchanged += counted;
@@ -191,6 +221,7 @@ impl<'c> Draft<'c> {
                     id,
                     new: Some(values),
                     prev,
+                    new_feed: None,
                 }))
             }
             Mutation::Update { entity, id, row } => self.resolve_update(entity, id, row).map(Some),
@@ -209,6 +240,7 @@ impl<'c> Draft<'c> {
                     id: *id,
                     new: None,
                     prev,
+                    new_feed: None,
                 }))
             }
         }
@@ -255,6 +287,7 @@ impl<'c> Draft<'c> {
             id: *id,
             new: Some(values),
             prev,
+            new_feed: None,
         })
     }
 
@@ -266,6 +299,7 @@ impl<'c> Draft<'c> {
             id,
             new,
             prev,
+            new_feed: prepared_feed,
         } = r;
         let version = (self.now as u64).max(prev.version() + 1);
         let old = match &prev {
@@ -282,7 +316,11 @@ impl<'c> Draft<'c> {
                 .filter(|_| !entity.feed_fields.is_empty())
                 .map(|v| entity.feed_values(v))
         };
-        let (old_feed, new_feed) = (feed_of(old.as_deref()), feed_of(new.as_ref()));
+        let old_feed = feed_of(old.as_deref());
+        let new_feed = match prepared_feed {
+            Some(bytes) if new.is_some() => Some(bytes),
+            _ => feed_of(new.as_ref()),
+        };
         self.post(
             entity,
             id,
@@ -426,6 +464,7 @@ impl<'c> Draft<'c> {
     ) -> Result<(), StoreError> {
         let keys = entity.blocks.as_ref().expect("a @blocks entity");
         if had_old {
+            self.blocks.tainted.insert(entity.no);
             if let Some((slot_key, at)) = self.blocks.at.remove(&id) {
                 if let Some(rows) = self.blocks.rows.get_mut(&slot_key) {
                     rows[at] = None;
@@ -488,14 +527,26 @@ impl<'c> Draft<'c> {
             }
             self.unregister(keys, no)?;
         }
+        // A batch's rows make one resident block per entity (in block-key order, as its
+        // writer prepared it); migrated ones (by day) are many and go to files.
+        let mut resident: BTreeMap<u16, Vec<Values>> = BTreeMap::new();
         for ((entity_no, _, day), rows) in std::mem::take(&mut self.blocks.rows) {
-            let rows: Vec<Values> = rows.into_iter().flatten().collect();
-            if rows.is_empty() {
+            let rows = rows.into_iter().flatten();
+            if day.is_none() {
+                resident.entry(entity_no).or_default().extend(rows);
                 continue;
             }
-            let e = layout.by_no(entity_no).expect("entity of a drafted block");
-            // A batch's rows stay resident until merged; migrated ones (by day) are many.
-            self.register(e, &rows, day.is_none())?;
+            let rows: Vec<Values> = rows.collect();
+            if !rows.is_empty() {
+                let e = layout.by_no(entity_no).expect("entity of a drafted block");
+                self.register(e, &rows, false)?;
+            }
+        }
+        for (entity_no, rows) in resident {
+            if !rows.is_empty() {
+                let e = layout.by_no(entity_no).expect("entity of a drafted block");
+                self.register(e, &rows, true)?;
+            }
         }
         Ok(())
     }
@@ -547,6 +598,24 @@ impl<'c> Draft<'c> {
         Ok(())
     }
 
+    /// The block its writer encoded for `rows`, if they are exactly its rows.
+    fn prepared_block(&mut self, e: &EntityLayout, rows: &[Values]) -> Option<Vec<u8>> {
+        if self.blocks.tainted.contains(&e.no) {
+            return None;
+        }
+        let at = self
+            .prepared_blocks
+            .iter()
+            .position(|b| b.entity_no == e.no)?;
+        let same = self.prepared_blocks[at].ids.len() == rows.len()
+            && self.prepared_blocks[at]
+                .ids
+                .iter()
+                .zip(rows)
+                .all(|(id, r)| *id == e.id_of(r));
+        same.then(|| self.prepared_blocks.swap_remove(at).bytes)
+    }
+
     /// A new block of `rows`: resident (its bytes in this commit's WAL record only, see
     /// `blocks::Resident`), or in a file written when the commit is applied and registered
     /// by a catalog row.
@@ -557,14 +626,25 @@ impl<'c> Draft<'c> {
         resident: bool,
     ) -> Result<(), StoreError> {
         let keys = e.blocks.as_ref().expect("a @blocks entity");
-        // Resident blocks live seconds and are recompressed when sealed: lz4 costs a third
-        // of zstd's time here (store bench, 1M events: 93k against 64k events/s).
-        let compression = if resident {
-            codec::Compression::Lz4
-        } else {
-            codec::Compression::DEFAULT
+        let prepared = resident.then(|| self.prepared_block(e, rows)).flatten();
+        #[cfg(debug_assertions)]
+        if let Some(bytes) = &prepared {
+            let again = codec::encode_block_with(
+                &e.fields,
+                rows,
+                super::super::blocks::RESIDENT_COMPRESSION,
+            )?;
+            debug_assert!(*bytes == again, "a prepared block differs from its rows");
+        }
+        let bytes = match prepared {
+            Some(bytes) => bytes,
+            None if resident => codec::encode_block_with(
+                &e.fields,
+                rows,
+                super::super::blocks::RESIDENT_COMPRESSION,
+            )?,
+            None => codec::encode_block(&e.fields, rows)?,
         };
-        let bytes = codec::encode_block_with(&e.fields, rows, compression)?;
         let no = self
             .c
             .inner

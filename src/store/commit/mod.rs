@@ -246,9 +246,9 @@ impl Committer {
         let mut commit = self.next_commit;
         let mut seq = self.next_seq;
         let mut accepted: Vec<(Request, Materialized)> = Vec::with_capacity(group.len());
-        for req in group {
+        for mut req in group {
             let draft = draft::Draft::new(self, &overlay, commit, seq, now, req.batch.len());
-            match draft.batch(&req.batch) {
+            match draft.batch(&mut req.batch) {
                 Ok(m) => {
                     overlay.extend(m.overlay.iter().map(|(k, v)| (*k, v.clone())));
                     commit += 1;
