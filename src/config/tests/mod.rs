@@ -97,7 +97,7 @@ fn defaults_run_on_one_machine() {
     );
     assert_eq!(c.kafka.dedup_window_events, 100_000);
     assert_eq!(c.store.path, PathBuf::from("./data"));
-    assert_eq!(c.store.cache_capacity_mb, 256);
+    assert_eq!(c.store.cache_capacity_mb, 64);
     assert_eq!(c.store.group_commit_max_batches, 16);
     assert_eq!(c.store.wal_segment_mb, 64);
     assert_eq!(c.store.checkpoint_interval_ms, 5_000);
