@@ -4,7 +4,7 @@
 
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, event_batch, ids_arg, peak_rss_mb, percentile};
+use common::{arg, cpu_secs, event_batch, ids_arg, peak_rss_mb, percentile, rss_mb};
 
 use std::ops::Bound;
 use std::time::{Duration, Instant};
@@ -270,29 +270,6 @@ fn main() {
         typed,
         cfg.ids.name()
     );
-}
-
-/// CPU time this process has used (user + system, every thread), in seconds.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Resident set size of this process now (VmRSS), in MiB.
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn streamtally_dir_size(path: &std::path::Path) -> u64 {

@@ -218,69 +218,58 @@ impl WriteBatch {
     /// the calling thread, so that the committer, one thread for every writer, only places
     /// them. A row that fails validation is left for the committer, which reports it.
     pub(crate) fn prepare(&mut self, layout: &super::layout::Layout, now_us: i64) {
-        if !self.prepared.is_empty() {
-            return;
-        }
-        let mut any = false;
-        let prepared: Vec<Option<Prepared>> = self
-            .mutations
-            .iter_mut()
-            .map(|m| {
-                let (entity, row, scope) = match m {
-                    Mutation::Insert { entity, row } => (entity, row, None),
-                    Mutation::InsertScoped { entity, row, scope } => (entity, row, Some(scope)),
-                    _ => return None,
-                };
-                let e = layout.entity(entity).ok().filter(|e| e.blocks.is_some())?;
-                let values = e.validate(row, now_us).ok()?;
-                // The committer reads the prepared values: the row's memory can go now.
-                *row = Row::default();
-                any = true;
-                // A scoped insert may move the id into another field: `@feed` values that
-                // name either are left to the committer.
-                let moved = scope
-                    .and_then(|s| e.field_pos(&s.original_id_field).ok())
-                    .into_iter()
-                    .chain([e.id_pos]);
-                let fixed = moved.into_iter().all(|p| !e.feed_fields.contains(&p));
-                let feed = (fixed && !e.feed_fields.is_empty()).then(|| e.feed_values(&values));
-                Some(Prepared { values, feed })
-            })
-            .collect();
-        if !any {
-            return;
-        }
-        // One block per entity, its rows in block-key order then batch order: the order the
-        // committer gathers them in (`Draft::seal_blocks`).
-        let mut groups: std::collections::BTreeMap<(u16, Vec<u8>), Vec<&Prepared>> =
-            Default::default();
-        for (m, p) in self.mutations.iter().zip(&prepared) {
-            let (Some(p), Mutation::Insert { entity, .. } | Mutation::InsertScoped { entity, .. }) =
-                (p, m)
+        let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(self.mutations.len());
+        // (entity, block key, mutation) of each prepared insert.
+        let mut placed: Vec<(u16, Vec<u8>, usize)> = Vec::new();
+        for (n, m) in self.mutations.iter_mut().enumerate() {
+            let (entity, row, scope) = match m {
+                Mutation::Insert { entity, row } => (entity, row, None),
+                Mutation::InsertScoped { entity, row, scope } => (entity, row, Some(scope)),
+                _ => {
+                    prepared.push(None);
+                    continue;
+                }
+            };
+            let Some((e, keys)) = layout
+                .entity(entity)
+                .ok()
+                .and_then(|e| Some((e, e.blocks.as_ref()?)))
             else {
+                prepared.push(None);
                 continue;
             };
-            let Ok(e) = layout.entity(entity) else {
+            let Ok(values) = e.validate(row, now_us) else {
+                prepared.push(None);
                 continue;
             };
-            let Some(keys) = &e.blocks else { continue };
-            groups
-                .entry((e.no, keys.key_of(&p.values)))
-                .or_default()
-                .push(p);
+            // The committer reads the prepared values: the row's memory can go now.
+            *row = Row::default();
+            // A scoped insert may move the id into another field: `@feed` values that name
+            // either are left to the committer.
+            let mut moved = scope
+                .and_then(|s| e.field_pos(&s.original_id_field).ok())
+                .into_iter()
+                .chain([e.id_pos]);
+            let fixed = moved.all(|p| !e.feed_fields.contains(&p));
+            let feed = (fixed && !e.feed_fields.is_empty()).then(|| e.feed_values(&values));
+            placed.push((e.no, keys.key_of(&values), n));
+            prepared.push(Some(Prepared { values, feed }));
         }
-        let mut by_entity: std::collections::BTreeMap<u16, Vec<&super::layout::Values>> =
-            Default::default();
-        for ((entity_no, _), rows) in groups {
-            by_entity
-                .entry(entity_no)
-                .or_default()
-                .extend(rows.iter().map(|p| &p.values));
+        if placed.is_empty() {
+            return;
         }
-        for (entity_no, rows) in by_entity {
+        // One block per entity, its rows in block-key order then batch order (a stable
+        // sort): the order the committer gathers them in (`Draft::seal_blocks`).
+        placed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for run in placed.chunk_by(|a, b| a.0 == b.0) {
+            let entity_no = run[0].0;
             let Some(e) = layout.by_no(entity_no) else {
                 continue;
             };
+            let rows: Vec<&super::layout::Values> = run
+                .iter()
+                .filter_map(|(_, _, n)| prepared[*n].as_ref().map(|p| &p.values))
+                .collect();
             let Ok(bytes) = super::blocks::codec::encode_block_with(
                 &e.fields,
                 &rows,

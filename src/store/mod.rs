@@ -674,19 +674,8 @@ impl Store {
         // Nobody reads yet: the files of blocks the replay removed can go now.
         block_files.sweep(Duration::ZERO)?;
         if replayed > 0 {
-            let keep_from = resident
-                .values()
-                .map(|r| r.commit)
-                .min()
-                .unwrap_or(last_replayed + 1)
-                .min(last_replayed + 1);
-            trees
-                .stmeta
-                .insert(STMETA_RESIDENT_FROM, &keep_from.to_be_bytes())
-                .map_err(sled_err("write the resident blocks' first commit"))?;
-            trees
-                .stmeta
-                .insert(STMETA_CHECKPOINT, &last_replayed.to_be_bytes())
+            let keep_from = wal_kept_from(last_replayed, resident.values().map(|r| r.commit).min());
+            record_checkpoint(&trees, last_replayed, keep_from)
                 .map_err(sled_err("write the checkpoint"))?;
             engine.flush().map_err(engine_err("flush after replay"))?;
             wal.remove_through(keep_from - 1)?;
@@ -825,7 +814,6 @@ impl Store {
         &self,
         mut batch: WriteBatch,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<CommitInfo, StoreError>>, StoreError> {
-        batch.prepare(&self.inner.layout, chrono::Utc::now().timestamp_micros());
         if let Some(failure) = self.inner.failure.lock().clone() {
             return Err(StoreError::Failed {
                 path: self.inner.path.clone(),
@@ -840,6 +828,7 @@ impl Store {
             .lock()
             .clone()
             .ok_or_else(|| self.closed())?;
+        batch.prepare(&self.inner.layout, chrono::Utc::now().timestamp_micros());
         sender
             .send(Request { batch, reply: tx })
             .map_err(|_| self.closed())?;
@@ -1282,23 +1271,11 @@ fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
     let applied = inner.applied_commit.load(Ordering::SeqCst);
     // Read after `applied`: a block resident then and merged since has its merge at or
     // before the checkpoint or replayed after it; one resident now is kept from its commit.
-    let keep_from = inner
-        .blocks
-        .resident_floor()
-        .unwrap_or(applied + 1)
-        .min(applied + 1);
+    let keep_from = wal_kept_from(applied, inner.blocks.resident_floor());
     feed::truncate(inner)?;
     // The block files of the commits about to leave the WAL must be on disk first.
     inner.blocks.files.sync_written()?;
-    inner
-        .trees
-        .stmeta
-        .insert(STMETA_RESIDENT_FROM, &keep_from.to_be_bytes())
-        .map_err(sled_err("write the resident blocks' first commit"))?;
-    inner
-        .trees
-        .stmeta
-        .insert(STMETA_CHECKPOINT, &applied.to_be_bytes())
+    record_checkpoint(&inner.trees, applied, keep_from)
         .map_err(sled_err("write the checkpoint"))?;
     inner.engine.flush().map_err(|e| StoreError::Engine {
         path: inner.path.clone(),
@@ -1306,6 +1283,24 @@ fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
         message: e.to_string(),
     })?;
     inner.wal.lock().remove_through(keep_from - 1)?;
+    Ok(())
+}
+
+/// The first commit the WAL must keep once everything through `applied` is in the trees:
+/// the one after it, or the oldest commit that wrote a block still resident.
+fn wal_kept_from(applied: u64, resident_floor: Option<u64>) -> u64 {
+    resident_floor.map_or(applied + 1, |floor| floor.min(applied + 1))
+}
+
+/// Records in the trees that commits through `applied` are in them and that an open must
+/// read the WAL from `keep_from` for resident blocks (flushed by the caller).
+fn record_checkpoint(trees: &Trees, applied: u64, keep_from: u64) -> Result<(), sled::Error> {
+    trees
+        .stmeta
+        .insert(STMETA_RESIDENT_FROM, &keep_from.to_be_bytes())?;
+    trees
+        .stmeta
+        .insert(STMETA_CHECKPOINT, &applied.to_be_bytes())?;
     Ok(())
 }
 

@@ -204,12 +204,12 @@ thread_local! {
         RefCell::new(zstd::block::Decompressor::new());
 }
 
-/// Compresses `raw`; keeps it as it is when that is not smaller.
 /// Columns shorter than this are stored as they are: compressing them saves a few bytes at
 /// the price of a compressor's tables (lz4's are 16 KB, zeroed per call), which dominated
 /// the cost of a batch's small resident blocks.
 const COMPRESS_FROM: usize = 96;
 
+/// Compresses `raw`; keeps it as it is when that is short or does not get smaller.
 fn compress(c: Compression, raw: Vec<u8>) -> Result<(Compression, Stored), StoreError> {
     let raw_len = raw.len();
     let packed = match c {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The map is split in shards by hash, so that growing it copies one shard at a time (a
-/// single table of 8M ids doubling held both tables: ~400 MB at once).
+/// single table of 8M ids doubling holds both tables, ~400 MB by their sizes, at once).
 const SHARDS: usize = 16;
 
 pub(crate) struct IdIndex {

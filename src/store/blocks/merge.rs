@@ -2,10 +2,10 @@
 //! (entity, org, topic, partition, day of their first event, level), so that blocks compress
 //! well and a read touches few files.
 //!
-//! A batch writes resident blocks (see `blocks::Resident`), sealed into level-1 blocks in
-//! files by [`SEAL_ROWS`], [`SETTLE`] or [`RESIDENT_BUDGET`]. Level 0 blocks in files (a
-//! migration writes them) and higher levels merge by count: eight or more blocks of one group and level (or
-//! any two level-0 blocks older than [`SETTLE`]) are merged into one block of the next level,
+//! A batch writes a resident block (see `blocks::Resident`); seals split resident blocks
+//! into level-1 blocks in files (see [`SEAL_ROWS`]). Blocks in files merge by count: eight
+//! or more of one group and level (or any two level-0 blocks, which a migration writes,
+//! older than [`SETTLE`]) are merged into one block of the next level,
 //! sorted by event time. A row is rewritten once per level and a level holds at least eight
 //! times the rows of the one below, so write amplification grows with the log of a group's
 //! size, not with it.
@@ -28,8 +28,9 @@ use std::time::Duration;
 /// Blocks of one group and level merged together once there are this many.
 pub const FANOUT: usize = 8;
 /// At most this many blocks, and about this many rows, go into one merge: a merge holds
-/// its rows decoded in memory (~0.5 KB each for seed-shaped events), so this bounds the
-/// memory merging takes (store bench: 1M-row merges took the peak RSS to 1 GB).
+/// its rows decoded in memory (~0.9 KB each for seed-shaped events), so this bounds the
+/// memory merging takes (the cap was 1M rows; at 10M events the store bench's peak RSS
+/// stayed ~1 GB with either, so that is not what dominates it).
 const MAX_ROWS: u64 = 131_072;
 const MAX_SOURCES: usize = 64;
 /// Blocks with this many rows are full: merging them further would rewrite them again and
@@ -57,7 +58,8 @@ pub struct BlockMerge {
 }
 
 /// Most merged bytes one merge write carries: a round is copied a few times on its way
-/// through the WAL, so this bounds the memory it takes (64 MiB rounds took ~250 MB).
+/// through the WAL (its blocks, their operations, the WAL payload), so this bounds the
+/// memory it takes (was 64 MiB; not measured apart from the other changes).
 const MAX_ROUND_BYTES: usize = 8 << 20;
 
 /// (entity, block key, day, level; -1 and no key for resident blocks).
@@ -141,7 +143,7 @@ pub fn merge_due(store: &Store) -> Result<usize, StoreError> {
 /// close does, so that a store at rest needs no WAL to open.
 pub fn seal_all(store: &Store) -> Result<usize, StoreError> {
     let mut done = 0;
-    // A seal takes at most MAX_ROWS rows; a round the merge thread changed the catalog
+    // A seal takes at most SEAL_ROWS rows; a round the merge thread changed the catalog
     // under does nothing: plan again.
     for _ in 0..1024 {
         done += merge_planned(store, true)?;
@@ -207,9 +209,7 @@ pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMer
         Some(Value::Timestamp(n)) => *n,
         _ => i64::MIN,
     };
-    let sealing = sources
-        .iter()
-        .any(|m| m.mixed || inner.blocks.is_resident(m.no));
+    let sealing = sources.iter().any(|m| inner.blocks.is_resident(m.no));
     let mut parts: BTreeMap<(Vec<u8>, i64), Vec<Values>> = BTreeMap::new();
     for m in sources {
         for r in inner.block_rows(e, m)? {

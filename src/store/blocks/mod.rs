@@ -246,9 +246,8 @@ impl Catalog {
 /// (with those of other resident blocks) into blocks in files per (org, topic, partition,
 /// day). Batches thus cost neither a file nor a catalog row, nor an encode, per (org,
 /// partition) they touch (a 1,000-event batch of 20 orgs and 6 partitions touched 120);
-/// the WAL
-/// keeps every record from the oldest resident block's commit on (see `Store::checkpoint`),
-/// and an open puts the resident blocks of those records back.
+/// the WAL keeps every record from the oldest resident block's commit on (see
+/// `Store::checkpoint`), and an open puts the resident blocks of those records back.
 pub(crate) struct Resident {
     pub bytes: Arc<Vec<u8>>,
     /// The commit that wrote it.

@@ -626,23 +626,20 @@ impl<'c> Draft<'c> {
         resident: bool,
     ) -> Result<(), StoreError> {
         let keys = e.blocks.as_ref().expect("a @blocks entity");
+        let encode_resident = || {
+            codec::encode_block_with(&e.fields, rows, super::super::blocks::RESIDENT_COMPRESSION)
+        };
         let prepared = resident.then(|| self.prepared_block(e, rows)).flatten();
         #[cfg(debug_assertions)]
         if let Some(bytes) = &prepared {
-            let again = codec::encode_block_with(
-                &e.fields,
-                rows,
-                super::super::blocks::RESIDENT_COMPRESSION,
-            )?;
-            debug_assert!(*bytes == again, "a prepared block differs from its rows");
+            debug_assert!(
+                *bytes == encode_resident()?,
+                "a prepared block differs from its rows"
+            );
         }
         let bytes = match prepared {
             Some(bytes) => bytes,
-            None if resident => codec::encode_block_with(
-                &e.fields,
-                rows,
-                super::super::blocks::RESIDENT_COMPRESSION,
-            )?,
+            None if resident => encode_resident()?,
             None => codec::encode_block(&e.fields, rows)?,
         };
         let no = self
