@@ -39,6 +39,16 @@ fn click_stat(n: i64) -> Row {
         .with("event_count", Value::Int64(n))
 }
 
+/// The row id [`click_stat`] upserts.
+fn click_stat_id() -> [u8; 16] {
+    let key = [
+        org(0),
+        Value::String("2026-03-01".into()),
+        Value::String("click".into()),
+    ];
+    streamtally::store::codec::upsert_id("EventNameDaily", &key.iter().collect::<Vec<_>>())
+}
+
 fn events_batch(range: std::ops::Range<u64>) -> WriteBatch {
     let mut b = WriteBatch::new();
     for i in range {
@@ -854,13 +864,7 @@ fn cached_rows_are_never_stale() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.cache_rows("EventNameDaily").unwrap();
-    let key = [
-        org(0),
-        Value::String("2026-03-01".into()),
-        Value::String("click".into()),
-    ];
-    let id =
-        streamtally::store::codec::upsert_id("EventNameDaily", &key.iter().collect::<Vec<_>>());
+    let id = click_stat_id();
     fn count_of(store: &streamtally::store::Store, id: &[u8; 16]) -> Option<i64> {
         store
             .get_fields("EventNameDaily", id, &["event_count"])
@@ -928,6 +932,48 @@ fn cached_rows_are_never_stale() {
     let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(reads > 300, "only {reads} reads raced the writer");
     assert_eq!(count(&store), Some(300));
+}
+
+/// A `@latest_only` row being replaced never reads as absent: the replaced version goes
+/// only after the `latest:` pointer has moved off it, and a reader that followed the old
+/// pointer follows the new one (rows read from sled, no row cache).
+#[test]
+fn replaced_rows_never_read_as_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = click_stat_id();
+    let upsert = |n: i64| {
+        let mut b = WriteBatch::new();
+        b.upsert("EventNameDaily", click_stat(n));
+        store.write_blocking(b).unwrap();
+    };
+    upsert(1);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut reads, mut absent) = (0u64, 0u64);
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let row = store.get_fields("EventNameDaily", &id, &["event_count"]);
+                    absent += row.unwrap().is_none() as u64;
+                    reads += 1;
+                }
+                (reads, absent)
+            })
+        })
+        .collect();
+    for n in 2..=500 {
+        upsert(n);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (reads, absent) = readers
+        .into_iter()
+        .map(|r| r.join().unwrap())
+        .fold((0, 0), |(r, a), (r2, a2)| (r + r2, a + a2));
+    assert!(reads > 500, "only {reads} reads raced the writer");
+    assert_eq!(absent, 0, "{absent} of {reads} reads found the row absent");
+    assert_eq!(versions(&store, &id), 1);
 }
 
 /// Versions ormdb-core holds for row `id` (any entity).

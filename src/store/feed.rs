@@ -276,16 +276,14 @@ pub(crate) fn truncate(inner: &Inner) -> Result<(), StoreError> {
     let mut lowest: Option<u64> = None;
     let cursor = inner.layout.entity("FeedCursor")?;
     let pos = cursor.field_pos("next_seq")?;
-    for item in inner.engine.scan_entity_type("FeedCursor") {
-        let (_, _, record) = item.map_err(|e| StoreError::Engine {
-            path: inner.path.clone(),
-            op: "read feed cursors",
-            message: e.to_string(),
-        })?;
+    // Not ormdb-core's `scan_entity_type`: it skips a row replaced while it reads it, and a
+    // skipped cursor would let the feed be truncated past what its reader has read.
+    inner.for_each_latest("FeedCursor", |_, _, record| {
         if let ormdb_core::proto::Value::Int64(n) = cursor.decode_record(&record.data)?[pos] {
             lowest = Some(lowest.map_or(n as u64, |l| l.min(n as u64)));
         }
-    }
+        Ok(())
+    })?;
     let Some(lowest) = lowest else {
         return Ok(());
     };

@@ -565,6 +565,72 @@ fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, sled::Error> {
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
 }
 
+impl Inner {
+    /// The latest version of a row and its record (None if absent or deleted).
+    ///
+    /// ormdb-core's `get_latest` reads the `latest:` pointer, then the version it names;
+    /// a batch replacing a `latest_only` row moves the pointer and then removes the version
+    /// it named (`commit::apply_ops`), so a reader between the two lookups can find that
+    /// version gone. It then reads the pointer again and follows the new one.
+    pub(crate) fn latest_record(
+        &self,
+        id: &[u8; 16],
+    ) -> Result<Option<(u64, ormdb_core::Record)>, StoreError> {
+        let trees = &self.trees;
+        let err = |op: &'static str| {
+            let path = self.path.clone();
+            move |err: sled::Error| StoreError::Engine {
+                path,
+                op,
+                message: err.to_string(),
+            }
+        };
+        let pointer = || read_u64(&trees.meta, &commit::latest_key(id)).map_err(err("read a row"));
+        let Some(mut version) = pointer()? else {
+            return Ok(None);
+        };
+        loop {
+            let raw = trees
+                .data
+                .get(VersionedKey::new(*id, version).encode())
+                .map_err(err("read a row"))?;
+            if let Some(raw) = raw {
+                let record =
+                    ormdb_core::Record::from_bytes(&raw).map_err(|e| StoreError::Corrupt {
+                        what: format!("row {}: {e}", uuid::Uuid::from_bytes(*id)),
+                    })?;
+                return Ok((!record.deleted).then_some((version, record)));
+            }
+            match pointer()? {
+                Some(moved) if moved != version => version = moved,
+                // Unchanged: the version is missing (`verify` reports it), or the row left.
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Calls `f` with the id, latest version and record of every row of `entity` (not of
+    /// `@blocks` entities), through [`Inner::latest_record`]: a row replaced meanwhile is
+    /// read at its new version, never skipped.
+    pub(crate) fn for_each_latest(
+        &self,
+        entity: &str,
+        mut f: impl FnMut([u8; 16], u64, ormdb_core::Record) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for id in entity_ids(&self.trees.types, entity) {
+            let id = id.map_err(|err| StoreError::Engine {
+                path: self.path.clone(),
+                op: "scan an entity",
+                message: err.to_string(),
+            })?;
+            if let Some((version, record)) = self.latest_record(&id)? {
+                f(id, version, record)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store at `opts.path` for `schema`, replaying the write-ahead log
     /// and moving the rows of `@blocks` entities that an earlier release kept as ORMDB rows
@@ -959,6 +1025,7 @@ impl Store {
         let cache = &self.inner.row_cache;
         if !cache.enabled(no) {
             return self
+                .inner
                 .latest_record(id)?
                 .map(|(version, record)| f(version, &record.data))
                 .transpose();
@@ -967,6 +1034,7 @@ impl Store {
             Ok(hit) => hit,
             Err(miss) => {
                 let read: cache::Cached = self
+                    .inner
                     .latest_record(id)?
                     .map(|(version, record)| (version, Arc::from(record.data)));
                 cache.keep(miss, *id, read.clone());
@@ -1003,20 +1071,6 @@ impl Store {
             Some(record) => Ok(Some(e.to_row(e.decode_record(&record.data)?))),
             None => Ok(None),
         }
-    }
-
-    fn latest_record(
-        &self,
-        id: &[u8; 16],
-    ) -> Result<Option<(u64, ormdb_core::Record)>, StoreError> {
-        self.inner
-            .engine
-            .get_latest(id)
-            .map_err(|err| StoreError::Engine {
-                path: self.inner.path.clone(),
-                op: "read a row",
-                message: err.to_string(),
-            })
     }
 
     fn version_record(
@@ -1159,15 +1213,10 @@ impl Store {
             }
             return Ok(());
         }
-        for item in self.inner.engine.scan_entity_type(entity) {
-            let (_, _, record) = item.map_err(|err| StoreError::Engine {
-                path: self.inner.path.clone(),
-                op: "scan an entity",
-                message: err.to_string(),
-            })?;
+        self.inner.for_each_latest(entity, |_, _, record| {
             f(e.to_row(e.decode_record(&record.data)?));
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The ormdb-core engine and catalog underneath, for ormdb-core's own readers.
