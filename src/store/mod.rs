@@ -247,7 +247,7 @@ impl StoreOptions {
             row_cache_bytes: 64 << 20,
             merge_interval: Some(Duration::from_secs(1)),
             dedup_window: Duration::from_secs(86_400),
-            dedup_max_ids: 8_000_000,
+            dedup_max_ids: 7_000_000,
             migrate_chunk_rows: migrate::DEFAULT_CHUNK_ROWS,
         }
     }
@@ -857,6 +857,11 @@ impl Store {
     /// returned, unless the store is being migrated).
     pub fn rows_to_migrate(&self) -> Result<Vec<(String, u64)>, StoreError> {
         migrate::pending(self)
+    }
+
+    /// Whether a close or drop has told the store's threads to stop.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.handle.stop.load(Ordering::SeqCst)
     }
 
     /// The store's directory.

@@ -17,8 +17,9 @@
 //! record is durable changes nothing; after it, the replay redoes the swap. The sources'
 //! files go once no reader can hold them. Nothing is lost or stored twice either way.
 
+use super::codec::{BlockReader, BlockWriter, Compression};
 use super::{BlockMeta, Value};
-use crate::store::layout::{EntityLayout, Values};
+use crate::store::layout::EntityLayout;
 use crate::store::{Store, StoreError, WriteBatch};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -133,10 +134,22 @@ fn plan(store: &Store, now_us: i64, seal_all: bool) -> Vec<Vec<Arc<BlockMeta>>> 
     out
 }
 
-/// Merges every group due, in rounds of one store write each; returns how many merges
-/// committed.
+/// Most time one call of [`merge_due`] plans again for: the merge thread has other work.
+const BUSY_FOR: Duration = Duration::from_secs(2);
+
+/// Merges every group due, in rounds of one store write each, planning again while rounds
+/// commit (a plan seals at most [`SEAL_ROWS`] resident rows, and the blocks a seal writes
+/// may make merges due) for up to [`BUSY_FOR`]; returns how many merges committed.
 pub fn merge_due(store: &Store) -> Result<usize, StoreError> {
-    merge_planned(store, false)
+    let started = std::time::Instant::now();
+    let mut done = 0;
+    loop {
+        let n = merge_planned(store, false)?;
+        done += n;
+        if n == 0 || started.elapsed() >= BUSY_FOR || store.is_stopping() {
+            return Ok(done);
+        }
+    }
 }
 
 /// Seals every resident block into blocks in files (and merges what else is due): what a
@@ -192,6 +205,11 @@ fn commit(store: &Store, round: Vec<BlockMerge>) -> Result<usize, StoreError> {
 /// time, into one block per (org, topic, partition, day) they hold: one for a merge (its
 /// sources share them), several for a seal of resident blocks. Only the first names the
 /// sources: they all commit in one write.
+///
+/// Column by column: the key and time columns give every row its block and place, then each
+/// column is decoded from every source, its values handed to the new blocks in their order,
+/// and dropped, so a merge holds one column of its rows decoded at a time (the sources'
+/// compressed bytes and the new blocks' encoded columns besides), not every row.
 pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMerge>, StoreError> {
     let inner = store.inner();
     let e: &EntityLayout =
@@ -205,39 +223,169 @@ pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMer
                 ),
             })?;
     let keys = e.blocks.as_ref().expect("a @blocks entity");
-    let micros = |r: &Values| match keys.time.map(|t| &r[t]) {
-        Some(Value::Timestamp(n)) => *n,
+    let bytes = sources
+        .iter()
+        .map(|m| inner.blocks.bytes(m.no))
+        .collect::<Result<Vec<_>, _>>()?;
+    let readers = bytes
+        .iter()
+        .zip(sources)
+        .map(|(b, m)| BlockReader::open(b).map_err(|err| in_block(m, err)))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Column `pos` of every source (all Null in a block written before the field existed).
+    let column = |pos: Option<usize>| -> Result<Vec<Vec<Value>>, StoreError> {
+        readers
+            .iter()
+            .zip(sources)
+            .map(|(r, m)| match pos {
+                Some(p) if p < r.columns().len() => r.column(p).map_err(|err| in_block(m, err)),
+                _ => Ok(vec![Value::Null; r.len()]),
+            })
+            .collect()
+    };
+    let key_positions: Vec<usize> = [keys.org, keys.topic, keys.partition]
+        .into_iter()
+        .flatten()
+        .collect();
+    let key_columns = key_positions
+        .iter()
+        .map(|&p| column(Some(p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let times = column(keys.time)?;
+    let micros = |s: usize, i: usize| match times[s][i] {
+        Value::Timestamp(n) => n,
         _ => i64::MIN,
     };
+
+    // Every row's part (a new block), then the rows in part and time order (ties in source
+    // and row order, as they were written).
     let sealing = sources.iter().any(|m| inner.blocks.is_resident(m.no));
-    let mut parts: BTreeMap<(Vec<u8>, i64), Vec<Values>> = BTreeMap::new();
-    for m in sources {
-        for r in inner.block_rows(e, m)? {
+    let mut parts: BTreeMap<(Vec<u8>, i64), Vec<Placed>> = BTreeMap::new();
+    for (s, r) in readers.iter().enumerate() {
+        for i in 0..r.len() {
+            let mut key = Vec::new();
+            for col in &key_columns {
+                crate::store::codec::encode_component(&mut key, &col[s][i]);
+            }
             // A merge keeps its group's day; a seal splits by the day of each event.
+            let at = micros(s, i);
             let day = if sealing {
-                micros(&r).div_euclid(86_400_000_000)
+                at.div_euclid(86_400_000_000)
             } else {
                 0
             };
-            parts.entry((keys.key_of(&r), day)).or_default().push(r);
+            parts
+                .entry((key, day))
+                .or_default()
+                .push((at, s as u32, i as u32));
         }
     }
+    let mut parts: Vec<Vec<Placed>> = parts.into_values().collect();
+    for rows in &mut parts {
+        rows.sort_unstable();
+    }
+
+    let mut writers: Vec<BlockWriter> = parts
+        .iter()
+        .map(|rows| BlockWriter::new(e.fields.len(), rows.len(), Compression::DEFAULT))
+        .collect();
+    let mut ids: Vec<Vec<[u8; 16]>> = vec![Vec::new(); parts.len()];
+    let mut offsets: Vec<(Option<i64>, Option<i64>)> = vec![(None, None); parts.len()];
+    for (pos, field) in e.fields.iter().enumerate() {
+        let decoded;
+        let values = match key_positions.iter().position(|&p| p == pos) {
+            Some(k) => &key_columns[k],
+            None if Some(pos) == keys.time => &times,
+            None => {
+                decoded = column(Some(pos))?;
+                &decoded
+            }
+        };
+        let mut refs: Vec<&Value> = Vec::new();
+        for (p, rows) in parts.iter().enumerate() {
+            refs.clear();
+            refs.extend(
+                rows.iter()
+                    .map(|&(_, s, i)| &values[s as usize][i as usize]),
+            );
+            if pos == e.id_pos {
+                ids[p] = refs
+                    .iter()
+                    .map(|v| match v {
+                        Value::Uuid(u) => *u,
+                        _ => [0; 16],
+                    })
+                    .collect();
+            }
+            if Some(pos) == keys.offset {
+                let ints = refs.iter().filter_map(|v| match **v {
+                    Value::Int64(n) | Value::Timestamp(n) => Some(n),
+                    Value::Int32(n) => Some(n as i64),
+                    _ => None,
+                });
+                offsets[p] = ints.fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), n| {
+                    (
+                        Some(lo.map_or(n, |l| l.min(n))),
+                        Some(hi.map_or(n, |h| h.max(n))),
+                    )
+                });
+            }
+            writers[p].push(field, &refs)?;
+        }
+    }
+
     let level = sources.iter().map(|m| m.level).max().unwrap_or(0) + 1;
     let version = sources.iter().map(|m| m.version).max().unwrap_or(0);
-    let mut out = Vec::with_capacity(parts.len());
     let mut names = Some(sources.iter().map(|m| m.no).collect::<Vec<_>>());
-    for (_, mut rows) in parts {
-        rows.sort_by_key(micros);
-        let bytes = super::codec::encode_block(&e.fields, &rows)?;
-        let no = inner.next_block.fetch_add(1, Ordering::SeqCst);
-        let meta = BlockMeta::describe(e, keys, no, &rows, bytes.len() as u64, level, version);
+    let mut out = Vec::with_capacity(parts.len());
+    for (((rows, writer), ids), (min_offset, max_offset)) in
+        parts.iter().zip(writers).zip(ids).zip(offsets)
+    {
+        let bytes = writer.finish()?;
+        let (_, s, i) = rows[0];
+        let key_value = |pos: Option<usize>| match pos
+            .and_then(|p| key_positions.iter().position(|&k| k == p))
+        {
+            Some(k) => key_columns[k][s as usize][i as usize].clone(),
+            None => Value::Null,
+        };
+        let timed = |n: i64| (keys.time.is_some() && n != i64::MIN).then_some(n);
+        let meta = BlockMeta {
+            no: inner.next_block.fetch_add(1, Ordering::SeqCst),
+            entity_no: e.no,
+            org: key_value(keys.org),
+            topic: key_value(keys.topic),
+            partition: key_value(keys.partition),
+            min_offset,
+            max_offset,
+            min_time: rows.iter().filter_map(|r| timed(r.0)).min(),
+            max_time: rows.iter().filter_map(|r| timed(r.0)).max(),
+            rows: rows.len() as u64,
+            bytes: bytes.len() as u64,
+            level,
+            version,
+            mixed: false,
+        };
         out.push(BlockMerge {
             entity_no: e.no,
             sources: names.take().unwrap_or_default(),
             meta: Arc::new(meta),
-            ids: rows.iter().map(|r| e.id_of(r)).collect(),
+            ids,
             bytes: Arc::new(bytes),
         });
     }
     Ok(out)
+}
+
+/// A row of a merge: (event time, source, row in the source).
+type Placed = (i64, u32, u32);
+
+/// `err` about block `meta`, naming it.
+fn in_block(meta: &BlockMeta, err: StoreError) -> StoreError {
+    match err {
+        StoreError::Corrupt { what } => StoreError::Corrupt {
+            what: format!("block {:016x}: {what}", meta.no),
+        },
+        other => other,
+    }
 }
