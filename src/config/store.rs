@@ -65,11 +65,12 @@ fn default_row_cache_mb() -> u64 {
 fn default_dedup_window() -> String {
     "24h".to_string()
 }
-/// The index's table grows by doubling its 16 shards: 7,000,000 ids (evenly hashed, at most
-/// 7/8 of each shard's 524,288 slots) fit the same ~143 MB as 3.7M do, where 8,000,000 took
-/// twice that (measured: peak RSS 1,085 MB of the 10M-event store bench).
+/// The index's table grows by doubling its 16 shards: 6,000,000 ids (evenly hashed, 375,000
+/// of each shard's 458,752 usable slots, the rest room for ids coming while old ones are
+/// forgotten) fit the same ~143 MB as 3.7M do, where 8,000,000 took twice that (measured:
+/// peak RSS 1,085 MB of the 10M-event store bench).
 fn default_dedup_max_ids() -> u64 {
-    7_000_000
+    6_000_000
 }
 
 /// A duration written `<n>s`, `<n>m`, `<n>h` or `<n>d` (n a whole number).

@@ -247,7 +247,7 @@ impl StoreOptions {
             row_cache_bytes: 64 << 20,
             merge_interval: Some(Duration::from_secs(1)),
             dedup_window: Duration::from_secs(86_400),
-            dedup_max_ids: 7_000_000,
+            dedup_max_ids: 6_000_000,
             migrate_chunk_rows: migrate::DEFAULT_CHUNK_ROWS,
         }
     }
@@ -1386,15 +1386,17 @@ fn every_tick(handle: std::sync::Weak<Handle>, every: Duration, mut work: impl F
 /// window, and removes the files of blocks retired long enough ago.
 fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration) {
     every_tick(handle, every, |store| {
-        if let Err(error) = blocks::merge::merge_due(store) {
-            if !matches!(error, StoreError::Closed { .. } | StoreError::Failed { .. }) {
-                tracing::warn!(%error, "block merge failed; will retry");
-            }
-        }
-        match store.inner.evict_ids() {
+        // Ids are forgotten after every plan: a tick's rounds can take seconds, and the index
+        // must not outgrow `dedup_max_ids` meanwhile (its table doubles past it).
+        let evict = || match store.inner.evict_ids() {
             Ok(n) if n > 0 => tracing::debug!(ids = n, "dedup window: ids forgotten"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "forgetting old ids failed; will retry"),
+        };
+        if let Err(error) = blocks::merge::merge_due_then(store, evict) {
+            if !matches!(error, StoreError::Closed { .. } | StoreError::Failed { .. }) {
+                tracing::warn!(%error, "block merge failed; will retry");
+            }
         }
         if let Err(error) = store.inner.blocks.files.sweep(blocks::RETIRE_GRACE) {
             tracing::warn!(%error, "removing retired block files failed; will retry");

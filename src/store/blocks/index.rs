@@ -66,6 +66,16 @@ impl IdIndex {
         keys.sort_unstable_by_key(|k| shard(*k));
         for part in keys.chunk_by(|a, b| shard(*a) == shard(*b)) {
             let mut map = self.shards[shard(part[0])].write();
+            if map.capacity() - map.len() < part.len() {
+                // The table counts the slots of removed ids as taken until it rehashes, and
+                // doubles when it runs out of slots with over half of them live: with ids
+                // forgotten as fast as new ones come (at the cap) it doubled though the ids
+                // fitted. A rebuilt table drops them, and is larger only if the ids need it.
+                let mut fresh =
+                    FxHashMap::with_capacity_and_hasher(map.len() + part.len(), Default::default());
+                fresh.extend(map.drain());
+                *map = fresh;
+            }
             for &k in part {
                 map.insert(k, no);
             }
@@ -130,5 +140,61 @@ impl IdIndex {
             }
         }
         self.forget_block(no);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(block: u64, n: u64) -> Vec<[u8; 16]> {
+        (0..n)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&block.to_le_bytes());
+                id[8..].copy_from_slice(&i.to_le_bytes());
+                id
+            })
+            .collect()
+    }
+
+    /// Ids the shards take before they grow: 7/8 of their slots, less those of removed ids
+    /// (so it is at most what it was with the table full and nothing removed, unless the
+    /// table grew).
+    fn room(index: &IdIndex) -> usize {
+        index.shards.iter().map(|s| s.read().capacity()).sum()
+    }
+
+    /// Ids forgotten as fast as new ones come leave the table's size alone: the removed
+    /// ids' slots are reclaimed, not counted until the table doubles.
+    #[test]
+    fn the_table_does_not_grow_while_ids_come_and_go_at_the_cap() {
+        let (per_block, cap) = (1_000u64, 40_000usize);
+        let index = IdIndex::new(Duration::from_secs(3600), cap);
+        let now = 1_000_000i64;
+        let mut next = 0u64;
+        let mut write = |index: &IdIndex| {
+            index.insert(&ids(next, per_block), next, now as u64);
+            next += 1;
+            while let Some(no) = index.next_due(now) {
+                index.evict(no, &ids(no, per_block));
+            }
+        };
+        for _ in 0..cap as u64 / per_block {
+            write(&index);
+        }
+        let full = room(&index);
+        for _ in 0..400 {
+            write(&index);
+        }
+        assert_eq!(index.held.lock().ids, cap);
+        let now = room(&index);
+        assert!(
+            now <= full,
+            "the table grew: room for {now} ids, was {full}"
+        );
+        // Every id held is found, in its block; forgotten ones are not.
+        assert_eq!(index.get(&ids(next - 1, per_block)[7]), Some(next - 1));
+        assert_eq!(index.get(&ids(0, per_block)[7]), None);
     }
 }

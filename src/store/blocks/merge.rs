@@ -139,17 +139,25 @@ const BUSY_FOR: Duration = Duration::from_secs(2);
 
 /// Merges every group due, in rounds of one store write each, planning again while rounds
 /// commit (a plan seals at most [`SEAL_ROWS`] resident rows, and the blocks a seal writes
-/// may make merges due) for up to [`BUSY_FOR`]; returns how many merges committed.
-pub fn merge_due(store: &Store) -> Result<usize, StoreError> {
+/// may make merges due) for up to [`BUSY_FOR`], calling `between` after each plan; returns
+/// how many merges committed.
+pub fn merge_due_then(store: &Store, mut between: impl FnMut()) -> Result<usize, StoreError> {
     let started = std::time::Instant::now();
     let mut done = 0;
     loop {
-        let n = merge_planned(store, false)?;
+        let n = merge_planned(store, false);
+        between();
+        let n = n?;
         done += n;
         if n == 0 || started.elapsed() >= BUSY_FOR || store.is_stopping() {
             return Ok(done);
         }
     }
+}
+
+/// [`merge_due_then`] with nothing between plans.
+pub fn merge_due(store: &Store) -> Result<usize, StoreError> {
+    merge_due_then(store, || {})
 }
 
 /// Seals every resident block into blocks in files (and merges what else is due): what a
@@ -225,7 +233,7 @@ pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMer
     let keys = e.blocks.as_ref().expect("a @blocks entity");
     let bytes = sources
         .iter()
-        .map(|m| inner.blocks.bytes(m.no))
+        .map(|m| inner.blocks.bytes_once(m.no))
         .collect::<Result<Vec<_>, _>>()?;
     let readers = bytes
         .iter()

@@ -344,7 +344,7 @@ impl Blocks {
                 self.ids.forget_block(*no);
                 match self.resident.write().remove(no) {
                     // A reader that took the catalog before may still ask for it.
-                    Some(r) => self.cache.keep(*no, r.bytes),
+                    Some(r) => self.cache.keep_retired(*no, r.bytes),
                     None => self.cache.forget(*no),
                 }
             }
@@ -357,6 +357,14 @@ impl Blocks {
             return Ok(r.bytes.clone());
         }
         self.cache.bytes(&self.files, no)
+    }
+
+    /// [`Blocks::bytes`] of a block read once (merged, or its ids forgotten): not cached.
+    pub fn bytes_once(&self, no: u64) -> Result<Arc<Vec<u8>>, StoreError> {
+        if let Some(r) = self.resident.read().get(&no) {
+            return Ok(r.bytes.clone());
+        }
+        self.cache.bytes_once(&self.files, no)
     }
 
     pub fn is_resident(&self, no: u64) -> bool {
@@ -562,7 +570,7 @@ impl super::Inner {
                             .ok_or_else(|| StoreError::Corrupt {
                                 what: format!("block {no:016x} names entity #{}", meta.entity_no),
                             })?;
-                    let bytes = self.blocks.bytes(no)?;
+                    let bytes = self.blocks.bytes_once(no)?;
                     read::ids(e, &meta, &bytes)?
                 }
                 None => Vec::new(),
