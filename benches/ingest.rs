@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, ids_arg, peak_rss_mb, switch};
+use common::{arg, ids_arg, peak_rss_mb, reset_peak_rss, rss_mb, switch};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -127,7 +127,18 @@ fn main() {
     eprintln!("ingest bench: ceiling {ceiling:.0} events/s ({seen} read)");
 
     // (b) streamtally: empty store -> every event durable and committed, with the stats
-    // workers and the gateway started as `streamtally run` starts them.
+    // workers and the gateway started as `streamtally run` starts them. `peak_rss_mb` is
+    // this phase's: producing the events and the ceiling's consumer come before it.
+    eprintln!(
+        "ingest bench: RSS {:.0} MB before streamtally starts (peak so far {:.0} MB){}",
+        rss_mb(),
+        peak_rss_mb(),
+        if reset_peak_rss() {
+            "; peak restarted from here"
+        } else {
+            "; the peak cannot be restarted here, so it includes them"
+        }
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let mut conf = streamtally::config::Config::default();
     conf.kafka.brokers = broker.bootstrap.clone();
@@ -179,8 +190,9 @@ fn main() {
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!(
-                "  stored {stored} ({:.0}/s)",
-                stored as f64 / t.elapsed().as_secs_f64()
+                "  stored {stored} ({:.0}/s; RSS {:.0} MB)",
+                stored as f64 / t.elapsed().as_secs_f64(),
+                rss_mb()
             );
             last_report = Instant::now();
         }
