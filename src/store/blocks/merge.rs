@@ -18,7 +18,8 @@
 //! files go once no reader can hold them. Nothing is lost or stored twice either way.
 
 use super::codec::{BlockReader, BlockWriter, Compression};
-use super::{BlockMeta, Value};
+use super::read::corrupt;
+use super::{int_of, BlockMeta, Value};
 use crate::store::layout::EntityLayout;
 use crate::store::{Store, StoreError, WriteBatch};
 use std::collections::BTreeMap;
@@ -238,7 +239,7 @@ pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMer
     let readers = bytes
         .iter()
         .zip(sources)
-        .map(|(b, m)| BlockReader::open(b).map_err(|err| in_block(m, err)))
+        .map(|(b, m)| BlockReader::open(b).map_err(|err| corrupt(m, err)))
         .collect::<Result<Vec<_>, _>>()?;
     // Column `pos` of every source (all Null in a block written before the field existed).
     let column = |pos: Option<usize>| -> Result<Vec<Vec<Value>>, StoreError> {
@@ -246,7 +247,7 @@ pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMer
             .iter()
             .zip(sources)
             .map(|(r, m)| match pos {
-                Some(p) if p < r.columns().len() => r.column(p).map_err(|err| in_block(m, err)),
+                Some(p) if p < r.columns().len() => r.column(p).map_err(|err| corrupt(m, err)),
                 _ => Ok(vec![Value::Null; r.len()]),
             })
             .collect()
@@ -326,11 +327,7 @@ pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMer
                     .collect();
             }
             if Some(pos) == keys.offset {
-                let ints = refs.iter().filter_map(|v| match **v {
-                    Value::Int64(n) | Value::Timestamp(n) => Some(n),
-                    Value::Int32(n) => Some(n as i64),
-                    _ => None,
-                });
+                let ints = refs.iter().filter_map(|v| int_of(v));
                 offsets[p] = ints.fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), n| {
                     (
                         Some(lo.map_or(n, |l| l.min(n))),
@@ -387,13 +384,3 @@ pub fn prepare(store: &Store, sources: &[Arc<BlockMeta>]) -> Result<Vec<BlockMer
 
 /// A row of a merge: (event time, source, row in the source).
 type Placed = (i64, u32, u32);
-
-/// `err` about block `meta`, naming it.
-fn in_block(meta: &BlockMeta, err: StoreError) -> StoreError {
-    match err {
-        StoreError::Corrupt { what } => StoreError::Corrupt {
-            what: format!("block {:016x}: {what}", meta.no),
-        },
-        other => other,
-    }
-}

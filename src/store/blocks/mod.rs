@@ -62,6 +62,15 @@ pub struct BlockMeta {
     pub mixed: bool,
 }
 
+/// An integer or timestamp value as the catalog's offset and time ranges hold it.
+pub(crate) fn int_of(v: &Value) -> Option<i64> {
+    match *v {
+        Value::Int64(n) | Value::Timestamp(n) => Some(n),
+        Value::Int32(n) => Some(n as i64),
+        _ => None,
+    }
+}
+
 impl BlockMeta {
     /// The metadata of a new block of `rows` (all with the same block key).
     pub fn describe(
@@ -81,13 +90,7 @@ impl BlockMeta {
         };
         let ints = |pos: Option<usize>| -> Vec<i64> {
             let Some(p) = pos else { return Vec::new() };
-            rows.iter()
-                .filter_map(|r| match r[p] {
-                    Value::Int64(n) | Value::Timestamp(n) => Some(n),
-                    Value::Int32(n) => Some(n as i64),
-                    _ => None,
-                })
-                .collect()
+            rows.iter().filter_map(|r| int_of(&r[p])).collect()
         };
         let (offsets, times) = (ints(keys.offset), ints(keys.time));
         BlockMeta {

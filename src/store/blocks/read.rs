@@ -107,7 +107,8 @@ pub(crate) fn find_row(
     Ok(Some((at, rows.swap_remove(at))))
 }
 
-fn corrupt(meta: &BlockMeta, err: StoreError) -> StoreError {
+/// `err` about block `meta`, naming it.
+pub(super) fn corrupt(meta: &BlockMeta, err: StoreError) -> StoreError {
     match err {
         StoreError::Corrupt { what } => StoreError::Corrupt {
             what: format!("block {:016x}: {what}", meta.no),
