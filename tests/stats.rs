@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use streamtally::stats::bucket::ALL_TYPES;
+use streamtally::stats::bucket::{RollupState, ALL_TYPES};
 use streamtally::stats::query::{Granularity, StatsReader};
 use streamtally::stats::realtime::{
     ManualClock, RealtimeCounters, RealtimeOptions, RealtimeWorker,
@@ -256,6 +256,84 @@ fn rollups_match_brute_force_after_late_duplicate_updated_and_deleted_events() {
     rt.block_on(again.catch_up()).unwrap();
     assert_matches_brute_force(&store, &model);
     assert!(store.verify().unwrap().is_empty());
+}
+
+#[test]
+fn the_rollup_cache_stays_within_its_byte_budget_and_reloads_what_it_dropped() {
+    // Sixty days of events fill ~1,800 buckets; a 96 KB budget holds a few dozen. Late
+    // events, updates and deletes then land in buckets the worker dropped: it reloads them
+    // from the store, so the rollups still equal a brute-force count.
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let rt = rt();
+    let mut rng = StdRng::seed_from_u64(23);
+    let base: DateTime<Utc> = "2026-09-01T00:00:00Z".parse().unwrap();
+    let mut model: HashMap<[u8; 16], Ev> = HashMap::new();
+    for _ in 0..10 {
+        let evs: Vec<Ev> = (0..300)
+            .map(|_| random_event(&mut rng, 2, 200, base, 60 * 86_400))
+            .collect();
+        write(&store, |b| {
+            for e in &evs {
+                b.insert("Event", e.row());
+            }
+        });
+        model.extend(evs.into_iter().map(|e| (e.id, e)));
+    }
+    let budget = 96 << 10;
+    let opts = RollupOptions {
+        cache_bytes: budget,
+        max_batch_changes: 500,
+        ..RollupOptions::default()
+    };
+    let mut worker = RollupWorker::new(store.clone(), opts).unwrap();
+    rt.block_on(worker.catch_up()).unwrap();
+    assert!(
+        worker.cached_bytes() <= budget,
+        "{} bytes cached, budget {budget}",
+        worker.cached_bytes()
+    );
+    assert_matches_brute_force(&store, &model);
+
+    let ids: Vec<[u8; 16]> = {
+        let mut v: Vec<_> = model.keys().copied().collect();
+        v.sort();
+        v
+    };
+    let late: Vec<Ev> = (0..400)
+        .map(|_| random_event(&mut rng, 2, 200, base, 60 * 86_400))
+        .collect();
+    write(&store, |b| {
+        for e in &late {
+            b.insert("Event", e.row());
+        }
+        for id in ids.iter().take(100) {
+            let mut e = model[id].clone();
+            e.user = Some(format!("user_{}", rng.gen_range(200..260)));
+            b.update("Event", *id, e.row());
+            model.insert(*id, e);
+        }
+        for id in ids.iter().skip(100).take(100) {
+            b.delete("Event", *id);
+            model.remove(id);
+        }
+    });
+    model.extend(late.into_iter().map(|e| (e.id, e)));
+    rt.block_on(worker.catch_up()).unwrap();
+    assert!(worker.cached_bytes() <= budget);
+    assert_matches_brute_force(&store, &model);
+    assert_equals_recomputation(&store, 10_000);
+
+    // Without the budget the worker would hold every bucket: the bound above is not idle.
+    let mut all = 0;
+    for entity in streamtally::stats::bucket::ROLLUP_ENTITIES {
+        for (key, row) in
+            streamtally::stats::rollup::stored_rows(&store, entity, None, None).unwrap()
+        {
+            all += RollupState::from_row(&key, &row).unwrap().memory_bytes();
+        }
+    }
+    assert!(all > 4 * budget, "all buckets take {all} bytes");
 }
 
 #[test]

@@ -298,6 +298,11 @@ pub struct RollupState {
 }
 
 impl RollupState {
+    /// About how much memory it holds, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        16 + self.users.memory_bytes() + self.sessions.memory_bytes()
+    }
+
     /// Counts one event (`+1`) in this bucket.
     pub fn add(&mut self, key: &RollupKey, f: &EventFacts, threshold: u64) {
         self.events += 1;

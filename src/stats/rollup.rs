@@ -29,6 +29,10 @@ pub struct RollupOptions {
     pub flush_interval: Duration,
     /// Bucket states kept in memory between writes (least recently used are dropped).
     pub cache_buckets: usize,
+    /// ... and at most about this many bytes of them: a bucket's exact unique-user and
+    /// session sets take ~24 bytes a value (10,000 users: ~240 KB), so a count alone let a
+    /// connector that runs for weeks keep every past day's buckets.
+    pub cache_bytes: usize,
 }
 
 impl Default for RollupOptions {
@@ -38,6 +42,7 @@ impl Default for RollupOptions {
             max_batch_changes: 100_000,
             flush_interval: Duration::from_millis(1000),
             cache_buckets: 50_000,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -399,21 +404,42 @@ impl RollupWorker {
                 .observe(started.elapsed().as_secs_f64());
         }
         self.cache.retain(|_, e| e.dirty || e.state.events != 0);
-        if self.cache.len() > self.opts.cache_buckets {
-            let mut ticks: Vec<u64> = self
-                .cache
-                .values()
-                .filter(|e| !e.dirty)
-                .map(|e| e.used)
-                .collect();
-            let drop = (self.cache.len() - self.opts.cache_buckets / 2).min(ticks.len());
-            if drop > 0 {
-                let (_, cut, _) = ticks.select_nth_unstable(drop - 1);
-                let cut = *cut;
-                self.cache.retain(|_, e| e.dirty || e.used > cut);
-            }
-        }
+        self.evict();
         Ok(())
+    }
+
+    /// Bytes of bucket state held in memory (an estimate: [`RollupState::memory_bytes`]).
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.values().map(|e| e.state.memory_bytes()).sum()
+    }
+
+    /// Over `cache_buckets` or `cache_bytes`: drops the least recently used clean buckets
+    /// down to half of both (dirty ones wait for their write).
+    fn evict(&mut self) {
+        let bytes = self.cached_bytes();
+        if self.cache.len() <= self.opts.cache_buckets && bytes <= self.opts.cache_bytes {
+            return;
+        }
+        let mut clean: Vec<(u64, usize)> = self
+            .cache
+            .values()
+            .filter(|e| !e.dirty)
+            .map(|e| (e.used, e.state.memory_bytes()))
+            .collect();
+        clean.sort_unstable();
+        let (mut len, mut bytes) = (self.cache.len(), bytes);
+        let mut cut = None;
+        for (used, size) in clean {
+            if len <= self.opts.cache_buckets / 2 && bytes <= self.opts.cache_bytes / 2 {
+                break;
+            }
+            len -= 1;
+            bytes -= size;
+            cut = Some(used);
+        }
+        if let Some(cut) = cut {
+            self.cache.retain(|_, e| e.dirty || e.used > cut);
+        }
     }
 
     /// Replaces every bucket of `group` with a recomputation from the raw events as they
