@@ -873,7 +873,8 @@ mod tests {
                 "Dashboard",
                 "ConsumerOffset",
                 "FeedCursor",
-                "EventNameDaily"
+                "EventNameDaily",
+                "RollupStatePart"
             ]
         );
         for entity in &schema.entities {

@@ -12,7 +12,8 @@ use indicatif::ProgressBar;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use streamtally::stats::bucket::{RollupState, ALL_TYPES};
+use streamtally::stats::bucket::ALL_TYPES;
+use streamtally::stats::parts;
 use streamtally::stats::query::{Granularity, StatsReader};
 use streamtally::stats::realtime::{
     ManualClock, RealtimeCounters, RealtimeOptions, RealtimeWorker,
@@ -176,6 +177,35 @@ fn write(store: &Store, f: impl FnOnce(&mut WriteBatch)) {
     store.write_blocking(b).unwrap();
 }
 
+/// One write: inserts `new`, moves the first `n` of `ids` to a random user of `users` and
+/// deletes the next `n`; the model follows.
+fn churn(
+    store: &Store,
+    model: &mut HashMap<[u8; 16], Ev>,
+    rng: &mut StdRng,
+    new: Vec<Ev>,
+    ids: &[[u8; 16]],
+    n: usize,
+    users: std::ops::Range<u32>,
+) {
+    write(store, |b| {
+        for e in &new {
+            b.insert("Event", e.row());
+        }
+        for id in ids.iter().take(n) {
+            let mut e = model[id].clone();
+            e.user = Some(format!("user_{}", rng.gen_range(users.clone())));
+            b.update("Event", *id, e.row());
+            model.insert(*id, e);
+        }
+        for id in ids.iter().skip(n).take(n) {
+            b.delete("Event", *id);
+            model.remove(id);
+        }
+    });
+    model.extend(new.into_iter().map(|e| (e.id, e)));
+}
+
 #[test]
 fn rollups_match_brute_force_after_late_duplicate_updated_and_deleted_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,22 +333,7 @@ fn the_rollup_cache_stays_within_its_byte_budget_and_reloads_what_it_dropped() {
     let late: Vec<Ev> = (0..400)
         .map(|_| random_event(&mut rng, 2, 200, base, 60 * 86_400))
         .collect();
-    write(&store, |b| {
-        for e in &late {
-            b.insert("Event", e.row());
-        }
-        for id in ids.iter().take(100) {
-            let mut e = model[id].clone();
-            e.user = Some(format!("user_{}", rng.gen_range(200..260)));
-            b.update("Event", *id, e.row());
-            model.insert(*id, e);
-        }
-        for id in ids.iter().skip(100).take(100) {
-            b.delete("Event", *id);
-            model.remove(id);
-        }
-    });
-    model.extend(late.into_iter().map(|e| (e.id, e)));
+    churn(&store, &mut model, &mut rng, late, &ids, 100, 200..260);
     rt.block_on(worker.catch_up()).unwrap();
     assert!(worker.cached_bytes() <= budget);
     assert_matches_brute_force(&store, &model);
@@ -330,7 +345,8 @@ fn the_rollup_cache_stays_within_its_byte_budget_and_reloads_what_it_dropped() {
         for (key, row) in
             streamtally::stats::rollup::stored_rows(&store, entity, None, None).unwrap()
         {
-            all += RollupState::from_row(&key, &row).unwrap().memory_bytes();
+            let (state, _) = streamtally::stats::parts::read_state(&store, &key, &row).unwrap();
+            all += state.memory_bytes();
         }
     }
     assert!(all > 4 * budget, "all buckets take {all} bytes");
@@ -816,4 +832,291 @@ fn stats_cli_verifies_reports_differences_and_rebuilds() {
     let (code, _, err) = cli(&["--data", data, "stats", "verify", "--from", "11/05/2026"]);
     assert_eq!(code, 2);
     assert!(err.contains("--from '11/05/2026'"), "{err}");
+}
+
+/// (generation, parts) each stored HourlyStats / DailyStats row names, by row id.
+fn parts_by_row(store: &Store) -> HashMap<[u8; 16], (i64, i32)> {
+    let mut out = HashMap::new();
+    for entity in ["HourlyStats", "DailyStats"] {
+        for r in store.scan_all(entity).unwrap() {
+            if let (Some(Value::Int64(g)), Some(Value::Int32(n))) =
+                (r.get("state_generation"), r.get("state_parts"))
+            {
+                out.insert(r.id().unwrap(), (*g, *n));
+            }
+        }
+    }
+    out
+}
+
+/// Every RollupStatePart row belongs to a generation a row names, and every part a row
+/// names exists: nothing orphaned, nothing missing.
+fn assert_parts_are_exactly_the_named_ones(store: &Store) {
+    let named = parts_by_row(store);
+    let want: HashSet<[u8; 16]> = named
+        .iter()
+        .flat_map(|(row, &(g, n))| (0..n).map(move |p| parts::part_id(row, g, p)))
+        .collect();
+    let have: HashSet<[u8; 16]> = store
+        .scan_all(parts::PARTS)
+        .unwrap()
+        .iter()
+        .map(|r| r.id().unwrap())
+        .collect();
+    assert_eq!(have.len(), want.len(), "stored parts against named parts");
+    assert_eq!(have, want);
+}
+
+#[test]
+fn unique_sets_are_written_as_deltas_and_rewritten_whole_every_max_parts_writes() {
+    // One org and one hour of one day, written in many small batches: a write whose events
+    // carry only users and sessions already counted adds no part; one with new users adds
+    // one part holding just them; after MAX_PARTS parts the sets are rewritten whole in a
+    // new generation and the old parts go.
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let rt = rt();
+    let base: DateTime<Utc> = "2025-03-10T09:00:00Z".parse().unwrap();
+    let mut model: HashMap<[u8; 16], Ev> = HashMap::new();
+    let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+    let mut n = 0u128;
+    let mut event = |user: u32| {
+        n += 1;
+        Ev {
+            id: *uuid::Uuid::from_u128(n).as_bytes(),
+            org: org_id(1),
+            ts: base + chrono::Duration::seconds((n % 3000) as i64),
+            event_type: "track".into(),
+            event_name: "click".into(),
+            user: Some(format!("user_{user}")),
+            session: Some(format!("s_{user}")),
+        }
+    };
+    let mut step = |evs: Vec<Ev>, model: &mut HashMap<[u8; 16], Ev>| {
+        write(&store, |b| {
+            for e in &evs {
+                b.insert("Event", e.row());
+            }
+        });
+        model.extend(evs.into_iter().map(|e| (e.id, e)));
+        rt.block_on(worker.catch_up()).unwrap();
+        assert_matches_brute_force(&store, model);
+        parts_by_row(&store)
+    };
+    let daily = streamtally::stats::bucket::RollupKey::Daily {
+        org: org_id(1),
+        date: base.date_naive(),
+        event_type: ALL_TYPES.into(),
+    }
+    .row_id();
+
+    let first = step((0..50).map(&mut event).collect(), &mut model);
+    assert_eq!(
+        first[&daily],
+        (0, 1),
+        "a new bucket: generation 0, its sets whole"
+    );
+    // Users seen already: the rows change (event counts), their sets do not.
+    let same = step((0..50).rev().map(&mut event).collect(), &mut model);
+    assert_eq!(same, first, "no part for sets that did not change");
+    // Five new users: one part with exactly them.
+    let grew = step((50..55).map(&mut event).collect(), &mut model);
+    assert_eq!(grew[&daily], (0, 2));
+    let part = store
+        .get(parts::PARTS, &parts::part_id(&daily, 0, 1))
+        .unwrap()
+        .expect("part 1 is stored");
+    match part.get("users_state") {
+        Some(Value::String(s)) => {
+            let mut delta = streamtally::stats::sketch::Uniq::default();
+            delta.merge_stored(s).unwrap();
+            assert_eq!(delta.count(), 5, "the part holds the new users only");
+        }
+        other => panic!("users_state of the part is {other:?}"),
+    }
+    assert_parts_are_exactly_the_named_ones(&store);
+    // New users in every write: parts 2.. up to MAX_PARTS, then a new generation.
+    let mut user = 55;
+    let mut seen = vec![grew[&daily]];
+    for _ in 0..parts::MAX_PARTS + 2 {
+        let evs = (user..user + 3).map(&mut event).collect();
+        user += 3;
+        seen.push(step(evs, &mut model)[&daily]);
+        assert_parts_are_exactly_the_named_ones(&store);
+    }
+    assert!(seen.iter().all(|&(_, n)| n <= parts::MAX_PARTS), "{seen:?}");
+    assert!(seen.contains(&(0, parts::MAX_PARTS)), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(1, 4)), "{seen:?}");
+    assert!(store
+        .get(parts::PARTS, &parts::part_id(&daily, 0, 0))
+        .unwrap()
+        .is_none());
+    assert_equals_recomputation(&store, 10_000);
+
+    // A removal cannot be a delta: the sets are written whole again, as computed.
+    let gone = *model.keys().next().unwrap();
+    write(&store, |b| {
+        b.delete("Event", gone);
+    });
+    model.remove(&gone);
+    rt.block_on(worker.catch_up()).unwrap();
+    assert_eq!(parts_by_row(&store)[&daily], (2, 1));
+    assert_matches_brute_force(&store, &model);
+    assert_equals_recomputation(&store, 10_000);
+    assert_parts_are_exactly_the_named_ones(&store);
+}
+
+/// The legacy inline form of an exact set: `x1:` + base64 of (hash u64 BE, LEB128 count).
+fn legacy_counted(values: &[String]) -> String {
+    use base64::Engine;
+    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
+    for v in values {
+        *counts.entry(hash_value(v)).or_default() += 1;
+    }
+    let mut bytes = Vec::new();
+    for (h, mut n) in counts {
+        bytes.extend_from_slice(&h.to_be_bytes());
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                bytes.push(b);
+                break;
+            }
+            bytes.push(b | 0x80);
+        }
+    }
+    format!(
+        "x1:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+    )
+}
+
+#[test]
+fn rollup_rows_with_inline_sets_from_older_releases_are_read_and_move_to_parts() {
+    // Rows as releases before parts wrote them: the sets inline, with per-value counts.
+    // A worker reads them, applies inserts, updates and deletes (exactly, thanks to the
+    // counts), and its writes move them to parts; queries read both forms.
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let rt = rt();
+    let mut rng = StdRng::seed_from_u64(11);
+    let base: DateTime<Utc> = "2025-06-01T00:00:00Z".parse().unwrap();
+    let mut model: HashMap<[u8; 16], Ev> = HashMap::new();
+    let evs: Vec<Ev> = (0..600)
+        .map(|_| random_event(&mut rng, 2, 80, base, 2 * 86_400))
+        .collect();
+    write(&store, |b| {
+        for e in &evs {
+            b.insert("Event", e.row());
+        }
+    });
+    model.extend(evs.into_iter().map(|e| (e.id, e)));
+    let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+    rt.block_on(worker.catch_up()).unwrap();
+    drop(worker);
+
+    // Rewrite every HourlyStats / DailyStats row in the old form, and drop its parts.
+    let mut legacy = WriteBatch::new();
+    let per_key = |entity: &str, r: &Row| -> (Vec<String>, Vec<String>) {
+        let org = match r.get("org_id") {
+            Some(Value::Uuid(u)) => *u,
+            _ => unreachable!(),
+        };
+        let (date, ty) = (s(r, "date"), s(r, "event_type"));
+        let hour = (entity == "HourlyStats").then(|| int(r, "hour") as u32);
+        let mut users = Vec::new();
+        let mut sessions = Vec::new();
+        for e in model.values() {
+            if e.org == org
+                && e.ts.format("%Y-%m-%d").to_string() == date
+                && hour.is_none_or(|h| e.ts.hour() == h)
+                && (ty.is_empty() || e.event_type == ty)
+            {
+                users.extend(e.user.clone());
+                sessions.extend(e.session.clone());
+            }
+        }
+        (users, sessions)
+    };
+    for entity in ["HourlyStats", "DailyStats"] {
+        for r in store.scan_all(entity).unwrap() {
+            let (g, n) = (int(&r, "state_generation"), int(&r, "state_parts") as i32);
+            for p in 0..n {
+                legacy.delete(parts::PARTS, parts::part_id(&r.id().unwrap(), g, p));
+            }
+            let (users, sessions) = per_key(entity, &r);
+            let mut old = r.clone();
+            old.set("state_generation", Value::Null);
+            old.set("state_parts", Value::Null);
+            old.set("users_state", Value::String(legacy_counted(&users)));
+            old.set("sessions_state", Value::String(legacy_counted(&sessions)));
+            legacy.upsert(entity, old);
+        }
+    }
+    store.write_blocking(legacy).unwrap();
+    assert_eq!(store.count_rows(parts::PARTS).unwrap(), 0);
+    assert_matches_brute_force(&store, &model);
+    assert_equals_recomputation(&store, 10_000);
+    let reader = StatsReader::new(store.clone());
+    let week = |reader: &StatsReader| {
+        reader
+            .unique(
+                org_id(0),
+                base.timestamp_micros(),
+                (base + chrono::Duration::days(2)).timestamp_micros(),
+            )
+            .unwrap()
+    };
+    let before = week(&reader);
+    let truth: HashSet<&String> = model
+        .values()
+        .filter(|e| e.org == org_id(0))
+        .filter_map(|e| e.user.as_ref())
+        .collect();
+    assert_eq!(before.users, truth.len() as u64);
+
+    // Updates and deletes of counted sets are exact removals (no recomputation), and the
+    // rows written move to parts.
+    let metrics = Arc::new(streamtally::metrics::Metrics::new());
+    let mut worker = RollupWorker::new(store.clone(), RollupOptions::default())
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let ids: Vec<[u8; 16]> = {
+        let mut v: Vec<_> = model.keys().copied().collect();
+        v.sort();
+        v
+    };
+    let more: Vec<Ev> = (0..200)
+        .map(|_| random_event(&mut rng, 2, 120, base, 86_400))
+        .collect();
+    churn(&store, &mut model, &mut rng, more, &ids, 40, 0..120);
+    rt.block_on(worker.catch_up()).unwrap();
+    assert_eq!(
+        metrics.stats_recomputes.get(),
+        0,
+        "counted sets take removals"
+    );
+    assert_matches_brute_force(&store, &model);
+    assert_equals_recomputation(&store, 10_000);
+    let moved = parts_by_row(&store).len();
+    assert!(moved > 0);
+    for entity in ["HourlyStats", "DailyStats"] {
+        for r in store.scan_all(entity).unwrap() {
+            if matches!(r.get("state_parts"), Some(Value::Int32(_))) {
+                assert_eq!(
+                    r.get("users_state"),
+                    Some(&Value::Null),
+                    "moved rows drop the inline set"
+                );
+            }
+        }
+    }
+    assert_parts_are_exactly_the_named_ones(&store);
+    let truth: HashSet<&String> = model
+        .values()
+        .filter(|e| e.org == org_id(0))
+        .filter_map(|e| e.user.as_ref())
+        .collect();
+    assert_eq!(week(&reader).users, truth.len() as u64);
 }

@@ -5,7 +5,8 @@
 //! event_type) and its all-types row, and EventNameDaily (org, date, event_name). Dates and
 //! hours are UTC calendar values of the event time.
 
-use super::sketch::{hash_value, NeedsRecompute, Uniq};
+use super::parts::Parts;
+use super::sketch::{hash_value, Added, NeedsRecompute, Uniq};
 use crate::store::{codec, Row, Value};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 
@@ -303,18 +304,21 @@ impl RollupState {
         16 + self.users.memory_bytes() + self.sessions.memory_bytes()
     }
 
-    /// Counts one event (`+1`) in this bucket.
-    pub fn add(&mut self, key: &RollupKey, f: &EventFacts, threshold: u64) {
+    /// Counts one event (`+1`) in this bucket; says what it did to the users and sessions.
+    pub fn add(&mut self, key: &RollupKey, f: &EventFacts, threshold: u64) -> (Added, Added) {
         self.events += 1;
         if matches!(key, RollupKey::Name { .. }) {
-            return;
+            return (Added::Nothing, Added::Nothing);
         }
-        if let Some(u) = f.user {
-            self.users.add(u, threshold);
-        }
-        if let Some(s) = f.session {
-            self.sessions.add(s, threshold);
-        }
+        let users = match f.user {
+            Some(u) => self.users.add(u, threshold),
+            None => Added::Nothing,
+        };
+        let sessions = match f.session {
+            Some(s) => self.sessions.add(s, threshold),
+            None => Added::Nothing,
+        };
+        (users, sessions)
     }
 
     /// Uncounts one event. Err: the bucket's distinct state cannot take a removal (a
@@ -333,8 +337,9 @@ impl RollupState {
         Ok(())
     }
 
-    /// The row to upsert for `key`.
-    pub fn to_row(&self, key: &RollupKey) -> Row {
+    /// The row to upsert for `key`; `parts` names where its unique sets are stored
+    /// ([`super::parts`]; None for EventNameDaily, which keeps none).
+    pub fn to_row(&self, key: &RollupKey, parts: Option<Parts>) -> Row {
         let mut row = Row::new().with("id", Value::Uuid(key.row_id()));
         for (name, value) in key.key_fields() {
             row.set(name, value);
@@ -346,34 +351,12 @@ impl RollupState {
                 "unique_sessions",
                 Value::Int64(self.sessions.count() as i64),
             );
-            row.set("users_state", Value::String(self.users.encode()));
-            row.set("sessions_state", Value::String(self.sessions.encode()));
+            if let Some(p) = parts {
+                row.set("state_generation", Value::Int64(p.generation));
+                row.set("state_parts", Value::Int32(p.count));
+            }
         }
         row
-    }
-
-    /// Reads a stored rollup row's state.
-    pub fn from_row(key: &RollupKey, row: &Row) -> Result<RollupState, String> {
-        let events = match row.get("event_count") {
-            Some(Value::Int64(n)) => *n,
-            other => return Err(format!("event_count is {other:?}")),
-        };
-        if matches!(key, RollupKey::Name { .. }) {
-            return Ok(RollupState {
-                events,
-                ..Default::default()
-            });
-        }
-        let uniq = |name: &str| match row.get(name) {
-            Some(Value::String(s)) => Uniq::decode(s).map_err(|e| format!("{name}: {e}")),
-            None | Some(Value::Null) => Ok(Uniq::default()),
-            Some(other) => Err(format!("{name} is {other:?}")),
-        };
-        Ok(RollupState {
-            events,
-            users: uniq("users_state")?,
-            sessions: uniq("sessions_state")?,
-        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! raw events, except `count_raw`, which walks the `[org_id, timestamp]` index).
 
 use super::bucket::{utc_day_hour, RollupKey, ALL_TYPES, DAILY, NAMES, ROLLUP_ENTITIES};
+use super::parts;
 use super::realtime::WindowValues;
 use super::sketch::{Uniq, UniqUnion};
 use super::StatsError;
@@ -172,30 +173,65 @@ impl StatsReader {
     /// exact set or sketch is tens of KB: decoding the week's on every request took ~10 ms).
     fn states(&self, key: &RollupKey) -> Result<Option<Arc<UniqStates>>, StatsError> {
         let id = key.row_id();
-        let Some(version) = self.store.latest_version(key.entity(), &id)? else {
-            return Ok(None);
-        };
-        if let Some(states) = self.states.get(&id, version) {
+        // The rollup worker may write the row meanwhile (it replaces the row version it
+        // names, and a new generation of parts drops the old one's): read again until the
+        // row and its parts are of one moment.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(version) = self.store.latest_version(key.entity(), &id)? else {
+                return Ok(None);
+            };
+            if let Some(states) = self.states.get(&id, version) {
+                return Ok(Some(states));
+            }
+            let fields = [
+                "state_generation",
+                "state_parts",
+                "users_state",
+                "sessions_state",
+            ];
+            let Some(values) =
+                self.store
+                    .get_version_fields(key.entity(), &id, version, &fields)?
+            else {
+                if attempt < 100 {
+                    continue;
+                }
+                return Ok(None);
+            };
+            let mut row = Row::new();
+            for (name, value) in fields.iter().zip(values) {
+                row.set(name, value);
+            }
+            row.set("event_count", Value::Int64(0));
+            let states = match parts::parts_of(key, &row)? {
+                Some(p) => match parts::read_parts(&self.store, key, p)? {
+                    Some(states) => states,
+                    None if attempt < 100 => {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        continue;
+                    }
+                    None => {
+                        return Err(StatsError::BadState {
+                            entity: key.entity(),
+                            key: format!("{key:?}"),
+                            message: format!("a part of generation {} is missing", p.generation),
+                        })
+                    }
+                },
+                None => {
+                    let (state, _) = parts::read_state(&self.store, key, &row)?;
+                    (state.users, state.sessions)
+                }
+            };
+            if self.store.latest_version(key.entity(), &id)? != Some(version) && attempt < 100 {
+                continue;
+            }
+            let states = Arc::new(states);
+            self.states.keep(id, version, states.clone());
             return Ok(Some(states));
         }
-        let fields = ["users_state", "sessions_state"];
-        let Some(values) = self
-            .store
-            .get_version_fields(key.entity(), &id, version, &fields)?
-        else {
-            return Ok(None);
-        };
-        let decode = |v: &Value| match v {
-            Value::String(s) => Uniq::decode(s).map_err(|message| StatsError::BadState {
-                entity: key.entity(),
-                key: format!("{key:?}"),
-                message,
-            }),
-            _ => Ok(Uniq::default()),
-        };
-        let states = Arc::new((decode(&values[0])?, decode(&values[1])?));
-        self.states.keep(id, version, states.clone());
-        Ok(Some(states))
     }
 
     /// One point per bucket starting in [from, to) (from rounded down to the bucket),

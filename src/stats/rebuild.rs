@@ -6,6 +6,7 @@
 //! moment.
 
 use super::bucket::{day_start_us, EventFacts, RollupKey, RollupState, ROLLUP_ENTITIES};
+use super::parts::{self, Parts, Pending};
 use super::rollup::{compute_states, stored_rows};
 use super::{uuid_str, StatsError, ROLLUP_CURSOR};
 use crate::store::{Query, Store, Value, WriteBatch};
@@ -89,16 +90,22 @@ pub fn stored(
     store: &Store,
     scope: &Scope,
 ) -> Result<BTreeMap<RollupKey, RollupState>, StatsError> {
+    Ok(stored_with_parts(store, scope)?
+        .into_iter()
+        .map(|(key, (state, _))| (key, state))
+        .collect())
+}
+
+/// The rollups as stored, in `scope`, with the parts their unique sets are stored in.
+pub fn stored_with_parts(
+    store: &Store,
+    scope: &Scope,
+) -> Result<BTreeMap<RollupKey, (RollupState, Option<Parts>)>, StatsError> {
     let mut out = BTreeMap::new();
     for entity in ROLLUP_ENTITIES {
         for (key, row) in stored_rows(store, entity, scope.org, scope.dates())? {
-            let state =
-                RollupState::from_row(&key, &row).map_err(|message| StatsError::BadState {
-                    entity,
-                    key: describe(&key),
-                    message,
-                })?;
-            out.insert(key, state);
+            let stored = parts::read_state(store, &key, &row)?;
+            out.insert(key, stored);
         }
     }
     Ok(out)
@@ -208,24 +215,37 @@ pub async fn rebuild(
     progress: &ProgressBar,
 ) -> Result<RebuildReport, StatsError> {
     let fresh = recompute(store, scope, threshold, progress)?;
-    let old = stored(store, scope)?;
+    let old = stored_with_parts(store, scope)?;
     let mut batch = WriteBatch::new();
     let mut report = RebuildReport {
         written: 0,
         deleted: 0,
         corrected: 0,
     };
-    for key in old.keys() {
+    let whole = Pending {
+        rewrite: true,
+        ..Pending::default()
+    };
+    for (key, (_, parts)) in &old {
         if !fresh.contains_key(key) {
-            batch.delete(key.entity(), key.row_id());
+            parts::write_bucket(
+                &mut batch,
+                key,
+                &RollupState::default(),
+                true,
+                *parts,
+                &whole,
+            );
             report.deleted += 1;
         }
     }
     for (key, state) in &fresh {
-        if old.get(key) != Some(state) {
+        let before = old.get(key);
+        if before.map(|(s, _)| s) != Some(state) {
             report.corrected += 1;
         }
-        batch.upsert(key.entity(), state.to_row(key));
+        let parts = before.and_then(|(_, p)| *p);
+        parts::write_bucket(&mut batch, key, state, before.is_some(), parts, &whole);
         report.written += 1;
     }
     batch.set_cursor(ROLLUP_CURSOR, store.feed_head());

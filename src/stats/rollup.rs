@@ -8,6 +8,7 @@
 //! from the raw events, as of the feed position being applied.
 
 use super::bucket::{day_start_us, EventFacts, RollupKey, RollupState, DAILY, HOURLY, NAMES};
+use super::parts::{self, Parts, Pending};
 use super::{uuid_str, StatsError, ROLLUP_CURSOR};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{ChangeEntry, ChangeOp, Query, Store, Value, WriteBatch, WriteTicket};
@@ -51,8 +52,26 @@ struct Entry {
     state: RollupState,
     /// The row exists in the store.
     stored: bool,
+    /// The parts its unique sets are stored in (as of the last write submitted).
+    parts: Option<Parts>,
+    /// What changed in those sets since.
+    pending: Pending,
     dirty: bool,
     used: u64,
+}
+
+impl Entry {
+    fn memory_bytes(&self) -> usize {
+        self.state.memory_bytes() + self.pending.memory_bytes()
+    }
+
+    /// Replaces the state: the next write stores its sets whole.
+    fn replace(&mut self, state: RollupState) {
+        self.state = state;
+        self.pending.clear();
+        self.pending.rewrite = true;
+        self.dirty = true;
+    }
 }
 
 /// An (org, UTC day): the unit a recomputation replaces.
@@ -291,6 +310,8 @@ impl RollupWorker {
             for key in RollupKey::for_event(o) {
                 let entry = self.entry(key.clone())?;
                 entry.dirty = true;
+                // A removal the stored deltas cannot say: the next write stores the sets whole.
+                entry.pending.rewrite = true;
                 if entry.state.remove(&key, o).is_err() {
                     redo = Some(o.group());
                     break;
@@ -303,7 +324,8 @@ impl RollupWorker {
                 for key in RollupKey::for_event(n) {
                     let entry = self.entry(key.clone())?;
                     entry.dirty = true;
-                    entry.state.add(&key, n, threshold);
+                    let added = entry.state.add(&key, n, threshold);
+                    entry.pending.note(added, n.user, n.session);
                 }
             }
         }
@@ -322,22 +344,18 @@ impl RollupWorker {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let key = v.key();
-                let (state, stored) = match store.get(key.entity(), &key.row_id())? {
-                    Some(row) => (
-                        RollupState::from_row(key, &row).map_err(|message| {
-                            StatsError::BadState {
-                                entity: key.entity(),
-                                key: format!("{key:?}"),
-                                message,
-                            }
-                        })?,
-                        true,
-                    ),
-                    None => (RollupState::default(), false),
+                let (state, parts, stored) = match store.get(key.entity(), &key.row_id())? {
+                    Some(row) => {
+                        let (state, parts) = parts::read_state(store, key, &row)?;
+                        (state, parts, true)
+                    }
+                    None => (RollupState::default(), None, false),
                 };
                 v.insert(Entry {
                     state,
                     stored,
+                    parts,
+                    pending: Pending::default(),
                     dirty: false,
                     used: tick,
                 })
@@ -359,13 +377,15 @@ impl RollupWorker {
             if !entry.dirty {
                 continue;
             }
-            if entry.state.events == 0 {
-                if entry.stored {
-                    batch.delete(key.entity(), key.row_id());
-                }
-            } else {
-                batch.upsert(key.entity(), entry.state.to_row(key));
-            }
+            entry.parts = parts::write_bucket(
+                &mut batch,
+                key,
+                &entry.state,
+                entry.stored,
+                entry.parts,
+                &entry.pending,
+            );
+            entry.pending.clear();
             // As of this write (writes apply in submission order; a failure resets all).
             entry.dirty = false;
             entry.stored = entry.state.events != 0;
@@ -410,7 +430,7 @@ impl RollupWorker {
 
     /// Bytes of bucket state held in memory (an estimate: [`RollupState::memory_bytes`]).
     pub fn cached_bytes(&self) -> usize {
-        self.cache.values().map(|e| e.state.memory_bytes()).sum()
+        self.cache.values().map(Entry::memory_bytes).sum()
     }
 
     /// Over `cache_buckets` or `cache_bytes`: drops the least recently used clean buckets
@@ -424,7 +444,7 @@ impl RollupWorker {
             .cache
             .values()
             .filter(|e| !e.dirty)
-            .map(|e| (e.used, e.state.memory_bytes()))
+            .map(|e| (e.used, e.memory_bytes()))
             .collect();
         clean.sort_unstable();
         let (mut len, mut bytes) = (self.cache.len(), bytes);
@@ -502,14 +522,10 @@ impl RollupWorker {
         stale.sort();
         stale.dedup();
         for key in stale {
-            let entry = self.entry(key)?;
-            entry.state = RollupState::default();
-            entry.dirty = true;
+            self.entry(key)?.replace(RollupState::default());
         }
         for (key, state) in fresh {
-            let entry = self.entry(key)?;
-            entry.state = state;
-            entry.dirty = true;
+            self.entry(key)?.replace(state);
         }
         Ok(())
     }

@@ -18,7 +18,7 @@
 
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Register-index bits.
@@ -59,12 +59,16 @@ impl Hll {
         }
     }
 
-    pub fn insert_hash(&mut self, h: u64) {
+    /// Whether it raised a register.
+    pub fn insert_hash(&mut self, h: u64) -> bool {
         let idx = (h >> Q) as usize;
         let rest = h << HLL_P;
         let rank = (rest.leading_zeros() + 1).min(Q + 1) as u8;
         if self.regs[idx] < rank {
             self.regs[idx] = rank;
+            true
+        } else {
+            false
         }
     }
 
@@ -160,62 +164,152 @@ fn tau(mut x: f64) -> f64 {
     }
 }
 
-/// A removal hit a sketch (or a value the exact set does not hold): the bucket must be
-/// recomputed from the raw events.
+/// A removal hit a sketch (or a value the exact set does not hold, or a set whose per-value
+/// counts were not kept): the bucket must be recomputed from the raw events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NeedsRecompute;
+
+/// A hash map keyed by values that are already hashes ([`HashIsKey`]).
+pub type HashKeyed<V> = HashMap<u64, V, BuildHasherDefault<HashIsKey>>;
+
+/// An exact set of value hashes, with the number of events carrying each while those counts
+/// are known: a set built from events knows them, a set read back from the store does not
+/// (the store keeps membership only, so an unchanged set is never rewritten), and a removal
+/// from it then asks for a recompute, which knows them again.
+#[derive(Debug, Clone, Default)]
+pub struct ExactSet {
+    counts: HashKeyed<u32>,
+    counted: bool,
+}
+
+impl ExactSet {
+    /// An empty set whose counts are known.
+    pub fn new() -> Self {
+        ExactSet {
+            counts: HashKeyed::default(),
+            counted: true,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    pub fn contains(&self, h: u64) -> bool {
+        self.counts.contains_key(&h)
+    }
+
+    /// The value hashes, in no order.
+    pub fn values(&self) -> impl Iterator<Item = u64> + '_ {
+        self.counts.keys().copied()
+    }
+
+    /// The value hashes, ascending.
+    pub fn sorted(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.values().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether the per-value event counts are known (see the type's documentation).
+    pub fn counted(&self) -> bool {
+        self.counted
+    }
+}
+
+/// Membership decides: the counts are bookkeeping for removals, not part of the value.
+impl PartialEq for ExactSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.counts.len() == other.counts.len()
+            && self.counts.keys().all(|k| other.counts.contains_key(k))
+    }
+}
+
+impl Eq for ExactSet {}
 
 /// Distinct values of one bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uniq {
-    /// value hash -> number of events carrying it
-    Exact(BTreeMap<u64, u32>),
+    Exact(ExactSet),
     Sketch(Box<Hll>),
 }
 
 impl Default for Uniq {
     fn default() -> Self {
-        Uniq::Exact(BTreeMap::new())
+        Uniq::Exact(ExactSet::new())
     }
 }
 
-const EXACT_PREFIX: &str = "x1:";
+/// Legacy exact form (releases before 2026-12-03): hash and per-value count.
+const COUNTED_PREFIX: &str = "x1:";
+/// Exact form: the value hashes, ascending, 8 bytes each (big-endian).
+const EXACT_PREFIX: &str = "x2:";
+/// The packed registers of a sketch.
 const SKETCH_PREFIX: &str = "h16:";
+/// Registers raised since a sketch was last stored: (index u16 BE, rank u8)...
+const RAISED_PREFIX: &str = "h16r:";
+
+/// What [`Uniq::add`] did to the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Nothing a reader can see: a value already held, or a register already as high.
+    Nothing,
+    /// A new value (exact) or a raised register (sketch): part of the next delta.
+    Grew,
+    /// The set just became a sketch: the stored form must be rewritten whole.
+    Converted,
+}
 
 impl Uniq {
     /// Adds one event carrying value hash `h`; switches to the sketch past `threshold`
     /// distinct values.
-    pub fn add(&mut self, h: u64, threshold: u64) {
+    pub fn add(&mut self, h: u64, threshold: u64) -> Added {
         match self {
             Uniq::Exact(set) => {
-                *set.entry(h).or_insert(0) += 1;
-                if set.len() as u64 > threshold {
+                let n = set.counts.entry(h).or_insert(0);
+                *n = n.saturating_add(1);
+                if *n > 1 {
+                    return Added::Nothing;
+                }
+                if set.counts.len() as u64 > threshold {
                     let mut hll = Hll::new();
-                    for &k in set.keys() {
+                    for &k in set.counts.keys() {
                         hll.insert_hash(k);
                     }
                     *self = Uniq::Sketch(Box::new(hll));
+                    return Added::Converted;
+                }
+                Added::Grew
+            }
+            Uniq::Sketch(hll) => {
+                if hll.insert_hash(h) {
+                    Added::Grew
+                } else {
+                    Added::Nothing
                 }
             }
-            Uniq::Sketch(hll) => hll.insert_hash(h),
         }
     }
 
     /// Removes one event carrying value hash `h`.
     pub fn remove(&mut self, h: u64) -> Result<(), NeedsRecompute> {
         match self {
-            Uniq::Exact(set) => match set.get_mut(&h) {
+            Uniq::Exact(set) if set.counted => match set.counts.get_mut(&h) {
                 Some(n) if *n > 1 => {
                     *n -= 1;
                     Ok(())
                 }
                 Some(_) => {
-                    set.remove(&h);
+                    set.counts.remove(&h);
                     Ok(())
                 }
                 None => Err(NeedsRecompute),
             },
-            Uniq::Sketch(_) => Err(NeedsRecompute),
+            Uniq::Exact(_) | Uniq::Sketch(_) => Err(NeedsRecompute),
         }
     }
 
@@ -234,43 +328,104 @@ impl Uniq {
     /// About how much memory it holds, in bytes.
     pub fn memory_bytes(&self) -> usize {
         match self {
-            Uniq::Exact(set) => 32 + set.len() * 24,
+            // hashbrown: 12 bytes a slot, at most 7/8 full.
+            Uniq::Exact(set) => 48 + set.counts.capacity() * 12,
             Uniq::Sketch(_) => 32 + M,
         }
     }
 
-    /// The stored form: `x1:` + base64 of (hash u64 BE, LEB128 count)..., or `h16:` +
-    /// base64 of the packed registers.
+    /// The stored form of the whole set: `x2:` + base64 of the value hashes ascending (u64
+    /// BE each), or `h16:` + base64 of the packed registers. A pure function of the set.
     pub fn encode(&self) -> String {
         match self {
-            Uniq::Exact(set) => {
-                let mut bytes = Vec::with_capacity(set.len() * 9);
-                for (&h, &n) in set {
-                    bytes.extend_from_slice(&h.to_be_bytes());
-                    let mut n = n;
-                    loop {
-                        let b = (n & 0x7f) as u8;
-                        n >>= 7;
-                        if n == 0 {
-                            bytes.push(b);
-                            break;
-                        }
-                        bytes.push(b | 0x80);
-                    }
-                }
-                format!("{EXACT_PREFIX}{}", B64.encode(bytes))
-            }
+            Uniq::Exact(set) => encode_hashes(&set.sorted()),
             Uniq::Sketch(hll) => format!("{SKETCH_PREFIX}{}", B64.encode(hll.pack())),
         }
     }
 
-    /// Parses [`Uniq::encode`]'s form; the error names what is wrong.
+    /// The stored form of what `grew` (value hashes [`Uniq::add`] answered
+    /// [`Added::Grew`] for) added: the new values (`x2:`) of an exact set, or the registers
+    /// they raised (`h16r:`) of a sketch, with their current ranks. Read back by
+    /// [`Uniq::merge_stored`].
+    pub fn encode_delta(&self, grew: &[u64]) -> String {
+        match self {
+            Uniq::Exact(set) => {
+                let mut v: Vec<u64> = grew.iter().copied().filter(|&h| set.contains(h)).collect();
+                v.sort_unstable();
+                v.dedup();
+                encode_hashes(&v)
+            }
+            Uniq::Sketch(hll) => {
+                let mut idx: Vec<usize> = grew.iter().map(|&h| (h >> Q) as usize).collect();
+                idx.sort_unstable();
+                idx.dedup();
+                let mut bytes = Vec::with_capacity(idx.len() * 3);
+                for i in idx {
+                    bytes.extend_from_slice(&(i as u16).to_be_bytes());
+                    bytes.push(hll.regs[i]);
+                }
+                format!("{RAISED_PREFIX}{}", B64.encode(bytes))
+            }
+        }
+    }
+
+    /// Parses a whole set's stored form ([`Uniq::encode`], or the legacy `x1:` form with
+    /// per-value counts); the error names what is wrong.
     pub fn decode(s: &str) -> Result<Uniq, String> {
+        let mut u = match s.split_once(':') {
+            Some(("x2" | "x1", _)) => Uniq::default(),
+            Some(("h16", _)) => Uniq::Sketch(Box::default()),
+            _ => {
+                let head: String = s.chars().take(8).collect();
+                return Err(format!("unknown unique-state format starting '{head}'"));
+            }
+        };
+        u.merge_stored(s)?;
+        Ok(u)
+    }
+
+    /// Adds a stored form to the set: a delta ([`Uniq::encode_delta`]) or a whole set
+    /// ([`Uniq::encode`]) of the same kind. Sets read back this way do not know their
+    /// per-value counts, except from the legacy `x1:` form.
+    pub fn merge_stored(&mut self, s: &str) -> Result<(), String> {
+        let bytes = |b: &str, what: &str| {
+            B64.decode(b)
+                .map_err(|e| format!("{what}: bad base64: {e}"))
+        };
         if let Some(b) = s.strip_prefix(EXACT_PREFIX) {
-            let bytes = B64
-                .decode(b)
-                .map_err(|e| format!("exact set: bad base64: {e}"))?;
-            let mut set = BTreeMap::new();
+            let Uniq::Exact(set) = self else {
+                return Err("an exact set's values stored over a sketch".into());
+            };
+            let bytes = bytes(b, "exact set")?;
+            if bytes.len() % 8 != 0 {
+                return Err(format!(
+                    "exact set: {} bytes, not whole values",
+                    bytes.len()
+                ));
+            }
+            let fresh = set.is_empty();
+            set.counts.reserve(bytes.len() / 8);
+            let mut prev: Option<u64> = None;
+            for c in bytes.chunks_exact(8) {
+                let h = u64::from_be_bytes(c.try_into().unwrap_or_default());
+                if prev.is_some_and(|p| p >= h) {
+                    return Err("exact set: values not ascending".into());
+                }
+                prev = Some(h);
+                set.counts.insert(h, 0);
+            }
+            if !(fresh && bytes.is_empty()) {
+                set.counted = false;
+            }
+            Ok(())
+        } else if let Some(b) = s.strip_prefix(COUNTED_PREFIX) {
+            let Uniq::Exact(set) = self else {
+                return Err("an exact set's values stored over a sketch".into());
+            };
+            if !set.is_empty() {
+                return Err("exact set: a counted set stored as a delta".into());
+            }
+            let bytes = bytes(b, "exact set")?;
             let mut p = bytes.as_slice();
             while !p.is_empty() {
                 if p.len() < 9 {
@@ -294,28 +449,56 @@ impl Uniq {
                         break;
                     }
                 }
-                if n == 0 || set.insert(h, n).is_some() {
+                if n == 0 || set.counts.insert(h, n).is_some() {
                     return Err("exact set: zero count or repeated value".into());
                 }
             }
-            Ok(Uniq::Exact(set))
+            Ok(())
         } else if let Some(b) = s.strip_prefix(SKETCH_PREFIX) {
-            let bytes = B64
-                .decode(b)
-                .map_err(|e| format!("sketch: bad base64: {e}"))?;
-            Hll::unpack(&bytes)
-                .map(|h| Uniq::Sketch(Box::new(h)))
-                .ok_or_else(|| {
-                    format!(
-                        "sketch: {} bytes of registers, bad length or rank",
-                        bytes.len()
-                    )
-                })
+            let Uniq::Sketch(hll) = self else {
+                return Err("a sketch stored over an exact set".into());
+            };
+            let bytes = bytes(b, "sketch")?;
+            let other = Hll::unpack(&bytes).ok_or_else(|| {
+                format!(
+                    "sketch: {} bytes of registers, bad length or rank",
+                    bytes.len()
+                )
+            })?;
+            hll.merge(&other);
+            Ok(())
+        } else if let Some(b) = s.strip_prefix(RAISED_PREFIX) {
+            let Uniq::Sketch(hll) = self else {
+                return Err("a sketch's registers stored over an exact set".into());
+            };
+            let bytes = bytes(b, "sketch registers")?;
+            if bytes.len() % 3 != 0 {
+                return Err(format!(
+                    "sketch registers: {} bytes, not whole entries",
+                    bytes.len()
+                ));
+            }
+            for c in bytes.chunks_exact(3) {
+                let i = u16::from_be_bytes([c[0], c[1]]) as usize;
+                if c[2] > (Q + 1) as u8 {
+                    return Err(format!("sketch registers: rank {} out of range", c[2]));
+                }
+                hll.regs[i] = hll.regs[i].max(c[2]);
+            }
+            Ok(())
         } else {
             let head: String = s.chars().take(8).collect();
             Err(format!("unknown unique-state format starting '{head}'"))
         }
     }
+}
+
+fn encode_hashes(sorted: &[u64]) -> String {
+    let mut bytes = Vec::with_capacity(sorted.len() * 8);
+    for h in sorted {
+        bytes.extend_from_slice(&h.to_be_bytes());
+    }
+    format!("{EXACT_PREFIX}{}", B64.encode(bytes))
 }
 
 /// The union of several buckets' distinct values: exact while every part is exact, else a
@@ -329,7 +512,7 @@ pub struct UniqUnion {
 /// The values of an exact set are already 64-bit hashes ([`hash_value`]): hashing them
 /// again (SipHash) was most of a week's union.
 #[derive(Default)]
-struct HashIsKey(u64);
+pub struct HashIsKey(u64);
 
 impl Hasher for HashIsKey {
     fn finish(&self) -> u64 {
@@ -354,11 +537,11 @@ impl UniqUnion {
         match u {
             Uniq::Exact(set) => {
                 if let Some(hll) = &mut self.sketch {
-                    for &h in set.keys() {
+                    for h in set.values() {
                         hll.insert_hash(h);
                     }
                 } else {
-                    self.exact.extend(set.keys().copied());
+                    self.exact.extend(set.values());
                 }
             }
             Uniq::Sketch(other) => {
@@ -420,8 +603,8 @@ mod tests {
     #[test]
     fn removal_from_exact_is_exact_and_from_sketch_asks_for_recompute() {
         let mut u = Uniq::default();
-        u.add(1, 10);
-        u.add(1, 10);
+        assert_eq!(u.add(1, 10), Added::Grew);
+        assert_eq!(u.add(1, 10), Added::Nothing);
         u.add(2, 10);
         assert_eq!(u.count(), 2);
         u.remove(1).unwrap();
@@ -434,5 +617,45 @@ mod tests {
             s.add(i, 10);
         }
         assert_eq!(s.remove(3), Err(NeedsRecompute));
+        // Read back from the store, a set knows its members but not their counts.
+        let mut back = Uniq::decode(&u.encode()).unwrap();
+        assert_eq!(back, u);
+        assert_eq!(back.remove(2), Err(NeedsRecompute));
+    }
+
+    #[test]
+    fn a_whole_set_and_its_deltas_read_back_as_the_set() {
+        for threshold in [10_000u64, 300] {
+            let mut u = Uniq::default();
+            let mut stored = vec![u.encode()];
+            let mut grew = Vec::new();
+            for i in 0..2_000u64 {
+                let h = hash_value(&format!("u{}", i * 7 % 900));
+                match u.add(h, threshold) {
+                    Added::Nothing => {}
+                    Added::Grew => grew.push(h),
+                    Added::Converted => {
+                        stored = vec![u.encode()];
+                        grew.clear();
+                    }
+                }
+                if i % 97 == 0 {
+                    stored.push(u.encode_delta(&grew));
+                    grew.clear();
+                }
+            }
+            stored.push(u.encode_delta(&grew));
+            let mut back = Uniq::decode(&stored[0]).unwrap();
+            for part in &stored[1..] {
+                back.merge_stored(part).unwrap();
+            }
+            assert_eq!(back, u, "threshold {threshold}");
+            assert_eq!(u.is_exact(), threshold == 10_000);
+        }
+        let exact = Uniq::decode("x2:").unwrap();
+        assert!(Uniq::Sketch(Box::default())
+            .merge_stored(&exact.encode())
+            .unwrap_err()
+            .contains("over a sketch"));
     }
 }

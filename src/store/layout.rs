@@ -7,9 +7,15 @@ use crate::schema::{Entity, FieldDefault, FieldType, Schema};
 use ormdb_core::proto::Value;
 use std::collections::HashMap;
 
-/// Entities whose writes are bookkeeping of the store itself and stay out of the change feed
-/// (a feed reader writing its cursor must not produce feed entries for itself to read).
-pub const UNFED_ENTITIES: &[&str] = &["ConsumerOffset", "FeedCursor", "EventBlock"];
+/// Entities whose writes are bookkeeping and stay out of the change feed (a feed reader
+/// writing its cursor must not produce feed entries for itself to read; the rollups' state
+/// parts change with their rows, whose entries say so).
+pub const UNFED_ENTITIES: &[&str] = &[
+    "ConsumerOffset",
+    "FeedCursor",
+    "EventBlock",
+    "RollupStatePart",
+];
 
 #[derive(Debug, Clone)]
 pub struct FieldLayout {
