@@ -190,9 +190,11 @@ fn main() {
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!(
-                "  stored {stored} ({:.0}/s; RSS {:.0} MB)",
+                "  stored {stored} ({:.0}/s; RSS {:.0} MB; rollup cache {:.0} MB, {} loads)",
                 stored as f64 / t.elapsed().as_secs_f64(),
-                rss_mb()
+                rss_mb(),
+                metrics.stats_cache_bytes.get() as f64 / 1e6,
+                metrics.stats_cache_loads.get()
             );
             last_report = Instant::now();
         }

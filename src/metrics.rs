@@ -111,6 +111,9 @@ pub struct Metrics {
     pub stats_flush_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
     pub stats_lag_changes: Family<KindLabel, Gauge>,
     pub stats_recomputes: Counter,
+    /// The rollup worker's bucket cache: bytes held (estimate) and buckets read into it.
+    pub stats_cache_bytes: Gauge,
+    pub stats_cache_loads: Counter,
     pub stats_write_errors: Family<KindLabel, Counter>,
     pub http_request_seconds: Family<HttpLabel, Histogram, fn() -> Histogram>,
     pub ws_clients: Gauge,
@@ -156,6 +159,8 @@ impl Metrics {
             stats_flush_seconds: Family::new_with_constructor(latency_histogram),
             stats_lag_changes: Family::default(),
             stats_recomputes: Counter::default(),
+            stats_cache_bytes: Gauge::default(),
+            stats_cache_loads: Counter::default(),
             stats_write_errors: Family::default(),
             http_request_seconds: Family::new_with_constructor(latency_histogram),
             ws_clients: Gauge::default(),
@@ -287,8 +292,18 @@ impl Metrics {
         );
         r.register(
             "stats_recomputes",
-            "Rollup groups (org, day) recomputed from raw events after a removal hit a sketch",
+            "Rollup groups (org, day) recomputed from raw events after a removal hit a sketch or a set read back from the store",
             self.stats_recomputes.clone(),
+        );
+        r.register(
+            "stats_cache_bytes",
+            "Bytes of bucket state the rollup worker holds in memory (an estimate; bounded by its cache budget)",
+            self.stats_cache_bytes.clone(),
+        );
+        r.register(
+            "stats_cache_loads",
+            "Rollup buckets the rollup worker read from the store into its cache (first touch, or again after eviction)",
+            self.stats_cache_loads.clone(),
         );
         r.register(
             "stats_write_errors",

@@ -868,11 +868,11 @@ fn assert_parts_are_exactly_the_named_ones(store: &Store) {
 }
 
 #[test]
-fn unique_sets_are_written_as_deltas_and_rewritten_whole_every_max_parts_writes() {
+fn unique_sets_are_written_as_deltas_and_rewritten_whole_every_few_writes() {
     // One org and one hour of one day, written in many small batches: a write whose events
     // carry only users and sessions already counted adds no part; one with new users adds
-    // one part holding just them; after MAX_PARTS parts the sets are rewritten whole in a
-    // new generation and the old parts go.
+    // one part holding just them; after the bucket's limit of parts (9 to 16) the sets are
+    // rewritten whole in a new generation and the old parts go.
     let dir = tempfile::tempdir().unwrap();
     let store = common::open(dir.path());
     let rt = rt();
@@ -935,17 +935,19 @@ fn unique_sets_are_written_as_deltas_and_rewritten_whole_every_max_parts_writes(
         other => panic!("users_state of the part is {other:?}"),
     }
     assert_parts_are_exactly_the_named_ones(&store);
-    // New users in every write: parts 2.. up to MAX_PARTS, then a new generation.
+    // New users in every write: parts 2.. up to the bucket's limit, then a new generation.
+    let limit = parts::max_parts(&daily);
+    assert!((9..=parts::MAX_PARTS).contains(&limit));
     let mut user = 55;
     let mut seen = vec![grew[&daily]];
-    for _ in 0..parts::MAX_PARTS + 2 {
+    for _ in 0..limit + 2 {
         let evs = (user..user + 3).map(&mut event).collect();
         user += 3;
         seen.push(step(evs, &mut model)[&daily]);
         assert_parts_are_exactly_the_named_ones(&store);
     }
-    assert!(seen.iter().all(|&(_, n)| n <= parts::MAX_PARTS), "{seen:?}");
-    assert!(seen.contains(&(0, parts::MAX_PARTS)), "{seen:?}");
+    assert!(seen.iter().all(|&(_, n)| n <= limit), "{seen:?}");
+    assert!(seen.contains(&(0, limit)), "{seen:?}");
     assert_eq!(seen.last(), Some(&(1, 4)), "{seen:?}");
     assert!(store
         .get(parts::PARTS, &parts::part_id(&daily, 0, 0))
@@ -1076,8 +1078,8 @@ fn rollup_rows_with_inline_sets_from_older_releases_are_read_and_move_to_parts()
         .collect();
     assert_eq!(before.users, truth.len() as u64);
 
-    // Updates and deletes of counted sets are exact removals (no recomputation), and the
-    // rows written move to parts.
+    // Updates and deletes recompute each (org, day) they remove events from once, however
+    // many they remove there; the rows written move to parts.
     let metrics = Arc::new(streamtally::metrics::Metrics::new());
     let mut worker = RollupWorker::new(store.clone(), RollupOptions::default())
         .unwrap()
@@ -1090,12 +1092,18 @@ fn rollup_rows_with_inline_sets_from_older_releases_are_read_and_move_to_parts()
     let more: Vec<Ev> = (0..200)
         .map(|_| random_event(&mut rng, 2, 120, base, 86_400))
         .collect();
+    let groups: HashSet<([u8; 16], String)> = ids[..80]
+        .iter()
+        .map(|id| &model[id])
+        .filter(|e| e.user.is_some() || e.session.is_some())
+        .map(|e| (e.org, e.ts.format("%Y-%m-%d").to_string()))
+        .collect();
     churn(&store, &mut model, &mut rng, more, &ids, 40, 0..120);
     rt.block_on(worker.catch_up()).unwrap();
     assert_eq!(
         metrics.stats_recomputes.get(),
-        0,
-        "counted sets take removals"
+        groups.len() as u64,
+        "one recomputation per (org, day) that lost events"
     );
     assert_matches_brute_force(&store, &model);
     assert_equals_recomputation(&store, 10_000);

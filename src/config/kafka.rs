@@ -88,6 +88,10 @@ fn default_retry_backoff_max_ms() -> u64 {
     10_000
 }
 
+/// The consumer's prefetch queue, in KiB, unless `[kafka.client]` sets
+/// `queued.max.messages.kbytes`.
+pub const DEFAULT_QUEUED_MAX_KBYTES: u32 = 16 * 1024;
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
@@ -149,6 +153,13 @@ impl KafkaConfig {
         );
         set("enable.auto.commit", "false".to_string());
         set("enable.auto.offset.store", "false".to_string());
+        // librdkafka prefetches up to 64 MiB by default; a sidecar under a memory limit
+        // needs far less to keep the store busy (16 MiB is ~0.8 s of ~300-byte events at
+        // 65k/s). `[kafka.client]` may set it.
+        set(
+            "queued.max.messages.kbytes",
+            DEFAULT_QUEUED_MAX_KBYTES.to_string(),
+        );
         for (k, v) in &self.client {
             props.insert(k.clone(), v.clone());
         }

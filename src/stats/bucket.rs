@@ -321,19 +321,14 @@ impl RollupState {
         (users, sessions)
     }
 
-    /// Uncounts one event. Err: the bucket's distinct state cannot take a removal (a
-    /// sketch); recompute it from the raw events.
+    /// Uncounts one event. Err: the event carries a user or session, which the bucket's
+    /// distinct values cannot take out (they keep no per-value counts, see
+    /// [`Uniq`]); recompute the bucket from the raw events.
     pub fn remove(&mut self, key: &RollupKey, f: &EventFacts) -> Result<(), NeedsRecompute> {
+        if !matches!(key, RollupKey::Name { .. }) && (f.user.is_some() || f.session.is_some()) {
+            return Err(NeedsRecompute);
+        }
         self.events -= 1;
-        if matches!(key, RollupKey::Name { .. }) {
-            return Ok(());
-        }
-        if let Some(u) = f.user {
-            self.users.remove(u)?;
-        }
-        if let Some(s) = f.session {
-            self.sessions.remove(s)?;
-        }
         Ok(())
     }
 

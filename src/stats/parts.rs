@@ -7,7 +7,7 @@
 //! generation and a number of `RollupStatePart` rows: part 0 holds the sets whole as of the
 //! generation's start ([`Uniq::encode`]), each later part what one write added: the new
 //! values of an exact set, the raised registers of a sketch ([`Uniq::encode_delta`]). A set
-//! that did not change writes nothing. After [`MAX_PARTS`] parts, a switch to a sketch, a
+//! that did not change writes nothing. After [`max_parts`] parts (9 to 16), a switch to a sketch, a
 //! removal or a recomputation, the next write starts a new generation (part 0 whole) and
 //! deletes the old one's parts, in the same atomic write as the row and the cursor.
 //!
@@ -24,10 +24,18 @@ use crate::store::{codec, Row, Store, Value, WriteBatch};
 
 /// The entity of the parts (schema.ormdb).
 pub const PARTS: &str = "RollupStatePart";
-/// Parts a generation grows to before a write rewrites the sets whole: bounds what a read
-/// merges and the bytes stored twice, while a busy bucket's set is rewritten once every
-/// `MAX_PARTS` writes instead of on every one.
+/// Most parts a generation grows to before a write rewrites the sets whole: bounds what a
+/// read merges and the bytes stored twice, while a busy bucket's set is rewritten once every
+/// 9 to 16 writes instead of on every one ([`max_parts`]).
 pub const MAX_PARTS: i32 = 16;
+
+/// The parts `bucket`'s generations grow to: 9 to [`MAX_PARTS`], by its id. Buckets touched
+/// by every write (a day's rows, at full speed) would otherwise all be rewritten whole in
+/// the same write, every 16th one: a ~20 MB write in the benchmark's shape, ~100 MB of
+/// transient memory through the write-ahead log and the trees.
+pub fn max_parts(bucket: &[u8; 16]) -> i32 {
+    MAX_PARTS - (bucket[15] % 8) as i32
+}
 
 /// A stored row's parts: generation `generation`, parts `0..count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +254,7 @@ pub fn write_bucket(
             .with("part", Value::Int32(part))
     };
     let next = match parts {
-        Some(p) if !pending.rewrite && p.count < MAX_PARTS => {
+        Some(p) if !pending.rewrite && p.count < max_parts(&bucket) => {
             if pending.users.is_empty() && pending.sessions.is_empty() {
                 p
             } else {

@@ -14,7 +14,7 @@ use crate::metrics::{KindLabel, Metrics};
 use crate::store::{ChangeEntry, ChangeOp, Query, Store, Value, WriteBatch, WriteTicket};
 use chrono::NaiveDate;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -92,6 +92,9 @@ pub struct RollupWorker {
     /// The cursor of the last write submitted.
     submitted: u64,
     tick: u64,
+    /// The tick of the last settled write: buckets used after it are the ones the writes
+    /// since touched.
+    hot_since: u64,
     pending_changes: usize,
     label: KindLabel,
     /// Event's `@feed` carries exactly [`EventFacts::FIELDS`].
@@ -133,6 +136,7 @@ impl RollupWorker {
             in_flight: None,
             submitted: durable,
             tick: 0,
+            hot_since: 0,
             pending_changes: 0,
             label: KindLabel {
                 kind: "rollups".into(),
@@ -274,12 +278,18 @@ impl RollupWorker {
             .map_err(StatsError::from_feed)?;
         let n = entries.len();
         let mut events = 0u64;
+        // Groups a removal hit: recomputed once, as of the end of this read, however many
+        // of their events it removes (deleting a person's events removes thousands).
+        let mut redo: BTreeSet<Group> = BTreeSet::new();
         for e in &entries {
             if e.entity == "Event" {
-                self.apply(e).await?;
+                self.apply(e, &mut redo)?;
                 events += 1;
             }
             self.next = e.seq + 1;
+        }
+        for group in redo {
+            self.recompute_group(group, self.next).await?;
         }
         self.pending_changes += n;
         if let Some(m) = &self.metrics {
@@ -296,7 +306,10 @@ impl RollupWorker {
         event_image(&self.store, self.feed_has_facts, e, old)
     }
 
-    async fn apply(&mut self, e: &ChangeEntry) -> Result<(), StatsError> {
+    /// Applies one Event change to the cached buckets; a removal the buckets cannot take
+    /// adds its (org, day) to `redo` instead, and changes to such a group are left to the
+    /// recomputation.
+    fn apply(&mut self, e: &ChangeEntry, redo: &mut BTreeSet<Group>) -> Result<(), StatsError> {
         let new = match e.op {
             ChangeOp::Insert | ChangeOp::Update => Some(self.image(e, false)?),
             ChangeOp::Delete => None,
@@ -305,32 +318,24 @@ impl RollupWorker {
             ChangeOp::Update | ChangeOp::Delete => Some(self.image(e, true)?),
             ChangeOp::Insert => None,
         };
-        let mut redo: Option<Group> = None;
-        if let Some(o) = &old {
+        if let Some(o) = old.as_ref().filter(|o| !redo.contains(&o.group())) {
             for key in RollupKey::for_event(o) {
                 let entry = self.entry(key.clone())?;
                 entry.dirty = true;
-                // A removal the stored deltas cannot say: the next write stores the sets whole.
-                entry.pending.rewrite = true;
                 if entry.state.remove(&key, o).is_err() {
-                    redo = Some(o.group());
+                    redo.insert(o.group());
                     break;
                 }
             }
         }
-        if let Some(n) = &new {
-            if redo != Some(n.group()) {
-                let threshold = self.opts.exact_threshold;
-                for key in RollupKey::for_event(n) {
-                    let entry = self.entry(key.clone())?;
-                    entry.dirty = true;
-                    let added = entry.state.add(&key, n, threshold);
-                    entry.pending.note(added, n.user, n.session);
-                }
+        if let Some(n) = new.as_ref().filter(|n| !redo.contains(&n.group())) {
+            let threshold = self.opts.exact_threshold;
+            for key in RollupKey::for_event(n) {
+                let entry = self.entry(key.clone())?;
+                entry.dirty = true;
+                let added = entry.state.add(&key, n, threshold);
+                entry.pending.note(added, n.user, n.session);
             }
-        }
-        if let Some(group) = redo {
-            self.recompute_group(group, e.seq + 1).await?;
         }
         Ok(())
     }
@@ -340,10 +345,14 @@ impl RollupWorker {
         self.tick += 1;
         let tick = self.tick;
         let store = &self.store;
+        let metrics = &self.metrics;
         let entry = match self.cache.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let key = v.key();
+                if let Some(m) = metrics {
+                    m.stats_cache_loads.inc();
+                }
                 let (state, parts, stored) = match store.get(key.entity(), &key.row_id())? {
                     Some(row) => {
                         let (state, parts) = parts::read_state(store, key, &row)?;
@@ -425,6 +434,10 @@ impl RollupWorker {
         }
         self.cache.retain(|_, e| e.dirty || e.state.events != 0);
         self.evict();
+        self.hot_since = self.tick;
+        if let Some(m) = &self.metrics {
+            m.stats_cache_bytes.set(self.cached_bytes() as i64);
+        }
         Ok(())
     }
 
@@ -434,10 +447,13 @@ impl RollupWorker {
     }
 
     /// Over `cache_buckets` or `cache_bytes`: drops the least recently used clean buckets
-    /// down to half of both (dirty ones wait for their write).
+    /// down to half of both, but keeps the buckets the last write touched (at full speed a
+    /// write touches every current hour and day: dropping them meant reading them back at
+    /// once) unless they alone are over the budget. Dirty ones wait for their write.
     fn evict(&mut self) {
         let bytes = self.cached_bytes();
-        if self.cache.len() <= self.opts.cache_buckets && bytes <= self.opts.cache_bytes {
+        let (max_len, max_bytes) = (self.opts.cache_buckets, self.opts.cache_bytes);
+        if self.cache.len() <= max_len && bytes <= max_bytes {
             return;
         }
         let mut clean: Vec<(u64, usize)> = self
@@ -450,7 +466,12 @@ impl RollupWorker {
         let (mut len, mut bytes) = (self.cache.len(), bytes);
         let mut cut = None;
         for (used, size) in clean {
-            if len <= self.opts.cache_buckets / 2 && bytes <= self.opts.cache_bytes / 2 {
+            let enough = if used > self.hot_since {
+                len <= max_len && bytes <= max_bytes
+            } else {
+                len <= max_len / 2 && bytes <= max_bytes / 2
+            };
+            if enough {
                 break;
             }
             len -= 1;
@@ -472,7 +493,7 @@ impl RollupWorker {
         self.settle().await?;
         let (org, date) = group;
         tracing::info!(org = %uuid_str(&org), %date, as_of,
-            "stats: recomputing a day's rollups from raw events (a removal hit a sketch)");
+            "stats: recomputing a day's rollups from raw events (a removal hit a sketch or a set without per-id counts)");
         let mut events = group_events_now(&self.store, group)?;
         // Everything visible to that scan is in the feed below the head once a later write
         // has committed (writes commit in order): a cursor write that changes nothing.

@@ -18,7 +18,7 @@
 
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Register-index bits.
@@ -164,87 +164,31 @@ fn tau(mut x: f64) -> f64 {
     }
 }
 
-/// A removal hit a sketch (or a value the exact set does not hold, or a set whose per-value
-/// counts were not kept): the bucket must be recomputed from the raw events.
+/// A removal from a bucket's distinct values: they keep no per-value event counts (a
+/// sketch cannot subtract, and an exact set does not know whether another event carries
+/// the value), so the bucket must be recomputed from the raw events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NeedsRecompute;
 
-/// A hash map keyed by values that are already hashes ([`HashIsKey`]).
-pub type HashKeyed<V> = HashMap<u64, V, BuildHasherDefault<HashIsKey>>;
+/// A hash set of values that are already hashes ([`HashIsKey`]): 9 bytes a slot.
+pub type HashSetOfHashes = HashSet<u64, BuildHasherDefault<HashIsKey>>;
 
-/// An exact set of value hashes, with the number of events carrying each while those counts
-/// are known: a set built from events knows them, a set read back from the store does not
-/// (the store keeps membership only, so an unchanged set is never rewritten), and a removal
-/// from it then asks for a recompute, which knows them again.
-#[derive(Debug, Clone, Default)]
-pub struct ExactSet {
-    counts: HashKeyed<u32>,
-    counted: bool,
-}
-
-impl ExactSet {
-    /// An empty set whose counts are known.
-    pub fn new() -> Self {
-        ExactSet {
-            counts: HashKeyed::default(),
-            counted: true,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.counts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
-    }
-
-    pub fn contains(&self, h: u64) -> bool {
-        self.counts.contains_key(&h)
-    }
-
-    /// The value hashes, in no order.
-    pub fn values(&self) -> impl Iterator<Item = u64> + '_ {
-        self.counts.keys().copied()
-    }
-
-    /// The value hashes, ascending.
-    pub fn sorted(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.values().collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// Whether the per-value event counts are known (see the type's documentation).
-    pub fn counted(&self) -> bool {
-        self.counted
-    }
-}
-
-/// Membership decides: the counts are bookkeeping for removals, not part of the value.
-impl PartialEq for ExactSet {
-    fn eq(&self, other: &Self) -> bool {
-        self.counts.len() == other.counts.len()
-            && self.counts.keys().all(|k| other.counts.contains_key(k))
-    }
-}
-
-impl Eq for ExactSet {}
-
-/// Distinct values of one bucket.
+/// Distinct values of one bucket: membership only. Per-value event counts would make a
+/// removal exact without reading raw events, but they doubled the memory of every set for
+/// the rare removal (an update or delete of a stored event), which recomputes the day.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uniq {
-    Exact(ExactSet),
+    Exact(HashSetOfHashes),
     Sketch(Box<Hll>),
 }
 
 impl Default for Uniq {
     fn default() -> Self {
-        Uniq::Exact(ExactSet::new())
+        Uniq::Exact(HashSetOfHashes::default())
     }
 }
 
-/// Legacy exact form (releases before 2026-12-03): hash and per-value count.
+/// Legacy exact form (releases before 2026-12-03): hash and per-value event count.
 const COUNTED_PREFIX: &str = "x1:";
 /// Exact form: the value hashes, ascending, 8 bytes each (big-endian).
 const EXACT_PREFIX: &str = "x2:";
@@ -270,14 +214,12 @@ impl Uniq {
     pub fn add(&mut self, h: u64, threshold: u64) -> Added {
         match self {
             Uniq::Exact(set) => {
-                let n = set.counts.entry(h).or_insert(0);
-                *n = n.saturating_add(1);
-                if *n > 1 {
+                if !set.insert(h) {
                     return Added::Nothing;
                 }
-                if set.counts.len() as u64 > threshold {
+                if set.len() as u64 > threshold {
                     let mut hll = Hll::new();
-                    for &k in set.counts.keys() {
+                    for &k in set.iter() {
                         hll.insert_hash(k);
                     }
                     *self = Uniq::Sketch(Box::new(hll));
@@ -292,24 +234,6 @@ impl Uniq {
                     Added::Nothing
                 }
             }
-        }
-    }
-
-    /// Removes one event carrying value hash `h`.
-    pub fn remove(&mut self, h: u64) -> Result<(), NeedsRecompute> {
-        match self {
-            Uniq::Exact(set) if set.counted => match set.counts.get_mut(&h) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    Ok(())
-                }
-                Some(_) => {
-                    set.counts.remove(&h);
-                    Ok(())
-                }
-                None => Err(NeedsRecompute),
-            },
-            Uniq::Exact(_) | Uniq::Sketch(_) => Err(NeedsRecompute),
         }
     }
 
@@ -328,8 +252,8 @@ impl Uniq {
     /// About how much memory it holds, in bytes.
     pub fn memory_bytes(&self) -> usize {
         match self {
-            // hashbrown: 12 bytes a slot, at most 7/8 full.
-            Uniq::Exact(set) => 48 + set.counts.capacity() * 12,
+            // hashbrown: an 8-byte slot and a control byte, at most 7/8 full.
+            Uniq::Exact(set) => 48 + set.capacity() * 9,
             Uniq::Sketch(_) => 32 + M,
         }
     }
@@ -338,7 +262,11 @@ impl Uniq {
     /// BE each), or `h16:` + base64 of the packed registers. A pure function of the set.
     pub fn encode(&self) -> String {
         match self {
-            Uniq::Exact(set) => encode_hashes(&set.sorted()),
+            Uniq::Exact(set) => {
+                let mut v: Vec<u64> = set.iter().copied().collect();
+                v.sort_unstable();
+                encode_hashes(&v)
+            }
             Uniq::Sketch(hll) => format!("{SKETCH_PREFIX}{}", B64.encode(hll.pack())),
         }
     }
@@ -350,7 +278,7 @@ impl Uniq {
     pub fn encode_delta(&self, grew: &[u64]) -> String {
         match self {
             Uniq::Exact(set) => {
-                let mut v: Vec<u64> = grew.iter().copied().filter(|&h| set.contains(h)).collect();
+                let mut v: Vec<u64> = grew.iter().copied().filter(|h| set.contains(h)).collect();
                 v.sort_unstable();
                 v.dedup();
                 encode_hashes(&v)
@@ -369,8 +297,8 @@ impl Uniq {
         }
     }
 
-    /// Parses a whole set's stored form ([`Uniq::encode`], or the legacy `x1:` form with
-    /// per-value counts); the error names what is wrong.
+    /// Parses a whole set's stored form ([`Uniq::encode`], or the legacy `x1:` form, whose
+    /// per-value counts are read and dropped); the error names what is wrong.
     pub fn decode(s: &str) -> Result<Uniq, String> {
         let mut u = match s.split_once(':') {
             Some(("x2" | "x1", _)) => Uniq::default(),
@@ -385,8 +313,7 @@ impl Uniq {
     }
 
     /// Adds a stored form to the set: a delta ([`Uniq::encode_delta`]) or a whole set
-    /// ([`Uniq::encode`]) of the same kind. Sets read back this way do not know their
-    /// per-value counts, except from the legacy `x1:` form.
+    /// ([`Uniq::encode`]) of the same kind.
     pub fn merge_stored(&mut self, s: &str) -> Result<(), String> {
         let bytes = |b: &str, what: &str| {
             B64.decode(b)
@@ -403,8 +330,7 @@ impl Uniq {
                     bytes.len()
                 ));
             }
-            let fresh = set.is_empty();
-            set.counts.reserve(bytes.len() / 8);
+            set.reserve(bytes.len() / 8);
             let mut prev: Option<u64> = None;
             for c in bytes.chunks_exact(8) {
                 let h = u64::from_be_bytes(c.try_into().unwrap_or_default());
@@ -412,10 +338,7 @@ impl Uniq {
                     return Err("exact set: values not ascending".into());
                 }
                 prev = Some(h);
-                set.counts.insert(h, 0);
-            }
-            if !(fresh && bytes.is_empty()) {
-                set.counted = false;
+                set.insert(h);
             }
             Ok(())
         } else if let Some(b) = s.strip_prefix(COUNTED_PREFIX) {
@@ -449,7 +372,8 @@ impl Uniq {
                         break;
                     }
                 }
-                if n == 0 || set.counts.insert(h, n).is_some() {
+                // The count is not kept (see [`Uniq`]).
+                if n == 0 || !set.insert(h) {
                     return Err("exact set: zero count or repeated value".into());
                 }
             }
@@ -505,7 +429,7 @@ fn encode_hashes(sorted: &[u64]) -> String {
 /// merged sketch. This is how ranges are answered: never by adding per-bucket counts.
 #[derive(Debug, Default)]
 pub struct UniqUnion {
-    exact: HashSet<u64, BuildHasherDefault<HashIsKey>>,
+    exact: HashSetOfHashes,
     sketch: Option<Box<Hll>>,
 }
 
@@ -537,11 +461,11 @@ impl UniqUnion {
         match u {
             Uniq::Exact(set) => {
                 if let Some(hll) = &mut self.sketch {
-                    for h in set.values() {
+                    for &h in set.iter() {
                         hll.insert_hash(h);
                     }
                 } else {
-                    self.exact.extend(set.values());
+                    self.exact.extend(set.iter().copied());
                 }
             }
             Uniq::Sketch(other) => {
@@ -601,26 +525,19 @@ mod tests {
     }
 
     #[test]
-    fn removal_from_exact_is_exact_and_from_sketch_asks_for_recompute() {
-        let mut u = Uniq::default();
-        assert_eq!(u.add(1, 10), Added::Grew);
-        assert_eq!(u.add(1, 10), Added::Nothing);
-        u.add(2, 10);
-        assert_eq!(u.count(), 2);
-        u.remove(1).unwrap();
-        assert_eq!(u.count(), 2);
-        u.remove(1).unwrap();
-        assert_eq!(u.count(), 1);
-        assert_eq!(u.remove(1), Err(NeedsRecompute));
-        let mut s = Uniq::default();
-        for i in 0..20 {
-            s.add(i, 10);
-        }
-        assert_eq!(s.remove(3), Err(NeedsRecompute));
-        // Read back from the store, a set knows its members but not their counts.
-        let mut back = Uniq::decode(&u.encode()).unwrap();
-        assert_eq!(back, u);
-        assert_eq!(back.remove(2), Err(NeedsRecompute));
+    fn the_legacy_counted_form_reads_as_its_members() {
+        // Hashes 1 (3 events) and 300 (1 event), as releases before 2026-12-03 stored them.
+        let mut bytes = 1u64.to_be_bytes().to_vec();
+        bytes.push(3);
+        bytes.extend_from_slice(&300u64.to_be_bytes());
+        bytes.push(1);
+        let legacy = format!("x1:{}", B64.encode(bytes));
+        let mut want = Uniq::default();
+        assert_eq!(want.add(300, 10), Added::Grew);
+        assert_eq!(want.add(1, 10), Added::Grew);
+        assert_eq!(want.add(1, 10), Added::Nothing);
+        assert_eq!(Uniq::decode(&legacy).unwrap(), want);
+        assert!(want.encode().starts_with("x2:"));
     }
 
     #[test]
