@@ -39,7 +39,7 @@ pub mod synth;
 /// sets, write batches, WAL records); mimalloc, ormdb-core's default allocator (the crate is
 /// built without that feature), kept them: `cargo bench --bench ingest -- --events 2000000`
 /// peaked at 1,268 MB RSS with mimalloc, 946 MB with glibc malloc (mmap threshold 64 KiB)
-/// and 818-914 MB with jemalloc; `cargo bench --bench store -- --events 10000000` at
+/// and 818-914 MB with jemalloc (before unique sets were stored in parts: 504 MB since); `cargo bench --bench store -- --events 10000000` at
 /// 496-506 MB (mimalloc) and 380-403 MB (jemalloc), at 130-142k events/s with either (3
 /// runs each), while glibc malloc lost a third of the store's throughput (95k events/s).
 /// Measured 2026-12-03.

@@ -155,6 +155,17 @@ fn kafka_client_passes_through_with_dotted_keys() {
     assert_eq!(props["security.protocol"], "SASL_SSL");
     assert_eq!(props["bootstrap.servers"], "127.0.0.1:9092");
     assert_eq!(props["enable.auto.commit"], "false");
+    // The prefetch queue is bounded for a sidecar unless the user says otherwise.
+    assert_eq!(props["queued.max.messages.kbytes"], "16384");
+    let c = ok(
+        "[kafka.client]\n\"queued.max.messages.kbytes\" = \"4096\"\n",
+        &[],
+        &[],
+    );
+    assert_eq!(
+        c.kafka.consumer_properties()["queued.max.messages.kbytes"],
+        "4096"
+    );
 
     let (_, e) = err("[kafka.client]\n\"group.id\" = \"x\"\n", &[], &[]);
     assert_contains(&e.to_string(), &["\"group.id\"", "kafka.group_id"]);
