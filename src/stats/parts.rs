@@ -253,29 +253,27 @@ pub fn write_bucket(
             .with("generation", Value::Int64(generation))
             .with("part", Value::Int32(part))
     };
+    let unchanged = pending.users.is_empty() && pending.sessions.is_empty();
     let next = match parts {
+        Some(p) if !pending.rewrite && unchanged => p,
         Some(p) if !pending.rewrite && p.count < max_parts(&bucket) => {
-            if pending.users.is_empty() && pending.sessions.is_empty() {
-                p
-            } else {
-                let mut row = part_row(p.generation, p.count);
-                if !pending.users.is_empty() {
-                    row.set(
-                        "users_state",
-                        Value::String(state.users.encode_delta(&pending.users)),
-                    );
-                }
-                if !pending.sessions.is_empty() {
-                    row.set(
-                        "sessions_state",
-                        Value::String(state.sessions.encode_delta(&pending.sessions)),
-                    );
-                }
-                batch.upsert(PARTS, row);
-                Parts {
-                    generation: p.generation,
-                    count: p.count + 1,
-                }
+            let mut row = part_row(p.generation, p.count);
+            if !pending.users.is_empty() {
+                row.set(
+                    "users_state",
+                    Value::String(state.users.encode_delta(&pending.users)),
+                );
+            }
+            if !pending.sessions.is_empty() {
+                row.set(
+                    "sessions_state",
+                    Value::String(state.sessions.encode_delta(&pending.sessions)),
+                );
+            }
+            batch.upsert(PARTS, row);
+            Parts {
+                generation: p.generation,
+                count: p.count + 1,
             }
         }
         _ => {
