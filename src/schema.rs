@@ -964,7 +964,7 @@ mod tests {
 
         let mut listed = catalog.list_entities().unwrap();
         listed.sort();
-        assert_eq!(listed.len(), 9);
+        assert_eq!(listed.len(), 10);
 
         let constraints = catalog.constraints_for("HourlyStats").unwrap();
         assert_eq!(
