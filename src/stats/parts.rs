@@ -7,15 +7,13 @@
 //! generation and a number of `RollupStatePart` rows: part 0 holds the sets whole as of the
 //! generation's start ([`Uniq::encode`]), each later part what one write added: the new
 //! values of an exact set, the raised registers of a sketch ([`Uniq::encode_delta`]). A set
-//! that did not change writes nothing. After [`max_parts`] parts (9 to 16), a switch to a sketch, a
-//! removal or a recomputation, the next write starts a new generation (part 0 whole) and
-//! deletes the old one's parts, in the same atomic write as the row and the cursor.
+//! that did not change writes nothing. After [`max_parts`] parts (9 to 16), a switch to a
+//! sketch, or a recomputation (which every removal makes: sets keep no per-value counts),
+//! the next write starts a new generation (part 0 whole) and deletes the old one's parts,
+//! in the same atomic write as the row and the cursor.
 //!
-//! Membership only is stored: the per-value event counts that make removals exact live in
-//! memory (a removal from a set read back from the store recomputes the day from the raw
-//! events, as a removal from a sketch does). Rows written by releases before parts keep
-//! their sets inline (`users_state`, `sessions_state`); they are read as before and move to
-//! parts on their next write.
+//! Rows written by releases before parts keep their sets inline (`users_state`,
+//! `sessions_state`); they are read as before and move to parts on their next write.
 
 use super::bucket::{RollupKey, RollupState};
 use super::sketch::{Added, Uniq};
@@ -123,6 +121,17 @@ pub fn parts_of(key: &RollupKey, row: &Row) -> Result<Option<Parts>, StatsError>
     }
 }
 
+/// The error for a part that `parts` names but the store does not hold.
+pub fn missing_part(key: &RollupKey, parts: Parts) -> StatsError {
+    bad(
+        key,
+        format!(
+            "a part of generation {} (of {}) is missing",
+            parts.generation, parts.count
+        ),
+    )
+}
+
 /// Reads a stored rollup row's state and the parts it names.
 pub fn read_state(
     store: &Store,
@@ -143,27 +152,8 @@ pub fn read_state(
         ));
     }
     let parts = parts_of(key, row)?;
-    let (users, sessions) = match parts {
-        Some(p) => read_parts(store, key, p)?.ok_or_else(|| {
-            bad(
-                key,
-                format!(
-                    "a part of generation {} (of {}) is missing",
-                    p.generation, p.count
-                ),
-            )
-        })?,
-        None => {
-            let inline = |name: &str| match row.get(name) {
-                Some(Value::String(s)) => {
-                    Uniq::decode(s).map_err(|e| bad(key, format!("{name}: {e}")))
-                }
-                None | Some(Value::Null) => Ok(Uniq::default()),
-                Some(other) => Err(bad(key, format!("{name} is {other:?}"))),
-            };
-            (inline("users_state")?, inline("sessions_state")?)
-        }
-    };
+    let (users, sessions) = read_sets(store, key, row, parts)?
+        .ok_or_else(|| missing_part(key, parts.expect("only parts can be missing")))?;
     Ok((
         RollupState {
             events,
@@ -172,6 +162,25 @@ pub fn read_state(
         },
         parts,
     ))
+}
+
+/// A stored row's users and sessions: from `parts` (as [`parts_of`] reads them from the
+/// row), else inline as releases before parts stored them. Ok(None) as [`read_parts`].
+pub fn read_sets(
+    store: &Store,
+    key: &RollupKey,
+    row: &Row,
+    parts: Option<Parts>,
+) -> Result<Option<(Uniq, Uniq)>, StatsError> {
+    if let Some(p) = parts {
+        return read_parts(store, key, p);
+    }
+    let inline = |name: &str| match row.get(name) {
+        Some(Value::String(s)) => Uniq::decode(s).map_err(|e| bad(key, format!("{name}: {e}"))),
+        None | Some(Value::Null) => Ok(Uniq::default()),
+        Some(other) => Err(bad(key, format!("{name} is {other:?}"))),
+    };
+    Ok(Some((inline("users_state")?, inline("sessions_state")?)))
 }
 
 /// The users and sessions stored in `parts` of `key`'s row; Ok(None) when a part is missing,

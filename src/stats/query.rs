@@ -204,25 +204,16 @@ impl StatsReader {
             for (name, value) in fields.iter().zip(values) {
                 row.set(name, value);
             }
-            row.set("event_count", Value::Int64(0));
-            let states = match parts::parts_of(key, &row)? {
-                Some(p) => match parts::read_parts(&self.store, key, p)? {
-                    Some(states) => states,
-                    None if attempt < 100 => {
-                        std::thread::sleep(std::time::Duration::from_micros(200));
-                        continue;
-                    }
-                    None => {
-                        return Err(StatsError::BadState {
-                            entity: key.entity(),
-                            key: format!("{key:?}"),
-                            message: format!("a part of generation {} is missing", p.generation),
-                        })
-                    }
-                },
+            let parts = parts::parts_of(key, &row)?;
+            let states = match parts::read_sets(&self.store, key, &row, parts)? {
+                Some(states) => states,
+                None if attempt < 100 => {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    continue;
+                }
                 None => {
-                    let (state, _) = parts::read_state(&self.store, key, &row)?;
-                    (state.users, state.sessions)
+                    let p = parts.expect("only parts can be missing");
+                    return Err(parts::missing_part(key, p));
                 }
             };
             if self.store.latest_version(key.entity(), &id)? != Some(version) && attempt < 100 {

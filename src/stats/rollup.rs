@@ -433,10 +433,10 @@ impl RollupWorker {
                 .observe(started.elapsed().as_secs_f64());
         }
         self.cache.retain(|_, e| e.dirty || e.state.events != 0);
-        self.evict();
+        let cached = self.evict();
         self.hot_since = self.tick;
         if let Some(m) = &self.metrics {
-            m.stats_cache_bytes.set(self.cached_bytes() as i64);
+            m.stats_cache_bytes.set(cached as i64);
         }
         Ok(())
     }
@@ -450,11 +450,12 @@ impl RollupWorker {
     /// down to half of both, but keeps the buckets the last write touched (at full speed a
     /// write touches every current hour and day: dropping them meant reading them back at
     /// once) unless they alone are over the budget. Dirty ones wait for their write.
-    fn evict(&mut self) {
+    /// Returns the bytes left ([`RollupWorker::cached_bytes`]).
+    fn evict(&mut self) -> usize {
         let bytes = self.cached_bytes();
         let (max_len, max_bytes) = (self.opts.cache_buckets, self.opts.cache_bytes);
         if self.cache.len() <= max_len && bytes <= max_bytes {
-            return;
+            return bytes;
         }
         let mut clean: Vec<(u64, usize)> = self
             .cache
@@ -479,8 +480,11 @@ impl RollupWorker {
             cut = Some(used);
         }
         if let Some(cut) = cut {
+            // Exactly the entries counted out above: clean, and used (ticks are distinct)
+            // no later than the cut.
             self.cache.retain(|_, e| e.dirty || e.used > cut);
         }
+        bytes
     }
 
     /// Replaces every bucket of `group` with a recomputation from the raw events as they

@@ -262,11 +262,7 @@ impl Uniq {
     /// BE each), or `h16:` + base64 of the packed registers. A pure function of the set.
     pub fn encode(&self) -> String {
         match self {
-            Uniq::Exact(set) => {
-                let mut v: Vec<u64> = set.iter().copied().collect();
-                v.sort_unstable();
-                encode_hashes(&v)
-            }
+            Uniq::Exact(set) => encode_hashes(set.iter().copied().collect()),
             Uniq::Sketch(hll) => format!("{SKETCH_PREFIX}{}", B64.encode(hll.pack())),
         }
     }
@@ -278,10 +274,7 @@ impl Uniq {
     pub fn encode_delta(&self, grew: &[u64]) -> String {
         match self {
             Uniq::Exact(set) => {
-                let mut v: Vec<u64> = grew.iter().copied().filter(|h| set.contains(h)).collect();
-                v.sort_unstable();
-                v.dedup();
-                encode_hashes(&v)
+                encode_hashes(grew.iter().copied().filter(|h| set.contains(h)).collect())
             }
             Uniq::Sketch(hll) => {
                 let mut idx: Vec<usize> = grew.iter().map(|&h| (h >> Q) as usize).collect();
@@ -303,10 +296,7 @@ impl Uniq {
         let mut u = match s.split_once(':') {
             Some(("x2" | "x1", _)) => Uniq::default(),
             Some(("h16", _)) => Uniq::Sketch(Box::default()),
-            _ => {
-                let head: String = s.chars().take(8).collect();
-                return Err(format!("unknown unique-state format starting '{head}'"));
-            }
+            _ => return Err(unknown_format(s)),
         };
         u.merge_stored(s)?;
         Ok(u)
@@ -411,15 +401,22 @@ impl Uniq {
             }
             Ok(())
         } else {
-            let head: String = s.chars().take(8).collect();
-            Err(format!("unknown unique-state format starting '{head}'"))
+            Err(unknown_format(s))
         }
     }
 }
 
-fn encode_hashes(sorted: &[u64]) -> String {
-    let mut bytes = Vec::with_capacity(sorted.len() * 8);
-    for h in sorted {
+fn unknown_format(s: &str) -> String {
+    let head: String = s.chars().take(8).collect();
+    format!("unknown unique-state format starting '{head}'")
+}
+
+/// The `x2:` form of a set of value hashes (given in any order, repeats allowed).
+fn encode_hashes(mut hashes: Vec<u64>) -> String {
+    hashes.sort_unstable();
+    hashes.dedup();
+    let mut bytes = Vec::with_capacity(hashes.len() * 8);
+    for h in hashes {
         bytes.extend_from_slice(&h.to_be_bytes());
     }
     format!("{EXACT_PREFIX}{}", B64.encode(bytes))
