@@ -238,12 +238,12 @@ impl WriteBatch {
                 prepared.push(None);
                 continue;
             };
-            let Ok(values) = e.validate(row, now_us) else {
+            // The committer reads the prepared values: the row's are moved out (an invalid
+            // row stays as it was, for the committer to report).
+            let Ok(values) = e.validate_owned(row, now_us) else {
                 prepared.push(None);
                 continue;
             };
-            // The committer reads the prepared values: the row's memory can go now.
-            *row = Row::default();
             // A scoped insert may move the id into another field: `@feed` values that name
             // either are left to the committer.
             let mut moved = scope

@@ -5,7 +5,7 @@ use super::codec::{display_value, encode_component, upsert_id, value_type_name};
 use super::{Row, StoreError};
 use crate::schema::{Entity, FieldDefault, FieldType, Schema};
 use ormdb_core::proto::Value;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Entities whose writes are bookkeeping and stay out of the change feed (a feed reader
 /// writing its cursor must not produce feed entries for itself to read; the rollups' state
@@ -310,12 +310,62 @@ impl EntityLayout {
     /// Checks a row against the schema and returns its values in field order, with defaults
     /// applied and, for entities with a `@unique` key, the id derived from the key.
     pub fn validate(&self, row: &Row, now_us: i64) -> Result<Values, StoreError> {
+        let positions = self.checked(row)?;
         let mut values: Vec<Option<Value>> = vec![None; self.fields.len()];
-        for (name, value) in &row.fields {
-            let pos = self.field_pos(name)?;
-            let field = &self.fields[pos];
-            values[pos] = Some(self.check_value(field, value.clone())?);
+        for ((_, value), pos) in row.fields.iter().zip(positions) {
+            values[pos] = Some(convert(self.fields[pos].ty, value.clone()));
         }
+        self.complete(values, now_us)
+    }
+
+    /// [`Self::validate`] that moves the row's values instead of copying them; the row is
+    /// only taken apart when it is valid, so on an error it is as it was.
+    pub fn validate_owned(&self, row: &mut Row, now_us: i64) -> Result<Values, StoreError> {
+        if self.unique.is_some() {
+            // The id check needs the values in order: not worth a second path.
+            return self.validate(row, now_us);
+        }
+        let positions = self.checked(row)?;
+        // Per field: absent (None), or whether its value is Null. A required field fails
+        // given as Null, or absent without a default (as `complete` would say).
+        let mut given: Vec<Option<bool>> = vec![None; self.fields.len()];
+        for ((_, value), &pos) in row.fields.iter().zip(&positions) {
+            given[pos] = Some(*value == Value::Null);
+        }
+        if let Some(field) = self.fields.iter().zip(&given).find(|(f, g)| {
+            !f.optional
+                && match g {
+                    Some(null) => *null,
+                    None => f.default.is_none(),
+                }
+        }) {
+            return Err(StoreError::MissingField {
+                entity: self.name.clone(),
+                field: field.0.name.clone(),
+            });
+        }
+        let mut values: Vec<Option<Value>> = vec![None; self.fields.len()];
+        for ((_, value), pos) in std::mem::take(&mut row.fields).into_iter().zip(positions) {
+            values[pos] = Some(convert(self.fields[pos].ty, value));
+        }
+        self.complete(values, now_us)
+    }
+
+    /// The position of each of the row's fields, once every value is checked against its
+    /// field's type (nothing is copied).
+    fn checked(&self, row: &Row) -> Result<Vec<usize>, StoreError> {
+        row.fields
+            .iter()
+            .map(|(name, value)| {
+                let pos = self.field_pos(name)?;
+                self.check_value(&self.fields[pos], value)?;
+                Ok(pos)
+            })
+            .collect()
+    }
+
+    /// Defaults, required fields and the derived id, over values in field order.
+    fn complete(&self, values: Vec<Option<Value>>, now_us: i64) -> Result<Values, StoreError> {
         let mut out = Vec::with_capacity(values.len());
         for (pos, (slot, field)) in values.into_iter().zip(&self.fields).enumerate() {
             let v = match slot {
@@ -353,39 +403,41 @@ impl EntityLayout {
         Ok(out)
     }
 
-    fn check_value(&self, field: &FieldLayout, value: Value) -> Result<Value, StoreError> {
-        let mismatch = |value: &Value| StoreError::FieldType {
-            entity: self.name.clone(),
-            field: field.name.clone(),
-            expected: field.ty.name(),
-            got: value_type_name(value),
-            value: display_value(value),
-        };
-        Ok(match (field.ty, value) {
-            (_, Value::Null) => Value::Null,
-            (FieldType::Uuid, v @ Value::Uuid(_)) => v,
-            (FieldType::String, v @ Value::String(_)) => v,
+    /// Whether `value` may be stored in `field` (see [`convert`] for the widenings).
+    fn check_value(&self, field: &FieldLayout, value: &Value) -> Result<(), StoreError> {
+        let fits = match (field.ty, value) {
+            (_, Value::Null)
+            | (FieldType::Uuid, Value::Uuid(_))
+            | (FieldType::String, Value::String(_))
+            | (FieldType::Timestamp, Value::Timestamp(_))
+            | (FieldType::Int32, Value::Int32(_))
+            | (FieldType::Int64, Value::Int32(_) | Value::Int64(_))
+            | (FieldType::Float64, Value::Int32(_) | Value::Int64(_) | Value::Float64(_))
+            | (FieldType::Bool, Value::Bool(_)) => true,
             (FieldType::Json, Value::String(s)) => {
-                if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&s) {
+                if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(s) {
                     return Err(StoreError::InvalidJson {
                         entity: self.name.clone(),
                         field: field.name.clone(),
-                        value: display_value(&Value::String(s)),
+                        value: display_value(value),
                         error: e.to_string(),
                     });
                 }
-                Value::String(s)
+                true
             }
-            (FieldType::Timestamp, v @ Value::Timestamp(_)) => v,
-            (FieldType::Int32, v @ Value::Int32(_)) => v,
-            (FieldType::Int64, Value::Int32(n)) => Value::Int64(n as i64),
-            (FieldType::Int64, v @ Value::Int64(_)) => v,
-            (FieldType::Float64, Value::Int32(n)) => Value::Float64(n as f64),
-            (FieldType::Float64, Value::Int64(n)) => Value::Float64(n as f64),
-            (FieldType::Float64, v @ Value::Float64(_)) => v,
-            (FieldType::Bool, v @ Value::Bool(_)) => v,
-            (_, v) => return Err(mismatch(&v)),
-        })
+            _ => false,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(StoreError::FieldType {
+                entity: self.name.clone(),
+                field: field.name.clone(),
+                expected: field.ty.name(),
+                got: value_type_name(value),
+                value: display_value(value),
+            })
+        }
     }
 
     /// The id of a validated row.
@@ -470,6 +522,90 @@ impl EntityLayout {
                 .map(|f| f.name.clone())
                 .zip(values)
                 .collect(),
+        }
+    }
+}
+
+/// A checked value in its field's type: integers widen to int64 and float64 fields.
+fn convert(ty: FieldType, value: Value) -> Value {
+    match (ty, value) {
+        (FieldType::Int64, Value::Int32(n)) => Value::Int64(n as i64),
+        (FieldType::Float64, Value::Int32(n)) => Value::Float64(n as f64),
+        (FieldType::Float64, Value::Int64(n)) => Value::Float64(n as f64),
+        (_, v) => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `validate_owned` answers exactly as `validate` does, values or error, and leaves an
+    /// invalid row as it was.
+    #[test]
+    fn owned_validation_matches_validation_and_keeps_invalid_rows() {
+        let schema = Schema::parse(include_str!("../../schema.ormdb")).expect("schema");
+        let layout = Layout::new(&schema).expect("layout");
+        let e = layout.entity("Event").expect("Event");
+        let valid = Row::new()
+            .with("id", Value::Uuid([7; 16]))
+            .with("org_id", Value::Uuid([1; 16]))
+            .with("event_type", Value::String("track".into()))
+            .with("event_name", Value::String("click".into()))
+            .with("properties", Value::String(r#"{"a":[1,{"b":"ü"}]}"#.into()))
+            .with("timestamp", Value::Timestamp(1_700_000_000_123_456))
+            .with("date", Value::String("2023-11-14".into()))
+            .with("hour", Value::Int32(22))
+            .with("offset", Value::Int32(5));
+        let cases = [
+            valid.clone(),
+            // Absent id: a fresh one is drawn, so only the outcome's kind is compared.
+            {
+                let mut r = valid.clone();
+                r.fields.retain(|(n, _)| n != "id");
+                r
+            },
+            valid.clone().with("event_type", Value::Null),
+            {
+                let mut r = valid.clone();
+                r.fields.retain(|(n, _)| n != "event_name");
+                r
+            },
+            valid.clone().with("hour", Value::String("22".into())),
+            valid.clone().with("colour", Value::String("red".into())),
+            valid
+                .clone()
+                .with("properties", Value::String("{not json".into())),
+            valid.clone().with("user_id", Value::Null),
+        ];
+        for (n, row) in cases.into_iter().enumerate() {
+            let by_ref = e.validate(&row, 42);
+            let mut owned_row = row.clone();
+            let owned = e.validate_owned(&mut owned_row, 42);
+            match (&by_ref, &owned) {
+                (Ok(a), Ok(b)) if n == 1 => {
+                    assert_eq!(a.len(), b.len(), "case {n}");
+                    assert!(
+                        owned_row.fields.is_empty(),
+                        "case {n}: a valid row is taken"
+                    );
+                }
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b, "case {n}");
+                    assert!(
+                        owned_row.fields.is_empty(),
+                        "case {n}: a valid row is taken"
+                    );
+                }
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.to_string(), b.to_string(), "case {n}");
+                    assert_eq!(
+                        owned_row.fields, row.fields,
+                        "case {n}: an invalid row is kept"
+                    );
+                }
+                _ => panic!("case {n}: {by_ref:?} against {owned:?}"),
+            }
         }
     }
 }

@@ -77,20 +77,21 @@ impl BlockMeta {
         e: &EntityLayout,
         keys: &BlockKeys,
         no: u64,
-        rows: &[Values],
+        rows: &[impl std::borrow::Borrow<Values>],
         bytes: u64,
         level: i32,
         version: u64,
     ) -> BlockMeta {
-        let first = &rows[0];
-        let mixed = rows.iter().any(|r| keys.key_of(r) != keys.key_of(first));
+        let first: &Values = rows[0].borrow();
+        let first_key = keys.key_of(first);
+        let mixed = rows.iter().any(|r| keys.key_of(r.borrow()) != first_key);
         let key_value = |pos: Option<usize>| match pos {
             Some(p) if !mixed => first[p].clone(),
             _ => Value::Null,
         };
         let ints = |pos: Option<usize>| -> Vec<i64> {
             let Some(p) = pos else { return Vec::new() };
-            rows.iter().filter_map(|r| int_of(&r[p])).collect()
+            rows.iter().filter_map(|r| int_of(&r.borrow()[p])).collect()
         };
         let (offsets, times) = (ints(keys.offset), ints(keys.time));
         BlockMeta {

@@ -43,7 +43,8 @@ pub(super) struct Draft<'c> {
 /// (updates and deletes rewrite their block).
 #[derive(Default)]
 struct BlockDraft {
-    rows: BTreeMap<AdoptedSlot, Vec<Option<Values>>>,
+    /// Shared with the batch's overlay (`local`), which holds the same values.
+    rows: BTreeMap<AdoptedSlot, Vec<Option<Arc<Values>>>>,
     /// Where a row of this batch is in `rows`.
     at: HashMap<[u8; 16], (AdoptedSlot, usize)>,
     /// Stored blocks losing rows, with the ids that leave.
@@ -306,10 +307,11 @@ impl<'c> Draft<'c> {
             RowState::Live { values, .. } => Some(values.clone()),
             _ => None,
         };
+        let new = new.map(Arc::new);
         if entity.blocks.is_some() {
             self.record_blocked(entity, id, new.as_ref(), old.is_some())?;
         } else {
-            self.record_row(entity, id, version, new.as_ref(), old.as_deref(), &prev)?;
+            self.record_row(entity, id, version, new.as_deref(), old.as_deref(), &prev)?;
         }
         let feed_of = |values: Option<&Values>| {
             values
@@ -319,13 +321,13 @@ impl<'c> Draft<'c> {
         let old_feed = feed_of(old.as_deref());
         let new_feed = match prepared_feed {
             Some(bytes) if new.is_some() => Some(bytes),
-            _ => feed_of(new.as_ref()),
+            _ => feed_of(new.as_deref()),
         };
         self.post(
             entity,
             id,
             old.as_deref(),
-            new.as_ref(),
+            new.as_deref(),
             &old_feed,
             &new_feed,
         );
@@ -355,10 +357,7 @@ impl<'c> Draft<'c> {
             });
         }
         let state = match new {
-            Some(values) => RowState::Live {
-                version,
-                values: Arc::new(values),
-            },
+            Some(values) => RowState::Live { version, values },
             None => RowState::Deleted { version },
         };
         self.local.insert(id, state);
@@ -459,7 +458,7 @@ impl<'c> Draft<'c> {
         &mut self,
         entity: &EntityLayout,
         id: [u8; 16],
-        new: Option<&Values>,
+        new: Option<&Arc<Values>>,
         had_old: bool,
     ) -> Result<(), StoreError> {
         let keys = entity.blocks.as_ref().expect("a @blocks entity");
@@ -494,7 +493,7 @@ impl<'c> Draft<'c> {
         if let Some(values) = new {
             let slot_key = (entity.no, keys.key_of(values), None);
             let rows = self.blocks.rows.entry(slot_key.clone()).or_default();
-            rows.push(Some(values.clone()));
+            rows.push(Some(Arc::clone(values)));
             self.blocks.at.insert(id, (slot_key, rows.len() - 1));
         }
         Ok(())
@@ -522,21 +521,21 @@ impl<'c> Draft<'c> {
                         .rows
                         .entry((entity_no, keys.key_of(&values), None))
                         .or_default()
-                        .push(Some(values));
+                        .push(Some(Arc::new(values)));
                 }
             }
             self.unregister(keys, no)?;
         }
         // A batch's rows make one resident block per entity (in block-key order, as its
         // writer prepared it); migrated ones (by day) are many and go to files.
-        let mut resident: BTreeMap<u16, Vec<Values>> = BTreeMap::new();
+        let mut resident: BTreeMap<u16, Vec<Arc<Values>>> = BTreeMap::new();
         for ((entity_no, _, day), rows) in std::mem::take(&mut self.blocks.rows) {
             let rows = rows.into_iter().flatten();
             if day.is_none() {
                 resident.entry(entity_no).or_default().extend(rows);
                 continue;
             }
-            let rows: Vec<Values> = rows.collect();
+            let rows: Vec<Arc<Values>> = rows.collect();
             if !rows.is_empty() {
                 let e = layout.by_no(entity_no).expect("entity of a drafted block");
                 self.register(e, &rows, false)?;
@@ -585,21 +584,22 @@ impl<'c> Draft<'c> {
             });
         }
         let slot = migrate::slot_of(e, keys, values);
+        let values = Arc::new(values.clone());
         let rows = self.blocks.rows.entry(slot.clone()).or_default();
-        rows.push(Some(values.clone()));
+        rows.push(Some(Arc::clone(&values)));
         self.blocks.at.insert(row.id, (slot, rows.len() - 1));
         self.local.insert(
             row.id,
             RowState::Live {
                 version: self.now as u64,
-                values: Arc::new(values.clone()),
+                values,
             },
         );
         Ok(())
     }
 
     /// The block its writer encoded for `rows`, if they are exactly its rows.
-    fn prepared_block(&mut self, e: &EntityLayout, rows: &[Values]) -> Option<Vec<u8>> {
+    fn prepared_block(&mut self, e: &EntityLayout, rows: &[Arc<Values>]) -> Option<Vec<u8>> {
         if self.blocks.tainted.contains(&e.no) {
             return None;
         }
@@ -622,7 +622,7 @@ impl<'c> Draft<'c> {
     fn register(
         &mut self,
         e: &EntityLayout,
-        rows: &[Values],
+        rows: &[Arc<Values>],
         resident: bool,
     ) -> Result<(), StoreError> {
         let keys = e.blocks.as_ref().expect("a @blocks entity");

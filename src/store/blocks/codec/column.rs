@@ -7,7 +7,7 @@
 use super::bytes::{put_bitmap, put_varint, unzigzag, varint_len, zigzag, Bad, Cursor};
 use crate::schema::FieldType;
 use ormdb_core::proto::Value;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// How a column's present values are laid out before compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +138,7 @@ fn encode_plain(ty: FieldType, values: &[&Value], out: &mut Vec<u8>) {
 /// Writes `strs` as a dictionary if that is smaller than plain text; false if not.
 fn encode_dict(strs: &[&str], out: &mut Vec<u8>) -> bool {
     let limit = (strs.len() as f64 * DICT_MAX_DISTINCT_SHARE) as usize;
-    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut ids: FxHashMap<&str, u32> = FxHashMap::default();
     let mut order: Vec<&str> = Vec::new();
     let mut row_ids = Vec::with_capacity(strs.len());
     for s in strs {
