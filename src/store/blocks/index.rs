@@ -86,6 +86,15 @@ impl IdIndex {
         held.ids += ids.len();
     }
 
+    /// Makes room for `n` more ids spread over the shards, so that loading a known number
+    /// of ids (an open) does not rebuild the tables as they fill.
+    pub fn reserve(&self, n: usize) {
+        let per_shard = n / SHARDS + n / SHARDS / 16 + 1;
+        for shard in &self.shards {
+            shard.write().reserve(per_shard);
+        }
+    }
+
     /// Block `no` left the catalog: its rows are in other blocks (inserted under them) or
     /// deleted (their entries then name a block that no longer exists, which reads treat as
     /// absent).

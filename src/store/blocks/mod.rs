@@ -480,6 +480,9 @@ impl Blocks {
             if take < recent.len() {
                 blocks.ids.mark_incomplete();
             }
+            blocks
+                .ids
+                .reserve(recent[..take].iter().map(|m| m.rows as usize).sum());
             // Two threads: reading and hashing the ids is most of an open's time.
             let load = |part: &[Arc<BlockMeta>]| -> Result<(), StoreError> {
                 for meta in part {
