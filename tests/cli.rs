@@ -82,6 +82,83 @@ fn store_verify_and_info_on_a_fresh_store() {
 }
 
 #[test]
+fn store_info_shows_disk_by_kind_and_event_blocks_per_org_and_day() {
+    use streamtally::store::{Store, StoreOptions, WriteBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // 600 events of 3 orgs over 3 days (2026-02-26T12:00 to 2026-03-01T12:00), sealed
+    // into blocks by the close.
+    let store = Store::open(StoreOptions::new(&data), &common::schema()).unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..600 {
+        batch.insert("Event", common::event(i * 1000 / 600));
+    }
+    store.write_blocking(batch).unwrap();
+    store.close().unwrap();
+    drop(store);
+
+    let (code, out, err) = streamtally(
+        &["--data", data.to_str().unwrap(), "store", "info"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Event: 600 rows"), "{out}");
+    let bytes_of = |label: &str| -> u64 {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no '{label}' line in {out}"));
+        line.trim_start()[label.len()..]
+            .trim_start()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("no byte count in '{line}'"))
+    };
+    let (total, blocks, wal, database) = (
+        bytes_of("disk:"),
+        bytes_of("blocks:"),
+        bytes_of("write-ahead log:"),
+        bytes_of("database:"),
+    );
+    assert!(blocks > 0 && database > 0, "{out}");
+    assert!(blocks + wal + database <= total, "{out}");
+    assert!(out.contains("change feed records"), "{out}");
+    assert!(
+        out.contains("Event times in blocks: oldest 2026-02-26T12:00:00")
+            && out.contains("newest 2026-03-01T1"),
+        "{out}"
+    );
+    // One line per (org, day): 3 orgs, each on 4 UTC days (a noon-to-noon span of 3 days).
+    let per_day: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("    ") && l.contains(" blocks, ") && l.contains(" rows, "))
+        .collect();
+    assert_eq!(per_day.len(), 12, "{out}");
+    let rows: u64 = per_day
+        .iter()
+        .map(|l| {
+            let after = l.split(" blocks, ").nth(1).unwrap();
+            after.split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(rows, 600, "{out}");
+    for org in 0..3 {
+        let streamtally::store::Value::Uuid(u) = common::org(org) else {
+            panic!("org id")
+        };
+        let org = uuid::Uuid::from_bytes(u).to_string();
+        for day in ["2026-02-26", "2026-02-27", "2026-02-28", "2026-03-01"] {
+            assert!(
+                per_day.iter().any(|l| l.contains(&format!("{org} {day}:"))),
+                "no line for {org} on {day}: {out}"
+            );
+        }
+    }
+}
+
+#[test]
 fn store_migrate_on_a_store_with_nothing_to_migrate() {
     // A store written before blocks is migrated in tests/blocks.rs (`migration`).
     let dir = tempfile::tempdir().unwrap();

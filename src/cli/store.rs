@@ -30,7 +30,8 @@ pub fn verify(cfg: &Config, schema: &Schema, out: &mut dyn Write) -> anyhow::Res
     Ok(super::problems_found(!problems.is_empty()))
 }
 
-/// Prints the row counts per entity, the consumer offsets, the feed's range and disk use.
+/// Prints the row counts per entity, the consumer offsets, the feed's range, disk use by
+/// kind, and the event blocks' time range and blocks per org and day (from the catalog).
 pub fn info(cfg: &Config, schema: &Schema, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let store = super::open_store(cfg, schema)?;
     print_info(&store, cfg, schema, out)?;
@@ -73,7 +74,55 @@ fn print_info(
         store.feed_floor(),
         store.feed_head()
     )?;
-    writeln!(out, "  disk: {} bytes", store.disk_bytes())?;
+    let disk = store.disk_usage()?;
+    writeln!(out, "  disk: {} bytes", disk.total)?;
+    writeln!(out, "    blocks: {} bytes", disk.blocks)?;
+    writeln!(out, "    write-ahead log: {} bytes", disk.wal)?;
+    writeln!(
+        out,
+        "    database: {} bytes (block catalog, rollups, offsets, cursors; change feed records {} bytes)",
+        disk.database, disk.feed
+    )?;
+    for e in schema.entities.iter().filter(|e| e.blocks) {
+        print_block_days(store, &e.name, out)?;
+    }
+    Ok(())
+}
+
+/// The oldest and newest stored row time of a `@blocks` entity, then its blocks per org
+/// and day, from the catalog.
+fn print_block_days(store: &Store, entity: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let days = store.block_days(entity)?;
+    let time = |us: Option<i64>| {
+        us.and_then(chrono::DateTime::from_timestamp_micros)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_else(|| "none".into())
+    };
+    let oldest = days.iter().filter_map(|d| d.min_time).min();
+    let newest = days.iter().filter_map(|d| d.max_time).max();
+    writeln!(
+        out,
+        "  {entity} times in blocks: oldest {}, newest {}",
+        time(oldest),
+        time(newest)
+    )?;
+    if days.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "  {entity} blocks by org and day:")?;
+    for d in &days {
+        let day = d
+            .day
+            .and_then(|n| chrono::DateTime::from_timestamp(n * 86_400, 0))
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_else(|| "no time".into());
+        let org = if d.org.is_empty() { "no org" } else { &d.org };
+        writeln!(
+            out,
+            "    {org} {day}: {} blocks, {} rows, {} bytes",
+            d.blocks, d.rows, d.bytes
+        )?;
+    }
     Ok(())
 }
 

@@ -1267,6 +1267,55 @@ impl Store {
         dir_size(&self.inner.path)
     }
 
+    /// What the store's disk holds, by kind: file sizes, and the change feed's share of the
+    /// database from its records (one a commit: no row is read).
+    pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
+        let path = &self.inner.path;
+        let mut feed = 0u64;
+        for item in self.inner.trees.feed.iter() {
+            let (k, v) = item.map_err(|e| StoreError::Engine {
+                path: path.clone(),
+                op: "read the change feed",
+                message: e.to_string(),
+            })?;
+            feed += (k.len() + v.len()) as u64;
+        }
+        Ok(DiskUsage {
+            total: dir_size(path),
+            blocks: dir_size(&path.join("blocks")),
+            wal: dir_size(&path.join("wal")),
+            database: dir_size(&path.join("ormdb")),
+            feed,
+        })
+    }
+
+    /// The blocks of a `@blocks` entity in files, summed per (org, UTC day of their first
+    /// row's time), from the catalog (no block is read); resident blocks are not in it.
+    pub fn block_days(&self, entity: &str) -> Result<Vec<BlockDay>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        let mut days: std::collections::BTreeMap<(String, Option<i64>), BlockDay> =
+            std::collections::BTreeMap::new();
+        for m in self.inner.blocks.catalog.select(e.no, |m| !m.mixed) {
+            let org = match &m.org {
+                Value::Uuid(u) => uuid::Uuid::from_bytes(*u).to_string(),
+                Value::Null => String::new(),
+                other => codec::display_value(other),
+            };
+            let day = m.min_time.map(|t| t.div_euclid(86_400_000_000));
+            let d = days.entry((org.clone(), day)).or_insert_with(|| BlockDay {
+                org,
+                day,
+                ..BlockDay::default()
+            });
+            d.blocks += 1;
+            d.rows += m.rows;
+            d.bytes += m.bytes;
+            d.min_time = [d.min_time, m.min_time].into_iter().flatten().min();
+            d.max_time = [d.max_time, m.max_time].into_iter().flatten().max();
+        }
+        Ok(days.into_values().collect())
+    }
+
     /// Checks that every index agrees with the rows and the change feed is contiguous and
     /// names existing row versions. Returns the problems found (empty = consistent).
     pub fn verify(&self) -> Result<Vec<String>, StoreError> {
@@ -1425,6 +1474,36 @@ fn project(entity: &str, data: &[u8], fields: &[&str]) -> Result<Vec<Value>, Sto
         }
     }
     Ok(out)
+}
+
+/// See [`Store::disk_usage`]; bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Everything under the store's directory.
+    pub total: u64,
+    /// The block files (`blocks/`).
+    pub blocks: u64,
+    /// The write-ahead log (`wal/`).
+    pub wal: u64,
+    /// The ORMDB database (`ormdb/`): block catalog, rollups, offsets, cursors, feed.
+    pub database: u64,
+    /// The change feed's records (keys and values), part of `database`.
+    pub feed: u64,
+}
+
+/// See [`Store::block_days`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockDay {
+    /// The org id as text (empty for blocks of rows without one).
+    pub org: String,
+    /// Days since 1970-01-01 (UTC) of the blocks' first row time, if they have times.
+    pub day: Option<i64>,
+    pub blocks: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Oldest and newest row time (microseconds).
+    pub min_time: Option<i64>,
+    pub max_time: Option<i64>,
 }
 
 fn dir_size(path: &Path) -> u64 {
