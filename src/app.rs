@@ -248,6 +248,19 @@ impl Services {
                 "stats realtime",
                 spawn_worker("stats-realtime", shutdown.clone(), realtime.run(token))?,
             ));
+        } else {
+            // Nothing reads the change feed: the stats workers' cursors must not keep it.
+            let released = store
+                .release_feed_readers(&[crate::stats::ROLLUP_CURSOR, crate::stats::REALTIME_CURSOR])
+                .context("removing the stats workers' change-feed cursors")?;
+            if !released.is_empty() {
+                tracing::warn!(
+                    cursors = ?released,
+                    "stats.enabled = false: removed the stats workers' change-feed cursors, so \
+                     the feed is truncated without them; before enabling stats again, stop the \
+                     connector and run `streamtally stats rebuild`"
+                );
+            }
         }
         Ok(Services {
             gateway_addr,

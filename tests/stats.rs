@@ -1134,3 +1134,47 @@ fn rollup_rows_with_inline_sets_from_older_releases_are_read_and_move_to_parts()
         .collect();
     assert_eq!(week(&reader).users, truth.len() as u64);
 }
+
+/// A connector started with `stats.enabled = false` removes the stats workers' cursors, so
+/// the change feed is truncated without them; starting the workers again without a rebuild
+/// is refused, naming the rebuild.
+#[test]
+fn with_stats_disabled_the_workers_cursors_no_longer_keep_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    // A connector with stats on registered the rollup worker's cursor at the feed's start.
+    drop(RollupWorker::new(store.clone(), RollupOptions::default()).unwrap());
+    let mut b = WriteBatch::new();
+    for i in 0..300 {
+        b.insert("Event", common::event(i));
+    }
+    store.write_blocking(b).unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(store.feed_floor(), 1, "the rollup cursor keeps the feed");
+
+    let mut cfg = streamtally::config::Config::default();
+    cfg.store.path = dir.path().to_path_buf();
+    cfg.stats.enabled = false;
+    cfg.gateway.listen = "127.0.0.1:0".parse().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let services = streamtally::app::Services::start(
+        cfg,
+        store.clone(),
+        Arc::new(streamtally::metrics::Metrics::new()),
+        shutdown.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        store.cursor(streamtally::stats::ROLLUP_CURSOR).unwrap(),
+        None
+    );
+    store.checkpoint().unwrap();
+    assert_eq!(store.feed_floor(), store.feed_head());
+    shutdown.cancel();
+    services.join().unwrap();
+
+    let err = RollupWorker::new(store.clone(), RollupOptions::default())
+        .err()
+        .expect("the rollup worker cannot start on a truncated feed");
+    assert!(err.to_string().contains("stats rebuild"), "{err}");
+}

@@ -286,6 +286,60 @@ fn feed_truncates_below_the_lowest_cursor_and_says_so() {
     assert!(store.verify().unwrap().is_empty());
 }
 
+#[test]
+fn released_readers_no_longer_keep_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for k in 0..3 {
+        store
+            .write_blocking(events_batch(k * 10..k * 10 + 10))
+            .unwrap();
+    }
+    // No cursor yet: the feed is kept whole for a reader that registers later.
+    store.checkpoint().unwrap();
+    assert_eq!(store.feed_floor(), 1);
+    let mut b = WriteBatch::new();
+    b.set_cursor("a", 5).set_cursor("b", 25);
+    store.write_blocking(b).unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(
+        store.feed_floor(),
+        1,
+        "cursor a at 5 keeps the first record"
+    );
+
+    let released = store
+        .release_feed_readers(&["a", "never-registered"])
+        .unwrap();
+    assert_eq!(released, vec![("a".to_string(), 5)]);
+    assert_eq!(store.cursor("a").unwrap(), None);
+    store.checkpoint().unwrap();
+    assert_eq!(store.feed_floor(), 21, "b at 25 is the lowest cursor left");
+
+    assert_eq!(
+        store.release_feed_readers(&["b"]).unwrap(),
+        vec![("b".to_string(), 25)]
+    );
+    store.checkpoint().unwrap();
+    assert_eq!(
+        store.feed_floor(),
+        store.feed_head(),
+        "no reader: nothing kept"
+    );
+    store.write_blocking(events_batch(30..40)).unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(store.feed_floor(), 41);
+    let err = store.feed_read(1, 10).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert!(store.verify().unwrap().is_empty());
+    // The cursors stay removed across a reopen.
+    store.close().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.release_feed_readers(&["a", "b"]).unwrap(), vec![]);
+    assert_eq!(store.count(&Query::new("Event")).unwrap(), 40);
+}
+
 #[tokio::test]
 async fn wait_for_wakes_a_tailing_reader() {
     let dir = tempfile::tempdir().unwrap();

@@ -266,7 +266,9 @@ impl Store {
     }
 }
 
-/// Drops feed records entirely below the lowest registered cursor (none registered: keep all).
+/// Drops feed records entirely below the lowest registered cursor; none registered: keeps
+/// all (for a reader that registers later), or, once readers were released
+/// (`Store::release_feed_readers`), drops all.
 pub(crate) fn truncate(inner: &Inner) -> Result<(), StoreError> {
     let err = |e: sled::Error| StoreError::Engine {
         path: inner.path.clone(),
@@ -284,8 +286,10 @@ pub(crate) fn truncate(inner: &Inner) -> Result<(), StoreError> {
         }
         Ok(())
     })?;
-    let Some(lowest) = lowest else {
-        return Ok(());
+    let lowest = match lowest {
+        Some(lowest) => lowest,
+        None if inner.feed_kept_for_new_readers.load(Ordering::SeqCst) => return Ok(()),
+        None => *inner.feed_head.borrow(),
     };
     let mut floor = inner.feed_floor.load(Ordering::SeqCst);
     let mut doomed = Vec::new();

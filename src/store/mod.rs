@@ -37,7 +37,7 @@ use ormdb_core::storage::VersionedKey;
 use ormdb_core::{Catalog, StorageConfig, StorageEngine};
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -324,6 +324,9 @@ pub(crate) struct Inner {
     pub applied_commit: AtomicU64,
     /// Lowest feed sequence still kept (entries below were truncated).
     pub feed_floor: AtomicU64,
+    /// Whether the change feed is kept whole while no reader has a cursor (for one that
+    /// registers later); see [`Store::release_feed_readers`].
+    pub feed_kept_for_new_readers: AtomicBool,
     pub failure: Mutex<Option<Failure>>,
     pub wal: Mutex<wal::Wal>,
     /// Latest rows of chosen entities, invalidated by the apply thread.
@@ -794,6 +797,7 @@ impl Store {
             feed_head: tokio::sync::watch::channel(next_seq).0,
             applied_commit: AtomicU64::new(last_commit),
             feed_floor: AtomicU64::new(feed_floor),
+            feed_kept_for_new_readers: AtomicBool::new(true),
             failure: Mutex::new(None),
             wal: Mutex::new(wal),
             row_cache,
@@ -1185,6 +1189,33 @@ impl Store {
                 },
             )
             .collect())
+    }
+
+    /// Stops keeping the change feed for readers that will not run (the stats workers of
+    /// a connector with `stats.enabled = false`): removes the cursors of `names` that are
+    /// registered, in one write, and from then on a checkpoint drops the feed below the
+    /// lowest remaining cursor, or all of it when none remains. Returns the removed cursors
+    /// with their positions. A reader registering afterwards finds the feed's start gone.
+    pub fn release_feed_readers(&self, names: &[&str]) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner
+            .feed_kept_for_new_readers
+            .store(false, Ordering::SeqCst);
+        let e = self.inner.layout.entity("FeedCursor")?;
+        let mut removed = Vec::new();
+        let mut batch = WriteBatch::new();
+        for name in names {
+            if let Some(at) = self.cursor(name)? {
+                batch.delete(
+                    &e.name,
+                    codec::upsert_id(&e.name, &[&Value::String(name.to_string())]),
+                );
+                removed.push((name.to_string(), at));
+            }
+        }
+        if !batch.is_empty() {
+            self.write_blocking(batch)?;
+        }
+        Ok(removed)
     }
 
     /// The stored position of change-feed reader `name`, if it registered one.
