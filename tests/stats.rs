@@ -1177,4 +1177,30 @@ fn with_stats_disabled_the_workers_cursors_no_longer_keep_the_feed() {
         .err()
         .expect("the rollup worker cannot start on a truncated feed");
     assert!(err.to_string().contains("stats rebuild"), "{err}");
+    store.close().unwrap();
+    drop(store);
+
+    // The rebuild it names works on that feed, for every org and day only; then the
+    // rollups equal a recomputation and the worker starts again.
+    let data = dir.path().to_str().unwrap();
+    let org = match common::org(0) {
+        Value::Uuid(u) => uuid::Uuid::from_bytes(u).to_string(),
+        other => panic!("{other:?}"),
+    };
+    let (code, out, err) = cli(&["--data", data, "stats", "rebuild", "--org", &org]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("no --org, --from or --to"), "{err}");
+    let (code, out, err) = cli(&["--data", data, "stats", "rebuild"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("rebuilding every rollup from the stored events"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["--data", data, "stats", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(", 0 difference(s)"), "{out}");
+    let store = common::open(dir.path());
+    let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+    assert_eq!(rt().block_on(worker.catch_up()).unwrap(), 0);
+    assert_equals_recomputation(&store, 10_000);
 }

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::schema::Schema;
 use crate::stats::rebuild::{self as rb, Scope};
 use crate::stats::rollup::RollupWorker;
+use crate::stats::StatsError;
 use crate::store::{Query, Store};
 use chrono::NaiveDate;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -86,12 +87,30 @@ fn run_on(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut worker = RollupWorker::new(store.clone(), crate::app::rollup_options(cfg))?;
-    let applied = rt.block_on(worker.catch_up())?;
-    writeln!(
-        out,
-        "applied {applied} pending change(s) from the change feed"
-    )?;
+    let caught_up = RollupWorker::new(store.clone(), crate::app::rollup_options(cfg))
+        .and_then(|mut worker| rt.block_on(worker.catch_up()));
+    match caught_up {
+        Ok(applied) => writeln!(
+            out,
+            "applied {applied} pending change(s) from the change feed"
+        )?,
+        // The rollups cannot catch up (the feed was truncated without them, e.g. while
+        // `stats.enabled` was false): a rebuild of every org and day recomputes them from
+        // the events whole. A partial one would leave the rest behind the feed for good.
+        Err(StatsError::FeedGone { needed, oldest })
+            if action == Action::Rebuild && *scope == Scope::default() =>
+        {
+            writeln!(
+                out,
+                "the change feed no longer holds sequence {needed} (oldest kept: {oldest}): \
+                 rebuilding every rollup from the stored events"
+            )?
+        }
+        Err(e @ StatsError::FeedGone { .. }) if action == Action::Rebuild => {
+            anyhow::bail!("{e}; rebuild every org and day (no --org, --from or --to)")
+        }
+        Err(e) => return Err(e.into()),
+    }
     let job = Job {
         store,
         scope,
