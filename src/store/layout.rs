@@ -319,31 +319,13 @@ impl EntityLayout {
     }
 
     /// [`Self::validate`] that moves the row's values instead of copying them; the row is
-    /// only taken apart when it is valid, so on an error it is as it was.
+    /// only taken apart once `checked` found it valid, so on an error it is as it was.
     pub fn validate_owned(&self, row: &mut Row, now_us: i64) -> Result<Values, StoreError> {
         if self.unique.is_some() {
             // The id check needs the values in order: not worth a second path.
             return self.validate(row, now_us);
         }
         let positions = self.checked(row)?;
-        // Per field: absent (None), or whether its value is Null. A required field fails
-        // given as Null, or absent without a default (as `complete` would say).
-        let mut given: Vec<Option<bool>> = vec![None; self.fields.len()];
-        for ((_, value), &pos) in row.fields.iter().zip(&positions) {
-            given[pos] = Some(*value == Value::Null);
-        }
-        if let Some(field) = self.fields.iter().zip(&given).find(|(f, g)| {
-            !f.optional
-                && match g {
-                    Some(null) => *null,
-                    None => f.default.is_none(),
-                }
-        }) {
-            return Err(StoreError::MissingField {
-                entity: self.name.clone(),
-                field: field.0.name.clone(),
-            });
-        }
         let mut values: Vec<Option<Value>> = vec![None; self.fields.len()];
         for ((_, value), pos) in std::mem::take(&mut row.fields).into_iter().zip(positions) {
             values[pos] = Some(convert(self.fields[pos].ty, value));
@@ -352,19 +334,38 @@ impl EntityLayout {
     }
 
     /// The position of each of the row's fields, once every value is checked against its
-    /// field's type (nothing is copied).
+    /// field's type and every required field is given (nothing is copied).
     fn checked(&self, row: &Row) -> Result<Vec<usize>, StoreError> {
-        row.fields
+        let positions = row
+            .fields
             .iter()
             .map(|(name, value)| {
                 let pos = self.field_pos(name)?;
                 self.check_value(&self.fields[pos], value)?;
                 Ok(pos)
             })
-            .collect()
+            .collect::<Result<Vec<usize>, StoreError>>()?;
+        // Per field: absent (None), or whether its value is Null.
+        let mut given: Vec<Option<bool>> = vec![None; self.fields.len()];
+        for ((_, value), &pos) in row.fields.iter().zip(&positions) {
+            given[pos] = Some(*value == Value::Null);
+        }
+        for (pos, (field, given)) in self.fields.iter().zip(given).enumerate() {
+            // Null given, or absent with no default to fill it (see `complete`).
+            let null = given.unwrap_or(field.default.is_none());
+            // The id of an entity with a `@unique` key is derived from the key.
+            let derived = pos == self.id_pos && self.unique.is_some();
+            if null && !field.optional && !derived {
+                return Err(StoreError::MissingField {
+                    entity: self.name.clone(),
+                    field: field.name.clone(),
+                });
+            }
+        }
+        Ok(positions)
     }
 
-    /// Defaults, required fields and the derived id, over values in field order.
+    /// Defaults and the derived id, over checked values in field order.
     fn complete(&self, values: Vec<Option<Value>>, now_us: i64) -> Result<Values, StoreError> {
         let mut out = Vec::with_capacity(values.len());
         for (pos, (slot, field)) in values.into_iter().zip(&self.fields).enumerate() {
@@ -375,17 +376,10 @@ impl EntityLayout {
                         Value::Uuid(*uuid::Uuid::new_v4().as_bytes())
                     }
                     Some(FieldDefault::Now) => Value::Timestamp(now_us),
-                    _ if pos == self.id_pos && self.unique.is_some() => Value::Null,
+                    // Optional, or the id that the key below derives.
                     _ => Value::Null,
                 },
             };
-            if v == Value::Null && !field.optional && !(pos == self.id_pos && self.unique.is_some())
-            {
-                return Err(StoreError::MissingField {
-                    entity: self.name.clone(),
-                    field: field.name.clone(),
-                });
-            }
             out.push(v);
         }
         if let Some(key) = &self.unique {

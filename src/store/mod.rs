@@ -1200,15 +1200,11 @@ impl Store {
         self.inner
             .feed_kept_for_new_readers
             .store(false, Ordering::SeqCst);
-        let e = self.inner.layout.entity("FeedCursor")?;
         let mut removed = Vec::new();
         let mut batch = WriteBatch::new();
         for name in names {
             if let Some(at) = self.cursor(name)? {
-                batch.delete(
-                    &e.name,
-                    codec::upsert_id(&e.name, &[&Value::String(name.to_string())]),
-                );
+                batch.delete("FeedCursor", cursor_id(name));
                 removed.push((name.to_string(), at));
             }
         }
@@ -1221,13 +1217,12 @@ impl Store {
     /// The stored position of change-feed reader `name`, if it registered one.
     pub fn cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
         let e = self.inner.layout.entity("FeedCursor")?;
-        let id = codec::upsert_id(&e.name, &[&Value::String(name.to_string())]);
-        Ok(self.get_values("FeedCursor", &id)?.and_then(|v| {
-            match v[e.field_pos("next_seq").ok()?] {
+        Ok(self
+            .get_values("FeedCursor", &cursor_id(name))?
+            .and_then(|v| match v[e.field_pos("next_seq").ok()?] {
                 Value::Int64(n) => Some(n as u64),
                 _ => None,
-            }
-        }))
+            }))
     }
 
     /// Every row of `entity` (through ormdb-core's type index). For small entities and tests.
@@ -1505,6 +1500,11 @@ fn project(entity: &str, data: &[u8], fields: &[&str]) -> Result<Vec<Value>, Sto
         }
     }
     Ok(out)
+}
+
+/// The id of reader `name`'s `FeedCursor` row (derived from its `@unique([name])` key).
+fn cursor_id(name: &str) -> [u8; 16] {
+    codec::upsert_id("FeedCursor", &[&Value::String(name.to_string())])
 }
 
 /// See [`Store::disk_usage`]; bytes.
