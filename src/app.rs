@@ -332,6 +332,7 @@ pub fn rollup_options(cfg: &Config) -> RollupOptions {
     RollupOptions {
         exact_threshold: cfg.stats.unique_exact_threshold,
         flush_interval: cfg.stats.rollup_flush_interval(),
+        keep_days: cfg.store.retention.rollups_days(),
         ..RollupOptions::default()
     }
 }

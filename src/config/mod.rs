@@ -33,7 +33,7 @@ pub use kafka::{AutoOffsetReset, DeadLetterConfig, DeadLetterPolicy, KafkaConfig
 #[cfg(test)]
 use layers::defaults_table;
 pub use layers::ConfigSource;
-pub use store::{BatchingConfig, StatsConfig, StoreConfig};
+pub use store::{BatchingConfig, RetentionConfig, StatsConfig, StoreConfig};
 
 /// Prefix of the environment variables that override settings:
 /// `STREAMTALLY__KAFKA__BROKERS`, `STREAMTALLY__KAFKA__CLIENT__SECURITY.PROTOCOL`.

@@ -42,6 +42,39 @@ pub struct StoreConfig {
     /// Events moved per atomic write when a store written before events were kept in blocks
     /// is migrated (at open, or by `streamtally store migrate`); at least 1.
     pub migrate_chunk_rows: u64,
+    /// `[store.retention]`: how long raw events and rollups are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[store.retention]`: whole UTC days kept before today's; 0 keeps forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Raw events (by event time): older blocks are dropped in the background.
+    pub events_days: u32,
+    /// Hourly, daily and per-name rollups (by their date): older rows are deleted.
+    pub rollups_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            events_days: 30,
+            rollups_days: 400,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// `events_days`, None for 0 (forever).
+    pub fn events_days(&self) -> Option<u32> {
+        (self.events_days > 0).then_some(self.events_days)
+    }
+
+    /// `rollups_days`, None for 0 (forever).
+    pub fn rollups_days(&self) -> Option<u32> {
+        (self.rollups_days > 0).then_some(self.rollups_days)
+    }
 }
 
 fn default_store_path() -> PathBuf {
@@ -104,6 +137,7 @@ impl Default for StoreConfig {
             dedup_window: default_dedup_window(),
             dedup_max_ids: default_dedup_max_ids(),
             migrate_chunk_rows: default_migrate_chunk_rows(),
+            retention: RetentionConfig::default(),
         }
     }
 }

@@ -15,8 +15,10 @@ pub struct ApiError {
     pub message: String,
     /// The query parameter or body field at fault (400s only).
     pub parameter: Option<String>,
-    /// Its value as given (400s only).
+    /// Its value as given (400s and 410s only).
     pub value: Option<String>,
+    /// The oldest event time still kept (410 `beyond_retention` only; RFC 3339).
+    pub retained_from: Option<String>,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             message: format!("parameter '{parameter}': '{value}' {why}"),
             parameter: Some(parameter.to_string()),
             value: Some(value.to_string()),
+            retained_from: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl ApiError {
             message: format!("parameter '{parameter}' is required"),
             parameter: Some(parameter.to_string()),
             value: Some(String::new()),
+            retained_from: None,
         }
     }
 
@@ -51,6 +55,24 @@ impl ApiError {
             message,
             parameter: Some(parameter.to_string()),
             value: Some(value.to_string()),
+            retained_from: None,
+        }
+    }
+
+    /// 410 `beyond_retention`: raw events of the range `parameter` starts were dropped by
+    /// `store.retention.events_days`; the answer would be partial, so there is none.
+    pub fn beyond_retention(parameter: &str, value: &str, retained_from: String) -> ApiError {
+        ApiError {
+            status: StatusCode::GONE,
+            code: "beyond_retention",
+            message: format!(
+                "parameter '{parameter}': '{value}' is before {retained_from}, the oldest event time \
+                 the store still keeps raw events from (store.retention.events_days): ask from \
+                 {retained_from} on, or read the rollups (timeseries, top-events, unique-users)"
+            ),
+            parameter: Some(parameter.to_string()),
+            value: Some(value.to_string()),
+            retained_from: Some(retained_from),
         }
     }
 
@@ -109,6 +131,7 @@ impl ApiError {
             message,
             parameter: None,
             value: None,
+            retained_from: None,
         }
     }
 }
@@ -133,6 +156,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(v) = self.value {
             error["value"] = json!(v);
+        }
+        if let Some(t) = self.retained_from {
+            error["retained_from"] = json!(t);
         }
         (self.status, Json(json!({ "error": error }))).into_response()
     }

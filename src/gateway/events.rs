@@ -305,6 +305,16 @@ pub async fn export(
     params: Params,
 ) -> Result<Response, ApiError> {
     let (from, to) = params.range(st.cfg.gateway.max_range_days)?;
+    if let Some(kept) = st.store.retained_from("Event").filter(|&kept| from < kept) {
+        let at = chrono::DateTime::from_timestamp_micros(kept)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        return Err(ApiError::beyond_retention(
+            "from",
+            params.get("from").unwrap_or_default(),
+            at,
+        ));
+    }
     let format = match params.get("format") {
         None | Some("ndjson") => Format::Ndjson,
         Some("csv") => Format::Csv,

@@ -40,13 +40,35 @@ impl Scope {
     }
 }
 
-/// The rollups the raw events in `scope` imply.
+/// The first UTC day whose raw events retention kept whole (None: nothing was dropped).
+pub fn first_retained_day(store: &Store) -> Option<NaiveDate> {
+    let from = store.retained_from("Event")?;
+    let day = chrono::DateTime::from_timestamp_micros(from)?.date_naive();
+    Some(if day_start_us(day) < from {
+        day.succ_opt()?
+    } else {
+        day
+    })
+}
+
+/// `scope` without the days whose raw events retention dropped: their rollups are kept as
+/// they are, neither recomputed nor compared.
+pub fn retained(store: &Store, scope: &Scope) -> Scope {
+    let mut out = scope.clone();
+    if let Some(first) = first_retained_day(store) {
+        out.from = Some(out.from.map_or(first, |d| d.max(first)));
+    }
+    out
+}
+
+/// The rollups the raw events in `scope` imply (days retention dropped left out).
 pub fn recompute(
     store: &Store,
     scope: &Scope,
     threshold: u64,
     progress: &ProgressBar,
 ) -> Result<BTreeMap<RollupKey, RollupState>, StatsError> {
+    let scope = &retained(store, scope);
     let mut facts: HashMap<[u8; 16], EventFacts> = HashMap::new();
     let mut take = |f: EventFacts| {
         progress.inc(1);
@@ -96,11 +118,13 @@ pub fn stored(
         .collect())
 }
 
-/// The rollups as stored, in `scope`, with the parts their unique sets are stored in.
+/// The rollups as stored, in `scope` (days retention dropped left out), with the parts
+/// their unique sets are stored in.
 pub fn stored_with_parts(
     store: &Store,
     scope: &Scope,
 ) -> Result<BTreeMap<RollupKey, (RollupState, Option<Parts>)>, StatsError> {
+    let scope = &retained(store, scope);
     let mut out = BTreeMap::new();
     for entity in ROLLUP_ENTITIES {
         for (key, row) in stored_rows(store, entity, scope.org, scope.dates())? {

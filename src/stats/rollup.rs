@@ -34,7 +34,13 @@ pub struct RollupOptions {
     /// session sets take ~24 bytes a value (10,000 users: ~240 KB), so a count alone let a
     /// connector that runs for weeks keep every past day's buckets.
     pub cache_bytes: usize,
+    /// Whole UTC days of rollups kept before today's (None: forever); older rows are
+    /// deleted at start and every [`EXPIRE_EVERY`] (`store.retention.rollups_days`).
+    pub keep_days: Option<u32>,
 }
+
+/// How often the rollup worker deletes rollups older than `keep_days`.
+pub const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
 
 impl Default for RollupOptions {
     fn default() -> Self {
@@ -44,6 +50,7 @@ impl Default for RollupOptions {
             flush_interval: Duration::from_millis(1000),
             cache_buckets: 50_000,
             cache_bytes: 64 << 20,
+            keep_days: None,
         }
     }
 }
@@ -161,7 +168,22 @@ impl RollupWorker {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StatsError> {
         let mut last_write = Instant::now();
         let mut backoff = Duration::from_millis(100);
+        let mut expired_at: Option<Instant> = None;
         loop {
+            if let Some(days) = self.opts.keep_days {
+                if expired_at.is_none_or(|at| at.elapsed() >= EXPIRE_EVERY) {
+                    expired_at = Some(Instant::now());
+                    let today = chrono::Utc::now().date_naive();
+                    let before = today - chrono::Days::new(days as u64);
+                    match self.expire_before(before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(buckets = n, %before, days,
+                            "stats: rollups older than the retention deleted"),
+                        Err(error) => tracing::warn!(%error,
+                            "stats: deleting rollups older than the retention failed; will retry"),
+                    }
+                }
+            }
             if shutdown.is_cancelled() {
                 let last = async {
                     self.flush().await?;
@@ -487,6 +509,49 @@ impl RollupWorker {
         bytes
     }
 
+    /// Deletes every rollup row (hourly, daily, per name) dated before `before`, with the
+    /// parts of its unique sets, after writing what is pending; returns how many. Orgs are
+    /// found from the daily rows (every event has one), then each org's rows are read
+    /// through the `[org_id, date]` index.
+    pub async fn expire_before(&mut self, before: NaiveDate) -> Result<usize, StatsError> {
+        self.flush().await?;
+        self.settle().await?;
+        let Some(last) = before.pred_opt() else {
+            return Ok(0);
+        };
+        let mut orgs: BTreeSet<[u8; 16]> = BTreeSet::new();
+        self.store.for_each_row(DAILY, |row| {
+            if let Some(key) = RollupKey::from_row(DAILY, &row) {
+                if key.date() < before {
+                    orgs.insert(key.org());
+                }
+            }
+        })?;
+        let mut batch = WriteBatch::new();
+        let mut deleted = 0;
+        for org in orgs {
+            for entity in [HOURLY, DAILY, NAMES] {
+                let rows =
+                    stored_rows(&self.store, entity, Some(org), Some((NaiveDate::MIN, last)))?;
+                for (key, row) in rows {
+                    let parts = parts::parts_of(&key, &row)?;
+                    let none = RollupState::default();
+                    parts::write_bucket(&mut batch, &key, &none, true, parts, &Pending::default());
+                    self.cache.remove(&key);
+                    deleted += 1;
+                    if batch.len() >= 10_000 {
+                        self.store.write(std::mem::take(&mut batch)).await?;
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.store.write(batch).await?;
+        }
+        self.cache.retain(|k, _| k.date() >= before);
+        Ok(deleted)
+    }
+
     /// Replaces every bucket of `group` with a recomputation from the raw events as they
     /// were after feed entry `as_of - 1`.
     async fn recompute_group(&mut self, group: Group, as_of: u64) -> Result<(), StatsError> {
@@ -496,6 +561,15 @@ impl RollupWorker {
         // Everything submitted must be durable first: the barrier below rewrites the cursor.
         self.settle().await?;
         let (org, date) = group;
+        if let Some(from) = self.store.retained_from("Event") {
+            if day_start_us(date) < from {
+                // The day's raw events are (partly) gone: a recomputation would lose what
+                // they counted. Exact counts took the removal; a set or sketch keeps it.
+                tracing::warn!(org = %uuid_str(&org), %date,
+                    "stats: a removal hit a day older than the raw-event retention; its unique counts are left as they were");
+                return Ok(());
+            }
+        }
         tracing::info!(org = %uuid_str(&org), %date, as_of,
             "stats: recomputing a day's rollups from raw events (a removal hit a sketch or a set without per-id counts)");
         let mut events = group_events_now(&self.store, group)?;

@@ -107,6 +107,8 @@ pub struct WriteBatch {
     pub(crate) cursors: Vec<(String, u64)>,
     /// Block merges to register (the store's own, see `blocks::merge`).
     pub(crate) merges: Vec<super::blocks::merge::BlockMerge>,
+    /// Blocks dropped by retention (the store's own, see `blocks::retention`).
+    pub(crate) expired: Vec<super::blocks::retention::Expiry>,
     /// ORMDB rows of `@blocks` entities moved into blocks (the store's own, see `migrate`).
     pub(crate) adopted: Vec<super::migrate::AdoptedRow>,
     /// Per mutation, an insert of a `@blocks` row validated on the writer's thread (see
@@ -203,6 +205,7 @@ impl WriteBatch {
             + self.offsets.len()
             + self.cursors.len()
             + self.merges.len()
+            + self.expired.len()
             + self.adopted.len()
     }
 

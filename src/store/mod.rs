@@ -234,6 +234,9 @@ pub struct StoreOptions {
     /// Rows of a store written before `@blocks` moved into blocks per atomic write when it
     /// is opened (see `migrate`).
     pub migrate_chunk_rows: usize,
+    /// Whole UTC days of events kept before today's (None: forever); older blocks are
+    /// dropped in the background (see `blocks::retention`).
+    pub events_retention_days: Option<u32>,
 }
 
 impl StoreOptions {
@@ -249,6 +252,7 @@ impl StoreOptions {
             dedup_window: Duration::from_secs(86_400),
             dedup_max_ids: 6_000_000,
             migrate_chunk_rows: migrate::DEFAULT_CHUNK_ROWS,
+            events_retention_days: None,
         }
     }
 
@@ -264,6 +268,7 @@ impl StoreOptions {
             dedup_window: cfg.dedup_window(),
             dedup_max_ids: cfg.dedup_max_ids as usize,
             migrate_chunk_rows: cfg.migrate_chunk_rows().get(),
+            events_retention_days: cfg.retention.events_days(),
         }
     }
 }
@@ -787,6 +792,15 @@ impl Store {
         let row_cache = cache::RowCache::new(layout.entities.len(), opts.row_cache_bytes);
         let blocks = blocks::Blocks::load(&engine, &layout, block_files, &opts)?;
         blocks.restore_resident(&layout, resident)?;
+        for e in layout.entities.iter().filter(|e| e.blocks.is_some()) {
+            let key = blocks::retention::stmeta_key(&e.name);
+            let stored = (trees.stmeta.get(&key))
+                .map_err(sled_err("read the retained-from time"))?
+                .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes));
+            if let Some(t) = stored {
+                blocks.retained_from.write().insert(e.no, t);
+            }
+        }
         let inner = Arc::new(Inner {
             path: path.clone(),
             layout,
@@ -839,10 +853,11 @@ impl Store {
         );
         if let Some(every) = opts.merge_interval {
             let merge_handle = Arc::downgrade(&handle);
+            let retention = opts.events_retention_days;
             threads.push(
                 std::thread::Builder::new()
                     .name("store-merge".into())
-                    .spawn(move || merge_loop(merge_handle, every))
+                    .spawn(move || merge_loop(merge_handle, every, retention))
                     .map_err(|source| StoreError::Io {
                         op: "start the merge thread",
                         path: path.clone(),
@@ -1459,8 +1474,29 @@ fn every_tick(handle: std::sync::Weak<Handle>, every: Duration, mut work: impl F
 
 /// Merges the blocks due (see `blocks::merge`) every `every`, forgets ids out of the dedup
 /// window, and removes the files of blocks retired long enough ago.
-fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration) {
+/// With `retention_days`, also drops the blocks older than that (see `blocks::retention`),
+/// at the first tick and every [`RETENTION_EVERY`] after.
+fn merge_loop(handle: std::sync::Weak<Handle>, every: Duration, retention_days: Option<u32>) {
+    let mut retained_at: Option<Instant> = None;
     every_tick(handle, every, |store| {
+        if let Some(days) = retention_days {
+            if retained_at.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
+                retained_at = Some(Instant::now());
+                let now = chrono::Utc::now().timestamp_micros();
+                match store.apply_retention(now, days) {
+                    Ok(x) if x.blocks > 0 => tracing::info!(
+                        blocks = x.blocks,
+                        rows = x.rows,
+                        bytes = x.bytes,
+                        days,
+                        "retention: dropped events older than the cutoff"
+                    ),
+                    Ok(_) => {}
+                    Err(StoreError::Closed { .. } | StoreError::Failed { .. }) => {}
+                    Err(error) => tracing::warn!(%error, "retention failed; will retry"),
+                }
+            }
+        }
         // Ids are forgotten after every plan: a tick's rounds can take seconds, and the index
         // must not outgrow `dedup_max_ids` meanwhile (its table doubles past it).
         let evict = || match store.inner.evict_ids() {
@@ -1486,6 +1522,9 @@ fn checkpoint_loop(handle: std::sync::Weak<Handle>, every: Duration) {
         }
     });
 }
+
+/// How often the merge thread applies retention.
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
 
 /// The values of `fields` in an encoded record, in that order (Null where absent).
 fn project(entity: &str, data: &[u8], fields: &[&str]) -> Result<Vec<Value>, StoreError> {

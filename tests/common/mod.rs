@@ -139,11 +139,35 @@ impl Connector {
         group: &str,
         tweak: impl FnOnce(&mut streamtally::config::Config),
     ) -> Connector {
+        Self::start_opening(bootstrap, topics, group, tweak, |_, dir| open(dir))
+    }
+
+    /// [`Connector::start`] with the store opened as `streamtally run` opens it: with the
+    /// options of `[store]` (retention included), not the test defaults.
+    #[allow(dead_code)]
+    pub fn start_as_configured(
+        bootstrap: &str,
+        topics: &[&str],
+        group: &str,
+        tweak: impl FnOnce(&mut streamtally::config::Config),
+    ) -> Connector {
+        Self::start_opening(bootstrap, topics, group, tweak, |cfg, _| {
+            open_retrying(|| Store::open(StoreOptions::from_config(&cfg.store), &schema()))
+        })
+    }
+
+    fn start_opening(
+        bootstrap: &str,
+        topics: &[&str],
+        group: &str,
+        tweak: impl FnOnce(&mut streamtally::config::Config),
+        open: impl FnOnce(&streamtally::config::Config, &std::path::Path) -> Store,
+    ) -> Connector {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = connector_config(bootstrap, topics, group, dir.path());
         tweak(&mut cfg);
-        let store = open(dir.path());
+        let store = open(&cfg, dir.path());
         let metrics = std::sync::Arc::new(streamtally::metrics::Metrics::new());
         let shutdown = tokio_util::sync::CancellationToken::new();
         let ingest = streamtally::ingest::Ingest::new(

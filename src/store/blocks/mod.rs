@@ -22,6 +22,7 @@ mod files;
 mod index;
 pub mod merge;
 mod read;
+pub mod retention;
 pub(crate) mod scan;
 
 pub use codec::{
@@ -306,6 +307,9 @@ pub(crate) struct Blocks {
     pub ids: IdIndex,
     pub cache: BlockCache,
     pub resident: RwLock<std::collections::HashMap<u64, Resident>>,
+    /// Per entity, the event time before which retention may have dropped rows (see
+    /// `retention`).
+    pub retained_from: RwLock<BTreeMap<u16, i64>>,
 }
 
 impl Blocks {
@@ -444,6 +448,7 @@ impl Blocks {
             ids: IdIndex::new(opts.dedup_window, opts.dedup_max_ids),
             cache: BlockCache::new(opts.row_cache_bytes),
             resident: RwLock::default(),
+            retained_from: RwLock::default(),
         };
         let now = chrono::Utc::now().timestamp_micros();
         for e in &layout.entities {

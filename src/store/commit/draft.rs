@@ -107,6 +107,9 @@ impl<'c> Draft<'c> {
         for m in &batch.merges {
             self.merge(m)?;
         }
+        for x in &batch.expired {
+            self.expire(x)?;
+        }
         for row in &batch.adopted {
             self.adopt(row)?;
         }
@@ -683,30 +686,40 @@ impl<'c> Draft<'c> {
         Ok(())
     }
 
-    /// Swaps a merge's sources for its merged block (whose file is already durable), if every
-    /// source is still registered and untouched by this batch.
-    fn merge(&mut self, m: &crate::store::blocks::merge::BlockMerge) -> Result<(), StoreError> {
-        let e = self
-            .c
-            .inner
-            .layout
-            .by_no(m.entity_no)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("merge names entity #{}", m.entity_no),
-            })?;
-        let keys = e.blocks.as_ref().expect("a @blocks entity");
-        for &no in &m.sources {
+    /// The `@blocks` entity `entity_no`, if every one of `blocks` is still registered (in a
+    /// file, unless `resident_ok`) and untouched by this batch (else `Stale`: `what` planned
+    /// on an older state).
+    fn leaving_blocks(
+        &self,
+        entity_no: u16,
+        blocks: &[u64],
+        what: &str,
+        resident_ok: bool,
+    ) -> Result<&'c EntityLayout, StoreError> {
+        let e = (self.c.inner.layout.by_no(entity_no)).ok_or_else(|| StoreError::Corrupt {
+            what: format!("{what} names entity #{entity_no}"),
+        })?;
+        for &no in blocks {
             if self.c.inner.blocks.catalog.get(no).is_none()
                 || self.blocks.leaving.contains_key(&no)
+                || (!resident_ok && self.c.inner.blocks.is_resident(no))
             {
                 return Err(StoreError::Stale {
                     what: format!(
-                        "merge of {} blocks: block {no:016x} changed meanwhile",
+                        "{what} of {} blocks: block {no:016x} changed meanwhile",
                         e.name
                     ),
                 });
             }
         }
+        Ok(e)
+    }
+
+    /// Swaps a merge's sources for its merged block (whose file is already durable), if every
+    /// source is still registered and untouched by this batch.
+    fn merge(&mut self, m: &crate::store::blocks::merge::BlockMerge) -> Result<(), StoreError> {
+        let e = self.leaving_blocks(m.entity_no, &m.sources, "merge", true)?;
+        let keys = e.blocks.as_ref().expect("a @blocks entity");
         for &no in &m.sources {
             self.unregister(keys, no)?;
         }
@@ -730,6 +743,23 @@ impl<'c> Draft<'c> {
             meta: m.meta.clone(),
             ids: m.ids.clone(),
             resident: None,
+        });
+        Ok(())
+    }
+
+    /// Drops the blocks retention expired (no change-feed entries: the rollups keep what
+    /// the events added) and raises the entity's retained-from time, if every block is
+    /// still registered and untouched by this batch.
+    fn expire(&mut self, x: &crate::store::blocks::retention::Expiry) -> Result<(), StoreError> {
+        let e = self.leaving_blocks(x.entity_no, &x.blocks, "retention", false)?;
+        let keys = e.blocks.as_ref().expect("a @blocks entity");
+        for &no in &x.blocks {
+            self.unregister(keys, no)?;
+        }
+        self.ops.push(Op {
+            tree: TREE_STMETA,
+            key: crate::store::blocks::retention::stmeta_key(&e.name),
+            value: Some(x.before.to_be_bytes().to_vec()),
         });
         Ok(())
     }

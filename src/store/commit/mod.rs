@@ -660,6 +660,7 @@ pub(crate) fn block_no(op: &Op) -> Result<u64, StoreError> {
 /// are then in files and the catalog).
 fn needs_applied(inner: &Inner, batch: &WriteBatch) -> bool {
     !batch.merges.is_empty()
+        || !batch.expired.is_empty()
         || batch.mutations.iter().any(|m| match m {
             Mutation::Update { entity, .. } | Mutation::Delete { entity, .. } => inner
                 .layout
