@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: StatsCommand,
     },
+    /// Stored events: delete a person's events (GDPR Art. 17).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Gateway API tokens.
     Token {
         #[command(subcommand)]
@@ -196,6 +201,44 @@ enum StoreCommand {
     /// Safe to interrupt: every event stays stored once and a rerun continues. Exit code 1
     /// if verify finds problems.
     Migrate,
+    /// Write a consistent copy of the store to DIR (new or empty), which opens as a store of
+    /// its own: block files hard-linked (copied across filesystems), the database and
+    /// write-ahead log copied during a short pause of writes. With the connector running it
+    /// goes through its admin API (gateway.listen; admin token from --token or
+    /// STREAMTALLY_ADMIN_TOKEN), else on the stopped store. Restore: stop the connector, point
+    /// store.path at the copy (or move it in place), start it: it resumes from the copy's
+    /// stored positions, nothing lost or stored twice.
+    Backup {
+        /// Directory to write the copy to (must not exist, or be empty).
+        dir: PathBuf,
+        /// The admin token, for a running connector (else STREAMTALLY_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Delete every stored event of one user in one org, in one atomic write (blocks
+    /// rewritten without them); the stats workers take them out of the rollups (days with
+    /// unique sets recomputed) and the real-time counters. Prints how many. With the connector
+    /// running it goes through its admin API (admin token from --token or
+    /// STREAMTALLY_ADMIN_TOKEN), else on the stopped store (the rollups are corrected there
+    /// and then). Events of that user that arrive later are stored as usual.
+    Delete {
+        /// The org id (UUID).
+        #[arg(long)]
+        org: String,
+        /// The user id, as the events carry it.
+        #[arg(long)]
+        user: String,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// The admin token, for a running connector (else STREAMTALLY_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 fn load_config(cli: &Cli) -> Result<Config, streamtally::config::ConfigError> {
@@ -273,8 +316,28 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
                 StoreCommand::Verify => cli::store::verify(&cfg, &schema, out),
                 StoreCommand::Info => cli::store::info(&cfg, &schema, out),
                 StoreCommand::Migrate => cli::store::migrate(&cfg, &schema, out),
+                StoreCommand::Backup { dir, token } => {
+                    cli::admin::backup(&cfg, &schema, dir, token.as_deref(), out)
+                }
             }
         }
+        Command::Events {
+            command:
+                EventsCommand::Delete {
+                    org,
+                    user,
+                    dry_run,
+                    token,
+                },
+        } => cli::admin::delete_user_events(
+            &cfg,
+            &load_schema(cli)?,
+            org,
+            user,
+            *dry_run,
+            token.as_deref(),
+            out,
+        ),
         Command::Token {
             command: TokenCommand::New { org, name },
         } => cli::token::new_token(org, name.as_deref(), out),

@@ -7,6 +7,7 @@
 //! process's exit code: success, or 1 when a check found problems. An `Err` is bad input, a
 //! bad configuration or a failure on the way; `main` prints it and exits 2.
 
+pub mod admin;
 pub mod check;
 pub mod produce;
 pub mod stats;

@@ -15,6 +15,7 @@
 //! - Answers are the types of [`wire`], one per question, for REST and WebSocket ([`ws`])
 //!   alike; ranges, granularities and limits are parsed and defaulted once ([`params`]).
 
+pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod body;
@@ -190,6 +191,11 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
         .route(&format!("{org}/counters"), get(stats::counters))
         .route(&format!("{org}/events/recent"), get(events::recent))
         .route(&format!("{org}/export"), get(events::export))
+        .route(
+            &format!("{org}/users/{{user_id}}/events"),
+            axum::routing::delete(admin::delete_user_events),
+        )
+        .route("/api/v1/admin/backup", axum::routing::post(admin::backup))
         .route(
             &format!("{org}/dashboards"),
             get(dashboards::list).post(dashboards::create),

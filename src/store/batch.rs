@@ -107,6 +107,10 @@ pub struct WriteBatch {
     pub(crate) cursors: Vec<(String, u64)>,
     /// Block merges to register (the store's own, see `blocks::merge`).
     pub(crate) merges: Vec<super::blocks::merge::BlockMerge>,
+    /// For deletes of `@blocks` rows: the block each id was found in (a hint: a row merged
+    /// since is looked for again), so the committer need not search for rows older than the
+    /// dedup window's id index.
+    pub(crate) located: std::collections::HashMap<[u8; 16], u64>,
     /// Blocks dropped by retention (the store's own, see `blocks::retention`).
     pub(crate) expired: Vec<super::blocks::retention::Expiry>,
     /// ORMDB rows of `@blocks` entities moved into blocks (the store's own, see `migrate`).

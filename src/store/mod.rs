@@ -14,6 +14,8 @@
 
 mod batch;
 pub mod blocks;
+pub use backup::Backup;
+mod backup;
 mod cache;
 pub mod codec;
 mod commit;
@@ -338,6 +340,12 @@ pub(crate) struct Inner {
     pub row_cache: cache::RowCache,
     /// The blocks of `@blocks` entities: catalog, files, id index, read cache.
     pub blocks: blocks::Blocks,
+    /// Held by the committer while it logs a group, and by a backup while it copies.
+    pub commit_gate: Mutex<()>,
+    /// Last commit logged in the WAL (it may not be applied yet).
+    pub logged_commit: AtomicU64,
+    /// Held by a checkpoint, and by a backup while it copies the WAL.
+    pub checkpointing: Mutex<()>,
     /// Number of the next block (taken by the committer and by merges).
     pub next_block: AtomicU64,
     /// Test-only: the first WAL group that writes a row of this entity fails its fsync.
@@ -810,6 +818,9 @@ impl Store {
             requests: Mutex::new(Some(tx)),
             feed_head: tokio::sync::watch::channel(next_seq).0,
             applied_commit: AtomicU64::new(last_commit),
+            commit_gate: Mutex::new(()),
+            logged_commit: AtomicU64::new(last_commit),
+            checkpointing: Mutex::new(()),
             feed_floor: AtomicU64::new(feed_floor),
             feed_kept_for_new_readers: AtomicBool::new(true),
             failure: Mutex::new(None),
@@ -1368,6 +1379,13 @@ impl Store {
         checkpoint(&self.inner)
     }
 
+    /// Removes the files of blocks retired (merged, rewritten, dropped) at least `min_age`
+    /// ago; the merge thread does it every second with a grace of 30 s (a reader that took
+    /// the catalog before may still open one). For benchmarks that compress time.
+    pub fn sweep_retired_files(&self, min_age: Duration) -> Result<(), StoreError> {
+        self.inner.blocks.files.sweep(min_age)
+    }
+
     /// Seals the resident blocks into files, stops the committer after the batches already
     /// submitted, checkpoints, and joins.
     pub fn close(&self) -> Result<(), StoreError> {
@@ -1404,6 +1422,12 @@ fn sync_catalog(catalog: &Catalog, schema: &Schema) -> Result<(), ormdb_core::Er
 }
 
 fn checkpoint(inner: &Inner) -> Result<(), StoreError> {
+    let _one = inner.checkpointing.lock();
+    checkpoint_locked(inner)
+}
+
+/// [`checkpoint`] by a caller that holds `inner.checkpointing`.
+fn checkpoint_locked(inner: &Inner) -> Result<(), StoreError> {
     let sled_err = |op: &'static str| {
         let p = inner.path.clone();
         move |e: sled::Error| StoreError::Engine {

@@ -18,6 +18,7 @@
 //! stored id, and for reads, updates and deletes of single rows.
 
 pub mod codec;
+pub mod erase;
 mod files;
 mod index;
 pub mod merge;
@@ -540,6 +541,24 @@ impl super::Inner {
         };
         let no = meta.no;
         let bytes = self.blocks.bytes(no)?;
+        Ok(read::find_row(e, &meta, &bytes, id)?.map(|(_, values)| (meta, values)))
+    }
+
+    /// The row with id `id` if block `no` (still registered) holds it.
+    pub(crate) fn located_block_row(
+        &self,
+        e: &EntityLayout,
+        id: &[u8; 16],
+        no: u64,
+    ) -> Result<Option<(Arc<BlockMeta>, Values)>, StoreError> {
+        let Some(meta) = self.blocks.catalog.get(no) else {
+            return Ok(None);
+        };
+        let bytes = match self.blocks.bytes(no) {
+            Ok(b) => b,
+            Err(_) if self.blocks.catalog.get(no).is_none() => return Ok(None),
+            Err(err) => return Err(err),
+        };
         Ok(read::find_row(e, &meta, &bytes, id)?.map(|(_, values)| (meta, values)))
     }
 

@@ -36,6 +36,8 @@ pub(super) struct Draft<'c> {
     /// The batch's inserts validated by its writer (see `WriteBatch::prepare`).
     prepared: Vec<Option<Prepared>>,
     prepared_blocks: Vec<PreparedBlock>,
+    /// The batch's block hints for deletes (see `WriteBatch::located`).
+    located: std::collections::HashMap<[u8; 16], u64>,
 }
 
 /// The rows of `@blocks` entities this batch writes, by (entity number, block key, and for
@@ -90,6 +92,7 @@ impl<'c> Draft<'c> {
             },
             blocks: BlockDraft::default(),
             prepared: Vec::new(),
+            located: Default::default(),
             prepared_blocks: Vec::new(),
         }
     }
@@ -98,6 +101,7 @@ impl<'c> Draft<'c> {
     pub fn batch(mut self, batch: &mut WriteBatch) -> Result<Materialized, StoreError> {
         self.prepared = std::mem::take(&mut batch.prepared);
         self.prepared_blocks = std::mem::take(&mut batch.prepared_blocks);
+        self.located = std::mem::take(&mut batch.located);
         for (n, m) in batch.mutations.iter().enumerate() {
             self.mutation(m, Some(n))?;
         }
@@ -151,8 +155,13 @@ impl<'c> Draft<'c> {
     ) -> Result<RowState, StoreError> {
         // Values are needed by upserts, updates and deletes, which must find a row wherever
         // it is; inserts look within the dedup window.
-        self.c
-            .lookup(id, e, &self.local, self.group, values, values)
+        let depth = match values {
+            true => super::Depth::Anywhere {
+                hint: self.located.get(id).copied(),
+            },
+            false => super::Depth::Recent,
+        };
+        self.c.lookup(id, e, &self.local, self.group, values, depth)
     }
 
     /// The row a mutation changes and how, or None when it changes nothing.

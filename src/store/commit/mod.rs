@@ -51,6 +51,15 @@ impl RowState {
     }
 }
 
+/// Where a lookup looks for a row of a `@blocks` entity.
+#[derive(Debug, Clone, Copy)]
+pub enum Depth {
+    /// Within the dedup window's id index (inserts).
+    Recent,
+    /// Anywhere (updates, deletes), first in the block `hint` names, if any.
+    Anywhere { hint: Option<u64> },
+}
+
 pub struct Committer {
     inner: Arc<Inner>,
     rx: crossbeam_channel::Receiver<Request>,
@@ -201,11 +210,19 @@ impl Committer {
                     Err(_) => break,
                 }
             }
+            // A backup holds the gate while it copies the store (see `Store::backup`): no
+            // group is logged meanwhile, and every group logged before is applied.
+            let inner = self.inner.clone();
+            let gate = inner.commit_gate.lock();
             if let Some(logged) = self.commit_group(group) {
+                self.inner
+                    .logged_commit
+                    .store(self.next_commit - 1, Ordering::SeqCst);
                 if to_apply.send(logged).is_err() {
                     break;
                 }
             }
+            drop(gate);
         }
         drop(to_apply);
         let _ = applier.join();
@@ -338,7 +355,7 @@ impl Committer {
         local: &HashMap<[u8; 16], RowState>,
         group: &HashMap<[u8; 16], RowState>,
         need_values: bool,
-        deep: bool,
+        depth: Depth,
     ) -> Result<RowState, StoreError> {
         let pending = local.get(id).or_else(|| group.get(id)).or_else(|| {
             // Newest first: a later group's state of a row replaces an earlier one's.
@@ -351,12 +368,16 @@ impl Committer {
             return Ok(s.clone());
         }
         if e.blocks.is_some() {
-            // Inserts check the ids of the dedup window; updates and deletes (`deep`) find
-            // any row.
-            let found = if deep {
-                self.inner.block_row(e, id)?
-            } else {
-                self.inner.recent_block_row(e, id)?
+            // Inserts check the ids of the dedup window; updates and deletes find any row.
+            let found = match depth {
+                Depth::Recent => self.inner.recent_block_row(e, id)?,
+                Depth::Anywhere { hint: Some(no) } => {
+                    match self.inner.located_block_row(e, id, no)? {
+                        Some(found) => Some(found),
+                        None => self.inner.block_row(e, id)?,
+                    }
+                }
+                Depth::Anywhere { hint: None } => self.inner.block_row(e, id)?,
             };
             return Ok(match found {
                 Some((meta, values)) => RowState::Live {
@@ -428,7 +449,7 @@ impl Committer {
         group: &HashMap<[u8; 16], RowState>,
     ) -> Result<Placed, StoreError> {
         let read = |id: &[u8; 16]| {
-            let state = self.lookup(id, e, local, group, true, false)?;
+            let state = self.lookup(id, e, local, group, true, Depth::Recent)?;
             let live = match &state {
                 RowState::Live { values, .. } => Some(values.clone()),
                 _ => None,
