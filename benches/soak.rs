@@ -114,23 +114,6 @@ fn main() {
         / disk_per_day[n - 11] as f64
         * 100.0;
     let peak = peak_rss_mb();
-    {
-        let db = store.ormdb().0.db();
-        for name in db.tree_names() {
-            let t = db.open_tree(&name).unwrap();
-            let (mut n, mut b) = (0u64, 0u64);
-            for kv in t.iter() {
-                let (k, v) = kv.unwrap();
-                n += 1;
-                b += (k.len() + v.len()) as u64;
-            }
-            eprintln!(
-                "tree {:?}: {n} keys, {b} bytes",
-                String::from_utf8_lossy(&name)
-            );
-        }
-        eprintln!("sled size_on_disk {:?}", db.size_on_disk());
-    }
     store.close().expect("close");
     println!(
         "{}",

@@ -24,14 +24,34 @@ impl Response {
 /// GETs `path` from `addr` (`host:port`) with an optional bearer token; None when nothing
 /// answers there (not yet, or no more) or the answer is cut off.
 pub fn get(addr: &str, path: &str, token: Option<&str>) -> Option<Response> {
+    request(addr, "GET", path, token, None)
+}
+
+/// A `method` request of `path` with an optional JSON `body`, as [`get`].
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<Response> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let content = body
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}{content}\r\n{}",
+        body.unwrap_or("")
     )
     .ok()?;
     let mut raw = Vec::new();

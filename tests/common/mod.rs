@@ -139,7 +139,8 @@ impl Connector {
         group: &str,
         tweak: impl FnOnce(&mut streamtally::config::Config),
     ) -> Connector {
-        Self::start_opening(bootstrap, topics, group, tweak, |_, dir| open(dir))
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_opening(dir, bootstrap, topics, group, tweak, |_, dir| open(dir))
     }
 
     /// [`Connector::start`] with the store opened as `streamtally run` opens it: with the
@@ -151,12 +152,26 @@ impl Connector {
         group: &str,
         tweak: impl FnOnce(&mut streamtally::config::Config),
     ) -> Connector {
-        Self::start_opening(bootstrap, topics, group, tweak, |cfg, _| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_as_configured_in(dir, bootstrap, topics, group, tweak)
+    }
+
+    /// [`Connector::start_as_configured`] on the store in `dir` (e.g. a restored backup).
+    #[allow(dead_code)]
+    pub fn start_as_configured_in(
+        dir: tempfile::TempDir,
+        bootstrap: &str,
+        topics: &[&str],
+        group: &str,
+        tweak: impl FnOnce(&mut streamtally::config::Config),
+    ) -> Connector {
+        Self::start_opening(dir, bootstrap, topics, group, tweak, |cfg, _| {
             open_retrying(|| Store::open(StoreOptions::from_config(&cfg.store), &schema()))
         })
     }
 
     fn start_opening(
+        dir: tempfile::TempDir,
         bootstrap: &str,
         topics: &[&str],
         group: &str,
@@ -164,7 +179,6 @@ impl Connector {
         open: impl FnOnce(&streamtally::config::Config, &std::path::Path) -> Store,
     ) -> Connector {
         init_logs();
-        let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = connector_config(bootstrap, topics, group, dir.path());
         tweak(&mut cfg);
         let store = open(&cfg, dir.path());
