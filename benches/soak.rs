@@ -2,16 +2,17 @@
 //! [--ids v4|v7]`: a store that lives for months, in compressed event time. Day after day,
 //! that day's events (timestamps within the day) are written as fast as the store takes them
 //! (durable batches of 1,000 from 4 writers, as ingest writes them), then retention is
-//! applied as of the next day's start, and the store's disk is measured. The store runs as a
-//! connector with `stats.enabled = false` leaves it: no change-feed reader, so the feed is
-//! truncated at every checkpoint (the rollups, kept for `rollups_days`, are not part of it).
+//! applied as of the next day's start, and the store's disk is measured. By default a
+//! change-feed reader keeps up with the head, as the stats workers do (the feed is written,
+//! then truncated at checkpoints; the rollups they would write are not part of this);
+//! `--no-stats` runs the store as `stats.enabled = false` leaves it, with no feed reader.
 //! After each simulated day the store seals its resident blocks, checkpoints and removes
 //! retired block files, as a day of wall-clock time would many times over.
 //! The last stdout line is JSON.
 
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, event_batch, ids_arg, peak_rss_mb, rss_mb};
+use common::{arg, event_batch, ids_arg, peak_rss_mb, rss_mb, switch};
 
 use std::time::Instant;
 use streamtally::schema::Schema;
@@ -47,10 +48,18 @@ fn main() {
     };
     let first_day_us = today - days as i64 * DAY_US;
     let store = Store::open(StoreOptions::new(dir.path()), &schema).expect("open store");
-    // A connector with stats disabled: nothing reads the change feed.
-    store
-        .release_feed_readers(&[])
-        .expect("release feed readers");
+    let stats = switch("stats", true);
+    let reader = "soak.reader";
+    if stats {
+        let mut b = streamtally::store::WriteBatch::new();
+        b.set_cursor(reader, store.feed_head());
+        store.write_blocking(b).expect("register the feed reader");
+    } else {
+        // A connector with stats disabled: nothing reads the change feed.
+        store
+            .release_feed_readers(&[])
+            .expect("release feed readers");
+    }
 
     let mut disk_per_day = Vec::new();
     let mut rate_per_day = Vec::new();
@@ -86,6 +95,12 @@ fn main() {
         // change-feed entries dropped) and the removal of retired block files. Nothing
         // reads meanwhile, so they need no grace.
         streamtally::store::blocks::merge::seal_all(&store).expect("seal");
+        if stats {
+            // The reader has read everything.
+            let mut b = streamtally::store::WriteBatch::new();
+            b.set_cursor(reader, store.feed_head());
+            store.write_blocking(b).expect("move the feed reader");
+        }
         store.checkpoint().expect("checkpoint");
         store
             .sweep_retired_files(std::time::Duration::ZERO)
@@ -123,6 +138,7 @@ fn main() {
             "events_per_day": per_day,
             "retention_days": retention_days,
             "ids": cfg.ids.name(),
+            "feed_reader": stats,
             "events": days * per_day,
             "events_kept": kept_rows,
             "block_bytes_kept": kept_bytes,

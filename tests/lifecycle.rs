@@ -213,6 +213,25 @@ fn retention_drops_old_event_blocks_keeps_rollups_and_refuses_old_raw_reads() {
     let mut connector = connector;
     connector.restart();
     assert_eq!(connector.store.retained_from("Event"), Some(before));
+    // `store info` says so (read from the catalog, on the stopped store).
+    connector.stop().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let held = std::mem::replace(&mut connector.store, common::open(scratch.path()));
+    held.close().unwrap();
+    drop(held);
+    let data = connector.dir.path().to_str().unwrap().to_string();
+    let (code, out, err) =
+        common::run::streamtally(&["--data", &data, "store", "info"], connector.dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let line = format!(
+        "Event retention (store.retention.events_days): rows before {}",
+        {
+            chrono::DateTime::from_timestamp_micros(before)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        }
+    );
+    assert!(out.contains(&line), "{out}");
 }
 
 const ADMIN: &str = "lifecycle-admin-token";

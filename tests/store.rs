@@ -1080,11 +1080,13 @@ fn latest_only_rows_keep_one_version_through_updates_and_deletes() {
     );
     store.write_blocking(b).unwrap();
     assert_eq!(versions(&store, &ev_id), 2);
-    // A delete leaves only its tombstone; the row is gone for every reader.
+    // A delete leaves nothing (no tombstone, pointer or type entry: the block catalog
+    // deletes a row per block merged or dropped); the row is gone for every reader.
     let mut b = WriteBatch::new();
     b.delete("EventNameDaily", id);
     store.write_blocking(b).unwrap();
-    assert_eq!(versions(&store, &id), 1);
+    assert_eq!(versions(&store, &id), 0);
+    assert!(store.scan_all("EventNameDaily").unwrap().is_empty());
     assert!(store.get("EventNameDaily", &id).unwrap().is_none());
     assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
     // Written again after the delete: one live version.

@@ -106,6 +106,14 @@ fn print_block_days(store: &Store, entity: &str, out: &mut dyn Write) -> anyhow:
         time(oldest),
         time(newest)
     )?;
+    match store.retained_from(entity) {
+        Some(from) => writeln!(
+            out,
+            "  {entity} retention (store.retention.events_days): rows before {} dropped",
+            time(Some(from))
+        )?,
+        None => writeln!(out, "  {entity} retention: nothing dropped")?,
+    }
     if days.is_empty() {
         return Ok(());
     }

@@ -435,6 +435,13 @@ impl<'a> BlockReader<'a> {
             .collect())
     }
 
+    /// Row `at` with every column (each column is decoded, but no other row is built).
+    pub fn row(&self, at: usize) -> Result<Values, StoreError> {
+        (0..self.columns.len())
+            .map(|p| Ok(self.column(p)?.into_iter().nth(at).unwrap_or(Value::Null)))
+            .collect()
+    }
+
     /// Every row with every column.
     pub fn rows_all(&self) -> Result<Vec<Values>, StoreError> {
         let all: Vec<usize> = (0..self.columns.len()).collect();

@@ -103,8 +103,8 @@ pub(crate) fn find_row(
     else {
         return Ok(None);
     };
-    let mut rows = reader.rows_all().map_err(|err| corrupt(meta, err))?;
-    Ok(Some((at, rows.swap_remove(at))))
+    let row = reader.row(at).map_err(|err| corrupt(meta, err))?;
+    Ok(Some((at, row)))
 }
 
 /// `err` about block `meta`, naming it.

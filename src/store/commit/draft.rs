@@ -386,6 +386,28 @@ impl<'c> Draft<'c> {
         old: Option<&Values>,
         prev: &RowState,
     ) -> Result<(), StoreError> {
+        let put = |tree, key: Vec<u8>, value: Option<Vec<u8>>| Op { tree, key, value };
+        if new.is_none() && entity.latest_only {
+            // A deleted `latest_only` row leaves nothing behind: no tombstone, pointer or
+            // type entry (the block catalog deletes a row per block merged or dropped).
+            if !matches!(prev, RowState::Absent) {
+                self.ops.push(put(
+                    TREE_DATA,
+                    VersionedKey::new(id, prev.version()).encode().to_vec(),
+                    None,
+                ));
+            }
+            self.ops.push(put(TREE_META, latest_key(&id), None));
+            self.ops
+                .push(put(TREE_TYPES, type_key(&entity.name, &id), None));
+            for idx in &entity.indexes {
+                if let Some(v) = old {
+                    self.ops
+                        .push(put(TREE_INDEX, entity.index_key(idx, v, &id), None));
+                }
+            }
+            return Ok(());
+        }
         let record = match new {
             Some(values) => Record::with_timestamp(entity.encode_record(values)?, version),
             None => Record {
@@ -397,7 +419,6 @@ impl<'c> Draft<'c> {
         let record_bytes = record.to_bytes().map_err(|err| StoreError::Corrupt {
             what: format!("{}: cannot encode record: {err}", entity.name),
         })?;
-        let put = |tree, key: Vec<u8>, value: Option<Vec<u8>>| Op { tree, key, value };
         self.ops.push(put(
             TREE_DATA,
             VersionedKey::new(id, version).encode().to_vec(),
@@ -416,7 +437,13 @@ impl<'c> Draft<'c> {
                 None,
             ));
         }
-        if matches!(prev, RowState::Absent) {
+        // A deleted `latest_only` row has no type entry any more (see above).
+        let typed = match prev {
+            RowState::Absent => false,
+            RowState::Deleted { .. } => !entity.latest_only,
+            RowState::Live { .. } => true,
+        };
+        if !typed {
             self.ops.push(put(
                 TREE_TYPES,
                 type_key(&entity.name, &id),
