@@ -125,6 +125,23 @@ fn store_info_shows_disk_by_kind_and_event_blocks_per_org_and_day() {
     assert!(blocks > 0 && database > 0, "{out}");
     assert!(blocks + wal + database <= total, "{out}");
     assert!(out.contains("change feed records"), "{out}");
+    // Live rows by kind: one catalog row per block in a file, no rollups (no stats ran).
+    let in_files: u64 = out
+        .lines()
+        .filter(|l| l.starts_with("    ") && l.contains(" blocks, ") && l.contains(" rows, "))
+        .map(|l| {
+            let after = l.split(": ").nth(1).unwrap();
+            after.split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert!(
+        out.contains(&format!("      block catalog: {in_files} rows, ~")),
+        "{out}"
+    );
+    assert!(
+        out.contains("      rollups: 0 rows, ~0 bytes live"),
+        "{out}"
+    );
     assert!(
         out.contains("Event times in blocks: oldest 2026-02-26T12:00:00")
             && out.contains("newest 2026-03-01T1"),

@@ -83,6 +83,36 @@ fn print_info(
         "    database: {} bytes (block catalog, rollups, offsets, cursors; change feed records {} bytes)",
         disk.database, disk.feed
     )?;
+    // Live rows by kind (the database file also holds space sled has not reused yet).
+    let catalogs: Vec<String> = (schema.entities.iter().filter(|e| e.blocks))
+        .map(|e| format!("{}Block", e.name))
+        .filter(|name| schema.entity(name).is_some())
+        .collect();
+    let kinds: [(&str, Vec<String>); 2] = [
+        ("block catalog", catalogs),
+        (
+            "rollups",
+            [
+                "HourlyStats",
+                "DailyStats",
+                "EventNameDaily",
+                "RollupStatePart",
+            ]
+            .iter()
+            .filter(|n| schema.entity(n).is_some())
+            .map(|n| n.to_string())
+            .collect(),
+        ),
+    ];
+    for (kind, entities) in kinds {
+        let (mut rows, mut bytes) = (0, 0);
+        for name in &entities {
+            let (r, b) = store.row_bytes(name)?;
+            rows += r;
+            bytes += b;
+        }
+        writeln!(out, "      {kind}: {rows} rows, ~{bytes} bytes live")?;
+    }
     for e in schema.entities.iter().filter(|e| e.blocks) {
         print_block_days(store, &e.name, out)?;
     }

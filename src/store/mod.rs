@@ -1321,6 +1321,20 @@ impl Store {
 
     /// What the store's disk holds, by kind: file sizes, and the change feed's share of the
     /// database from its records (one a commit: no row is read).
+    /// Rows of a per-row entity and the bytes of their latest records (keys included),
+    /// read through the type index (`store info`'s catalog and rollup figures).
+    pub fn row_bytes(&self, entity: &str) -> Result<(u64, u64), StoreError> {
+        self.inner.layout.entity(entity)?;
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        self.inner.for_each_latest(entity, |_, _, record| {
+            rows += 1;
+            // The record, its versioned key, its `latest:` pointer and its type entry.
+            bytes += record.data.len() as u64 + 24 + 31 + entity.len() as u64 + 17;
+            Ok(())
+        })?;
+        Ok((rows, bytes))
+    }
+
     pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
         let path = &self.inner.path;
         let mut feed = 0u64;
