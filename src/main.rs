@@ -192,8 +192,9 @@ enum StoreCommand {
     /// the rows and the change feed is contiguous. Exit code 1 if anything is wrong.
     Verify,
     /// Print what the store holds: row counts per entity, consumer offsets, feed position,
-    /// disk use by kind (blocks, write-ahead log, database, change feed), and the oldest and
-    /// newest event time and event blocks per org and day (from the catalog: no event read).
+    /// disk use by kind (blocks, write-ahead log, database, change feed; live rows of the
+    /// block catalog and of the rollups), the oldest and newest event time, the retention
+    /// cutoff, and event blocks per org and day (from the catalog: no event read).
     Info,
     /// Move the events of a store written before they were kept in blocks (one ORMDB row per
     /// event) into blocks, with a progress bar, then verify the store. Opening the store
