@@ -573,33 +573,22 @@ fn a_backup_during_ingest_restores_with_every_event_stored_exactly_once() {
     });
     let api_copy = tempfile::tempdir().unwrap();
     let body = serde_json::json!({ "dir": api_copy.path() }).to_string();
-    let r = common::http::request(
-        &addr,
-        "POST",
-        "/api/v1/admin/backup",
-        Some(ORG_TOKEN),
-        Some(&body),
-    )
-    .unwrap();
+    let backup_as = |token: &str| {
+        common::http::request(
+            &addr,
+            "POST",
+            "/api/v1/admin/backup",
+            Some(token),
+            Some(&body),
+        )
+        .unwrap()
+    };
+    let r = backup_as(ORG_TOKEN);
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = common::http::request(
-        &addr,
-        "POST",
-        "/api/v1/admin/backup",
-        Some(ADMIN),
-        Some(&body),
-    )
-    .unwrap();
+    let r = backup_as(ADMIN);
     assert_eq!(r.status, 200, "{}", r.body);
     // The same directory again: it is not empty now.
-    let r = common::http::request(
-        &addr,
-        "POST",
-        "/api/v1/admin/backup",
-        Some(ADMIN),
-        Some(&body),
-    )
-    .unwrap();
+    let r = backup_as(ADMIN);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("not empty"), "{}", r.body);
 

@@ -150,7 +150,7 @@ impl Store {
 
         // Links to blocks the copy does not register (merged meanwhile) go.
         for no in linked.difference(&now) {
-            let path = blocks_dir.join(format!("{no:016x}.blk"));
+            let path = blocks_dir.join(super::blocks::BlockFiles::file_name(*no));
             std::fs::remove_file(&path).map_err(io("remove an unregistered block link", &path))?;
             report.linked -= 1;
         }
@@ -184,7 +184,7 @@ fn in_files(inner: &Inner) -> Vec<u64> {
 
 fn link_block(inner: &Inner, blocks_dir: &Path, no: u64) -> Result<bool, StoreError> {
     let from = inner.blocks.files.path(no);
-    let to = blocks_dir.join(format!("{no:016x}.blk"));
+    let to = blocks_dir.join(super::blocks::BlockFiles::file_name(no));
     link_or_copy(&from, &to)
 }
 
@@ -198,21 +198,13 @@ fn copy_database(inner: &Inner, to: &Path) -> Result<(u64, u64), StoreError> {
             message: e.to_string(),
         }
     };
-    // Made as `Store::open` makes its database, so the copy opens the same way.
-    let engine = ormdb_core::StorageEngine::open(ormdb_core::StorageConfig {
-        path: to.to_path_buf(),
-        cache_capacity: 16 << 20,
-        flush_every_ms: None,
-        compression: false,
-        temporary: false,
-        retention: ormdb_core::storage::RetentionPolicy::keep_all(),
-        compaction_interval: None,
-    })
-    .map_err(|e| StoreError::Engine {
-        path: to.to_path_buf(),
-        op: "create the backup's database",
-        message: e.to_string(),
-    })?;
+    let engine =
+        ormdb_core::StorageEngine::open(super::engine_config(to.to_path_buf(), 16 << 20, None))
+            .map_err(|e| StoreError::Engine {
+                path: to.to_path_buf(),
+                op: "create the backup's database",
+                message: e.to_string(),
+            })?;
     let target = engine.db();
     let source = inner.engine.db();
     let (mut keys, mut bytes) = (0u64, 0u64);

@@ -679,17 +679,13 @@ impl Store {
                 message: e.to_string(),
             }
         };
-        let engine = StorageEngine::open(StorageConfig {
-            path: db_path.clone(),
-            cache_capacity: opts.cache_capacity_bytes,
-            // sled's own background flush. Durability comes from the WAL, so this only bounds
-            // how much an open replays; measured, 1 s against 10 s moved throughput ~10%.
-            flush_every_ms: Some(2000),
-            compression: false,
-            temporary: false,
-            retention: ormdb_core::storage::RetentionPolicy::keep_all(),
-            compaction_interval: None,
-        })
+        // sled's own background flush. Durability comes from the WAL, so this only bounds
+        // how much an open replays; measured, 1 s against 10 s moved throughput ~10%.
+        let engine = StorageEngine::open(engine_config(
+            db_path.clone(),
+            opts.cache_capacity_bytes,
+            Some(2000),
+        ))
         .map_err(engine_err("open the database"))?;
         let catalog = Catalog::open(engine.db()).map_err(engine_err("open the catalog"))?;
         sync_catalog(&catalog, schema).map_err(engine_err("store the schema in the catalog"))?;
@@ -1577,6 +1573,20 @@ fn project(entity: &str, data: &[u8], fields: &[&str]) -> Result<Vec<Value>, Sto
         }
     }
     Ok(out)
+}
+
+/// How a store's ORMDB database is opened (by `Store::open`, and by a backup creating its
+/// copy, so the copy opens the same way).
+fn engine_config(path: PathBuf, cache_capacity: u64, flush_every_ms: Option<u64>) -> StorageConfig {
+    StorageConfig {
+        path,
+        cache_capacity,
+        flush_every_ms,
+        compression: false,
+        temporary: false,
+        retention: ormdb_core::storage::RetentionPolicy::keep_all(),
+        compaction_interval: None,
+    }
 }
 
 /// The id of reader `name`'s `FeedCursor` row (derived from its `@unique([name])` key).

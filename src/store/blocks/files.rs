@@ -41,7 +41,12 @@ impl BlockFiles {
     }
 
     pub fn path(&self, no: u64) -> PathBuf {
-        self.dir.join(format!("{no:016x}.blk"))
+        self.dir.join(Self::file_name(no))
+    }
+
+    /// The file name of block `no` (in any store's `blocks/`, a backup's included).
+    pub fn file_name(no: u64) -> String {
+        format!("{no:016x}.blk")
     }
 
     fn io(&self, op: &'static str, no: u64) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
