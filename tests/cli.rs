@@ -124,7 +124,7 @@ fn store_info_shows_disk_by_kind_and_event_blocks_per_org_and_day() {
     );
     assert!(blocks > 0 && database > 0, "{out}");
     assert!(blocks + wal + database <= total, "{out}");
-    assert!(out.contains("change feed records"), "{out}");
+    assert!(out.contains("    change feed: "), "{out}");
     // Live rows by kind: one catalog row per block in a file, no rollups (no stats ran).
     let in_files: u64 = out
         .lines()

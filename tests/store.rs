@@ -262,20 +262,35 @@ fn change_feed_is_contiguous_ordered_and_names_before_and_after_images() {
     assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
 }
 
+/// A store whose every checkpoint seals the change-feed segment being appended, so
+/// truncation (whole segments) is as fine-grained as the checkpoints.
+fn open_sealing_feed_segments(dir: &std::path::Path) -> streamtally::store::Store {
+    common::open_retrying(|| {
+        streamtally::store::Store::open(
+            streamtally::store::StoreOptions {
+                feed_seal_bytes: 1,
+                ..streamtally::store::StoreOptions::new(dir)
+            },
+            &common::schema(),
+        )
+    })
+}
+
 #[test]
 fn feed_truncates_below_the_lowest_cursor_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open_sealing_feed_segments(dir.path());
     for k in 0..5 {
         store
             .write_blocking(events_batch(k * 10..k * 10 + 10))
             .unwrap();
+        store.checkpoint().unwrap();
     }
     let mut b = WriteBatch::new();
     b.set_cursor("a", 25).set_cursor("b", 31);
     store.write_blocking(b).unwrap();
     store.checkpoint().unwrap();
-    // Records are per commit (10 entries each): everything below 21 can go.
+    // A segment per checkpoint (10 entries each): everything below 21 can go.
     assert_eq!(store.feed_floor(), 21);
     let err = store.feed_read(5, 10).unwrap_err();
     assert!(
@@ -289,11 +304,12 @@ fn feed_truncates_below_the_lowest_cursor_and_says_so() {
 #[test]
 fn released_readers_no_longer_keep_the_feed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open_sealing_feed_segments(dir.path());
     for k in 0..3 {
         store
             .write_blocking(events_batch(k * 10..k * 10 + 10))
             .unwrap();
+        store.checkpoint().unwrap();
     }
     // No cursor yet: the feed is kept whole for a reader that registers later.
     store.checkpoint().unwrap();

@@ -136,7 +136,7 @@ pub fn backup(
             writeln!(
                 out,
                 "backup of the stopped store {} written to {}: commit {}, {} block files ({} bytes, {} linked), \
-                 database {} keys ({} bytes), write-ahead log {} bytes, {} ms",
+                 database {} keys ({} bytes), change feed {} bytes, write-ahead log {} bytes, {} ms",
                 cfg.store.path.display(),
                 r.dir.display(),
                 r.commit,
@@ -145,6 +145,7 @@ pub fn backup(
                 r.linked,
                 r.database_keys,
                 r.database_bytes,
+                r.feed_bytes,
                 r.wal_bytes,
                 r.elapsed.as_millis()
             )?;
@@ -158,7 +159,7 @@ pub fn backup(
             writeln!(
                 out,
                 "backup of the running connector's store written to {}: commit {}, {} block files ({} bytes, {} linked), \
-                 database {} keys ({} bytes), write-ahead log {} bytes; writes paused {} ms, {} ms in all",
+                 database {} keys ({} bytes), change feed {} bytes, write-ahead log {} bytes; writes paused {} ms, {} ms in all",
                 r["dir"].as_str().unwrap_or_default(),
                 r["commit"],
                 r["blocks"],
@@ -166,6 +167,7 @@ pub fn backup(
                 r["linked"],
                 r["database_keys"],
                 r["database_bytes"],
+                r["feed_bytes"],
                 r["wal_bytes"],
                 r["paused_ms"],
                 r["elapsed_ms"]

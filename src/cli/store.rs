@@ -80,9 +80,10 @@ fn print_info(
     writeln!(out, "    write-ahead log: {} bytes", disk.wal)?;
     writeln!(
         out,
-        "    database: {} bytes (block catalog, rollups, offsets, cursors; change feed records {} bytes)",
-        disk.database, disk.feed
+        "    database: {} bytes (block catalog, rollups, offsets, cursors)",
+        disk.database
     )?;
+    writeln!(out, "    change feed: {} bytes", disk.feed)?;
     // Live rows by kind (the database file also holds space sled has not reused yet).
     let catalogs: Vec<String> = (schema.entities.iter().filter(|e| e.blocks))
         .map(|e| format!("{}Block", e.name))

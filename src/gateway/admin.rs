@@ -109,6 +109,7 @@ pub async fn backup(
         "database_keys": report.database_keys,
         "database_bytes": report.database_bytes,
         "wal_bytes": report.wal_bytes,
+        "feed_bytes": report.feed_bytes,
         "paused_ms": report.paused.as_millis() as u64,
         "elapsed_ms": report.elapsed.as_millis() as u64,
     })))

@@ -4,8 +4,8 @@
 //! Block files are immutable: they are hard-linked (copied across filesystems) first,
 //! while writes go on. Then, for a short pause, the committer logs nothing (it waits for the
 //! commit gate) and every logged commit is applied; the store checkpoints, the ORMDB
-//! database is copied tree by tree, the WAL segments (which then hold only the records of
-//! blocks still resident) are copied, and the block files registered since the first pass
+//! database is copied tree by tree, the change feed's segment files and the WAL segments
+//! (which then hold only the records of blocks still resident) are copied, and the block files registered since the first pass
 //! are linked. The copy is thus the store as of one commit: rows, blocks, consumer offsets
 //! and feed cursors together, so a connector started on it resumes with nothing lost or
 //! stored twice. Its files are fsynced before the call returns.
@@ -29,6 +29,8 @@ pub struct Backup {
     pub database_keys: u64,
     pub database_bytes: u64,
     pub wal_bytes: u64,
+    /// Bytes of the change feed's segment files copied.
+    pub feed_bytes: u64,
     /// The last commit the copy holds.
     pub commit: u64,
     /// How long writes waited for the copy.
@@ -104,6 +106,7 @@ impl Store {
             database_keys: 0,
             database_bytes: 0,
             wal_bytes: 0,
+            feed_bytes: 0,
             commit: 0,
             paused: Duration::ZERO,
             elapsed: Duration::ZERO,
@@ -139,7 +142,8 @@ impl Store {
         let (keys, bytes) = copy_database(inner, &dir.join("ormdb"))?;
         report.database_keys = keys;
         report.database_bytes = bytes;
-        report.wal_bytes = copy_wal(&inner.path.join("wal"), &dir.join("wal"))?;
+        report.wal_bytes = copy_files(&inner.path.join("wal"), &dir.join("wal"))?;
+        report.feed_bytes = copy_files(inner.feed_log.dir(), &dir.join("feed"))?;
         let now: BTreeSet<u64> = in_files(inner).into_iter().collect();
         for &no in now.difference(&linked) {
             report.linked += link_block(inner, &blocks_dir, no)? as u64;
@@ -160,6 +164,7 @@ impl Store {
         }
         fsync_dir(&blocks_dir)?;
         fsync_dir(&dir.join("wal"))?;
+        fsync_dir(&dir.join("feed"))?;
         fsync_dir(dir)?;
         report.elapsed = started.elapsed();
         tracing::info!(dir = %dir.display(), commit = report.commit, blocks = report.blocks,
@@ -238,17 +243,18 @@ fn copy_database(inner: &Inner, to: &Path) -> Result<(u64, u64), StoreError> {
     Ok((keys, bytes))
 }
 
-/// Copies the WAL segments (complete: nothing is logged meanwhile); their bytes.
-fn copy_wal(from: &Path, to: &Path) -> Result<u64, StoreError> {
-    std::fs::create_dir_all(to).map_err(io("create the backup's WAL directory", to))?;
+/// Copies the segment files of the WAL or of the change feed (complete: nothing is logged
+/// or applied meanwhile); their bytes.
+fn copy_files(from: &Path, to: &Path) -> Result<u64, StoreError> {
+    std::fs::create_dir_all(to).map_err(io("create a directory of the backup", to))?;
     let mut bytes = 0;
-    for entry in std::fs::read_dir(from).map_err(io("list the WAL directory", from))? {
-        let entry = entry.map_err(io("list the WAL directory", from))?;
+    for entry in std::fs::read_dir(from).map_err(io("list a directory to back up", from))? {
+        let entry = entry.map_err(io("list a directory to back up", from))?;
         let target = to.join(entry.file_name());
-        bytes += std::fs::copy(entry.path(), &target).map_err(io("copy a WAL segment", &target))?;
+        bytes += std::fs::copy(entry.path(), &target).map_err(io("copy a segment", &target))?;
         std::fs::File::open(&target)
             .and_then(|f| f.sync_all())
-            .map_err(io("fsync a copied WAL segment", &target))?;
+            .map_err(io("fsync a copied segment", &target))?;
     }
     Ok(bytes)
 }

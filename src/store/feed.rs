@@ -6,7 +6,7 @@
 //! tree, whose versioned keys keep both the before and the after image.
 
 use super::codec::decode_component;
-use super::{Inner, Store, StoreError, Value, STMETA_FEED_FLOOR};
+use super::{Inner, Store, StoreError, Value};
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,8 @@ fn unpacked(value: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
     Ok(std::borrow::Cow::Owned(out))
 }
 
-fn record_len(value: &[u8]) -> u64 {
+/// How many entries a record holds.
+pub(crate) fn record_entries(value: &[u8]) -> u64 {
     record_header(value).0
 }
 
@@ -161,100 +162,16 @@ impl Store {
         if from_seq >= head || max == 0 {
             return Ok(out);
         }
-        let err = |e: sled::Error| StoreError::Engine {
-            path: inner.path.clone(),
-            op: "read the change feed",
-            message: e.to_string(),
-        };
-        // The record holding `from_seq` starts at or before it.
-        let start = inner
-            .trees
-            .feed
-            .range(..=from_seq.to_be_bytes())
-            .next_back()
-            .transpose()
-            .map_err(err)?
-            .map(|(k, _)| k)
-            .unwrap_or_else(|| from_seq.to_be_bytes().as_ref().into());
-        for item in inner.trees.feed.range(start..) {
-            let (k, v) = item.map_err(err)?;
-            let first =
-                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    what: format!("change-feed key of {} bytes", k.len()),
-                })?);
-            let n = record_len(&v);
-            if first.saturating_add(n) <= from_seq {
-                continue;
-            }
-            let v = unpacked(&v)?;
-            let with_fields = record_header(&v).1;
-            let corrupt = || StoreError::Corrupt {
-                what: format!("change-feed record at {first} is short"),
-            };
-            let mut p = 4usize;
-            for i in 0..n {
-                let seq = first + i;
-                let b = v.get(p..p + ITEM_BYTES).ok_or_else(corrupt)?;
-                p += ITEM_BYTES;
-                let mut parts: [Option<&[u8]>; 2] = [None, None];
-                if with_fields {
-                    for part in &mut parts {
-                        let len = v
-                            .get(p..p + 4)
-                            .and_then(|b| b.try_into().ok())
-                            .map(u32::from_le_bytes)
-                            .ok_or_else(corrupt)?;
-                        p += 4;
-                        if len != NO_FIELDS {
-                            *part = Some(v.get(p..p + len as usize).ok_or_else(corrupt)?);
-                            p += len as usize;
-                        }
-                    }
-                }
-                if seq < from_seq {
-                    continue;
-                }
-                if seq >= head || out.len() >= max {
-                    return Ok(out);
-                }
-                let entity_no = u16::from_le_bytes([b[0], b[1]]);
-                let layout = inner
-                    .layout
-                    .by_no(entity_no)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        what: format!("change-feed entry {seq} names entity #{entity_no}"),
-                    })?;
-                let fields = |part: Option<&[u8]>| -> Result<Option<Vec<Value>>, StoreError> {
-                    let Some(mut bytes) = part else {
-                        return Ok(None);
-                    };
-                    let mut values = Vec::with_capacity(layout.feed_fields.len());
-                    for &pos in &layout.feed_fields {
-                        let (value, rest) = decode_component(layout.fields[pos].ty, bytes)
-                            .ok_or_else(|| StoreError::Corrupt {
-                                what: format!("change-feed entry {seq}: bad @feed values"),
-                            })?;
-                        values.push(value);
-                        bytes = rest;
-                    }
-                    Ok(Some(values))
-                };
-                let prev = u64::from_le_bytes(b[27..35].try_into().unwrap_or_default());
-                out.push(ChangeEntry {
-                    seq,
-                    entity: layout.name.clone(),
-                    op: match b[2] {
-                        0 => ChangeOp::Insert,
-                        1 => ChangeOp::Update,
-                        _ => ChangeOp::Delete,
-                    },
-                    id: b[3..19].try_into().unwrap_or_default(),
-                    version: u64::from_le_bytes(b[19..27].try_into().unwrap_or_default()),
-                    prev_version: (prev != 0).then_some(prev),
-                    old_fields: fields(parts[0])?,
-                    new_fields: fields(parts[1])?,
-                });
-            }
+        let whole = inner.feed_log.read_from(from_seq, |first, record| {
+            decode_record(inner, first, record, (from_seq, head, max), &mut out)
+        })?;
+        // Raised before a truncation removes records: a reader never silently skips one.
+        let floor = inner.feed_floor.load(Ordering::SeqCst);
+        if !whole || from_seq < floor {
+            return Err(StoreError::FeedTruncated {
+                requested: from_seq,
+                oldest: floor,
+            });
         }
         Ok(out)
     }
@@ -266,15 +183,98 @@ impl Store {
     }
 }
 
-/// Drops feed records entirely below the lowest registered cursor; none registered: keeps
+/// Decodes the entries of one feed record from `from_seq` on into `out`, up to `head` and
+/// `max` entries; false once there are enough.
+fn decode_record(
+    inner: &Inner,
+    first: u64,
+    v: &[u8],
+    (from_seq, head, max): (u64, u64, usize),
+    out: &mut Vec<ChangeEntry>,
+) -> Result<bool, StoreError> {
+    let n = record_entries(v);
+    if first.saturating_add(n) <= from_seq {
+        return Ok(true);
+    }
+    let v = unpacked(v)?;
+    let with_fields = record_header(&v).1;
+    let corrupt = || StoreError::Corrupt {
+        what: format!("change-feed record at {first} is short"),
+    };
+    let mut p = 4usize;
+    for i in 0..n {
+        let seq = first + i;
+        let b = v.get(p..p + ITEM_BYTES).ok_or_else(corrupt)?;
+        p += ITEM_BYTES;
+        let mut parts: [Option<&[u8]>; 2] = [None, None];
+        if with_fields {
+            for part in &mut parts {
+                let len = v
+                    .get(p..p + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_le_bytes)
+                    .ok_or_else(corrupt)?;
+                p += 4;
+                if len != NO_FIELDS {
+                    *part = Some(v.get(p..p + len as usize).ok_or_else(corrupt)?);
+                    p += len as usize;
+                }
+            }
+        }
+        if seq < from_seq {
+            continue;
+        }
+        if seq >= head || out.len() >= max {
+            return Ok(false);
+        }
+        let entity_no = u16::from_le_bytes([b[0], b[1]]);
+        let layout = inner
+            .layout
+            .by_no(entity_no)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("change-feed entry {seq} names entity #{entity_no}"),
+            })?;
+        let fields = |part: Option<&[u8]>| -> Result<Option<Vec<Value>>, StoreError> {
+            let Some(mut bytes) = part else {
+                return Ok(None);
+            };
+            let mut values = Vec::with_capacity(layout.feed_fields.len());
+            for &pos in &layout.feed_fields {
+                let (value, rest) =
+                    decode_component(layout.fields[pos].ty, bytes).ok_or_else(|| {
+                        StoreError::Corrupt {
+                            what: format!("change-feed entry {seq}: bad @feed values"),
+                        }
+                    })?;
+                values.push(value);
+                bytes = rest;
+            }
+            Ok(Some(values))
+        };
+        let prev = u64::from_le_bytes(b[27..35].try_into().unwrap_or_default());
+        out.push(ChangeEntry {
+            seq,
+            entity: layout.name.clone(),
+            op: match b[2] {
+                0 => ChangeOp::Insert,
+                1 => ChangeOp::Update,
+                _ => ChangeOp::Delete,
+            },
+            id: b[3..19].try_into().unwrap_or_default(),
+            version: u64::from_le_bytes(b[19..27].try_into().unwrap_or_default()),
+            prev_version: (prev != 0).then_some(prev),
+            old_fields: fields(parts[0])?,
+            new_fields: fields(parts[1])?,
+        });
+    }
+    Ok(true)
+}
+
+/// Drops the feed's sealed segments entirely below the lowest registered cursor (see
+/// `feed_log`); none registered: keeps
 /// all (for a reader that registers later), or, once readers were released
 /// (`Store::release_feed_readers`), drops all.
 pub(crate) fn truncate(inner: &Inner) -> Result<(), StoreError> {
-    let err = |e: sled::Error| StoreError::Engine {
-        path: inner.path.clone(),
-        op: "truncate the change feed",
-        message: e.to_string(),
-    };
     let mut lowest: Option<u64> = None;
     let cursor = inner.layout.entity("FeedCursor")?;
     let pos = cursor.field_pos("next_seq")?;
@@ -291,30 +291,6 @@ pub(crate) fn truncate(inner: &Inner) -> Result<(), StoreError> {
         None if inner.feed_kept_for_new_readers.load(Ordering::SeqCst) => return Ok(()),
         None => *inner.feed_head.borrow(),
     };
-    let mut floor = inner.feed_floor.load(Ordering::SeqCst);
-    let mut doomed = Vec::new();
-    for item in inner.trees.feed.range(..lowest.to_be_bytes()) {
-        let (k, v) = item.map_err(err)?;
-        let first = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
-        let end = first + record_len(&v);
-        if end > lowest {
-            break;
-        }
-        doomed.push(k);
-        floor = floor.max(end);
-    }
-    if doomed.is_empty() {
-        return Ok(());
-    }
-    // Raise the floor before removing, so a reader never silently skips a removed record.
-    inner
-        .trees
-        .stmeta
-        .insert(STMETA_FEED_FLOOR, &floor.to_be_bytes())
-        .map_err(err)?;
-    inner.feed_floor.store(floor, Ordering::SeqCst);
-    for k in doomed {
-        inner.trees.feed.remove(k).map_err(err)?;
-    }
+    inner.feed_log.truncate_below(lowest, &inner.feed_floor)?;
     Ok(())
 }

@@ -20,6 +20,7 @@ mod cache;
 pub mod codec;
 mod commit;
 mod feed;
+mod feed_log;
 mod layout;
 pub mod migrate;
 mod postings;
@@ -239,6 +240,10 @@ pub struct StoreOptions {
     /// Whole UTC days of events kept before today's (None: forever); older blocks are
     /// dropped in the background (see `blocks::retention`).
     pub events_retention_days: Option<u32>,
+    /// A checkpoint seals the change-feed segment being appended once it holds this many
+    /// bytes; truncation below the lowest cursor deletes whole sealed segments (see
+    /// `feed_log`).
+    pub feed_seal_bytes: u64,
 }
 
 impl StoreOptions {
@@ -255,6 +260,7 @@ impl StoreOptions {
             dedup_max_ids: 6_000_000,
             migrate_chunk_rows: migrate::DEFAULT_CHUNK_ROWS,
             events_retention_days: None,
+            feed_seal_bytes: feed_log::SEAL_FROM_BYTES,
         }
     }
 
@@ -271,6 +277,7 @@ impl StoreOptions {
             dedup_max_ids: cfg.dedup_max_ids as usize,
             migrate_chunk_rows: cfg.migrate_chunk_rows().get(),
             events_retention_days: cfg.retention.events_days(),
+            feed_seal_bytes: feed_log::SEAL_FROM_BYTES,
         }
     }
 }
@@ -331,6 +338,8 @@ pub(crate) struct Inner {
     pub applied_commit: AtomicU64,
     /// Lowest feed sequence still kept (entries below were truncated).
     pub feed_floor: AtomicU64,
+    /// The change feed's records (segment files beside the database).
+    pub feed_log: feed_log::FeedLog,
     /// Whether the change feed is kept whole while no reader has a cursor (for one that
     /// registers later); see [`Store::release_feed_readers`].
     pub feed_kept_for_new_readers: AtomicBool,
@@ -393,7 +402,6 @@ const STMETA_CHECKPOINT: &[u8] = b"checkpoint";
 const STMETA_LAST_COMMIT: &[u8] = b"last_commit";
 const STMETA_NEXT_SEQ: &[u8] = b"next_seq";
 const STMETA_NEXT_BLOCK: &[u8] = b"next_block";
-const STMETA_FEED_FLOOR: &[u8] = b"feed_floor";
 /// The oldest commit whose WAL record an open must read for resident blocks.
 const STMETA_RESIDENT_FROM: &[u8] = b"resident_from";
 /// [`Layout::index_description`] of the schema the index tree was built for.
@@ -723,6 +731,8 @@ impl Store {
             checkpoint,
         )?;
         let block_files = blocks::BlockFiles::open(&path)?;
+        let feed_log = feed_log::FeedLog::open(&path, opts.feed_seal_bytes)?;
+        move_feed_out_of_database(&engine, &trees, &feed_log, &db_path)?;
         let mut resident = std::collections::BTreeMap::new();
         let (mut replayed, mut last_replayed) = (0, checkpoint);
         for rec in records {
@@ -730,7 +740,7 @@ impl Store {
                 .into_iter()
                 .partition(|op| op.tree == TREE_RESIDENT);
             for op in held {
-                let no = commit::block_no(&op)?;
+                let no = commit::key_number(&op)?;
                 match op.value {
                     Some(v) => {
                         resident.insert(no, blocks::ReplayedResident::decode(rec.commit, v)?);
@@ -741,13 +751,14 @@ impl Store {
                 }
             }
             if rec.commit > checkpoint {
-                commit::apply_ops(&trees, &block_files, ops)?;
+                commit::apply_ops(&trees, &block_files, &feed_log, ops)?;
                 replayed += 1;
                 last_replayed = rec.commit;
             }
         }
         if replayed > 0 {
             block_files.sync_written()?;
+            feed_log.sync()?;
         }
         // Nobody reads yet: the files of blocks the replay removed can go now.
         block_files.sweep(Duration::ZERO)?;
@@ -767,9 +778,14 @@ impl Store {
         let next_block = read_u64(&trees.stmeta, STMETA_NEXT_BLOCK)
             .map_err(sled_err("read the next block number"))?
             .unwrap_or(1);
-        let feed_floor = read_u64(&trees.stmeta, STMETA_FEED_FLOOR)
-            .map_err(sled_err("read the feed floor"))?
-            .unwrap_or(FIRST_SEQ);
+        let feed_floor = feed_log.first_seq().unwrap_or(next_seq);
+        if let Some(end) = feed_log.end_seq().filter(|&end| end != next_seq) {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "the change feed's files end at sequence {end} but the store's head is {next_seq}"
+                ),
+            });
+        }
         let description = layout.index_description();
         let built_for = trees
             .stmeta
@@ -818,6 +834,7 @@ impl Store {
             logged_commit: AtomicU64::new(last_commit),
             checkpointing: Mutex::new(()),
             feed_floor: AtomicU64::new(feed_floor),
+            feed_log,
             feed_kept_for_new_readers: AtomicBool::new(true),
             failure: Mutex::new(None),
             wal: Mutex::new(wal),
@@ -1315,8 +1332,6 @@ impl Store {
         dir_size(&self.inner.path)
     }
 
-    /// What the store's disk holds, by kind: file sizes, and the change feed's share of the
-    /// database from its records (one a commit: no row is read).
     /// Rows of a per-row entity and the bytes of their latest records (keys included),
     /// read through the type index (`store info`'s catalog and rollup figures).
     pub fn row_bytes(&self, entity: &str) -> Result<(u64, u64), StoreError> {
@@ -1331,23 +1346,15 @@ impl Store {
         Ok((rows, bytes))
     }
 
+    /// What the store's disk holds, by kind (file sizes: no row is read).
     pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
         let path = &self.inner.path;
-        let mut feed = 0u64;
-        for item in self.inner.trees.feed.iter() {
-            let (k, v) = item.map_err(|e| StoreError::Engine {
-                path: path.clone(),
-                op: "read the change feed",
-                message: e.to_string(),
-            })?;
-            feed += (k.len() + v.len()) as u64;
-        }
         Ok(DiskUsage {
             total: dir_size(path),
             blocks: dir_size(&path.join("blocks")),
             wal: dir_size(&path.join("wal")),
             database: dir_size(&path.join("ormdb")),
-            feed,
+            feed: dir_size(self.inner.feed_log.dir()),
         })
     }
 
@@ -1417,6 +1424,57 @@ impl Store {
     }
 }
 
+/// Moves the change-feed records an earlier release kept in the database's
+/// `streamtally:feed` tree into the feed's files (fsynced), then empties the tree. A crash
+/// midway repeats it: records already in the files are skipped.
+fn move_feed_out_of_database(
+    engine: &StorageEngine,
+    trees: &Trees,
+    feed_log: &feed_log::FeedLog,
+    db_path: &Path,
+) -> Result<(), StoreError> {
+    let sled_err = |op: &'static str| {
+        move |e: sled::Error| StoreError::Engine {
+            path: db_path.to_path_buf(),
+            op,
+            message: e.to_string(),
+        }
+    };
+    if trees.feed.is_empty() {
+        return Ok(());
+    }
+    let (mut records, mut bytes) = (0u64, 0u64);
+    for item in trees.feed.iter() {
+        let (k, v) = item.map_err(sled_err("read the change feed"))?;
+        let first = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: format!("change-feed key of {} bytes", k.len()),
+        })?);
+        feed_log.append(first, feed::record_entries(&v), &v)?;
+        records += 1;
+        bytes += v.len() as u64;
+    }
+    feed_log.sync()?;
+    trees
+        .feed
+        .clear()
+        .map_err(sled_err("empty the old change-feed tree"))?;
+    trees
+        .stmeta
+        .remove(b"feed_floor")
+        .map_err(sled_err("remove the old feed floor"))?;
+    engine.flush().map_err(|e| StoreError::Engine {
+        path: db_path.to_path_buf(),
+        op: "flush after moving the change feed",
+        message: e.to_string(),
+    })?;
+    tracing::info!(
+        records,
+        bytes,
+        "change feed moved out of the database into feed/"
+    );
+    Ok(())
+}
+
 fn sync_catalog(catalog: &Catalog, schema: &Schema) -> Result<(), ormdb_core::Error> {
     let current = catalog.current_schema()?;
     let version = current.as_ref().map(|c| c.version).unwrap_or(0);
@@ -1450,9 +1508,11 @@ fn checkpoint_locked(inner: &Inner) -> Result<(), StoreError> {
     // Read after `applied`: a block resident then and merged since has its merge at or
     // before the checkpoint or replayed after it; one resident now is kept from its commit.
     let keep_from = wal_kept_from(applied, inner.blocks.resident_floor());
-    feed::truncate(inner)?;
-    // The block files of the commits about to leave the WAL must be on disk first.
+    // The block files and feed records of the commits about to leave the WAL must be on
+    // disk first.
     inner.blocks.files.sync_written()?;
+    inner.feed_log.sync()?;
+    feed::truncate(inner)?;
     record_checkpoint(&inner.trees, applied, keep_from)
         .map_err(sled_err("write the checkpoint"))?;
     inner.engine.flush().map_err(|e| StoreError::Engine {
@@ -1603,9 +1663,9 @@ pub struct DiskUsage {
     pub blocks: u64,
     /// The write-ahead log (`wal/`).
     pub wal: u64,
-    /// The ORMDB database (`ormdb/`): block catalog, rollups, offsets, cursors, feed.
+    /// The ORMDB database (`ormdb/`): block catalog, rollups, offsets, cursors.
     pub database: u64,
-    /// The change feed's records (keys and values), part of `database`.
+    /// The change feed's segment files (`feed/`).
     pub feed: u64,
 }
 

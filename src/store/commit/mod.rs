@@ -10,10 +10,12 @@ mod draft;
 use super::batch::{CommitInfo, Duplicate, IdScope, Mutation, WriteBatch};
 use super::blocks::{BlockChange, BlockFiles};
 use super::codec::display_value;
+use super::feed::record_entries;
+use super::feed_log::FeedLog;
 use super::layout::{EntityLayout, Values};
 use super::{
-    Inner, StoreError, Trees, Value, TREE_BLOCKS, TREE_DATA, TREE_INDEX, TREE_META, TREE_RESIDENT,
-    TREE_STMETA, TREE_TYPES,
+    Inner, StoreError, Trees, Value, TREE_BLOCKS, TREE_DATA, TREE_FEED, TREE_INDEX, TREE_META,
+    TREE_RESIDENT, TREE_STMETA, TREE_TYPES,
 };
 use crate::schema::FieldType;
 use ormdb_core::storage::{Record, VersionedKey};
@@ -88,7 +90,7 @@ fn apply_loop(inner: &Inner, groups: crossbeam_channel::Receiver<Logged>) {
             let already_failed = failed.is_some();
             let result = match failed {
                 Some(f) => Err(f.message),
-                None => apply_ops(&inner.trees, &inner.blocks.files, m.ops)
+                None => apply_ops(&inner.trees, &inner.blocks.files, &inner.feed_log, m.ops)
                     .map_err(|e| format!("applying commit {} failed: {e}", info.commit)),
             };
             if result.is_ok() {
@@ -624,16 +626,24 @@ pub fn decode_ops(mut p: &[u8]) -> Result<Vec<Op>, StoreError> {
 /// sees a feed entry finds its row. Within each of those
 /// steps the inserts of a large record are split over two threads (sled's trees take
 /// concurrent writers): an insert costs ~10 us, most of a batch's commit time.
-pub fn apply_ops(trees: &Trees, files: &BlockFiles, ops: Vec<Op>) -> Result<(), StoreError> {
+pub fn apply_ops(
+    trees: &Trees,
+    files: &BlockFiles,
+    feed: &FeedLog,
+    ops: Vec<Op>,
+) -> Result<(), StoreError> {
     // Resident blocks are in memory only (`Blocks::apply`, and an open's replay).
     // Block files first, so a catalog row never names a missing file; removed ones last.
-    let (blocks, mut ops): (Vec<Op>, Vec<Op>) = ops
+    let (blocks, ops): (Vec<Op>, Vec<Op>) = ops
         .into_iter()
         .filter(|op| op.tree != TREE_RESIDENT)
         .partition(|op| op.tree == TREE_BLOCKS);
+    // The feed record last: a reader that sees an entry finds its row.
+    let (records, mut ops): (Vec<Op>, Vec<Op>) =
+        ops.into_iter().partition(|op| op.tree == TREE_FEED);
     for op in &blocks {
         if let Some(bytes) = &op.value {
-            files.write(block_no(op)?, bytes)?;
+            files.write(key_number(op)?, bytes)?;
         }
     }
     let rank = |op: &Op| match op.tree {
@@ -659,19 +669,28 @@ pub fn apply_ops(trees: &Trees, files: &BlockFiles, ops: Vec<Op>) -> Result<(), 
         })?;
         rest = later;
     }
+    for op in &records {
+        if let Some(record) = &op.value {
+            feed.append(key_number(op)?, record_entries(record), record)?;
+        }
+    }
     for op in &blocks {
         if op.value.is_none() {
-            files.retire(block_no(op)?);
+            files.retire(key_number(op)?);
         }
     }
     Ok(())
 }
 
-/// The block number a block operation names.
-pub(crate) fn block_no(op: &Op) -> Result<u64, StoreError> {
+/// The number a block or feed operation is keyed by: the block's number, the record's first
+/// sequence (big-endian).
+pub(crate) fn key_number(op: &Op) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(op.key.as_slice().try_into().map_err(
         |_| StoreError::Corrupt {
-            what: format!("block operation with a key of {} bytes", op.key.len()),
+            what: format!(
+                "block or feed operation with a key of {} bytes",
+                op.key.len()
+            ),
         },
     )?))
 }
