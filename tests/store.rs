@@ -1148,3 +1148,83 @@ fn declaring_latest_only_removes_old_versions_of_an_existing_store() {
     assert_eq!(store.scan_all("Event").unwrap().len(), 5);
     assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
 }
+
+/// The records of the change feed's segment files (`feed/`), in order: (first sequence,
+/// record), as the store writes them (`[first u64][len u32][crc32 u32][record]`).
+fn feed_records(dir: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let data = std::fs::read(&file).unwrap();
+        let mut p = 0;
+        while p < data.len() {
+            let first = u64::from_le_bytes(data[p..p + 8].try_into().unwrap());
+            let len = u32::from_le_bytes(data[p + 8..p + 12].try_into().unwrap()) as usize;
+            out.push((first, data[p + 16..p + 16 + len].to_vec()));
+            p += 16 + len;
+        }
+    }
+    out
+}
+
+#[test]
+fn a_change_feed_an_earlier_release_kept_in_the_database_moves_into_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed_dir = dir.path().join("feed");
+    let mut store = open(dir.path());
+    for k in 0..5 {
+        store
+            .write_blocking(events_batch(k * 10..k * 10 + 10))
+            .unwrap();
+    }
+    let before = store.feed_read(1, usize::MAX).unwrap();
+    let head = store.feed_head();
+    assert_eq!(before.len() as u64, head - 1);
+    let records = feed_records(&feed_dir);
+    assert_eq!(records.len(), 5, "a record per commit");
+    // First with the files still there (a move that crashed before emptying the tree),
+    // then with only the tree (a store of an earlier release).
+    for files_left in [true, false] {
+        // The records as an earlier release kept them: a value per commit in the
+        // database's `streamtally:feed` tree, keyed by its first sequence (big-endian).
+        let old = store_tree(&store, "streamtally:feed");
+        for (first, record) in &records {
+            old.insert(first.to_be_bytes(), record.clone()).unwrap();
+        }
+        store_tree(&store, "streamtally:meta")
+            .insert("feed_floor", &1u64.to_be_bytes())
+            .unwrap();
+        // A tree handle keeps the database (and its file lock) open.
+        drop(old);
+        store.close().unwrap();
+        drop(store);
+        if !files_left {
+            std::fs::remove_dir_all(&feed_dir).unwrap();
+        }
+        let reopened = open(dir.path());
+        assert_eq!(reopened.feed_read(1, usize::MAX).unwrap(), before);
+        assert_eq!((reopened.feed_floor(), reopened.feed_head()), (1, head));
+        assert!(store_tree(&reopened, "streamtally:feed").is_empty());
+        assert!(store_tree(&reopened, "streamtally:meta")
+            .get("feed_floor")
+            .unwrap()
+            .is_none());
+        assert_eq!(feed_records(&feed_dir).len(), 5);
+        assert!(reopened.verify().unwrap().is_empty());
+        store = reopened;
+    }
+    store.write_blocking(events_batch(50..60)).unwrap();
+    let all = store.feed_read(1, usize::MAX).unwrap();
+    assert_eq!(all[..before.len()], before[..]);
+    assert_eq!(all.len() as u64, store.feed_head() - 1);
+    assert!(store.disk_usage().unwrap().feed > 0);
+}
+
+/// A tree of the store's sled database, through ormdb-core's engine.
+fn store_tree(store: &streamtally::store::Store, name: &str) -> sled::Tree {
+    store.ormdb().0.db().open_tree(name).unwrap()
+}

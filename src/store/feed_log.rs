@@ -23,6 +23,10 @@ const HEADER: usize = 16;
 pub const SEAL_FROM_BYTES: u64 = 1 << 20;
 /// An append starts a new segment past this size, checkpoint or not.
 const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+/// An open checks the records of the last this many segments against their checksums (the
+/// ones a crash may have left unsynced: one being appended, and one sealed by size since the
+/// last checkpoint); of older ones it reads the headers.
+const CHECKED_AT_OPEN: usize = 2;
 /// One sparse index entry per this many bytes of a segment: a read starts at most this far
 /// before the record it wants.
 const INDEX_EVERY_BYTES: u64 = 64 << 10;
@@ -82,7 +86,8 @@ impl FeedLog {
         firsts.sort_unstable();
         let mut segments: Vec<Segment> = Vec::new();
         let mut cut = false;
-        for first in firsts {
+        let checked_from = firsts.len().saturating_sub(CHECKED_AT_OPEN);
+        for (i, first) in firsts.into_iter().enumerate() {
             let path = segment_path(&dir, first);
             let expected = segments.last().map(|s| s.end_seq);
             if cut || expected.is_some_and(|e| e != first) {
@@ -91,7 +96,7 @@ impl FeedLog {
                 std::fs::remove_file(&path).map_err(io("remove a change-feed segment", &path))?;
                 continue;
             }
-            let (segment, whole) = scan(&path, first)?;
+            let (segment, whole) = scan(&path, first, i >= checked_from)?;
             if !whole {
                 tracing::warn!(path = %path.display(), kept_bytes = segment.len,
                     "change-feed segment ends in a torn record: cut (the WAL replays the rest)");
@@ -374,35 +379,52 @@ fn parse_header(header: &[u8; HEADER]) -> (u64, u32, u32) {
     )
 }
 
-/// Reads a segment's records from the start: the segment as far as its records are whole,
-/// contiguous and pass their checksum, and whether that is the whole file.
-fn scan(path: &Path, first_seq: u64) -> Result<(Segment, bool), StoreError> {
-    let data = std::fs::read(path).map_err(io("read a change-feed segment", path))?;
+/// Reads a segment's records from the start: the segment as far as its records are whole
+/// and contiguous (and, with `checksums`, pass their checksum), and whether that is the
+/// whole file. Without `checksums` only each record's header and entry count are read
+/// (older segments, fsynced when sealed: an open reads ~20 bytes a commit of them, not the
+/// whole feed; a read still checks every record it returns).
+fn scan(path: &Path, first_seq: u64, checksums: bool) -> Result<(Segment, bool), StoreError> {
+    let mut file = File::open(path).map_err(io("open a change-feed segment", path))?;
+    let file_len = file
+        .metadata()
+        .map_err(io("read a change-feed segment's size", path))?
+        .len();
     let mut segment = Segment {
         first_seq,
         end_seq: first_seq,
         len: 0,
         index: Vec::new(),
     };
-    let mut pos = 0usize;
-    while pos < data.len() {
-        let Some(header) = data.get(pos..pos + HEADER) else {
+    let mut record = Vec::new();
+    while segment.len < file_len {
+        let mut header = [0u8; HEADER + 4];
+        if segment.len + header.len() as u64 > file_len {
             return Ok((segment, false));
-        };
-        let (first, len, crc) = parse_header(header.try_into().expect("16 bytes"));
-        let Some(record) = data.get(pos + HEADER..pos + HEADER + len as usize) else {
+        }
+        file.seek(SeekFrom::Start(segment.len))
+            .and_then(|_| file.read_exact(&mut header))
+            .map_err(io("read a change-feed segment", path))?;
+        let (first, len, crc) = parse_header(header[..HEADER].try_into().expect("16 bytes"));
+        let end = segment.len + (HEADER + len as usize) as u64;
+        if first != segment.end_seq || len < 4 || end > file_len {
             return Ok((segment, false));
-        };
-        if first != segment.end_seq || crc32fast::hash(record) != crc {
-            return Ok((segment, false));
+        }
+        if checksums {
+            record.resize(len as usize, 0);
+            file.seek(SeekFrom::Start(segment.len + HEADER as u64))
+                .and_then(|_| file.read_exact(&mut record))
+                .map_err(io("read a change-feed segment", path))?;
+            if crc32fast::hash(&record) != crc {
+                return Ok((segment, false));
+            }
         }
         let indexed = segment.index.last().map(|&(_, at)| at);
         if indexed.is_none_or(|at| segment.len - at >= INDEX_EVERY_BYTES) {
             segment.index.push((first, segment.len));
         }
-        segment.end_seq = first + super::feed::record_entries(record);
-        pos += HEADER + len as usize;
-        segment.len = pos as u64;
+        segment.end_seq = first + super::feed::record_entries(&header[HEADER..]);
+        segment.len = end;
     }
     Ok((segment, true))
 }
