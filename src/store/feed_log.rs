@@ -6,9 +6,10 @@
 //! changes. Records are appended by the apply step without an fsync (the commit's WAL record
 //! holds the same bytes) and fsynced by a checkpoint before the WAL records it covers go,
 //! like block files; an open cuts a torn tail and the WAL replay appends what is missing,
-//! skipping records already there. Truncation below the lowest cursor deletes whole sealed
-//! segments, so the space goes back to the filesystem at once (sled keeps the pages of
-//! removed keys: a feed in a tree grew the database by every record ever written).
+//! skipping records already there. Truncation below the lowest cursor deletes whole
+//! segments (a checkpoint starts a new one once the current one holds `feed_seal_bytes`),
+//! so the space goes back to the filesystem at once (sled keeps the pages of removed keys:
+//! a feed in a tree grew the database by every record ever written).
 
 use super::StoreError;
 use parking_lot::Mutex;
@@ -244,18 +245,20 @@ impl FeedLog {
         Ok(())
     }
 
-    /// Deletes the sealed segments whose records all lie below `lowest`, raising `floor` to
-    /// the first sequence still held first (a reader checks it after its read).
+    /// Deletes the segments whose records all lie below `lowest` (the one being appended
+    /// too: the next append starts a new one), raising `floor` to the first sequence still
+    /// held first (a reader checks it after its read).
     pub fn truncate_below(&self, lowest: u64, floor: &AtomicU64) -> Result<(), StoreError> {
         let doomed: Vec<u64> = {
             let mut state = self.state.lock();
-            let sealed = state.segments.len() - usize::from(state.active.is_some());
-            let n = state.segments[..sealed]
-                .iter()
+            let n = (state.segments.iter())
                 .take_while(|s| s.end_seq <= lowest)
                 .count();
             if n == 0 {
                 return Ok(());
+            }
+            if n == state.segments.len() {
+                state.active = None;
             }
             // Appends continue at the end of the last segment.
             let kept_from = state
@@ -478,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn truncation_deletes_whole_sealed_segments_only() {
+    fn truncation_deletes_whole_segments_only() {
         let dir = tempfile::tempdir().unwrap();
         let log = FeedLog::open(dir.path(), SEAL_FROM_BYTES).unwrap();
         let big = vec![0u8; (SEAL_FROM_BYTES as usize) + 10];
@@ -498,12 +501,18 @@ mod tests {
         assert_eq!(seqs(&log, 3), vec![3, 4]);
         // Below the first record held: a reader learns it was truncated.
         assert!(!log.read_from(1, |_, _| Ok(true)).unwrap());
-        // The segment being appended stays, even below the lowest cursor.
-        log.truncate_below(100, &floor).unwrap();
+        // The segment being appended stays while it holds a record a reader needs.
+        log.truncate_below(4, &floor).unwrap();
         assert_eq!(floor.load(Ordering::SeqCst), 4);
         assert_eq!(std::fs::read_dir(log.dir()).unwrap().count(), 1);
         drop(log);
         let log = FeedLog::open(dir.path(), SEAL_FROM_BYTES).unwrap();
         assert_eq!((log.first_seq(), log.end_seq()), (Some(4), Some(5)));
+        // All read: everything goes, and appends go on in a new segment.
+        log.truncate_below(5, &floor).unwrap();
+        assert_eq!(floor.load(Ordering::SeqCst), 5);
+        assert_eq!(std::fs::read_dir(log.dir()).unwrap().count(), 0);
+        log.append(5, 2, &record(2)).unwrap();
+        assert_eq!(seqs(&log, 5), vec![5]);
     }
 }
