@@ -6,8 +6,14 @@
 //! change-feed reader keeps up with the head, as the stats workers do (the feed is written,
 //! then truncated at checkpoints; the rollups they would write are not part of this);
 //! `--no-stats` runs the store as `stats.enabled = false` leaves it, with no feed reader.
-//! After each simulated day the store seals its resident blocks, checkpoints and removes
-//! retired block files, as a day of wall-clock time would many times over.
+//! After each simulated day, untimed (its time is printed as `maintenance_ms_per_day`), the
+//! store seals its resident blocks, merges the blocks due, forgets ids past the dedup
+//! window, checkpoints and removes retired block files, as a day of wall-clock time would
+//! many times over (the merge thread is off: a day's rate is the ingest alone, not whichever
+//! merge round happened to land in its half second). The dedup window
+//! (`store.dedup_window`, 24 h of ingest time) is compressed like the days: `--dedup-window-ms`
+//! of wall-clock time (default 1,000, about what a simulated day takes), so the id index
+//! holds about a day of ids as a real store's does, not every id of the run.
 //! The last stdout line is JSON.
 
 #[path = "support/mod.rs"]
@@ -27,6 +33,7 @@ fn main() {
     let days = arg("--days", 60);
     let per_day = arg("--events-per-day", 200_000);
     let retention_days = arg("--retention-days", 7) as u32;
+    let dedup_window_ms = arg("--dedup-window-ms", 1000);
     assert!(
         days >= 11,
         "--days must be at least 11 (the growth is over the last 10)"
@@ -47,7 +54,12 @@ fn main() {
         ..SynthConfig::new(days * per_day)
     };
     let first_day_us = today - days as i64 * DAY_US;
-    let store = Store::open(StoreOptions::new(dir.path()), &schema).expect("open store");
+    let opts = StoreOptions {
+        dedup_window: std::time::Duration::from_millis(dedup_window_ms),
+        merge_interval: None,
+        ..StoreOptions::new(dir.path())
+    };
+    let store = Store::open(opts, &schema).expect("open store");
     let stats = switch("stats", true);
     let reader = "soak.reader";
     if stats {
@@ -63,6 +75,7 @@ fn main() {
 
     let mut disk_per_day = Vec::new();
     let mut rate_per_day = Vec::new();
+    let mut maintenance_per_day = Vec::new();
     let (mut dropped_blocks, mut dropped_rows) = (0, 0);
     let started = Instant::now();
     for d in 0..days {
@@ -83,6 +96,7 @@ fn main() {
         });
         let rate = per_day as f64 / t.elapsed().as_secs_f64();
         rate_per_day.push(rate.round());
+        let maintenance = Instant::now();
         // The day is over: its successor's start is "now" for retention.
         let now = first_day_us + (d as i64 + 1) * DAY_US;
         let x = store
@@ -95,6 +109,8 @@ fn main() {
         // change-feed entries dropped) and the removal of retired block files. Nothing
         // reads meanwhile, so they need no grace.
         streamtally::store::blocks::merge::seal_all(&store).expect("seal");
+        while streamtally::store::blocks::merge::merge_due(&store).expect("merge") > 0 {}
+        store.forget_expired_ids().expect("forget old ids");
         if stats {
             // The reader has read everything.
             let mut b = streamtally::store::WriteBatch::new();
@@ -105,6 +121,7 @@ fn main() {
         store
             .sweep_retired_files(std::time::Duration::ZERO)
             .expect("sweep");
+        maintenance_per_day.push(maintenance.elapsed().as_millis() as u64);
         let disk = store.disk_usage().expect("disk usage");
         disk_per_day.push(disk.total);
         eprintln!(
@@ -139,6 +156,7 @@ fn main() {
             "retention_days": retention_days,
             "ids": cfg.ids.name(),
             "feed_reader": stats,
+            "dedup_window_ms": dedup_window_ms,
             "events": days * per_day,
             "events_kept": kept_rows,
             "block_bytes_kept": kept_bytes,
@@ -148,6 +166,7 @@ fn main() {
             "disk_growth_last_10_days_pct": (growth * 100.0).round() / 100.0,
             "peak_rss_mb": (peak * 10.0).round() / 10.0,
             "events_per_sec_per_day": rate_per_day,
+            "maintenance_ms_per_day": maintenance_per_day,
             "first_day_events_per_sec": rate_per_day[0],
             "last_day_events_per_sec": rate_per_day[n - 1],
         })

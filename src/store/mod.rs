@@ -1403,6 +1403,13 @@ impl Store {
         self.inner.blocks.files.sweep(min_age)
     }
 
+    /// Forgets the ids written before the dedup window (or beyond `dedup_max_ids`), as the
+    /// merge thread does every tick; the number forgotten. For benchmarks that compress time
+    /// with no merge thread.
+    pub fn forget_expired_ids(&self) -> Result<usize, StoreError> {
+        self.inner.evict_ids()
+    }
+
     /// Seals the resident blocks into files, stops the committer after the batches already
     /// submitted, checkpoints, and joins.
     pub fn close(&self) -> Result<(), StoreError> {
