@@ -83,7 +83,6 @@ fn print_info(
         "    database: {} bytes (block catalog, rollups, offsets, cursors)",
         disk.database
     )?;
-    writeln!(out, "    change feed: {} bytes", disk.feed)?;
     // Live rows by kind (the database file also holds space sled has not reused yet).
     let catalogs: Vec<String> = (schema.entities.iter().filter(|e| e.blocks))
         .map(|e| format!("{}Block", e.name))
@@ -114,6 +113,7 @@ fn print_info(
         }
         writeln!(out, "      {kind}: {rows} rows, ~{bytes} bytes live")?;
     }
+    writeln!(out, "    change feed: {} bytes", disk.feed)?;
     for e in schema.entities.iter().filter(|e| e.blocks) {
         print_block_days(store, &e.name, out)?;
     }
