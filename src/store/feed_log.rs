@@ -276,7 +276,11 @@ impl FeedLog {
                 Err(e) => return Err(io("remove a change-feed segment", &path)(e)),
             }
         }
-        Ok(())
+        // Durable before the checkpoint that follows: after a power loss an open must not
+        // find an old segment back without the ones after it.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync the change-feed directory", &self.dir))
     }
 
     /// Calls `f` with each record (first sequence, bytes) from the one holding `from_seq` on,
