@@ -270,7 +270,7 @@ fn decode_record(
     Ok(true)
 }
 
-/// Drops the feed's sealed segments entirely below the lowest registered cursor (see
+/// Drops the feed's segments entirely below the lowest registered cursor (see
 /// `feed_log`); none registered: keeps
 /// all (for a reader that registers later), or, once readers were released
 /// (`Store::release_feed_readers`), drops all.

@@ -11,6 +11,7 @@
 //! so the space goes back to the filesystem at once (sled keeps the pages of removed keys:
 //! a feed in a tree grew the database by every record ever written).
 
+use super::wal::io_err as io;
 use super::StoreError;
 use parking_lot::Mutex;
 use std::fs::File;
@@ -238,11 +239,15 @@ impl FeedLog {
             }
         }
         if created {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("fsync the change-feed directory", &self.dir))?;
+            self.sync_dir()?;
         }
         Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync the change-feed directory", &self.dir))
     }
 
     /// Deletes the segments whose records all lie below `lowest` (the one being appended
@@ -278,9 +283,7 @@ impl FeedLog {
         }
         // Durable before the checkpoint that follows: after a power loss an open must not
         // find an old segment back without the ones after it.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync the change-feed directory", &self.dir))
+        self.sync_dir()
     }
 
     /// Calls `f` with each record (first sequence, bytes) from the one holding `from_seq` on,
@@ -368,14 +371,6 @@ impl FeedLog {
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:016x}.feed"))
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn parse_header(header: &[u8; HEADER]) -> (u64, u32, u32) {

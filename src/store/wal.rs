@@ -46,7 +46,10 @@ fn segment_path(dir: &Path, first_commit: u64) -> PathBuf {
     dir.join(format!("wal-{first_commit:020}.log"))
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+pub(super) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
         path: path.to_path_buf(),
