@@ -157,15 +157,16 @@ fn kafka_client_passes_through_with_dotted_keys() {
     assert_eq!(props["enable.auto.commit"], "false");
     // The prefetch queue is bounded for a sidecar unless the user says otherwise.
     assert_eq!(props["queued.max.messages.kbytes"], "16384");
+    // ... and refilled soon after it drains (librdkafka's own backoff is a second).
+    assert_eq!(props["fetch.queue.backoff.ms"], "20");
     let c = ok(
-        "[kafka.client]\n\"queued.max.messages.kbytes\" = \"4096\"\n",
+        "[kafka.client]\n\"queued.max.messages.kbytes\" = \"4096\"\n\"fetch.queue.backoff.ms\" = \"5\"\n",
         &[],
         &[],
     );
-    assert_eq!(
-        c.kafka.consumer_properties()["queued.max.messages.kbytes"],
-        "4096"
-    );
+    let props = c.kafka.consumer_properties();
+    assert_eq!(props["queued.max.messages.kbytes"], "4096");
+    assert_eq!(props["fetch.queue.backoff.ms"], "5");
 
     let (_, e) = err("[kafka.client]\n\"group.id\" = \"x\"\n", &[], &[]);
     assert_contains(&e.to_string(), &["\"group.id\"", "kafka.group_id"]);
