@@ -66,6 +66,9 @@ fn histogram_p99(text: &str, name: &str) -> f64 {
 }
 
 fn main() {
+    // As `streamtally` does first: the producer and the ceiling's consumer below allocate
+    // through the C allocator too.
+    streamtally::tune_c_allocator();
     let n = arg("--events", 1_000_000);
     let stats = switch("stats", true);
     let broker = broker::TestBroker::end_to_end();

@@ -52,3 +52,35 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[no_mangle]
 pub static _rjem_malloc_conf: &[u8; 60] =
     b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+/// Tunes the C allocator, which librdkafka uses (Rust code allocates through jemalloc):
+/// allocations from 128 KiB up are mapped and unmapped on their own, and at most two
+/// arenas are kept. With glibc's defaults the mmap threshold rises to the size of the
+/// largest block freed, so librdkafka's ~1 MiB fetch buffers came from the heap and
+/// stayed there after they were freed, in one arena per thread: peak RSS 480-508 MB in
+/// `cargo bench --bench ingest -- --events 2000000 --ids v4`, 459 MB with this
+/// (2026-12-04, one run each; `GLIBC_TUNABLES` set the same). Called once, before a
+/// Kafka client is created; `MALLOC_ARENA_MAX` and `GLIBC_TUNABLES` still override it.
+pub fn tune_c_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let from_env = [
+                "MALLOC_ARENA_MAX",
+                "MALLOC_MMAP_THRESHOLD_",
+                "GLIBC_TUNABLES",
+            ]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+            if from_env {
+                return;
+            }
+            // SAFETY: mallopt only sets glibc malloc parameters; it is thread-safe.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+        });
+    }
+}

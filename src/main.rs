@@ -275,6 +275,7 @@ fn init_tracing(cfg: &Config) {
 }
 
 fn main() -> ExitCode {
+    streamtally::tune_c_allocator();
     let cli = Cli::parse();
     let cfg = match load_config(&cli) {
         Ok(c) => c,

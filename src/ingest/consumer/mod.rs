@@ -115,6 +115,7 @@ impl Ingest {
     }
 
     fn consumer(&self) -> Result<BaseConsumer<IngestContext>, IngestError> {
+        crate::tune_c_allocator();
         let mut cc = rdkafka::ClientConfig::new();
         for (k, v) in self.shared.cfg.kafka.consumer_properties() {
             cc.set(k, v);
