@@ -6,6 +6,7 @@
 //! stats workers write what they applied and stop; the store is closed last. A task that
 //! fails cancels the token too, and its error becomes the process's.
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::gateway::{self, GatewayState};
 use crate::ingest::Ingest;
@@ -73,12 +74,15 @@ pub fn serve(
         let _runtime = services.handle().enter();
         stop_signal()
     };
-    let ingest = Ingest::new(
+    let mut ingest = Ingest::new(
         cfg.clone(),
         store.clone(),
         metrics.clone(),
         shutdown.clone(),
     );
+    if let Some(cluster) = &services.cluster {
+        ingest = ingest.with_cluster(cluster.clone());
+    }
     let ingest_thread = std::thread::Builder::new()
         .name("ingest".into())
         .spawn(move || ingest.run())
@@ -166,6 +170,8 @@ pub struct Services {
     gateway_task:
         tokio::task::JoinHandle<Result<Result<(), gateway::GatewayError>, tokio::task::JoinError>>,
     workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    /// The group's membership (`[scale_out]` enabled), for ingest to tell its partitions.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Services {
@@ -198,17 +204,28 @@ impl Services {
         // WebSocket sessions drain it once per push interval: room for many intervals' worth
         // of the real-time worker's batches (one per feed read, tens per second when busy).
         let (live, _) = tokio::sync::broadcast::channel(4096);
-        let app = gateway::router(
-            GatewayState::new(
-                store.clone(),
-                StatsReader::new(store.clone()),
-                cfg.clone(),
-                metrics.clone(),
-            )
-            .with_live(live.clone())
-            .with_shutdown(shutdown.clone())
-            .with_sessions(sessions.clone()),
-        );
+        let mut workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        let mut state = GatewayState::new(
+            store.clone(),
+            StatsReader::new(store.clone()),
+            cfg.clone(),
+            metrics.clone(),
+        )
+        .with_live(live.clone())
+        .with_shutdown(shutdown.clone())
+        .with_sessions(sessions.clone());
+        let cluster = if cfg.scale_out.enabled {
+            let cluster = Cluster::new(&cfg, gateway_addr);
+            workers.extend(
+                crate::cluster::start(&cfg, cluster.clone(), shutdown.clone())
+                    .context("starting the group's membership ([scale_out])")?,
+            );
+            state = state.with_cluster(cluster.clone());
+            Some(cluster)
+        } else {
+            None
+        };
+        let app = gateway::router(state);
         let on_gateway_error = shutdown.clone();
         let gateway_task = runtime.spawn(gateway::serve(
             listener,
@@ -224,7 +241,6 @@ impl Services {
             result
         });
 
-        let mut workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         if cfg.stats.enabled {
             let rollups = RollupWorker::new(store.clone(), rollup_options(&cfg))
                 .context("starting the rollup worker")?
@@ -269,6 +285,7 @@ impl Services {
             sessions,
             gateway_task,
             workers,
+            cluster,
         })
     }
 

@@ -20,6 +20,7 @@
 pub mod app;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 #[cfg(feature = "fault-injection")]

@@ -54,6 +54,10 @@ pub struct GatewayConfig {
     /// accepted and closed at once (counted in `streamtally_gateway_connections_refused_total`).
     /// Each takes a file descriptor: keep it under the process's open-files limit.
     pub max_connections: u64,
+    /// The URL other instances of the group reach this gateway at (`http://host:port` or
+    /// `https://...`), announced with `[scale_out]`; empty = `http://<host name>:<listen
+    /// port>`.
+    pub advertised_url: String,
 }
 
 fn default_listen() -> SocketAddr {
@@ -105,6 +109,7 @@ impl Default for GatewayConfig {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
             max_connections: default_max_connections(),
+            advertised_url: String::new(),
         }
     }
 }

@@ -7,8 +7,8 @@
 //! [`Config::load`] and hands the sections to ingest, store, stats, gateway and metrics;
 //! this module talks to nothing else.
 //!
-//! The files: `kafka`, `store` (store, batching, stats) and `gateway` (gateway, auth,
-//! metrics) hold the sections' structs with their defaults and the typed options callers
+//! The files: `kafka`, `store` (store, batching, stats), `gateway` (gateway, auth,
+//! metrics) and `scale_out` hold the sections' structs with their defaults and the typed options callers
 //! read (`Duration`, `NonZeroUsize`); `validate` holds the rules that make those options
 //! safe to read without a clamp; `layers` the loader; `error` what can go wrong.
 
@@ -17,6 +17,7 @@ mod gateway;
 mod kafka;
 mod layers;
 mod rules;
+mod scale_out;
 mod store;
 mod validate;
 
@@ -33,6 +34,7 @@ pub use kafka::{AutoOffsetReset, DeadLetterConfig, DeadLetterPolicy, KafkaConfig
 #[cfg(test)]
 use layers::defaults_table;
 pub use layers::ConfigSource;
+pub use scale_out::{host_name, ScaleOutConfig};
 pub use store::{BatchingConfig, RetentionConfig, StatsConfig, StoreConfig};
 
 /// Prefix of the environment variables that override settings:
@@ -65,6 +67,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Several connectors in one consumer group.
+    pub scale_out: ScaleOutConfig,
 }
 
 /// `[log]`.

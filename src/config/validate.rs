@@ -13,6 +13,7 @@ use super::rules::{
     assignment_strategy_problem, brokers_problem, cors_origin_problem, log_level_problem,
     topic_name_problem,
 };
+use super::scale_out::{MAX_ANNOUNCE_INTERVAL_MS, MIN_ANNOUNCE_INTERVAL_MS};
 use super::store::{MIN_CHECKPOINT_INTERVAL_MS, REQUIRED_REALTIME_WINDOW_S};
 use super::{parse_sha256_hex, Config, ConfigError, DeadLetterPolicy};
 
@@ -47,6 +48,7 @@ impl Config {
         self.validate_gateway(&mut p);
         self.validate_auth(&mut p);
         self.validate_metrics_and_log(&mut p);
+        self.validate_scale_out(&mut p);
         if p.is_empty() {
             Ok(())
         } else {
@@ -416,6 +418,66 @@ impl Config {
             p.push(format!("log.level {:?}: {problem}", self.log.level));
         }
     }
+
+    fn validate_scale_out(&self, p: &mut Vec<String>) {
+        let s = &self.scale_out;
+        let url = &self.gateway.advertised_url;
+        if !url.is_empty() {
+            if let Some(problem) = advertised_url_problem(url) {
+                p.push(format!("gateway.advertised_url {url:?}: {problem}"));
+            }
+        }
+        let ms = s.announce_interval_ms;
+        if !(MIN_ANNOUNCE_INTERVAL_MS..=MAX_ANNOUNCE_INTERVAL_MS).contains(&ms) {
+            p.push(format!(
+                "scale_out.announce_interval_ms {ms}: must be within \
+                 {MIN_ANNOUNCE_INTERVAL_MS}..={MAX_ANNOUNCE_INTERVAL_MS}"
+            ));
+        }
+        let id = &s.instance_id;
+        if id.chars().count() > 200 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            p.push(format!(
+                "scale_out.instance_id {id:?}: at most 200 characters, no spaces or control \
+                 characters"
+            ));
+        }
+        if !s.enabled {
+            return;
+        }
+        let topic = s.members_topic(&self.kafka.group_id);
+        if let Some(problem) = topic_name_problem(&topic) {
+            if s.members_topic.is_empty() {
+                p.push(format!(
+                    "scale_out.members_topic (empty: \"<kafka.group_id>.members\" = {topic:?}): \
+                     {problem}; set scale_out.members_topic"
+                ));
+            } else {
+                p.push(format!("scale_out.members_topic {topic:?}: {problem}"));
+            }
+        }
+        let source = self.kafka.topics.contains(&topic);
+        if source {
+            p.push(format!(
+                "scale_out.members_topic {topic:?} is also in kafka.topics: announcements are \
+                 not events"
+            ));
+        }
+    }
+}
+
+/// Why `url` cannot be a gateway's advertised URL, if it cannot.
+fn advertised_url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Some("must start with http:// or https://");
+    };
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() || host.contains(['/', '?', '#']) || host.contains(char::is_whitespace) {
+        return Some("must be scheme://host[:port] (no path)");
+    }
+    None
 }
 
 /// Refuses `value` below `min`, naming the key, the value, the allowed range and why.

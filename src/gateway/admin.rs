@@ -67,6 +67,22 @@ pub async fn delete_user_events(
     })))
 }
 
+/// `GET /api/v1/cluster`: the group's instances and which one owns each partition
+/// (`[scale_out]`; see `crate::cluster`). `{"enabled":false}` when scale-out is off.
+pub async fn cluster(
+    State(st): State<GatewayState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Json_>, ApiError> {
+    admin_only(st.auth.principal(&headers)?, "the cluster's membership")?;
+    let Some(cluster) = &st.cluster else {
+        return Ok(Json(json!({ "enabled": false })));
+    };
+    let mut answer = serde_json::to_value(cluster.snapshot())
+        .map_err(|e| ApiError::internal("the cluster's membership", e))?;
+    answer["enabled"] = json!(true);
+    Ok(Json(answer))
+}
+
 /// `POST /api/v1/admin/backup` body `{"dir": "/absolute/path"}`: a consistent copy of the
 /// running store in `dir` (new or empty, on the connector's machine; see `store::backup`).
 pub async fn backup(

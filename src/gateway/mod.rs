@@ -69,6 +69,8 @@ pub struct GatewayState {
     pub push_cache: ws::PushCache,
     /// Where WebSocket sessions run once upgraded (see [`ws::Sessions`]).
     pub sessions: ws::Sessions,
+    /// The group's membership (`[scale_out]` enabled).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl GatewayState {
@@ -83,7 +85,14 @@ impl GatewayState {
             live: tokio::sync::broadcast::channel(1).0,
             shutdown: CancellationToken::new(),
             sessions: ws::Sessions::default(),
+            cluster: None,
         }
+    }
+
+    /// Answer `GET /api/v1/cluster` from `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Run WebSocket sessions on `sessions` (and wait for them through it at shutdown).
@@ -196,6 +205,7 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
             axum::routing::delete(admin::delete_user_events),
         )
         .route("/api/v1/admin/backup", axum::routing::post(admin::backup))
+        .route("/api/v1/cluster", get(admin::cluster))
         .route(
             &format!("{org}/dashboards"),
             get(dashboards::list).post(dashboards::create),

@@ -133,6 +133,11 @@ impl Ledger {
         self.assigned.len()
     }
 
+    /// The partitions held now.
+    pub fn assigned(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.assigned.keys()
+    }
+
     /// Whether a fetched record is read, and whether offsets were skipped before it.
     pub fn observe(&mut self, tp: &TopicPartition, offset: i64) -> Seen {
         let Some(start) = self.assigned.get(tp) else {

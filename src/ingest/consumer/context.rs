@@ -111,6 +111,9 @@ impl IngestContext {
             let start = ledger.assign(&tps, &stored, Instant::now());
             let n = ledger.assigned_count() as i64;
             self.shared.metrics.assigned_partitions.set(n);
+            if let Some(cluster) = &self.shared.cluster {
+                cluster.set_local(ledger.assigned().cloned());
+            }
             start
         };
         for ((topic, p), next) in &start {
@@ -145,6 +148,9 @@ impl IngestContext {
             ledger.revoke(&tps);
             let n = ledger.assigned_count() as i64;
             self.shared.metrics.assigned_partitions.set(n);
+            if let Some(cluster) = &self.shared.cluster {
+                cluster.set_local(ledger.assigned().cloned());
+            }
             // A dead letter of a revoked partition is sent by its next owner (the partition
             // did not move past the record).
             if let Some(d) = self.shared.dead_letters.lock().as_mut() {

@@ -71,6 +71,8 @@ struct Shared {
     /// what they are for).
     tickets: Mutex<VecDeque<(BatchId, WriteTicket)>>,
     claims: Mutex<IdClaims>,
+    /// The group's membership, told of every change of the partitions held (`[scale_out]`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Dead letters under way (set by `run`: creating the producer can fail).
     dead_letters: Mutex<Option<DeadLetterQueue>>,
     /// A failure inside a rebalance callback, reported by the poll loop.
@@ -106,12 +108,21 @@ impl Ingest {
                 ledger: Mutex::new(Ledger::new()),
                 tickets: Mutex::new(VecDeque::new()),
                 claims: Mutex::new(IdClaims::default()),
+                cluster: None,
                 dead_letters: Mutex::new(None),
                 callback_error: Mutex::new(None),
                 #[cfg(feature = "fault-injection")]
                 durable_batches: std::sync::atomic::AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Tells `cluster` the partitions held after every rebalance.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Ingest {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.cluster = Some(cluster);
+        }
+        self
     }
 
     fn consumer(&self) -> Result<BaseConsumer<IngestContext>, IngestError> {
