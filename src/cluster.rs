@@ -277,14 +277,14 @@ impl Cluster {
 /// The membership's two threads, named; they stop when `shutdown` is cancelled.
 pub type Threads = Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>;
 
-/// Creates the members topic if missing, then starts announcing and reading.
+/// Starts announcing (after creating the members topic if it is missing, retrying while
+/// the brokers cannot be reached, as ingest does) and reading.
 pub fn start(
     cfg: &Config,
     cluster: Arc<Cluster>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Threads> {
     use anyhow::Context;
-    create_members_topic(cfg, &cluster.topic)?;
     let producer: BaseProducer = producer_config(cfg).create().with_context(|| {
         format!(
             "creating the members topic's producer for {}",
@@ -307,10 +307,25 @@ pub fn start(
         crate::config::Subscription::Topics(t) => t,
         crate::config::Subscription::Regex(_) => Vec::new(),
     };
-    let (c1, s1) = (cluster.clone(), shutdown.clone());
+    let (c1, s1, cfg1) = (cluster.clone(), shutdown.clone(), cfg.clone());
     let announce = std::thread::Builder::new()
         .name("cluster-announce".into())
-        .spawn(move || announce_loop(&c1, &producer, &s1))?;
+        .spawn(move || {
+            let mut wait = Duration::from_millis(500);
+            while let Err(e) = create_members_topic(&cfg1, &c1.topic) {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                    "the members topic is not there yet");
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    if s1.is_cancelled() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            announce_loop(&c1, &producer, &s1)
+        })?;
     let read = std::thread::Builder::new()
         .name("cluster-read".into())
         .spawn(move || read_loop(&cluster, &consumer, &topics, &shutdown))?;
@@ -337,7 +352,9 @@ fn create_members_topic(cfg: &Config, topic: &str) -> anyhow::Result<()> {
             anyhow::anyhow!("creating the admin client for {}: {e}", cfg.kafka.brokers)
         })?;
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(5)));
     let results = futures::executor::block_on(admin.create_topics([&new], &opts))
         .map_err(|e| anyhow::anyhow!("creating the members topic {topic:?}: {e}"))?;
     for r in results {

@@ -176,6 +176,46 @@ fn three_instances_agree_on_partition_owners_through_a_kill_a_restart_and_a_clea
     }
 }
 
+/// Brokers down at start: the connector starts anyway (as ingest does), answers that it
+/// knows no owner yet, and keeps trying to create the members topic.
+#[test]
+fn an_instance_started_without_a_reachable_broker_runs_and_says_the_group_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("streamtally.log");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut i = Instance {
+        id: "lonely",
+        port: free_port(),
+        dir: dir.path().join("store"),
+        child: None,
+    };
+    start(&dead, "events", "g", &mut i, &log);
+    let t = Instant::now();
+    let answer = loop {
+        if let Some(v) = cluster(i.port) {
+            break v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no gateway: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(answer["enabled"], true);
+    assert_eq!(answer["complete"], false);
+    assert_eq!(answer["instances"], serde_json::json!([]));
+    let child = i.child.as_mut().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it exited: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let status = sigterm(child);
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn scale_out_settings_are_checked_naming_the_key_and_the_value() {
     let dir = tempfile::tempdir().unwrap();
