@@ -374,7 +374,8 @@ fn announce_loop(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut seq = 0u64;
-    let mut last = Instant::now() - cluster.interval;
+    // The first announcement goes at once: the local partitions start out changed.
+    let mut last = Instant::now();
     loop {
         let partitions = {
             let mut local = cluster.local.lock();
@@ -424,10 +425,10 @@ fn read_loop(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut assigned = false;
-    let mut metadata_read = Instant::now() - Duration::from_secs(60);
+    let mut metadata_read: Option<Instant> = None;
     while !shutdown.is_cancelled() {
-        if metadata_read.elapsed() >= Duration::from_secs(5) {
-            metadata_read = Instant::now();
+        if metadata_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            metadata_read = Some(Instant::now());
             read_partitions(cluster, consumer, topics);
         }
         if !assigned {
