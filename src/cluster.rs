@@ -15,6 +15,7 @@
 //! assignment, no group).
 
 use crate::config::Config;
+use crate::ingest::deadletter::producer_config;
 use parking_lot::{Condvar, Mutex, RwLock};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -332,38 +333,18 @@ pub fn start(
     Ok(vec![("cluster-announce", announce), ("cluster-read", read)])
 }
 
-fn producer_config(cfg: &Config) -> rdkafka::ClientConfig {
-    let mut cc = rdkafka::ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.kafka.brokers);
-    cc.set("linger.ms", "0");
-    for (k, v) in &cfg.kafka.client {
-        if crate::ingest::deadletter::applies_to_producer(k) {
-            cc.set(k, v);
-        }
-    }
-    cc
-}
-
 fn create_members_topic(cfg: &Config, topic: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::types::RDKafkaErrorCode;
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        producer_config(cfg).create().map_err(|e| {
-            anyhow::anyhow!("creating the admin client for {}: {e}", cfg.kafka.brokers)
-        })?;
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(5)));
-    let results = futures::executor::block_on(admin.create_topics([&new], &opts))
-        .map_err(|e| anyhow::anyhow!("creating the members topic {topic:?}: {e}"))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => anyhow::bail!("creating the members topic {topic:?}: {code}"),
-        }
-    }
-    Ok(())
+    crate::produce::create_topic_if_missing(&producer_config(cfg), &new, &opts).map_err(|e| {
+        anyhow::anyhow!(
+            "creating the members topic {topic:?} on {}: {e}",
+            cfg.kafka.brokers
+        )
+    })
 }
 
 /// Announces at every change of the local partitions and every interval; a last

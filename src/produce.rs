@@ -401,17 +401,25 @@ fn create_topic(
         brokers: opts.brokers.clone(),
         reason,
     };
-    let admin: AdminClient<DefaultClientContext> =
-        config.create().map_err(|e| failed(e.to_string()))?;
     // -1: the broker's default.replication.factor.
     let topic = NewTopic::new(&opts.topic, partitions, TopicReplication::Fixed(-1));
     let admin_opts = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = futures::executor::block_on(admin.create_topics([&topic], &admin_opts))
-        .map_err(|e| failed(e.to_string()))?;
+    create_topic_if_missing(config, &topic, &admin_opts).map_err(failed)
+}
+
+/// Creates `topic` unless it exists; why not, as text.
+pub fn create_topic_if_missing(
+    config: &ClientConfig,
+    topic: &NewTopic<'_>,
+    opts: &AdminOptions,
+) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
+    let results = futures::executor::block_on(admin.create_topics([topic], opts))
+        .map_err(|e| e.to_string())?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(failed(code.to_string())),
+            Err((_, code)) => return Err(code.to_string()),
         }
     }
     Ok(())

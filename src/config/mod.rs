@@ -8,9 +8,10 @@
 //! this module talks to nothing else.
 //!
 //! The files: `kafka`, `store` (store, batching, stats), `gateway` (gateway, auth,
-//! metrics) and `scale_out` hold the sections' structs with their defaults and the typed options callers
-//! read (`Duration`, `NonZeroUsize`); `validate` holds the rules that make those options
-//! safe to read without a clamp; `layers` the loader; `error` what can go wrong.
+//! metrics) and `scale_out` hold the sections' structs with their defaults and the typed
+//! options callers read (`Duration`, `NonZeroUsize`); `validate` holds the rules that make
+//! those options safe to read without a clamp; `layers` the loader; `error` what can go
+//! wrong.
 
 mod error;
 mod gateway;

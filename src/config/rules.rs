@@ -75,14 +75,25 @@ pub(super) fn cors_origin_problem(origin: &str) -> Option<&'static str> {
     if origin == "*" {
         return None;
     }
-    let Some(rest) = origin
+    match scheme_host_problem(origin)? {
+        NOT_HTTP => Some("must be \"*\" or start with http:// or https://"),
+        _ => Some("must be scheme://host[:port] without a path or trailing slash"),
+    }
+}
+
+/// [`scheme_host_problem`]'s answer for a URL of another scheme.
+const NOT_HTTP: &str = "must start with http:// or https://";
+
+/// Why `url` is not `http://host[:port]` or `https://host[:port]`, if it is not.
+pub(super) fn scheme_host_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url
         .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
+        .or_else(|| url.strip_prefix("http://"))
     else {
-        return Some("must be \"*\" or start with http:// or https://");
+        return Some(NOT_HTTP);
     };
     if rest.is_empty() || rest.contains(['/', '?', '#']) || rest.contains(char::is_whitespace) {
-        return Some("must be scheme://host[:port] without a path or trailing slash");
+        return Some("must be scheme://host[:port] without a path");
     }
     None
 }

@@ -11,7 +11,7 @@ use super::gateway::{MIN_PUSH_INTERVAL_MS, MIN_WS_PING_INTERVAL_MS};
 use super::kafka::default_topics;
 use super::rules::{
     assignment_strategy_problem, brokers_problem, cors_origin_problem, log_level_problem,
-    topic_name_problem,
+    scheme_host_problem, topic_name_problem,
 };
 use super::scale_out::{MAX_ANNOUNCE_INTERVAL_MS, MIN_ANNOUNCE_INTERVAL_MS};
 use super::store::{MIN_CHECKPOINT_INTERVAL_MS, REQUIRED_REALTIME_WINDOW_S};
@@ -423,7 +423,9 @@ impl Config {
         let s = &self.scale_out;
         let url = &self.gateway.advertised_url;
         if !url.is_empty() {
-            if let Some(problem) = advertised_url_problem(url) {
+            // One trailing slash is taken (it is dropped when announced).
+            let base = url.strip_suffix('/').unwrap_or(url);
+            if let Some(problem) = scheme_host_problem(base) {
                 p.push(format!("gateway.advertised_url {url:?}: {problem}"));
             }
         }
@@ -463,21 +465,6 @@ impl Config {
             ));
         }
     }
-}
-
-/// Why `url` cannot be a gateway's advertised URL, if it cannot.
-fn advertised_url_problem(url: &str) -> Option<&'static str> {
-    let Some(rest) = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-    else {
-        return Some("must start with http:// or https://");
-    };
-    let host = rest.strip_suffix('/').unwrap_or(rest);
-    if host.is_empty() || host.contains(['/', '?', '#']) || host.contains(char::is_whitespace) {
-        return Some("must be scheme://host[:port] (no path)");
-    }
-    None
 }
 
 /// Refuses `value` below `min`, naming the key, the value, the allowed range and why.

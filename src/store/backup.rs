@@ -6,9 +6,9 @@
 //! commit gate) and every logged commit is applied; the store checkpoints, the ORMDB
 //! database is copied tree by tree, the change feed's segment files and the WAL segments
 //! (which then hold only the records of blocks still resident) are copied, and the block
-//! files registered since the first pass are linked. The copy is thus the store as of one commit: rows, blocks, consumer offsets
-//! and feed cursors together, so a connector started on it resumes with nothing lost or
-//! stored twice. Its files are fsynced before the call returns.
+//! files registered since the first pass are linked. The copy is thus the store as of one
+//! commit: rows, blocks, consumer offsets and feed cursors together, so a connector started
+//! on it resumes with nothing lost or stored twice. Its files are fsynced before the call returns.
 
 use super::{Inner, Store, StoreError};
 use std::collections::BTreeSet;

@@ -95,6 +95,20 @@ const CONSUMER_ONLY_PROPERTIES: &[&str] = &[
     "consume.callback.max.messages",
 ];
 
+/// A producer's settings: the brokers, no lingering, and the `[kafka.client]` properties
+/// that apply to producers (the dead-letter producer's, and the members topic's).
+pub fn producer_config(cfg: &Config) -> rdkafka::ClientConfig {
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.kafka.brokers);
+    cc.set("linger.ms", "0");
+    for (k, v) in &cfg.kafka.client {
+        if applies_to_producer(k) {
+            cc.set(k, v);
+        }
+    }
+    cc
+}
+
 /// Whether `[kafka.client]` property `key` is passed to the dead-letter producer.
 pub fn applies_to_producer(key: &str) -> bool {
     !CONSUMER_ONLY_PROPERTIES.contains(&key)
@@ -212,14 +226,7 @@ impl DeadLetters {
     pub fn new(cfg: &Config) -> Result<DeadLetters, IngestError> {
         let max_bytes = producer_max_bytes(cfg);
         let producer = if cfg.kafka.dead_letter.policy == DeadLetterPolicy::Topic {
-            let mut cc = rdkafka::ClientConfig::new();
-            cc.set("bootstrap.servers", &cfg.kafka.brokers);
-            cc.set("linger.ms", "0");
-            for (k, v) in &cfg.kafka.client {
-                if applies_to_producer(k) {
-                    cc.set(k, v);
-                }
-            }
+            let mut cc = producer_config(cfg);
             cc.set("message.max.bytes", max_bytes.to_string());
             cc.set("enable.idempotence", "true");
             cc.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
