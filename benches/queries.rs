@@ -3,17 +3,21 @@
 //! (the ingest write path without Kafka: durable batches of 1000 from 4 writer threads, each
 //! event generated when its batch is built, so memory does not grow with N), the stats
 //! workers catch up (timed), then each dashboard query runs 200 times. The last stdout line
-//! is JSON.
+//! is JSON. `--per-partition N`: the events spread over N partitions and the rollups kept per
+//! partition (as a scaled-out group keeps them, `scale_out.enabled`), every query merging
+//! the N partitions' rows (the most one instance reads: the whole group's partitions);
+//! the JSON then says `"partitions":N` (0: one row for the whole store).
 
 #[path = "support/mod.rs"]
 mod common;
-use common::{arg, event_batch, peak_rss_mb, percentile};
+use common::{arg, event_batch_over, peak_rss_mb, percentile};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use streamtally::schema::Schema;
-use streamtally::stats::query::{Granularity, StatsReader};
+use streamtally::stats::bucket::Source;
+use streamtally::stats::query::{Granularity, Sources, StatsReader};
 use streamtally::stats::realtime::{RealtimeOptions, RealtimeWorker, SystemClock};
 use streamtally::stats::rollup::{RollupOptions, RollupWorker};
 use streamtally::store::{Store, StoreOptions};
@@ -27,6 +31,8 @@ const DAY_US: i64 = 86_400_000_000;
 fn main() {
     let events = arg("--events", 1_000_000);
     let days = arg("--days", 30) as u32;
+    let partitions = arg("--per-partition", 0);
+    let per_partition = partitions > 0;
     let schema = Schema::parse(include_str!("../schema.ormdb")).expect("schema.ormdb parses");
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = SynthConfig {
@@ -39,6 +45,15 @@ fn main() {
         .build()
         .expect("runtime");
 
+    // Rows per partition from the start, as a scaled-out group keeps them.
+    rt.block_on(streamtally::stats::rebuild::switch_layout(
+        &store,
+        per_partition,
+        10_000,
+        &indicatif::ProgressBar::hidden(),
+    ))
+    .expect("rollup keying");
+
     // Ingest: WRITERS threads write 1000-event batches durably.
     let started = Instant::now();
     let next = std::sync::atomic::AtomicU64::new(0);
@@ -50,7 +65,12 @@ fn main() {
                 if from >= events {
                     break;
                 }
-                let batch = event_batch(&cfg, from, (from + BATCH).min(events));
+                let batch = event_batch_over(
+                    &cfg,
+                    from,
+                    (from + BATCH).min(events),
+                    if per_partition { partitions } else { 6 },
+                );
                 store.write_blocking(batch).expect("durable batch write");
                 if (from + BATCH).is_multiple_of(100_000) {
                     eprintln!(
@@ -69,8 +89,11 @@ fn main() {
     );
 
     // Stats catch-up: the rollup worker applies the whole feed from its cursor.
-    let mut rollups =
-        RollupWorker::new(store.clone(), RollupOptions::default()).expect("rollup worker");
+    let opts = RollupOptions {
+        per_partition,
+        ..RollupOptions::default()
+    };
+    let mut rollups = RollupWorker::new(store.clone(), opts).expect("rollup worker");
     let started = Instant::now();
     let applied = rt.block_on(rollups.catch_up()).expect("catch up");
     let catchup = started.elapsed().as_secs_f64();
@@ -88,7 +111,13 @@ fn main() {
     .expect("realtime worker");
     rt.block_on(realtime.replay()).expect("realtime replay");
 
-    let reader = StatsReader::new(store.clone());
+    let mut reader = StatsReader::new(store.clone());
+    if per_partition {
+        let all: Vec<Source> = (0..partitions as i32)
+            .map(|p| Source::new("events", p))
+            .collect();
+        reader = reader.with_sources(Arc::new(move || Sources::Partitions(all.clone())));
+    }
     let now = chrono::Utc::now().timestamp_micros();
     let today = now.div_euclid(DAY_US) * DAY_US;
     let orgs: Vec<[u8; 16]> = (0..cfg.orgs).map(|o| cfg.org_id(o)).collect();
@@ -177,7 +206,7 @@ fn main() {
         format!("{{{}}}", parts.join(","))
     };
     println!(
-        "{{\"bench\":\"queries\",\"events\":{events},\"catchup_events_per_sec\":{:.0},\"p50_ms\":{},\"p99_ms\":{}}}",
+        "{{\"bench\":\"queries\",\"events\":{events},\"partitions\":{partitions},\"catchup_events_per_sec\":{:.0},\"p50_ms\":{},\"p99_ms\":{}}}",
         catchup_eps,
         json(&p50),
         json(&p99)

@@ -12,7 +12,8 @@ use crate::gateway::{self, GatewayState};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::schema::Schema;
-use crate::stats::query::StatsReader;
+use crate::stats::bucket::Source;
+use crate::stats::query::{Sources, StatsReader};
 use crate::stats::realtime::{RealtimeOptions, RealtimeWorker, SystemClock};
 use crate::stats::rollup::{RollupOptions, RollupWorker};
 use crate::store::{Store, StoreOptions};
@@ -220,6 +221,16 @@ impl Services {
                 crate::cluster::start(&cfg, cluster.clone(), shutdown.clone())
                     .context("starting the group's membership ([scale_out])")?,
             );
+            // Rollups are kept per partition: answers read the partitions held now.
+            let held = cluster.clone();
+            state.stats = state.stats.with_sources(Arc::new(move || {
+                Sources::Partitions(
+                    held.local_partitions()
+                        .iter()
+                        .map(|(topic, partition)| Source::new(topic, *partition))
+                        .collect(),
+                )
+            }));
             state = state.with_cluster(cluster.clone());
             Some(cluster)
         } else {
@@ -242,6 +253,7 @@ impl Services {
         });
 
         if cfg.stats.enabled {
+            switch_rollup_layout(&cfg, &store)?;
             let rollups = RollupWorker::new(store.clone(), rollup_options(&cfg))
                 .context("starting the rollup worker")?
                 .with_metrics(metrics.clone());
@@ -344,12 +356,50 @@ impl Services {
     }
 }
 
+/// Recomputes the rollups from the raw events when they are keyed otherwise than this
+/// configuration keeps them (`scale_out.enabled` switched on or off since the last run);
+/// before ingest writes anything.
+fn switch_rollup_layout(cfg: &Config, store: &Store) -> anyhow::Result<()> {
+    let per_partition = cfg.scale_out.enabled;
+    if crate::stats::rebuild::stored_per_partition(store)? == per_partition {
+        return Ok(());
+    }
+    let events = store.count(&crate::store::Query::new("Event"))?;
+    tracing::info!(
+        events,
+        per_partition,
+        "stats: the rollups are keyed otherwise than [scale_out] asks; recomputing them from the stored events"
+    );
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt
+        .block_on(crate::stats::rebuild::switch_layout(
+            store,
+            per_partition,
+            cfg.stats.unique_exact_threshold,
+            &indicatif::ProgressBar::hidden(),
+        ))
+        .context("recomputing the rollups for [scale_out]")?;
+    if let Some(r) = report {
+        tracing::info!(
+            rows = r.written,
+            removed = r.deleted,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "stats: rollups recomputed"
+        );
+    }
+    Ok(())
+}
+
 /// The rollup worker's options from `[stats]`.
 pub fn rollup_options(cfg: &Config) -> RollupOptions {
     RollupOptions {
         exact_threshold: cfg.stats.unique_exact_threshold,
         flush_interval: cfg.stats.rollup_flush_interval(),
         keep_days: cfg.store.retention.rollups_days(),
+        per_partition: cfg.scale_out.enabled,
         ..RollupOptions::default()
     }
 }

@@ -58,6 +58,10 @@ pub struct Announcement {
 pub struct ClaimedPartition {
     pub topic: String,
     pub partition: i32,
+    /// While it restores its history: the offsets it still reads (absent once it holds it
+    /// whole, and from releases before restores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_lag: Option<i64>,
 }
 
 /// An announcement and when it was made, by this process's clock.
@@ -77,6 +81,8 @@ pub struct Cluster {
     /// The partitions this instance holds, and whether that changed since the last
     /// announcement.
     local: Mutex<(BTreeSet<TopicPartition>, bool)>,
+    /// Of those, the ones restoring their history, with their restore lag.
+    restoring: Mutex<BTreeMap<TopicPartition, i64>>,
     wake: Condvar,
     heard: RwLock<BTreeMap<String, Heard>>,
     /// Partitions of the subscription's topics, from the broker's metadata.
@@ -104,6 +110,9 @@ pub struct PartitionView {
     /// The owner (`Owned` only).
     pub owner: Option<String>,
     pub url: Option<String>,
+    /// The owner is restoring the partition's history: the offsets it still reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_lag: Option<i64>,
     /// Every live instance claiming it.
     pub claimants: Vec<String>,
 }
@@ -150,6 +159,7 @@ impl Cluster {
             interval: cfg.scale_out.announce_interval(),
             started_at_ms: chrono::Utc::now().timestamp_millis(),
             local: Mutex::new((BTreeSet::new(), true)),
+            restoring: Mutex::new(BTreeMap::new()),
             wake: Condvar::new(),
             heard: RwLock::new(BTreeMap::new()),
             known: RwLock::new(BTreeSet::new()),
@@ -166,6 +176,28 @@ impl Cluster {
         let mut local = self.local.lock();
         *local = (partitions.into_iter().collect(), true);
         self.wake.notify_all();
+    }
+
+    /// Ingest's partitions restoring their history, with their restore lag; a partition
+    /// that starts or finishes restoring is announced at once.
+    pub fn set_restoring(&self, list: &[(TopicPartition, i64)]) {
+        let mut restoring = self.restoring.lock();
+        if restoring.is_empty() && list.is_empty() {
+            return;
+        }
+        let changed =
+            restoring.len() != list.len() || list.iter().any(|(tp, _)| !restoring.contains_key(tp));
+        *restoring = list.iter().cloned().collect();
+        drop(restoring);
+        if changed {
+            self.local.lock().1 = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// The partitions this instance holds now (as ingest last told it).
+    pub fn local_partitions(&self) -> Vec<TopicPartition> {
+        self.local.lock().0.iter().cloned().collect()
     }
 
     /// How long an instance stays alive without a new announcement.
@@ -227,12 +259,19 @@ impl Cluster {
                     _ => Ownership::Moving,
                 };
                 let owner = (by.len() == 1).then(|| by[0]);
+                let restore_lag = owner.and_then(|a| {
+                    a.partitions
+                        .iter()
+                        .find(|p| p.topic == topic && p.partition == partition)
+                        .and_then(|p| p.restore_lag)
+                });
                 PartitionView {
-                    topic,
-                    partition,
                     state,
                     owner: owner.map(|a| a.instance.clone()),
                     url: owner.map(|a| a.url.clone()),
+                    restore_lag,
+                    topic,
+                    partition,
                     claimants: by.iter().map(|a| a.instance.clone()).collect(),
                 }
             })
@@ -257,6 +296,7 @@ impl Cluster {
     }
 
     fn announcement(&self, seq: u64, partitions: &BTreeSet<TopicPartition>) -> Announcement {
+        let restoring = self.restoring.lock();
         Announcement {
             instance: self.me.clone(),
             url: self.url.clone(),
@@ -265,9 +305,10 @@ impl Cluster {
             at_ms: chrono::Utc::now().timestamp_millis(),
             partitions: partitions
                 .iter()
-                .map(|(topic, partition)| ClaimedPartition {
-                    topic: topic.clone(),
-                    partition: *partition,
+                .map(|tp| ClaimedPartition {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    restore_lag: restoring.get(tp).copied(),
                 })
                 .collect(),
             leaving: false,

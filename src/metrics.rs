@@ -90,6 +90,9 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub flush_seconds: Histogram,
     pub partition_lag: Family<PartitionLabel, Gauge>,
+    /// Offsets a restoring partition still reads before it holds its whole history
+    /// (scale-out; docs/SCALE-OUT.md); no series once it has.
+    pub partition_restore_lag: Family<PartitionLabel, Gauge>,
     pub assigned_partitions: Gauge,
     pub paused_partitions: Gauge,
     pub backpressure_pauses: Counter,
@@ -100,6 +103,8 @@ pub struct Metrics {
     pub dead_letter_blocked_partitions: Gauge,
     /// The partitions waiting for a dead letter, for `/readyz`.
     blocked: parking_lot::Mutex<Vec<BlockedPartition>>,
+    /// Partitions restoring their history, with their restore lag.
+    restoring: parking_lot::Mutex<Vec<((String, i32), i64)>>,
     pub event_freshness_ms: Gauge,
     /// Newest stored event time (ms since epoch); freshness is now minus this.
     pub newest_event_ms: AtomicI64,
@@ -142,6 +147,7 @@ impl Metrics {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             partition_lag: Family::default(),
+            partition_restore_lag: Family::default(),
             assigned_partitions: Gauge::default(),
             paused_partitions: Gauge::default(),
             backpressure_pauses: Counter::default(),
@@ -151,6 +157,7 @@ impl Metrics {
             dead_letter_errors: Counter::default(),
             dead_letter_blocked_partitions: Gauge::default(),
             blocked: parking_lot::Mutex::new(Vec::new()),
+            restoring: parking_lot::Mutex::new(Vec::new()),
             event_freshness_ms: Gauge::default(),
             newest_event_ms: AtomicI64::new(0),
             last_flush_ok_ms: AtomicI64::new(0),
@@ -230,6 +237,11 @@ impl Metrics {
             "partition_lag_events",
             "High watermark minus stored position, per partition",
             self.partition_lag.clone(),
+        );
+        r.register(
+            "partition_restore_lag_events",
+            "Offsets a partition restoring its history (scale-out) still reads, per partition",
+            self.partition_restore_lag.clone(),
         );
         r.register(
             "assigned_partitions",
@@ -355,6 +367,34 @@ impl Metrics {
     pub fn set_blocked_partitions(&self, list: Vec<BlockedPartition>) {
         self.dead_letter_blocked_partitions.set(list.len() as i64);
         *self.blocked.lock() = list;
+    }
+
+    /// Replaces the partitions restoring their history and their restore lag.
+    pub fn set_restoring(&self, list: Vec<((String, i32), i64)>) {
+        let mut restoring = self.restoring.lock();
+        if restoring.is_empty() && list.is_empty() {
+            return;
+        }
+        let label = |(topic, p): &(String, i32)| PartitionLabel {
+            topic: topic.clone(),
+            partition: p.to_string(),
+        };
+        for (tp, _) in restoring.iter() {
+            if !list.iter().any(|(t, _)| t == tp) {
+                self.partition_restore_lag.remove(&label(tp));
+            }
+        }
+        for (tp, lag) in &list {
+            self.partition_restore_lag
+                .get_or_create(&label(tp))
+                .set(*lag);
+        }
+        *restoring = list;
+    }
+
+    /// The partitions restoring their history and their restore lag.
+    pub fn restoring(&self) -> Vec<((String, i32), i64)> {
+        self.restoring.lock().clone()
     }
 
     /// The partitions waiting for a dead letter.

@@ -922,7 +922,14 @@ mod tests {
             hourly.indexes,
             vec![
                 Index {
-                    fields: strings(&["org_id", "date", "hour", "event_type"]),
+                    fields: strings(&[
+                        "org_id",
+                        "date",
+                        "hour",
+                        "event_type",
+                        "topic",
+                        "partition"
+                    ]),
                     unique: true
                 },
                 Index {
@@ -970,9 +977,9 @@ mod tests {
         assert_eq!(
             constraints,
             vec![orm::ConstraintDef::unique_composite(
-                "HourlyStats_org_id_date_hour_event_type_unique",
+                "HourlyStats_org_id_date_hour_event_type_topic_partition_unique",
                 "HourlyStats",
-                ["org_id", "date", "hour", "event_type"],
+                ["org_id", "date", "hour", "event_type", "topic", "partition"],
             )]
         );
         let constraints = catalog.constraints_for("FeedCursor").unwrap();
@@ -1277,7 +1284,9 @@ mod tests {
                 "event_type",
                 "event_name",
                 "user_id",
-                "session_id"
+                "session_id",
+                "topic",
+                "partition"
             ])
         );
     }

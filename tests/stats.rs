@@ -12,9 +12,9 @@ use indicatif::ProgressBar;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use streamtally::stats::bucket::ALL_TYPES;
+use streamtally::stats::bucket::{Source, ALL_TYPES};
 use streamtally::stats::parts;
-use streamtally::stats::query::{Granularity, StatsReader};
+use streamtally::stats::query::{Granularity, Sources, StatsReader};
 use streamtally::stats::realtime::{
     ManualClock, RealtimeCounters, RealtimeOptions, RealtimeWorker,
 };
@@ -907,6 +907,7 @@ fn unique_sets_are_written_as_deltas_and_rewritten_whole_every_few_writes() {
         org: org_id(1),
         date: base.date_naive(),
         event_type: ALL_TYPES.into(),
+        source: None,
     }
     .row_id();
 
@@ -1203,4 +1204,324 @@ fn with_stats_disabled_the_workers_cursors_no_longer_keep_the_feed() {
     let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
     assert_eq!(rt().block_on(worker.catch_up()).unwrap(), 0);
     assert_equals_recomputation(&store, 10_000);
+}
+
+/// The source partition the per-partition tests give an event: one of 2 topics x 4
+/// partitions, from its id.
+fn source_of(e: &Ev) -> (String, i32) {
+    (format!("topic_{}", e.id[1] % 2), (e.id[0] % 4) as i32)
+}
+
+/// `e`'s row with its source partition set.
+fn sourced_row(e: &Ev) -> Row {
+    let (topic, partition) = source_of(e);
+    e.row()
+        .with("topic", Value::String(topic))
+        .with("partition", Value::Int32(partition))
+}
+
+fn all_sources() -> Vec<Source> {
+    (0..2)
+        .flat_map(|t| (0..4).map(move |p| Source::new(&format!("topic_{t}"), p)))
+        .collect()
+}
+
+fn reading(reader: &StatsReader, sources: Vec<Source>) -> StatsReader {
+    reader.with_sources(Arc::new(move || Sources::Partitions(sources.clone())))
+}
+
+/// Every answer of `a` equals `b`'s for `org` over the days from `base`.
+fn assert_same_answers(a: &StatsReader, b: &StatsReader, org: [u8; 16], base: DateTime<Utc>) {
+    let us = |t: DateTime<Utc>| t.timestamp_micros();
+    let end = base + chrono::Duration::days(3);
+    for g in [Granularity::Hour, Granularity::Day] {
+        for et in [None, Some("page")] {
+            assert_eq!(
+                a.timeseries(org, us(base), us(end), g, et).unwrap(),
+                b.timeseries(org, us(base), us(end), g, et).unwrap(),
+                "{g:?} {et:?}"
+            );
+        }
+    }
+    for day in 0..3 {
+        let date = (base + chrono::Duration::days(day)).date_naive();
+        assert_eq!(
+            a.top_events(org, date, 5).unwrap(),
+            b.top_events(org, date, 5).unwrap()
+        );
+    }
+    for (from_h, to_h) in [(0, 72), (13, 61), (5, 6), (30, 48)] {
+        let (from, to) = (
+            us(base + chrono::Duration::hours(from_h)),
+            us(base + chrono::Duration::hours(to_h)),
+        );
+        assert_eq!(
+            a.unique(org, from, to).unwrap(),
+            b.unique(org, from, to).unwrap()
+        );
+    }
+    let now = us(base + chrono::Duration::hours(40));
+    assert_eq!(
+        a.counters(org, &[300], now).unwrap(),
+        b.counters(org, &[300], now).unwrap()
+    );
+}
+
+#[test]
+fn rollups_kept_per_partition_merge_to_the_whole_store_answers() {
+    let rt = rt();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (per, whole) = (common::open(da.path()), common::open(db.path()));
+    let bar = ProgressBar::hidden();
+    // A new store takes the per-partition keying at once (nothing to recompute).
+    rt.block_on(rebuild::switch_layout(&per, true, 10_000, &bar))
+        .unwrap();
+    assert!(rebuild::stored_per_partition(&per).unwrap());
+    let mut rng = StdRng::seed_from_u64(22);
+    let base: DateTime<Utc> = "2026-11-20T00:00:00Z".parse().unwrap();
+    let mut model: HashMap<[u8; 16], Ev> = HashMap::new();
+    let opts = |per_partition| RollupOptions {
+        per_partition,
+        ..RollupOptions::default()
+    };
+    let mut wa = RollupWorker::new(per.clone(), opts(true)).unwrap();
+    let mut wb = RollupWorker::new(whole.clone(), opts(false)).unwrap();
+    for round in 0..4 {
+        let new: Vec<Ev> = (0..800)
+            .map(|_| random_event(&mut rng, 3, 300, base, 3 * 86_400))
+            .collect();
+        // Later rounds move some users and delete some events (a removal from an exact
+        // set recomputes the (org, day) from the raw events, per partition too).
+        let ids: Vec<[u8; 16]> = model.keys().take(60).copied().collect();
+        let (moved, deleted) = if round > 0 {
+            (&ids[..30], &ids[30..])
+        } else {
+            (&[][..], &[][..])
+        };
+        for store in [&per, &whole] {
+            write(store, |b| {
+                for e in &new {
+                    b.insert("Event", sourced_row(e));
+                }
+                for id in moved {
+                    let mut e = model[id].clone();
+                    e.user = Some(format!("user_{}", 1000 + round));
+                    b.update("Event", *id, sourced_row(&e));
+                }
+                for id in deleted {
+                    b.delete("Event", *id);
+                }
+            });
+        }
+        for id in moved {
+            model.get_mut(id).unwrap().user = Some(format!("user_{}", 1000 + round));
+        }
+        for id in deleted {
+            model.remove(id);
+        }
+        model.extend(new.into_iter().map(|e| (e.id, e)));
+        rt.block_on(wa.catch_up()).unwrap();
+        rt.block_on(wb.catch_up()).unwrap();
+    }
+
+    // Rows per partition: each holds only its partition's events, and the set equals a
+    // recomputation from the raw events.
+    let stored = rebuild::stored(&per, &Scope::default()).unwrap();
+    assert!(stored.keys().all(|k| k.source().is_some()));
+    let pp = Scope {
+        per_partition: true,
+        ..Scope::default()
+    };
+    let expected = rebuild::recompute(&per, &pp, 10_000, &bar).unwrap();
+    assert_eq!(rebuild::diff(&stored, &expected), Vec::<String>::new());
+
+    // Merged over every partition: the same answers as one row for the whole store.
+    let (ra, rb) = (
+        StatsReader::new(per.clone()),
+        StatsReader::new(whole.clone()),
+    );
+    let all = reading(&ra, all_sources());
+    for org in 0..3 {
+        assert_same_answers(&all, &rb, org_id(org), base);
+    }
+    // The whole-store rows are not read as partitions, nor partition rows as the whole.
+    assert_eq!(
+        ra.unique(
+            org_id(0),
+            base.timestamp_micros(),
+            (base + chrono::Duration::days(3)).timestamp_micros()
+        )
+        .unwrap()
+        .users,
+        0
+    );
+
+    // Some partitions: exactly their events.
+    let some = vec![Source::new("topic_0", 1), Source::new("topic_1", 3)];
+    let subset = reading(&ra, some.clone());
+    let org = org_id(2);
+    let held = |e: &&Ev| {
+        let (t, p) = source_of(e);
+        e.org == org && some.contains(&Source::new(&t, p))
+    };
+    let mine: Vec<&Ev> = model.values().filter(held).collect();
+    let (from, to) = (base, base + chrono::Duration::days(3));
+    let series = subset
+        .timeseries(
+            org,
+            from.timestamp_micros(),
+            to.timestamp_micros(),
+            Granularity::Day,
+            None,
+        )
+        .unwrap();
+    for p in &series {
+        let inb: Vec<&&Ev> = mine
+            .iter()
+            .filter(|e| {
+                e.ts.timestamp_micros() >= p.t_us
+                    && e.ts.timestamp_micros() < p.t_us + 86_400_000_000
+            })
+            .collect();
+        assert_eq!(p.events, inb.len() as i64);
+        let users: HashSet<_> = inb.iter().filter_map(|e| e.user.clone()).collect();
+        assert_eq!(p.unique_users, users.len() as i64);
+    }
+    let u = subset
+        .unique(org, from.timestamp_micros(), to.timestamp_micros())
+        .unwrap();
+    let users: HashSet<_> = mine.iter().filter_map(|e| e.user.clone()).collect();
+    assert_eq!(u.users, users.len() as u64);
+
+    // Switching the whole-store store to per-partition rows recomputes them: the same rows
+    // as the store kept per partition from the start; a worker of the old keying is refused.
+    let report = rt
+        .block_on(rebuild::switch_layout(&whole, true, 10_000, &bar))
+        .unwrap()
+        .expect("recomputed");
+    assert!(report.deleted > 0 && report.written == expected.len());
+    assert_eq!(rebuild::stored(&whole, &Scope::default()).unwrap(), stored);
+    let err = RollupWorker::new(whole.clone(), RollupOptions::default())
+        .err()
+        .expect("a worker of the other keying is refused")
+        .to_string();
+    assert!(err.contains("scale_out.enabled"), "{err}");
+    // ... and back.
+    rt.block_on(rebuild::switch_layout(&whole, false, 10_000, &bar))
+        .unwrap()
+        .expect("recomputed");
+    assert_same_answers(&all, &StatsReader::new(whole.clone()), org_id(1), base);
+    assert!(rt
+        .block_on(rebuild::switch_layout(&whole, false, 10_000, &bar))
+        .unwrap()
+        .is_none());
+}
+
+/// schema.ormdb as releases before per-partition rollups declared it (no `topic` and
+/// `partition` in the rollups and their keys, nor in Event's `@feed`).
+fn schema_before_partitioned_rollups() -> streamtally::schema::Schema {
+    let text = include_str!("../schema.ormdb")
+        .replace(
+            "user_id, session_id, topic, partition])",
+            "user_id, session_id])",
+        )
+        .replace(
+            "  event_type: string\n  topic: string?\n  partition: int32?\n",
+            "  event_type: string\n",
+        )
+        .replace(
+            "  event_name: string\n  topic: string?\n  partition: int32?\n",
+            "  event_name: string\n",
+        )
+        .replace(", topic, partition])", "])");
+    assert!(!text.contains("session_id, topic"));
+    streamtally::schema::Schema::parse(&text).expect("the older schema parses")
+}
+
+#[test]
+fn a_store_from_before_per_partition_rollups_keeps_its_rows_and_feed() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let base: DateTime<Utc> = "2026-11-20T00:00:00Z".parse().unwrap();
+    let evs: Vec<Ev> = (0..1500)
+        .map(|_| random_event(&mut rng, 2, 200, base, 2 * 86_400))
+        .collect();
+    let ids_before = {
+        let old = common::open_retrying(|| {
+            Store::open(
+                streamtally::store::StoreOptions::new(dir.path()),
+                &schema_before_partitioned_rollups(),
+            )
+        });
+        write(&old, |b| {
+            for e in &evs[..1000] {
+                b.insert("Event", sourced_row(e));
+            }
+        });
+        let mut worker = RollupWorker::new(old.clone(), RollupOptions::default()).unwrap();
+        rt.block_on(worker.catch_up()).unwrap();
+        drop(worker);
+        // Left in the feed, unapplied, in the older feed format.
+        write(&old, |b| {
+            for e in &evs[1000..] {
+                b.insert("Event", sourced_row(e));
+            }
+        });
+        let ids: BTreeMap<[u8; 16], i64> = old
+            .scan_all("DailyStats")
+            .unwrap()
+            .iter()
+            .map(|r| (r.id().unwrap(), int(r, "event_count")))
+            .collect();
+        old.close().unwrap();
+        ids
+    };
+    let store = common::open(dir.path());
+    // The rows kept their ids (the rollup worker below updates them in place)...
+    let now: BTreeMap<[u8; 16], i64> = store
+        .scan_all("DailyStats")
+        .unwrap()
+        .iter()
+        .map(|r| (r.id().unwrap(), int(r, "event_count")))
+        .collect();
+    assert_eq!(now, ids_before);
+    // ... and the older feed entries are read, without a source.
+    let feed = store
+        .feed_read(streamtally::store::FIRST_SEQ, 100_000)
+        .unwrap();
+    let last = feed.last().unwrap();
+    let fields = last.new_fields.as_ref().unwrap();
+    assert_eq!(fields.len(), 8);
+    assert_eq!(&fields[6..], &[Value::Null, Value::Null]);
+    let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+    rt.block_on(worker.catch_up()).unwrap();
+    drop(worker);
+    let model: HashMap<[u8; 16], Ev> = evs.iter().map(|e| (e.id, e.clone())).collect();
+    assert_matches_brute_force(&store, &model);
+    let daily_rows = store.count_rows("DailyStats").unwrap();
+    assert_eq!(daily_rows as usize, ids_before.len());
+    // Switched to per-partition rows: recomputed from the raw events, which kept theirs.
+    let bar = ProgressBar::hidden();
+    rt.block_on(rebuild::switch_layout(&store, true, 10_000, &bar))
+        .unwrap()
+        .expect("recomputed");
+    let stored = rebuild::stored(&store, &Scope::default()).unwrap();
+    assert!(stored.keys().all(|k| k.source().is_some()));
+    let all = reading(&StatsReader::new(store.clone()), all_sources());
+    for org in 0..2 {
+        let u = all
+            .unique(
+                org_id(org),
+                base.timestamp_micros(),
+                (base + chrono::Duration::days(2)).timestamp_micros(),
+            )
+            .unwrap();
+        let users: HashSet<_> = evs
+            .iter()
+            .filter(|e| e.org == org_id(org))
+            .filter_map(|e| e.user.clone())
+            .collect();
+        assert_eq!(u.users, users.len() as u64);
+    }
 }

@@ -101,17 +101,28 @@ pub fn event_batch(
     from: u64,
     to: u64,
 ) -> streamtally::store::WriteBatch {
+    event_batch_over(cfg, from, to, 6)
+}
+
+/// [`event_batch`] over `partitions` partitions of topic `events` (event `i` in partition
+/// `i % partitions`).
+pub fn event_batch_over(
+    cfg: &streamtally::synth::SynthConfig,
+    from: u64,
+    to: u64,
+    partitions: u64,
+) -> streamtally::store::WriteBatch {
     use streamtally::store::Value;
     let mut b = streamtally::store::WriteBatch::new();
     for i in from..to {
         let mut row = streamtally::synth::SynthEvent::generate(cfg, i).to_row();
         row.set("topic", Value::String("events".into()));
-        row.set("partition", Value::Int32((i % 6) as i32));
-        row.set("offset", Value::Int64((i / 6) as i64));
+        row.set("partition", Value::Int32((i % partitions) as i32));
+        row.set("offset", Value::Int64((i / partitions) as i64));
         b.insert("Event", row);
     }
-    for p in 0..6 {
-        b.set_offset("events", p, (to / 6) as i64);
+    for p in 0..partitions {
+        b.set_offset("events", p as i32, (to / partitions) as i64);
     }
     b
 }

@@ -46,6 +46,7 @@ pub fn scope(org: Option<&str>, from: Option<&str>, to: Option<&str>) -> anyhow:
             .transpose()?,
         from: date("from", from)?,
         to: date("to", to)?,
+        per_partition: false,
     };
     if let (Some(f), Some(t)) = (scope.from, scope.to) {
         anyhow::ensure!(f <= t, "--from {f} is after --to {t}");
@@ -63,6 +64,11 @@ pub fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let store = super::open_store(cfg, schema)?;
+    // Rows per source partition when the group is scaled out (as `streamtally run` keeps them).
+    let scope = &Scope {
+        per_partition: cfg.scale_out.enabled,
+        ..scope.clone()
+    };
     let code = run_on(&store, cfg, scope, action, out);
     store.close()?;
     code
@@ -87,9 +93,26 @@ fn run_on(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let caught_up = RollupWorker::new(store.clone(), crate::app::rollup_options(cfg))
-        .and_then(|mut worker| rt.block_on(worker.catch_up()));
+    let switching = rb::stored_per_partition(store)? != scope.per_partition;
+    let caught_up = if switching && action == Action::Rebuild && scope.is_everything() {
+        // Recomputed whole from the raw events in the new keying: the feed's pending
+        // changes are in them already.
+        writeln!(
+            out,
+            "the rollups are keyed {}: rebuilding every rollup from the stored events",
+            if scope.per_partition {
+                "for the whole store and this configuration keeps them per source partition"
+            } else {
+                "per source partition and this configuration keeps them for the whole store"
+            }
+        )?;
+        Ok(0)
+    } else {
+        RollupWorker::new(store.clone(), crate::app::rollup_options(cfg))
+            .and_then(|mut worker| rt.block_on(worker.catch_up()))
+    };
     match caught_up {
+        Ok(0) if switching => {}
         Ok(applied) => writeln!(
             out,
             "applied {applied} pending change(s) from the change feed"
@@ -98,7 +121,7 @@ fn run_on(
         // `stats.enabled` was false): a rebuild of every org and day recomputes them from
         // the events whole. A partial one would leave the rest behind the feed for good.
         Err(StatsError::FeedGone { needed, oldest })
-            if action == Action::Rebuild && *scope == Scope::default() =>
+            if action == Action::Rebuild && scope.is_everything() =>
         {
             writeln!(
                 out,

@@ -35,7 +35,10 @@ pub struct Check {
 /// - `dead_letters`: no partition is paused at a record whose dead letter the broker has not
 ///   acknowledged (the detail names each such partition, its offset and what refused it);
 /// - `store`: the store accepts writes (`store_fatal`: why it refuses every write until it
-///   is reopened, from [`crate::store::Store::fatal_failure`]).
+///   is reopened, from [`crate::store::Store::fatal_failure`]);
+/// - `restoring`: no partition is restoring its history (scale-out: an instance given a
+///   partition reads what other instances stored of it first; the detail names each one
+///   and the offsets it still reads).
 pub fn readiness(
     m: &Metrics,
     r: &ReadinessConfig,
@@ -62,7 +65,32 @@ pub fn readiness(
         waiting.freshness(newest, r.max_freshness_ms),
         dead_letters(m, now_ms),
         store(store_fatal),
+        restoring(m),
     ]
+}
+
+/// `restoring`: no partition is restoring its history.
+fn restoring(m: &Metrics) -> Check {
+    let list = m.restoring();
+    let total: i64 = list.iter().map(|(_, lag)| lag).sum();
+    let detail = if list.is_empty() {
+        "no partition is restoring its history".to_string()
+    } else {
+        let each = list
+            .iter()
+            .map(|((topic, p), lag)| format!("{topic}[{p}] {lag} offsets behind"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "restoring {} partition(s), {total} offsets to read: {each}",
+            list.len()
+        )
+    };
+    Check {
+        name: "restoring",
+        ok: list.is_empty(),
+        detail,
+    }
 }
 
 /// The consumer lag at `now_ms`: `flush` and `freshness` only bind while events wait.
@@ -222,5 +250,23 @@ mod tests {
         assert_eq!(store.len(), 1, "{store:?}");
         assert_eq!(store[0].name, "store");
         assert!(store[0].detail.contains("fsync failed"), "{store:?}");
+        // A partition restoring its history (scale-out): not ready, with its lag.
+        m.set_restoring(vec![(("events".into(), 4), 1200)]);
+        let restoring = readiness(&m, &r, 1_000_000, None);
+        let restoring: Vec<_> = restoring.iter().filter(|c| !c.ok).collect();
+        assert_eq!(restoring.len(), 1, "{restoring:?}");
+        assert_eq!(restoring[0].name, "restoring");
+        assert!(
+            restoring[0]
+                .detail
+                .contains("events[4] 1200 offsets behind"),
+            "{restoring:?}"
+        );
+        assert!(m.encode().contains(
+            "streamtally_partition_restore_lag_events{topic=\"events\",partition=\"4\"} 1200"
+        ));
+        m.set_restoring(Vec::new());
+        assert!(failing(&m, 1_000_000).is_empty());
+        assert!(!m.encode().contains("partition=\"4\"} 1200"));
     }
 }

@@ -14,6 +14,14 @@
 //! afterwards; a blocked partition stays at its record until the dead letter is delivered;
 //! records before an assignment's stored position are ignored; confirming Kafka's copy only
 //! re-commits where Kafka is behind, never backwards.
+//!
+//! In a scaled-out group ([`Ledger::restoring_history`]) the owner of a partition holds its
+//! whole history: a partition assigned without a stored position is read from the start of
+//! the log, and one whose stored position is behind the group's committed offset (another
+//! instance read it meanwhile) is *restoring* from its own position until it reaches that
+//! offset. Nothing of a partition is committed to Kafka until its committed offset has been
+//! read and, if it was restoring, until it caught up: its lower positions would move the
+//! group's offset back.
 
 use super::decode::DecodedEvent;
 use super::dedup::EVENT_ID_SCOPE;
@@ -118,11 +126,56 @@ pub struct Ledger {
     /// When positions were last committed asynchronously (or partitions assigned), until
     /// reading them back found Kafka caught up.
     unconfirmed_commit: Option<Instant>,
+    /// Partitions' histories are restored (see the module's notes).
+    restores: bool,
+    /// Assigned partitions whose committed offset has not been read since (restores only).
+    unverified: BTreeMap<TopicPartition, ()>,
+    /// Partitions restoring, with the group's committed offset they restore to.
+    restoring: BTreeMap<TopicPartition, i64>,
+    /// When the committed offsets of `unverified` were last asked for.
+    verify_asked: Option<Instant>,
 }
+
+/// How often the committed offsets of newly assigned partitions are asked for until they
+/// are read (restores only).
+const VERIFY_RETRY: Duration = Duration::from_secs(1);
 
 impl Ledger {
     pub fn new() -> Ledger {
         Ledger::default()
+    }
+
+    /// A ledger of a scaled-out group's instance: partitions' histories are restored.
+    pub fn restoring_history() -> Ledger {
+        Ledger {
+            restores: true,
+            ..Ledger::default()
+        }
+    }
+
+    /// Whether partitions' histories are restored (a partition without a stored position
+    /// starts at the beginning of its log).
+    pub fn restores(&self) -> bool {
+        self.restores
+    }
+
+    /// Partitions restoring and how many offsets each still has to read (its target minus
+    /// its stored position).
+    pub fn restore_lag(&self) -> Vec<(TopicPartition, i64)> {
+        self.restoring
+            .iter()
+            .map(|(tp, target)| {
+                let at = self.stored.get(tp).copied().unwrap_or(0);
+                (tp.clone(), (target - at).max(0))
+            })
+            .collect()
+    }
+
+    /// Whether `tp` may be committed to Kafka now.
+    fn may_commit(&self, tp: &TopicPartition) -> bool {
+        self.assigned.contains_key(tp)
+            && !self.unverified.contains_key(tp)
+            && !self.restoring.contains_key(tp)
     }
 
     pub fn is_assigned(&self, tp: &TopicPartition) -> bool {
@@ -361,6 +414,9 @@ impl Ledger {
     fn durable(&mut self, f: InFlight) -> Durable {
         for (tp, next) in &f.offsets {
             self.stored.insert(tp.clone(), *next);
+            if self.restoring.get(tp).is_some_and(|target| next >= target) {
+                self.restoring.remove(tp);
+            }
         }
         Durable {
             events: f.events,
@@ -370,11 +426,12 @@ impl Ledger {
         }
     }
 
-    /// Of `offsets` (a durable batch's), those this instance may commit: its own partitions.
+    /// Of `offsets` (a durable batch's), those this instance may commit: its own partitions
+    /// (not those whose committed offset is unread or that are restoring).
     pub fn committable(&self, offsets: &Positions) -> Positions {
         offsets
             .iter()
-            .filter(|(tp, _)| self.assigned.contains_key(*tp))
+            .filter(|(tp, _)| self.may_commit(tp))
             .map(|(tp, o)| (tp.clone(), *o))
             .collect()
     }
@@ -408,7 +465,12 @@ impl Ledger {
                 start.insert(tp.clone(), at);
             }
             self.assigned.insert(tp.clone(), at);
+            if self.restores {
+                self.unverified.insert(tp.clone(), ());
+                self.restoring.remove(tp);
+            }
         }
+        self.verify_asked = None;
         self.read_next.clear();
         // A run killed after a durable write and before its Kafka commit leaves Kafka
         // behind the store; with nothing new to read this instance would never commit.
@@ -420,6 +482,8 @@ impl Ledger {
     pub fn revoke(&mut self, tps: &[TopicPartition]) {
         for tp in tps {
             self.assigned.remove(tp);
+            self.unverified.remove(tp);
+            self.restoring.remove(tp);
         }
         // A dead letter of a revoked partition is sent by its next owner.
         let assigned = &self.assigned;
@@ -427,11 +491,12 @@ impl Ledger {
         self.read_next.clear();
     }
 
-    /// The stored positions of the partitions this instance owns (what it commits).
+    /// The stored positions of the partitions this instance owns and may commit (not those
+    /// whose committed offset is unread or that are restoring).
     pub fn positions(&self) -> Positions {
         self.stored
             .iter()
-            .filter(|(tp, _)| self.assigned.contains_key(*tp))
+            .filter(|(tp, _)| self.may_commit(tp))
             .map(|(tp, o)| (tp.clone(), *o))
             .collect()
     }
@@ -441,10 +506,30 @@ impl Ledger {
         self.unconfirmed_commit = Some(now);
     }
 
-    /// Whether Kafka's committed offsets should be read back now.
+    /// Whether Kafka's committed offsets should be read back now: a while after a commit,
+    /// and at once for newly assigned partitions whose committed offset is unread.
     pub fn commit_check_due(&self, now: Instant) -> bool {
-        self.unconfirmed_commit
-            .is_some_and(|t| now.saturating_duration_since(t) >= COMMIT_CHECK)
+        let verify = !self.unverified.is_empty()
+            && self
+                .verify_asked
+                .is_none_or(|t| now.saturating_duration_since(t) >= VERIFY_RETRY);
+        verify
+            || self
+                .unconfirmed_commit
+                .is_some_and(|t| now.saturating_duration_since(t) >= COMMIT_CHECK)
+    }
+
+    /// The partitions whose committed offsets to read back: the committable ones and the
+    /// unverified ones.
+    pub fn offsets_to_check(&mut self, now: Instant) -> Positions {
+        if !self.unverified.is_empty() {
+            self.verify_asked = Some(now);
+        }
+        let mut out = self.positions();
+        for tp in self.unverified.keys() {
+            out.insert(tp.clone(), self.stored.get(tp).copied().unwrap_or(0));
+        }
+        out
     }
 
     /// Kafka's committed offsets were read back (`None`: the read failed; a partition missing
@@ -458,6 +543,16 @@ impl Ledger {
             self.unconfirmed_commit = Some(now);
             return Positions::new();
         };
+        // Newly assigned partitions: restoring while behind the group's committed offset.
+        for tp in std::mem::take(&mut self.unverified).into_keys() {
+            let at = self.stored.get(&tp).copied().unwrap_or(0);
+            match committed.get(&tp) {
+                Some(&c) if c > at => {
+                    self.restoring.insert(tp, c);
+                }
+                _ => {}
+            }
+        }
         let behind: Positions = self
             .positions()
             .into_iter()

@@ -9,6 +9,39 @@ use super::parts::Parts;
 use super::sketch::{hash_value, Added, NeedsRecompute, Uniq};
 use crate::store::{codec, Row, Value};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use std::sync::Arc;
+
+/// A source partition: the Kafka topic and partition events were read from. Rollups are kept
+/// per source when the group is scaled out (`scale_out.enabled`), so that a partition's
+/// history can be answered by whichever instance owns it (docs/SCALE-OUT.md).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl Source {
+    pub fn new(topic: &str, partition: i32) -> Source {
+        Source {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    /// From an Event's `topic` and `partition` values (None unless both are set).
+    fn from_values(topic: Option<&Value>, partition: Option<&Value>) -> Option<Source> {
+        match (topic?, partition?) {
+            (Value::String(t), Value::Int32(p)) => Some(Source::new(t, *p)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
 
 /// The `event_type` of the rows that count every event type (ingest rejects empty types).
 pub const ALL_TYPES: &str = "";
@@ -23,6 +56,9 @@ pub struct EventFacts {
     pub event_name: String,
     pub user: Option<u64>,
     pub session: Option<u64>,
+    /// Where it was read from (None for events stored without a topic and partition, and
+    /// for change-feed entries written before `@feed` carried them).
+    pub source: Option<Source>,
 }
 
 impl EventFacts {
@@ -46,17 +82,20 @@ impl EventFacts {
             event_name: s("event_name")?.to_string(),
             user: s("user_id").map(hash_value),
             session: s("session_id").map(hash_value),
+            source: Source::from_values(row.get("topic"), row.get("partition")),
         })
     }
 
     /// The fields [`EventFacts::from_values`] reads, in its order.
-    pub const FIELDS: [&'static str; 6] = [
+    pub const FIELDS: [&'static str; 8] = [
         "org_id",
         "timestamp",
         "event_type",
         "event_name",
         "user_id",
         "session_id",
+        "topic",
+        "partition",
     ];
 
     /// The facts from the values of [`EventFacts::FIELDS`] (as read by
@@ -80,7 +119,17 @@ impl EventFacts {
             event_name: s(3)?.to_string(),
             user: s(4).map(hash_value),
             session: s(5).map(hash_value),
+            source: Source::from_values(v.get(6), v.get(7)),
         })
+    }
+
+    /// The facts as counted: with their source when rollups are kept per partition,
+    /// without it when one row counts every partition.
+    pub fn counted(mut self, per_partition: bool) -> EventFacts {
+        if !per_partition {
+            self.source = None;
+        }
+        self
     }
 
     /// The (org, UTC date) group the event belongs to.
@@ -120,16 +169,19 @@ pub enum RollupKey {
         date: NaiveDate,
         hour: u8,
         event_type: String,
+        source: Option<Source>,
     },
     Daily {
         org: [u8; 16],
         date: NaiveDate,
         event_type: String,
+        source: Option<Source>,
     },
     Name {
         org: [u8; 16],
         date: NaiveDate,
         event_name: String,
+        source: Option<Source>,
     },
 }
 
@@ -149,39 +201,65 @@ fn date_value(d: NaiveDate) -> Value {
 }
 
 impl RollupKey {
-    /// The five keys an event counts in.
+    /// The five keys an event counts in (with its source, if it has one: see
+    /// [`EventFacts::counted`]).
     pub fn for_event(f: &EventFacts) -> [RollupKey; 5] {
         let (date, hour) = utc_day_hour(f.ts_us);
         let hour = hour as u8;
+        let source = || f.source.clone();
         [
             RollupKey::Hourly {
                 org: f.org,
                 date,
                 hour,
                 event_type: f.event_type.clone(),
+                source: source(),
             },
             RollupKey::Hourly {
                 org: f.org,
                 date,
                 hour,
                 event_type: ALL_TYPES.to_string(),
+                source: source(),
             },
             RollupKey::Daily {
                 org: f.org,
                 date,
                 event_type: f.event_type.clone(),
+                source: source(),
             },
             RollupKey::Daily {
                 org: f.org,
                 date,
                 event_type: ALL_TYPES.to_string(),
+                source: source(),
             },
             RollupKey::Name {
                 org: f.org,
                 date,
                 event_name: f.event_name.clone(),
+                source: source(),
             },
         ]
+    }
+
+    /// The source partition the row counts (None: every partition of the store).
+    pub fn source(&self) -> Option<&Source> {
+        match self {
+            RollupKey::Hourly { source, .. }
+            | RollupKey::Daily { source, .. }
+            | RollupKey::Name { source, .. } => source.as_ref(),
+        }
+    }
+
+    /// The same bucket of another source.
+    pub fn with_source(mut self, to: Option<Source>) -> RollupKey {
+        match &mut self {
+            RollupKey::Hourly { source, .. }
+            | RollupKey::Daily { source, .. }
+            | RollupKey::Name { source, .. } => *source = to,
+        }
+        self
     }
 
     pub fn entity(&self) -> &'static str {
@@ -208,14 +286,16 @@ impl RollupKey {
         }
     }
 
-    /// The key's fields as stored (the entity's `@unique` fields, in order).
+    /// The key's fields as stored (the entity's `@unique` fields, in order; `topic` and
+    /// `partition` only when it has a source, so rows without one keep their ids).
     pub fn key_fields(&self) -> Vec<(&'static str, Value)> {
-        match self {
+        let mut fields = match self {
             RollupKey::Hourly {
                 org,
                 date,
                 hour,
                 event_type,
+                ..
             } => vec![
                 ("org_id", Value::Uuid(*org)),
                 ("date", date_value(*date)),
@@ -226,6 +306,7 @@ impl RollupKey {
                 org,
                 date,
                 event_type,
+                ..
             } => vec![
                 ("org_id", Value::Uuid(*org)),
                 ("date", date_value(*date)),
@@ -235,12 +316,18 @@ impl RollupKey {
                 org,
                 date,
                 event_name,
+                ..
             } => vec![
                 ("org_id", Value::Uuid(*org)),
                 ("date", date_value(*date)),
                 ("event_name", Value::String(event_name.clone())),
             ],
+        };
+        if let Some(s) = self.source() {
+            fields.push(("topic", Value::String(s.topic.to_string())));
+            fields.push(("partition", Value::Int32(s.partition)));
         }
+        fields
     }
 
     /// The row id (the upsert id of the `@unique` key).
@@ -264,6 +351,7 @@ impl RollupKey {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         };
+        let source = Source::from_values(row.get("topic"), row.get("partition"));
         Some(match entity {
             HOURLY => RollupKey::Hourly {
                 org,
@@ -273,16 +361,19 @@ impl RollupKey {
                     _ => return None,
                 },
                 event_type: s("event_type")?,
+                source,
             },
             DAILY => RollupKey::Daily {
                 org,
                 date,
                 event_type: s("event_type")?,
+                source,
             },
             NAMES => RollupKey::Name {
                 org,
                 date,
                 event_name: s("event_name")?,
+                source,
             },
             _ => return None,
         })

@@ -53,6 +53,14 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The sets are to be written whole (a rebuild's rows).
+    pub fn whole() -> Pending {
+        Pending {
+            rewrite: true,
+            ..Pending::default()
+        }
+    }
+
     /// Records what one [`RollupState::add`] did.
     pub fn note(
         &mut self,

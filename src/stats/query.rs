@@ -1,7 +1,7 @@
 //! The questions the gateway asks, answered from rollups and indexes only (never a scan of
 //! raw events, except `count_raw`, which walks the `[org_id, timestamp]` index).
 
-use super::bucket::{utc_day_hour, RollupKey, ALL_TYPES, DAILY, NAMES, ROLLUP_ENTITIES};
+use super::bucket::{utc_day_hour, RollupKey, Source, ALL_TYPES, DAILY, NAMES, ROLLUP_ENTITIES};
 use super::parts;
 use super::realtime::WindowValues;
 use super::sketch::{Uniq, UniqUnion};
@@ -83,12 +83,48 @@ pub struct Counters {
     pub updated_at_us: Option<i64>,
 }
 
+/// Which rollup rows a question reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sources {
+    /// The rows that count every partition of the store (rollups not kept per partition).
+    Whole,
+    /// The rows of these source partitions, merged: counts add, unique sets union.
+    Partitions(Vec<Source>),
+}
+
+impl Sources {
+    /// `key` (a key without a source) for each source read.
+    fn keys(&self, key: RollupKey) -> Vec<RollupKey> {
+        match self {
+            Sources::Whole => vec![key],
+            Sources::Partitions(list) => list
+                .iter()
+                .map(|s| key.clone().with_source(Some(s.clone())))
+                .collect(),
+        }
+    }
+
+    /// Whether a row of `source` is read.
+    fn holds(&self, source: Option<&Source>) -> bool {
+        match (self, source) {
+            (Sources::Whole, None) => true,
+            (Sources::Partitions(list), Some(s)) => list.contains(s),
+            _ => false,
+        }
+    }
+}
+
+/// Says which sources a reader answers for at the moment of each question (the partitions
+/// an instance of a scaled-out group owns change with every rebalance).
+pub type SourcesFn = Arc<dyn Fn() -> Sources + Send + Sync>;
+
 /// Read-only access to the rollups. Their rows are read on every request and written a few
 /// times a second, so the store keeps them in its row cache (`store.row_cache_mb`).
 #[derive(Clone)]
 pub struct StatsReader {
     store: Store,
     states: StateCache,
+    sources: SourcesFn,
 }
 
 /// A rollup row's distinct users and sessions.
@@ -149,7 +185,70 @@ impl StatsReader {
         StatsReader {
             store,
             states: StateCache::default(),
+            sources: Arc::new(|| Sources::Whole),
         }
+    }
+
+    /// The same reader answering for `sources` (asked at each question); the decoded-state
+    /// cache is shared.
+    pub fn with_sources(&self, sources: SourcesFn) -> StatsReader {
+        StatsReader {
+            sources,
+            ..self.clone()
+        }
+    }
+
+    /// The sources it answers for now.
+    pub fn sources(&self) -> Sources {
+        (self.sources)()
+    }
+
+    /// One bucket's totals over `keys` (one key per source): counts add, distinct users and
+    /// sessions are the union of the rows' sets (a single row's stored counts are used as
+    /// they are).
+    fn merged_point(&self, keys: &[RollupKey], t_us: i64) -> Result<Point, StatsError> {
+        let fields = ["event_count", "unique_users", "unique_sessions"];
+        let mut present: Vec<(&RollupKey, Vec<Value>)> = Vec::new();
+        for key in keys {
+            if let Some(v) = self
+                .store
+                .get_fields(key.entity(), &key.row_id(), &fields)?
+            {
+                present.push((key, v));
+            }
+        }
+        let n = |v: &[Value], i: usize| match v.get(i) {
+            Some(Value::Int64(n)) => *n,
+            _ => 0,
+        };
+        let mut point = Point {
+            t_us,
+            events: 0,
+            unique_users: 0,
+            unique_sessions: 0,
+        };
+        match present.as_slice() {
+            [] => {}
+            [(_, v)] => {
+                point.events = n(v, 0);
+                point.unique_users = n(v, 1);
+                point.unique_sessions = n(v, 2);
+            }
+            many => {
+                let mut users = UniqUnion::new();
+                let mut sessions = UniqUnion::new();
+                for (key, v) in many {
+                    point.events += n(v, 0);
+                    if let Some(states) = self.states(key)? {
+                        users.add(&states.0);
+                        sessions.add(&states.1);
+                    }
+                }
+                point.unique_users = users.count().0 as i64;
+                point.unique_sessions = sessions.count().0 as i64;
+            }
+        }
+        Ok(point)
     }
 
     fn bucket_key(org: [u8; 16], t_us: i64, g: Granularity, event_type: &str) -> RollupKey {
@@ -160,11 +259,13 @@ impl StatsReader {
                 date,
                 hour: hour as u8,
                 event_type: event_type.to_string(),
+                source: None,
             },
             Granularity::Day => RollupKey::Daily {
                 org,
                 date,
                 event_type: event_type.to_string(),
+                source: None,
             },
         }
     }
@@ -245,60 +346,47 @@ impl StatsReader {
             )));
         }
         let et = event_type.unwrap_or(ALL_TYPES);
+        let sources = self.sources();
         let mut out = Vec::with_capacity(n);
         let mut t = start;
         while t < to_us {
-            let key = Self::bucket_key(org, t, g, et);
-            let point = match self.store.get_fields(
-                key.entity(),
-                &key.row_id(),
-                &["event_count", "unique_users", "unique_sessions"],
-            )? {
-                Some(v) => {
-                    let n = |i: usize| match v[i] {
-                        Value::Int64(n) => n,
-                        _ => 0,
-                    };
-                    Point {
-                        t_us: t,
-                        events: n(0),
-                        unique_users: n(1),
-                        unique_sessions: n(2),
-                    }
-                }
-                None => Point {
-                    t_us: t,
-                    events: 0,
-                    unique_users: 0,
-                    unique_sessions: 0,
-                },
-            };
-            out.push(point);
+            let keys = sources.keys(Self::bucket_key(org, t, g, et));
+            out.push(self.merged_point(&keys, t)?);
             t += step;
         }
         Ok(out)
     }
 
-    /// The `limit` most frequent event names of an org on a UTC date (count desc, name asc).
+    /// The `limit` most frequent event names of an org on a UTC date (count desc, name asc);
+    /// over several sources, each name's full counts add before the top is taken.
     pub fn top_events(
         &self,
         org: [u8; 16],
         date: NaiveDate,
         limit: usize,
     ) -> Result<Vec<TopEvent>, StatsError> {
+        let sources = self.sources();
         let rows = self.store.query(
             &Query::new(NAMES)
                 .eq("org_id", Value::Uuid(org))
                 .eq("date", Value::String(date.format("%Y-%m-%d").to_string())),
         )?;
-        let mut out: Vec<TopEvent> = rows
-            .iter()
-            .filter_map(|r| match r.get("event_name") {
-                Some(Value::String(name)) => Some(TopEvent {
-                    event_name: name.clone(),
-                    count: int(r, "event_count"),
-                }),
-                _ => None,
+        let mut counts: std::collections::HashMap<&str, i64> = Default::default();
+        for r in &rows {
+            let Some(key) = RollupKey::from_row(NAMES, r) else {
+                continue;
+            };
+            if let (true, Some(Value::String(name))) =
+                (sources.holds(key.source()), r.get("event_name"))
+            {
+                *counts.entry(name.as_str()).or_insert(0) += int(r, "event_count");
+            }
+        }
+        let mut out: Vec<TopEvent> = counts
+            .into_iter()
+            .map(|(name, count)| TopEvent {
+                event_name: name.to_string(),
+                count,
             })
             .collect();
         out.sort_by(|a, b| {
@@ -314,6 +402,7 @@ impl StatsReader {
     /// buckets' sets or sketches. Whole UTC days come from DailyStats, the rest from hours;
     /// `from` is rounded down and `to` up to whole hours.
     pub fn unique(&self, org: [u8; 16], from_us: i64, to_us: i64) -> Result<Unique, StatsError> {
+        let sources = self.sources();
         let mut users = UniqUnion::new();
         let mut sessions = UniqUnion::new();
         let end = floor_to(to_us + HOUR_US - 1, HOUR_US);
@@ -331,10 +420,11 @@ impl StatsReader {
             } else {
                 Granularity::Hour
             };
-            let key = Self::bucket_key(org, t, g, ALL_TYPES);
-            if let Some(states) = self.states(&key)? {
-                users.add(&states.0);
-                sessions.add(&states.1);
+            for key in sources.keys(Self::bucket_key(org, t, g, ALL_TYPES)) {
+                if let Some(states) = self.states(&key)? {
+                    users.add(&states.0);
+                    sessions.add(&states.1);
+                }
             }
             t += g.step_us();
         }
@@ -377,19 +467,12 @@ impl StatsReader {
                 }
             })
             .collect();
-        let key = Self::bucket_key(org, now_us, Granularity::Day, ALL_TYPES);
-        let today = self
-            .store
-            .get_fields(DAILY, &key.row_id(), &["event_count", "unique_users"])?
-            .unwrap_or_default();
-        let n = |i: usize| match today.get(i) {
-            Some(Value::Int64(n)) => *n,
-            _ => 0,
-        };
+        let day = Self::bucket_key(org, now_us, Granularity::Day, ALL_TYPES);
+        let today = self.merged_point(&self.sources().keys(day), now_us)?;
         Ok(Counters {
             windows,
-            events_today: n(0),
-            unique_users_today: n(1),
+            events_today: today.events,
+            unique_users_today: today.unique_users,
             updated_at_us: updated,
         })
     }

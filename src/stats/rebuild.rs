@@ -22,9 +22,16 @@ pub struct Scope {
     /// Inclusive UTC dates.
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
+    /// Recompute rows per source partition ([`super::rollup::RollupOptions::per_partition`]).
+    pub per_partition: bool,
 }
 
 impl Scope {
+    /// Every org and day (a rebuild of it may change how the rollups are keyed).
+    pub fn is_everything(&self) -> bool {
+        self.org.is_none() && self.from.is_none() && self.to.is_none()
+    }
+
     fn dates(&self) -> Option<(NaiveDate, NaiveDate)> {
         match (self.from, self.to) {
             (None, None) => None,
@@ -104,7 +111,11 @@ pub fn recompute(
             }
         })?,
     }
-    Ok(compute_states(facts.values(), threshold))
+    Ok(compute_states(
+        facts.values(),
+        threshold,
+        scope.per_partition,
+    ))
 }
 
 /// The rollups as stored, in `scope`.
@@ -143,26 +154,39 @@ pub fn describe(key: &RollupKey) -> String {
             date,
             hour,
             event_type,
+            source,
         } => format!(
-            "HourlyStats org={} date={date} hour={hour} event_type={event_type:?}",
-            uuid_str(org)
+            "HourlyStats org={} date={date} hour={hour} event_type={event_type:?}{}",
+            uuid_str(org),
+            describe_source(source)
         ),
         RollupKey::Daily {
             org,
             date,
             event_type,
+            source,
         } => format!(
-            "DailyStats org={} date={date} event_type={event_type:?}",
-            uuid_str(org)
+            "DailyStats org={} date={date} event_type={event_type:?}{}",
+            uuid_str(org),
+            describe_source(source)
         ),
         RollupKey::Name {
             org,
             date,
             event_name,
+            source,
         } => format!(
-            "EventNameDaily org={} date={date} event_name={event_name:?}",
-            uuid_str(org)
+            "EventNameDaily org={} date={date} event_name={event_name:?}{}",
+            uuid_str(org),
+            describe_source(source)
         ),
+    }
+}
+
+fn describe_source(source: &Option<super::bucket::Source>) -> String {
+    match source {
+        Some(s) => format!(" partition={s}"),
+        None => String::new(),
     }
 }
 
@@ -222,7 +246,7 @@ pub fn diff(
 }
 
 /// What a rebuild did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RebuildReport {
     pub written: usize,
     pub deleted: usize,
@@ -230,26 +254,135 @@ pub struct RebuildReport {
     pub corrected: usize,
 }
 
+/// The store setting that says how the rollups are keyed.
+pub const LAYOUT_SETTING: &str = "stats.rollup_layout";
+
+fn layout_name(per_partition: bool) -> &'static str {
+    if per_partition {
+        "per_partition"
+    } else {
+        "whole"
+    }
+}
+
+/// Whether the stored rollups are kept per source partition (a store that never said was
+/// written before they could be: no).
+pub fn stored_per_partition(store: &Store) -> Result<bool, StatsError> {
+    Ok(store.setting(LAYOUT_SETTING)?.as_deref() == Some(layout_name(true)))
+}
+
+/// Err unless the stored rollups are keyed as `per_partition` says.
+pub fn check_layout(store: &Store, per_partition: bool) -> Result<(), StatsError> {
+    let stored = stored_per_partition(store)?;
+    if stored == per_partition {
+        return Ok(());
+    }
+    Err(StatsError::Invalid(format!(
+        "the stored rollups are kept {}, and this configuration keeps them {} \
+         (scale_out.enabled = {per_partition}); `streamtally run` recomputes them at start, \
+         or run `streamtally stats rebuild` (every org and day)",
+        describe_layout(stored),
+        describe_layout(per_partition)
+    )))
+}
+
+fn describe_layout(per_partition: bool) -> &'static str {
+    if per_partition {
+        "per source partition"
+    } else {
+        "for the whole store"
+    }
+}
+
+/// Makes the stored rollups keyed as `per_partition` says: when they are keyed the other
+/// way (scale-out was switched on or off), recomputes them from the raw events one (org,
+/// UTC day) at a time (memory bounded by one day of one org; a write per day), then moves
+/// the rollup cursor to the feed head and records the keying. Days that the raw-event
+/// retention dropped keep their rows as they were (the other keying does not read them).
+/// Run it before anything writes events; a crash part way leaves the old keying recorded,
+/// so the next start does it again. `progress` counts (org, day) groups.
+pub async fn switch_layout(
+    store: &Store,
+    per_partition: bool,
+    threshold: u64,
+    progress: &ProgressBar,
+) -> Result<Option<RebuildReport>, StatsError> {
+    if stored_per_partition(store)? == per_partition {
+        return Ok(None);
+    }
+    let first = first_retained_day(store);
+    // Every (org, day) with rollups or with stored events (changes the rollups have not
+    // applied yet included).
+    let mut groups: std::collections::BTreeSet<super::rollup::Group> = Default::default();
+    store.for_each_row(super::bucket::DAILY, |row| {
+        if let Some(key) = RollupKey::from_row(super::bucket::DAILY, &row) {
+            groups.insert((key.org(), key.date()));
+        }
+    })?;
+    for day in store.block_days("Event")? {
+        let (Ok(org), Some(d)) = (uuid::Uuid::parse_str(&day.org), day.day) else {
+            continue;
+        };
+        if let Some(date) = chrono::DateTime::from_timestamp(d * 86_400, 0) {
+            groups.insert((*org.as_bytes(), date.date_naive()));
+        }
+    }
+    groups.retain(|(_, date)| first.is_none_or(|f| *date >= f));
+    progress.set_length(groups.len() as u64);
+    let mut report = RebuildReport::default();
+    let whole = Pending::whole();
+    for (org, date) in groups {
+        let events = super::rollup::group_events_now(store, (org, date))?;
+        let fresh = compute_states(events.values(), threshold, per_partition);
+        let mut batch = WriteBatch::new();
+        let mut stored: BTreeMap<RollupKey, Option<Parts>> = BTreeMap::new();
+        for entity in ROLLUP_ENTITIES {
+            for (key, row) in stored_rows(store, entity, Some(org), Some((date, date)))? {
+                let parts = parts::parts_of(&key, &row)?;
+                if !fresh.contains_key(&key) {
+                    let none = RollupState::default();
+                    parts::write_bucket(&mut batch, &key, &none, true, parts, &whole);
+                    report.deleted += 1;
+                }
+                stored.insert(key, parts);
+            }
+        }
+        for (key, state) in &fresh {
+            // Rows of the other keying have other ids; rows of this one exist only if an
+            // earlier switch stopped part way.
+            let before = stored.get(key);
+            let parts = before.copied().flatten();
+            parts::write_bucket(&mut batch, key, state, before.is_some(), parts, &whole);
+            report.written += 1;
+        }
+        store.write(batch).await?;
+        progress.inc(1);
+    }
+    let mut batch = WriteBatch::new();
+    batch.set_cursor(ROLLUP_CURSOR, store.feed_head());
+    store.write(batch).await?;
+    store.set_setting(LAYOUT_SETTING, layout_name(per_partition))?;
+    Ok(Some(report))
+}
+
 /// Replaces the rollups in `scope` with a recomputation, in one atomic write that also
 /// moves the rollup cursor to the feed head (the caller has applied every pending change).
+/// A rebuild of everything keys the rows as the scope says and records that it does; a
+/// smaller one must use the stored keying.
 pub async fn rebuild(
     store: &Store,
     scope: &Scope,
     threshold: u64,
     progress: &ProgressBar,
 ) -> Result<RebuildReport, StatsError> {
+    if !scope.is_everything() {
+        check_layout(store, scope.per_partition)?;
+    }
     let fresh = recompute(store, scope, threshold, progress)?;
     let old = stored_with_parts(store, scope)?;
     let mut batch = WriteBatch::new();
-    let mut report = RebuildReport {
-        written: 0,
-        deleted: 0,
-        corrected: 0,
-    };
-    let whole = Pending {
-        rewrite: true,
-        ..Pending::default()
-    };
+    let mut report = RebuildReport::default();
+    let whole = Pending::whole();
     for (key, (_, parts)) in &old {
         if !fresh.contains_key(key) {
             parts::write_bucket(
@@ -274,5 +407,8 @@ pub async fn rebuild(
     }
     batch.set_cursor(ROLLUP_CURSOR, store.feed_head());
     store.write(batch).await?;
+    if scope.is_everything() {
+        store.set_setting(LAYOUT_SETTING, layout_name(scope.per_partition))?;
+    }
     Ok(report)
 }

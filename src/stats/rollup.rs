@@ -37,6 +37,11 @@ pub struct RollupOptions {
     /// Whole UTC days of rollups kept before today's (None: forever); older rows are
     /// deleted at start and every [`EXPIRE_EVERY`] (`store.retention.rollups_days`).
     pub keep_days: Option<u32>,
+    /// Rows per source partition (topic, partition) instead of one row for every partition
+    /// of the store (`scale_out.enabled`: a partition's history can then be answered by
+    /// whichever instance owns it). The store must hold its rollups in this layout
+    /// ([`super::rebuild::switch_layout`]).
+    pub per_partition: bool,
 }
 
 /// How often the rollup worker deletes rollups older than `keep_days`.
@@ -51,6 +56,7 @@ impl Default for RollupOptions {
             cache_buckets: 50_000,
             cache_bytes: 64 << 20,
             keep_days: None,
+            per_partition: false,
         }
     }
 }
@@ -115,6 +121,7 @@ impl RollupWorker {
     /// Opens the worker at its durable cursor, registering the cursor at the start of the
     /// feed if it has none (so the feed is kept from there).
     pub fn new(store: Store, opts: RollupOptions) -> Result<RollupWorker, StatsError> {
+        super::rebuild::check_layout(&store, opts.per_partition)?;
         let durable = match store.cursor(ROLLUP_CURSOR)? {
             Some(c) => c,
             None => {
@@ -202,6 +209,7 @@ impl RollupWorker {
                 let applied = self.step().await?;
                 let head = self.store.feed_head();
                 let due = self.pending_changes >= self.opts.max_batch_changes
+                    || self.over_budget()
                     || (self.pending_changes > 0
                         && last_write.elapsed() >= self.opts.flush_interval);
                 if due {
@@ -263,7 +271,10 @@ impl RollupWorker {
         let start = self.next;
         loop {
             let applied = self.step().await?;
-            if self.pending_changes >= self.opts.max_batch_changes || applied == 0 {
+            if self.pending_changes >= self.opts.max_batch_changes
+                || self.over_budget()
+                || applied == 0
+            {
                 self.flush().await?;
             }
             if applied == 0 {
@@ -332,12 +343,13 @@ impl RollupWorker {
     /// adds its (org, day) to `redo` instead, and changes to such a group are left to the
     /// recomputation.
     fn apply(&mut self, e: &ChangeEntry, redo: &mut BTreeSet<Group>) -> Result<(), StatsError> {
+        let pp = self.opts.per_partition;
         let new = match e.op {
-            ChangeOp::Insert | ChangeOp::Update => Some(self.image(e, false)?),
+            ChangeOp::Insert | ChangeOp::Update => Some(self.image(e, false)?.counted(pp)),
             ChangeOp::Delete => None,
         };
         let old = match e.op {
-            ChangeOp::Update | ChangeOp::Delete => Some(self.image(e, true)?),
+            ChangeOp::Update | ChangeOp::Delete => Some(self.image(e, true)?.counted(pp)),
             ChangeOp::Insert => None,
         };
         if let Some(o) = old.as_ref().filter(|o| !redo.contains(&o.group())) {
@@ -461,6 +473,14 @@ impl RollupWorker {
             m.stats_cache_bytes.set(cached as i64);
         }
         Ok(())
+    }
+
+    /// More buckets in memory than `cache_buckets`: write now, so that the written ones can
+    /// be dropped. Changes spread over many buckets (a catch-up of weeks of history in
+    /// arrival order, rollups kept per partition) otherwise held every bucket a whole batch
+    /// touched, dirty, until the batch was written: gigabytes.
+    fn over_budget(&self) -> bool {
+        self.cache.len() > self.opts.cache_buckets
     }
 
     /// Bytes of bucket state held in memory (an estimate: [`RollupState::memory_bytes`]).
@@ -605,7 +625,11 @@ impl RollupWorker {
                 }
             }
         }
-        let fresh = compute_states(events.values(), self.opts.exact_threshold);
+        let fresh = compute_states(
+            events.values(),
+            self.opts.exact_threshold,
+            self.opts.per_partition,
+        );
         let stored = stored_keys(&self.store, Some(org), Some((date, date)))?;
         // Buckets of the group that exist (stored or cached) but have no events now: zero.
         let mut stale: Vec<RollupKey> = stored
@@ -659,14 +683,21 @@ pub(crate) fn event_image(
     EventFacts::from_values(e.id, &values).ok_or_else(missing)
 }
 
-/// The rollup states of a set of events.
+/// The rollup states of a set of events (per source partition or not, see
+/// [`RollupOptions::per_partition`]).
 pub fn compute_states<'a>(
     events: impl IntoIterator<Item = &'a EventFacts>,
     threshold: u64,
+    per_partition: bool,
 ) -> BTreeMap<RollupKey, RollupState> {
     let mut out: BTreeMap<RollupKey, RollupState> = BTreeMap::new();
     for f in events {
         for key in RollupKey::for_event(f) {
+            let key = if per_partition {
+                key
+            } else {
+                key.with_source(None)
+            };
             let state = out.entry(key.clone()).or_default();
             state.add(&key, f, threshold);
         }

@@ -147,12 +147,18 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// The id of the row whose `@unique` key has these values in `entity`.
+/// The id of the row whose `@unique` key has these values in `entity`. Trailing nulls are
+/// left out, so optional fields appended to a key keep the ids of the rows that leave them
+/// unset (HourlyStats gained `topic` and `partition` this way).
 pub fn upsert_id(entity: &str, key_values: &[&Value]) -> [u8; 16] {
     let mut name = Vec::with_capacity(64);
     name.extend_from_slice(entity.as_bytes());
     name.push(0);
-    for v in key_values {
+    let set = key_values
+        .iter()
+        .rposition(|v| **v != Value::Null)
+        .map_or(0, |last| last + 1);
+    for v in &key_values[..set] {
         encode_component(&mut name, v);
     }
     *uuid::Uuid::new_v5(&UPSERT_NAMESPACE, &name).as_bytes()
@@ -261,6 +267,15 @@ mod tests {
         assert_ne!(
             upsert_id("DailyStats", &[&org, &d1]),
             upsert_id("HourlyStats", &[&org, &d1])
+        );
+        // Trailing nulls are left out; a null before a value is not.
+        assert_eq!(
+            upsert_id("DailyStats", &[&org, &d1]),
+            upsert_id("DailyStats", &[&org, &d1, &Value::Null, &Value::Null])
+        );
+        assert_ne!(
+            upsert_id("DailyStats", &[&org, &d1, &Value::Null, &Value::Int32(0)]),
+            upsert_id("DailyStats", &[&org, &d1, &Value::Int32(0)])
         );
     }
 

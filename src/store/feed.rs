@@ -240,6 +240,11 @@ fn decode_record(
             };
             let mut values = Vec::with_capacity(layout.feed_fields.len());
             for &pos in &layout.feed_fields {
+                if bytes.is_empty() {
+                    // Written before this field was appended to the entity's `@feed`.
+                    values.push(Value::Null);
+                    continue;
+                }
                 let (value, rest) =
                     decode_component(layout.fields[pos].ty, bytes).ok_or_else(|| {
                         StoreError::Corrupt {

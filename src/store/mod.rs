@@ -1264,6 +1264,42 @@ impl Store {
             }))
     }
 
+    /// A setting streamtally keeps about what the store holds (such as how its rollups are
+    /// keyed), if set. Settings live beside the store's own bookkeeping, not in rows.
+    pub fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("setting:{name}");
+        let value = self
+            .inner
+            .trees
+            .stmeta
+            .get(key.as_bytes())
+            .map_err(|e| self.engine_error("read a setting", e))?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets a [`Store::setting`], durably (flushed before it returns).
+    pub fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let key = format!("setting:{name}");
+        self.inner
+            .trees
+            .stmeta
+            .insert(key.as_bytes(), value.as_bytes())
+            .map_err(|e| self.engine_error("write a setting", e))?;
+        self.inner
+            .engine
+            .flush()
+            .map_err(|e| self.engine_error("flush a setting", e))?;
+        Ok(())
+    }
+
+    fn engine_error(&self, op: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Engine {
+            path: self.inner.path.clone(),
+            op,
+            message: e.to_string(),
+        }
+    }
+
     /// Every row of `entity` (through ormdb-core's type index). For small entities and tests.
     pub fn scan_all(&self, entity: &str) -> Result<Vec<Row>, StoreError> {
         let mut rows = Vec::new();

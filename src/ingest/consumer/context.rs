@@ -106,18 +106,27 @@ impl IngestContext {
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, coop: bool) {
         let tps = partitions(tpl);
         let stored = stored_positions(&self.shared.store, &tps);
-        let start = {
+        let (start, from_beginning) = {
             let mut ledger = self.shared.ledger.lock();
             let start = ledger.assign(&tps, &stored, Instant::now());
+            // A scaled-out group's instance holds the whole history of what it is given.
+            let from_beginning: Vec<&TopicPartition> = if ledger.restores() {
+                tps.iter().filter(|tp| !start.contains_key(*tp)).collect()
+            } else {
+                Vec::new()
+            };
             let n = ledger.assigned_count() as i64;
             self.shared.metrics.assigned_partitions.set(n);
             if let Some(cluster) = &self.shared.cluster {
                 cluster.set_local(ledger.assigned().cloned());
             }
-            start
+            (start, from_beginning)
         };
         for ((topic, p), next) in &start {
             let _ = tpl.set_partition_offset(topic, *p, Offset::Offset(*next));
+        }
+        for (topic, p) in from_beginning {
+            let _ = tpl.set_partition_offset(topic, *p, Offset::Beginning);
         }
         let r = if coop {
             consumer.incremental_assign(tpl)

@@ -117,10 +117,13 @@ impl Ingest {
         }
     }
 
-    /// Tells `cluster` the partitions held after every rebalance.
+    /// Tells `cluster` the partitions held after every rebalance, and keeps the history of
+    /// each partition it is given (restored from its own stored position or the start of
+    /// the log: see [`Ledger::restoring_history`]).
     pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Ingest {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.cluster = Some(cluster);
+            shared.ledger = Mutex::new(Ledger::restoring_history());
         }
         self
     }
@@ -248,6 +251,11 @@ impl PollLoop<'_> {
         writes::reap(shared, self.consumer, false)?;
         writes::backpressure(shared, self.consumer)?;
         writes::confirm_commits(shared, self.consumer);
+        let restoring = shared.ledger.lock().restore_lag();
+        if let Some(cluster) = &shared.cluster {
+            cluster.set_restoring(&restoring);
+        }
+        shared.metrics.set_restoring(restoring);
         blocked::release_dead_lettered(shared, self.consumer, &mut self.watermarks_read)
     }
 

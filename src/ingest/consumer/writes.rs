@@ -210,11 +210,11 @@ fn commit_to_kafka(
 /// is never moved backwards by this: a partition where it is ahead is left alone.
 pub(super) fn confirm_commits(shared: &Shared, consumer: &BaseConsumer<IngestContext>) {
     let positions = {
-        let ledger = shared.ledger.lock();
+        let mut ledger = shared.ledger.lock();
         if !ledger.commit_check_due(Instant::now()) {
             return;
         }
-        ledger.positions()
+        ledger.offsets_to_check(Instant::now())
     };
     let committed = if positions.is_empty() {
         Some(HashMap::new())

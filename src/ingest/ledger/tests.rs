@@ -249,3 +249,78 @@ fn backpressure_counts_batches_and_bytes_in_flight() {
     l.on_durable(ids[0]).unwrap();
     assert!(!l.over_limit(&LIMITS));
 }
+
+#[test]
+fn a_scaled_out_instance_restores_a_partition_from_its_own_position_without_committing_it() {
+    let now = Instant::now();
+    let mut l = Ledger::restoring_history();
+    assert!(l.restores());
+    // Partition 0 stored up to 10 by this instance before; partition 1 never held.
+    let start = l.assign(&[tp(0), tp(1)], &[(tp(0), 10)], now);
+    assert_eq!(start.get(&tp(0)), Some(&10));
+    assert_eq!(start.get(&tp(1)), None, "read from the start of the log");
+    // The group's committed offsets are read at once, before anything is committed.
+    assert!(l.commit_check_due(now));
+    assert_eq!(
+        l.offsets_to_check(now).keys().cloned().collect::<Vec<_>>(),
+        vec![tp(0), tp(1)]
+    );
+    assert!(!l.commit_check_due(now), "asked; again only after a while");
+    read(&mut l, 0, 10, now);
+    let d = take_durable(&mut l, now);
+    assert!(l.committable(&d).is_empty(), "unverified: not committed");
+    // Another instance read partition 0 to 15 meanwhile, and partition 1 to 4.
+    let committed: HashMap<TopicPartition, i64> = [(tp(0), 15), (tp(1), 4)].into();
+    assert!(l.on_commit_read(Some(&committed), now).is_empty());
+    assert_eq!(l.restore_lag(), vec![(tp(0), 4), (tp(1), 4)]);
+    assert!(
+        l.positions().is_empty(),
+        "restoring: its lower positions are not committed"
+    );
+    for offset in 11..15 {
+        read(&mut l, 0, offset, now);
+    }
+    for offset in 0..3 {
+        read(&mut l, 1, offset, now);
+    }
+    let d = take_durable(&mut l, now);
+    // Partition 0 reached the group's offset: restored, and committed from now on.
+    assert_eq!(l.restore_lag(), vec![(tp(1), 1)]);
+    assert_eq!(l.committable(&d), [(tp(0), 15)].into());
+    read(&mut l, 1, 3, now);
+    let d = take_durable(&mut l, now);
+    assert!(l.restore_lag().is_empty());
+    assert_eq!(l.committable(&d), [(tp(1), 4)].into());
+    // A partition revoked while restoring is forgotten.
+    l.assign(&[tp(2)], &[(tp(2), 0)], now);
+    let committed: HashMap<TopicPartition, i64> = [(tp(2), 9)].into();
+    l.on_commit_read(Some(&committed), now);
+    assert_eq!(l.restore_lag(), vec![(tp(2), 9)]);
+    l.revoke(&[tp(2)]);
+    assert!(l.restore_lag().is_empty());
+}
+
+#[test]
+fn a_failed_read_of_the_committed_offsets_keeps_new_partitions_uncommitted_and_asks_again() {
+    let now = Instant::now();
+    let mut l = Ledger::restoring_history();
+    l.assign(&[tp(0)], &[(tp(0), 5)], now);
+    l.offsets_to_check(now);
+    assert!(l.on_commit_read(None, now).is_empty());
+    read(&mut l, 0, 5, now);
+    let d = take_durable(&mut l, now);
+    assert!(l.committable(&d).is_empty());
+    assert!(l.commit_check_due(now + Duration::from_secs(1)));
+    // Kafka behind the store (a kill before the commit): not restoring, committed again.
+    let committed: HashMap<TopicPartition, i64> = [(tp(0), 2)].into();
+    l.offsets_to_check(now);
+    assert_eq!(l.on_commit_read(Some(&committed), now), [(tp(0), 6)].into());
+    assert!(l.restore_lag().is_empty());
+    // A single instance (no scale-out) never restores.
+    let mut single = Ledger::new();
+    single.assign(&[tp(0)], &[(tp(0), 1)], now);
+    assert!(!single.commit_check_due(now));
+    let committed: HashMap<TopicPartition, i64> = [(tp(0), 9)].into();
+    single.on_commit_read(Some(&committed), now);
+    assert!(single.restore_lag().is_empty());
+}
