@@ -1344,6 +1344,26 @@ fn rollups_kept_per_partition_merge_to_the_whole_store_answers() {
     for org in 0..3 {
         assert_same_answers(&all, &rb, org_id(org), base);
     }
+    // More events in the buckets already merged (and cached): the answers follow.
+    let more: Vec<Ev> = (0..500)
+        .map(|_| random_event(&mut rng, 3, 300, base, 3 * 86_400))
+        .collect();
+    for store in [&per, &whole] {
+        write(store, |b| {
+            for e in &more {
+                b.insert("Event", sourced_row(e));
+            }
+        });
+    }
+    model.extend(more.into_iter().map(|e| (e.id, e)));
+    rt.block_on(wa.catch_up()).unwrap();
+    rt.block_on(wb.catch_up()).unwrap();
+    for org in 0..3 {
+        assert_same_answers(&all, &rb, org_id(org), base);
+    }
+    let stored = rebuild::stored(&per, &Scope::default()).unwrap();
+    let expected = rebuild::recompute(&per, &pp, 10_000, &bar).unwrap();
+    assert_eq!(rebuild::diff(&stored, &expected), Vec::<String>::new());
     // The whole-store rows are not read as partitions, nor partition rows as the whole.
     assert_eq!(
         ra.unique(

@@ -124,7 +124,25 @@ pub type SourcesFn = Arc<dyn Fn() -> Sources + Send + Sync>;
 pub struct StatsReader {
     store: Store,
     states: StateCache,
+    merged: MergedCache,
     sources: SourcesFn,
+}
+
+/// Buckets merged over several sources, by the ids of the rows merged, with the versions
+/// they were merged at: a past bucket's rows do not change, and merging their unique sets
+/// again on every request (30 days of 12 partitions: ~4 ms) is what the cache saves.
+#[derive(Clone)]
+struct MergedCache(Arc<Mutex<BudgetCache<Vec<[u8; 16]>, (Vec<u64>, Point)>>>);
+
+const MERGED_CACHE_BYTES: usize = 16 << 20;
+
+impl Default for MergedCache {
+    fn default() -> Self {
+        MergedCache(Arc::new(Mutex::new(BudgetCache::new(
+            MERGED_CACHE_BYTES,
+            Eviction::Fifo,
+        ))))
+    }
 }
 
 /// A rollup row's distinct users and sessions.
@@ -185,6 +203,7 @@ impl StatsReader {
         StatsReader {
             store,
             states: StateCache::default(),
+            merged: MergedCache::default(),
             sources: Arc::new(|| Sources::Whole),
         }
     }
@@ -235,10 +254,24 @@ impl StatsReader {
                 point.unique_sessions = n(v, 2);
             }
             many => {
+                // The versions first: rows written after them make the next read merge again.
+                let ids: Vec<[u8; 16]> = many.iter().map(|(k, _)| k.row_id()).collect();
+                let mut versions = Vec::with_capacity(many.len());
+                for ((key, _), id) in many.iter().zip(&ids) {
+                    versions.push(self.store.latest_version(key.entity(), id)?.unwrap_or(0));
+                }
+                if let Some((v, p)) = self.merged.0.lock().get(&ids) {
+                    if *v == versions {
+                        return Ok(Point { t_us, ..*p });
+                    }
+                }
+                // Counts and sets read after the versions: never older than them.
                 let mut users = UniqUnion::new();
                 let mut sessions = UniqUnion::new();
-                for (key, v) in many {
-                    point.events += n(v, 0);
+                for ((key, _), id) in many.iter().zip(&ids) {
+                    if let Some(v) = self.store.get_fields(key.entity(), id, &fields[..1])? {
+                        point.events += n(&v, 0);
+                    }
                     if let Some(states) = self.states(key)? {
                         users.add(&states.0);
                         sessions.add(&states.1);
@@ -246,6 +279,8 @@ impl StatsReader {
                 }
                 point.unique_users = users.count().0 as i64;
                 point.unique_sessions = sessions.count().0 as i64;
+                let weight = 64 + ids.len() * 24;
+                self.merged.0.lock().insert(ids, (versions, point), weight);
             }
         }
         Ok(point)

@@ -475,12 +475,11 @@ impl RollupWorker {
         Ok(())
     }
 
-    /// More buckets in memory than `cache_buckets`: write now, so that the written ones can
-    /// be dropped. Changes spread over many buckets (a catch-up of weeks of history in
-    /// arrival order, rollups kept per partition) otherwise held every bucket a whole batch
-    /// touched, dirty, until the batch was written: gigabytes.
+    /// Twice `cache_buckets` in memory: write now, so that the written ones can be dropped
+    /// (a write leaves at most `cache_buckets`: twice, so that a working set larger than the
+    /// budget does not make every read of the feed a write).
     fn over_budget(&self) -> bool {
-        self.cache.len() > self.opts.cache_buckets
+        self.cache.len() > 2 * self.opts.cache_buckets
     }
 
     /// Bytes of bucket state held in memory (an estimate: [`RollupState::memory_bytes`]).
