@@ -132,7 +132,10 @@ pub struct StatsReader {
 /// they were merged at: a past bucket's rows do not change, and merging their unique sets
 /// again on every request (30 days of 12 partitions: ~4 ms) is what the cache saves.
 #[derive(Clone)]
-struct MergedCache(Arc<Mutex<BudgetCache<Vec<[u8; 16]>, (Vec<u64>, Point)>>>);
+struct MergedCache(Arc<Mutex<BudgetCache<Vec<[u8; 16]>, VersionedPoint>>>);
+
+/// The versions of the rows a bucket was merged from, and the merged bucket.
+type VersionedPoint = (Vec<u64>, Point);
 
 const MERGED_CACHE_BYTES: usize = 16 << 20;
 
