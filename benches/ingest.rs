@@ -4,7 +4,9 @@
 //! only counts; (b) streamtally from an empty store to every event durable and its offsets
 //! committed, with the stats workers (rollups, real-time counters) and the gateway running
 //! beside ingest as `streamtally run` starts them (`app::Services`); `--no-stats` leaves the
-//! stats workers out (`stats.enabled = false`). Last stdout line is JSON.
+//! stats workers out (`stats.enabled = false`). `--scale-out`: as one instance of a scaled-out
+//! group (`scale_out.enabled`: membership on the members topic, rollups kept per partition,
+//! partitions' histories restored); the JSON says `"scale_out":true`. Last stdout line is JSON.
 
 #[path = "../tests/common/broker.rs"]
 mod broker;
@@ -71,6 +73,7 @@ fn main() {
     streamtally::tune_c_allocator();
     let n = arg("--events", 1_000_000);
     let stats = switch("stats", true);
+    let scale_out = switch("scale-out", false);
     let broker = broker::TestBroker::end_to_end();
     eprintln!(
         "ingest bench: broker {} at {}",
@@ -152,6 +155,7 @@ fn main() {
     conf.stats.enabled = stats;
     conf.gateway.listen = "127.0.0.1:0".parse().expect("addr");
     conf.auth.enabled = false;
+    conf.scale_out.enabled = scale_out;
     let schema = Schema::parse(include_str!("../schema.ormdb")).expect("schema");
     let store = Store::open(StoreOptions::from_config(&conf.store), &schema).expect("store");
     let metrics = Arc::new(streamtally::metrics::Metrics::new());
@@ -167,8 +171,11 @@ fn main() {
         "ingest bench: stats workers {}",
         if stats { "running" } else { "off (--no-stats)" }
     );
-    let ingest =
+    let mut ingest =
         streamtally::ingest::Ingest::new(conf, store.clone(), metrics.clone(), shutdown.clone());
+    if let Some(cluster) = &services.cluster {
+        ingest = ingest.with_cluster(cluster.clone());
+    }
     let t = Instant::now();
     let thread = std::thread::spawn(move || ingest.run());
     let mut last_report = Instant::now();
@@ -244,7 +251,7 @@ fn main() {
     let duplicates = rows - (n as usize - missing);
     store.close().expect("close");
     println!(
-        "{{\"bench\":\"ingest\",\"events\":{n},\"events_per_sec\":{events_per_sec:.0},\"events_per_sec_last_500k\":{events_per_sec_last_500k:.0},\"ceiling_events_per_sec\":{ceiling:.0},\"ratio\":{:.3},\"flush_p99_ms\":{flush_p99_ms:.1},\"peak_rss_mb\":{peak_rss_mb:.1},\"missing\":{missing},\"duplicates\":{duplicates},\"stats\":{stats},\"broker\":\"{}\",\"ids\":\"{}\"}}",
+        "{{\"bench\":\"ingest\",\"events\":{n},\"events_per_sec\":{events_per_sec:.0},\"events_per_sec_last_500k\":{events_per_sec_last_500k:.0},\"ceiling_events_per_sec\":{ceiling:.0},\"ratio\":{:.3},\"flush_p99_ms\":{flush_p99_ms:.1},\"peak_rss_mb\":{peak_rss_mb:.1},\"missing\":{missing},\"duplicates\":{duplicates},\"stats\":{stats},\"scale_out\":{scale_out},\"broker\":\"{}\",\"ids\":\"{}\"}}",
         events_per_sec / ceiling,
         broker.kind,
         cfg.ids.name()

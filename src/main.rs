@@ -156,7 +156,9 @@ enum TokenCommand {
 #[derive(Subcommand)]
 enum StatsCommand {
     /// Recompute HourlyStats, DailyStats and EventNameDaily from the raw events and swap
-    /// them in with one atomic write (pending changes in the feed are applied first).
+    /// them in with one atomic write (pending changes in the feed are applied first). Rows
+    /// are kept per source partition when scale_out.enabled is true; a rebuild of every org
+    /// and day switches the store to that keying.
     Rebuild(StatsScopeArgs),
     /// Recompute the rollups and report every difference from the stored ones (pending
     /// changes in the feed are applied first). Exit code 1 if anything differs.
