@@ -77,6 +77,8 @@ struct Shared {
     dead_letters: Mutex<Option<DeadLetterQueue>>,
     /// A failure inside a rebalance callback, reported by the poll loop.
     callback_error: Mutex<Option<IngestError>>,
+    /// The positions Kafka last accepted in a synchronous commit (see `writes::drain`).
+    sync_committed: Mutex<Option<crate::ingest::ledger::Positions>>,
     #[cfg(feature = "fault-injection")]
     durable_batches: std::sync::atomic::AtomicU64,
 }
@@ -111,6 +113,7 @@ impl Ingest {
                 cluster: None,
                 dead_letters: Mutex::new(None),
                 callback_error: Mutex::new(None),
+                sync_committed: Mutex::new(None),
                 #[cfg(feature = "fault-injection")]
                 durable_batches: std::sync::atomic::AtomicU64::new(0),
             }),
