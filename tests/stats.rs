@@ -1458,6 +1458,16 @@ fn schema_before_partitioned_rollups() -> streamtally::schema::Schema {
     streamtally::schema::Schema::parse(&text).expect("the older schema parses")
 }
 
+/// DailyStats' event counts by row id.
+fn daily_counts_by_id(store: &Store) -> BTreeMap<[u8; 16], i64> {
+    store
+        .scan_all("DailyStats")
+        .unwrap()
+        .iter()
+        .map(|r| (r.id().unwrap(), int(r, "event_count")))
+        .collect()
+}
+
 #[test]
 fn a_store_from_before_per_partition_rollups_keeps_its_rows_and_feed() {
     let rt = rt();
@@ -1488,24 +1498,13 @@ fn a_store_from_before_per_partition_rollups_keeps_its_rows_and_feed() {
                 b.insert("Event", sourced_row(e));
             }
         });
-        let ids: BTreeMap<[u8; 16], i64> = old
-            .scan_all("DailyStats")
-            .unwrap()
-            .iter()
-            .map(|r| (r.id().unwrap(), int(r, "event_count")))
-            .collect();
+        let ids = daily_counts_by_id(&old);
         old.close().unwrap();
         ids
     };
     let store = common::open(dir.path());
     // The rows kept their ids (the rollup worker below updates them in place)...
-    let now: BTreeMap<[u8; 16], i64> = store
-        .scan_all("DailyStats")
-        .unwrap()
-        .iter()
-        .map(|r| (r.id().unwrap(), int(r, "event_count")))
-        .collect();
-    assert_eq!(now, ids_before);
+    assert_eq!(daily_counts_by_id(&store), ids_before);
     // ... and the older feed entries are read, without a source.
     let feed = store
         .feed_read(streamtally::store::FIRST_SEQ, 100_000)

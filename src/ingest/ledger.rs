@@ -26,7 +26,7 @@
 use super::decode::DecodedEvent;
 use super::dedup::EVENT_ID_SCOPE;
 use crate::store::WriteBatch;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub type TopicPartition = (String, i32);
@@ -129,7 +129,7 @@ pub struct Ledger {
     /// Partitions' histories are restored (see the module's notes).
     restores: bool,
     /// Assigned partitions whose committed offset has not been read since (restores only).
-    unverified: BTreeMap<TopicPartition, ()>,
+    unverified: BTreeSet<TopicPartition>,
     /// Partitions restoring, with the group's committed offset they restore to.
     restoring: BTreeMap<TopicPartition, i64>,
     /// When the committed offsets of `unverified` were last asked for.
@@ -174,7 +174,7 @@ impl Ledger {
     /// Whether `tp` may be committed to Kafka now.
     fn may_commit(&self, tp: &TopicPartition) -> bool {
         self.assigned.contains_key(tp)
-            && !self.unverified.contains_key(tp)
+            && !self.unverified.contains(tp)
             && !self.restoring.contains_key(tp)
     }
 
@@ -466,7 +466,7 @@ impl Ledger {
             }
             self.assigned.insert(tp.clone(), at);
             if self.restores {
-                self.unverified.insert(tp.clone(), ());
+                self.unverified.insert(tp.clone());
                 self.restoring.remove(tp);
             }
         }
@@ -526,7 +526,7 @@ impl Ledger {
             self.verify_asked = Some(now);
         }
         let mut out = self.positions();
-        for tp in self.unverified.keys() {
+        for tp in &self.unverified {
             out.insert(tp.clone(), self.stored.get(tp).copied().unwrap_or(0));
         }
         out
@@ -544,7 +544,7 @@ impl Ledger {
             return Positions::new();
         };
         // Newly assigned partitions: restoring while behind the group's committed offset.
-        for tp in std::mem::take(&mut self.unverified).into_keys() {
+        for tp in std::mem::take(&mut self.unverified) {
             let at = self.stored.get(&tp).copied().unwrap_or(0);
             match committed.get(&tp) {
                 Some(&c) if c > at => {

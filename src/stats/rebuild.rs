@@ -330,31 +330,20 @@ pub async fn switch_layout(
     groups.retain(|(_, date)| first.is_none_or(|f| *date >= f));
     progress.set_length(groups.len() as u64);
     let mut report = RebuildReport::default();
-    let whole = Pending::whole();
     for (org, date) in groups {
         let events = super::rollup::group_events_now(store, (org, date))?;
         let fresh = compute_states(events.values(), threshold, per_partition);
+        let day = Scope {
+            org: Some(org),
+            from: Some(date),
+            to: Some(date),
+            per_partition,
+        };
+        // Rows of the other keying have other ids, so they are all replaced; rows of this
+        // one exist only if an earlier switch stopped part way.
+        let old = stored_with_parts(store, &day)?;
         let mut batch = WriteBatch::new();
-        let mut stored: BTreeMap<RollupKey, Option<Parts>> = BTreeMap::new();
-        for entity in ROLLUP_ENTITIES {
-            for (key, row) in stored_rows(store, entity, Some(org), Some((date, date)))? {
-                let parts = parts::parts_of(&key, &row)?;
-                if !fresh.contains_key(&key) {
-                    let none = RollupState::default();
-                    parts::write_bucket(&mut batch, &key, &none, true, parts, &whole);
-                    report.deleted += 1;
-                }
-                stored.insert(key, parts);
-            }
-        }
-        for (key, state) in &fresh {
-            // Rows of the other keying have other ids; rows of this one exist only if an
-            // earlier switch stopped part way.
-            let before = stored.get(key);
-            let parts = before.copied().flatten();
-            parts::write_bucket(&mut batch, key, state, before.is_some(), parts, &whole);
-            report.written += 1;
-        }
+        replace_rows(&mut batch, &old, &fresh, &mut report);
         store.write(batch).await?;
         progress.inc(1);
     }
@@ -363,6 +352,33 @@ pub async fn switch_layout(
     store.write(batch).await?;
     store.set_setting(LAYOUT_SETTING, layout_name(per_partition))?;
     Ok(Some(report))
+}
+
+/// Adds to `batch` what replaces the rows `old` (as stored, with their parts) by `fresh`:
+/// the old rows `fresh` lacks are deleted, every fresh row is written whole; counts them in
+/// `report`.
+fn replace_rows(
+    batch: &mut WriteBatch,
+    old: &BTreeMap<RollupKey, (RollupState, Option<Parts>)>,
+    fresh: &BTreeMap<RollupKey, RollupState>,
+    report: &mut RebuildReport,
+) {
+    let whole = Pending::whole();
+    for (key, (_, parts)) in old {
+        if !fresh.contains_key(key) {
+            parts::write_bucket(batch, key, &RollupState::default(), true, *parts, &whole);
+            report.deleted += 1;
+        }
+    }
+    for (key, state) in fresh {
+        let before = old.get(key);
+        if before.map(|(s, _)| s) != Some(state) {
+            report.corrected += 1;
+        }
+        let parts = before.and_then(|(_, p)| *p);
+        parts::write_bucket(batch, key, state, before.is_some(), parts, &whole);
+        report.written += 1;
+    }
 }
 
 /// Replaces the rollups in `scope` with a recomputation, in one atomic write that also
@@ -382,29 +398,7 @@ pub async fn rebuild(
     let old = stored_with_parts(store, scope)?;
     let mut batch = WriteBatch::new();
     let mut report = RebuildReport::default();
-    let whole = Pending::whole();
-    for (key, (_, parts)) in &old {
-        if !fresh.contains_key(key) {
-            parts::write_bucket(
-                &mut batch,
-                key,
-                &RollupState::default(),
-                true,
-                *parts,
-                &whole,
-            );
-            report.deleted += 1;
-        }
-    }
-    for (key, state) in &fresh {
-        let before = old.get(key);
-        if before.map(|(s, _)| s) != Some(state) {
-            report.corrected += 1;
-        }
-        let parts = before.and_then(|(_, p)| *p);
-        parts::write_bucket(&mut batch, key, state, before.is_some(), parts, &whole);
-        report.written += 1;
-    }
+    replace_rows(&mut batch, &old, &fresh, &mut report);
     batch.set_cursor(ROLLUP_CURSOR, store.feed_head());
     store.write(batch).await?;
     if scope.is_everything() {

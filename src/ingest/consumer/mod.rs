@@ -254,11 +254,12 @@ impl PollLoop<'_> {
         writes::reap(shared, self.consumer, false)?;
         writes::backpressure(shared, self.consumer)?;
         writes::confirm_commits(shared, self.consumer);
-        let restoring = shared.ledger.lock().restore_lag();
+        // Only a scaled-out instance restores (this runs after every message).
         if let Some(cluster) = &shared.cluster {
+            let restoring = shared.ledger.lock().restore_lag();
             cluster.set_restoring(&restoring);
+            shared.metrics.set_restoring(restoring);
         }
-        shared.metrics.set_restoring(restoring);
         blocked::release_dead_lettered(shared, self.consumer, &mut self.watermarks_read)
     }
 
