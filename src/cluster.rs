@@ -200,6 +200,12 @@ impl Cluster {
         self.local.lock().0.iter().cloned().collect()
     }
 
+    /// The partitions ingest holds now, and of those the ones restoring (with their lag).
+    pub fn local_state(&self) -> (BTreeSet<TopicPartition>, BTreeMap<TopicPartition, i64>) {
+        let local = self.local.lock().0.clone();
+        (local, self.restoring.lock().clone())
+    }
+
     /// How long an instance stays alive without a new announcement.
     fn alive_for(&self) -> Duration {
         self.interval * 3

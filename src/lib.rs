@@ -30,6 +30,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod produce;
 pub mod schema;
+pub mod sign;
 pub mod stats;
 pub mod store;
 pub mod synth;

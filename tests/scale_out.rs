@@ -19,6 +19,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 12;
+/// The group's `scale_out.cluster_secret`.
+const SECRET: &str = "test-cluster-secret-0123456789";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -55,6 +57,7 @@ fn start(broker: &str, topic: &str, group: &str, i: &mut Instance, log: &Path) {
         ("STREAMTALLY__SCALE_OUT__ENABLED", "true"),
         ("STREAMTALLY__SCALE_OUT__INSTANCE_ID", i.id),
         ("STREAMTALLY__SCALE_OUT__ANNOUNCE_INTERVAL_MS", "500"),
+        ("STREAMTALLY__SCALE_OUT__CLUSTER_SECRET", SECRET),
         ("STREAMTALLY__GATEWAY__LISTEN", listen.as_str()),
         ("STREAMTALLY__GATEWAY__ADVERTISED_URL", url.as_str()),
         ("STREAMTALLY__AUTH__ENABLED", "false"),
@@ -164,6 +167,38 @@ fn three_instances_agree_on_partition_owners_through_a_kill_a_restart_and_a_clea
     }
     assert!(all.values().all(|o| ["a", "b", "c"].contains(&o.as_str())));
 
+    // The internal route answers only requests signed with the group's secret, and only
+    // for the partitions the instance holds.
+    let a_holds: Vec<i64> = all
+        .iter()
+        .filter(|(_, o)| *o == "a")
+        .map(|(p, _)| *p)
+        .collect();
+    let not_a = (0..PARTITIONS as i64)
+        .find(|p| !a_holds.contains(p))
+        .unwrap();
+    let body = serde_json::json!({
+        "ask": {"kind": "top_events", "org": uuid::Uuid::nil(), "date": "2026-12-01"},
+        "partitions": [[topic, a_holds[0]], [topic, not_a]],
+    })
+    .to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let (status, text) = post_partials(ports[0], &body, None);
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("signature"), "{text}");
+    let forged = streamtally::sign::header_value("another-secret-entirely", now, body.as_bytes());
+    let (status, text) = post_partials(ports[0], &body, Some(&forged));
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("cluster_secret"), "{text}");
+    let signed = streamtally::sign::header_value(SECRET, now, body.as_bytes());
+    let (status, text) = post_partials(ports[0], &body, Some(&signed));
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["served"], serde_json::json!([[topic, a_holds[0]]]), "{v}");
+    assert_eq!(v["refused"][0]["partition"], not_a, "{v}");
+    assert_eq!(v["refused"][0]["reason"], "moving", "{v}");
+    assert_eq!(v["part"]["kind"], "top_events", "{v}");
+
     // SIGKILL c: no leaving announcement; the survivors notice it gone and the group gives
     // its partitions to them (the session timeout is 6 s).
     sigkill(instances[2].child.as_mut().unwrap());
@@ -187,6 +222,31 @@ fn three_instances_agree_on_partition_owners_through_a_kill_a_restart_and_a_clea
             }
         }
     }
+}
+
+/// POSTs `body` to the instance's `/internal/v1/partials` with an optional signature
+/// header; the status and body.
+fn post_partials(port: u16, body: &str, signature: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let sig = signature
+        .map(|v| format!("{}: {v}\r\n", streamtally::sign::HEADER))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST /internal/v1/partials HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n{sig}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    let text = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, text)
 }
 
 /// Brokers down at start: the connector starts anyway (as ingest does), answers that it
@@ -254,6 +314,7 @@ fn scale_out_settings_are_checked_naming_the_key_and_the_value() {
         "scale_out.announce_interval_ms 5: must be within 100..=60000",
         "scale_out.members_topic (empty: \"<kafka.group_id>.members\" = \"has space.members\")",
         "scale_out.instance_id \"a b\"",
+        "scale_out.cluster_secret (0 characters): at least 16 characters",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
@@ -262,17 +323,28 @@ fn scale_out_settings_are_checked_naming_the_key_and_the_value() {
     assert!(out.contains("[scale_out]"), "{out}");
 }
 
-/// What the test produced: per event, its org, user and partition.
+/// What the test produced: per event, its org, user, name and time (µs).
 struct Produced {
     cfg: streamtally::synth::SynthConfig,
-    events: Vec<(usize, String, i32)>,
+    events: Vec<(usize, String, &'static str, i64)>,
+}
+
+/// One org's numbers as an instance answers them, or as recomputed from what was produced:
+/// events and distinct users over the span, the last day's top events, today's events and
+/// users.
+#[derive(Debug, PartialEq, Eq)]
+struct OrgNumbers {
+    events: i64,
+    users: u64,
+    top: Vec<(String, i64)>,
+    today: (i64, i64),
 }
 
 impl Produced {
     fn new(total: u64) -> Produced {
         let mut cfg = streamtally::synth::SynthConfig::new(total);
         cfg.orgs = 3;
-        cfg.users = 400;
+        cfg.users = 3_000;
         cfg.span_days = 2;
         Produced {
             cfg,
@@ -280,28 +352,56 @@ impl Produced {
         }
     }
 
-    /// Produces events `range` (event `i` to partition `i % PARTITIONS`).
+    /// Produces events `range`, keyed by user (the producer's partitioner spreads the
+    /// users over the partitions; a user's events stay in one).
     fn produce(&mut self, broker: &str, topic: &str, range: std::ops::Range<u64>) {
-        let records = common::broker::synth_records(&self.cfg, range.clone(), PARTITIONS);
-        common::broker::produce(broker, topic, &records);
-        for i in range {
+        let mut records = common::broker::synth_records(&self.cfg, range.clone(), PARTITIONS);
+        for (i, r) in range.clone().zip(records.iter_mut()) {
             let e = streamtally::synth::SynthEvent::generate(&self.cfg, i);
-            self.events
-                .push((e.org, e.user_id, (i % PARTITIONS as u64) as i32));
+            r.0 = Some(e.user_id.clone().into_bytes());
+            r.3 = None;
+            self.events.push((
+                e.org,
+                e.user_id,
+                e.event_name,
+                e.timestamp.timestamp_micros(),
+            ));
         }
+        common::broker::produce(broker, topic, &records);
     }
 
-    /// Per org: the events of `partitions` and their distinct users.
-    fn expected(&self, partitions: &BTreeSet<i32>) -> Vec<(i64, u64)> {
+    /// The last day of the span (top events are asked for it).
+    fn last_day(&self) -> chrono::NaiveDate {
+        self.cfg.end.date_naive()
+    }
+
+    /// Per org, recomputed from every event produced.
+    fn expected(&self) -> Vec<OrgNumbers> {
+        let today = chrono::Utc::now().date_naive();
+        let day_of = |us: i64| {
+            chrono::DateTime::from_timestamp_micros(us)
+                .unwrap()
+                .date_naive()
+        };
         (0..self.cfg.orgs)
             .map(|org| {
-                let mine: Vec<&(usize, String, i32)> = self
-                    .events
-                    .iter()
-                    .filter(|(o, _, p)| *o == org && partitions.contains(p))
-                    .collect();
-                let users: BTreeSet<&str> = mine.iter().map(|(_, u, _)| u.as_str()).collect();
-                (mine.len() as i64, users.len() as u64)
+                let mine: Vec<_> = self.events.iter().filter(|e| e.0 == org).collect();
+                let users: BTreeSet<&str> = mine.iter().map(|e| e.1.as_str()).collect();
+                let mut names: BTreeMap<&str, i64> = BTreeMap::new();
+                for e in mine.iter().filter(|e| day_of(e.3) == self.last_day()) {
+                    *names.entry(e.2).or_insert(0) += 1;
+                }
+                let mut top: Vec<(String, i64)> =
+                    names.into_iter().map(|(n, c)| (n.to_string(), c)).collect();
+                top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let of_today: Vec<_> = mine.iter().filter(|e| day_of(e.3) == today).collect();
+                let today_users: BTreeSet<&str> = of_today.iter().map(|e| e.1.as_str()).collect();
+                OrgNumbers {
+                    events: mine.len() as i64,
+                    users: users.len() as u64,
+                    top,
+                    today: (of_today.len() as i64, today_users.len() as i64),
+                }
             })
             .collect()
     }
@@ -311,9 +411,20 @@ impl Produced {
     }
 }
 
-/// Per org: the events (day series summed) and unique users the instance on `port` answers
-/// over the produced span.
-fn answers(port: u16, produced: &Produced) -> Option<Vec<(i64, u64)>> {
+/// GET `path` of the instance on `port` as JSON, when it answers 200 and says the answer
+/// covers every partition (`"complete": true`).
+fn complete_answer(port: u16, path: &str) -> Result<Value, String> {
+    let r = http::get(&format!("127.0.0.1:{port}"), path, None)
+        .ok_or_else(|| format!("{path}: no answer"))?;
+    let v: Value = serde_json::from_str(&r.body).map_err(|e| format!("{path}: {e}"))?;
+    if r.status != 200 || v["complete"] != true {
+        return Err(format!("{path}: {} {v}", r.status));
+    }
+    Ok(v)
+}
+
+/// Per org: the numbers the instance on `port` answers for the whole group.
+fn answers(port: u16, produced: &Produced) -> Result<Vec<OrgNumbers>, String> {
     let to = produced.cfg.end + chrono::Duration::hours(1);
     let from = produced.cfg.end - chrono::Duration::days(3);
     let range = format!(
@@ -321,42 +432,53 @@ fn answers(port: u16, produced: &Produced) -> Option<Vec<(i64, u64)>> {
         from.timestamp_millis(),
         to.timestamp_millis()
     );
-    let addr = format!("127.0.0.1:{port}");
     let mut out = Vec::new();
     for org in 0..produced.cfg.orgs {
         let o = produced.org(org);
-        let series = http::get(
-            &addr,
+        let series = complete_answer(
+            port,
             &format!("/api/v1/orgs/{o}/timeseries?{range}&granularity=day"),
-            None,
         )?;
-        let uniq = http::get(
-            &addr,
-            &format!("/api/v1/orgs/{o}/unique-users?{range}"),
-            None,
+        let uniq = complete_answer(port, &format!("/api/v1/orgs/{o}/unique-users?{range}"))?;
+        let top = complete_answer(
+            port,
+            &format!(
+                "/api/v1/orgs/{o}/top-events?date={}&limit=100",
+                produced.last_day()
+            ),
         )?;
-        if series.status != 200 || uniq.status != 200 {
-            // An org this instance has no event of yet is unknown to it (404).
-            if series.status == 404 {
-                out.push((0, 0));
-                continue;
-            }
-            return None;
-        }
-        let series: Value = serde_json::from_str(&series.body).ok()?;
-        let uniq: Value = serde_json::from_str(&uniq.body).ok()?;
-        let events: i64 = series["points"]
-            .as_array()?
-            .iter()
-            .map(|p| p["events"].as_i64().unwrap_or(0))
-            .sum();
-        out.push((events, uniq["unique_users"].as_u64()?));
+        let counters = complete_answer(port, &format!("/api/v1/orgs/{o}/counters"))?;
+        out.push(OrgNumbers {
+            events: series["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["events"].as_i64().unwrap())
+                .sum(),
+            users: uniq["unique_users"].as_u64().unwrap(),
+            top: top["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["event_name"].as_str().unwrap().to_string(),
+                        e["count"].as_i64().unwrap(),
+                    )
+                })
+                .collect(),
+            today: (
+                counters["events_today"].as_i64().unwrap(),
+                counters["unique_users_today"].as_i64().unwrap(),
+            ),
+        });
     }
-    Some(out)
+    Ok(out)
 }
 
-/// Waits until the instances `live` agree on the owners and each answers exactly the
-/// events and users of the partitions it owns, which together are every event produced.
+/// Waits until the instances `live` agree on the owners and each answers, for the whole
+/// group and saying so (`complete`), exactly the numbers recomputed from every event
+/// produced (a partition counted twice, or left out, makes an answer differ).
 fn wait_exact(
     instances: &[Instance],
     live: &[&str],
@@ -372,77 +494,98 @@ fn wait_exact(
         .collect();
     let mut last = String::new();
     while t.elapsed() < timeout {
-        let owners = wait_agreed(&ports, live, timeout.saturating_sub(t.elapsed()), log);
+        wait_agreed(&ports, live, timeout.saturating_sub(t.elapsed()), log);
+        let want = produced.expected();
         let mut exact = true;
-        let mut total = vec![0i64; produced.cfg.orgs];
         last.clear();
         for i in instances.iter().filter(|i| live.contains(&i.id)) {
-            let held: BTreeSet<i32> = owners
-                .iter()
-                .filter(|(_, o)| o.as_str() == i.id)
-                .map(|(p, _)| *p as i32)
-                .collect();
-            let want = produced.expected(&held);
-            let have = answers(i.port, produced);
-            if let Some(have) = &have {
-                for (t, (n, _)) in total.iter_mut().zip(have) {
-                    *t += n;
+            match answers(i.port, produced) {
+                Ok(have) if have == want => {}
+                Ok(have) => {
+                    exact = false;
+                    last += &format!("{} answers {have:?}\n  expected {want:?}\n", i.id);
+                }
+                Err(e) => {
+                    exact = false;
+                    last += &format!("{}: {e}\n", i.id);
                 }
             }
-            exact &= have.as_ref() == Some(&want);
-            last += &format!(
-                "{} holds {held:?}: answers {have:?}, expected {want:?}\n",
-                i.id
-            );
         }
         if exact {
-            let all = produced.expected(&(0..PARTITIONS).collect());
-            assert_eq!(
-                total,
-                all.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-                "the owners' events add up to every event once"
-            );
             return t.elapsed();
         }
         std::thread::sleep(Duration::from_millis(300));
     }
     panic!(
-        "instances {live:?} did not answer exactly for their partitions within {timeout:?}:\n{last}\nlog:\n{}",
+        "instances {live:?} did not answer exactly for the whole group within {timeout:?}:\n{last}\nlog:\n{}",
         read_log(log)
     );
 }
 
 #[test]
-fn each_owner_answers_its_partitions_whole_history_through_a_kill_and_a_restart() {
+fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_restart() {
     let broker = TestBroker::tansu().expect("Tansu is needed (bash .ci/install-tansu.sh)");
     let topic = random_name("history");
     broker.create_topic(&topic, PARTITIONS);
     let group = random_name("history-group");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("streamtally.log");
-    let mut produced = Produced::new(30_000);
+    let mut produced = Produced::new(300_000);
     // History before any instance runs: read from the start of the log by its owners.
-    produced.produce(&broker.bootstrap, &topic, 0..9_000);
+    produced.produce(&broker.bootstrap, &topic, 0..90_000);
     let mut instances = three_instances(dir.path());
     // a starts alone and reads part of every partition before b and c join and take theirs.
     start(&broker.bootstrap, &topic, &group, &mut instances[0], &log);
-    wait_exact(&instances, &["a"], &produced, Duration::from_secs(60), &log);
-    produced.produce(&broker.bootstrap, &topic, 9_000..15_000);
+    wait_exact(&instances, &["a"], &produced, Duration::from_secs(90), &log);
+    produced.produce(&broker.bootstrap, &topic, 90_000..150_000);
     for i in &mut instances[1..] {
         start(&broker.bootstrap, &topic, &group, i, &log);
     }
-    wait_exact(
+    let took = wait_exact(
         &instances,
         &["a", "b", "c"],
         &produced,
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         &log,
     );
+    eprintln!("b and c joined: every instance answered the whole group in {took:?}");
 
     // SIGKILL c mid-stream: its partitions go to a and b, which restore what c stored.
-    produced.produce(&broker.bootstrap, &topic, 15_000..20_000);
+    produced.produce(&broker.bootstrap, &topic, 150_000..200_000);
     sigkill(instances[2].child.as_mut().unwrap());
-    produced.produce(&broker.bootstrap, &topic, 20_000..25_000);
+    // Until the group moves c's partitions, answers leave them out and say so.
+    let o = produced.org(0);
+    let t = Instant::now();
+    let incomplete = loop {
+        let r = http::get(
+            &format!("127.0.0.1:{}", instances[0].port),
+            &format!("/api/v1/orgs/{o}/counters"),
+            None,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        if v["complete"] == false {
+            break v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "never incomplete: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let missing = incomplete["missing"].as_array().unwrap();
+    assert!(!missing.is_empty(), "{incomplete}");
+    for m in missing {
+        let reason = m["reason"].as_str().unwrap();
+        assert!(
+            ["unreachable", "no_owner", "moving"].contains(&reason),
+            "{incomplete}"
+        );
+        if reason == "unreachable" {
+            assert_eq!(m["owner"], "c", "{incomplete}");
+        }
+    }
+    produced.produce(&broker.bootstrap, &topic, 200_000..250_000);
     // Within the session timeout (6 s) plus the restore: at most 30 s (issue 22).
     let took = wait_exact(
         &instances[..2],
@@ -455,12 +598,12 @@ fn each_owner_answers_its_partitions_whole_history_through_a_kill_and_a_restart(
 
     // Restarted, c takes partitions back and restores them from its own stored positions.
     start(&broker.bootstrap, &topic, &group, &mut instances[2], &log);
-    produced.produce(&broker.bootstrap, &topic, 25_000..30_000);
+    produced.produce(&broker.bootstrap, &topic, 250_000..300_000);
     wait_exact(
         &instances,
         &["a", "b", "c"],
         &produced,
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         &log,
     );
 

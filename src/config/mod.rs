@@ -108,13 +108,17 @@ pub enum LogFormat {
 }
 
 impl Config {
-    /// The effective configuration as TOML, with secret `[kafka.client]` values as `***`.
+    /// The effective configuration as TOML, with secret `[kafka.client]` values and
+    /// `scale_out.cluster_secret` as `***`.
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
         for (key, value) in masked.kafka.client.iter_mut() {
             if is_secret_client_key(key) {
                 *value = MASK.to_string();
             }
+        }
+        if !masked.scale_out.cluster_secret.is_empty() {
+            masked.scale_out.cluster_secret = MASK.to_string();
         }
         toml::to_string(&masked)
             .unwrap_or_else(|e| format!("# cannot render the configuration as TOML: {e}\n"))

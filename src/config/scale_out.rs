@@ -17,7 +17,16 @@ pub struct ScaleOutConfig {
     /// How often an instance announces itself, in milliseconds; one not heard from for
     /// three intervals is gone.
     pub announce_interval_ms: u64,
+    /// Shared by every instance of the group: signs the requests instances send each other
+    /// for partial answers (HMAC-SHA256). At least 16 characters; required when enabled.
+    pub cluster_secret: String,
+    /// How long an instance waits for a peer's partial answer, in milliseconds; a peer that
+    /// takes longer makes the answer incomplete (its partitions `unreachable`).
+    pub peer_timeout_ms: u64,
 }
+
+/// The fewest characters of `cluster_secret`.
+pub const MIN_SECRET_CHARS: usize = 16;
 
 /// The fewest milliseconds between two announcements.
 pub const MIN_ANNOUNCE_INTERVAL_MS: u64 = 100;
@@ -31,6 +40,8 @@ impl Default for ScaleOutConfig {
             instance_id: String::new(),
             members_topic: String::new(),
             announce_interval_ms: 2_000,
+            cluster_secret: String::new(),
+            peer_timeout_ms: 2_000,
         }
     }
 }
@@ -39,6 +50,11 @@ impl ScaleOutConfig {
     /// `announce_interval_ms` (`validate` keeps it within 100..=60000).
     pub fn announce_interval(&self) -> Duration {
         Duration::from_millis(self.announce_interval_ms)
+    }
+
+    /// `peer_timeout_ms`.
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_timeout_ms)
     }
 
     /// The members topic: `members_topic`, else `<group_id>.members`.

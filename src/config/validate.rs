@@ -13,7 +13,7 @@ use super::rules::{
     assignment_strategy_problem, brokers_problem, cors_origin_problem, log_level_problem,
     scheme_host_problem, topic_name_problem,
 };
-use super::scale_out::{MAX_ANNOUNCE_INTERVAL_MS, MIN_ANNOUNCE_INTERVAL_MS};
+use super::scale_out::{MAX_ANNOUNCE_INTERVAL_MS, MIN_ANNOUNCE_INTERVAL_MS, MIN_SECRET_CHARS};
 use super::store::{MIN_CHECKPOINT_INTERVAL_MS, REQUIRED_REALTIME_WINDOW_S};
 use super::{parse_sha256_hex, Config, ConfigError, DeadLetterPolicy};
 
@@ -443,8 +443,22 @@ impl Config {
                  characters"
             ));
         }
+        if !(100..=60_000).contains(&s.peer_timeout_ms) {
+            p.push(format!(
+                "scale_out.peer_timeout_ms {}: must be within 100..=60000",
+                s.peer_timeout_ms
+            ));
+        }
         if !s.enabled {
             return;
+        }
+        let chars = s.cluster_secret.chars().count();
+        if chars < MIN_SECRET_CHARS {
+            p.push(format!(
+                "scale_out.cluster_secret ({chars} characters): at least {MIN_SECRET_CHARS} \
+                 characters, the same on every instance of the group (set it in the file or \
+                 in STREAMTALLY__SCALE_OUT__CLUSTER_SECRET)"
+            ));
         }
         let topic = s.members_topic(&self.kafka.group_id);
         if let Some(problem) = topic_name_problem(&topic) {

@@ -5,7 +5,7 @@
 use super::error::ApiError;
 use super::params::{fmt_time, Params, RECENT_EVENTS_LIMIT};
 use super::wire::RecentEventsBody;
-use super::{blocking, GatewayState, OrgAccess};
+use super::{GatewayState, OrgAccess};
 use crate::store::{Order, Query, Row, Store, Value};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -206,11 +206,11 @@ pub async fn recent(
     params: Params,
 ) -> Result<Response, ApiError> {
     let limit = params.limit(RECENT_EVENTS_LIMIT)?;
-    let stats = st.stats.clone();
-    let rows = blocking(move || stats.recent_events(access.org_bytes(), limit)).await??;
+    let (events, coverage) = super::group::recent_events(&st, access.org, limit).await?;
     let body = RecentEventsBody {
         org_id: access.org.to_string(),
-        events: rows.iter().map(EventJson::from_row).collect(),
+        events,
+        coverage,
     };
     // axum's Json, not serde_json::Value: the raw `properties` text must not be parsed.
     Ok(axum::Json(body).into_response())

@@ -23,6 +23,7 @@ pub mod conn;
 pub mod dashboards;
 pub mod error;
 pub mod events;
+pub mod group;
 pub mod health;
 pub mod params;
 pub mod stats;
@@ -71,6 +72,8 @@ pub struct GatewayState {
     pub sessions: ws::Sessions,
     /// The group's membership (`[scale_out]` enabled).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Open connections to the group's other instances.
+    pub peers: group::Peers,
 }
 
 impl GatewayState {
@@ -86,6 +89,7 @@ impl GatewayState {
             shutdown: CancellationToken::new(),
             sessions: ws::Sessions::default(),
             cluster: None,
+            peers: group::Peers::default(),
         }
     }
 
@@ -113,13 +117,13 @@ impl GatewayState {
         self
     }
 
-    /// An org exists if a configured token names it or any rollup mentions it.
+    /// An org exists if a configured token names it or any rollup mentions it (any
+    /// instance's, in a scaled-out group).
     pub async fn org_known(&self, org: Uuid) -> Result<bool, ApiError> {
         if self.auth.names_org(org) {
             return Ok(true);
         }
-        let stats = self.stats.clone();
-        Ok(read(true, move || stats.org_known(*org.as_bytes())).await??)
+        group::org_known(self, org).await
     }
 }
 
@@ -206,6 +210,7 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
         )
         .route("/api/v1/admin/backup", axum::routing::post(admin::backup))
         .route("/api/v1/cluster", get(admin::cluster))
+        .route(group::PARTIALS_PATH, axum::routing::post(group::partials))
         .route(
             &format!("{org}/dashboards"),
             get(dashboards::list).post(dashboards::create),

@@ -4,7 +4,7 @@
 //! is [`super::events::EventJson`].
 
 use super::error::ApiError;
-use super::events::EventJson;
+use super::group::Coverage;
 use super::params::{fmt_time, ViewArgs, ViewSpec};
 use crate::stats::query::{Counters, Point, TopEvent, Unique};
 use crate::stats::realtime::WindowValues;
@@ -25,9 +25,17 @@ pub struct TimeseriesBody {
     pub granularity: &'static str,
     pub event_type: Option<String>,
     pub points: Vec<PointOut>,
+    /// What the answer covers (a scaled-out group only).
+    #[serde(flatten)]
+    pub coverage: Option<Coverage>,
 }
 
 impl TimeseriesBody {
+    /// The same answer, saying what it covers.
+    pub fn covering(self, coverage: Option<Coverage>) -> Self {
+        TimeseriesBody { coverage, ..self }
+    }
+
     /// The points of `view` over `[from, to)` (a live view's range is its current one).
     pub fn new(org: Uuid, view: &ViewSpec, (from, to): (i64, i64), points: &[Point]) -> Self {
         TimeseriesBody {
@@ -37,6 +45,7 @@ impl TimeseriesBody {
             granularity: view.granularity.as_str(),
             event_type: view.event_type.clone(),
             points: points.iter().map(PointOut::from).collect(),
+            coverage: None,
         }
     }
 }
@@ -67,6 +76,9 @@ pub struct TopEventsBody {
     pub org_id: String,
     pub date: String,
     pub events: Vec<TopEventOut>,
+    /// What the answer covers (a scaled-out group only).
+    #[serde(flatten)]
+    pub coverage: Option<Coverage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,6 +88,11 @@ pub struct TopEventOut {
 }
 
 impl TopEventsBody {
+    /// The same answer, saying what it covers.
+    pub fn covering(self, coverage: Option<Coverage>) -> Self {
+        TopEventsBody { coverage, ..self }
+    }
+
     pub fn new(org: Uuid, date: NaiveDate, top: &[TopEvent]) -> Self {
         TopEventsBody {
             org_id: org.to_string(),
@@ -87,6 +104,7 @@ impl TopEventsBody {
                     count: t.count,
                 })
                 .collect(),
+            coverage: None,
         }
     }
 }
@@ -100,9 +118,17 @@ pub struct UniqueUsersBody {
     pub unique_users: u64,
     pub unique_sessions: u64,
     pub exact: bool,
+    /// What the answer covers (a scaled-out group only).
+    #[serde(flatten)]
+    pub coverage: Option<Coverage>,
 }
 
 impl UniqueUsersBody {
+    /// The same answer, saying what it covers.
+    pub fn covering(self, coverage: Option<Coverage>) -> Self {
+        UniqueUsersBody { coverage, ..self }
+    }
+
     pub fn new(org: Uuid, (from, to): (i64, i64), u: &Unique) -> Self {
         UniqueUsersBody {
             org_id: org.to_string(),
@@ -111,6 +137,7 @@ impl UniqueUsersBody {
             unique_users: u.users,
             unique_sessions: u.sessions,
             exact: u.exact,
+            coverage: None,
         }
     }
 }
@@ -128,6 +155,9 @@ pub struct CountersBody {
     pub unique_users_today: i64,
     pub windows: Vec<WindowOut>,
     pub updated_at: Option<String>,
+    /// What the answer covers (a scaled-out group only).
+    #[serde(flatten)]
+    pub coverage: Option<Coverage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -152,6 +182,11 @@ impl From<&WindowValues> for WindowOut {
 }
 
 impl CountersBody {
+    /// The same answer, saying what it covers.
+    pub fn covering(self, coverage: Option<Coverage>) -> Self {
+        CountersBody { coverage, ..self }
+    }
+
     pub fn new(org: Uuid, c: &Counters) -> Self {
         let five = c
             .windows
@@ -169,15 +204,19 @@ impl CountersBody {
             unique_users_today: c.unique_users_today,
             windows: c.windows.iter().map(WindowOut::from).collect(),
             updated_at: c.updated_at_us.map(fmt_time),
+            coverage: None,
         }
     }
 }
 
 /// The recent-events body, newest first.
 #[derive(Debug, Serialize)]
-pub struct RecentEventsBody<'r> {
+pub struct RecentEventsBody {
     pub org_id: String,
-    pub events: Vec<EventJson<'r>>,
+    pub events: Vec<Box<RawValue>>,
+    /// What the answer covers (a scaled-out group only).
+    #[serde(flatten)]
+    pub coverage: Option<Coverage>,
 }
 
 /// Ingest lag as WebSocket messages show it: events read but not stored yet, and the age
@@ -197,7 +236,9 @@ pub struct ViewOut {
     pub event_type: Option<String>,
 }
 
-/// A message from the gateway to a WebSocket client.
+/// A message from the gateway to a WebSocket client (made, serialized and dropped at once:
+/// the snapshot's size does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg<'a> {
@@ -223,7 +264,7 @@ pub struct Snapshot<'a> {
     pub top_events: &'a TopEventsBody,
     pub unique_users: &'a UniqueUsersBody,
     pub counters: &'a CountersBody,
-    pub recent_events: Vec<EventJson<'a>>,
+    pub recent_events: Vec<Box<RawValue>>,
     pub lag: LagOut,
 }
 

@@ -67,7 +67,7 @@ pub struct Unique {
     pub exact: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopEvent {
     pub event_name: String,
     pub count: i64,
@@ -94,7 +94,7 @@ pub enum Sources {
 
 impl Sources {
     /// `key` (a key without a source) for each source read.
-    fn keys(&self, key: RollupKey) -> Vec<RollupKey> {
+    pub(super) fn keys(&self, key: RollupKey) -> Vec<RollupKey> {
         match self {
             Sources::Whole => vec![key],
             Sources::Partitions(list) => list
@@ -122,7 +122,7 @@ pub type SourcesFn = Arc<dyn Fn() -> Sources + Send + Sync>;
 /// times a second, so the store keeps them in its row cache (`store.row_cache_mb`).
 #[derive(Clone)]
 pub struct StatsReader {
-    store: Store,
+    pub(super) store: Store,
     states: StateCache,
     merged: MergedCache,
     sources: SourcesFn,
@@ -289,7 +289,12 @@ impl StatsReader {
         Ok(point)
     }
 
-    fn bucket_key(org: [u8; 16], t_us: i64, g: Granularity, event_type: &str) -> RollupKey {
+    pub(super) fn bucket_key(
+        org: [u8; 16],
+        t_us: i64,
+        g: Granularity,
+        event_type: &str,
+    ) -> RollupKey {
         let (date, hour) = utc_day_hour(t_us);
         match g {
             Granularity::Hour => RollupKey::Hourly {
@@ -310,7 +315,7 @@ impl StatsReader {
 
     /// A rollup row's distinct users and sessions, decoded once per row version (a day's
     /// exact set or sketch is tens of KB: decoding the week's on every request took ~10 ms).
-    fn states(&self, key: &RollupKey) -> Result<Option<Arc<UniqStates>>, StatsError> {
+    pub(super) fn states(&self, key: &RollupKey) -> Result<Option<Arc<UniqStates>>, StatsError> {
         let id = key.row_id();
         // The rollup worker may write the row meanwhile (it replaces the row version it
         // names, and a new generation of parts drops the old one's): read again until the
@@ -364,6 +369,25 @@ impl StatsReader {
         }
     }
 
+    /// The number of `g` buckets in [from, to) (from rounded down), refused over
+    /// [`MAX_POINTS`].
+    pub(super) fn check_points(
+        from_us: i64,
+        to_us: i64,
+        g: Granularity,
+    ) -> Result<usize, StatsError> {
+        let step = g.step_us();
+        let start = floor_to(from_us, step);
+        let n = ((to_us - start).max(0) as u128).div_ceil(step as u128) as usize;
+        if n > MAX_POINTS {
+            return Err(StatsError::Invalid(format!(
+                "the range holds {n} {} buckets; at most {MAX_POINTS}",
+                g.as_str()
+            )));
+        }
+        Ok(n)
+    }
+
     /// One point per bucket starting in [from, to) (from rounded down to the bucket),
     /// zeros included; `event_type` None = every type.
     pub fn timeseries(
@@ -376,13 +400,7 @@ impl StatsReader {
     ) -> Result<Vec<Point>, StatsError> {
         let step = g.step_us();
         let start = floor_to(from_us, step);
-        let n = ((to_us - start).max(0) as u128).div_ceil(step as u128) as usize;
-        if n > MAX_POINTS {
-            return Err(StatsError::Invalid(format!(
-                "the range holds {n} {} buckets; at most {MAX_POINTS}",
-                g.as_str()
-            )));
-        }
+        let n = Self::check_points(from_us, to_us, g)?;
         let et = event_type.unwrap_or(ALL_TYPES);
         let sources = self.sources();
         let mut out = Vec::with_capacity(n);
@@ -403,7 +421,16 @@ impl StatsReader {
         date: NaiveDate,
         limit: usize,
     ) -> Result<Vec<TopEvent>, StatsError> {
-        let sources = self.sources();
+        self.top_events_over(org, date, limit, &self.sources())
+    }
+
+    pub(super) fn top_events_over(
+        &self,
+        org: [u8; 16],
+        date: NaiveDate,
+        limit: usize,
+        sources: &Sources,
+    ) -> Result<Vec<TopEvent>, StatsError> {
         let rows = self.store.query(
             &Query::new(NAMES)
                 .eq("org_id", Value::Uuid(org))
@@ -427,11 +454,7 @@ impl StatsReader {
                 count,
             })
             .collect();
-        out.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.event_name.cmp(&b.event_name))
-        });
+        sort_top(&mut out);
         out.truncate(limit);
         Ok(out)
     }
@@ -440,7 +463,24 @@ impl StatsReader {
     /// buckets' sets or sketches. Whole UTC days come from DailyStats, the rest from hours;
     /// `from` is rounded down and `to` up to whole hours.
     pub fn unique(&self, org: [u8; 16], from_us: i64, to_us: i64) -> Result<Unique, StatsError> {
-        let sources = self.sources();
+        let (users, sessions) = self.unique_unions(org, from_us, to_us, &self.sources())?;
+        let (u, ue) = users.count();
+        let (s, se) = sessions.count();
+        Ok(Unique {
+            users: u,
+            sessions: s,
+            exact: ue && se,
+        })
+    }
+
+    /// The unions of [`StatsReader::unique`] over `sources`.
+    pub(super) fn unique_unions(
+        &self,
+        org: [u8; 16],
+        from_us: i64,
+        to_us: i64,
+        sources: &Sources,
+    ) -> Result<(UniqUnion, UniqUnion), StatsError> {
         let mut users = UniqUnion::new();
         let mut sessions = UniqUnion::new();
         let end = floor_to(to_us + HOUR_US - 1, HOUR_US);
@@ -466,13 +506,7 @@ impl StatsReader {
             }
             t += g.step_us();
         }
-        let (u, ue) = users.count();
-        let (s, se) = sessions.count();
-        Ok(Unique {
-            users: u,
-            sessions: s,
-            exact: ue && se,
-        })
+        Ok((users, sessions))
     }
 
     /// Real-time windows (as last persisted) and today's totals (UTC day of `now_us`).
@@ -515,8 +549,12 @@ impl StatsReader {
         })
     }
 
-    /// The newest `limit` events of an org (by event time, newest first).
+    /// The newest `limit` events of an org (by event time, newest first), of the sources
+    /// it answers for.
     pub fn recent_events(&self, org: [u8; 16], limit: usize) -> Result<Vec<Row>, StatsError> {
+        if let Sources::Partitions(list) = self.sources() {
+            return self.recent_events_of(org, limit, &list);
+        }
         Ok(self.store.query(
             &Query::new("Event")
                 .eq("org_id", Value::Uuid(org))
@@ -544,4 +582,13 @@ impl StatsReader {
             .query(&Query::new(DAILY).eq("org_id", Value::Uuid(org)).limit(1))?
             .is_empty())
     }
+}
+
+/// Top events in their order: count descending, then name ascending.
+pub(super) fn sort_top(out: &mut [TopEvent]) {
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.event_name.cmp(&b.event_name))
+    });
 }

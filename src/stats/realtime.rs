@@ -52,7 +52,7 @@ impl Clock for ManualClock {
 }
 
 /// The values of one window of one org.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct WindowValues {
     pub window_seconds: i64,
     pub events: i64,

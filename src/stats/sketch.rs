@@ -479,6 +479,14 @@ impl UniqUnion {
         }
     }
 
+    /// The union as one set: exact while every part was, else the merged sketch.
+    pub fn into_uniq(self) -> Uniq {
+        match self.sketch {
+            Some(hll) => Uniq::Sketch(hll),
+            None => Uniq::Exact(self.exact),
+        }
+    }
+
     /// (distinct count, exact?)
     pub fn count(&self) -> (u64, bool) {
         match &self.sketch {

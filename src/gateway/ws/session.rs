@@ -7,7 +7,7 @@ use super::super::params::{fmt_time, RECENT_EVENTS_LIMIT};
 use super::super::wire::{
     ClientCmd, CountersBody, LagOut, PointOut, ServerMsg, Snapshot, Subscribe, Update, ViewUpdate,
 };
-use super::super::{blocking, GatewayState};
+use super::super::{group, GatewayState};
 use super::view::{self, View, ViewData, ViewValues};
 use crate::metrics::Metrics;
 use crate::stats::query::Point;
@@ -332,18 +332,16 @@ impl Session {
         })?;
         let data = view::view_data(&self.st, self.org, &view).await?;
         let counters = view::counters(&self.st, self.org).await?;
-        let stats = self.st.stats.clone();
-        let org = *self.org.as_bytes();
         let n = RECENT_EVENTS_LIMIT.default as usize;
-        let recent = blocking(move || stats.recent_events(org, n)).await??;
+        let (recent, _) = group::recent_events(&self.st, self.org, n).await?;
         let now = chrono::Utc::now().timestamp_micros();
         let msg = ServerMsg::Snapshot(Snapshot {
             view: view.out(now),
-            timeseries: view.timeseries(self.org, &data.points),
+            timeseries: view.timeseries(self.org, &data.points, data.coverage.clone()),
             top_events: &data.top,
             unique_users: &data.unique,
             counters: &counters,
-            recent_events: recent.iter().map(EventJson::from_row).collect(),
+            recent_events: recent,
             lag: self.lag(),
         })
         .to_text();

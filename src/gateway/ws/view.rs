@@ -4,9 +4,10 @@
 //! queries.
 
 use super::super::error::ApiError;
+use super::super::group::{self, Coverage};
 use super::super::params::{fmt_time, ViewSpec, TOP_EVENTS_LIMIT};
 use super::super::wire::{CountersBody, TimeseriesBody, TopEventsBody, UniqueUsersBody, ViewOut};
-use super::super::{blocking, GatewayState};
+use super::super::GatewayState;
 use crate::cache::{BudgetCache, Eviction};
 use crate::stats::query::Point;
 use parking_lot::Mutex;
@@ -107,9 +108,14 @@ impl View {
         }
     }
 
-    pub fn timeseries(&self, org: Uuid, points: &[Point]) -> TimeseriesBody {
+    pub fn timeseries(
+        &self,
+        org: Uuid,
+        points: &[Point],
+        coverage: Option<Coverage>,
+    ) -> TimeseriesBody {
         let now = chrono::Utc::now().timestamp_micros();
-        TimeseriesBody::new(org, &self.spec, self.range(now), points)
+        TimeseriesBody::new(org, &self.spec, self.range(now), points).covering(coverage)
     }
 }
 
@@ -117,6 +123,8 @@ impl View {
 #[derive(Debug, Clone)]
 pub(super) struct ViewData {
     pub points: Vec<Point>,
+    /// What the points cover (a scaled-out group only).
+    pub coverage: Option<Coverage>,
     pub top: TopEventsBody,
     pub unique: UniqueUsersBody,
 }
@@ -145,11 +153,8 @@ pub(super) async fn counters(st: &GatewayState, org: Uuid) -> Result<CountersBod
     if let Some(c) = cache.fresh(&org) {
         return Ok(c);
     }
-    let stats = st.stats.clone();
-    let windows = st.cfg.stats.realtime_windows_s.clone();
-    let now = chrono::Utc::now().timestamp_micros();
-    let c = blocking(move || stats.counters(*org.as_bytes(), &windows, now)).await??;
-    let c = CountersBody::new(org, &c);
+    let (c, coverage) = group::counters(st, org).await?;
+    let c = CountersBody::new(org, &c).covering(coverage);
     cache.put(org, c.clone());
     Ok(c)
 }
@@ -172,24 +177,25 @@ pub(super) async fn view_data(
 }
 
 async fn read_view(st: &GatewayState, org: Uuid, view: &View) -> Result<ViewData, ApiError> {
-    let stats = st.stats.clone();
     let now = chrono::Utc::now().timestamp_micros();
     let (from, to) = view.range(now);
     let (g, et) = (view.spec.granularity, view.spec.event_type.clone());
-    let org_b = *org.as_bytes();
-    let (points, (day, top), unique) = blocking(move || {
-        let points = stats.timeseries(org_b, from, to, g, et.as_deref())?;
-        let day = chrono::DateTime::from_timestamp_micros(to - 1)
-            .unwrap_or_default()
-            .date_naive();
-        let top = stats.top_events(org_b, day, TOP_EVENTS_LIMIT.default as usize)?;
-        let unique = stats.unique(org_b, from, to)?;
-        Ok::<_, crate::stats::StatsError>((points, (day, top), unique))
-    })
-    .await??;
+    let day = chrono::DateTime::from_timestamp_micros(to - 1)
+        .unwrap_or_default()
+        .date_naive();
+    // Read on the blocking pool (a view may span many buckets), the three at once.
+    let n = crate::gateway::INLINE_READ_BUCKETS + 1;
+    let limit = TOP_EVENTS_LIMIT.default as usize;
+    let (series, top, unique) = tokio::join!(
+        group::timeseries(st, org, (from, to), g, et, n),
+        group::top_events(st, org, day, limit),
+        group::unique(st, org, (from, to)),
+    );
+    let ((points, coverage), (top, top_cov), (unique, unique_cov)) = (series?, top?, unique?);
     Ok(ViewData {
         points,
-        top: TopEventsBody::new(org, day, &top),
-        unique: UniqueUsersBody::new(org, (from, to), &unique),
+        coverage,
+        top: TopEventsBody::new(org, day, &top).covering(top_cov),
+        unique: UniqueUsersBody::new(org, (from, to), &unique).covering(unique_cov),
     })
 }
