@@ -232,6 +232,13 @@ impl Services {
                 )
             }));
             state = state.with_cluster(cluster.clone());
+            // Other instances' new events, pushed to this instance's WebSocket clients.
+            let _relays = runtime.spawn({
+                let (st, cluster) = (state.clone(), cluster.clone());
+                async move {
+                    gateway::relay::start(st, cluster).await.ok();
+                }
+            });
             Some(cluster)
         } else {
             None

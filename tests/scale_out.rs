@@ -224,6 +224,46 @@ fn three_instances_agree_on_partition_owners_through_a_kill_a_restart_and_a_clea
     }
 }
 
+/// Connects a WebSocket client to the instance on `port` for `org`, runs `produce`, and
+/// returns the partitions of the events pushed to it, once one of `wanted` is among them
+/// or after `timeout`.
+fn pushed_partitions(
+    port: u16,
+    org: &str,
+    timeout: Duration,
+    produce: impl FnOnce(),
+    wanted: &BTreeSet<i64>,
+) -> BTreeSet<i64> {
+    use futures::StreamExt;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws/dashboard?org={org}");
+    let (mut ws, _) = rt
+        .block_on(tokio_tungstenite::connect_async(url.as_str()))
+        .expect("a WebSocket client connects");
+    let hello = rt.block_on(ws.next()).unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("hello"), "{hello:?}");
+    produce();
+    let mut seen = BTreeSet::new();
+    let t = Instant::now();
+    while t.elapsed() < timeout && !seen.iter().any(|p| wanted.contains(p)) {
+        let left = timeout.saturating_sub(t.elapsed());
+        let next = rt.block_on(async { tokio::time::timeout(left, ws.next()).await });
+        let Ok(Some(Ok(msg))) = next else {
+            break;
+        };
+        let Ok(text) = msg.to_text() else { continue };
+        let v: Value = serde_json::from_str(text).unwrap_or_default();
+        if v["type"] != "update" {
+            continue;
+        }
+        for e in v["events"].as_array().unwrap() {
+            assert_eq!(e["org_id"], org, "{e}");
+            seen.insert(e["partition"].as_i64().unwrap());
+        }
+    }
+    seen
+}
+
 /// POSTs `body` to the instance's `/internal/v1/partials` with an optional signature
 /// header; the status and body.
 fn post_partials(port: u16, body: &str, signature: Option<&str>) -> (u16, String) {
@@ -605,6 +645,37 @@ fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_resta
         &produced,
         Duration::from_secs(120),
         &log,
+    );
+
+    // A WebSocket client of a is pushed the new events of partitions b and c own.
+    let owners = wait_agreed(
+        &[instances[0].port],
+        &["a", "b", "c"],
+        Duration::from_secs(10),
+        &log,
+    );
+    let elsewhere: BTreeSet<i64> = owners
+        .iter()
+        .filter(|(_, o)| *o != "a")
+        .map(|(p, _)| *p)
+        .collect();
+    let seen = pushed_partitions(
+        instances[0].port,
+        &produced.org(0),
+        Duration::from_secs(20),
+        || {
+            for k in 0..6u64 {
+                let from = 300_000 + k * 200;
+                produced.produce(&broker.bootstrap, &topic, from..from + 200);
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        },
+        &elsewhere,
+    );
+    assert!(
+        seen.iter().any(|p| elsewhere.contains(p)),
+        "a's WebSocket client saw events of partitions {seen:?} only; b and c own {elsewhere:?}\nlog:\n{}",
+        read_log(&log)
     );
 
     // Done restoring: ready, and no partition announced as restoring.

@@ -779,11 +779,13 @@ pub async fn partials(State(st): State<GatewayState>, headers: HeaderMap, body: 
     }
 }
 
-async fn answer_partials(
+/// The group's membership, if the request is signed with `scale_out.cluster_secret` (401
+/// otherwise; 404 when this instance is not scaled out).
+pub(super) fn from_peer(
     st: &GatewayState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<PartialsResponse, ApiError> {
+) -> Result<Arc<Cluster>, ApiError> {
     let Some(cluster) = st.cluster.clone() else {
         return Err(ApiError::not_found(
             "this instance is not part of a scaled-out group (scale_out.enabled)".to_string(),
@@ -796,6 +798,15 @@ async fn answer_partials(
     let now = chrono::Utc::now().timestamp_millis();
     crate::sign::verify(&st.cfg.scale_out.cluster_secret, now, sig, body)
         .map_err(|e| ApiError::unauthorized(&e))?;
+    Ok(cluster)
+}
+
+async fn answer_partials(
+    st: &GatewayState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<PartialsResponse, ApiError> {
+    let cluster = from_peer(st, headers, body)?;
     let request: PartialsRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_parameter("body", "(partials request)", e))?;
     let (local, restoring) = cluster.local_state();

@@ -26,6 +26,7 @@ pub mod events;
 pub mod group;
 pub mod health;
 pub mod params;
+pub mod relay;
 pub mod stats;
 pub mod wire;
 pub mod ws;
@@ -211,6 +212,7 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
         .route("/api/v1/admin/backup", axum::routing::post(admin::backup))
         .route("/api/v1/cluster", get(admin::cluster))
         .route(group::PARTIALS_PATH, axum::routing::post(group::partials))
+        .route(relay::STREAM_PATH, get(relay::stream))
         .route(
             &format!("{org}/dashboards"),
             get(dashboards::list).post(dashboards::create),

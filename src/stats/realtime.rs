@@ -253,6 +253,8 @@ pub struct LiveEvent {
 pub struct LiveBatch {
     pub org: [u8; 16],
     pub events: Vec<LiveEvent>,
+    /// Received from another instance of a scaled-out group (not sent on again).
+    pub relayed: bool,
 }
 
 /// Where live events are published.
@@ -304,7 +306,11 @@ impl LivePublisher {
             }
             if !events.is_empty() {
                 // No receivers is fine: nobody is watching.
-                let _ = self.tx.send(Arc::new(LiveBatch { org, events }));
+                let _ = self.tx.send(Arc::new(LiveBatch {
+                    org,
+                    events,
+                    relayed: false,
+                }));
             }
         }
         Ok(())
