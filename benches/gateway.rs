@@ -5,6 +5,13 @@
 //! carrying that event received); an HTTP poller times the dashboard queries meanwhile.
 //! Last stdout line is JSON.
 //!
+//! `--instances N` (default 1): N connectors in one consumer group, scaled out
+//! (`scale_out.enabled`, docs/SCALE-OUT.md), in this process: the clients and the HTTP
+//! poller go to the instances in turn, so every answer merges the partial states of the
+//! instances owning the partitions and every client's events come partly from the other
+//! instances' streams. The JSON says `"instances":N`; compare its `http_p50_ms` with a run
+//! of one instance.
+//!
 //! Two runs, each on a fresh topic and an empty store, identical but for the WebSocket
 //! clients: a control run without them, then the measured run with them. Each run waits for
 //! the consumer group to join, connects its clients, then produces for 2 + S seconds and
@@ -161,11 +168,20 @@ fn stored_and_skipped(metrics: &Metrics, topic: &str) -> (u64, u64) {
     (stored, skipped)
 }
 
-/// Events stored per second over `secs` (and how many were skipped meanwhile).
-fn ingest_rate(metrics: &Metrics, topic: &str, secs: u64) -> (f64, u64) {
-    let before = stored_and_skipped(metrics, topic);
+/// [`stored_and_skipped`] summed over instances.
+fn stored_and_skipped_all(metrics: &[Arc<Metrics>], topic: &str) -> (u64, u64) {
+    metrics
+        .iter()
+        .map(|m| stored_and_skipped(m, topic))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Events stored per second over `secs` by every instance (and how many were skipped
+/// meanwhile).
+fn ingest_rate(metrics: &[Arc<Metrics>], topic: &str, secs: u64) -> (f64, u64) {
+    let before = stored_and_skipped_all(metrics, topic);
     std::thread::sleep(Duration::from_secs(secs));
-    let after = stored_and_skipped(metrics, topic);
+    let after = stored_and_skipped_all(metrics, topic);
     (
         (after.0 - before.0) as f64 / secs as f64,
         after.1 - before.1,
@@ -194,6 +210,7 @@ fn main() {
     let rate = arg("--rate", 20_000);
     let seconds = arg("--seconds", 30);
     let external_nice = arg("--external-nice", 10).min(19) as i32;
+    let instances = arg("--instances", 1).clamp(1, 12) as usize;
     let broker_kind = std::env::args()
         .skip_while(|a| a != "--broker")
         .nth(1)
@@ -208,6 +225,7 @@ fn main() {
         rate,
         seconds,
         external_nice,
+        instances,
     };
     let control = run(&broker, &opts, 0);
     eprintln!(
@@ -225,7 +243,7 @@ fn main() {
         .zip(routes)
     {
         eprintln!(
-            "http {name}: {} requests, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "http {name} ({instances} instance(s)): {} requests, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             r.len(),
             percentile(r, 0.5),
             percentile(r, 0.9),
@@ -236,7 +254,7 @@ fn main() {
     let fresh = &measured.freshness;
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
     println!(
-        "{{\"bench\":\"gateway\",\"clients\":{clients},\"rate\":{rate},\"freshness_p50_ms\":{:.0},\"freshness_p99_ms\":{:.0},\"push_dropped\":{},\"http_p99_ms\":{{\"timeseries\":{},\"top_events\":{},\"unique_users\":{},\"counters\":{}}},\"ingest_events_per_sec\":{:.0},\"ingest_events_per_sec_without_clients\":{:.0},\"freshness_samples\":{},\"external_nice\":{external_nice}}}",
+        "{{\"bench\":\"gateway\",\"clients\":{clients},\"rate\":{rate},\"freshness_p50_ms\":{:.0},\"freshness_p99_ms\":{:.0},\"push_dropped\":{},\"http_p99_ms\":{{\"timeseries\":{},\"top_events\":{},\"unique_users\":{},\"counters\":{}}},\"http_p50_ms\":{{\"timeseries\":{},\"top_events\":{},\"unique_users\":{},\"counters\":{}}},\"instances\":{instances},\"ingest_events_per_sec\":{:.0},\"ingest_events_per_sec_without_clients\":{:.0},\"freshness_samples\":{},\"external_nice\":{external_nice}}}",
         percentile(fresh, 0.5),
         percentile(fresh, 0.99),
         measured.dropped,
@@ -244,6 +262,10 @@ fn main() {
         r2(percentile(&routes[1], 0.99)),
         r2(percentile(&routes[2], 0.99)),
         r2(percentile(&routes[3], 0.99)),
+        r2(percentile(&routes[0], 0.5)),
+        r2(percentile(&routes[1], 0.5)),
+        r2(percentile(&routes[2], 0.5)),
+        r2(percentile(&routes[3], 0.5)),
         measured.ingest,
         control.ingest,
         fresh.len()
@@ -254,6 +276,116 @@ struct Opts {
     rate: u64,
     seconds: u64,
     external_nice: i32,
+    instances: usize,
+}
+
+/// One connector of a run.
+struct Node {
+    addr: std::net::SocketAddr,
+    store: Store,
+    metrics: Arc<Metrics>,
+    services: streamtally::app::Services,
+    ingest: std::thread::JoinHandle<Result<(), streamtally::ingest::IngestError>>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts connector `k` of `n` in the consumer group `group`.
+fn node(
+    broker: &broker::TestBroker,
+    topic: &str,
+    group: &str,
+    (k, n): (usize, usize),
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Node {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = broker.bootstrap.clone();
+    cfg.kafka.topics = vec![topic.to_string()];
+    cfg.kafka.group_id = group.to_string();
+    cfg.store.path = dir.path().to_path_buf();
+    cfg.auth.enabled = false;
+    if n > 1 {
+        let port = free_port();
+        cfg.gateway.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        cfg.gateway.advertised_url = format!("http://127.0.0.1:{port}");
+        cfg.scale_out.enabled = true;
+        cfg.scale_out.instance_id = format!("bench-{k}");
+        cfg.scale_out.cluster_secret = "bench-cluster-secret-0123456789".into();
+        cfg.scale_out.announce_interval_ms = 500;
+    } else {
+        cfg.gateway.listen = "127.0.0.1:0".parse().expect("addr");
+    }
+    let schema = Schema::parse(include_str!("../schema.ormdb")).expect("schema");
+    let store = Store::open(StoreOptions::from_config(&cfg.store), &schema).expect("store");
+    let metrics = Arc::new(Metrics::new());
+    let services = streamtally::app::Services::start(
+        cfg.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .expect("services");
+    let mut ingest = streamtally::ingest::Ingest::new(
+        cfg.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    if let Some(cluster) = &services.cluster {
+        ingest = ingest.with_cluster(cluster.clone());
+    }
+    Node {
+        addr: services.gateway_addr,
+        store,
+        metrics,
+        services,
+        ingest: std::thread::spawn(move || ingest.run()),
+        _dir: dir,
+    }
+}
+
+/// Waits until every node says each partition has one live owner and all `n` instances
+/// are live.
+fn wait_for_group(nodes: &[Node]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    for node in nodes {
+        loop {
+            let body = rt.block_on(http_body(node.addr, "/api/v1/cluster"));
+            let v: serde_json::Value = body
+                .and_then(|b| serde_json::from_str(&b).ok())
+                .unwrap_or_default();
+            let live = v["instances"].as_array().map_or(0, |a| a.len());
+            if v["complete"] == true && live == nodes.len() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the group did not settle within 90 s: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+async fn http_body(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
 /// What one run measured over its window.
@@ -281,36 +413,26 @@ fn run(broker: &broker::TestBroker, opts: &Opts, clients: usize) -> Outcome {
         rate,
         seconds,
         external_nice,
+        ..
     } = *opts;
     let topic = broker::random_name("gw-bench");
     broker.create_topic(&topic, PARTITIONS);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut cfg = Config::default();
-    cfg.kafka.brokers = broker.bootstrap.clone();
-    cfg.kafka.topics = vec![topic.clone()];
-    cfg.kafka.group_id = broker::random_name("gw-bench");
-    cfg.store.path = dir.path().to_path_buf();
-    cfg.gateway.listen = "127.0.0.1:0".parse().expect("addr");
-    cfg.auth.enabled = false;
-    let schema = Schema::parse(include_str!("../schema.ormdb")).expect("schema");
-    let store = Store::open(StoreOptions::from_config(&cfg.store), &schema).expect("store");
-    let metrics = Arc::new(Metrics::new());
+    let group = broker::random_name("gw-bench");
+    let n = opts.instances;
+    if n > 1 && broker.pid().is_none() {
+        // The mock cluster cannot create topics through the admin API.
+        broker.create_topic(&format!("{group}.members"), 1);
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let services = streamtally::app::Services::start(
-        cfg.clone(),
-        store.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    )
-    .expect("services");
-    let addr = services.gateway_addr;
-    let ingest = streamtally::ingest::Ingest::new(
-        cfg.clone(),
-        store.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    );
-    let ingest_thread = std::thread::spawn(move || ingest.run());
+    let nodes: Vec<Node> = (0..n)
+        .map(|k| node(broker, &topic, &group, (k, n), &shutdown))
+        .collect();
+    if n > 1 {
+        wait_for_group(&nodes);
+    }
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let metrics: Vec<Arc<Metrics>> = nodes.iter().map(|n| n.metrics.clone()).collect();
+    let addr = addrs[0];
     warm_up(&broker.bootstrap, &topic, addr);
     // The mock cluster's thread may start only with the first topic's traffic.
     let (what, reniced) = match broker.pid() {
@@ -345,7 +467,7 @@ fn run(broker: &broker::TestBroker, opts: &Opts, clients: usize) -> Outcome {
             connected.clone(),
             done.clone(),
         );
-        rt.spawn(client(c, addr, samples, received, connected, done));
+        rt.spawn(client(c, addrs[c % n], samples, received, connected, done));
     }
     let connecting = Instant::now();
     while connected.load(Ordering::Relaxed) < clients as u64
@@ -354,7 +476,7 @@ fn run(broker: &broker::TestBroker, opts: &Opts, clients: usize) -> Outcome {
         std::thread::sleep(Duration::from_millis(50));
     }
     let http: Arc<Mutex<Vec<(usize, f64)>>> = Arc::new(Mutex::new(Vec::new()));
-    let poller = poller(addr, http.clone(), done.clone());
+    let poller = poller(addrs.clone(), http.clone(), done.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let prod = {
         let (b, t, s) = (broker.bootstrap.clone(), topic.clone(), stop.clone());
@@ -365,9 +487,10 @@ fn run(broker: &broker::TestBroker, opts: &Opts, clients: usize) -> Outcome {
     samples.lock().expect("samples").clear();
     http.lock().expect("http").clear();
     received.store(0, Ordering::Relaxed);
-    let dropped_before = metrics.ws_messages_dropped.get();
+    let dropped_now = || -> u64 { metrics.iter().map(|m| m.ws_messages_dropped.get()).sum() };
+    let dropped_before = dropped_now();
     let (ingest, skipped) = ingest_rate(&metrics, &topic, seconds);
-    let dropped = metrics.ws_messages_dropped.get() - dropped_before;
+    let dropped = dropped_now() - dropped_before;
     done.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     poller.join().expect("HTTP poller");
@@ -382,10 +505,12 @@ fn run(broker: &broker::TestBroker, opts: &Opts, clients: usize) -> Outcome {
         r.sort_by(|a, b| a.partial_cmp(b).expect("number"));
     }
     shutdown.cancel();
-    let _ = ingest_thread.join();
-    let _ = services.join();
     rt.shutdown_timeout(Duration::from_secs(2));
-    let _ = store.close();
+    for node in nodes {
+        let _ = node.ingest.join();
+        let _ = node.services.join();
+        let _ = node.store.close();
+    }
     Outcome {
         ingest,
         skipped,
@@ -487,7 +612,7 @@ async fn client(
 /// and runtime of its own: on the clients' runtime its requests waited behind 1,000 client
 /// tasks, which measured the bench, not the gateway.
 fn poller(
-    addr: std::net::SocketAddr,
+    addrs: Vec<std::net::SocketAddr>,
     http: Arc<Mutex<Vec<(usize, f64)>>>,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
@@ -511,7 +636,7 @@ fn poller(
                 ];
                 for (k, p) in paths.iter().enumerate() {
                     let t = Instant::now();
-                    if http_get(addr, p).await.is_some() {
+                    if http_get(addrs[i % addrs.len()], p).await.is_some() {
                         http.lock()
                             .expect("http")
                             .push((k, t.elapsed().as_secs_f64() * 1000.0));

@@ -380,8 +380,28 @@ pub fn start(
     Ok(vec![("cluster-announce", announce), ("cluster-read", read)])
 }
 
+/// Creates the members topic unless the brokers already have it (made by an operator whose
+/// clients may not create topics, or by a broker without the admin API).
 fn create_members_topic(cfg: &Config, topic: &str) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    // Asking for the topic's metadata must not create it with the broker's defaults.
+    let probe: Result<BaseProducer, _> = producer_config(cfg)
+        .set("allow.auto.create.topics", "false")
+        .create();
+    if let Ok(probe) = probe {
+        if let Ok(md) = probe
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+        {
+            if md
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            {
+                return Ok(());
+            }
+        }
+    }
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
