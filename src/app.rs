@@ -6,6 +6,8 @@
 //! stats workers write what they applied and stop; the store is closed last. A task that
 //! fails cancels the token too, and its error becomes the process's.
 
+use crate::alerts::deliver::Deliverer;
+use crate::alerts::eval::AlertWorker;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::gateway::{self, GatewayState};
@@ -243,6 +245,11 @@ impl Services {
         } else {
             None
         };
+        let alerting = cfg.alerts.enabled && cfg.stats.enabled && !cfg.scale_out.enabled;
+        let alert_hub = alerting.then(crate::alerts::Hub::default);
+        if let Some(hub) = &alert_hub {
+            state = state.with_alerts(hub.clone());
+        }
         let app = gateway::router(state);
         let on_gateway_error = shutdown.clone();
         let gateway_task = runtime.spawn(gateway::serve(
@@ -283,7 +290,38 @@ impl Services {
                 "stats realtime",
                 spawn_worker("stats-realtime", shutdown.clone(), realtime.run(token))?,
             ));
+        }
+        if let Some(hub) = alert_hub {
+            let (sent, written) = tokio::sync::mpsc::unbounded_channel();
+            let shared = Arc::new(cfg.clone());
+            let evaluator = AlertWorker::new(
+                store.clone(),
+                shared.clone(),
+                metrics.clone(),
+                hub.clone(),
+                sent,
+            )
+            .context("starting the alert worker")?;
+            let deliverer = Deliverer::new(store.clone(), shared, metrics.clone(), hub, written);
+            let token = shutdown.clone();
+            workers.push((
+                "alerts",
+                spawn_worker("alerts", shutdown.clone(), async move {
+                    tokio::try_join!(evaluator.run(token.clone()), deliverer.run(token)).map(|_| ())
+                })?,
+            ));
         } else {
+            store
+                .release_feed_readers(&[crate::alerts::ALERTS_CURSOR])
+                .context("removing the alert worker's change-feed cursor")?;
+            if cfg.alerts.enabled && cfg.scale_out.enabled {
+                tracing::warn!(
+                    "alerts: not evaluated in a scaled-out group yet (scale_out.enabled = true); \
+                     the alert API answers 501"
+                );
+            }
+        }
+        if !cfg.stats.enabled {
             // Nothing reads the change feed: the stats workers' cursors must not keep it.
             let released = store
                 .release_feed_readers(&[crate::stats::ROLLUP_CURSOR, crate::stats::REALTIME_CURSOR])

@@ -17,6 +17,7 @@
 //! for the demo, tests and benchmarks), [`cache`] (the one budgeted in-memory cache type,
 //! which the store, stats and gateway caches are made of), `fault` (test-only fault
 //! injection, feature `fault-injection`).
+pub mod alerts;
 pub mod app;
 pub mod cache;
 pub mod cli;

@@ -73,6 +73,27 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Labels of `streamtally_alert_rules`: a rule state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+/// Labels of `streamtally_alert_transitions_total`: the state entered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToLabel {
+    pub to: String,
+}
+
+/// Labels of `streamtally_alert_deliveries_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabel {
+    /// `webhook` or `websocket`.
+    pub channel: String,
+    /// `delivered`, `retried`, `failed` or `muted`.
+    pub outcome: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -127,6 +148,11 @@ pub struct Metrics {
     pub gateway_connections: Gauge,
     pub gateway_connections_refused: Counter,
     pub gateway_connections_timed_out: Family<ReasonLabel, Counter>,
+    pub alert_rules: Family<StateLabel, Gauge>,
+    pub alert_evaluations: Counter,
+    pub alert_evaluation_seconds: Histogram,
+    pub alert_transitions: Family<ToLabel, Counter>,
+    pub alert_deliveries: Family<DeliveryLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -176,6 +202,11 @@ impl Metrics {
             gateway_connections: Gauge::default(),
             gateway_connections_refused: Counter::default(),
             gateway_connections_timed_out: Family::default(),
+            alert_rules: Family::default(),
+            alert_evaluations: Counter::default(),
+            alert_evaluation_seconds: latency_histogram(),
+            alert_transitions: Family::default(),
+            alert_deliveries: Family::default(),
             registry: Registry::default(),
         };
         // Registered in this order, which is the order of the families in `/metrics`.
@@ -184,6 +215,7 @@ impl Metrics {
         m.register_ingest(&mut registry);
         m.register_stats(&mut registry);
         m.register_gateway(&mut registry);
+        m.register_alerts(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -321,6 +353,35 @@ impl Metrics {
             "stats_write_errors",
             "Failed stats worker writes (retried from the durable cursor), by worker",
             self.stats_write_errors.clone(),
+        );
+    }
+
+    /// Alerting (docs/ALERTS.md): no org ids, only counts.
+    fn register_alerts(&self, r: &mut Registry) {
+        r.register(
+            "alert_rules",
+            "Alert rules by state (inactive, pending, firing, resolved, disabled)",
+            self.alert_rules.clone(),
+        );
+        r.register(
+            "alert_evaluations",
+            "Passes of the alert worker over every rule",
+            self.alert_evaluations.clone(),
+        );
+        r.register(
+            "alert_evaluation_seconds",
+            "Time one pass over every alert rule took",
+            self.alert_evaluation_seconds.clone(),
+        );
+        r.register(
+            "alert_transitions",
+            "Alert rule state changes, by the state entered",
+            self.alert_transitions.clone(),
+        );
+        r.register(
+            "alert_deliveries",
+            "Alert message attempts by channel (webhook, websocket) and outcome (delivered, retried, failed, muted)",
+            self.alert_deliveries.clone(),
         );
     }
 

@@ -871,6 +871,10 @@ mod tests {
                 "DailyStats",
                 "RealtimeCounter",
                 "Dashboard",
+                "AlertRule",
+                "AlertState",
+                "AlertFiring",
+                "AlertDelivery",
                 "ConsumerOffset",
                 "FeedCursor",
                 "EventNameDaily",
@@ -971,7 +975,7 @@ mod tests {
 
         let mut listed = catalog.list_entities().unwrap();
         listed.sort();
-        assert_eq!(listed.len(), 10);
+        assert_eq!(listed.len(), 14);
 
         let constraints = catalog.constraints_for("HourlyStats").unwrap();
         assert_eq!(

@@ -1,8 +1,10 @@
 //! The dashboard in a real browser: `streamtally run` against an end-to-end broker (Tansu
 //! here, see tests/common/broker.rs), the page it serves opened in Debian's headless
-//! Chromium, driven by playwright-core from `frontend/e2e/dashboard.e2e.mjs`.
+//! Chromium, driven by playwright-core from `frontend/e2e/dashboard.e2e.mjs` and then, on the
+//! same connector, `frontend/e2e/alerts.e2e.mjs` (alert rules made in the page; a spike of
+//! events produced here must show the firing banner).
 //!
-//! This test owns the processes; the browser script owns the page. The script asks for what
+//! This test owns the processes; the browser scripts own the page. A script asks for what
 //! only this side can do by printing `@@ <command>` lines and reading one answer line:
 //! `@@ produce N NAME` (N events named NAME for the org, event time now), `@@ kill` (SIGKILL
 //! the connector, gateway included), `@@ start` (start it again on the same address). Every
@@ -27,7 +29,7 @@ use streamtally::gateway::auth::token_sha256_hex;
 use uuid::Uuid;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// The whole browser script, whatever happens inside it.
+/// Each browser script as a whole, whatever happens inside it.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(420);
 
 fn frontend_dir() -> PathBuf {
@@ -209,29 +211,49 @@ fn the_dashboard_in_headless_chromium() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let mut script = Command::new("node")
-        .arg("e2e/dashboard.e2e.mjs")
+    for script in ["e2e/dashboard.e2e.mjs", "e2e/alerts.e2e.mjs"] {
+        run_script(script, &broker, &topic, org, &token, &mut connector);
+    }
+
+    if let Some(mut child) = connector.child.take() {
+        let exit = sigterm(&mut child);
+        assert!(exit.success(), "connector exit {exit:?}");
+    }
+}
+
+/// Runs one browser script against the connector, answering its `@@` commands, and fails
+/// the test when the script fails.
+fn run_script(
+    script: &str,
+    broker: &TestBroker,
+    topic: &str,
+    org: Uuid,
+    token: &str,
+    connector: &mut Connector,
+) {
+    eprintln!("dashboard_e2e: node {script}");
+    let mut node = Command::new("node")
+        .arg(script)
         .current_dir(frontend_dir())
         .env("STREAMTALLY_URL", format!("http://{}/", connector.addr))
         .env("STREAMTALLY_ORG", org.to_string())
-        .env("STREAMTALLY_TOKEN", &token)
+        .env("STREAMTALLY_TOKEN", token)
         .env("STREAMTALLY_E2E_CONTROL", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start node e2e/dashboard.e2e.mjs");
+        .unwrap_or_else(|e| panic!("start node {script}: {e}"));
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {
         let done = done.clone();
-        let pid = script.id() as i32;
+        let script = script.to_string();
+        let pid = node.id() as i32;
         std::thread::spawn(move || {
             let started = Instant::now();
             while !done.load(Ordering::Relaxed) {
                 if started.elapsed() > SCRIPT_TIMEOUT {
-                    eprintln!(
-                        "dashboard_e2e: the browser script ran over {SCRIPT_TIMEOUT:?}: killing it"
-                    );
+                    eprintln!("dashboard_e2e: {script} ran over {SCRIPT_TIMEOUT:?}: killing it");
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     return;
                 }
@@ -240,8 +262,8 @@ fn the_dashboard_in_headless_chromium() {
         })
     };
 
-    let mut answers = script.stdin.take().unwrap();
-    let lines = BufReader::new(script.stdout.take().unwrap()).lines();
+    let mut answers = node.stdin.take().unwrap();
+    let lines = BufReader::new(node.stdout.take().unwrap()).lines();
     for line in lines {
         let line = line.expect("read the script's output");
         let Some(command) = line.strip_prefix("@@ ") else {
@@ -252,11 +274,7 @@ fn the_dashboard_in_headless_chromium() {
         let answer = match words.as_slice() {
             ["produce", n, name] => {
                 let n: usize = n.parse().expect("produce N");
-                produce(
-                    &broker.bootstrap,
-                    &topic,
-                    &events(org, name, n, now_ms(), 0),
-                );
+                produce(&broker.bootstrap, topic, &events(org, name, n, now_ms(), 0));
                 format!("produced {n}")
             }
             ["kill"] => {
@@ -272,17 +290,12 @@ fn the_dashboard_in_headless_chromium() {
         println!("  (test: {command} -> {answer})");
         writeln!(answers, "{answer}").expect("answer the script");
     }
-    let status = script.wait().expect("wait for the browser script");
+    let status = node.wait().expect("wait for the browser script");
     done.store(true, Ordering::Relaxed);
     watchdog.join().unwrap();
     assert!(
         status.success(),
-        "the browser script failed ({status}); connector log:\n{}",
+        "{script} failed ({status}); connector log:\n{}",
         connector.log_text()
     );
-
-    if let Some(mut child) = connector.child.take() {
-        let exit = sigterm(&mut child);
-        assert!(exit.success(), "connector exit {exit:?}");
-    }
 }

@@ -48,7 +48,8 @@ import { App, type Env } from '../src/components/App';
 import type { SocketLike } from '../src/lib/connection';
 import type { StorageLike } from '../src/lib/auth';
 import { counters, event, events, iso, point, snapshot, topEvents, uniqueUsers, update } from './fixtures';
-import type { Dashboard, View } from '../src/lib/types';
+import type { AlertFiring, AlertRule, Dashboard, View } from '../src/lib/types';
+import { alertMessage } from './fixtures';
 
 class FakeSocket implements SocketLike {
   sent: any[] = [];
@@ -78,6 +79,8 @@ function gateway() {
   const sockets: FakeSocket[] = [];
   const requests: { method: string; url: string; body: any }[] = [];
   const dashboards: Dashboard[] = [];
+  const alerts: AlertRule[] = [];
+  const firings: AlertFiring[] = [];
   const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
   const fetch = async (url: string, init?: RequestInit): Promise<Response> => {
     const method = init?.method ?? 'GET';
@@ -93,6 +96,29 @@ function gateway() {
       dashboards.push(d);
       return json(201, d);
     }
+    if (path === `/api/v1/orgs/${ORG}/alerts/history`) return json(200, { firings });
+    if (path === `/api/v1/orgs/${ORG}/alerts` && method === 'GET') return json(200, { alerts });
+    const a = /alerts\/(.+)$/.exec(path);
+    if ((path === `/api/v1/orgs/${ORG}/alerts` && method === 'POST') || (a && method === 'PUT')) {
+      // The gateway's checks the tests need: the window, and a webhook secret on create.
+      if (!/^(\d+m|hour|day)$/.test(body.window) || (body.window.endsWith('m') && Number.parseInt(body.window) > 60)) {
+        return json(400, { error: { code: 'bad_parameter', message: `parameter 'window': '${body.window}' must be "<N>m" with N in 1..=60, "hour" or "day"`, parameter: 'window', value: body.window } });
+      }
+      const old = a ? alerts.find((x) => x.id === a[1])! : null;
+      const cps = (body.contact_points ?? []).map((c: any, i: number) => {
+        if (!c.secret && !old?.contact_points.some((o) => o.url === c.url)) throw new Error(`contact_points[${i}].secret missing`);
+        return { type: 'webhook', url: c.url, format: c.format, secret_set: true };
+      });
+      const state = { state: 'inactive', since: iso(0), value: 3, previous_value: 1, evaluated_at: iso(0), seq: 0, muted: false };
+      const rule = { ...(old ?? { id: `r${alerts.length + 1}`, org_id: ORG, created_at: iso(0), state }), ...body, contact_points: cps, updated_at: iso(1) };
+      if (old) Object.assign(old, rule);
+      else alerts.push(rule);
+      return json(old ? 200 : 201, rule);
+    }
+    if (a && method === 'DELETE') {
+      alerts.splice(alerts.findIndex((x) => x.id === a[1]), 1);
+      return new Response(null, { status: 204 });
+    }
     const m = /dashboards\/(.+)$/.exec(path);
     if (m && method === 'PUT') {
       const d = dashboards.find((x) => x.id === m[1])!;
@@ -105,7 +131,7 @@ function gateway() {
     }
     return json(404, { error: { code: 'not_found', message: 'no route' } });
   };
-  return { sockets, requests, dashboards, fetch };
+  return { sockets, requests, dashboards, alerts, firings, fetch };
 }
 
 let container: HTMLElement;
@@ -363,5 +389,129 @@ describe('dashboard page', () => {
     const s2 = gw.sockets[1];
     act(() => s2.onopen?.({}));
     expect(s2.sent.filter((x) => x.type === 'subscribe')).toHaveLength(1);
+  });
+});
+
+function field(id: string): HTMLInputElement {
+  const el = container.querySelector(`#alert-${id}`) as HTMLInputElement | null;
+  if (!el) throw new Error(`no field alert-${id}`);
+  return el;
+}
+
+describe('alerts', () => {
+  it('creates a rule (a 400 shown beside the field it names), edits it keeping the secret, mutes, unmutes and deletes it', async () => {
+    const { gw } = await connected();
+    click($('alerts-toggle'));
+    await until(() => $('alerts-panel') !== null && !($('alert-new') as HTMLButtonElement).disabled, 'the alerts panel');
+    expect(container.textContent).toContain('No alert rules yet.');
+    click($('alert-new'));
+    input(field('name'), 'Checkout spike', 'input');
+    input(field('event-name'), 'checkout', 'input');
+    input(field('window'), '90m', 'input');
+    input(field('value'), '20', 'input');
+    input(field('webhook-url'), 'https://hooks.example.com/a', 'input');
+    input(field('webhook-secret'), '0123456789abcdef', 'input');
+    input(field('labels'), 'team=growth', 'input');
+    click($('alert-save'));
+    await until(() => $('alert-form-error') !== null, 'the 400');
+    const err = $('alert-form-error')!;
+    expect(err.dataset.field).toBe('window');
+    expect(err.textContent).toMatch(/^Window: parameter 'window': '90m' must be/);
+    expect(field('window').getAttribute('aria-invalid')).toBe('true');
+    expect(err.closest('.field')!.contains(field('window'))).toBe(true);
+
+    input(field('window'), '1m', 'input');
+    click($('alert-save'));
+    await until(() => gw.alerts.length === 1 && $('alert-form') === null, 'the POST');
+    const post = gw.requests.filter((r) => r.method === 'POST').at(-1)!;
+    expect(post.body).toEqual({
+      name: 'Checkout spike',
+      measure: 'events',
+      event_name: 'checkout',
+      event_type: null,
+      window: '1m',
+      condition: { op: 'above', threshold: 20 },
+      for_seconds: 0,
+      no_data: 'ok',
+      labels: { team: 'growth' },
+      contact_points: [{ type: 'webhook', url: 'https://hooks.example.com/a', secret: '0123456789abcdef', format: 'json' }],
+      enabled: true,
+      muted_until: null,
+    });
+    await flush();
+    expect($('alert-rule')!.dataset.state).toBe('inactive');
+    expect($('alert-rule-state')!.textContent).toBe('inactive');
+    expect($('alert-rule-summary')!.textContent).toContain('events (event_name checkout) over 1m, above 20');
+
+    // Edit: the secret is left empty, so the PUT has none (the server keeps it).
+    click($('alert-edit'));
+    expect(field('name').value).toBe('Checkout spike');
+    expect(field('webhook-secret').value).toBe('');
+    input(field('name'), 'Checkout surge', 'input');
+    click($('alert-save'));
+    await until(() => gw.requests.some((r) => r.method === 'PUT'), 'the PUT');
+    const put = gw.requests.find((r) => r.method === 'PUT')!;
+    expect(put.url).toMatch(/alerts\/r1$/);
+    expect(put.body.name).toBe('Checkout surge');
+    expect(put.body.contact_points).toEqual([{ type: 'webhook', url: 'https://hooks.example.com/a', format: 'json' }]);
+    await until(() => $('alert-form') === null, 'the form closes');
+    expect(container.querySelector('.alert-rule-name')!.textContent).toBe('Checkout surge');
+
+    // Mute for an hour (the default), then unmute.
+    click($('alert-mute'));
+    click($('alert-mute-save'));
+    await until(() => $('alert-unmute') !== null, 'the mute');
+    const mute = gw.requests.filter((r) => r.method === 'PUT').at(-1)!;
+    expect(Date.parse(mute.body.muted_until) - Date.now()).toBeGreaterThan(58 * 60_000);
+    expect($('alert-rule-muted')!.textContent).toMatch(/^muted until /);
+    click($('alert-unmute'));
+    await until(() => $('alert-mute') !== null, 'the unmute');
+    expect(gw.requests.filter((r) => r.method === 'PUT').at(-1)!.body.muted_until).toBeNull();
+
+    click($('alert-delete'));
+    click($('alert-delete-confirm'));
+    await until(() => gw.alerts.length === 0 && $('alert-rule') === null, 'the DELETE');
+  });
+
+  it('an alert message shows a banner, adds to the history and reloads the rules; resolved hides after 10 s', async () => {
+    const real = Date.now.bind(Date);
+    let offset = 0;
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + offset);
+    const { s, gw } = await connected();
+    gw.firings.push({ rule_id: 'old', rule_name: 'Old rule', seq: 3, fired_at: '2026-12-01T10:00:00.000000Z', resolved_at: '2026-12-01T10:05:00.000000Z', value: 9, resolved_value: 1, late_events: 0 });
+    click($('alerts-toggle'));
+    await until(() => $('alert-history') !== null, 'the history');
+    expect($('alert-history')!.dataset.count).toBe('1');
+    const lists = () => gw.requests.filter((r) => r.method === 'GET' && r.url.endsWith('/alerts')).length;
+    const before = lists();
+
+    act(() => s.emit(alertMessage({ fired_at: new Date().toISOString() })));
+    await flush();
+    const banner = $('alert-banner')!;
+    expect(banner.dataset.status).toBe('firing');
+    expect(banner.getAttribute('role')).toBe('alert');
+    expect(banner.textContent).toContain('Checkout spike is firing: events (event_name checkout) over 5m = 812, above 100');
+    expect($('alerts-toggle')!.textContent).toBe('Alerts (1 firing)');
+    expect($('alert-history')!.dataset.count).toBe('2');
+    await until(() => lists() > before, 'the rules reload');
+
+    act(() => s.emit(alertMessage({ status: 'resolved', value: 4, resolved_at: new Date().toISOString() })));
+    await flush();
+    expect(container.querySelectorAll('[data-testid="alert-banner"]')).toHaveLength(1);
+    expect($('alert-banner')!.dataset.status).toBe('resolved');
+    expect(container.querySelector('[data-testid="alert-history-item"]')!.getAttribute('data-resolved')).toBe('true');
+    offset = 11_000;
+    for (let i = 0; i < 30 && $('alert-banner') !== null; i++) {
+      await act(async () => {
+        await new Promise((r) => setTimeout(r, 100));
+      });
+    }
+    expect($('alert-banner')).toBeNull();
+
+    // A new firing: dismissible.
+    act(() => s.emit(alertMessage({ seq: 2, idempotency_key: 'x:2' })));
+    await flush();
+    click($('alert-banner-dismiss'));
+    expect($('alert-banner')).toBeNull();
   });
 });

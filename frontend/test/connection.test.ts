@@ -9,7 +9,8 @@ import {
   type SocketLike,
 } from '../src/lib/connection';
 import type { ViewSpec } from '../src/lib/range';
-import type { ServerMessage } from '../src/lib/types';
+import type { AlertMessage, ServerMessage } from '../src/lib/types';
+import { alertMessage } from './fixtures';
 
 /** A socket the test drives: open(), message(), serverClose(). */
 class FakeSocket implements SocketLike {
@@ -391,6 +392,32 @@ describe('Connection', () => {
     h.last().message('{"no":"type"}');
     h.last().onmessage?.({ data: new ArrayBuffer(2) });
     expect(h.messages).toEqual([]);
+  });
+
+  it('gives alert messages to onAlert as well as onMessage, and only well-formed ones', async () => {
+    const sockets: FakeSocket[] = [];
+    const messages: ServerMessage[] = [];
+    const alerts: AlertMessage[] = [];
+    const conn = new Connection({
+      url: () => 'ws://gw/ws/dashboard?token=t&org=o',
+      createSocket: (url) => {
+        const s = new FakeSocket(url);
+        sockets.push(s);
+        return s;
+      },
+      onMessage: (m) => messages.push(m),
+      onAlert: (m) => alerts.push(m),
+    });
+    conn.start();
+    await settle();
+    sockets[0].open();
+    sockets[0].hello();
+    const firing = alertMessage();
+    sockets[0].message(firing);
+    sockets[0].message(JSON.stringify({ type: 'alert', status: 'firing' }));
+    expect(messages.map((m) => m.type)).toEqual(['hello', 'alert', 'alert']);
+    expect(alerts).toEqual([firing]);
+    conn.stop();
   });
 
   it('retries when the socket cannot even be created', async () => {

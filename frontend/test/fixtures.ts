@@ -1,4 +1,6 @@
 import type {
+  AlertMessage,
+  AlertRule,
   AnalyticsEvent,
   CountersBody,
   SnapshotMessage,
@@ -86,4 +88,55 @@ export function snapshot(view: View, points: TimePoint[], over: Partial<Snapshot
 
 export function update(over: Partial<UpdateMessage> = {}): UpdateMessage {
   return { type: 'update', events: [], counters: counters(), lag: { events: 5, freshness_ms: 1200 }, ...over };
+}
+
+export const RULE_ID = '3f0c2a51-9b7e-4c1d-8e2f-5a6b7c8d9e01';
+
+export function alertRule(over: Partial<AlertRule> = {}): AlertRule {
+  return {
+    id: RULE_ID,
+    org_id: ORG,
+    name: 'Checkout spike',
+    measure: 'events',
+    event_name: 'checkout',
+    event_type: null,
+    window: '5m',
+    condition: { op: 'above', threshold: 100 },
+    for_seconds: 30,
+    no_data: 'ok',
+    labels: { team: 'growth' },
+    contact_points: [{ type: 'webhook', url: 'https://hooks.example.com/a', format: 'json', secret_set: true }],
+    enabled: true,
+    muted_until: null,
+    created_at: '2026-12-05T10:00:00.000000Z',
+    updated_at: '2026-12-05T10:00:00.000000Z',
+    state: { state: 'inactive', since: '2026-12-05T10:00:00.000000Z', value: 12, previous_value: 10, evaluated_at: '2026-12-05T10:00:01.000000Z', seq: 0, muted: false },
+    ...over,
+  };
+}
+
+export function alertMessage(over: Partial<AlertMessage> = {}): AlertMessage {
+  return {
+    type: 'alert',
+    status: 'firing',
+    idempotency_key: `${RULE_ID}:1`,
+    org_id: ORG,
+    rule_id: RULE_ID,
+    rule_name: 'Checkout spike',
+    seq: 1,
+    labels: { team: 'growth' },
+    measure: 'events',
+    event_name: 'checkout',
+    event_type: null,
+    window: '5m',
+    condition: { op: 'above', threshold: 100 },
+    value: 812,
+    previous_value: 90,
+    window_from: '2026-12-05T10:00:00.000000Z',
+    window_to: '2026-12-05T10:05:00.000000Z',
+    fired_at: '2026-12-05T10:05:00.000000Z',
+    resolved_at: null,
+    late_events: 0,
+    ...over,
+  };
 }

@@ -13,6 +13,7 @@
 //! those options safe to read without a clamp; `layers` the loader; `error` what can go
 //! wrong.
 
+mod alerts;
 mod error;
 mod gateway;
 mod kafka;
@@ -29,6 +30,7 @@ use std::num::NonZeroUsize;
 
 use serde::{Deserialize, Serialize};
 
+pub use alerts::AlertsConfig;
 pub use error::{ConfigError, Origin};
 pub use gateway::{AuthConfig, AuthToken, GatewayConfig, MetricsConfig, ReadinessConfig};
 pub use kafka::{AutoOffsetReset, DeadLetterConfig, DeadLetterPolicy, KafkaConfig, Subscription};
@@ -70,6 +72,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Several connectors in one consumer group.
     pub scale_out: ScaleOutConfig,
+    /// Threshold rules per org, evaluated on the live stats, delivered by WebSocket and webhook.
+    pub alerts: AlertsConfig,
 }
 
 /// `[log]`.

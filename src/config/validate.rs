@@ -49,6 +49,7 @@ impl Config {
         self.validate_auth(&mut p);
         self.validate_metrics_and_log(&mut p);
         self.validate_scale_out(&mut p);
+        self.alerts.problems(&mut p);
         if p.is_empty() {
             Ok(())
         } else {

@@ -33,14 +33,16 @@ pub struct DashboardInput {
     pub widgets: Vec<Json>,
 }
 
-fn show(v: &Json) -> String {
+/// A JSON value as a 400 shows it: a string's text, anything else as JSON.
+pub(crate) fn show(v: &Json) -> String {
     match v {
         Json::String(s) => s.clone(),
         other => other.to_string(),
     }
 }
 
-fn bad(field: &str, v: &Json, why: &str) -> ApiError {
+/// 400: body field `field` has the unusable value `v`.
+pub(crate) fn bad(field: &str, v: &Json, why: &str) -> ApiError {
     ApiError::bad_parameter(field, &show(v), why)
 }
 

@@ -106,6 +106,16 @@ impl ApiError {
         )
     }
 
+    /// 501 `not_implemented`: a feature this configuration does not have.
+    pub fn not_implemented(message: String) -> ApiError {
+        ApiError::plain(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
+    }
+
+    /// 409 `conflict`: the request is valid but the state refuses it (a limit reached).
+    pub fn conflict(message: String) -> ApiError {
+        ApiError::plain(StatusCode::CONFLICT, "conflict", message)
+    }
+
     pub fn method_not_allowed() -> ApiError {
         ApiError::plain(
             StatusCode::METHOD_NOT_ALLOWED,

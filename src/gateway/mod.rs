@@ -16,6 +16,7 @@
 //!   alike; ranges, granularities and limits are parsed and defaulted once ([`params`]).
 
 pub mod admin;
+pub mod alerts;
 pub mod assets;
 pub mod auth;
 pub mod body;
@@ -75,6 +76,8 @@ pub struct GatewayState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Open connections to the group's other instances.
     pub peers: group::Peers,
+    /// The alert worker's hub (None when alerting does not run on this instance).
+    pub alerts: Option<crate::alerts::Hub>,
 }
 
 impl GatewayState {
@@ -91,7 +94,14 @@ impl GatewayState {
             sessions: ws::Sessions::default(),
             cluster: None,
             peers: group::Peers::default(),
+            alerts: None,
         }
+    }
+
+    /// Serve the alert rules and push alert messages of the worker behind `hub`.
+    pub fn with_alerts(mut self, hub: crate::alerts::Hub) -> Self {
+        self.alerts = Some(hub);
+        self
     }
 
     /// Answer `GET /api/v1/cluster` from `cluster`.
@@ -222,6 +232,19 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
             get(dashboards::get)
                 .put(dashboards::replace)
                 .delete(dashboards::delete),
+        )
+        .route(
+            &format!("{org}/alerts"),
+            get(alerts::list).post(alerts::create),
+        )
+        .route(&format!("{org}/alerts/history"), get(alerts::history))
+        .route(
+            &format!("{org}/alerts/{{id}}"),
+            get(alerts::get).put(alerts::replace).delete(alerts::delete),
+        )
+        .route(
+            &format!("{org}/alerts/{{id}}/deliveries"),
+            get(alerts::deliveries),
         )
         .route("/ws/dashboard", get(ws::dashboard))
         .route("/healthz", get(health::healthz))

@@ -15,6 +15,10 @@ pub const UNFED_ENTITIES: &[&str] = &[
     "FeedCursor",
     "EventBlock",
     "RollupStatePart",
+    "AlertRule",
+    "AlertState",
+    "AlertFiring",
+    "AlertDelivery",
 ];
 
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
+import { initialAlerts, reduceAlerts } from '../lib/alerts';
 import { ApiClient, ApiError, checkToken, pageBase, wsUrl, type FetchLike, type Session } from '../lib/api';
 import { clearSession, initialAuth, saveSession, type AuthEnv, type StorageLike } from '../lib/auth';
 import { Connection, type ConnStatus, type SocketFactory } from '../lib/connection';
@@ -6,6 +7,8 @@ import { defaultWidgets, sanitize, validate } from '../lib/layout';
 import { DEFAULT_VIEW, type ViewSpec } from '../lib/range';
 import { eventTypeSuggestions, initialState, reduce } from '../lib/shape';
 import type { Dashboard, Widget } from '../lib/types';
+import { AlertBanners } from './AlertBanners';
+import { AlertsPanel } from './AlertsPanel';
 import { ConnectionStatus } from './ConnectionStatus';
 import { DashboardControls, OVERVIEW_ID } from './Dashboards';
 import { SignIn } from './SignIn';
@@ -118,6 +121,10 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   const [status, setStatus] = useState<ConnStatus>({ state: 'idle' });
   const [now, setNow] = useState(env.now);
   const conn = useRef<Connection | null>(null);
+  // Alerts: banners and history from `alert` messages; the panel (rules) while open.
+  const [alerts, dispatchAlert] = useReducer(reduceAlerts, undefined, initialAlerts);
+  const alertsKey = `streamtally.alerts.${session.org}`;
+  const [alertsOpen, setAlertsOpen] = useState(() => env.local.getItem(alertsKey) === 'open');
   const specRef = useRef(spec);
   specRef.current = spec;
 
@@ -130,6 +137,8 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   const [saveErrors, setSaveErrors] = useState<string[]>([]);
   const [dashBusy, setDashBusy] = useState(false);
   const loadedDashboards = useRef(false);
+  /** The token passed the check once: panels that load on their own may ask the API. */
+  const [tokenOk, setTokenOk] = useState(false);
 
   useEffect(() => {
     const c = new Connection({
@@ -137,6 +146,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
       createSocket: env.createSocket,
       preflight: () => checkToken(client, (counters) => dispatch({ type: 'counters', counters, now: env.now() })),
       onMessage: (msg) => dispatch({ type: 'message', msg, now: env.now() }),
+      onAlert: (msg) => dispatchAlert({ type: 'message', msg, now: env.now() }),
       onSubscribe: (cmd) => dispatch({ type: 'subscribed', cmd, now: env.now() }),
       onStatus: (s) => {
         setStatus(s);
@@ -174,6 +184,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   useEffect(() => {
     if (loadedDashboards.current || (status.state !== 'connecting' && status.state !== 'open')) return;
     loadedDashboards.current = true;
+    setTokenOk(true);
     client
       .listDashboards()
       .then((list) => {
@@ -255,12 +266,24 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
     if (ok) setDraft(null);
   };
 
+  const toggleAlerts = () => {
+    const open = !alertsOpen;
+    setAlertsOpen(open);
+    try {
+      env.local.setItem(alertsKey, open ? 'open' : 'closed');
+    } catch {
+      /* ignored */
+    }
+  };
+
   const editing = draft !== null;
+  const firing = alerts.banners.filter((b) => b.status === 'firing').length;
   return (
     <div class="page">
       <a class="skip" href="#main">
         Skip to the dashboard
       </a>
+      <AlertBanners banners={alerts.banners} now={now} onDismiss={(key) => dispatchAlert({ type: 'dismiss', key })} />
       <header class="topbar">
         <div class="brand">
           <h1>streamtally</h1>
@@ -275,6 +298,16 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
           lastMessageAt={state.lastMessageAt}
           onRetry={() => conn.current?.retryNow()}
         />
+        <button
+          type="button"
+          class="secondary"
+          data-testid="alerts-toggle"
+          aria-expanded={alertsOpen}
+          aria-controls="alerts-panel"
+          onClick={toggleAlerts}
+        >
+          Alerts{firing > 0 && <span class="alert-count"> ({firing} firing)</span>}
+        </button>
         <button type="button" class="secondary" data-testid="sign-out" onClick={onSignOut}>
           Sign out
         </button>
@@ -321,6 +354,18 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
               ))}
             </ul>
           )}
+        </div>
+      )}
+      {alertsOpen && tokenOk && (
+        <div id="alerts-panel" class="alerts-wrap">
+          <AlertsPanel
+            client={client}
+            now={now}
+            received={alerts.received}
+            history={alerts.history}
+            onHistory={(firings) => dispatchAlert({ type: 'history', firings })}
+            onRejected={onRejected}
+          />
         </div>
       )}
       {state.serverError && (

@@ -1,7 +1,7 @@
 // REST client for the gateway (docs/API.md): bearer token, JSON, error bodies as ApiError.
 
 import type { PreflightResult } from './connection';
-import type { ApiErrorBody, CountersBody, Dashboard, Widget } from './types';
+import type { AlertFiring, AlertRule, AlertRuleInput, ApiErrorBody, CountersBody, Dashboard, Widget } from './types';
 
 export interface Session {
   org: string;
@@ -121,6 +121,29 @@ export class ApiClient {
 
   deleteDashboard(id: string): Promise<void> {
     return this.request('DELETE', this.orgPath(`dashboards/${encodeURIComponent(id)}`));
+  }
+
+  async listAlerts(): Promise<AlertRule[]> {
+    const body = await this.request<{ alerts: AlertRule[] }>('GET', this.orgPath('alerts'));
+    return body?.alerts ?? [];
+  }
+
+  createAlert(input: AlertRuleInput): Promise<AlertRule> {
+    return this.request('POST', this.orgPath('alerts'), input);
+  }
+
+  /** The whole rule; a contact point without `secret` keeps the secret of the same URL. */
+  updateAlert(id: string, input: AlertRuleInput): Promise<AlertRule> {
+    return this.request('PUT', this.orgPath(`alerts/${encodeURIComponent(id)}`), input);
+  }
+
+  deleteAlert(id: string): Promise<void> {
+    return this.request('DELETE', this.orgPath(`alerts/${encodeURIComponent(id)}`));
+  }
+
+  async alertHistory(limit = 100): Promise<AlertFiring[]> {
+    const body = await this.request<{ firings: AlertFiring[] }>('GET', this.orgPath(`alerts/history?limit=${limit}`));
+    return body?.firings ?? [];
   }
 }
 

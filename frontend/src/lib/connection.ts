@@ -1,10 +1,11 @@
 // The dashboard's WebSocket connection: a token check before each attempt, reconnects with
 // exponential backoff and jitter, a resubscribe to the current view after every reconnect, and
-// a ping when the line has been quiet. It depends only on the small SocketLike interface, so
-// test/connection.test.ts drives it with a fake socket and fake timers.
+// a ping when the line has been quiet. Every message goes to `onMessage`; `alert` messages
+// (docs/ALERTS.md) also go to `onAlert`, for the banners. It depends only on the small
+// SocketLike interface, so test/connection.test.ts drives it with a fake socket and fake timers.
 
 import { subscribeCommand, type ViewSpec } from './range';
-import type { ServerMessage, SubscribeCommand } from './types';
+import type { AlertMessage, ServerMessage, SubscribeCommand } from './types';
 
 /**
  * What the connection needs of a WebSocket (the browser's WebSocket fits). Handlers take `any`
@@ -80,6 +81,8 @@ export interface ConnectionOptions {
   /** Token check before each attempt; omitted: none. */
   preflight?: () => Promise<PreflightResult>;
   onMessage: (msg: ServerMessage) => void;
+  /** `alert` messages (a rule fired or resolved), after `onMessage`. */
+  onAlert?: (msg: AlertMessage) => void;
   onStatus?: (status: ConnStatus) => void;
   /** Called with each subscribe command sent (the first one and every resubscribe). */
   onSubscribe?: (cmd: SubscribeCommand) => void;
@@ -232,6 +235,7 @@ export class Connection {
       // successful and the backoff starts over.
       if (msg.type === 'hello') this.attempt = 0;
       this.opts.onMessage(msg);
+      if (msg.type === 'alert' && isAlertMessage(msg)) this.opts.onAlert?.(msg);
     };
     s.onerror = () => {
       /* a close event follows */
@@ -316,6 +320,20 @@ export function parseMessage(data: unknown): ServerMessage | null {
     /* not JSON: ignored */
   }
   return null;
+}
+
+/** An `alert` message with what the banner reads (a malformed one is not shown). */
+export function isAlertMessage(msg: ServerMessage): msg is AlertMessage {
+  const m = msg as Partial<AlertMessage>;
+  return (
+    m.type === 'alert' &&
+    (m.status === 'firing' || m.status === 'resolved') &&
+    typeof m.idempotency_key === 'string' &&
+    typeof m.rule_id === 'string' &&
+    typeof m.rule_name === 'string' &&
+    !!m.condition &&
+    typeof m.condition === 'object'
+  );
 }
 
 export function closeReason(code: number, reason: string): string {

@@ -196,6 +196,9 @@ export function applyMessage(state: DashState, msg: ServerMessage, now: number):
     }
     case 'pong':
       return base;
+    case 'alert':
+      // Banners and history are the alerts state's (lib/alerts.ts); here it only proves the line is alive.
+      return base;
     case 'error':
       return { ...base, serverError: `${msg.code}: ${msg.message}` };
     default:

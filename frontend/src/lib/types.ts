@@ -129,7 +129,7 @@ export interface ErrorMessage {
   message: string;
 }
 
-export type ServerMessage = HelloMessage | SnapshotMessage | UpdateMessage | PongMessage | ErrorMessage;
+export type ServerMessage = HelloMessage | SnapshotMessage | UpdateMessage | PongMessage | ErrorMessage | AlertMessage;
 
 export interface SubscribeCommand {
   type: 'subscribe';
@@ -182,4 +182,110 @@ export interface ApiErrorBody {
     parameter?: string;
     value?: string;
   };
+}
+
+// Alerting (docs/ALERTS.md).
+
+export type AlertMeasure = 'events' | 'unique_users' | 'unique_sessions';
+
+export type AlertCondition =
+  | { op: 'above'; threshold: number }
+  | { op: 'below'; threshold: number }
+  /** A change of at least `percent` % against the previous window (negative: a fall). */
+  | { op: 'change'; percent: number };
+
+export type AlertNoData = 'ok' | 'alerting' | 'keep';
+
+export type WebhookFormat = 'json' | 'slack';
+
+/** A contact point as sent: a `PUT` without `secret` keeps the secret of the same `url`. */
+export interface ContactPointInput {
+  type: 'webhook';
+  url: string;
+  secret?: string;
+  format: WebhookFormat;
+}
+
+/** A contact point as the API shows it: never the secret. */
+export interface ContactPoint {
+  type: 'webhook';
+  url: string;
+  format: WebhookFormat;
+  secret_set: boolean;
+}
+
+/** The body of `POST` and `PUT /api/v1/orgs/{org}/alerts[/{id}]`. Unknown fields are refused. */
+export interface AlertRuleInput {
+  name: string;
+  measure: AlertMeasure;
+  event_name: string | null;
+  event_type: string | null;
+  /** `"<N>m"` (N in 1..=60), `"hour"` or `"day"`. */
+  window: string;
+  condition: AlertCondition;
+  for_seconds: number;
+  no_data: AlertNoData;
+  labels: Record<string, string>;
+  contact_points: ContactPointInput[];
+  enabled: boolean;
+  muted_until: string | null;
+}
+
+export type AlertStateName = 'inactive' | 'pending' | 'firing' | 'resolved';
+
+export interface AlertRuleState {
+  state: AlertStateName;
+  since: string | null;
+  value: number | null;
+  previous_value: number | null;
+  evaluated_at: string | null;
+  seq: number;
+  /** Deliveries are held back now (`muted_until` is in the future). */
+  muted: boolean;
+}
+
+export interface AlertRule extends Omit<AlertRuleInput, 'contact_points'> {
+  id: string;
+  org_id: string;
+  contact_points: ContactPoint[];
+  created_at: string;
+  updated_at: string;
+  state: AlertRuleState;
+}
+
+/** One firing of a rule (`GET .../alerts/history`), newest first. */
+export interface AlertFiring {
+  rule_id: string;
+  rule_name: string | null;
+  seq: number;
+  fired_at: string;
+  resolved_at: string | null;
+  value: number | null;
+  resolved_value: number | null;
+  late_events: number;
+}
+
+/** A rule fired or resolved: the same body on the WebSocket and to webhooks. */
+export interface AlertMessage {
+  type: 'alert';
+  status: 'firing' | 'resolved';
+  /** `<rule id>:<seq>`: the same for a firing and its resolution, and for every retry. */
+  idempotency_key: string;
+  org_id: string;
+  rule_id: string;
+  rule_name: string;
+  seq: number;
+  labels: Record<string, string>;
+  measure: AlertMeasure;
+  event_name: string | null;
+  event_type: string | null;
+  window: string;
+  condition: AlertCondition;
+  value: number | null;
+  previous_value: number | null;
+  window_from: string;
+  window_to: string;
+  fired_at: string;
+  resolved_at: string | null;
+  late_events: number;
 }

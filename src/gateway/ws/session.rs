@@ -128,6 +128,23 @@ async fn write(
     let _ = sink.close().await;
 }
 
+/// The next alert message, or never without an alert worker. A session that fell behind
+/// skips what it missed (the history is on the API).
+async fn next_alert(
+    rx: &mut Option<broadcast::Receiver<Arc<crate::alerts::AlertMessage>>>,
+) -> Option<Arc<crate::alerts::AlertMessage>> {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(m) => return Some(m),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+    }
+}
+
 impl Session {
     fn new(st: GatewayState, org: Uuid, tx: mpsc::Sender<Message>) -> Self {
         Session {
@@ -151,6 +168,8 @@ impl Session {
     async fn serve(&mut self, stream: &mut SplitStream<WebSocket>) -> Option<(u16, String)> {
         let cfg = self.st.cfg.gateway.clone();
         let mut live = self.st.live.subscribe();
+        // Alert messages (docs/ALERTS.md) go out as they come, not at the push tick.
+        let mut alerts = self.st.alerts.as_ref().map(|h| h.messages.subscribe());
         let mut push = tokio::time::interval(cfg.push_interval());
         let mut ping = tokio::time::interval(cfg.ws_ping_interval());
         push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,6 +186,14 @@ impl Session {
                 _ = push.tick() => {
                     self.take_live(&mut live);
                     self.push().await
+                }
+                msg = next_alert(&mut alerts) => {
+                    if let Some(m) = msg {
+                        if m.org == *self.org.as_bytes() {
+                            let _ = self.tx.try_send(Message::Text(Utf8Bytes::from(&*m.text)));
+                        }
+                    }
+                    Flow::Continue
                 }
                 _ = ping.tick() => {
                     let _ = self.tx.try_send(Message::Ping(Default::default()));
