@@ -14,7 +14,9 @@
 //! - a webhook answering 500 three times is retried with a doubling backoff until it
 //!   answers 200, with the same key and body;
 //! - rule validation: a 400 names the field and its value, 403 for another org, 404 for an
-//!   unknown rule, no secret in any answer, DELETE then 404.
+//!   unknown rule, no secret in any answer, DELETE then 404;
+//! - late events: half an hour late they are outside a 5m window (nothing fires); 40 s late
+//!   they count in the window and the firing says `late_events: 20`.
 //!
 //! Outside CI the tests skip (saying so) when the Tansu binary is missing
 //! (`bash .ci/install-tansu.sh`).
@@ -303,7 +305,12 @@ fn time(v: &Json) -> chrono::DateTime<chrono::Utc> {
 /// Produces `n` native events of `org` named `name`, stamped now, keyed by user; returns
 /// when the broker acknowledged them.
 fn produce_named(bootstrap: &str, topic: &str, o: Uuid, name: &str, n: usize) {
-    let now = chrono::Utc::now().timestamp_millis();
+    produce_named_at(bootstrap, topic, o, name, n, 0);
+}
+
+/// [`produce_named`], stamped `ago_ms` before now.
+fn produce_named_at(bootstrap: &str, topic: &str, o: Uuid, name: &str, n: usize, ago_ms: i64) {
+    let now = chrono::Utc::now().timestamp_millis() - ago_ms;
     let records: Vec<TestRecord> = (0..n)
         .map(|i| {
             let user = format!("user_{}", i % 17);
@@ -1874,4 +1881,81 @@ fn rules_are_validated_naming_the_field_and_the_value() {
         "{list}"
     );
     run.stop();
+}
+
+#[test]
+fn late_events_count_in_their_own_window_and_the_firing_says_so() {
+    let Some((broker, topic)) = tansu_topic("alerts-late") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    let receiver = Receiver::start(&[]);
+    let run = Run::start(
+        &broker.bootstrap,
+        &topic,
+        &random_name("alerts-late"),
+        &dir.path().join("store"),
+        &log,
+        &[],
+    );
+    let mut rule = checkout_rule(
+        10,
+        0,
+        json!([webhook(&receiver.url("/hook"), SECRET, "json")]),
+    );
+    rule["window"] = json!("5m");
+    let created = run.create_rule(&rule);
+    let id = created["id"].as_str().expect("rule id").to_string();
+
+    // Half an hour late: outside the window and the one before it, so nothing happens.
+    produce_named_at(
+        &broker.bootstrap,
+        &topic,
+        org(1),
+        "checkout",
+        20,
+        30 * 60_000,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, recent) = run.get(
+            &format!("/api/v1/orgs/{}/events/recent?limit=100", org(1)),
+            TOKEN_A,
+        );
+        if recent["events"].as_array().is_some_and(|e| e.len() >= 20) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not stored: {recent}\n{}",
+            run.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Stored: a few evaluations later the rule still has nothing in its window.
+    std::thread::sleep(Duration::from_secs(2));
+    let r = run.rule(&id);
+    assert_eq!(r["state"]["state"], "inactive", "{r}");
+    assert_eq!(
+        r["state"]["value"], 0,
+        "events half an hour old are not in a 5m window: {r}"
+    );
+    assert!(receiver.all().is_empty(), "{}", describe(&receiver.all()));
+
+    // 40 s late: inside the window, stored late; the firing counts them as late.
+    produce_named_at(&broker.bootstrap, &topic, org(1), "checkout", 20, 40_000);
+    let got = receiver.wait("the firing", Duration::from_secs(60), &run, |r| {
+        !r.is_empty()
+    });
+    let m = got[0].json();
+    assert_eq!(m["status"], "firing", "{m}");
+    assert_eq!(m["value"], 20, "{m}");
+    assert_eq!(
+        m["late_events"], 20,
+        "every event of the window came late: {m}"
+    );
+    let history = run.history(org(1), TOKEN_A);
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["late_events"], 20, "{history:?}");
 }
