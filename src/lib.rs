@@ -24,6 +24,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod dlq;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod gateway;

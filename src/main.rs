@@ -79,6 +79,59 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Dead letters: what a dead-letter topic holds, and sending chosen ones back to their
+    /// source topic (read from the topic's start; no consumer group, nothing committed).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Count the dead letters by reason (first and last time, samples) and by source
+    /// partition.
+    List {
+        /// The dead-letter topic (default: each configured one: kafka.dead_letter.topic, or
+        /// every kafka.topics entry plus kafka.dead_letter.topic_suffix).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Samples shown per reason.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        samples: usize,
+    },
+    /// Send dead letters back: key, value and headers as they were (without the
+    /// dead-letter headers), plus `streamtally.replayed_from: <topic>/<partition>/<offset>`.
+    /// An event whose payload has an id is stored at most once however often it is
+    /// replayed within store.dedup_window (default 24 h); the summary counts those
+    /// without one. Envelopes (records too big to
+    /// dead-letter whole) are skipped.
+    Replay {
+        /// The dead-letter topic (default: each configured one).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only these reason codes (repeatable; `dlq list` shows them), e.g. oversized.
+        #[arg(long = "reason", value_name = "CODE")]
+        reasons: Vec<String>,
+        /// Only those dead-lettered at or after this time (RFC 3339 or epoch ms).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only those dead-lettered before this time (RFC 3339 or epoch ms).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only those from this source partition.
+        #[arg(long, value_name = "P")]
+        partition: Option<i32>,
+        /// Only those from these source offsets, inclusive: FIRST..LAST (or one offset).
+        #[arg(long, value_name = "FIRST..LAST")]
+        offsets: Option<String>,
+        /// Send to this topic instead of each record's source topic.
+        #[arg(long, value_name = "TOPIC")]
+        to_topic: Option<String>,
+        /// Count what would be sent; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -345,6 +398,44 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Token {
             command: TokenCommand::New { org, name },
         } => cli::token::new_token(org, name.as_deref(), out),
+        Command::Dlq {
+            command: DlqCommand::List { topic, samples },
+        } => cli::dlq::list(&cfg, topic.as_deref(), *samples, out),
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    topic,
+                    reasons,
+                    since,
+                    until,
+                    partition,
+                    offsets,
+                    to_topic,
+                    dry_run,
+                },
+        } => {
+            let filter = streamtally::dlq::Filter {
+                reasons: reasons.clone(),
+                since_ms: since
+                    .as_deref()
+                    .map(|t| time_ms("--since", t))
+                    .transpose()?,
+                until_ms: until
+                    .as_deref()
+                    .map(|t| time_ms("--until", t))
+                    .transpose()?,
+                source_partition: *partition,
+                source_offsets: offsets.as_deref().map(offset_range).transpose()?,
+            };
+            cli::dlq::replay(
+                &cfg,
+                topic.as_deref(),
+                &filter,
+                to_topic.as_deref(),
+                *dry_run,
+                out,
+            )
+        }
         Command::Stats { command } => {
             let (args, action) = match command {
                 StatsCommand::Rebuild(a) => (a, cli::stats::Action::Rebuild),
@@ -355,6 +446,30 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             cli::stats::run(&cfg, &schema, &scope, action, out)
         }
     }
+}
+
+/// A time flag: RFC 3339 or epoch milliseconds.
+fn time_ms(flag: &str, v: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| anyhow::anyhow!("{flag} {v:?}: not an RFC 3339 time or epoch milliseconds"))
+}
+
+/// `--offsets FIRST..LAST` (inclusive) or one offset.
+fn offset_range(v: &str) -> anyhow::Result<(i64, i64)> {
+    let bad = || anyhow::anyhow!("--offsets {v:?}: expected FIRST..LAST (inclusive) or one offset");
+    let (a, b) = v.split_once("..").unwrap_or((v, v));
+    let (a, b): (i64, i64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a > b || a < 0 {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 /// `streamtally produce`'s flags over kafka.brokers and [kafka.client].

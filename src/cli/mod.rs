@@ -1,6 +1,6 @@
 //! The bodies of the `streamtally` subcommands that are not a long-running service, one file
 //! per command group: [`check`] (check-config, check-schema), [`produce`], [`store`] (verify,
-//! info, migrate), [`stats`] (rebuild, verify) and [`token`] (new). `main` parses the command
+//! info, migrate), [`stats`] (rebuild, verify), [`dlq`] (list, replay) and [`token`] (new). `main` parses the command
 //! line and calls them; `run` and `demo` go straight to [`crate::app`] and [`crate::demo`].
 //!
 //! Each command writes its report to the `out` it is given (stdout in `main`) and returns the
@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod check;
+pub mod dlq;
 pub mod produce;
 pub mod stats;
 pub mod store;
