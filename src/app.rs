@@ -185,6 +185,9 @@ impl Services {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Services> {
+        for topic in &cfg.kafka.topics {
+            metrics.init_topic(topic);
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("gateway")

@@ -73,6 +73,12 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Labels of `streamtally_readiness_check_failing`: a `/readyz` check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabel {
+    pub check: String,
+}
+
 /// Labels of `streamtally_alert_rules`: a rule state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -148,6 +154,8 @@ pub struct Metrics {
     pub gateway_connections: Gauge,
     pub gateway_connections_refused: Counter,
     pub gateway_connections_timed_out: Family<ReasonLabel, Counter>,
+    pub ready: Gauge,
+    pub readiness_check_failing: Family<CheckLabel, Gauge>,
     pub alert_rules: Family<StateLabel, Gauge>,
     pub alert_evaluations: Counter,
     pub alert_evaluation_seconds: Histogram,
@@ -202,6 +210,8 @@ impl Metrics {
             gateway_connections: Gauge::default(),
             gateway_connections_refused: Counter::default(),
             gateway_connections_timed_out: Family::default(),
+            ready: Gauge::default(),
+            readiness_check_failing: Family::default(),
             alert_rules: Family::default(),
             alert_evaluations: Counter::default(),
             alert_evaluation_seconds: latency_histogram(),
@@ -216,6 +226,20 @@ impl Metrics {
         m.register_stats(&mut registry);
         m.register_gateway(&mut registry);
         m.register_alerts(&mut registry);
+        // Alert delivery and transition series exist at 0 from the start (see init_topic).
+        for channel in ["webhook", "websocket"] {
+            for outcome in ["delivered", "retried", "failed", "muted"] {
+                let _ = m.alert_deliveries.get_or_create(&DeliveryLabel {
+                    channel: channel.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
+        for to in ["pending", "firing", "resolved", "inactive"] {
+            let _ = m
+                .alert_transitions
+                .get_or_create(&ToLabel { to: to.into() });
+        }
         Metrics { registry, ..m }
     }
 
@@ -356,8 +380,40 @@ impl Metrics {
         );
     }
 
+    /// Creates the series of `topic` that alerts compare over time (`increase`, `rate`) at
+    /// 0, so that the first event counted is an increase and dashboards show 0, not
+    /// nothing: read, stored, duplicates, dropped fields, events lost to retention.
+    pub fn init_topic(&self, topic: &str) {
+        let t = TopicLabel {
+            topic: topic.to_string(),
+        };
+        let _ = self.events_consumed.get_or_create(&t);
+        let _ = self.events_stored.get_or_create(&t);
+        let _ = self.events_fields_dropped.get_or_create(&t);
+        for kind in ["same", "conflict"] {
+            let _ = self.events_duplicate.get_or_create(&DuplicateLabel {
+                topic: topic.to_string(),
+                kind: kind.to_string(),
+            });
+        }
+        let _ = self.events_skipped.get_or_create(&DeadLetterLabel {
+            topic: topic.to_string(),
+            reason: "retention".to_string(),
+        });
+    }
+
     /// Alerting (docs/ALERTS.md): no org ids, only counts.
     fn register_alerts(&self, r: &mut Registry) {
+        r.register(
+            "ready",
+            "1 when /readyz would answer 200, else 0 (computed at each scrape)",
+            self.ready.clone(),
+        );
+        r.register(
+            "readiness_check_failing",
+            "1 for each /readyz check that fails at the scrape, else 0, by check",
+            self.readiness_check_failing.clone(),
+        );
         r.register(
             "alert_rules",
             "Alert rules by state (inactive, pending, firing, resolved, disabled)",

@@ -183,7 +183,9 @@ fn store(store_fatal: Option<&str>) -> Check {
 
 /// `GET /readyz`: 200 when every condition holds, else 503; the body lists them all and
 /// `failing` names the ones that do not hold.
-pub async fn readyz(State(st): State<GatewayState>) -> Response {
+/// The checks of `/readyz` now, also kept in `streamtally_ready` and
+/// `streamtally_readiness_check_failing{check}`.
+fn checks_now(st: &GatewayState) -> Vec<Check> {
     let now = chrono::Utc::now().timestamp_millis();
     let store_fatal = st.store.fatal_failure();
     let checks = readiness(
@@ -192,6 +194,20 @@ pub async fn readyz(State(st): State<GatewayState>) -> Response {
         now,
         store_fatal.as_deref(),
     );
+    for c in &checks {
+        st.metrics
+            .readiness_check_failing
+            .get_or_create(&crate::metrics::CheckLabel {
+                check: c.name.to_string(),
+            })
+            .set(i64::from(!c.ok));
+    }
+    st.metrics.ready.set(i64::from(checks.iter().all(|c| c.ok)));
+    checks
+}
+
+pub async fn readyz(State(st): State<GatewayState>) -> Response {
+    let checks = checks_now(&st);
     let ready = checks.iter().all(|c| c.ok);
     let body = json!({
         "ready": ready,
@@ -209,6 +225,7 @@ pub async fn readyz(State(st): State<GatewayState>) -> Response {
 
 /// `GET /metrics` (or `metrics.path`): the Prometheus text exposition.
 pub async fn metrics(State(st): State<GatewayState>) -> Response {
+    checks_now(&st);
     (
         [(
             header::CONTENT_TYPE,
