@@ -399,3 +399,28 @@ where
     let _ = axum::body::to_bytes(Body::new(response.into_body()), 1 << 20).await;
     Ok(status)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Needs a network path to deb.debian.org (run by hand: `cargo test --lib
+    /// https_webhooks -- --ignored`): a TLS handshake against the system's roots.
+    #[test]
+    #[ignore]
+    fn https_webhooks_verify_the_server_with_the_system_roots() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let got = rt.block_on(super::post(
+            "https://deb.debian.org/debian/",
+            "0123456789abcdef",
+            "k:1",
+            b"{}".to_vec(),
+            std::time::Duration::from_secs(10),
+        ));
+        eprintln!("https webhook: {got:?}");
+        // Any HTTP answer proves the handshake; a TLS or connection error does not.
+        match got {
+            Ok(status) => assert!(status > 0),
+            Err((Some(status), _)) => assert!(status >= 300, "{status}"),
+            Err((None, e)) => panic!("{e}"),
+        }
+    }
+}
