@@ -1,5 +1,5 @@
 //! The alert worker's evaluation: it reads the change feed into per-10-second counts and
-//! user/session sets of the orgs that have rules (the last 121 minutes), evaluates every rule
+//! user/session sets of what the rules filter on (as long as their windows need), evaluates every rule
 //! every `alerts.evaluate_interval_ms` on them (and on the daily rollups for `day` windows),
 //! and writes each transition with the firing and the deliveries it causes in one store
 //! write, before anything is sent.
@@ -44,12 +44,28 @@ struct Bucket {
     late: i64,
 }
 
-/// (event_type, event_name), interned.
-type NameKey = (Arc<str>, Arc<str>);
+/// A rule's filter: (event_type, event_name), None for any. (None, None) is every event of
+/// the org, also what "no data" is judged on.
+type FilterKey = (Option<Arc<str>>, Option<Arc<str>>);
 
-/// One org's buckets: bucket index -> (event_type, event_name) -> counts.
+/// One org's buckets: bucket index -> filter -> counts. Only the filters its rules use are
+/// kept (plus every event), so memory follows the rules, not the org's event names.
 #[derive(Default)]
-struct OrgBuckets(BTreeMap<i64, HashMap<NameKey, Bucket>>);
+struct OrgBuckets {
+    filters: Vec<FilterKey>,
+    buckets: BTreeMap<i64, HashMap<FilterKey, Bucket>>,
+}
+
+fn filter_of(rule: &Rule) -> FilterKey {
+    (
+        rule.event_type.as_deref().map(Arc::from),
+        rule.event_name.as_deref().map(Arc::from),
+    )
+}
+
+fn matches(f: &FilterKey, event_type: &str, event_name: &str) -> bool {
+    f.0.as_deref().is_none_or(|t| t == event_type) && f.1.as_deref().is_none_or(|n| n == event_name)
+}
 
 /// A rule's persisted state (the AlertState row).
 #[derive(Debug, Clone, PartialEq)]
@@ -193,7 +209,6 @@ pub struct AlertWorker {
     orgs: HashMap<[u8; 16], OrgBuckets>,
     rules: Vec<Loaded>,
     feed_has_facts: bool,
-    names: HashSet<Arc<str>>,
     firings: u64,
 }
 
@@ -230,7 +245,6 @@ impl AlertWorker {
             pin: start,
             orgs: HashMap::new(),
             rules: Vec::new(),
-            names: HashSet::new(),
             firings: 0,
         })
     }
@@ -245,13 +259,32 @@ impl AlertWorker {
         self.rules = load_rules(&self.store, Self::now_us())?;
         let live: HashSet<[u8; 16]> = self.rules.iter().map(|r| r.id).collect();
         self.hub.evaluated.lock().retain(|id, _| live.contains(id));
-        let wanted: HashSet<[u8; 16]> = self.rules.iter().map(|r| r.org).collect();
-        self.orgs.retain(|org, _| wanted.contains(org));
-        let new = wanted.iter().any(|o| !self.orgs.contains_key(o));
+        let mut wanted: HashMap<[u8; 16], Vec<FilterKey>> = HashMap::new();
+        for r in &self.rules {
+            let filters = wanted.entry(r.org).or_insert_with(|| vec![(None, None)]);
+            let f = filter_of(&r.rule);
+            if !filters.contains(&f) {
+                filters.push(f);
+            }
+        }
+        self.orgs.retain(|org, _| wanted.contains_key(org));
+        let new = wanted.iter().any(|(org, filters)| {
+            self.orgs
+                .get(org)
+                .is_none_or(|o| filters.iter().any(|f| !o.filters.contains(f)))
+        });
         if new {
             self.orgs = wanted
                 .into_iter()
-                .map(|o| (o, OrgBuckets::default()))
+                .map(|(org, filters)| {
+                    (
+                        org,
+                        OrgBuckets {
+                            filters,
+                            buckets: BTreeMap::new(),
+                        },
+                    )
+                })
                 .collect();
             self.next = self.pin;
         }
@@ -301,35 +334,28 @@ impl AlertWorker {
                 let Some(org) = self.orgs.get_mut(&f.org) else {
                     continue;
                 };
-                let intern = |names: &mut HashSet<Arc<str>>, s: &str| -> Arc<str> {
-                    if let Some(a) = names.get(s) {
-                        return a.clone();
-                    }
-                    let a: Arc<str> = Arc::from(s);
-                    names.insert(a.clone());
-                    a
-                };
-                let key = (
-                    intern(&mut self.names, &f.event_type),
-                    intern(&mut self.names, &f.event_name),
-                );
-                let b = org
-                    .0
+                let bucket = org
+                    .buckets
                     .entry(f.ts_us.div_euclid(BUCKET_US))
-                    .or_default()
-                    .entry(key)
                     .or_default();
-                b.events += delta;
-                if delta > 0 {
-                    let threshold = self.cfg.stats.unique_exact_threshold;
-                    if let Some(u) = f.user {
-                        b.users.add(u, threshold);
+                let late = !replaying && delta > 0 && now - f.ts_us > LATE_US;
+                for filter in &org.filters {
+                    if !matches(filter, &f.event_type, &f.event_name) {
+                        continue;
                     }
-                    if let Some(s) = f.session {
-                        b.sessions.add(s, threshold);
-                    }
-                    if !replaying && now - f.ts_us > LATE_US {
-                        b.late += 1;
+                    let b = bucket.entry(filter.clone()).or_default();
+                    b.events += delta;
+                    if delta > 0 {
+                        let threshold = self.cfg.stats.unique_exact_threshold;
+                        if let Some(u) = f.user {
+                            b.users.add(u, threshold);
+                        }
+                        if let Some(s) = f.session {
+                            b.sessions.add(s, threshold);
+                        }
+                        if late {
+                            b.late += 1;
+                        }
                     }
                 }
             }
@@ -358,7 +384,7 @@ impl AlertWorker {
         let keep = self.keep_us();
         let floor = (Self::now_us() - keep).div_euclid(BUCKET_US);
         for org in self.orgs.values_mut() {
-            org.0 = org.0.split_off(&floor);
+            org.buckets = org.buckets.split_off(&floor);
         }
         self.samples.push_back((now_ms, self.next));
         while let Some(&(t, seq)) = self.samples.front() {
@@ -473,6 +499,8 @@ impl AlertWorker {
                 to_us: to,
             });
         };
+        let filter = filter_of(r);
+        let every: FilterKey = (None, None);
         let span = |a: i64, b: i64| {
             let mut events = 0i64;
             let mut any = 0i64;
@@ -480,22 +508,18 @@ impl AlertWorker {
             let mut users = UniqUnion::new();
             let mut sessions = UniqUnion::new();
             let range = a.div_euclid(BUCKET_US)..(b + BUCKET_US - 1).div_euclid(BUCKET_US);
-            for (_, keys) in org.0.range(range) {
-                for ((et, name), bucket) in keys {
-                    any += bucket.events;
-                    if r.event_type.as_deref().is_some_and(|t| t != &**et)
-                        || r.event_name.as_deref().is_some_and(|n| n != &**name)
-                    {
-                        continue;
-                    }
-                    events += bucket.events;
-                    late += bucket.late;
-                    if r.measure == Measure::UniqueUsers {
-                        users.add(&bucket.users);
-                    }
-                    if r.measure == Measure::UniqueSessions {
-                        sessions.add(&bucket.sessions);
-                    }
+            for (_, by_filter) in org.buckets.range(range) {
+                any += by_filter.get(&every).map_or(0, |b| b.events);
+                let Some(bucket) = by_filter.get(&filter) else {
+                    continue;
+                };
+                events += bucket.events;
+                late += bucket.late;
+                if r.measure == Measure::UniqueUsers {
+                    users.add(&bucket.users);
+                }
+                if r.measure == Measure::UniqueSessions {
+                    sessions.add(&bucket.sessions);
                 }
             }
             let value = match r.measure {
