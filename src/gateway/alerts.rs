@@ -5,12 +5,13 @@
 use super::body::JsonBytes;
 use super::error::ApiError;
 use super::params::fmt_time;
+use super::params::{Limit, Params};
 use super::{blocking, GatewayState, OrgAccess};
 use crate::alerts::eval::{firing_id, load_state, num, State};
 use crate::alerts::rule::Rule;
 use crate::alerts::Hub;
 use crate::store::{Query, Row, Store, StoreError, Value, WriteBatch};
-use axum::extract::{Path, Query as Params, State as St};
+use axum::extract::{Path, State as St};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonBody;
@@ -291,34 +292,22 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(serde::Deserialize)]
-pub struct Limit {
-    limit: Option<String>,
-}
-
-fn limit(p: &Limit) -> Result<usize, ApiError> {
-    match p.limit.as_deref() {
-        None | Some("") => Ok(100),
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_parameter("limit", s, "must be a whole number within 1..=1000")
-            }),
-    }
-}
+/// `limit` of the deliveries and the history: 1..=1000, default 100.
+const LIMIT: Limit = Limit {
+    max: 1000,
+    default: 100,
+};
 
 /// `GET /api/v1/orgs/{org}/alerts/{id}/deliveries?limit=` (newest first)
 pub async fn deliveries(
     St(st): St<GatewayState>,
     access: OrgAccess,
     Path((_, raw)): Path<(String, String)>,
-    Params(p): Params<Limit>,
+    p: Params,
 ) -> Result<JsonBody<Json>, ApiError> {
     hub(&st)?;
     let id = rule_id(&raw)?;
-    let limit = limit(&p)?;
+    let limit = p.limit(LIMIT)?;
     let store = st.store.clone();
     let org = access.org_bytes();
     let rows = blocking(move || -> Result<Option<Vec<Row>>, StoreError> {
@@ -368,10 +357,10 @@ pub async fn deliveries(
 pub async fn history(
     St(st): St<GatewayState>,
     access: OrgAccess,
-    Params(p): Params<Limit>,
+    p: Params,
 ) -> Result<JsonBody<Json>, ApiError> {
     hub(&st)?;
-    let limit = limit(&p)?;
+    let limit = p.limit(LIMIT)?;
     let store = st.store.clone();
     let org = access.org_bytes();
     let (mut firings, names) = blocking(move || -> Result<_, StoreError> {
