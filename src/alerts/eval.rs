@@ -12,10 +12,11 @@ use crate::metrics::{Metrics, StateLabel, ToLabel};
 use crate::stats::query::{Granularity, StatsReader};
 use crate::stats::rollup::{event_image, feed_has_facts};
 use crate::stats::sketch::{Uniq, UniqUnion};
+use crate::stats::trailing::TrailingCursor;
 use crate::stats::StatsError;
 use crate::store::{ChangeOp, Query, Row, Store, Value, WriteBatch};
 use serde_json::{json, Value as Json};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -204,8 +205,8 @@ pub struct AlertWorker {
     hub: Hub,
     sent: mpsc::UnboundedSender<[u8; 16]>,
     next: u64,
-    samples: VecDeque<(i64, u64)>,
-    pin: u64,
+    /// The replay cursor, trailing `next` by what the rules' windows need.
+    cursor: TrailingCursor,
     orgs: HashMap<[u8; 16], OrgBuckets>,
     rules: Vec<Loaded>,
     feed_has_facts: bool,
@@ -221,17 +222,7 @@ impl AlertWorker {
         hub: Hub,
         sent: mpsc::UnboundedSender<[u8; 16]>,
     ) -> Result<AlertWorker, StatsError> {
-        let head = store.feed_head();
-        let start = match store.cursor(ALERTS_CURSOR)? {
-            Some(c) => c,
-            None => {
-                let start = store.feed_floor().max(head.saturating_sub(1_000_000));
-                let mut b = WriteBatch::new();
-                b.set_cursor(ALERTS_CURSOR, start);
-                store.write_blocking(b)?;
-                start
-            }
-        };
+        let cursor = TrailingCursor::open(&store, ALERTS_CURSOR)?;
         Ok(AlertWorker {
             feed_has_facts: feed_has_facts(&store)?,
             stats: StatsReader::new(store.clone()),
@@ -240,9 +231,8 @@ impl AlertWorker {
             metrics,
             hub,
             sent,
-            next: start,
-            samples: VecDeque::new(),
-            pin: start,
+            next: cursor.pin(),
+            cursor,
             orgs: HashMap::new(),
             rules: Vec::new(),
             firings: 0,
@@ -253,8 +243,8 @@ impl AlertWorker {
         chrono::Utc::now().timestamp_micros()
     }
 
-    /// Reloads the rules; an org new to the worker makes it read the feed again from its
-    /// cursor (the last 121 minutes), so that its windows are whole at once.
+    /// Reloads the rules; an org or a filter new to the worker makes it read the feed again
+    /// from its cursor (what the windows keep), so that its windows are whole at once.
     fn reload(&mut self) -> Result<bool, StatsError> {
         self.rules = load_rules(&self.store, Self::now_us())?;
         let live: HashSet<[u8; 16]> = self.rules.iter().map(|r| r.id).collect();
@@ -286,7 +276,7 @@ impl AlertWorker {
                     )
                 })
                 .collect();
-            self.next = self.pin;
+            self.next = self.cursor.pin();
         }
         Ok(new)
     }
@@ -380,23 +370,16 @@ impl AlertWorker {
     /// Drops buckets older than what the windows need; moves the feed cursor along, so the
     /// change feed is kept only as long as the rules' windows need it.
     async fn trim(&mut self) -> Result<(), StatsError> {
-        let now_ms = Self::now_us() / 1000;
+        let now_us = Self::now_us();
         let keep = self.keep_us();
-        let floor = (Self::now_us() - keep).div_euclid(BUCKET_US);
+        let floor = (now_us - keep).div_euclid(BUCKET_US);
         for org in self.orgs.values_mut() {
             org.buckets = org.buckets.split_off(&floor);
         }
-        self.samples.push_back((now_ms, self.next));
-        while let Some(&(t, seq)) = self.samples.front() {
-            if t > now_ms - keep / 1000 {
-                break;
-            }
-            self.pin = seq;
-            self.samples.pop_front();
-        }
-        if self.store.cursor(ALERTS_CURSOR)? != Some(self.pin) {
-            let mut b = WriteBatch::new();
-            b.set_cursor(ALERTS_CURSOR, self.pin);
+        self.cursor.advance(now_us / 1000, self.next, keep / 1000);
+        let mut b = WriteBatch::new();
+        self.cursor.stage(&self.store, &mut b)?;
+        if !b.is_empty() {
             self.store.write(b).await?;
         }
         Ok(())

@@ -20,6 +20,7 @@ pub mod realtime;
 pub mod rebuild;
 pub mod rollup;
 pub mod sketch;
+pub mod trailing;
 
 use crate::store::StoreError;
 

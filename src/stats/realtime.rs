@@ -9,6 +9,7 @@
 //! window) plus a minute, so a restart replays just that much of the feed.
 
 use super::rollup::{event_image, feed_has_facts};
+use super::trailing::TrailingCursor;
 use super::{StatsError, REALTIME_CURSOR};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{ChangeOp, Row, Store, Value, WriteBatch};
@@ -347,9 +348,8 @@ pub struct RealtimeWorker {
     clock: Arc<dyn Clock>,
     counters: RealtimeCounters,
     next: u64,
-    /// (wall ms, feed position) samples; the cursor is the newest older than the retention.
-    samples: VecDeque<(i64, u64)>,
-    pin: u64,
+    /// The replay cursor, trailing `next` by the longest window (twice) and a minute.
+    cursor: TrailingCursor,
     written: HashMap<([u8; 16], i64), WindowValues>,
     live: Option<LivePublisher>,
     metrics: Option<Arc<Metrics>>,
@@ -363,19 +363,8 @@ impl RealtimeWorker {
         opts: RealtimeOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<RealtimeWorker, StatsError> {
-        let head = store.feed_head();
-        // Without a cursor (first start), replay at most the last million changes, and
-        // register the cursor so the feed is kept from there.
-        let start = match store.cursor(REALTIME_CURSOR)? {
-            Some(c) => c,
-            None => {
-                let start = store.feed_floor().max(head.saturating_sub(1_000_000));
-                let mut b = WriteBatch::new();
-                b.set_cursor(REALTIME_CURSOR, start);
-                store.write_blocking(b)?;
-                start
-            }
-        };
+        // Without a cursor (first start), replay at most the last million changes.
+        let cursor = TrailingCursor::open(&store, REALTIME_CURSOR)?;
         let now_s = clock.now_ms().div_euclid(1000);
         let with_facts = feed_has_facts(&store)?;
         Ok(RealtimeWorker {
@@ -384,9 +373,8 @@ impl RealtimeWorker {
             store,
             opts,
             clock,
-            next: start,
-            samples: VecDeque::new(),
-            pin: start,
+            next: cursor.pin(),
+            cursor,
             written: HashMap::new(),
             live: None,
             metrics: None,
@@ -544,14 +532,7 @@ impl RealtimeWorker {
         let now_ms = self.clock.now_ms();
         self.counters.advance(now_ms.div_euclid(1000));
         let retention_ms = (self.counters.retention + 60) * 1000;
-        self.samples.push_back((now_ms, self.next));
-        while let Some(&(t, seq)) = self.samples.front() {
-            if t > now_ms - retention_ms {
-                break;
-            }
-            self.pin = seq;
-            self.samples.pop_front();
-        }
+        self.cursor.advance(now_ms, self.next, retention_ms);
         let mut batch = WriteBatch::new();
         let mut changed = Vec::new();
         for (org, values) in self.counters.snapshot() {
@@ -563,9 +544,7 @@ impl RealtimeWorker {
                 changed.push(((org, v.window_seconds), v));
             }
         }
-        if self.store.cursor(REALTIME_CURSOR)? != Some(self.pin) {
-            batch.set_cursor(REALTIME_CURSOR, self.pin);
-        }
+        self.cursor.stage(&self.store, &mut batch)?;
         if batch.is_empty() {
             return Ok(());
         }
