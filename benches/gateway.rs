@@ -332,15 +332,12 @@ fn node(
         shutdown.clone(),
     )
     .expect("services");
-    let mut ingest = streamtally::ingest::Ingest::new(
+    let ingest = services.ingest(
         cfg.clone(),
         store.clone(),
         metrics.clone(),
         shutdown.clone(),
     );
-    if let Some(cluster) = &services.cluster {
-        ingest = ingest.with_cluster(cluster.clone());
-    }
     Node {
         addr: services.gateway_addr,
         store,

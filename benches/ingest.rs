@@ -171,11 +171,7 @@ fn main() {
         "ingest bench: stats workers {}",
         if stats { "running" } else { "off (--no-stats)" }
     );
-    let mut ingest =
-        streamtally::ingest::Ingest::new(conf, store.clone(), metrics.clone(), shutdown.clone());
-    if let Some(cluster) = &services.cluster {
-        ingest = ingest.with_cluster(cluster.clone());
-    }
+    let ingest = services.ingest(conf, store.clone(), metrics.clone(), shutdown.clone());
     let t = Instant::now();
     let thread = std::thread::spawn(move || ingest.run());
     let mut last_report = Instant::now();

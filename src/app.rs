@@ -77,15 +77,12 @@ pub fn serve(
         let _runtime = services.handle().enter();
         stop_signal()
     };
-    let mut ingest = Ingest::new(
+    let ingest = services.ingest(
         cfg.clone(),
         store.clone(),
         metrics.clone(),
         shutdown.clone(),
     );
-    if let Some(cluster) = &services.cluster {
-        ingest = ingest.with_cluster(cluster.clone());
-    }
     let ingest_thread = std::thread::Builder::new()
         .name("ingest".into())
         .spawn(move || ingest.run())
@@ -347,6 +344,21 @@ impl Services {
             workers,
             cluster,
         })
+    }
+
+    /// The consumer for these services: told the group's membership when scaled out.
+    pub fn ingest(
+        &self,
+        cfg: Config,
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Ingest {
+        let ingest = Ingest::new(cfg, store, metrics, shutdown);
+        match &self.cluster {
+            Some(cluster) => ingest.with_cluster(cluster.clone()),
+            None => ingest,
+        }
     }
 
     /// The services' runtime, to run more tasks on (signal handling).
