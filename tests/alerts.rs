@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::broker::{produce, random_name, TestBroker, TestRecord};
+use common::broker::{free_port, produce, random_name, TestBroker, TestRecord};
 use common::http;
 use common::run::{self, sigkill, sigterm};
 use common::test_org as org;
@@ -237,14 +237,6 @@ impl Drop for Run {
             sigkill(&mut child);
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn alerts_path(o: Uuid) -> String {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::broker::{random_name, TestBroker};
+use common::broker::{free_port, random_name, TestBroker};
 use common::http;
 use common::run::{self, sigterm};
 use std::collections::BTreeSet;
@@ -70,12 +70,7 @@ fn every_metric_the_dashboard_and_alert_rules_use_is_exported() {
     };
     let topic = broker.new_topic("monitoring");
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     let listen = addr.clone();
     let mut child = run::spawn_run(
         &broker.bootstrap,

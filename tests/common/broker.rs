@@ -403,8 +403,9 @@ fn tansu_binary() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// A port nothing listens on right now (the OS picks it; tiny race until Tansu binds it).
-fn free_port() -> u16 {
+/// A port nothing listens on right now (the OS picks it; tiny race until Tansu, or a
+/// connector's gateway, binds it).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
