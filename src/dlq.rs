@@ -145,14 +145,14 @@ pub fn scan(
     mut each: impl FnMut(Letter),
     mut progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<u64> {
+    // The connector's own consumer properties (brokers, [kafka.client], no auto commit),
+    // under a group of its own that is never joined nor committed to: partitions are
+    // assigned, not subscribed.
     let mut cc = rdkafka::ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.kafka.brokers);
-    for (k, v) in &cfg.kafka.client {
+    for (k, v) in cfg.kafka.consumer_properties() {
         cc.set(k, v);
     }
     cc.set("group.id", "streamtally-dlq")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
     let consumer: BaseConsumer = cc.create().context("creating the dead-letter reader")?;
     let timeout = Duration::from_secs(10);
