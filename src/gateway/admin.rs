@@ -83,6 +83,27 @@ pub async fn cluster(
     Ok(Json(answer))
 }
 
+/// A failed backup as an answer: the store refusing `dir` (not empty, inside the store), or
+/// `dir` not usable as a directory (a file, under a file, not writable), is a 400 naming it;
+/// anything else (a copy or an fsync failing halfway) is a 500.
+fn backup_error(dir: &str, path: &std::path::Path, e: StoreError) -> ApiError {
+    match e {
+        StoreError::Io {
+            op: "write a backup",
+            source,
+            ..
+        } => ApiError::bad_parameter("dir", dir, source),
+        StoreError::Io {
+            op: op @ ("list the backup directory" | "create the backup directory"),
+            path: at,
+            source,
+        } if at == path => {
+            ApiError::bad_parameter("dir", dir, format!("cannot be used: {op}: {source}"))
+        }
+        e => e.into(),
+    }
+}
+
 /// `POST /api/v1/admin/backup` body `{"dir": "/absolute/path"}`: a consistent copy of the
 /// running store in `dir` (new or empty, on the connector's machine; see `store::backup`).
 pub async fn backup(
@@ -94,8 +115,16 @@ pub async fn backup(
     let text = String::from_utf8_lossy(&body);
     let parsed: Json_ = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_parameter("body", &text, format!("is not JSON ({e})")))?;
-    let Some(dir) = parsed.get("dir").and_then(Json_::as_str) else {
-        return Err(ApiError::missing_parameter("dir"));
+    let dir = match parsed.get("dir") {
+        None | Some(Json_::Null) => return Err(ApiError::missing_parameter("dir")),
+        Some(Json_::String(dir)) => dir.as_str(),
+        Some(other) => {
+            return Err(ApiError::bad_parameter(
+                "dir",
+                &other.to_string(),
+                "is not a string",
+            ))
+        }
     };
     let path = std::path::PathBuf::from(dir);
     if !path.is_absolute() {
@@ -107,15 +136,9 @@ pub async fn backup(
     }
     let store = st.store.clone();
     let target = path.clone();
-    let report = match blocking(move || store.backup(&target)).await? {
-        Ok(r) => r,
-        Err(StoreError::Io {
-            op: "write a backup",
-            source,
-            ..
-        }) => return Err(ApiError::bad_parameter("dir", dir, source)),
-        Err(e) => return Err(e.into()),
-    };
+    let report = blocking(move || store.backup(&target))
+        .await?
+        .map_err(|e| backup_error(dir, &path, e))?;
     Ok(Json(json!({
         "dir": report.dir.display().to_string(),
         "commit": report.commit,
@@ -129,4 +152,48 @@ pub async fn backup(
         "paused_ms": report.paused.as_millis() as u64,
         "elapsed_ms": report.elapsed.as_millis() as u64,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn io(op: &'static str, path: &str, kind: std::io::ErrorKind) -> StoreError {
+        StoreError::Io {
+            op,
+            path: path.into(),
+            source: std::io::Error::new(kind, "os says no"),
+        }
+    }
+
+    #[test]
+    fn an_unusable_backup_dir_is_a_400_naming_it() {
+        let dir = "/srv/a-file";
+        for op in [
+            "write a backup",
+            "list the backup directory",
+            "create the backup directory",
+        ] {
+            let e = backup_error(dir, Path::new(dir), io(op, dir, std::io::ErrorKind::Other));
+            assert_eq!(e.status, 400, "{op}: {e}");
+            assert_eq!(
+                (e.parameter.as_deref(), e.value.as_deref()),
+                (Some("dir"), Some(dir)),
+                "{op}"
+            );
+            assert!(e.message.contains("os says no"), "{e}");
+        }
+        // A failure past the directory itself (copying, fsync) is the server's.
+        let e = backup_error(
+            dir,
+            Path::new(dir),
+            io(
+                "copy a segment",
+                "/srv/a-file/wal/1",
+                std::io::ErrorKind::Other,
+            ),
+        );
+        assert_eq!(e.status, 500);
+    }
 }
