@@ -2,7 +2,7 @@
 //! (docs/ALERTS.md, "Rules"). [`Rule::from_json`] validates a request body field by field;
 //! a refusal names the field (`condition.threshold`) and its value.
 
-use crate::gateway::dashboards::bad;
+use crate::gateway::dashboards::{bad, whole_number};
 use crate::gateway::error::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
@@ -478,13 +478,13 @@ impl Rule {
             ));
         }
         let condition = condition(get("condition"))?;
-        let for_seconds =
-            match obj.get("for_seconds") {
-                None | Some(Json::Null) => 0,
-                Some(v) => v.as_u64().filter(|s| *s <= 86_400).ok_or_else(|| {
-                    bad("for_seconds", v, "must be a whole number within 0..=86400")
-                })? as u32,
-            };
+        let for_seconds = match obj.get("for_seconds") {
+            None | Some(Json::Null) => 0,
+            Some(v) => whole_number(v)
+                .filter(|s| (0..=86_400).contains(s))
+                .ok_or_else(|| bad("for_seconds", v, "must be a whole number within 0..=86400"))?
+                as u32,
+        };
         let no_data = match obj.get("no_data") {
             None | Some(Json::Null) => NoData::Ok,
             Some(v) => one_of(
@@ -632,6 +632,13 @@ mod tests {
         assert!(!value.contains("short"), "a secret is not echoed: {value}");
         assert_eq!(err(with("colour", json!(1))).0, "colour");
         assert_eq!(err(with("for_seconds", json!(-1))).0, "for_seconds");
+        assert_eq!(err(with("for_seconds", json!(1.5))).0, "for_seconds");
+        // A whole number written with a fraction is one (JSON Schema's `integer`).
+        let body = with("for_seconds", json!(1142.0)).to_string();
+        assert_eq!(
+            Rule::from_json(body.as_bytes(), None).unwrap().for_seconds,
+            1142
+        );
         assert_eq!(err(with("name", json!(""))).0, "name");
         assert_eq!(
             err(with("measure", json!("sum"))),

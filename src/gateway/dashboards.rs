@@ -54,6 +54,15 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// A JSON number without a fraction, as JSON Schema's `integer` has it: `3` and `3.0`
+/// alike (a client's JSON library may write either).
+pub(crate) fn whole_number(v: &Json) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        let x = v.as_f64()?;
+        (x.fract() == 0.0 && x.abs() < 9.0e15).then_some(x as i64)
+    })
+}
+
 /// `widgets[i].f`: the name a 400 gives a widget field.
 fn widget_field(i: usize, f: &str) -> String {
     format!("widgets[{i}].{f}")
@@ -176,7 +185,7 @@ fn widget_grid(i: usize, obj: &Map<String, Json>) -> Result<HashMap<&'static str
         ("h", 1, 100),
     ] {
         let v = obj.get(f).unwrap_or(&Json::Null);
-        match v.as_i64() {
+        match whole_number(v) {
             Some(n) if (min..=max).contains(&n) => {
                 grid.insert(f, n);
             }
@@ -462,6 +471,16 @@ mod tests {
             json!({"name": "D", "widgets": [base]})
         };
         assert_eq!(err(w(json!({"x": 8}))), ("widgets[0].w".into(), "6".into()));
+        // Whole numbers written with a fraction are integers (JSON Schema's `integer`).
+        let d = validate(w(json!({"x": 2.0, "h": 4.0})).to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (&d.widgets[0]["x"], &d.widgets[0]["h"]),
+            (&json!(2), &json!(4))
+        );
+        assert_eq!(
+            err(w(json!({"x": 2.5}))),
+            ("widgets[0].x".into(), "2.5".into())
+        );
         assert_eq!(err(w(json!({"w": 0}))), ("widgets[0].w".into(), "0".into()));
         assert_eq!(
             err(w(json!({"kind": "pie"}))),
