@@ -1,5 +1,6 @@
 //! The HTTP gateway: an axum router over the store and the stats reader, serving the REST
-//! API of docs/API.md, `/healthz`, `/readyz` and the Prometheus metrics.
+//! API of docs/API.md (its OpenAPI document, docs/openapi.yaml, at `/api/v1/openapi.json`:
+//! [`openapi`]), `/healthz`, `/readyz` and the Prometheus metrics.
 //!
 //! - [`router`] builds the whole app from a [`GatewayState`] (store, stats reader, config,
 //!   metrics); tests drive it with `tower::ServiceExt::oneshot`, `streamtally run` serves it
@@ -26,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod group;
 pub mod health;
+pub mod openapi;
 pub mod params;
 pub mod relay;
 pub mod stats;
@@ -248,7 +250,8 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
         )
         .route("/ws/dashboard", get(ws::dashboard))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .route(openapi::PATH, get(openapi::document));
     if cfg.metrics.enabled {
         r = r.route(&cfg.metrics.path, get(health::metrics));
     }
