@@ -20,6 +20,8 @@ use streamtally::stats::bucket::Source;
 use streamtally::stats::query::{Granularity, Sources, StatsReader};
 use streamtally::stats::realtime::{RealtimeOptions, RealtimeWorker, SystemClock};
 use streamtally::stats::rollup::{RollupOptions, RollupWorker};
+use streamtally::stats::trends::{Breakdown, Condition, Measure, TrendSpec};
+use streamtally::stats::zone::{boundaries, Step, Zone};
 use streamtally::store::{Store, StoreOptions};
 use streamtally::synth::SynthConfig;
 
@@ -192,6 +194,57 @@ fn main() {
             .count_raw(org(i), from, from + len)
             .expect("raw range")
     });
+    // Trends over the last 30 days, daily: from the event blocks (one property filter, one
+    // property breakdown) and from the rollups (a whole-hour zone). The first question of
+    // each org decodes its blocks' columns (cold); the decoded columns are then kept
+    // (stats.trends_cache_mb, default 512 MB).
+    let zone = Zone::parse("America/New_York").expect("zone");
+    let month = boundaries(&Zone::UTC, Step::Day, (now - 30 * DAY_US, now), 10_000).expect("days");
+    let month_ny = boundaries(&zone, Step::Day, (now - 30 * DAY_US, now), 10_000).expect("days");
+    let spec = |org: [u8; 16], b: &Vec<i64>, z: Zone| TrendSpec {
+        org,
+        events: Vec::new(),
+        event_type: None,
+        conditions: Vec::new(),
+        breakdown: None,
+        breakdown_limit: 10,
+        measure: Measure::Events,
+        step: Step::Day,
+        zone: z,
+        boundaries: b.clone(),
+    };
+    let mut first_touch: Vec<f64> = Vec::new();
+    time("trends_breakdown_30d", &mut |i| {
+        let mut s = spec(org(i), &month, Zone::UTC);
+        s.conditions = vec![Condition::parse("properties.plan = pro").expect("filter")];
+        s.breakdown = Some(Breakdown::parse("properties.browser").expect("breakdown"));
+        let t0 = Instant::now();
+        let t = reader.trend(&s, 10_000).expect("trend");
+        if i < orgs.len() {
+            first_touch.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        t.series.iter().map(|x| x.total as u64).sum()
+    });
+    time("trends_rollup_30d", &mut |i| {
+        let t = reader
+            .trend(&spec(org(i), &month_ny, zone), 10_000)
+            .expect("trend");
+        assert_eq!(t.source, "rollups");
+        t.series[0].total as u64
+    });
+    time("trends_rollup_30d_unique", &mut |i| {
+        let mut s = spec(org(i), &month_ny, zone);
+        s.measure = Measure::UniqueUsers;
+        reader.trend(&s, 10_000).expect("trend").series[0].total as u64
+    });
+    first_touch.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let cold = (percentile(&first_touch, 0.5) * 1000.0).round() / 1000.0;
+    eprintln!("  trends_breakdown_30d, first question of each org: p50 {cold:.3} ms");
+    p50.insert("trends_breakdown_30d_cold", cold);
+    p99.insert(
+        "trends_breakdown_30d_cold",
+        (percentile(&first_touch, 0.99) * 1000.0).round() / 1000.0,
+    );
     let json = |m: &BTreeMap<&str, f64>| {
         let order = [
             "counters",
@@ -201,6 +254,10 @@ fn main() {
             "top_events_day",
             "unique_users_7d",
             "custom_range_raw",
+            "trends_breakdown_30d",
+            "trends_breakdown_30d_cold",
+            "trends_rollup_30d",
+            "trends_rollup_30d_unique",
         ];
         let parts: Vec<String> = order.iter().map(|k| format!("\"{k}\":{}", m[k])).collect();
         format!("{{{}}}", parts.join(","))

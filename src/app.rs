@@ -210,7 +210,7 @@ impl Services {
         let mut workers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         let mut state = GatewayState::new(
             store.clone(),
-            StatsReader::new(store.clone()),
+            StatsReader::new(store.clone()).with_trends_cache_mb(cfg.stats.trends_cache_mb),
             cfg.clone(),
             metrics.clone(),
         )

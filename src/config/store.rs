@@ -234,6 +234,8 @@ pub struct StatsConfig {
     pub persist_interval_ms: u64,
     /// Longest time rollup changes wait in memory before the rollup worker writes them.
     pub rollup_flush_interval_ms: u64,
+    /// Memory for event-block columns decoded by trends (MB; 0 = decode on every request).
+    pub trends_cache_mb: u64,
 }
 
 fn default_stats_enabled() -> bool {
@@ -250,6 +252,9 @@ fn default_persist_interval_ms() -> u64 {
 }
 fn default_rollup_flush_interval_ms() -> u64 {
     1_000
+}
+fn default_trends_cache_mb() -> u64 {
+    512
 }
 
 impl StatsConfig {
@@ -272,6 +277,7 @@ impl Default for StatsConfig {
             realtime_windows_s: default_realtime_windows_s(),
             persist_interval_ms: default_persist_interval_ms(),
             rollup_flush_interval_ms: default_rollup_flush_interval_ms(),
+            trends_cache_mb: default_trends_cache_mb(),
         }
     }
 }

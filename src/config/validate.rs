@@ -273,6 +273,12 @@ impl Config {
         if s.persist_interval_ms == 0 {
             p.push("stats.persist_interval_ms 0: must be >= 1".to_string());
         }
+        if s.trends_cache_mb > 65_536 {
+            p.push(format!(
+                "stats.trends_cache_mb {}: must be 0..=65536",
+                s.trends_cache_mb
+            ));
+        }
         if s.rollup_flush_interval_ms == 0 {
             p.push("stats.rollup_flush_interval_ms 0: must be >= 1".to_string());
         }

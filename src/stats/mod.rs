@@ -21,6 +21,8 @@ pub mod rebuild;
 pub mod rollup;
 pub mod sketch;
 pub mod trailing;
+pub mod trends;
+pub mod zone;
 
 use crate::store::StoreError;
 

@@ -105,7 +105,7 @@ impl StatsReader {
         (from_us, to_us): (i64, i64),
         sources: &Sources,
     ) -> Result<UniqueState, StatsError> {
-        let (users, sessions) = self.unique_unions(org, from_us, to_us, sources)?;
+        let (users, sessions) = self.unique_unions(org, from_us, to_us, ALL_TYPES, sources)?;
         Ok(UniqueState {
             users: union_into(users),
             sessions: union_into(sessions),

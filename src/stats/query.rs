@@ -125,6 +125,8 @@ pub struct StatsReader {
     pub(super) store: Store,
     states: StateCache,
     merged: MergedCache,
+    /// Decoded event-block columns the trends read (src/stats/trends.rs).
+    pub(super) columns: super::trends::ColumnCache,
     sources: SourcesFn,
 }
 
@@ -207,8 +209,16 @@ impl StatsReader {
             store,
             states: StateCache::default(),
             merged: MergedCache::default(),
+            columns: Default::default(),
             sources: Arc::new(|| Sources::Whole),
         }
+    }
+
+    /// The same reader with `mb` megabytes for the columns trends decode
+    /// (`stats.trends_cache_mb`).
+    pub fn with_trends_cache_mb(mut self, mb: u64) -> StatsReader {
+        self.columns = super::trends::ColumnCache::new((mb as usize).saturating_mul(1 << 20));
+        self
     }
 
     /// The same reader answering for `sources` (asked at each question); the decoded-state
@@ -228,7 +238,7 @@ impl StatsReader {
     /// One bucket's totals over `keys` (one key per source): counts add, distinct users and
     /// sessions are the union of the rows' sets (a single row's stored counts are used as
     /// they are).
-    fn merged_point(&self, keys: &[RollupKey], t_us: i64) -> Result<Point, StatsError> {
+    pub(super) fn merged_point(&self, keys: &[RollupKey], t_us: i64) -> Result<Point, StatsError> {
         let fields = ["event_count", "unique_users", "unique_sessions"];
         let mut present: Vec<(&RollupKey, Vec<Value>)> = Vec::new();
         for key in keys {
@@ -463,7 +473,8 @@ impl StatsReader {
     /// buckets' sets or sketches. Whole UTC days come from DailyStats, the rest from hours;
     /// `from` is rounded down and `to` up to whole hours.
     pub fn unique(&self, org: [u8; 16], from_us: i64, to_us: i64) -> Result<Unique, StatsError> {
-        let (users, sessions) = self.unique_unions(org, from_us, to_us, &self.sources())?;
+        let (users, sessions) =
+            self.unique_unions(org, from_us, to_us, ALL_TYPES, &self.sources())?;
         let (u, ue) = users.count();
         let (s, se) = sessions.count();
         Ok(Unique {
@@ -479,6 +490,7 @@ impl StatsReader {
         org: [u8; 16],
         from_us: i64,
         to_us: i64,
+        event_type: &str,
         sources: &Sources,
     ) -> Result<(UniqUnion, UniqUnion), StatsError> {
         let mut users = UniqUnion::new();
@@ -498,7 +510,7 @@ impl StatsReader {
             } else {
                 Granularity::Hour
             };
-            for key in sources.keys(Self::bucket_key(org, t, g, ALL_TYPES)) {
+            for key in sources.keys(Self::bucket_key(org, t, g, event_type)) {
                 if let Some(states) = self.states(&key)? {
                     users.add(&states.0);
                     sessions.add(&states.1);

@@ -6,6 +6,7 @@
 //! index keys alone; only fields outside it need the row. With no usable index the query
 //! falls back to a scan of the entity (correct, slow, logged).
 
+use super::blocks::BlockMeta;
 use super::codec::{decode_component, encode_component, prefix_successor};
 use super::commit::latest_key;
 use super::layout::{EntityLayout, IndexLayout, PostingLayout, Values, POSTING_BUCKET_US};
@@ -15,6 +16,7 @@ use crate::schema::FieldType;
 use ormdb_core::storage::VersionedKey;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
@@ -234,6 +236,35 @@ struct Hit {
 }
 
 impl Store {
+    /// The blocks of `q`'s entity (a `@blocks` entity) that may hold rows matching its
+    /// filters on the block keys (org, topic, partition) and its time range, as the catalog
+    /// lists them now. Resident blocks (`mixed`) may hold rows of any key.
+    pub fn blocks_for(&self, q: &Query) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
+        let e = self.inner().layout.entity(&q.entity)?;
+        if e.blocks.is_none() {
+            return Err(StoreError::Query {
+                entity: q.entity.clone(),
+                message: "is not kept in blocks (@blocks)".into(),
+            });
+        }
+        Ok(super::blocks::scan::candidates(self.inner(), e, q))
+    }
+
+    /// A block's bytes; None when it was merged or rewritten away since the catalog listed
+    /// it (its rows are then in a newer block).
+    pub fn block_bytes(&self, no: u64) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
+        match self.inner().blocks.bytes(no) {
+            Ok(b) => Ok(Some(b)),
+            Err(_) if self.inner().blocks.catalog.get(no).is_none() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The position of `field` in `entity`'s rows: its column in a block.
+    pub fn field_position(&self, entity: &str, field: &str) -> Result<usize, StoreError> {
+        self.inner().layout.entity(entity)?.field_pos(field)
+    }
+
     /// Rows matching `q`, in its order, at most its limit.
     pub fn query(&self, q: &Query) -> Result<Vec<Row>, StoreError> {
         let e = self.inner().layout.entity(&q.entity)?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub(crate) type OnRow<'a> = dyn FnMut(&BlockMeta, Vec<Value>) -> Result<bool, StoreError> + 'a;
 
 /// The blocks that may hold rows matching `q`, by what the catalog knows.
-fn candidates(inner: &Inner, e: &EntityLayout, q: &Query) -> Vec<Arc<BlockMeta>> {
+pub(crate) fn candidates(inner: &Inner, e: &EntityLayout, q: &Query) -> Vec<Arc<BlockMeta>> {
     let keys = e.blocks.as_ref().expect("a @blocks entity");
     let field = |pos: Option<usize>| pos.map(|p| e.fields[p].name.as_str());
     let eq = |pos: Option<usize>| {
