@@ -875,6 +875,7 @@ mod tests {
                 "AlertState",
                 "AlertFiring",
                 "AlertDelivery",
+                "OrgSettings",
                 "ConsumerOffset",
                 "FeedCursor",
                 "EventNameDaily",
@@ -975,7 +976,7 @@ mod tests {
 
         let mut listed = catalog.list_entities().unwrap();
         listed.sort();
-        assert_eq!(listed.len(), 14);
+        assert_eq!(listed.len(), 15);
 
         let constraints = catalog.constraints_for("HourlyStats").unwrap();
         assert_eq!(

@@ -433,11 +433,7 @@ impl Rule {
     /// Validates a POST/PUT body; `previous` is the rule a PUT replaces (its secrets may be
     /// left out).
     pub fn from_json(body: &[u8], previous: Option<&Rule>) -> Result<Rule, ApiError> {
-        let v: Json = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_parameter("body", "", format!("is not JSON: {e}")))?;
-        let Some(obj) = v.as_object() else {
-            return Err(bad("body", &v, "is not a JSON object"));
-        };
+        let obj = &crate::gateway::body::json_object(body)?;
         if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(bad(
                 k,

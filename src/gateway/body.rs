@@ -61,6 +61,26 @@ fn is_json(content_type: &str) -> bool {
             .is_some_and(|sub| sub.ends_with("+json"))
 }
 
+/// A body as a JSON object: a 400 naming `body` when it is not JSON (its first 200 bytes
+/// shown) or not an object. The caller checks the fields.
+pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_parameter(
+            "body",
+            &String::from_utf8_lossy(&body[..body.len().min(200)]),
+            format!("is not JSON ({e})"),
+        )
+    })?;
+    match v {
+        serde_json::Value::Object(m) => Ok(m),
+        other => Err(super::dashboards::bad(
+            "body",
+            &other,
+            "is not a JSON object",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_json;

@@ -237,16 +237,7 @@ fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiErro
 
 /// Parses and validates a POST/PUT body.
 pub fn validate(body: &[u8]) -> Result<DashboardInput, ApiError> {
-    let v: Json = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_parameter(
-            "body",
-            &String::from_utf8_lossy(&body[..body.len().min(200)]),
-            format!("is not JSON ({e})"),
-        )
-    })?;
-    let Some(obj) = v.as_object() else {
-        return Err(bad("body", &v, "is not a JSON object"));
-    };
+    let obj = &super::body::json_object(body)?;
     if let Some(k) = obj
         .keys()
         .find(|k| !["name", "widgets"].contains(&k.as_str()))

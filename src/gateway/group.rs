@@ -534,6 +534,35 @@ fn route(st: &GatewayState) -> Route {
     }
 }
 
+/// This instance's reader over the partitions it holds, and what that covers, for the
+/// questions answered from raw events (trends): in a scaled-out group the other instances'
+/// partitions are listed as missing with reason `elsewhere` (they are not gathered yet).
+pub fn local_only(st: &GatewayState) -> (StatsReader, Option<Coverage>) {
+    match route(st) {
+        Route::Local(reader, coverage) => (reader, coverage),
+        Route::Group(_, plan) => {
+            let mut missing = plan.missing;
+            for (url, (owner, list)) in plan.peers {
+                for tp in list {
+                    missing.push(Missing {
+                        owner: Some(owner.clone()),
+                        url: Some(url.clone()),
+                        ..Missing::new(&tp, "elsewhere")
+                    });
+                }
+            }
+            missing.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            let src = sources(&plan.local);
+            let reader = st.stats.with_sources(Arc::new(move || src.clone()));
+            let coverage = Coverage {
+                complete: missing.is_empty(),
+                missing,
+            };
+            (reader, Some(coverage))
+        }
+    }
+}
+
 /// A time series for the group.
 pub async fn timeseries(
     st: &GatewayState,

@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod params;
 pub mod relay;
 pub mod stats;
+pub mod trends;
 pub mod wire;
 pub mod ws;
 
@@ -215,6 +216,11 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
         .route(&format!("{org}/top-events"), get(stats::top_events))
         .route(&format!("{org}/unique-users"), get(stats::unique_users))
         .route(&format!("{org}/counters"), get(stats::counters))
+        .route(&format!("{org}/trends"), get(trends::trends))
+        .route(
+            &format!("{org}/settings"),
+            get(trends::get_settings).put(trends::put_settings),
+        )
         .route(&format!("{org}/events/recent"), get(events::recent))
         .route(&format!("{org}/export"), get(events::export))
         .route(

@@ -254,6 +254,25 @@ pub enum ServerMsg<'a> {
         code: &'static str,
         message: String,
     },
+    /// The answer to a `trend` command: the REST trends body.
+    Trend {
+        id: String,
+        trend: Json,
+    },
+    /// A kept trend changed: its series (values and totals, as in the trend body), and its
+    /// bucket list and range only when they moved (a live range slid into a new bucket).
+    TrendUpdate {
+        id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        buckets: Option<Vec<String>>,
+        series: Json,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        previous: Option<Json>,
+    },
 }
 
 /// The answer to a `subscribe`: the whole view, the counters and the newest events.
@@ -306,6 +325,17 @@ impl ServerMsg<'_> {
 pub enum ClientCmd {
     Subscribe(Subscribe),
     Ping,
+    /// Keep a trend current (src/gateway/trends.rs): `id` names it in the answers, `params`
+    /// are the REST parameters (a value or a list of values each); without `to` the range
+    /// is live: it ends now and slides, keeping its length.
+    Trend {
+        id: String,
+        params: serde_json::Map<String, Json>,
+    },
+    /// Stop keeping trend `id`.
+    Untrend {
+        id: String,
+    },
 }
 
 impl ClientCmd {
@@ -313,15 +343,16 @@ impl ClientCmd {
     pub fn parse(raw: &str) -> Result<ClientCmd, String> {
         let v: Json = serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))?;
         match v.get("type").and_then(Json::as_str) {
-            Some(known @ ("subscribe" | "ping")) => {
+            Some(known @ ("subscribe" | "ping" | "trend" | "untrend")) => {
                 let known = known.to_string();
                 serde_json::from_value(v).map_err(|e| format!("a '{known}' command: {e}"))
             }
             Some(other) => Err(format!(
-                "unknown command type '{other}': expected 'subscribe' or 'ping'"
+                "unknown command type '{other}': expected 'subscribe', 'trend', 'untrend' or 'ping'"
             )),
             None => Err(
-                "a command is a JSON object with a string 'type' ('subscribe' or 'ping')".into(),
+                "a command is a JSON object with a string 'type' ('subscribe', 'trend', 'untrend' or 'ping')"
+                    .into(),
             ),
         }
     }

@@ -19,6 +19,7 @@ pub const UNFED_ENTITIES: &[&str] = &[
     "AlertState",
     "AlertFiring",
     "AlertDelivery",
+    "OrgSettings",
 ];
 
 #[derive(Debug, Clone)]

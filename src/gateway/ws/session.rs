@@ -4,6 +4,7 @@
 use super::super::error::ApiError;
 use super::super::events::EventJson;
 use super::super::params::{fmt_time, RECENT_EVENTS_LIMIT};
+use super::super::trends::{self as trends, Pairs};
 use super::super::wire::{
     ClientCmd, CountersBody, LagOut, PointOut, ServerMsg, Snapshot, Subscribe, Update, ViewUpdate,
 };
@@ -15,6 +16,7 @@ use crate::stats::realtime::LiveBatch;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use serde_json::Value as Json;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +44,22 @@ fn settle_ticks(cfg: &crate::config::Config) -> u32 {
     SETTLE_TICKS.max(wait.div_ceil(push) as u32 + 1)
 }
 
+/// Most trends one session keeps current.
+const MAX_TRENDS: usize = 20;
+
+/// A trend kept current for the client (a `trend` command).
+struct TrendSub {
+    id: String,
+    pairs: Pairs,
+    /// A live range's length (µs): it ends now and slides.
+    live_len: Option<i64>,
+    zone: crate::stats::zone::Zone,
+    /// The body last sent.
+    sent: Json,
+    /// When a live range's bucket list moves (the end of its last bucket).
+    moves_at: i64,
+}
+
 /// One client's state.
 struct Session {
     st: GatewayState,
@@ -62,6 +80,7 @@ struct Session {
     settle_ticks: u32,
     skips: u32,
     commands: (Instant, u64),
+    trends: Vec<TrendSub>,
 }
 
 enum Flow {
@@ -160,6 +179,7 @@ impl Session {
             settle_ticks: 0,
             skips: 0,
             commands: (Instant::now(), 0),
+            trends: Vec::new(),
         }
     }
 
@@ -185,6 +205,8 @@ impl Session {
                 },
                 _ = push.tick() => {
                     self.take_live(&mut live);
+                    let changed = self.changed || self.settle_ticks > 0;
+                    self.push_trends(changed).await;
                     self.push().await
                 }
                 msg = next_alert(&mut alerts) => {
@@ -315,6 +337,8 @@ impl Session {
         match ClientCmd::parse(raw) {
             Ok(ClientCmd::Ping) => self.send(&ServerMsg::Pong),
             Ok(ClientCmd::Subscribe(sub)) => self.subscribe(&sub).await,
+            Ok(ClientCmd::Trend { id, params }) => self.trend(id, &params).await,
+            Ok(ClientCmd::Untrend { id }) => self.trends.retain(|t| t.id != id),
             Err(message) => self.error("bad_command", message),
         }
         Flow::Continue
@@ -341,6 +365,135 @@ impl Session {
                 tracing::warn!(error = %e, "websocket snapshot failed");
                 self.error("internal", "the snapshot could not be read");
             }
+        }
+    }
+
+    /// Answers a `trend` command and keeps the trend current (one with the same id is
+    /// replaced); a refused one is an `error` naming the id and the parameter.
+    async fn trend(&mut self, id: String, params: &serde_json::Map<String, Json>) {
+        if id.is_empty() || id.chars().count() > 64 {
+            return self.error("bad_command", "a trend's 'id' is 1 to 64 characters");
+        }
+        self.trends.retain(|t| t.id != id);
+        if self.trends.len() >= MAX_TRENDS {
+            return self.error(
+                "bad_command",
+                format!("trend '{id}': a session keeps at most {MAX_TRENDS} trends; send 'untrend' first"),
+            );
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        let org = *self.org.as_bytes();
+        let parsed = async {
+            let mut pairs = trends::pairs_of(params)?;
+            let zone = trends::org_zone(&self.st, org).await?;
+            let live = pairs.0.iter().all(|(k, v)| k != "to" || v.is_empty());
+            let req = trends::parse(
+                org,
+                &pairs,
+                self.st.cfg.gateway.max_range_days,
+                zone,
+                Some(now),
+            )?;
+            let live_len = if live {
+                let from = pairs
+                    .0
+                    .iter()
+                    .find(|(k, _)| k == "from")
+                    .map(|(_, v)| v.clone());
+                let from_us = super::super::params::parse_time("from", &from.unwrap_or_default())?;
+                pairs.0.retain(|(k, _)| k != "from");
+                Some(now - from_us)
+            } else {
+                None
+            };
+            Ok::<_, ApiError>((pairs, zone, live_len, req))
+        }
+        .await;
+        let (pairs, zone, live_len, req) = match parsed {
+            Ok(p) => p,
+            Err(e) => return self.error("bad_command", format!("trend '{id}': {}", e.message)),
+        };
+        match trends::answer(&self.st, self.org, req).await {
+            Ok(a) => {
+                self.send(&ServerMsg::Trend {
+                    id: id.clone(),
+                    trend: a.json.clone(),
+                });
+                self.trends.push(TrendSub {
+                    id,
+                    pairs,
+                    live_len,
+                    zone,
+                    sent: a.json,
+                    moves_at: a.boundaries.last().copied().unwrap_or(i64::MAX),
+                });
+            }
+            Err(e) => self.error("bad_command", format!("trend '{id}': {}", e.message)),
+        }
+    }
+
+    /// Sends a `trend_update` for each kept trend that changed: looked at after new events
+    /// (and while the stats workers settle), and when a live range slides into a new bucket.
+    async fn push_trends(&mut self, changed: bool) {
+        if self.trends.is_empty() || self.tx.capacity() == 0 {
+            return;
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        let org = *self.org.as_bytes();
+        let max_days = self.st.cfg.gateway.max_range_days;
+        for i in 0..self.trends.len() {
+            let t = &self.trends[i];
+            let slid = t.live_len.is_some() && now >= t.moves_at;
+            if !(changed || slid) {
+                continue;
+            }
+            let mut pairs = Pairs(t.pairs.0.clone());
+            if let Some(len) = t.live_len {
+                pairs
+                    .0
+                    .push(("from".into(), ((now - len) / 1000).to_string()));
+            }
+            let req = match trends::parse(org, &pairs, max_days, t.zone, Some(now)) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "websocket trend: parameters no longer valid");
+                    continue;
+                }
+            };
+            let a = match trends::answer(&self.st, self.org, req).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "websocket trend update failed");
+                    continue;
+                }
+            };
+            let t = &mut self.trends[i];
+            let moved = a.json["buckets"] != t.sent["buckets"];
+            let series_changed = a.json["series"] != t.sent["series"];
+            let prev_changed = a.json["previous"] != t.sent["previous"];
+            t.moves_at = a.boundaries.last().copied().unwrap_or(i64::MAX);
+            if !moved && !series_changed && !prev_changed {
+                continue;
+            }
+            let msg = ServerMsg::TrendUpdate {
+                id: t.id.clone(),
+                from: moved.then(|| a.json["from"].as_str().unwrap_or_default().to_string()),
+                to: moved.then(|| a.json["to"].as_str().unwrap_or_default().to_string()),
+                buckets: moved.then(|| {
+                    a.json["buckets"]
+                        .as_array()
+                        .map(|b| {
+                            b.iter()
+                                .filter_map(|x| x.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }),
+                series: a.json["series"].clone(),
+                previous: prev_changed.then(|| a.json["previous"].clone()),
+            };
+            t.sent = a.json;
+            self.send(&msg);
         }
     }
 
