@@ -2,7 +2,10 @@
 //! here, see tests/common/broker.rs), the page it serves opened in Debian's headless
 //! Chromium, driven by playwright-core from `frontend/e2e/dashboard.e2e.mjs` and then, on the
 //! same connector, `frontend/e2e/alerts.e2e.mjs` (alert rules made in the page; a spike of
-//! events produced here must show the firing banner).
+//! events produced here must show the firing banner) and `frontend/e2e/trends.e2e.mjs` (the
+//! Trends panel's numbers against the REST trends, zones, compare, the URL, CSV; it prints
+//! `ws_bytes_per_s=<n>`). `STREAMTALLY_E2E_SCRIPTS=trends` (comma-separated names) runs only
+//! those scripts.
 //!
 //! This test owns the processes; the browser scripts own the page. A script asks for what
 //! only this side can do by printing `@@ <command>` lines and reading one answer line:
@@ -211,8 +214,16 @@ fn the_dashboard_in_headless_chromium() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    for script in ["e2e/dashboard.e2e.mjs", "e2e/alerts.e2e.mjs"] {
-        run_script(script, &broker, &topic, org, &token, &mut connector);
+    let only = std::env::var("STREAMTALLY_E2E_SCRIPTS").ok();
+    for name in ["dashboard", "alerts", "trends"] {
+        if let Some(only) = &only {
+            if !only.split(',').any(|o| o.trim() == name) {
+                eprintln!("dashboard_e2e: e2e/{name}.e2e.mjs left out (STREAMTALLY_E2E_SCRIPTS)");
+                continue;
+            }
+        }
+        let script = format!("e2e/{name}.e2e.mjs");
+        run_script(&script, &broker, &topic, org, &token, &mut connector);
     }
 
     if let Some(mut child) = connector.child.take() {

@@ -81,6 +81,7 @@ function gateway() {
   const dashboards: Dashboard[] = [];
   const alerts: AlertRule[] = [];
   const firings: AlertFiring[] = [];
+  const settings = { org: ORG, time_zone: 'Europe/Berlin', time_zone_set: true, updated_at: null as string | null };
   const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
   const fetch = async (url: string, init?: RequestInit): Promise<Response> => {
     const method = init?.method ?? 'GET';
@@ -90,6 +91,12 @@ function gateway() {
     if (auth !== `Bearer ${GOOD}`) return json(401, { error: { code: 'unauthorized', message: 'missing or wrong token' } });
     const path = new URL(url).pathname;
     if (path === `/api/v1/orgs/${ORG}/counters`) return json(200, counters());
+    if (path === `/api/v1/orgs/${ORG}/settings` && method === 'GET') return json(200, settings);
+    if (path === `/api/v1/orgs/${ORG}/settings` && method === 'PUT') {
+      settings.time_zone = body.time_zone ?? 'UTC';
+      settings.time_zone_set = body.time_zone !== null;
+      return json(200, settings);
+    }
     if (path === `/api/v1/orgs/${ORG}/dashboards` && method === 'GET') return json(200, { dashboards });
     if (path === `/api/v1/orgs/${ORG}/dashboards` && method === 'POST') {
       const d: Dashboard = { id: `d${dashboards.length + 1}`, org_id: ORG, created_at: iso(0), updated_at: iso(0), ...body };
@@ -131,7 +138,7 @@ function gateway() {
     }
     return json(404, { error: { code: 'not_found', message: 'no route' } });
   };
-  return { sockets, requests, dashboards, alerts, firings, fetch };
+  return { sockets, requests, dashboards, alerts, firings, settings, fetch };
 }
 
 let container: HTMLElement;
@@ -152,7 +159,7 @@ afterEach(() => {
   expect(errors).toEqual([]);
 });
 
-function mount(href: string, gw = gateway()) {
+function mount(href: string, gw = gateway(), extra: Partial<Env> = {}) {
   const replaced: string[] = [];
   const env: Env = {
     href,
@@ -166,6 +173,7 @@ function mount(href: string, gw = gateway()) {
       return s;
     },
     now: () => Date.now(),
+    ...extra,
   };
   act(() => render(<App env={env} />, container));
   return { gw, env, replaced };
@@ -210,8 +218,8 @@ function button(text: string): HTMLButtonElement {
 }
 
 /** Signs in through the URL, opens the socket and answers the subscribe with a snapshot. */
-async function connected() {
-  const m = mount(`http://127.0.0.1:8080/?org=${ORG}&token=${GOOD}`);
+async function connected(hash = '', extra: Partial<Env> = {}) {
+  const m = mount(`http://127.0.0.1:8080/?org=${ORG}&token=${GOOD}${hash}`, gateway(), extra);
   await until(() => m.gw.sockets.length === 1, 'the socket');
   const s = m.gw.sockets[0];
   act(() => s.onopen?.({}));
@@ -228,7 +236,10 @@ async function connected() {
 describe('dashboard page', () => {
   it('takes the token from the URL, strips it, and shows live data', async () => {
     const { replaced, s, sub, gw } = await connected();
-    expect(replaced).toEqual([`/?org=${ORG}`]);
+    expect(replaced[0]).toBe(`/?org=${ORG}`);
+    // Then the shareable view goes into the hash, never the token.
+    expect(replaced.slice(1)).toEqual([`/?org=${ORG}#r=24h&tr=24h`]);
+    expect(replaced.join(' ')).not.toContain(GOOD);
     expect(s.url).toBe(`ws://127.0.0.1:8080/ws/dashboard?token=${GOOD}&org=${ORG}`);
     expect(gw.requests[0]).toMatchObject({ method: 'GET', url: `http://127.0.0.1:8080/api/v1/orgs/${ORG}/counters` });
     expect(sub).toMatchObject({ type: 'subscribe', to: null, granularity: 'hour', event_type: null });
@@ -513,5 +524,145 @@ describe('alerts', () => {
     await flush();
     click($('alert-banner-dismiss'));
     expect($('alert-banner')).toBeNull();
+  });
+});
+
+describe('trends', () => {
+  const trendBody = (over: Record<string, unknown> = {}) => ({
+    org: ORG,
+    measure: 'events',
+    granularity: 'hour',
+    time_zone: 'Europe/Berlin',
+    from: '2026-12-04T11:00:00+01:00',
+    to: '2026-12-05T11:15:00+01:00',
+    events: [],
+    event_type: null,
+    filters: [],
+    breakdown: null,
+    breakdown_limit: 10,
+    buckets: ['2026-12-05T10:00:00+01:00', '2026-12-05T11:00:00+01:00'],
+    series: [{ values: [1200, 34], total: 1234 }],
+    source: 'rollups',
+    exact: true,
+    events_scanned: 0,
+    ...over,
+  });
+  const trends = (s: FakeSocket, slot: string) => s.sent.filter((x) => x.type === 'trend' && x.id.startsWith(`${slot}-`));
+
+  it('asks for a live trend and a per-minute real-time trend, and shows their answers in the answer zone', async () => {
+    const { s } = await connected();
+    const [panel] = trends(s, 'panel');
+    const [rt] = trends(s, 'realtime');
+    expect(panel.params).toEqual({ from: expect.any(Number) });
+    expect(Date.now() - 86_400_000 - panel.params.from).toBeLessThan(5_000);
+    expect(rt.params).toEqual({ from: expect.any(Number), granularity: 'minute' });
+    expect(Date.now() - 3_600_000 - rt.params.from).toBeLessThan(5_000);
+
+    act(() => s.emit({ type: 'trend', id: panel.id, trend: trendBody() }));
+    act(() => s.emit({ type: 'trend', id: rt.id, trend: trendBody({ granularity: 'minute', buckets: Array.from({ length: 61 }, (_, i) => iso(Date.now() - (60 - i) * 60_000)), series: [{ values: Array(61).fill(1), total: 61 }] }) }));
+    await flush();
+    expect($('trend-chart')!.dataset).toMatchObject({ total: '1234', timeZone: 'Europe/Berlin', buckets: '2', stale: 'false' });
+    expect($('trend-total')!.textContent).toBe('1,234');
+    expect($('trend-zone')!.textContent).toContain('Europe/Berlin');
+    expect($('chart-realtime')!.dataset).toMatchObject({ buckets: '61', granularity: 'minute' });
+
+    // trend_update replaces the series; buckets when they moved.
+    act(() => s.emit({ type: 'trend_update', id: panel.id, series: [{ values: [1200, 40], total: 1240 }] }));
+    await flush();
+    expect($('trend-chart')!.dataset.total).toBe('1240');
+    // A trend answer is not a banner.
+    expect(container.querySelector('.error.banner')).toBeNull();
+  });
+
+  it('a refused filter is shown in its row; the old answer stays, marked stale, under its own labels', async () => {
+    const { s } = await connected();
+    const [first] = trends(s, 'panel');
+    act(() => s.emit({ type: 'trend', id: first.id, trend: trendBody() }));
+    await flush();
+    click($('trend-filter-add'));
+    click($('trend-filter-add'));
+    const rows = container.querySelectorAll('[data-testid="trend-filter"]');
+    input(rows[0].querySelector('[data-testid="trend-filter-key"]') as HTMLInputElement, 'plan', 'input');
+    input(rows[0].querySelector('[data-testid="trend-filter-value"]') as HTMLInputElement, 'pro', 'input');
+    input(rows[1].querySelector('[data-testid="trend-filter-field"]') as HTMLSelectElement, 'user_id', 'change');
+    input(rows[1].querySelector('[data-testid="trend-filter-op"]') as HTMLSelectElement, '>', 'change');
+    input(rows[1].querySelector('[data-testid="trend-filter-value"]') as HTMLInputElement, '5', 'input');
+    click($('trend-apply'));
+    await flush();
+    const second = trends(s, 'panel').at(-1);
+    expect(second.id).not.toBe(first.id);
+    expect(second.params.filter).toEqual(['properties.plan = pro', 'user_id > 5']);
+    expect(s.sent).toContainEqual({ type: 'untrend', id: first.id });
+    expect($('trends-panel')!.dataset.state).toBe('loading');
+
+    act(() => s.emit({ type: 'error', code: 'bad_command', message: `trend '${second.id}': parameter 'filter': 'user_id > 5' compares a property only` }));
+    await flush();
+    const row1 = container.querySelectorAll('[data-testid="trend-filter"]')[1];
+    expect(row1.querySelector('[data-testid="trend-error"]')!.textContent).toContain("'user_id > 5'");
+    expect($('trend-chart')!.dataset.stale).toBe('true');
+    expect($('trend-chart')!.getAttribute('data-filters') ?? '').toBe('');
+    expect($('trend-stale')).not.toBeNull();
+    expect($('trends-panel')!.dataset.state).toBe('stale');
+    expect(container.querySelector('.error.banner')).toBeNull();
+  });
+
+  it('the zone select: every trend carries tz; "make default for org" PUTs the settings', async () => {
+    const { s, gw } = await connected();
+    await until(() => ($('tz-select')!.textContent ?? '').includes('Org default (Europe/Berlin)'), 'the org default');
+    input($('tz-select') as HTMLSelectElement, '+05:30', 'change');
+    await flush();
+    // '+05:30' is not among the options: choose one that is.
+    input($('tz-select') as HTMLSelectElement, 'Asia/Kolkata', 'change');
+    await flush();
+    expect(trends(s, 'panel').at(-1).params.tz).toBe('Asia/Kolkata');
+    expect(trends(s, 'realtime').at(-1).params).toMatchObject({ tz: 'Asia/Kolkata', granularity: 'minute' });
+    click($('tz-make-default'));
+    await until(() => $('tz-message') !== null, 'the saved message');
+    expect(gw.requests.find((r) => r.method === 'PUT' && r.url.endsWith('/settings'))?.body).toEqual({ time_zone: 'Asia/Kolkata' });
+    expect($('tz-message')!.textContent).toContain('Asia/Kolkata is now');
+  });
+
+  it('the view comes from the URL, goes back into it, and back/forward restores it', async () => {
+    const pushed: string[] = [];
+    let hash = '';
+    let pop: (() => void) | null = null;
+    const { s } = await connected('#tr=7d&m=unique_users&f=properties.plan%20%3D%20pro&bd=event_name&bl=5&cmp=1&tz=UTC', {
+      pushUrl: (u) => void pushed.push(u),
+      readHash: () => hash,
+      onPopState: (f) => {
+        pop = f;
+        return () => (pop = null);
+      },
+    });
+    const [panel] = trends(s, 'panel');
+    expect(panel.params).toMatchObject({ measure: 'unique_users', filter: ['properties.plan = pro'], breakdown: 'event_name', breakdown_limit: 5, compare: 'previous', tz: 'UTC' });
+    expect(($('trend-compare') as HTMLInputElement).checked).toBe(true);
+    click($('trend-compare'));
+    await flush();
+    expect(trends(s, 'panel').at(-1).params.compare).toBeUndefined();
+    expect(pushed.at(-1)).toMatch(/#.*tr=7d.*bd=event_name/);
+    expect(pushed.at(-1)).not.toContain('cmp=1');
+    expect(pushed.join(' ')).not.toContain(GOOD);
+    // Back: the address holds the earlier view again.
+    hash = '#tr=7d&m=unique_users&f=properties.plan%20%3D%20pro&bd=event_name&bl=5&cmp=1&tz=UTC';
+    const sentBefore = s.sent.length;
+    act(() => pop!());
+    await flush();
+    expect(($('trend-compare') as HTMLInputElement).checked).toBe(true);
+    expect(trends(s, 'panel').at(-1).params.compare).toBe('previous');
+    expect(s.sent.length).toBeGreaterThan(sentBefore);
+    expect(pushed.at(-1)).not.toContain('cmp=1');
+  });
+
+  it('marks the numbers stale while the connection is down', async () => {
+    const { s } = await connected();
+    const [panel] = trends(s, 'panel');
+    act(() => s.emit({ type: 'trend', id: panel.id, trend: trendBody() }));
+    await flush();
+    act(() => s.onclose?.({ code: 1006, reason: '' }));
+    await flush();
+    expect($('stale-note')).not.toBeNull();
+    expect(container.querySelector('main')!.dataset.stale).toBe('true');
+    expect($('trend-chart')!.dataset.stale).toBe('true');
   });
 });

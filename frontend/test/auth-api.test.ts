@@ -122,6 +122,12 @@ describe('REST client', () => {
     expect(await check(err(401, 'unauthorized'))).toMatchObject({ kind: 'rejected', status: 401, message: expect.stringMatching(/token was rejected/) });
     expect(await check(err(403, 'forbidden'))).toMatchObject({ kind: 'rejected', status: 403, message: expect.stringMatching(/another org/) });
     expect(await check(err(404, 'not_found'))).toMatchObject({ kind: 'rejected', status: 404 });
+    // A malformed org id: back to the sign-in with the message, not retried for ever.
+    expect(await check(async () => jsonResponse(400, { error: { code: 'bad_parameter', message: "parameter 'org': 'x' is not a UUID", parameter: 'org' } }))).toMatchObject({
+      kind: 'rejected',
+      status: 400,
+      message: expect.stringMatching(/org id is not valid.*not a UUID/),
+    });
     expect(await check(err(500, 'internal'))).toMatchObject({ kind: 'unreachable' });
     expect(await check(async () => Promise.reject(new TypeError('Failed to fetch')))).toEqual({ kind: 'unreachable', message: 'gateway unreachable' });
     const seen: unknown[] = [];

@@ -7,6 +7,9 @@ import { render } from 'preact';
 import { act } from 'preact/test-utils';
 import { afterEach, beforeAll, beforeEach, expect, it, vi } from 'vitest';
 import { BarChart, LineChart } from '../src/components/charts';
+import { TrendChart, tickIndices } from '../src/components/TrendChart';
+import { formatCompact, formatPercent } from '../src/lib/format';
+import type { TrendsBody } from '../src/lib/trends';
 
 beforeAll(() => {
   // A 2D context that accepts every call; measureText answers something plausible.
@@ -92,4 +95,56 @@ it('draws horizontal bars with real uPlot', () => {
   act(() => render(<BarChart bars={{ labels: [], values: [] }} date={null} />, container));
   expect(container.querySelector('.chart-empty')!.textContent).toBe('No events yet');
   act(() => render(null, container));
+});
+
+const trendBody = (over: Partial<TrendsBody> = {}): TrendsBody => ({
+  org: 'o',
+  measure: 'events',
+  granularity: 'hour',
+  time_zone: '+05:30',
+  from: '2026-12-05T10:30:00+05:30',
+  to: '2026-12-05T13:30:00+05:30',
+  events: [],
+  event_type: null,
+  filters: [],
+  breakdown: 'event_name',
+  breakdown_limit: 10,
+  buckets: ['2026-12-05T10:30:00+05:30', '2026-12-05T11:30:00+05:30', '2026-12-05T12:30:00+05:30'],
+  series: [
+    { breakdown_value: 'signup', other: false, values: [1, 2, 3], total: 6 },
+    { breakdown_value: 'login', other: false, values: [0, 0, 4], total: 4 },
+  ],
+  ...over,
+});
+
+it('draws a trend with real uPlot: a line per series, the previous period dashed, updates in place', () => {
+  const prev = { from: 'a', to: 'b', buckets: ['p0', 'p1', 'p2'], series: [{ breakdown_value: 'signup', other: false, values: [1, 1, 1], total: 3 }] };
+  act(() => render(<TrendChart body={trendBody({ previous: prev })} />, container));
+  const root = container.querySelector('.uplot')!;
+  const legend = container.querySelector('.u-legend')!.textContent ?? '';
+  expect(legend).toContain('signup (previous)');
+  expect(legend).toContain('UTC+05:30');
+  const fig = container.querySelector('[data-testid="trend-chart"]')!;
+  expect(fig.getAttribute('data-total')).toBe('10');
+  expect(fig.getAttribute('data-previous-total')).toBe('3');
+  expect(fig.getAttribute('data-first-label')).toBe('5 Dec, 10:30');
+  // New values, same series: same plot.
+  act(() => render(<TrendChart body={trendBody({ previous: prev, series: [{ breakdown_value: 'signup', other: false, values: [1, 2, 9], total: 12 }, { breakdown_value: 'login', other: false, values: [0, 0, 4], total: 4 }] })} />, container));
+  expect(container.querySelector('.uplot')).toBe(root);
+  expect(fig.getAttribute('data-total')).toBe('16');
+  // Other series: a new plot. All zeros: still drawn.
+  act(() => render(<TrendChart body={trendBody({ breakdown: null, series: [{ values: [0, 0, 0], total: 0 }] })} stale />, container));
+  expect(container.querySelector('.uplot')).not.toBe(root);
+  expect(container.querySelector('[data-testid="trend-chart"]')!.getAttribute('data-stale')).toBe('true');
+  act(() => render(null, container));
+});
+
+it('tick positions and labels do not crowd', () => {
+  expect(tickIndices(61, 600)).toEqual([0, 9, 18, 27, 36, 45, 54]);
+  expect(tickIndices(3, 600)).toEqual([0, 1, 2]);
+  expect(tickIndices(0, 600)).toEqual([]);
+  expect(formatCompact(950)).toBe('950');
+  expect(formatCompact(1_200)).toMatch(/^1\.2\s?K$/i);
+  expect(formatCompact(3_400_000)).toMatch(/^3\.4\s?M$/i);
+  expect(formatPercent(1234.56)).toMatch(/^1.234[.,]6%$/);
 });

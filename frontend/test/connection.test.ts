@@ -436,3 +436,28 @@ describe('Connection', () => {
     h.conn.stop();
   });
 });
+
+describe('trends on the socket', () => {
+  it('sends trend/untrend while open and every kept trend again after a reconnect, params recomputed', async () => {
+    const h = harness();
+    let calls = 0;
+    h.conn.trend('panel-1', () => ({ from: Date.now() - 3_600_000, n: ++calls }));
+    h.conn.start();
+    await settle();
+    h.last().open();
+    expect(h.last().sent).toContainEqual({ type: 'trend', id: 'panel-1', params: { from: Date.now() - 3_600_000, n: 1 } });
+    h.conn.trend('realtime-2', () => ({ from: 1, granularity: 'minute' }));
+    expect(h.last().sent.at(-1)).toEqual({ type: 'trend', id: 'realtime-2', params: { from: 1, granularity: 'minute' } });
+    h.conn.untrend('realtime-2');
+    expect(h.last().sent.at(-1)).toEqual({ type: 'untrend', id: 'realtime-2' });
+    h.conn.untrend('unknown');
+    expect(h.last().sent.at(-1)).toEqual({ type: 'untrend', id: 'realtime-2' });
+    h.last().serverClose();
+    await vi.advanceTimersByTimeAsync(60_000);
+    h.last().open();
+    const trends = h.last().sent.filter((m: any) => m.type === 'trend') as any[];
+    expect(trends).toEqual([{ type: 'trend', id: 'panel-1', params: { from: Date.now() - 3_600_000, n: 2 } }]);
+    expect(h.conn.trendIds).toEqual(['panel-1']);
+    h.conn.stop();
+  });
+});

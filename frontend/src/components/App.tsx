@@ -6,11 +6,16 @@ import { Connection, type ConnStatus, type SocketFactory } from '../lib/connecti
 import { defaultWidgets, sanitize, validate } from '../lib/layout';
 import { DEFAULT_VIEW, type ViewSpec } from '../lib/range';
 import { eventTypeSuggestions, initialState, reduce } from '../lib/shape';
+import { DEFAULT_QUERY, emptySlot, reduceTrends, trendParams, zoneLabel, type TrendParams, type TrendQuery } from '../lib/trends';
+import { decodeHash, encodeHash } from '../lib/urlstate';
 import type { Dashboard, Widget } from '../lib/types';
 import { AlertBanners } from './AlertBanners';
 import { AlertsPanel } from './AlertsPanel';
 import { ConnectionStatus } from './ConnectionStatus';
 import { DashboardControls, OVERVIEW_ID } from './Dashboards';
+import { RealtimeChart } from './RealtimeChart';
+import { TimeZoneControl } from './TimeZoneControl';
+import { TrendsPanel } from './TrendsPanel';
 import { SignIn } from './SignIn';
 import { Toolbar } from './Toolbar';
 import { WidgetGrid } from './WidgetGrid';
@@ -20,6 +25,12 @@ export interface Env extends AuthEnv {
   fetch: FetchLike;
   createSocket: SocketFactory;
   now: () => number;
+  /** A new history entry (the shareable view in the hash); absent: replaceUrl. */
+  pushUrl?: (url: string) => void;
+  /** The address's current hash (back/forward); absent: the hash of `href`. */
+  readHash?: () => string;
+  /** Calls `f` on back/forward; returns the unsubscribe. */
+  onPopState?: (f: () => void) => () => void;
 }
 
 export function browserEnv(): Env {
@@ -42,7 +53,18 @@ export function browserEnv(): Env {
     fetch: (input, init) => fetch(input, init),
     createSocket: (url) => new WebSocket(url),
     now: () => Date.now(),
+    pushUrl: (url) => history.pushState(null, '', url),
+    readHash: () => location.hash,
+    onPopState: (f) => {
+      window.addEventListener('popstate', f);
+      return () => window.removeEventListener('popstate', f);
+    },
   };
+}
+
+/** The live window of the real-time chart: the last 60 minutes per minute, sliding. */
+export function realtimeParams(tz: string | null, now: number): TrendParams {
+  return { from: now - 3_600_000, granularity: 'minute', ...(tz ? { tz } : {}) };
 }
 
 const VIEW_KEY = 'streamtally.view';
@@ -117,7 +139,17 @@ interface PageProps {
 function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps) {
   const client = useMemo(() => new ApiClient(base, session, env.fetch), [base, session]);
   const [state, dispatch] = useReducer(reduce, undefined, initialState);
-  const [spec, setSpec] = useState<ViewSpec>(() => loadView(env.local));
+  // The shareable view from the address (a shared link, a reload), else what was last used.
+  const fromUrl = useMemo(() => decodeHash(new URL(env.href).hash), []);
+  const [spec, setSpec] = useState<ViewSpec>(() => fromUrl.view ?? loadView(env.local));
+  const [query, setQuery] = useState<TrendQuery>(() => fromUrl.query ?? DEFAULT_QUERY);
+  const [tz, setTz] = useState<string | null>(fromUrl.tz);
+  const [orgZone, setOrgZone] = useState<string | null>(null);
+  const [tzBusy, setTzBusy] = useState(false);
+  const [tzMessage, setTzMessage] = useState<string | null>(null);
+  const [trends, dispatchTrends] = useReducer(reduceTrends, {});
+  const trendSeq = useRef(0);
+  const trendIds = useRef<Record<string, string>>({});
   const [status, setStatus] = useState<ConnStatus>({ state: 'idle' });
   const [now, setNow] = useState(env.now);
   const conn = useRef<Connection | null>(null);
@@ -132,7 +164,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   const dashKey = `streamtally.dashboard.${session.org}`;
   const [dashboards, setDashboards] = useState<Dashboard[] | null>(null);
   const [dashError, setDashError] = useState<string | null>(null);
-  const [selected, setSelected] = useState<string>(() => env.local.getItem(dashKey) ?? OVERVIEW_ID);
+  const [selected, setSelected] = useState<string>(() => fromUrl.dashboard ?? env.local.getItem(dashKey) ?? OVERVIEW_ID);
   const [draft, setDraft] = useState<Widget[] | null>(null);
   const [saveErrors, setSaveErrors] = useState<string[]>([]);
   const [dashBusy, setDashBusy] = useState(false);
@@ -145,7 +177,10 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
       url: () => wsUrl(base, session),
       createSocket: env.createSocket,
       preflight: () => checkToken(client, (counters) => dispatch({ type: 'counters', counters, now: env.now() })),
-      onMessage: (msg) => dispatch({ type: 'message', msg, now: env.now() }),
+      onMessage: (msg) => {
+        dispatch({ type: 'message', msg, now: env.now() });
+        if (msg.type === 'trend' || msg.type === 'trend_update' || msg.type === 'error') dispatchTrends({ type: 'message', msg });
+      },
       onAlert: (msg) => dispatchAlert({ type: 'message', msg, now: env.now() }),
       onSubscribe: (cmd) => dispatch({ type: 'subscribed', cmd, now: env.now() }),
       onStatus: (s) => {
@@ -175,6 +210,61 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
     }
   }, [spec]);
 
+  /** Keeps the trend of `slot` current under a fresh id (answers to the old question are then ignored). */
+  const keepTrend = (slot: string, params: () => TrendParams) => {
+    const c = conn.current;
+    if (!c) return;
+    const old = trendIds.current[slot];
+    if (old) c.untrend(old);
+    const id = `${slot}-${++trendSeq.current}`;
+    trendIds.current[slot] = id;
+    dispatchTrends({ type: 'request', slot, id });
+    c.trend(id, params);
+  };
+
+  useEffect(() => {
+    const q = query;
+    const z = tz;
+    keepTrend('panel', () => trendParams(q, z, env.now()));
+  }, [client, query, tz]);
+
+  useEffect(() => {
+    const z = tz;
+    keepTrend('realtime', () => realtimeParams(z, env.now()));
+  }, [client, tz]);
+
+  // The view in the address: a new history entry per change, back/forward restores it.
+  const hash = encodeHash({ dashboard: selected === OVERVIEW_ID ? null : selected, view: spec, query, tz });
+  const lastHash = useRef<string | null>(null);
+  useEffect(() => {
+    if (hash === lastHash.current) return;
+    const u = new URL(env.href);
+    u.searchParams.delete('token');
+    const url = `${u.pathname}${u.search === '?' ? '' : u.search}#${hash}`;
+    if (lastHash.current === null || !env.pushUrl) env.replaceUrl(url);
+    else env.pushUrl(url);
+    lastHash.current = hash;
+  }, [hash]);
+  useEffect(() => {
+    if (!env.onPopState || !env.readHash) return;
+    const read = env.readHash;
+    return env.onPopState(() => {
+      const s = decodeHash(read());
+      const next = {
+        dashboard: s.dashboard,
+        view: s.view ?? DEFAULT_VIEW,
+        query: s.query ?? DEFAULT_QUERY,
+        tz: s.tz,
+      };
+      lastHash.current = encodeHash(next);
+      setSelected(next.dashboard ?? OVERVIEW_ID);
+      setDraft(null);
+      setSpec(next.view);
+      setQuery(next.query);
+      setTz(next.tz);
+    });
+  }, []);
+
   useEffect(() => {
     const t = setInterval(() => setNow(env.now()), 1000);
     return () => clearInterval(t);
@@ -185,6 +275,10 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
     if (loadedDashboards.current || (status.state !== 'connecting' && status.state !== 'open')) return;
     loadedDashboards.current = true;
     setTokenOk(true);
+    client
+      .settings()
+      .then((s) => setOrgZone(s.time_zone))
+      .catch(() => setOrgZone(null));
     client
       .listDashboards()
       .then((list) => {
@@ -276,6 +370,20 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
     }
   };
 
+  const makeDefaultZone = (zone: string) => {
+    setTzBusy(true);
+    setTzMessage(null);
+    client
+      .putSettings(zone)
+      .then((s) => {
+        setOrgZone(s.time_zone);
+        setTzMessage(`${zoneLabel(s.time_zone)} is now the org's default zone.`);
+      })
+      .catch((e: unknown) => setTzMessage(`Not saved: ${e instanceof Error ? e.message : String(e)}`))
+      .finally(() => setTzBusy(false));
+  };
+
+  const offline = status.state !== 'open';
   const editing = draft !== null;
   const firing = alerts.banners.filter((b) => b.status === 'firing').length;
   return (
@@ -326,6 +434,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
           onDelete={onDelete}
           onEdit={() => current && setDraft(current.widgets)}
         />
+        <TimeZoneControl tz={tz} orgZone={orgZone} busy={tzBusy} message={tzMessage} onChange={setTz} onMakeDefault={makeDefaultZone} />
       </div>
       {editing && (
         <div class="edit-bar card" role="region" aria-label="Layout editing">
@@ -373,8 +482,15 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
           The gateway answered: {state.serverError}
         </p>
       )}
-      <main id="main" tabIndex={-1}>
+      {offline && state.lastMessageAt !== null && (
+        <p class="stale-note banner" data-testid="stale-note" role="status">
+          Not live: the numbers below are from before the connection was lost.
+        </p>
+      )}
+      <main id="main" tabIndex={-1} class={offline && state.lastMessageAt !== null ? 'stale' : undefined} data-stale={offline && state.lastMessageAt !== null ? 'true' : 'false'}>
         <WidgetGrid widgets={widgets} state={state} spec={spec} now={now} editing={editing} onChange={setDraft} />
+        <RealtimeChart slot={trends.realtime ?? emptySlot} offline={offline} />
+        <TrendsPanel query={query} slot={trends.panel ?? emptySlot} offline={offline} onQuery={setQuery} />
       </main>
     </div>
   );

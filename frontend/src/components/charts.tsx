@@ -14,7 +14,7 @@ const AXIS = '#475569';
 const GRID = 'rgba(71, 85, 105, 0.15)';
 
 /** Size the plot to its box; the box's size comes from the layout, never from the plot. */
-function measure(el: HTMLElement, u: uPlot | null): { width: number; height: number } | null {
+export function measure(el: HTMLElement, u: uPlot | null): { width: number; height: number } | null {
   const width = Math.floor(el.clientWidth);
   const boxHeight = Math.floor(el.clientHeight);
   if (width <= 0 || boxHeight <= 0) return null;
@@ -24,7 +24,7 @@ function measure(el: HTMLElement, u: uPlot | null): { width: number; height: num
 }
 
 /** Creates the plot in `box` when `deps` change, resizes it with the box, destroys it at the end. */
-function usePlot(
+export function usePlot(
   box: { current: HTMLDivElement | null },
   make: (size: { width: number; height: number }) => { opts: uPlot.Options; data: uPlot.AlignedData },
   deps: unknown[],
@@ -53,7 +53,10 @@ function usePlot(
   return plot;
 }
 
-function niceMax(max: number): number {
+/** Tick steps of count axes: whole numbers only (no "0 0 0 1 1 1" when every value is 0 or 1). */
+export const COUNT_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4, 2.5e4, 5e4, 1e5, 2e5, 2.5e5, 5e5, 1e6, 2e6, 2.5e6, 5e6, 1e7, 2e7, 5e7, 1e8, 2e8, 5e8, 1e9, 2e9, 5e9, 1e10];
+
+export function niceMax(max: number): number {
   if (!(max > 0)) return 1;
   return uPlot.rangeNum(0, max, 0.1, true)[1] ?? max;
 }
@@ -112,6 +115,7 @@ export function LineChart({ series, granularity, testId = 'chart-timeseries' }: 
             size: 52,
             grid: { stroke: GRID, width: 1 },
             ticks: { stroke: GRID, width: 1 },
+            incrs: COUNT_INCRS,
             values: (_u, vals) => vals.map((v) => formatCompact(v)),
           },
           {
@@ -121,6 +125,7 @@ export function LineChart({ series, granularity, testId = 'chart-timeseries' }: 
             size: 52,
             grid: { show: false },
             ticks: { stroke: GRID, width: 1 },
+            incrs: COUNT_INCRS,
             values: (_u, vals) => vals.map((v) => formatCompact(v)),
           },
         ],
@@ -211,6 +216,7 @@ export function BarChart({ bars, date, testId = 'chart-top-events' }: BarChartPr
             stroke: AXIS,
             grid: { stroke: GRID, width: 1 },
             ticks: { stroke: GRID, width: 1 },
+            incrs: COUNT_INCRS,
             values: (_u, vals) => vals.map((v) => formatCompact(v)),
           },
         ],

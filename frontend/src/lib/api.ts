@@ -1,7 +1,15 @@
 // REST client for the gateway (docs/API.md): bearer token, JSON, error bodies as ApiError.
 
 import type { PreflightResult } from './connection';
+import type { TrendsBody } from './trends';
 import type { AlertFiring, AlertRule, AlertRuleInput, ApiErrorBody, CountersBody, Dashboard, Widget } from './types';
+
+export interface OrgSettings {
+  org: string;
+  time_zone: string;
+  time_zone_set: boolean;
+  updated_at: string | null;
+}
 
 export interface Session {
   org: string;
@@ -141,6 +149,18 @@ export class ApiClient {
     return this.request('DELETE', this.orgPath(`alerts/${encodeURIComponent(id)}`));
   }
 
+  trends(query: string): Promise<TrendsBody> {
+    return this.request('GET', this.orgPath(`trends?${query}`));
+  }
+
+  settings(): Promise<OrgSettings> {
+    return this.request('GET', this.orgPath('settings'));
+  }
+
+  putSettings(timeZone: string | null): Promise<OrgSettings> {
+    return this.request('PUT', this.orgPath('settings'), { time_zone: timeZone });
+  }
+
   async alertHistory(limit = 100): Promise<AlertFiring[]> {
     const body = await this.request<{ firings: AlertFiring[] }>('GET', this.orgPath(`alerts/history?limit=${limit}`));
     return body?.firings ?? [];
@@ -175,6 +195,10 @@ export async function checkToken(
     onCounters?.(c);
     return { kind: 'ok' };
   } catch (e) {
+    if (e instanceof ApiError && e.status === 400) {
+      // A malformed org id (not a UUID): retrying cannot help.
+      return { kind: 'rejected', status: 400, message: `This org id is not valid (400): ${e.message}` };
+    }
     if (e instanceof ApiError && (e.status === 401 || e.status === 403 || e.status === 404)) {
       return { kind: 'rejected', status: e.status, message: rejectionMessage(e.status, e.message) };
     }

@@ -5,6 +5,7 @@
 // SocketLike interface, so test/connection.test.ts drives it with a fake socket and fake timers.
 
 import { subscribeCommand, type ViewSpec } from './range';
+import type { TrendParams } from './trends';
 import type { AlertMessage, ServerMessage, SubscribeCommand } from './types';
 
 /**
@@ -109,6 +110,8 @@ export class Connection {
   private generation = 0;
   private running = false;
   private view: ViewSpec | null = null;
+  /** Trends kept current: id -> their params, asked for again (a live range recomputed) on every reconnect. */
+  private trends = new Map<string, () => TrendParams>();
   private retryTimer: Timer | null = null;
   private pingTimer: Timer | null = null;
   private pongTimer: Timer | null = null;
@@ -163,6 +166,38 @@ export class Connection {
   subscribe(spec: ViewSpec): void {
     this.view = spec;
     if (this.socket && this.socketOpen) this.sendSubscribe();
+  }
+
+  /**
+   * Keeps the trend `id` current (a `trend` command now if open, and after every reconnect;
+   * `params` is called each time, so a live range starts from the time of sending).
+   */
+  trend(id: string, params: () => TrendParams): void {
+    this.trends.set(id, params);
+    if (this.socket && this.socketOpen) this.sendTrend(id);
+  }
+
+  /** Stops the trend `id` (an `untrend` command if open). */
+  untrend(id: string): void {
+    if (!this.trends.delete(id)) return;
+    if (this.socket && this.socketOpen) this.send({ type: 'untrend', id });
+  }
+
+  get trendIds(): string[] {
+    return [...this.trends.keys()];
+  }
+
+  private send(cmd: unknown): void {
+    try {
+      this.socket?.send(JSON.stringify(cmd));
+    } catch {
+      /* the close event follows */
+    }
+  }
+
+  private sendTrend(id: string): void {
+    const params = this.trends.get(id);
+    if (params) this.send({ type: 'trend', id, params: params() });
   }
 
   /** Skips the remaining wait of a scheduled retry (e.g. the browser came back online). */
@@ -225,6 +260,7 @@ export class Connection {
       this.setStatus({ state: 'open', since: this.now() });
       this.armPing();
       if (this.view) this.sendSubscribe();
+      for (const id of this.trends.keys()) this.sendTrend(id);
     };
     s.onmessage = (ev: MessageLike) => {
       if (gen !== this.generation) return;

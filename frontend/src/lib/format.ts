@@ -8,8 +8,17 @@ export function formatCount(n: number | null | undefined): string {
   return intFmt.format(n);
 }
 
+/** Axis ticks: 950, 1.2K, 3.4M (short, so ticks past 1,000 do not overlap). */
 export function formatCompact(n: number): string {
-  return Math.abs(n) < 10_000 ? intFmt.format(n) : compactFmt.format(n);
+  if (!Number.isFinite(n)) return '';
+  return Math.abs(n) < 1_000 ? intFmt.format(n) : compactFmt.format(n);
+}
+
+const pctFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+/** A percentage with the locale's separators: 1234.56 -> "1,234.6%". */
+export function formatPercent(pct: number): string {
+  return `${pctFmt.format(pct)}%`;
 }
 
 /** "850 ms", "3.2 s", "4 min", "2 h", "3 d". */

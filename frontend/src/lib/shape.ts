@@ -1,7 +1,9 @@
 // Data shaping: WebSocket snapshot/update messages -> the dashboard's state -> what the
 // cards, charts and the recent list draw. Plain functions, no DOM: see test/shape.test.ts.
 
+import { formatPercent } from './format';
 import { bucketMs, floorToBucket } from './range';
+import { isTrendError } from './trends';
 import type {
   AnalyticsEvent,
   CountersBody,
@@ -199,7 +201,12 @@ export function applyMessage(state: DashState, msg: ServerMessage, now: number):
     case 'alert':
       // Banners and history are the alerts state's (lib/alerts.ts); here it only proves the line is alive.
       return base;
+    case 'trend':
+    case 'trend_update':
+      return base;
     case 'error':
+      // A refused trend is shown beside the trend's controls (lib/trends.ts), not as a banner.
+      if (isTrendError(msg)) return base;
       return { ...base, serverError: `${msg.code}: ${msg.message}` };
     default:
       return state;
@@ -278,7 +285,7 @@ export function trend(current: number, previous: number): Trend {
   return {
     direction: pct > 0 ? 'up' : 'down',
     pct,
-    text: `${pct > 0 ? '+' : '\u2212'}${rounded}%`,
+    text: `${pct > 0 ? '+' : '\u2212'}${formatPercent(rounded)}`,
   };
 }
 

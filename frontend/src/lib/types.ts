@@ -1,5 +1,7 @@
 // Types of the gateway API (docs/API.md, v1). Only what the dashboard reads or sends.
 
+import type { TrendMessage, TrendUpdateMessage } from './trends';
+
 export type Granularity = 'hour' | 'day';
 
 export interface TimePoint {
@@ -129,7 +131,15 @@ export interface ErrorMessage {
   message: string;
 }
 
-export type ServerMessage = HelloMessage | SnapshotMessage | UpdateMessage | PongMessage | ErrorMessage | AlertMessage;
+export type ServerMessage =
+  | HelloMessage
+  | SnapshotMessage
+  | UpdateMessage
+  | PongMessage
+  | ErrorMessage
+  | AlertMessage
+  | TrendMessage
+  | TrendUpdateMessage;
 
 export interface SubscribeCommand {
   type: 'subscribe';

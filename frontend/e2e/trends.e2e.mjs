@@ -1,0 +1,295 @@
+// End-to-end check of the Trends panel and the real-time chart against a running gateway, in
+// Debian's Chromium. Run by tests/dashboard_e2e.rs after e2e/alerts.e2e.mjs, on the same
+// connector; or by hand (without the test's control no events are produced during the
+// bandwidth measurement):
+//
+//   STREAMTALLY_URL=http://127.0.0.1:8080/ STREAMTALLY_ORG=<org id> STREAMTALLY_TOKEN=<org token> \
+//     node e2e/trends.e2e.mjs
+//
+// Signs in, waits for the real-time chart (the last 60 minutes per minute), builds a trend
+// (last 7 days per day, filter properties.plan = pro, breakdown event_name) and requires the
+// chart's numbers to equal what GET .../trends answers for the same parameters; a refused
+// filter (user_id > 5) must be shown in its row with the old answer marked stale; switches the
+// zone (Asia/Kolkata) and compares again; turns on "compare with previous period"; reloads and
+// requires the same view from the URL; downloads the CSV; checks the phone width; measures the
+// WebSocket bytes received per second over 10 s and prints `ws_bytes_per_s=<n>`. Screenshots
+// go to ../target/screenshots/ (trends-1280x800.png, trends-1280x800-compare.png,
+// trends-390x844.png). Exit code 0 when every check passed.
+
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.STREAMTALLY_URL || 'http://127.0.0.1:8080/';
+const ORG = process.env.STREAMTALLY_ORG;
+const TOKEN = process.env.STREAMTALLY_TOKEN;
+const SHOTS = fileURLToPath(new URL('../../target/screenshots/', import.meta.url));
+const TIMEOUT_MS = Number(process.env.STREAMTALLY_E2E_TIMEOUT_MS || 20_000);
+const CONTROL = process.env.STREAMTALLY_E2E_CONTROL === '1';
+const controlInput = CONTROL ? createInterface({ input: process.stdin }) : null;
+const answers = controlInput?.[Symbol.asyncIterator]() ?? null;
+
+if (!ORG || !TOKEN) {
+  console.error('Set STREAMTALLY_ORG and STREAMTALLY_TOKEN (and STREAMTALLY_URL if not http://127.0.0.1:8080/).');
+  process.exit(2);
+}
+
+const failures = [];
+let step = '';
+const log = (s) => {
+  step = s;
+  console.log(`- ${s}`);
+};
+const check = (ok, what) => {
+  if (!ok) failures.push(`${step}: ${what}`);
+  console.log(`  ${ok ? 'ok' : 'FAILED'}: ${what}`);
+};
+const tid = (id) => `[data-testid="${id}"]`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function control(command) {
+  process.stdout.write(`@@ ${command}\n`);
+  const { value, done } = await answers.next();
+  if (done) throw new Error(`the test did not answer '${command}'`);
+  return value;
+}
+
+async function api(path, init = {}) {
+  const res = await fetch(new URL(`api/v1/orgs/${ORG}/${path}`, BASE), {
+    ...init,
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', ...(init.headers ?? {}) },
+  });
+  if (!res.ok) throw new Error(`${init.method ?? 'GET'} ${path}: ${res.status} ${await res.text()}`);
+  return res.status === 204 ? null : res.json();
+}
+
+/** The REST answer to the panel's question (a live range: from = now - 7 d, to = now). */
+async function restTrend({ tz = null, compare = false } = {}) {
+  const now = Date.now();
+  const q = new URLSearchParams();
+  q.set('from', String(now - 7 * 86_400_000));
+  q.set('to', String(now));
+  q.set('granularity', 'day');
+  q.append('filter', 'properties.plan = pro');
+  q.set('breakdown', 'event_name');
+  q.set('breakdown_limit', '5');
+  if (tz) q.set('tz', tz);
+  if (compare) q.set('compare', 'previous');
+  return api(`trends?${q}`);
+}
+
+/** What the page shows: the chart's attributes and each legend row. */
+async function shown(page) {
+  return page.evaluate(() => {
+    const chart = document.querySelector('[data-testid="trend-chart"]');
+    const panel = document.querySelector('[data-testid="trends-panel"]');
+    const rows = [...document.querySelectorAll('[data-testid="trend-series"]')].map((r) => [
+      r.getAttribute('data-value'),
+      Number(r.getAttribute('data-total')),
+    ]);
+    return {
+      state: panel?.getAttribute('data-state') ?? null,
+      total: chart ? Number(chart.getAttribute('data-total')) : null,
+      previousTotal: chart?.getAttribute('data-previous-total') ?? '',
+      buckets: chart ? Number(chart.getAttribute('data-buckets')) : null,
+      zone: chart?.getAttribute('data-time-zone') ?? null,
+      stale: chart?.getAttribute('data-stale') ?? null,
+      filters: chart?.getAttribute('data-filters') ?? null,
+      breakdown: chart?.getAttribute('data-breakdown') ?? null,
+      compare: chart?.getAttribute('data-compare') ?? null,
+      firstLabel: chart?.getAttribute('data-first-label') ?? null,
+      rows,
+    };
+  });
+}
+
+const restRows = (body) => body.series.map((s) => [s.other ? '' : (s.breakdown_value ?? ''), s.total]);
+const sum = (series) => series.reduce((a, s) => a + s.total, 0);
+
+/** Waits until the page's answer equals the REST one (the live trend may settle for a push or two). */
+async function sameAsRest(page, opts, what) {
+  const started = Date.now();
+  let page_ = null;
+  let rest = null;
+  while (Date.now() - started < TIMEOUT_MS) {
+    page_ = await shown(page);
+    rest = await restTrend(opts);
+    if (
+      page_.state === 'ready' &&
+      page_.total === sum(rest.series) &&
+      page_.buckets === rest.buckets.length &&
+      page_.zone === rest.time_zone &&
+      JSON.stringify(page_.rows) === JSON.stringify(restRows(rest)) &&
+      (!opts.compare || page_.previousTotal === String(sum(rest.previous.series)))
+    )
+      break;
+    await sleep(300);
+  }
+  console.log(`  page: ${JSON.stringify(page_)}`);
+  console.log(`  REST: total ${sum(rest.series)}, buckets ${rest.buckets.length}, zone ${rest.time_zone}, rows ${JSON.stringify(restRows(rest))}${opts.compare ? `, previous ${sum(rest.previous.series)}` : ''}`);
+  check(page_.total === sum(rest.series) && page_.total > 0, `${what}: the chart's total equals the REST answer (${page_.total})`);
+  check(page_.buckets === rest.buckets.length, `${what}: the same ${rest.buckets.length} buckets`);
+  check(JSON.stringify(page_.rows) === JSON.stringify(restRows(rest)), `${what}: every breakdown series' total equals the REST answer`);
+  check(page_.zone === rest.time_zone, `${what}: the zone ${rest.time_zone}`);
+  if (opts.compare) check(page_.previousTotal === String(sum(rest.previous.series)), `${what}: the previous period's total equals the REST answer (${page_.previousTotal})`);
+  return { page: page_, rest };
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+mkdirSync(SHOTS, { recursive: true });
+const consoleErrors = [];
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const page = await context.newPage();
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') consoleErrors.push(`console: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => consoleErrors.push(`page error: ${err.message}`));
+  // Bytes of every WebSocket frame the page receives.
+  let wsBytes = 0;
+  page.on('websocket', (ws) => {
+    ws.on('framereceived', (f) => {
+      wsBytes += typeof f.payload === 'string' ? Buffer.byteLength(f.payload) : f.payload.length;
+    });
+  });
+
+  log('sign in: the real-time chart shows the last 60 minutes per minute');
+  await page.goto(BASE, { waitUntil: 'load' });
+  await page.locator('#signin-org').fill(ORG);
+  await page.locator('#signin-token').fill(TOKEN);
+  await page.locator(tid('signin-submit')).click();
+  await page.waitForSelector(`${tid('connection-status')}[data-state="open"]`, { timeout: TIMEOUT_MS });
+  const rt = page.locator(tid('chart-realtime'));
+  await rt.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  const rtBuckets = Number(await rt.getAttribute('data-buckets'));
+  check((await rt.getAttribute('data-granularity')) === 'minute', 'per minute');
+  check(rtBuckets >= 60 && rtBuckets <= 61, `60 or 61 minute buckets (${rtBuckets})`);
+  check(Number(await rt.getAttribute('data-total')) > 0, `events in the last hour (${await rt.getAttribute('data-total')})`);
+
+  log('build a trend: last 7 days per day, properties.plan = pro, breakdown event_name (top 5)');
+  const panel = page.locator(tid('trends-panel'));
+  await panel.scrollIntoViewIfNeeded();
+  await page.locator(tid('trend-range')).selectOption('7d');
+  await page.locator(tid('trend-granularity')).selectOption('day');
+  await page.locator(tid('trend-filter-add')).click();
+  const row0 = page.locator(tid('trend-filter')).nth(0);
+  await row0.locator(tid('trend-filter-key')).fill('plan');
+  await row0.locator(tid('trend-filter-op')).selectOption('=');
+  await row0.locator(tid('trend-filter-value')).fill('pro');
+  await page.locator(tid('trend-breakdown')).selectOption('event_name');
+  await page.locator(tid('trend-breakdown-limit')).fill('5');
+  await page.locator(tid('trend-breakdown-limit')).dispatchEvent('change');
+  await page.locator(tid('trend-apply')).click();
+  await page.waitForSelector(`${tid('trend-chart')}[data-filters="properties.plan = pro"][data-breakdown="event_name"]`, { timeout: TIMEOUT_MS });
+  const first = await sameAsRest(page, {}, 'UTC (org default)');
+  await panel.screenshot({ path: `${SHOTS}trends-1280x800.png` });
+
+  log('a refused filter (user_id > 5) is shown in its row; the old answer stays, marked stale');
+  await page.locator(tid('trend-filter-add')).click();
+  const row1 = page.locator(tid('trend-filter')).nth(1);
+  await row1.locator(tid('trend-filter-field')).selectOption('user_id');
+  await row1.locator(tid('trend-filter-op')).selectOption('>');
+  await row1.locator(tid('trend-filter-value')).fill('5');
+  await page.locator(tid('trend-apply')).click();
+  const err = row1.locator(tid('trend-error'));
+  await err.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  console.log(`  error: ${await err.textContent()}`);
+  check((await err.getAttribute('data-control')) === 'filter', 'the error names the filter');
+  const staleView = await shown(page);
+  check(staleView.stale === 'true' && staleView.filters === 'properties.plan = pro', 'the old answer is marked stale and keeps its own filters');
+  check(await page.locator(tid('trend-stale')).isVisible(), 'a note says so');
+  await row1.getByRole('button', { name: 'Remove filter 2' }).click();
+  await page.waitForSelector(`${tid('trend-chart')}[data-stale="false"]`, { timeout: TIMEOUT_MS });
+  check(true, 'removing the row brings the live answer back');
+
+  log('switch the zone to Asia/Kolkata (+05:30)');
+  await page.locator(tid('tz-select')).selectOption('Asia/Kolkata');
+  await page.waitForSelector(`${tid('trend-chart')}[data-time-zone="Asia/Kolkata"]`, { timeout: TIMEOUT_MS });
+  const kolkata = await sameAsRest(page, { tz: 'Asia/Kolkata' }, 'Asia/Kolkata');
+  check(kolkata.page.firstLabel !== first.page.firstLabel || kolkata.rest.buckets[0] !== first.rest.buckets[0], `labels in the new zone (${first.page.firstLabel} -> ${kolkata.page.firstLabel})`);
+  check((await page.locator(tid('trend-zone')).textContent())?.includes('Asia/Kolkata'), 'the zone is labelled');
+  check((await page.locator(tid('chart-realtime')).getAttribute('data-time-zone')) === 'Asia/Kolkata', 'the real-time chart follows the zone');
+
+  log('compare with the previous period');
+  await page.locator(tid('trend-compare')).check();
+  await page.waitForSelector(`${tid('trend-chart')}[data-compare="true"]`, { timeout: TIMEOUT_MS });
+  await sameAsRest(page, { tz: 'Asia/Kolkata', compare: true }, 'compare');
+  const change = (await page.locator(tid('trend-change')).textContent()) ?? '';
+  console.log(`  change: ${change}`);
+  check(/(\+|\u2212)[\d,.]+%|new|no change/.test(change), 'the % change is shown');
+  await page.screenshot({ path: `${SHOTS}trends-1280x800-compare.png`, fullPage: true });
+
+  log('reload: the same view from the URL (never the token)');
+  const url = page.url();
+  console.log(`  url: ${url}`);
+  check(!url.includes(TOKEN), 'the URL does not hold the token');
+  check(/tz=Asia%2FKolkata/.test(url) && /cmp=1/.test(url) && /bd=event_name/.test(url), 'the URL holds the zone, compare and breakdown');
+  const before = await shown(page);
+  await page.reload({ waitUntil: 'load' });
+  await page.waitForSelector(`${tid('trend-chart')}[data-compare="true"][data-time-zone="Asia/Kolkata"][data-filters="properties.plan = pro"][data-breakdown="event_name"]`, { timeout: TIMEOUT_MS });
+  check((await page.locator(tid('tz-select')).inputValue()) === 'Asia/Kolkata', 'the zone select');
+  check(await page.locator(tid('trend-compare')).isChecked(), 'compare is on');
+  check((await page.locator(tid('trend-range')).inputValue()) === '7d', 'the range');
+  check((await page.locator(tid('trend-filter-value')).first().inputValue()) === 'pro', 'the filter row');
+  const after = await sameAsRest(page, { tz: 'Asia/Kolkata', compare: true }, 'after the reload');
+  check(after.page.total >= before.total, `the same numbers (or more: ${before.total} -> ${after.page.total})`);
+
+  log('back: the view before the compare');
+  await page.goBack();
+  await page.waitForSelector(`${tid('trend-chart')}[data-compare="false"]`, { timeout: TIMEOUT_MS });
+  check(!(await page.locator(tid('trend-compare')).isChecked()), 'compare is off again');
+  await page.goForward();
+  await page.waitForSelector(`${tid('trend-chart')}[data-compare="true"]`, { timeout: TIMEOUT_MS });
+  check(true, 'forward: compare again');
+
+  log('download the CSV');
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: TIMEOUT_MS }), page.locator(tid('trend-csv')).click()]);
+  const csv = readFileSync(await download.path(), 'utf8');
+  const lines = csv.trimEnd().split('\r\n');
+  const view = await shown(page);
+  console.log(`  ${download.suggestedFilename()}: ${lines.length} lines; ${lines[0]}`);
+  check(lines[0].startsWith('bucket,') && lines[0].includes('previous_bucket'), 'a header with the series and the previous period');
+  check(lines.length === view.buckets + 2, `a row per bucket plus the header and the totals (${lines.length})`);
+  const totals = lines[lines.length - 1].split(',');
+  const n = view.rows.length;
+  const csvTotal = totals.slice(1, 1 + n).reduce((a, x) => a + Number(x), 0);
+  check(totals[0] === 'total' && csvTotal === view.total, `the totals row adds up to the chart's total (${csvTotal})`);
+
+  log('phone width');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await sleep(300);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `no horizontal scrolling (overflow ${overflow}px)`);
+  await page.locator(tid('trends-panel')).screenshot({ path: `${SHOTS}trends-390x844.png` });
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  log('WebSocket bytes received per second over 10 s (real-time chart, the trend, the overview)');
+  if (CONTROL) await control('produce 50 ws_measure');
+  const b0 = wsBytes;
+  const t0 = Date.now();
+  await sleep(10_000);
+  const perS = Math.round(((wsBytes - b0) * 1000) / (Date.now() - t0));
+  console.log(`ws_bytes_per_s=${perS}`);
+
+  await context.close();
+  log('console');
+  for (const e of consoleErrors) console.log(`  ${e}`);
+  check(consoleErrors.length === 0, 'no console errors');
+} catch (e) {
+  failures.push(`${step}: ${e instanceof Error ? e.message : String(e)}`);
+} finally {
+  await browser.close();
+  controlInput?.close();
+}
+
+if (failures.length) {
+  console.error(`\n${failures.length} failed:\n${failures.map((f) => `  ${f}`).join('\n')}`);
+  process.exit(1);
+}
+console.log(`\nall trend checks passed; screenshots in ${SHOTS}`);
+process.exit(0);
