@@ -299,12 +299,13 @@ try {
     await page.waitForFunction(
       () => {
         const c = document.querySelector('[data-testid="chart-timeseries"]');
-        return c?.getAttribute('data-granularity') === 'hour' && Number(c.getAttribute('data-points')) === 2;
+        const n = Number(c?.getAttribute('data-points'));
+        return c?.getAttribute('data-granularity') === 'minute' && n >= 60 && n <= 61;
       },
       undefined,
       { timeout: TIMEOUT_MS },
     );
-    check(true, 'two hourly points (previous and current hour) for the last hour');
+    check(true, 'the last hour per minute (60 or 61 points, the live trend)');
 
     log('desktop: filter by an event type, then clear it');
     const filter = page.locator(tid('event-type-filter'));

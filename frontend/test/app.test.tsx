@@ -666,3 +666,35 @@ describe('trends', () => {
     expect($('trend-chart')!.dataset.stale).toBe('true');
   });
 });
+
+describe('last hour per minute', () => {
+  it('"Last hour" draws the live per-minute trend in the line widget; the event type narrows it', async () => {
+    const { s } = await connected();
+    expect($('chart-realtime')).toBeNull(); // no answer yet
+    input($('range-select') as HTMLSelectElement, '1h', 'change');
+    await flush();
+    const rt = s.sent.filter((x) => x.type === 'trend' && x.id.startsWith('realtime-')).at(-1);
+    const buckets = Array.from({ length: 61 }, (_, i) => iso(Math.floor(Date.now() / 60_000) * 60_000 - (60 - i) * 60_000));
+    act(() =>
+      s.emit({
+        type: 'trend',
+        id: rt.id,
+        trend: { org: ORG, measure: 'events', granularity: 'minute', time_zone: 'UTC', from: buckets[0], to: iso(Date.now()), events: [], event_type: null, filters: [], breakdown: null, breakdown_limit: 10, buckets, series: [{ values: Array(61).fill(2), total: 122 }] },
+      }),
+    );
+    await flush();
+    expect($('chart-timeseries')!.dataset).toMatchObject({ granularity: 'minute', points: '61', total: '122' });
+    expect($('realtime')).toBeNull(); // not twice
+    const filter = $('event-type-filter') as HTMLInputElement;
+    input(filter, 'track', 'input');
+    input(filter, 'track', 'change');
+    await flush();
+    const next = s.sent.filter((x) => x.type === 'trend' && x.id.startsWith('realtime-')).at(-1);
+    expect(next.id).not.toBe(rt.id);
+    expect(next.params).toMatchObject({ granularity: 'minute', event_type: 'track' });
+    input($('range-select') as HTMLSelectElement, '24h', 'change');
+    await flush();
+    expect($('realtime')).not.toBeNull();
+    expect($('chart-timeseries')!.dataset.granularity).toBe('hour');
+  });
+});

@@ -63,8 +63,8 @@ export function browserEnv(): Env {
 }
 
 /** The live window of the real-time chart: the last 60 minutes per minute, sliding. */
-export function realtimeParams(tz: string | null, now: number): TrendParams {
-  return { from: now - 3_600_000, granularity: 'minute', ...(tz ? { tz } : {}) };
+export function realtimeParams(tz: string | null, now: number, eventType: string | null = null): TrendParams {
+  return { from: now - 3_600_000, granularity: 'minute', ...(eventType ? { event_type: eventType } : {}), ...(tz ? { tz } : {}) };
 }
 
 const VIEW_KEY = 'streamtally.view';
@@ -228,10 +228,11 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
     keepTrend('panel', () => trendParams(q, z, env.now()));
   }, [client, query, tz]);
 
+  const eventType = spec.eventType?.trim() || null;
   useEffect(() => {
     const z = tz;
-    keepTrend('realtime', () => realtimeParams(z, env.now()));
-  }, [client, tz]);
+    keepTrend('realtime', () => realtimeParams(z, env.now(), eventType));
+  }, [client, tz, eventType]);
 
   // The view in the address: a new history entry per change, back/forward restores it.
   const hash = encodeHash({ dashboard: selected === OVERVIEW_ID ? null : selected, view: spec, query, tz });
@@ -488,8 +489,19 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
         </p>
       )}
       <main id="main" tabIndex={-1} class={offline && state.lastMessageAt !== null ? 'stale' : undefined} data-stale={offline && state.lastMessageAt !== null ? 'true' : 'false'}>
-        <WidgetGrid widgets={widgets} state={state} spec={spec} now={now} editing={editing} onChange={setDraft} />
-        <RealtimeChart slot={trends.realtime ?? emptySlot} offline={offline} />
+        <WidgetGrid
+          widgets={widgets}
+          state={state}
+          spec={spec}
+          now={now}
+          editing={editing}
+          onChange={setDraft}
+          perMinute={trends.realtime ?? emptySlot}
+          offline={offline}
+        />
+        {!(spec.range === '1h' && widgets.some((w) => w.kind === 'line')) && (
+          <RealtimeChart slot={trends.realtime ?? emptySlot} offline={offline} eventType={eventType} />
+        )}
         <TrendsPanel query={query} slot={trends.panel ?? emptySlot} offline={offline} onQuery={setQuery} />
       </main>
     </div>

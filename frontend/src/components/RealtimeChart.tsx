@@ -4,7 +4,7 @@ import { TrendChart } from './TrendChart';
 import { CsvButton } from './TrendsPanel';
 
 /** The last 60 minutes per minute: a live `trend` the server slides every minute. */
-export function RealtimeChart({ slot, offline }: { slot: TrendSlot; offline: boolean }) {
+export function RealtimeChart({ slot, offline, eventType = null }: { slot: TrendSlot; offline: boolean; eventType?: string | null }) {
   const body = slot.body;
   const total = body ? body.series.reduce((a, s) => a + s.total, 0) : null;
   return (
@@ -14,7 +14,7 @@ export function RealtimeChart({ slot, offline }: { slot: TrendSlot; offline: boo
           Last 60 minutes, per minute{' '}
           {body && (
             <span class="muted">
-              {formatCount(total)} events · {zoneLabel(body.time_zone)}
+              {formatCount(total)} events{eventType ? ` of type ${eventType}` : ''} · {zoneLabel(body.time_zone)}
             </span>
           )}
         </h2>

@@ -6,10 +6,9 @@ import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import { formatCompact, formatCount } from '../lib/format';
 import { bucketLabel, chartData, tickLabel, zoneLabel, type TrendsBody } from '../lib/trends';
-import { COUNT_INCRS, niceMax, usePlot } from './charts';
+import { AXIS, COUNT_INCRS, niceMax, usePlot } from './charts';
 
 export const PALETTE = ['#2563eb', '#d97706', '#059669', '#dc2626', '#7c3aed', '#0891b2', '#db2777', '#65a30d', '#9333ea', '#ea580c', '#0d9488'];
-const AXIS = '#64748b';
 const GRID = 'rgba(100, 116, 139, 0.18)';
 
 function alpha(hex: string, a: number): string {
@@ -52,7 +51,8 @@ export function TrendChart({ body, stale = false, testId = 'trend-chart' }: Tren
         select: { show: false, left: 0, top: 0, width: 0, height: 0 },
         legend: { show: data.series.length <= 12 },
         scales: {
-          x: { time: false, range: (_u, min, max) => (min === max ? [min - 0.5, max + 0.5] : [min, max]) },
+          // A little room at both ends, so the first and last tick labels are not cut.
+          x: { time: false, range: (_u, min, max) => (min === max ? [min - 0.5, max + 0.5] : [min - (max - min) * 0.03, max + (max - min) * 0.03]) },
           y: { range: (_u, _min, max) => [0, niceMax(max)] },
         },
         series: [
@@ -117,6 +117,7 @@ export function TrendChart({ body, stale = false, testId = 'trend-chart' }: Tren
       class={`chart trend-chart${stale ? ' stale' : ''}`}
       data-testid={testId}
       data-buckets={body.buckets.length}
+      data-points={body.buckets.length}
       data-series={body.series.length}
       data-total={total}
       data-previous-total={body.previous ? body.previous.series.reduce((a, s) => a + (s.total ?? 0), 0) : ''}

@@ -14,7 +14,9 @@ import {
 import { describeSpec, type ViewSpec } from '../lib/range';
 import { lineSeries, METRIC_LABELS, statValue, topBars, type DashState } from '../lib/shape';
 import type { StatMetric, Widget, WidgetKind } from '../lib/types';
+import type { TrendSlot } from '../lib/trends';
 import { BarChart, LineChart } from './charts';
+import { TrendChart } from './TrendChart';
 import { RecentEvents } from './RecentEvents';
 import { StatCard } from './StatCard';
 
@@ -39,9 +41,12 @@ export interface WidgetGridProps {
   now: number;
   editing: boolean;
   onChange: (widgets: Widget[]) => void;
+  /** The last 60 minutes per minute (a live trend): what the line shows for "Last hour". */
+  perMinute?: TrendSlot;
+  offline?: boolean;
 }
 
-export function WidgetGrid({ widgets, state, spec, now, editing, onChange }: WidgetGridProps) {
+export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMinute, offline = false }: WidgetGridProps) {
   // The live window slides with the clock: recompute when the data or the minute changes.
   const minute = Math.floor(now / 60_000);
   const series = useMemo(
@@ -67,6 +72,16 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange }: Wid
         return <StatCard metric={metric} title={title} stat={statValue(metric, state)} extra={extra} />;
       }
       case 'line':
+        // "Last hour" per minute (the live trend) instead of two hourly points.
+        if (spec.range === '1h' && perMinute?.body)
+          return (
+            <>
+              <h2 class="widget-title">
+                {title} <span class="muted">{rangeText}, per minute</span>
+              </h2>
+              <TrendChart body={perMinute.body} stale={offline || perMinute.stale} testId="chart-timeseries" />
+            </>
+          );
         return (
           <>
             <h2 class="widget-title">

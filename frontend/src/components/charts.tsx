@@ -10,7 +10,17 @@ import type { Granularity } from '../lib/types';
 const BLUE = '#2563eb';
 const BLUE_FILL = 'rgba(37, 99, 235, 0.14)';
 const AMBER = '#b45309';
-const AXIS = '#475569';
+/** A colour from the page's CSS variables (light or dark scheme), read at draw time. */
+export function cssVar(name: string, fallback: string): string {
+  try {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+/** Axis labels in the page's muted text colour (readable in light and dark mode). */
+export const AXIS = () => cssVar('--muted', '#475569');
 const GRID = 'rgba(71, 85, 105, 0.15)';
 
 /** Size the plot to its box; the box's size comes from the layout, never from the plot. */
