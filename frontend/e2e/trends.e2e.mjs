@@ -104,7 +104,7 @@ async function shown(page) {
   });
 }
 
-const restRows = (body) => body.series.map((s) => [s.other ? '' : (s.breakdown_value ?? ''), s.total]);
+const restRows = (body) => body.series.map((s) => [s.breakdown_value ?? '', s.total]);
 const sum = (series) => series.reduce((a, s) => a + s.total, 0);
 
 /** Waits until the page's answer equals the REST one (the live trend may settle for a push or two). */

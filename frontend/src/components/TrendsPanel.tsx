@@ -365,12 +365,12 @@ export function TrendAnswer({ body, stale }: { body: TrendsBody; stale: boolean 
           </thead>
           <tbody>
             {body.series.map((s, i) => (
-              <tr key={`${s.other ? 'o' : 'v'}${s.breakdown_value ?? ''}`} data-testid="trend-series" data-value={s.breakdown_value ?? ''} data-total={s.total}>
+              <tr key={`${s.other ? 'o' : 'v'}${s.breakdown_value ?? ''}`} data-testid="trend-series" data-value={s.breakdown_value ?? ''} data-other={s.other ? 'true' : 'false'} data-total={s.total}>
                 <td>
                   <span class="swatch" style={{ background: PALETTE[i % PALETTE.length] }} aria-hidden="true" /> {seriesLabel(s, body.breakdown)}
                 </td>
                 <td>{formatCount(s.total)}</td>
-                {prev && <td>{prev[i] ? percentChange(s.total, prev[i]!.total).text : '–'}</td>}
+                {prev && <td>{prev[i] ? percentChange(s.total, prev[i]!.total).text : prevTotal === 0 ? percentChange(s.total, 0).text : '–'}</td>}
               </tr>
             ))}
           </tbody>

@@ -354,7 +354,7 @@ export function zoneLabel(zone: string): string {
 
 export function seriesLabel(s: TrendSeries, breakdown: string | null): string {
   if (!breakdown) return 'All';
-  if (s.other) return `Other (${s.other_values ?? 0} values)`;
+  if (s.other) return `Other (${s.other_values ?? 0} ${s.other_values === 1 ? 'value' : 'values'})`;
   if (s.breakdown_value === null || s.breakdown_value === undefined) return '(not set)';
   return s.breakdown_value;
 }
