@@ -698,3 +698,24 @@ describe('last hour per minute', () => {
     expect($('chart-timeseries')!.dataset.granularity).toBe('hour');
   });
 });
+
+describe('event name toggles', () => {
+  it('offers the known event names; a toggle adds or removes one and asks again', async () => {
+    const { s } = await connected();
+    await until(() => container.querySelectorAll('[data-testid="trend-event-toggle"]').length > 0, 'the toggles');
+    const names = [...container.querySelectorAll('[data-testid="trend-event-toggle"]')].map((b) => b.textContent);
+    expect(names).toEqual(expect.arrayContaining(['page_view', 'click', 'signup']));
+    const toggle = (n: string) => [...container.querySelectorAll('[data-testid="trend-event-toggle"]')].find((b) => b.textContent === n)!;
+    click(toggle('signup'));
+    await flush();
+    expect(s.sent.filter((x) => x.type === 'trend' && x.id.startsWith('panel-')).at(-1).params.event).toEqual(['signup']);
+    click(toggle('click'));
+    await flush();
+    expect(s.sent.filter((x) => x.type === 'trend' && x.id.startsWith('panel-')).at(-1).params.event).toEqual(['signup', 'click']);
+    expect(($('trend-events') as HTMLInputElement).value).toBe('signup, click');
+    expect(toggle('signup').getAttribute('aria-pressed')).toBe('true');
+    click(toggle('signup'));
+    await flush();
+    expect(s.sent.filter((x) => x.type === 'trend' && x.id.startsWith('panel-')).at(-1).params.event).toEqual(['click']);
+  });
+});

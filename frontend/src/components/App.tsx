@@ -385,6 +385,12 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   };
 
   const offline = status.state !== 'open';
+  const knownEventNames = useMemo(() => {
+    const names = new Set<string>();
+    for (const e of state.view?.topEvents?.events ?? []) names.add(e.event_name);
+    for (const e of state.recent) names.add(e.event_name);
+    return [...names].slice(0, 12);
+  }, [state.view?.topEvents, state.recent]);
   const editing = draft !== null;
   const firing = alerts.banners.filter((b) => b.status === 'firing').length;
   return (
@@ -502,7 +508,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
         {!(spec.range === '1h' && widgets.some((w) => w.kind === 'line')) && (
           <RealtimeChart slot={trends.realtime ?? emptySlot} offline={offline} eventType={eventType} />
         )}
-        <TrendsPanel query={query} slot={trends.panel ?? emptySlot} offline={offline} onQuery={setQuery} />
+        <TrendsPanel query={query} slot={trends.panel ?? emptySlot} offline={offline} eventNames={knownEventNames} onQuery={setQuery} />
       </main>
     </div>
   );

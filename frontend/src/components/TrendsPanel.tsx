@@ -75,10 +75,12 @@ export interface TrendsPanelProps {
   slot: TrendSlot;
   /** The zone asked for (null: the org's default). */
   offline: boolean;
+  /** Event names to offer as toggles (today's top events, the recent ones). */
+  eventNames?: string[];
   onQuery: (q: TrendQuery) => void;
 }
 
-export function TrendsPanel({ query, slot, offline, onQuery }: TrendsPanelProps) {
+export function TrendsPanel({ query, slot, offline, eventNames = [], onQuery }: TrendsPanelProps) {
   const [draft, setDraft] = useState<TrendQuery>(query);
   const [events, setEvents] = useState(query.events.join(', '));
   const [customFrom, setCustomFrom] = useState(() => toLocalInput(query.from ?? Date.now() - 86_400_000));
@@ -91,15 +93,15 @@ export function TrendsPanel({ query, slot, offline, onQuery }: TrendsPanelProps)
     setEvents(query.events.join(', '));
   }, [key]);
 
-  const withEvents = (q: TrendQuery): TrendQuery => ({
+  const withEvents = (q: TrendQuery, text = events): TrendQuery => ({
     ...q,
-    events: events
+    events: text
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean),
   });
-  const apply = (q: TrendQuery) => {
-    let next = withEvents(q);
+  const apply = (q: TrendQuery, eventsText?: string) => {
+    let next = withEvents(q, eventsText);
     if (next.range === 'custom') {
       const f = fromLocalInput(customFrom);
       const t = fromLocalInput(customTo);
@@ -201,6 +203,30 @@ export function TrendsPanel({ query, slot, offline, onQuery }: TrendsPanelProps)
         <div class="field">
           <label for="trend-events">Event names</label>
           <input id="trend-events" data-testid="trend-events" placeholder="all (comma-separated)" value={events} spellcheck={false} onInput={(e) => setEvents((e.currentTarget as HTMLInputElement).value)} />
+          {eventNames.length > 0 && (
+            <div class="event-toggles" role="group" aria-label="Known event names" data-testid="trend-event-toggles">
+              {eventNames.map((n) => {
+                const list = events.split(',').map((s) => s.trim()).filter(Boolean);
+                const on = list.includes(n);
+                return (
+                  <button
+                    type="button"
+                    key={n}
+                    class={`tiny chip${on ? '' : ' secondary'}`}
+                    aria-pressed={on}
+                    data-testid="trend-event-toggle"
+                    onClick={() => {
+                      const next = on ? list.filter((x) => x !== n) : [...list, n];
+                      setEvents(next.join(', '));
+                      apply(draft, next.join(', '));
+                    }}
+                  >
+                    {n}
+                  </button>
+                );
+              })}
+            </div>
+          )}
           <FieldError slot={slot} control="events" />
         </div>
         <div class="field">
