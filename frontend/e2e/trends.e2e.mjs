@@ -14,7 +14,7 @@
 // requires the same view from the URL; downloads the CSV; checks the phone width; measures the
 // WebSocket bytes received per second over 10 s and prints `ws_bytes_per_s=<n>`. Screenshots
 // go to ../target/screenshots/ (trends-1280x800.png, trends-1280x800-compare.png,
-// trends-390x844.png). Exit code 0 when every check passed.
+// trends-390x844.png, trends-1280x800-dark.png). Exit code 0 when every check passed.
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -267,6 +267,15 @@ try {
   check(overflow <= 0, `no horizontal scrolling (overflow ${overflow}px)`);
   await page.locator(tid('trends-panel')).screenshot({ path: `${SHOTS}trends-390x844.png` });
   await page.setViewportSize({ width: 1280, height: 800 });
+
+  log('dark mode follows the system setting');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await sleep(200);
+  const bg = await page.evaluate(() => getComputedStyle(document.body.parentElement).backgroundColor);
+  const [r, g, b] = (bg.match(/\d+/g) ?? ['255', '255', '255']).map(Number);
+  check(r + g + b < 150, `a dark background (${bg})`);
+  await page.screenshot({ path: `${SHOTS}trends-1280x800-dark.png` });
+  await page.emulateMedia({ colorScheme: 'light' });
 
   log('WebSocket bytes received per second over 10 s (real-time chart, the trend, the overview)');
   if (CONTROL) await control('produce 50 ws_measure');

@@ -719,3 +719,28 @@ describe('event name toggles', () => {
     expect(s.sent.filter((x) => x.type === 'trend' && x.id.startsWith('panel-')).at(-1).params.event).toEqual(['click']);
   });
 });
+
+describe('CSV download', () => {
+  it('"Download CSV" saves the shown trend as a file made in the page', async () => {
+    const { s } = await connected();
+    const panel = s.sent.filter((x) => x.type === 'trend' && x.id.startsWith('panel-')).at(-1);
+    act(() =>
+      s.emit({
+        type: 'trend',
+        id: panel.id,
+        trend: { org: ORG, measure: 'events', granularity: 'day', time_zone: 'UTC', from: '2026-12-01T00:00:00+00:00', to: '2026-12-03T00:00:00+00:00', events: [], event_type: null, filters: [], breakdown: 'event_name', breakdown_limit: 10, buckets: ['2026-12-01T00:00:00+00:00', '2026-12-02T00:00:00+00:00'], series: [{ breakdown_value: 'a "b", c', other: false, values: [1, 2], total: 3 }] },
+      }),
+    );
+    await flush();
+    const blobs: Blob[] = [];
+    const names: string[] = [];
+    const create = vi.fn((b: Blob) => (blobs.push(b), 'blob:x'));
+    Object.assign(URL, { createObjectURL: create, revokeObjectURL: () => undefined });
+    vi.spyOn(HTMLAnchorElement.prototype, 'click').mockImplementation(function (this: HTMLAnchorElement) {
+      names.push(this.download);
+    });
+    click($('trend-csv'));
+    expect(names).toEqual(['trend-events-day-2026-12-01-2026-12-03.csv']);
+    expect(await blobs[0].text()).toBe('bucket,"a ""b"", c"\r\n2026-12-01T00:00:00+00:00,1\r\n2026-12-02T00:00:00+00:00,2\r\ntotal,3\r\n');
+  });
+});
