@@ -65,12 +65,12 @@ async function api(path, init = {}) {
 }
 
 /** The REST answer to the panel's question (a live range: from = now - 7 d, to = now). */
-async function restTrend({ tz = null, compare = false } = {}) {
+async function restTrend({ tz = null, compare = false, hours = 7 * 24, granularity = 'day' } = {}) {
   const now = Date.now();
   const q = new URLSearchParams();
-  q.set('from', String(now - 7 * 86_400_000));
+  q.set('from', String(now - hours * 3_600_000));
   q.set('to', String(now));
-  q.set('granularity', 'day');
+  q.set('granularity', granularity);
   q.append('filter', 'properties.plan = pro');
   q.set('breakdown', 'event_name');
   q.set('breakdown_limit', '5');
@@ -98,6 +98,7 @@ async function shown(page) {
       filters: chart?.getAttribute('data-filters') ?? null,
       breakdown: chart?.getAttribute('data-breakdown') ?? null,
       compare: chart?.getAttribute('data-compare') ?? null,
+      lines: chart ? Number(chart.getAttribute('data-lines')) : null,
       firstLabel: chart?.getAttribute('data-first-label') ?? null,
       rows,
     };
@@ -222,7 +223,18 @@ try {
   const change = (await page.locator(tid('trend-change')).textContent()) ?? '';
   console.log(`  change: ${change}`);
   check(/(\+|\u2212)[\d,.]+%|new|no change/.test(change), 'the % change is shown');
+
+  log('compare over the last 24 hours per hour: the previous day has events, drawn dashed');
+  await page.locator(tid('trend-range')).selectOption('24h');
+  await page.locator(tid('trend-granularity')).selectOption('hour');
+  await page.waitForSelector(`${tid('trend-chart')}[data-granularity="hour"][data-compare="true"]`, { timeout: TIMEOUT_MS });
+  const day = await sameAsRest(page, { tz: 'Asia/Kolkata', compare: true, hours: 24, granularity: 'hour' }, '24 h compare');
+  check(Number(day.page.previousTotal) > 0, `the previous day has events (${day.page.previousTotal})`);
+  check(day.page.lines > day.page.rows.length || (day.page.rows.length === 0 && day.page.lines > 1), `previous series drawn as extra lines (${day.page.lines} lines for ${day.rest.series.length} series)`);
   await page.screenshot({ path: `${SHOTS}trends-1280x800-compare.png`, fullPage: true });
+  await page.locator(tid('trend-range')).selectOption('7d');
+  await page.locator(tid('trend-granularity')).selectOption('day');
+  await page.waitForSelector(`${tid('trend-chart')}[data-granularity="day"][data-compare="true"]`, { timeout: TIMEOUT_MS });
 
   log('reload: the same view from the URL (never the token)');
   const url = page.url();
@@ -239,13 +251,14 @@ try {
   const after = await sameAsRest(page, { tz: 'Asia/Kolkata', compare: true }, 'after the reload');
   check(after.page.total >= before.total, `the same numbers (or more: ${before.total} -> ${after.page.total})`);
 
-  log('back: the view before the compare');
+  log('back: the view before the last change (7 days per hour), forward: per day again');
   await page.goBack();
-  await page.waitForSelector(`${tid('trend-chart')}[data-compare="false"]`, { timeout: TIMEOUT_MS });
-  check(!(await page.locator(tid('trend-compare')).isChecked()), 'compare is off again');
+  await page.waitForSelector(`${tid('trend-chart')}[data-granularity="hour"][data-compare="true"]`, { timeout: TIMEOUT_MS });
+  check((await page.locator(tid('trend-granularity')).inputValue()) === 'hour', 'the granularity select says hour');
+  check((await page.locator(tid('trend-range')).inputValue()) === '7d', 'the range select says 7 days');
   await page.goForward();
-  await page.waitForSelector(`${tid('trend-chart')}[data-compare="true"]`, { timeout: TIMEOUT_MS });
-  check(true, 'forward: compare again');
+  await page.waitForSelector(`${tid('trend-chart')}[data-granularity="day"][data-compare="true"]`, { timeout: TIMEOUT_MS });
+  check((await page.locator(tid('trend-granularity')).inputValue()) === 'day', 'forward: per day again');
 
   log('download the CSV');
   const [download] = await Promise.all([page.waitForEvent('download', { timeout: TIMEOUT_MS }), page.locator(tid('trend-csv')).click()]);

@@ -118,6 +118,7 @@ export function TrendChart({ body, stale = false, testId = 'trend-chart' }: Tren
       data-testid={testId}
       data-buckets={body.buckets.length}
       data-points={body.buckets.length}
+      data-lines={data.series.length}
       data-series={body.series.length}
       data-total={total}
       data-previous-total={body.previous ? body.previous.series.reduce((a, s) => a + (s.total ?? 0), 0) : ''}
