@@ -12,6 +12,7 @@ import {
   offsetMinutes,
   parseTrendError,
   percentChange,
+  previousTotals,
   reduceTrends,
   tickLabel,
   trendCsv,
@@ -203,6 +204,17 @@ describe('totals, change, chart data, CSV', () => {
       ['de (previous)', true, 0, [5, 6]],
       ['Other (4 values) (previous)', true, 1, [1, 1]],
     ]);
+  });
+
+  it("each series' previous total: matched, 0 when the previous period lists every value, else unknown", () => {
+    const prev = (series: TrendsBody['series']) => ({ from: 'a', to: 'b', buckets: ['p0', 'p1'], series });
+    const b = body({ previous: prev([{ breakdown_value: 'de', other: false, values: [1, 1], total: 2 }]) });
+    expect(previousTotals(b)).toEqual([2, null]); // the current "other" has no counterpart
+    const c = body({ series: [body().series[0], { breakdown_value: 'fr', other: false, values: [1, 0], total: 1 }], previous: prev([{ breakdown_value: 'de', other: false, values: [1, 1], total: 2 }]) });
+    expect(previousTotals(c)).toEqual([2, 0]);
+    const d = body({ series: c.series, previous: prev([{ breakdown_value: null, other: true, other_values: 3, values: [1, 1], total: 2 }]) });
+    expect(previousTotals(d)).toEqual([null, null]);
+    expect(previousTotals(body())).toEqual([null, null]);
   });
 
   it('CSV: RFC 4180 quoting, a row per bucket, the previous period and the totals', () => {

@@ -13,7 +13,7 @@ import {
   filterRowOf,
   GRANULARITIES,
   grandTotal,
-  matchPrevious,
+  previousTotals,
   MEASURES,
   percentChange,
   seriesLabel,
@@ -355,7 +355,7 @@ export function TrendAnswer({ body, stale }: { body: TrendsBody; stale: boolean 
   const total = grandTotal(body.series, body.measure, body.breakdown);
   const prevTotal = body.previous ? grandTotal(body.previous.series, body.measure, body.breakdown) : null;
   const change = total !== null && prevTotal !== null ? percentChange(total, prevTotal) : null;
-  const prev = body.previous ? matchPrevious(body) : null;
+  const prev = body.previous ? previousTotals(body) : null;
   const measure = MEASURES.find((m) => m.key === body.measure)?.label ?? body.measure;
   return (
     <div class="trend-answer">
@@ -396,7 +396,7 @@ export function TrendAnswer({ body, stale }: { body: TrendsBody; stale: boolean 
                   <span class="swatch" style={{ background: PALETTE[i % PALETTE.length] }} aria-hidden="true" /> {seriesLabel(s, body.breakdown)}
                 </td>
                 <td>{formatCount(s.total)}</td>
-                {prev && <td>{prev[i] ? percentChange(s.total, prev[i]!.total).text : prevTotal === 0 ? percentChange(s.total, 0).text : '–'}</td>}
+                {prev && <td>{prev[i] !== null ? percentChange(s.total, prev[i]!).text : '–'}</td>}
               </tr>
             ))}
           </tbody>

@@ -369,6 +369,17 @@ export function matchPrevious(body: TrendsBody): (TrendSeries | null)[] {
 }
 
 /**
+ * The previous period's total of each current series: its matching series' total; 0 when the
+ * previous period lists every value it saw (no "other" series) and this one is not among them;
+ * else null (it may be inside the previous "other").
+ */
+export function previousTotals(body: TrendsBody): (number | null)[] {
+  if (!body.previous) return body.series.map(() => null);
+  const complete = !body.previous.series.some((s) => s.other);
+  return matchPrevious(body).map((p, i) => (p ? p.total : complete && !body.series[i].other ? 0 : null));
+}
+
+/**
  * The total over every series: a sum for events; for distinct measures only without a
  * breakdown (users in two series would be counted twice), else null.
  */
