@@ -1983,3 +1983,167 @@ fn trends_5_follow_the_org_time_zone_setting() {
     let (s, j) = fx.get(&settings, Some(&t3));
     assert_eq!((s, &j["time_zone"]), (200, &json!("UTC")), "{j}");
 }
+
+/// What the explorer shows of an event, to compare with the generated ones: time, name,
+/// type, user, session, properties.
+fn explorer_key(e: &Json) -> (i64, String, String, String, String, String) {
+    let s = |k: &str| e[k].as_str().unwrap_or("-").to_string();
+    let t = DateTime::parse_from_rfc3339(e["timestamp"].as_str().expect("timestamp"))
+        .expect("an RFC 3339 timestamp")
+        .timestamp_micros();
+    (
+        t,
+        s("event_name"),
+        s("event_type"),
+        s("user_id"),
+        s("session_id"),
+        if e["properties"].is_null() {
+            "-".into()
+        } else {
+            e["properties"].to_string()
+        },
+    )
+}
+
+fn generated_key(e: &Ev) -> (i64, String, String, String, String, String) {
+    let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    (
+        e.ts,
+        e.name.to_string(),
+        e.etype.to_string(),
+        o(&e.user),
+        o(&e.session),
+        e.props
+            .as_ref()
+            .map_or("-".into(), |p| Json::Object(p.clone()).to_string()),
+    )
+}
+
+/// Pages through `GET .../events` with `params` until `next` is null: the events in order.
+fn explore_all(fx: &Fixture, o: u128, params: &[(&str, String)], limit: usize) -> Vec<Json> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    let mut seen = HashSet::new();
+    for page in 0.. {
+        assert!(page < 10_000, "the explorer does not end");
+        let mut p: Vec<(&str, String)> = params.to_vec();
+        p.push(("limit", limit.to_string()));
+        if let Some(a) = &after {
+            p.push(("after", a.clone()));
+        }
+        let query: Vec<String> = p.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+        let path = format!("/api/v1/orgs/{}/events?{}", org(o), query.join("&"));
+        let (status, body) = fx.get(&path, Some(&token(o)));
+        assert_eq!(status, 200, "{path}: {body}");
+        let events = body["events"].as_array().expect("events").clone();
+        assert!(
+            events.len() <= limit,
+            "{path}: {} events for limit {limit}",
+            events.len()
+        );
+        for e in &events {
+            let id = e["id"].as_str().expect("id").to_string();
+            assert!(seen.insert(id.clone()), "{path}: event {id} on two pages");
+        }
+        out.extend(events);
+        match body["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn trends_6_explorer_pages_through_every_event_newest_first() {
+    let Some(fx) = fixture() else { return };
+    let check = |what: &str,
+                 o: u128,
+                 params: &[(&str, String)],
+                 limit: usize,
+                 keep: &dyn Fn(&Ev) -> bool| {
+        let got = explore_all(&fx, o, params, limit);
+        let times: Vec<i64> = got.iter().map(|e| explorer_key(e).0).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] >= w[1]),
+            "{what}: not newest first"
+        );
+        let mut got: Vec<_> = got.iter().map(explorer_key).collect();
+        let mut want: Vec<_> = fx
+            .events
+            .iter()
+            .filter(|e| e.org == o && keep(e))
+            .map(generated_key)
+            .collect();
+        assert!(
+            !want.is_empty(),
+            "{what}: the generated events hold none to find"
+        );
+        got.sort();
+        want.sort();
+        assert_eq!(got.len(), want.len(), "{what}: events found");
+        assert!(
+            got == want,
+            "{what}: the events found differ from the generated ones"
+        );
+    };
+    check("org 1, every event", 1, &[], 1000, &|_| true);
+    check("org 2, small pages", 2, &[], 137, &|_| true);
+    let pro = filter("properties.plan", "=", "pro");
+    let big = filter("properties.amount", ">", "10");
+    check(
+        "plan = pro and amount > 10",
+        1,
+        &[("filter", pro.text()), ("filter", big.text())],
+        50,
+        &|e| pro.holds(e) && big.holds(e),
+    );
+    let user = fx
+        .events
+        .iter()
+        .find(|e| e.org == 1 && e.user.is_some())
+        .and_then(|e| e.user.clone())
+        .unwrap();
+    check("one user", 1, &[("user_id", user.clone())], 7, &|e| {
+        e.user.as_deref() == Some(user.as_str())
+    });
+    let name = fx
+        .events
+        .iter()
+        .find(|e| e.org == 1)
+        .map(|e| e.name)
+        .unwrap();
+    let (from, to) = (us(FROM) + 36 * HOUR_US, us(FROM) + 60 * HOUR_US);
+    check(
+        "one name within a range",
+        1,
+        &[
+            ("event", name.to_string()),
+            ("from", rfc(from)),
+            ("to", rfc(to)),
+        ],
+        100,
+        &|e| e.name == name && e.ts >= from && e.ts < to,
+    );
+    // Refusals name the parameter and its value.
+    for (params, parameter, value) in [
+        ("after=abc", "after", "abc"),
+        ("limit=1001", "limit", "1001"),
+        ("limit=0", "limit", "0"),
+        ("filters=x", "filters", "x"),
+        ("filter=plan%20%3D%201", "filter", "plan = 1"),
+        (
+            "from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z",
+            "to",
+            "2026-03-01T00:00:00Z",
+        ),
+    ] {
+        let path = format!("/api/v1/orgs/{}/events?{params}", org(1));
+        let (status, body) = fx.get(&path, Some(&token(1)));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["parameter"], parameter, "{path}: {body}");
+        assert_eq!(body["error"]["value"], value, "{path}: {body}");
+    }
+    let (status, _) = fx.get(&format!("/api/v1/orgs/{}/events", org(1)), Some(&token(2)));
+    assert_eq!(status, 403, "another org's token");
+}

@@ -217,6 +217,7 @@ pub fn routes(cfg: &Config) -> Router<GatewayState> {
         .route(&format!("{org}/unique-users"), get(stats::unique_users))
         .route(&format!("{org}/counters"), get(stats::counters))
         .route(&format!("{org}/trends"), get(trends::trends))
+        .route(&format!("{org}/events"), get(trends::explore))
         .route(
             &format!("{org}/settings"),
             get(trends::get_settings).put(trends::put_settings),

@@ -1,5 +1,6 @@
-//! `GET /api/v1/orgs/{org}/trends` (docs/API.md, "Trends") and the org settings that hold
-//! its default time zone (`GET`/`PUT /api/v1/orgs/{org}/settings`).
+//! `GET /api/v1/orgs/{org}/trends` (docs/API.md, "Trends"), the event explorer
+//! (`GET /api/v1/orgs/{org}/events`) and the org settings that hold the trends' default time
+//! zone (`GET`/`PUT /api/v1/orgs/{org}/settings`).
 //!
 //! Parameters are parsed one by one and a bad one is named with its value; unknown
 //! parameters are refused (a misspelt `filters` would otherwise be silently ignored).
@@ -7,8 +8,9 @@
 
 use super::body::JsonBytes;
 use super::error::ApiError;
-use super::params::parse_range;
+use super::params::{parse_range, parse_time};
 use super::{blocking, group, GatewayState, OrgAccess};
+use crate::stats::explore::{Cursor, ExploreSpec};
 use crate::stats::trends::{Breakdown, Condition, Measure, SeriesKey, Trend, TrendSpec};
 use crate::stats::zone::{boundaries, bucket_start, Step, Zone};
 use crate::stats::StatsError;
@@ -47,6 +49,9 @@ const KNOWN: [&str; 11] = [
     "compare",
 ];
 
+/// Event names, an event type and conditions, as parsed.
+type Selected = (Vec<String>, Option<String>, Vec<Condition>);
+
 /// Every query parameter in order, repeats kept.
 pub struct Pairs(pub Vec<(String, String)>);
 
@@ -78,6 +83,50 @@ impl Pairs {
             ));
         }
         Ok(first)
+    }
+
+    /// A whole number `name` in 1..=max, `default` when absent.
+    fn count(&self, name: &str, max: usize, default: usize) -> Result<usize, ApiError> {
+        match self.one(name)? {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_parameter(
+                        name,
+                        v,
+                        format!("is not a whole number from 1 to {max}"),
+                    )
+                }),
+        }
+    }
+
+    /// Which events: `event` names (any), `event_type`, `filter` conditions (all).
+    fn selection(&self) -> Result<Selected, ApiError> {
+        let events: Vec<String> = self.all("event").into_iter().map(str::to_string).collect();
+        if events.len() > MAX_EVENTS {
+            return Err(ApiError::bad_parameter(
+                "event",
+                &events[MAX_EVENTS],
+                format!("is one event name too many: at most {MAX_EVENTS}"),
+            ));
+        }
+        let filters = self.all("filter");
+        if filters.len() > MAX_FILTERS {
+            return Err(ApiError::bad_parameter(
+                "filter",
+                filters[MAX_FILTERS],
+                format!("is one filter too many: at most {MAX_FILTERS}"),
+            ));
+        }
+        let conditions = filters
+            .iter()
+            .map(|f| Condition::parse(f).map_err(|e| ApiError::bad_parameter("filter", f, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let event_type = self.one("event_type")?.map(str::to_string);
+        Ok((events, event_type, conditions))
     }
 
     fn all(&self, name: &str) -> Vec<&str> {
@@ -132,45 +181,16 @@ pub fn parse(
         })?,
         None => Measure::Events,
     };
-    let events: Vec<String> = p.all("event").into_iter().map(str::to_string).collect();
-    if events.len() > MAX_EVENTS {
-        return Err(ApiError::bad_parameter(
-            "event",
-            &events[MAX_EVENTS],
-            format!("is one event name too many: at most {MAX_EVENTS}"),
-        ));
-    }
-    let event_type = p.one("event_type")?.map(str::to_string);
-    let filters = p.all("filter");
-    if filters.len() > MAX_FILTERS {
-        return Err(ApiError::bad_parameter(
-            "filter",
-            filters[MAX_FILTERS],
-            format!("is one filter too many: at most {MAX_FILTERS}"),
-        ));
-    }
-    let conditions = filters
-        .iter()
-        .map(|f| Condition::parse(f).map_err(|e| ApiError::bad_parameter("filter", f, e)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (events, event_type, conditions) = p.selection()?;
     let breakdown = p
         .one("breakdown")?
         .map(|b| Breakdown::parse(b).map_err(|e| ApiError::bad_parameter("breakdown", b, e)))
         .transpose()?;
-    let breakdown_limit = match p.one("breakdown_limit")? {
-        None => BREAKDOWN_LIMIT_DEFAULT,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=BREAKDOWN_LIMIT_MAX).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_parameter(
-                    "breakdown_limit",
-                    v,
-                    format!("is not a whole number from 1 to {BREAKDOWN_LIMIT_MAX}"),
-                )
-            })?,
-    };
+    let breakdown_limit = p.count(
+        "breakdown_limit",
+        BREAKDOWN_LIMIT_MAX,
+        BREAKDOWN_LIMIT_DEFAULT,
+    )?;
     let compare = match p.one("compare")? {
         None | Some("none") => false,
         Some("previous") => true,
@@ -418,12 +438,7 @@ pub async fn answer(
         ))
     })
     .await??;
-    if let Some(c) = coverage {
-        body["complete"] = json!(c.complete);
-        if !c.missing.is_empty() {
-            body["missing"] = json!(c.missing);
-        }
-    }
+    covering(&mut body, coverage);
     Ok(Answer {
         json: body,
         boundaries,
@@ -461,6 +476,110 @@ pub fn pairs_of(params: &serde_json::Map<String, Json>) -> Result<Pairs, ApiErro
         }
     }
     Ok(Pairs(out))
+}
+
+const EXPLORE_KNOWN: [&str; 8] = [
+    "limit",
+    "after",
+    "event",
+    "event_type",
+    "filter",
+    "user_id",
+    "from",
+    "to",
+];
+/// `limit` of the explorer: 1..=1000, default 50.
+pub const EXPLORE_LIMIT_MAX: usize = 1000;
+pub const EXPLORE_LIMIT_DEFAULT: usize = 50;
+
+/// Parses an explorer request.
+pub fn parse_explore(org: [u8; 16], p: &Pairs) -> Result<ExploreSpec, ApiError> {
+    if let Some((k, v)) =
+        p.0.iter()
+            .find(|(k, _)| !EXPLORE_KNOWN.contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_parameter(
+            k,
+            v,
+            format!(
+                "is not an explorer parameter ({})",
+                EXPLORE_KNOWN.join(", ")
+            ),
+        ));
+    }
+    let limit = p.count("limit", EXPLORE_LIMIT_MAX, EXPLORE_LIMIT_DEFAULT)?;
+    let after = p
+        .one("after")?
+        .map(|c| {
+            Cursor::parse(c).ok_or_else(|| {
+                ApiError::bad_parameter("after", c, "is not a cursor this API gave (`next`)")
+            })
+        })
+        .transpose()?;
+    let time = |name: &str| -> Result<Option<i64>, ApiError> {
+        p.one(name)?.map(|v| parse_time(name, v)).transpose()
+    };
+    let (from_us, to_us) = (time("from")?, time("to")?);
+    if let (Some(f), Some(t)) = (from_us, to_us) {
+        if f >= t {
+            return Err(ApiError::bad_parameter(
+                "to",
+                p.one("to")?.unwrap_or_default(),
+                "is not after 'from'",
+            ));
+        }
+    }
+    let (events, event_type, mut conditions) = p.selection()?;
+    if let Some(u) = p.one("user_id")? {
+        conditions.push(
+            Condition::parse(&format!("user_id = {u}"))
+                .map_err(|e| ApiError::bad_parameter("user_id", u, e))?,
+        );
+    }
+    Ok(ExploreSpec {
+        org,
+        events,
+        event_type,
+        conditions,
+        from_us,
+        to_us,
+        after,
+        limit,
+    })
+}
+
+/// `GET /api/v1/orgs/{org}/events?limit=&after=&event=&event_type=&filter=&user_id=&from=&to=`:
+/// the org's events newest first, one page (see docs/API.md, "Event explorer").
+pub async fn explore(
+    State(st): State<GatewayState>,
+    access: OrgAccess,
+    pairs: Pairs,
+) -> Result<JsonBody<Json>, ApiError> {
+    let spec = parse_explore(access.org_bytes(), &pairs)?;
+    let (reader, coverage) = group::local_only(&st);
+    let page = blocking(move || reader.explore(&spec)).await??;
+    let events: Vec<Box<serde_json::value::RawValue>> = page
+        .rows
+        .iter()
+        .map(|r| super::events::EventJson::from_row(r).to_raw())
+        .collect();
+    let mut body = json!({
+        "org_id": access.org.to_string(),
+        "events": events,
+        "next": page.next.as_ref().map(Cursor::encode),
+    });
+    covering(&mut body, coverage);
+    Ok(JsonBody(body))
+}
+
+/// Adds what an answer covers (scale-out: `complete`, and `missing` when it is not).
+fn covering(body: &mut Json, coverage: Option<group::Coverage>) {
+    if let Some(c) = coverage {
+        body["complete"] = json!(c.complete);
+        if !c.missing.is_empty() {
+            body["missing"] = json!(c.missing);
+        }
+    }
 }
 
 /// The org's default zone (its setting, else UTC).

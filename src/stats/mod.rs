@@ -13,6 +13,7 @@
 //! - [`rebuild`] recomputes rollups from raw events (`streamtally stats rebuild|verify`).
 
 pub mod bucket;
+pub mod explore;
 pub mod partial;
 pub mod parts;
 pub mod query;

@@ -335,9 +335,9 @@ impl Default for ColumnCache {
 
 /// Strings of a column as codes into their distinct values.
 #[derive(Debug, Default)]
-struct Dict {
-    codes: Vec<u32>,
-    values: Vec<Arc<str>>,
+pub(super) struct Dict {
+    pub(super) codes: Vec<u32>,
+    pub(super) values: Vec<Arc<str>>,
 }
 
 impl Dict {
@@ -373,11 +373,13 @@ struct PropCol {
 
 /// The columns of one block a trend reads, decoded.
 pub struct BlockCols {
-    ts: Vec<i64>,
+    pub(super) ts: Vec<i64>,
     /// Per row, for a resident block that mixes orgs and partitions.
     org: Option<Vec<[u8; 16]>>,
-    topic: Option<Dict>,
-    partition: Option<Vec<i32>>,
+    pub(super) topic: Option<Dict>,
+    pub(super) partition: Option<Vec<i32>>,
+    /// The Kafka offset of each row (-1: none).
+    pub(super) offset: Vec<i64>,
     name: Dict,
     etype: Dict,
     /// Value hash, 0 = none.
@@ -417,8 +419,9 @@ fn prop_text(v: &serde_json::Value) -> Option<(String, Option<f64>)> {
     }
 }
 
-struct Positions {
+pub(super) struct Positions {
     ts: usize,
+    offset: usize,
     org: usize,
     topic: usize,
     partition: usize,
@@ -430,10 +433,11 @@ struct Positions {
 }
 
 impl Positions {
-    fn of(store: &Store) -> Result<Positions, StatsError> {
+    pub(super) fn of(store: &Store) -> Result<Positions, StatsError> {
         let p = |f: &str| store.field_position("Event", f);
         Ok(Positions {
             ts: p("timestamp")?,
+            offset: p("offset")?,
             org: p("org_id")?,
             topic: p("topic")?,
             partition: p("partition")?,
@@ -485,12 +489,20 @@ impl BlockCols {
         } else {
             (None, None, None)
         };
+        let offset: Vec<i64> = reader
+            .column(pos.offset)?
+            .into_iter()
+            .map(|v| match v {
+                Value::Int64(o) => o,
+                _ => -1,
+            })
+            .collect();
         let name = Dict::of(reader.column(pos.name)?);
         let etype = Dict::of(reader.column(pos.etype)?);
         let user = hashes(reader.column(pos.user)?);
         let session = hashes(reader.column(pos.session)?);
         let weight = 256
-            + ts.len() * (8 + 8 + 8)
+            + ts.len() * (8 + 8 + 8 + 8)
             + name.bytes()
             + etype.bytes()
             + org.as_ref().map_or(0, |o| o.len() * 20)
@@ -500,6 +512,7 @@ impl BlockCols {
             org,
             topic,
             partition,
+            offset,
             name,
             etype,
             user,
@@ -632,6 +645,88 @@ fn pick(text: &str, keys: &[&str]) -> Option<Vec<Option<serde_json::Value>>> {
     let v = Seed(keys).deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(v)
+}
+
+/// Which events of one block a question reads: the org's (and, in a scaled-out group, the
+/// held partitions'), with the names, type and conditions asked for. Built once per block:
+/// names, types and property values are tested once per distinct value.
+pub(super) struct Matcher<'c> {
+    cols: &'c BlockCols,
+    org: [u8; 16],
+    held: Option<&'c [Source]>,
+    tests: Vec<RowTest>,
+}
+
+/// Event names (any), an event type, conditions (all).
+pub(super) type Selection<'a> = (&'a [String], Option<&'a str>, &'a [Condition]);
+
+impl<'c> Matcher<'c> {
+    pub(super) fn new(
+        cols: &'c BlockCols,
+        org: [u8; 16],
+        (events, event_type, conditions): Selection<'_>,
+        held: Option<&'c [Source]>,
+    ) -> Matcher<'c> {
+        let mut tests = Vec::new();
+        if !events.is_empty() {
+            tests.push(RowTest::Name(allowed(&cols.name.values, |n| {
+                events.iter().any(|e| e == n)
+            })));
+        }
+        if let Some(et) = event_type {
+            tests.push(RowTest::Type(allowed(&cols.etype.values, |t| t == et)));
+        }
+        for c in conditions {
+            let dict_test =
+                |values: &[Arc<str>]| allowed(values, |v| c.holds(Some((v, v.parse().ok()))));
+            tests.push(match &c.field {
+                Field::EventName => RowTest::Name(dict_test(&cols.name.values)),
+                Field::EventType => RowTest::Type(dict_test(&cols.etype.values)),
+                Field::UserId => RowTest::User(id_hash(&c.text), c.cmp),
+                Field::SessionId => RowTest::Session(id_hash(&c.text), c.cmp),
+                Field::Property(key) => {
+                    let col = cols.prop(key);
+                    let mut ok = vec![c.holds(None)];
+                    ok.extend(col.values.iter().map(|(t, n)| c.holds(Some((t, *n)))));
+                    RowTest::Prop(col, ok)
+                }
+            });
+        }
+        Matcher {
+            cols,
+            org,
+            held,
+            tests,
+        }
+    }
+
+    /// Whether row `i` is one of the events asked for (its time is not checked).
+    #[inline]
+    pub(super) fn matches(&self, i: usize) -> bool {
+        let cols = self.cols;
+        if let Some(org) = &cols.org {
+            if org[i] != self.org {
+                return false;
+            }
+            if let (Some(list), Some(topic), Some(part)) = (self.held, &cols.topic, &cols.partition)
+            {
+                let tn = &topic.values[topic.codes[i] as usize];
+                if !list
+                    .iter()
+                    .any(|s| *s.topic == **tn && s.partition == part[i])
+                {
+                    return false;
+                }
+            }
+        }
+        self.tests.iter().all(|test| match test {
+            RowTest::Name(ok) => ok[cols.name.codes[i] as usize],
+            RowTest::Type(ok) => ok[cols.etype.codes[i] as usize],
+            RowTest::Prop(col, ok) => ok[col.codes[i] as usize],
+            RowTest::User(h, cmp) => hash_test(cols.user[i], *h, *cmp),
+            RowTest::Session(h, cmp) => hash_test(cols.session[i], *h, *cmp),
+        })
+    }
 }
 
 /// Per-row tests of one block, from the conditions.
@@ -909,19 +1004,8 @@ impl StatsReader {
         let store = &self.store;
         let blocks = store.blocks_for(&q)?;
         let pos = Positions::of(store)?;
-        let sources = self.sources();
-        let held: Option<Vec<Source>> = match &sources {
-            Sources::Whole => None,
-            Sources::Partitions(list) => Some(list.clone()),
-        };
-        let blocks: Vec<Arc<BlockMeta>> = blocks
-            .into_iter()
-            .filter(|meta| match (&held, meta.mixed) {
-                (Some(list), false) => matches!((&meta.topic, &meta.partition),
-                    (Value::String(t), Value::Int32(p)) if list.iter().any(|s| *s.topic == **t && s.partition == *p)),
-                _ => true,
-            })
-            .collect();
+        let held = held_of(&self.sources());
+        let blocks = held_blocks(blocks, held.as_deref());
         let keys = spec.property_keys();
         let Some(cols) = self.columns_of(&blocks, &pos, &keys)? else {
             return Ok(None);
@@ -943,7 +1027,7 @@ impl StatsReader {
     /// The decoded columns of `blocks` with the properties `keys`, from the cache or decoded
     /// now (blocks not in the cache are decoded on up to 4 threads); None when a block went
     /// away meanwhile.
-    fn columns_of(
+    pub(super) fn columns_of(
         &self,
         blocks: &[Arc<BlockMeta>],
         pos: &Positions,
@@ -1030,32 +1114,12 @@ impl StatsReader {
         held: Option<&[Source]>,
         acc: &mut Acc,
     ) -> Result<(), StatsError> {
-        // The tests, per dictionary code where the column has one.
-        let mut tests = Vec::new();
-        if !spec.events.is_empty() {
-            tests.push(RowTest::Name(allowed(&cols.name.values, |n| {
-                spec.events.iter().any(|e| e == n)
-            })));
-        }
-        if let Some(et) = &spec.event_type {
-            tests.push(RowTest::Type(allowed(&cols.etype.values, |t| t == et)));
-        }
-        for c in &spec.conditions {
-            let dict_test =
-                |values: &[Arc<str>]| allowed(values, |v| c.holds(Some((v, v.parse().ok()))));
-            tests.push(match &c.field {
-                Field::EventName => RowTest::Name(dict_test(&cols.name.values)),
-                Field::EventType => RowTest::Type(dict_test(&cols.etype.values)),
-                Field::UserId => RowTest::User(id_hash(&c.text), c.cmp),
-                Field::SessionId => RowTest::Session(id_hash(&c.text), c.cmp),
-                Field::Property(key) => {
-                    let col = cols.prop(key);
-                    let mut ok = vec![c.holds(None)];
-                    ok.extend(col.values.iter().map(|(t, n)| c.holds(Some((t, *n)))));
-                    RowTest::Prop(col, ok)
-                }
-            });
-        }
+        let m = Matcher::new(
+            cols,
+            spec.org,
+            (&spec.events, spec.event_type.as_deref(), &spec.conditions),
+            held,
+        );
         // The breakdown: each code's series id.
         enum By {
             None,
@@ -1096,29 +1160,7 @@ impl StatsReader {
             if t < first || t >= last {
                 continue;
             }
-            if let Some(org) = &cols.org {
-                if org[i] != spec.org {
-                    continue;
-                }
-                if let (Some(list), Some(topic), Some(part)) = (held, &cols.topic, &cols.partition)
-                {
-                    let tn = &topic.values[topic.codes[i] as usize];
-                    if !list
-                        .iter()
-                        .any(|s| *s.topic == **tn && s.partition == part[i])
-                    {
-                        continue;
-                    }
-                }
-            }
-            let pass = tests.iter().all(|test| match test {
-                RowTest::Name(ok) => ok[cols.name.codes[i] as usize],
-                RowTest::Type(ok) => ok[cols.etype.codes[i] as usize],
-                RowTest::Prop(col, ok) => ok[col.codes[i] as usize],
-                RowTest::User(h, cmp) => hash_test(cols.user[i], *h, *cmp),
-                RowTest::Session(h, cmp) => hash_test(cols.session[i], *h, *cmp),
-            });
-            if !pass {
+            if !m.matches(i) {
                 continue;
             }
             // Events of a block are mostly in time order: try the last bucket first.
@@ -1138,6 +1180,30 @@ impl StatsReader {
             acc.add(id, bucket, cols.user[i], cols.session[i]);
         }
         Ok(())
+    }
+}
+
+/// The blocks that may hold events of the `held` partitions (all without a list; resident
+/// blocks, which mix partitions, are checked row by row).
+pub(super) fn held_blocks(
+    blocks: Vec<Arc<BlockMeta>>,
+    held: Option<&[Source]>,
+) -> Vec<Arc<BlockMeta>> {
+    blocks
+        .into_iter()
+        .filter(|meta| match (held, meta.mixed) {
+            (Some(list), false) => matches!((&meta.topic, &meta.partition),
+                (Value::String(t), Value::Int32(p)) if list.iter().any(|s| *s.topic == **t && s.partition == *p)),
+            _ => true,
+        })
+        .collect()
+}
+
+/// The partitions a reader answers for (None: every one).
+pub(super) fn held_of(sources: &Sources) -> Option<Vec<Source>> {
+    match sources {
+        Sources::Whole => None,
+        Sources::Partitions(list) => Some(list.clone()),
     }
 }
 

@@ -260,6 +260,27 @@ impl Store {
         }
     }
 
+    /// Rows `at` (positions in the block) of block `no` of `entity`, in that order; None when
+    /// the block was merged or rewritten away.
+    pub fn block_rows(
+        &self,
+        entity: &str,
+        no: u64,
+        at: &[usize],
+    ) -> Result<Option<Vec<Row>>, StoreError> {
+        let e = self.inner().layout.entity(entity)?;
+        let Some(bytes) = self.block_bytes(no)? else {
+            return Ok(None);
+        };
+        let all = super::blocks::BlockReader::open(&bytes)?.rows_all()?;
+        Ok(Some(
+            at.iter()
+                .filter_map(|&i| all.get(i).cloned())
+                .map(|v| e.to_row(v))
+                .collect(),
+        ))
+    }
+
     /// The position of `field` in `entity`'s rows: its column in a block.
     pub fn field_position(&self, entity: &str, field: &str) -> Result<usize, StoreError> {
         self.inner().layout.entity(entity)?.field_pos(field)
