@@ -8,7 +8,7 @@
 //! than the cursor appear on later pages; newer ones do not move the pages already read.
 
 use super::query::StatsReader;
-use super::trends::{held_blocks, held_of, Condition, Matcher, Positions};
+use super::trends::{held_blocks, held_of, property_keys, Condition, Matcher, Positions};
 use super::StatsError;
 use crate::store::{Query, Row, Value};
 use base64::Engine as _;
@@ -113,14 +113,7 @@ impl StatsReader {
         let mut blocks = held_blocks(self.store.blocks_for(&q)?, held.as_deref());
         blocks.sort_by_key(|m| std::cmp::Reverse((m.max_time, m.no)));
         let pos = Positions::of(&self.store)?;
-        let keys: Vec<&str> = spec
-            .conditions
-            .iter()
-            .filter_map(|c| match &c.field {
-                super::trends::Field::Property(k) => Some(k.as_str()),
-                _ => None,
-            })
-            .collect();
+        let keys = property_keys(&spec.conditions, None);
         let (from, to) = (spec.from_us.unwrap_or(i64::MIN), upper.unwrap_or(i64::MAX));
         // The newest `limit` events found so far; the heap's top is the oldest of them.
         let mut kept: BinaryHeap<Found> = BinaryHeap::new();

@@ -258,21 +258,27 @@ pub struct TrendSpec {
 impl TrendSpec {
     /// The property keys its conditions and breakdown read.
     pub fn property_keys(&self) -> Vec<&str> {
-        let mut keys: Vec<&str> = self
-            .conditions
-            .iter()
-            .filter_map(|c| match &c.field {
-                Field::Property(k) => Some(k.as_str()),
-                _ => None,
-            })
-            .collect();
-        if let Some(Breakdown::Property(k)) = &self.breakdown {
-            keys.push(k);
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        keys
+        let by = match &self.breakdown {
+            Some(Breakdown::Property(k)) => Some(k.as_str()),
+            _ => None,
+        };
+        property_keys(&self.conditions, by)
     }
+}
+
+/// The property keys `conditions` (and a breakdown by property `by`) read, each once.
+pub(super) fn property_keys<'a>(conditions: &'a [Condition], by: Option<&'a str>) -> Vec<&'a str> {
+    let mut keys: Vec<&str> = conditions
+        .iter()
+        .filter_map(|c| match &c.field {
+            Field::Property(k) => Some(k.as_str()),
+            _ => None,
+        })
+        .chain(by)
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// Which series a line is.
