@@ -15,55 +15,12 @@
 // every check passed.
 
 import { mkdirSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, api } from './harness.mjs';
 
-const BASE = process.env.STREAMTALLY_URL || 'http://127.0.0.1:8080/';
-const ORG = process.env.STREAMTALLY_ORG;
-const TOKEN = process.env.STREAMTALLY_TOKEN;
-const SHOTS = fileURLToPath(new URL('../../target/screenshots/', import.meta.url));
-const TIMEOUT_MS = Number(process.env.STREAMTALLY_E2E_TIMEOUT_MS || 20_000);
 // The rule's window is the last minute, ending at the current 10-second bucket; the worker
 // evaluates every second: the banner is due well within this.
 const FIRING_TIMEOUT_MS = 30_000;
-// Under tests/dashboard_e2e.rs: `@@ produce N NAME` asks the test for N events named NAME.
-const CONTROL = process.env.STREAMTALLY_E2E_CONTROL === '1';
-const controlInput = CONTROL ? createInterface({ input: process.stdin }) : null;
-const answers = controlInput?.[Symbol.asyncIterator]() ?? null;
-
-if (!ORG || !TOKEN) {
-  console.error('Set STREAMTALLY_ORG and STREAMTALLY_TOKEN (and STREAMTALLY_URL if not http://127.0.0.1:8080/).');
-  process.exit(2);
-}
-
-const failures = [];
-let step = '';
-const log = (s) => {
-  step = s;
-  console.log(`- ${s}`);
-};
-const check = (ok, what) => {
-  if (!ok) failures.push(`${step}: ${what}`);
-  console.log(`  ${ok ? 'ok' : 'FAILED'}: ${what}`);
-};
-const tid = (id) => `[data-testid="${id}"]`;
-
-async function control(command) {
-  process.stdout.write(`@@ ${command}\n`);
-  const { value, done } = await answers.next();
-  if (done) throw new Error(`the test did not answer '${command}'`);
-  return value;
-}
-
-async function api(path, init = {}) {
-  const res = await fetch(new URL(`api/v1/orgs/${ORG}/${path}`, BASE), {
-    ...init,
-    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', ...(init.headers ?? {}) },
-  });
-  if (!res.ok) throw new Error(`${init.method ?? 'GET'} ${path}: ${res.status} ${await res.text()}`);
-  return res.status === 204 ? null : res.json();
-}
 
 const ruleNamed = async (name) => (await api('alerts')).alerts?.find((r) => r.name === name) ?? null;
 
@@ -227,7 +184,7 @@ try {
   failures.push(`${step}: ${e instanceof Error ? e.message : String(e)}`);
 } finally {
   await browser.close();
-  controlInput?.close();
+  closeControl();
 }
 
 if (failures.length) {
