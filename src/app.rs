@@ -217,6 +217,7 @@ impl Services {
         .with_live(live.clone())
         .with_shutdown(shutdown.clone())
         .with_sessions(sessions.clone());
+        let mut replica_requests = None;
         let cluster = if cfg.scale_out.enabled {
             let cluster = Cluster::new(&cfg, gateway_addr);
             workers.extend(
@@ -234,7 +235,13 @@ impl Services {
                 )
             }));
             state = state.with_cluster(cluster.clone());
-            // Other instances' new events, pushed to this instance's WebSocket clients.
+            if cfg.stats.enabled {
+                let (hub, requests) = crate::stats::replica::hub();
+                state.replica_hub = Some(hub);
+                replica_requests = Some(requests);
+            }
+            // Other instances' new events and rollups, pushed to this instance's WebSocket
+            // clients and copied for its answers.
             let _relays = runtime.spawn({
                 let (st, cluster) = (state.clone(), cluster.clone());
                 async move {
@@ -268,9 +275,12 @@ impl Services {
 
         if cfg.stats.enabled {
             switch_rollup_layout(&cfg, &store)?;
-            let rollups = RollupWorker::new(store.clone(), rollup_options(&cfg))
+            let mut rollups = RollupWorker::new(store.clone(), rollup_options(&cfg))
                 .context("starting the rollup worker")?
                 .with_metrics(metrics.clone());
+            if let Some(requests) = replica_requests {
+                rollups = rollups.with_replicas(requests);
+            }
             let realtime =
                 RealtimeWorker::new(store.clone(), realtime_options(&cfg), Arc::new(SystemClock))
                     .context("starting the real-time counter worker")?

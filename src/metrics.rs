@@ -121,6 +121,12 @@ pub struct Metrics {
     /// (scale-out; docs/SCALE-OUT.md); no series once it has.
     pub partition_restore_lag: Family<PartitionLabel, Gauge>,
     pub assigned_partitions: Gauge,
+    /// Other instances' partitions whose rollups this instance holds complete copies of
+    /// (scale-out; answered without asking their owner).
+    pub copied_partitions: Gauge,
+    /// Partial answers asked of other instances (scale-out: partitions not copied, recent
+    /// events, org lookups).
+    pub peer_requests: Counter,
     pub paused_partitions: Gauge,
     pub backpressure_pauses: Counter,
     pub rebalances: Family<KindLabel, Counter>,
@@ -183,6 +189,8 @@ impl Metrics {
             partition_lag: Family::default(),
             partition_restore_lag: Family::default(),
             assigned_partitions: Gauge::default(),
+            copied_partitions: Gauge::default(),
+            peer_requests: Counter::default(),
             paused_partitions: Gauge::default(),
             backpressure_pauses: Counter::default(),
             rebalances: Family::default(),
@@ -298,6 +306,16 @@ impl Metrics {
             "partition_restore_lag_events",
             "Offsets a partition restoring its history (scale-out) still reads, per partition",
             self.partition_restore_lag.clone(),
+        );
+        r.register(
+            "copied_partitions",
+            "Other instances' partitions answered from complete copies of their rollups (scale-out)",
+            self.copied_partitions.clone(),
+        );
+        r.register(
+            "peer_requests",
+            "Partial answers asked of other instances of the group (scale-out)",
+            self.peer_requests.clone(),
         );
         r.register(
             "assigned_partitions",

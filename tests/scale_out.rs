@@ -516,15 +516,40 @@ fn answers(port: u16, produced: &Produced) -> Result<Vec<OrgNumbers>, String> {
     Ok(out)
 }
 
+/// A counter's or gauge's value on the instance's `/metrics` (no labels).
+fn metric(port: u16, name: &str) -> f64 {
+    let r = http::get(&format!("127.0.0.1:{port}"), "/metrics", None).expect("/metrics");
+    r.body
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{}", r.body))
+}
+
+/// How an instance must answer in [`wait_exact`].
+#[derive(Clone, Copy, PartialEq)]
+enum Answered {
+    /// Exactly, for the whole group, saying so (`complete`).
+    Exactly,
+    /// ... and without asking a peer (`streamtally_peer_requests_total` unchanged over the
+    /// round): from the partitions it holds and its copies of the others' rollups
+    /// (`streamtally_copied_partitions` = the partitions the others own).
+    FromCopies,
+}
+
 /// Waits until the instances `live` agree on the owners and each answers, for the whole
 /// group and saying so (`complete`), exactly the numbers recomputed from every event
-/// produced (a partition counted twice, or left out, makes an answer differ).
+/// produced (a partition counted twice, or left out, makes an answer differ), as `how`
+/// says.
 fn wait_exact(
     instances: &[Instance],
     live: &[&str],
     produced: &Produced,
     timeout: Duration,
     log: &Path,
+    how: Answered,
 ) -> Duration {
     let t = Instant::now();
     let ports: Vec<u16> = instances
@@ -534,17 +559,38 @@ fn wait_exact(
         .collect();
     let mut last = String::new();
     while t.elapsed() < timeout {
-        wait_agreed(&ports, live, timeout.saturating_sub(t.elapsed()), log);
+        let owners = wait_agreed(&ports, live, timeout.saturating_sub(t.elapsed()), log);
         let want = produced.expected();
         let mut exact = true;
         last.clear();
         for i in instances.iter().filter(|i| live.contains(&i.id)) {
-            match answers(i.port, produced) {
-                Ok(have) if have == want => {}
-                Ok(have) => {
+            let asked = |port| match how {
+                Answered::Exactly => 0.0,
+                Answered::FromCopies => metric(port, "streamtally_peer_requests_total"),
+            };
+            let before = asked(i.port);
+            let have = answers(i.port, produced);
+            let peer_requests = asked(i.port) - before;
+            let copied = match how {
+                Answered::Exactly => 0.0,
+                Answered::FromCopies => {
+                    metric(i.port, "streamtally_copied_partitions")
+                        - owners.values().filter(|o| **o != i.id).count() as f64
+                }
+            };
+            match have {
+                Ok(have) if have != want => {
                     exact = false;
                     last += &format!("{} answers {have:?}\n  expected {want:?}\n", i.id);
                 }
+                Ok(_) if peer_requests != 0.0 || copied != 0.0 => {
+                    exact = false;
+                    last += &format!(
+                        "{}: {peer_requests} peer requests in one round; copied partitions minus the others' {copied}\n",
+                        i.id
+                    );
+                }
+                Ok(_) => {}
                 Err(e) => {
                     exact = false;
                     last += &format!("{}: {e}\n", i.id);
@@ -557,7 +603,8 @@ fn wait_exact(
         std::thread::sleep(Duration::from_millis(300));
     }
     panic!(
-        "instances {live:?} did not answer exactly for the whole group within {timeout:?}:\n{last}\nlog:\n{}",
+        "instances {live:?} did not answer exactly for the whole group ({}) within {timeout:?}:\n{last}\nlog:\n{}",
+        if how == Answered::FromCopies { "from copies" } else { "asking peers allowed" },
         read_log(log)
     );
 }
@@ -576,7 +623,14 @@ fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_resta
     let mut instances = three_instances(dir.path());
     // a starts alone and reads part of every partition before b and c join and take theirs.
     start(&broker.bootstrap, &topic, &group, &mut instances[0], &log);
-    wait_exact(&instances, &["a"], &produced, Duration::from_secs(90), &log);
+    wait_exact(
+        &instances,
+        &["a"],
+        &produced,
+        Duration::from_secs(90),
+        &log,
+        Answered::Exactly,
+    );
     produced.produce(&broker.bootstrap, &topic, 90_000..150_000);
     for i in &mut instances[1..] {
         start(&broker.bootstrap, &topic, &group, i, &log);
@@ -587,8 +641,9 @@ fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_resta
         &produced,
         Duration::from_secs(120),
         &log,
+        Answered::FromCopies,
     );
-    eprintln!("b and c joined: every instance answered the whole group in {took:?}");
+    eprintln!("b and c joined: every instance answered the whole group from its copies of the others' rollups in {took:?}");
 
     // SIGKILL c mid-stream: its partitions go to a and b, which restore what c stored.
     produced.produce(&broker.bootstrap, &topic, 150_000..200_000);
@@ -633,8 +688,18 @@ fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_resta
         &produced,
         Duration::from_secs(30),
         &log,
+        Answered::Exactly,
     );
     eprintln!("after the kill, the survivors answered exactly in {took:?}");
+    // ... and soon from their copies of each other's rollups, the moved partitions included.
+    wait_exact(
+        &instances[..2],
+        &["a", "b"],
+        &produced,
+        Duration::from_secs(30),
+        &log,
+        Answered::FromCopies,
+    );
 
     // Restarted, c takes partitions back and restores them from its own stored positions.
     start(&broker.bootstrap, &topic, &group, &mut instances[2], &log);
@@ -645,6 +710,8 @@ fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_resta
         &produced,
         Duration::from_secs(120),
         &log,
+        // The partitions that moved back are copied from c again, with its whole history.
+        Answered::FromCopies,
     );
 
     // A WebSocket client of a is pushed the new events of partitions b and c own.

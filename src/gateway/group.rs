@@ -19,6 +19,7 @@ use crate::stats::bucket::Source;
 use crate::stats::partial::{self, BucketState, UniqueState};
 use crate::stats::query::{Counters, Granularity, Point, Sources, StatsReader, TopEvent, Unique};
 use crate::stats::realtime::WindowValues;
+use crate::stats::replica::Replica;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -171,7 +172,67 @@ struct Plan {
     local: Vec<TopicPartition>,
     /// Peer URL -> (instance, the partitions asked of it).
     peers: BTreeMap<String, (String, Vec<TopicPartition>)>,
+    /// Other instances' partitions answered from this instance's copies of their rollups.
+    copied: Vec<TopicPartition>,
+    /// Instances whose real-time windows are read from the copies.
+    windows_from: Vec<String>,
     missing: Vec<Missing>,
+}
+
+/// What a question may read from the copies of other instances' rollups
+/// (src/stats/replica.rs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copies {
+    /// Nothing (recent events, trends: not copied).
+    No,
+    /// Rollup rows.
+    Rows,
+    /// Rollup rows and real-time windows (counters): an instance's partitions are read
+    /// from the copies only together with its windows.
+    RowsAndWindows,
+}
+
+impl Plan {
+    /// Moves the partitions whose copies are complete and from their owner out of `peers`.
+    fn use_copies(&mut self, replica: &Replica, copies: Copies) {
+        if copies == Copies::No {
+            return;
+        }
+        let copied =
+            |owner: &str, tp: &TopicPartition| replica.serves(&Source::new(&tp.0, tp.1), owner);
+        let peers = std::mem::take(&mut self.peers);
+        for (url, (owner, list)) in peers {
+            if copies == Copies::RowsAndWindows {
+                if replica.windows_fresh(&owner) && list.iter().all(|tp| copied(&owner, tp)) {
+                    self.copied.extend(list);
+                    self.windows_from.push(owner);
+                } else {
+                    self.peers.insert(url, (owner, list));
+                }
+                continue;
+            }
+            let (here, asked): (Vec<_>, Vec<_>) =
+                list.into_iter().partition(|tp| copied(&owner, tp));
+            self.copied.extend(here);
+            if !asked.is_empty() {
+                self.peers.insert(url, (owner, asked));
+            }
+        }
+    }
+
+    /// A reader over the partitions answered here: held, and copied.
+    fn reader(&self, st: &GatewayState) -> StatsReader {
+        let all: Vec<TopicPartition> = self.local.iter().chain(&self.copied).cloned().collect();
+        let src = sources(&all);
+        let copied: HashSet<Source> = self
+            .copied
+            .iter()
+            .map(|(t, p)| Source::new(t, *p))
+            .collect();
+        st.stats
+            .with_sources(Arc::new(move || src.clone()))
+            .with_copies(st.replica.clone(), copied)
+    }
 }
 
 fn sources(list: &[TopicPartition]) -> Sources {
@@ -184,6 +245,8 @@ fn plan(cluster: &Cluster) -> Plan {
     let mut plan = Plan {
         local: Vec::new(),
         peers: BTreeMap::new(),
+        copied: Vec::new(),
+        windows_from: Vec::new(),
         missing: Vec::new(),
     };
     let mut seen: HashSet<TopicPartition> = HashSet::new();
@@ -230,13 +293,15 @@ fn plan(cluster: &Cluster) -> Plan {
     plan
 }
 
-/// Computes this instance's partial state for `ask` over `partitions` (blocking reads).
+/// Computes this instance's partial state for `ask` over `partitions` with `stats` (which
+/// reads copied partitions from the copies; blocking reads); counters add the real-time
+/// windows of `windows_from` as copied.
 fn local_part(
-    st: &GatewayState,
+    stats: &StatsReader,
     ask: &Ask,
     partitions: &[TopicPartition],
+    windows_from: &[(String, Replica)],
 ) -> Result<Part, ApiError> {
-    let stats: &StatsReader = &st.stats;
     let src = sources(partitions);
     Ok(match ask {
         Ask::Timeseries {
@@ -267,7 +332,12 @@ fn local_part(
             windows_s,
             now_us,
         } => {
-            let c = stats.counters(*org.as_bytes(), windows_s, *now_us)?;
+            let mut c = stats.counters(*org.as_bytes(), windows_s, *now_us)?;
+            for (instance, replica) in windows_from {
+                let (w, at) = replica.windows(instance, *org.as_bytes());
+                add_windows(&mut c.windows, &w);
+                c.updated_at_us = c.updated_at_us.max(at);
+            }
             let day = crate::stats::query::DAY_US;
             let start = now_us.div_euclid(day) * day;
             Part::Counters {
@@ -305,6 +375,21 @@ fn local_part(
             known: stats.org_known(*org.as_bytes())?,
         },
     })
+}
+
+/// Adds `more` to the windows of the same length in `into`.
+fn add_windows(into: &mut [WindowValues], more: &[WindowValues]) {
+    for w in more {
+        if let Some(m) = into
+            .iter_mut()
+            .find(|m| m.window_seconds == w.window_seconds)
+        {
+            m.events += w.events;
+            m.active_users += w.active_users;
+            m.prev_events += w.prev_events;
+            m.prev_active_users += w.prev_active_users;
+        }
+    }
 }
 
 fn int(row: &crate::store::Row, name: &str) -> i64 {
@@ -416,6 +501,7 @@ async fn gather(
     ask: Ask,
     plan: Plan,
 ) -> Result<Gathered, ApiError> {
+    let reader = plan.reader(st);
     let mut missing = plan.missing;
     let timeout = st.cfg.scale_out.peer_timeout();
     let asks = plan.peers.into_iter().map(|(url, (owner, partitions))| {
@@ -425,6 +511,7 @@ async fn gather(
         };
         let st = st.clone();
         async move {
+            st.metrics.peer_requests.inc();
             let r = tokio::time::timeout(timeout, st.peers.ask(&st, &url, &request)).await;
             let r = r.unwrap_or_else(|_| {
                 Err(format!(
@@ -435,14 +522,18 @@ async fn gather(
             (url, owner, request.partitions, r)
         }
     });
-    let local = if plan.local.is_empty() {
+    let local = if plan.local.is_empty() && plan.copied.is_empty() {
         None
     } else {
-        let st2 = st.clone();
         let ask2 = ask.clone();
-        let list = plan.local.clone();
+        let list: Vec<TopicPartition> = plan.local.iter().chain(&plan.copied).cloned().collect();
+        let windows: Vec<(String, Replica)> = plan
+            .windows_from
+            .iter()
+            .map(|i| (i.clone(), st.replica.clone()))
+            .collect();
         Some(tokio::task::spawn_blocking(move || {
-            local_part(&st2, &ask2, &list)
+            local_part(&reader, &ask2, &list, &windows)
         }))
     };
     let answers = futures::future::join_all(asks).await;
@@ -510,25 +601,26 @@ fn kind_of(ask: &Ask) -> Part {
 /// How a question is answered: by this instance alone (not scaled out, or no peer holds a
 /// partition of the question), or by gathering.
 enum Route {
-    /// This instance's reader (over the partitions it holds, in a group), and what the
-    /// answer covers (nothing to say when not scaled out).
-    Local(StatsReader, Option<Coverage>),
+    /// This instance's reader (over the partitions it holds and the ones it has copies of,
+    /// in a group), the instances whose real-time windows are read from the copies, and
+    /// what the answer covers (nothing to say when not scaled out).
+    Local(StatsReader, Vec<String>, Option<Coverage>),
     Group(Arc<Cluster>, Plan),
 }
 
-fn route(st: &GatewayState) -> Route {
+fn route(st: &GatewayState, copies: Copies) -> Route {
     let Some(cluster) = &st.cluster else {
-        return Route::Local(st.stats.clone(), None);
+        return Route::Local(st.stats.clone(), Vec::new(), None);
     };
-    let plan = plan(cluster);
+    let mut plan = plan(cluster);
+    plan.use_copies(&st.replica, copies);
     if plan.peers.is_empty() {
+        let reader = plan.reader(st);
         let coverage = Coverage {
             complete: plan.missing.is_empty(),
             missing: plan.missing,
         };
-        let src = sources(&plan.local);
-        let reader = st.stats.with_sources(Arc::new(move || src.clone()));
-        Route::Local(reader, Some(coverage))
+        Route::Local(reader, plan.windows_from, Some(coverage))
     } else {
         Route::Group(cluster.clone(), plan)
     }
@@ -538,8 +630,8 @@ fn route(st: &GatewayState) -> Route {
 /// questions answered from raw events (trends): in a scaled-out group the other instances'
 /// partitions are listed as missing with reason `elsewhere` (they are not gathered yet).
 pub fn local_only(st: &GatewayState) -> (StatsReader, Option<Coverage>) {
-    match route(st) {
-        Route::Local(reader, coverage) => (reader, coverage),
+    match route(st, Copies::No) {
+        Route::Local(reader, _, coverage) => (reader, coverage),
         Route::Group(_, plan) => {
             let mut missing = plan.missing;
             for (url, (owner, list)) in plan.peers {
@@ -574,8 +666,8 @@ pub async fn timeseries(
 ) -> Result<(Vec<Point>, Option<Coverage>), ApiError> {
     let small = points <= INLINE_READ_BUCKETS;
     let o = *org.as_bytes();
-    match route(st) {
-        Route::Local(stats, cov) => {
+    match route(st, Copies::Rows) {
+        Route::Local(stats, _, cov) => {
             let p = read(small, move || {
                 stats.timeseries(o, from, to, g, event_type.as_deref())
             })
@@ -615,8 +707,8 @@ pub async fn top_events(
     limit: usize,
 ) -> Result<(Vec<TopEvent>, Option<Coverage>), ApiError> {
     let o = *org.as_bytes();
-    match route(st) {
-        Route::Local(stats, cov) => Ok((
+    match route(st, Copies::Rows) {
+        Route::Local(stats, _, cov) => Ok((
             read(true, move || stats.top_events(o, date, limit)).await??,
             cov,
         )),
@@ -644,8 +736,8 @@ pub async fn unique(
     let o = *org.as_bytes();
     // A whole day is one row, so hours are the most rows a range of this length reads.
     let small = (to - from) / crate::stats::query::HOUR_US <= INLINE_READ_BUCKETS;
-    match route(st) {
-        Route::Local(stats, cov) => {
+    match route(st, Copies::Rows) {
+        Route::Local(stats, _, cov) => {
             Ok((read(small, move || stats.unique(o, from, to)).await??, cov))
         }
         Route::Group(cluster, plan) => {
@@ -679,11 +771,16 @@ pub async fn counters(
     let o = *org.as_bytes();
     let windows = st.cfg.stats.realtime_windows_s.clone();
     let now = chrono::Utc::now().timestamp_micros();
-    match route(st) {
-        Route::Local(stats, cov) => Ok((
-            read(true, move || stats.counters(o, &windows, now)).await??,
-            cov,
-        )),
+    match route(st, Copies::RowsAndWindows) {
+        Route::Local(stats, windows_from, cov) => {
+            let mut c = read(true, move || stats.counters(o, &windows, now)).await??;
+            for instance in &windows_from {
+                let (w, at) = st.replica.windows(instance, o);
+                add_windows(&mut c.windows, &w);
+                c.updated_at_us = c.updated_at_us.max(at);
+            }
+            Ok((c, cov))
+        }
         Route::Group(cluster, plan) => {
             let ask = Ask::Counters {
                 org,
@@ -707,17 +804,7 @@ pub async fn counters(
                     updated_at_us,
                 } = p
                 {
-                    for w in windows {
-                        if let Some(m) = merged
-                            .iter_mut()
-                            .find(|m| m.window_seconds == w.window_seconds)
-                        {
-                            m.events += w.events;
-                            m.active_users += w.active_users;
-                            m.prev_events += w.prev_events;
-                            m.prev_active_users += w.prev_active_users;
-                        }
-                    }
+                    add_windows(&mut merged, &windows);
                     today.push(t);
                     updated = updated.max(updated_at_us);
                 }
@@ -752,8 +839,8 @@ pub async fn recent_events(
             .map(|r| EventJson::from_row(r).to_raw())
             .collect()
     };
-    match route(st) {
-        Route::Local(stats, cov) => Ok((
+    match route(st, Copies::No) {
+        Route::Local(stats, _, cov) => Ok((
             raw(blocking(move || stats.recent_events(o, limit)).await??),
             cov,
         )),
@@ -784,10 +871,10 @@ pub async fn recent_events(
 pub async fn org_known(st: &GatewayState, org: Uuid) -> Result<bool, ApiError> {
     let stats = st.stats.clone();
     let o = *org.as_bytes();
-    if read(true, move || stats.org_known(o)).await?? {
+    if read(true, move || stats.org_known(o)).await?? || st.replica.knows_org(o) {
         return Ok(true);
     }
-    let Route::Group(cluster, plan) = route(st) else {
+    let Route::Group(cluster, plan) = route(st, Copies::No) else {
         return Ok(false);
     };
     let got = gather(st, &cluster, Ask::OrgKnown { org }, plan).await?;
@@ -857,10 +944,10 @@ async fn answer_partials(
     let part = if served.is_empty() {
         None
     } else {
-        let st2 = st.clone();
+        let stats = st.stats.clone();
         let list = served.clone();
         let ask = request.ask;
-        Some(blocking(move || local_part(&st2, &ask, &list)).await??)
+        Some(blocking(move || local_part(&stats, &ask, &list, &[])).await??)
     };
     Ok(PartialsResponse {
         instance: cluster.instance().to_string(),

@@ -81,6 +81,10 @@ pub struct GatewayState {
     pub peers: group::Peers,
     /// The alert worker's hub (None when alerting does not run on this instance).
     pub alerts: Option<crate::alerts::Hub>,
+    /// Copies of the other instances' rollups (src/stats/replica.rs).
+    pub replica: crate::stats::replica::Replica,
+    /// This instance's rollup worker, for peers that copy its rollups (scaled out).
+    pub replica_hub: Option<crate::stats::replica::ReplicaHub>,
 }
 
 impl GatewayState {
@@ -98,6 +102,8 @@ impl GatewayState {
             cluster: None,
             peers: group::Peers::default(),
             alerts: None,
+            replica: Default::default(),
+            replica_hub: None,
         }
     }
 

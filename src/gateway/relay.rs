@@ -10,7 +10,10 @@ use super::error::ApiError;
 use super::events::EventJson;
 use super::GatewayState;
 use crate::cluster::Cluster;
+use crate::stats::bucket::Source;
+use crate::stats::query::OrgWindows;
 use crate::stats::realtime::{LiveBatch, LiveEvent};
+use crate::stats::replica::ReplicaMsg;
 use crate::store::{Row, Value};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -19,7 +22,7 @@ use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -32,11 +35,41 @@ pub const STREAM_PATH: &str = "/internal/v1/stream";
 /// dropped stream opened again).
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
-/// One batch of an org's new events as it travels between instances.
-#[derive(Debug, Serialize, Deserialize)]
+/// How often the sender compares the partitions it serves with the ones its peers copy,
+/// and sends its real-time windows.
+const SERVING_EVERY: Duration = Duration::from_millis(250);
+const WINDOWS_EVERY: Duration = Duration::from_secs(1);
+
+/// One message of a peer stream: a batch of an org's new events, a message of the rollup
+/// copy (src/stats/replica.rs) or the sender's real-time windows. A plain struct with
+/// optional fields, not a tagged enum: events travel as raw JSON, which a tagged enum
+/// cannot carry.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Relayed {
-    org: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    org: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     events: Vec<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollup: Option<ReplicaMsg>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    windows: Option<Vec<OrgWindows>>,
+}
+
+/// [`Relayed`]'s rollup message, written without a copy.
+#[derive(Serialize)]
+struct RollupOut<'a> {
+    rollup: &'a ReplicaMsg,
+}
+
+/// The partitions this instance serves (held and restored), as sources.
+fn serving(cluster: &Cluster) -> BTreeSet<Source> {
+    let (local, restoring) = cluster.local_state();
+    local
+        .into_iter()
+        .filter(|tp| !restoring.contains_key(tp))
+        .map(|(t, p)| Source::new(&t, p))
+        .collect()
 }
 
 /// `GET /internal/v1/stream` (WebSocket): another instance of the group subscribes to this
@@ -64,12 +97,20 @@ fn restoring(row: &Row, restoring: &std::collections::BTreeMap<(String, i32), i6
 async fn send_own_events(st: GatewayState, cluster: Arc<Cluster>, socket: WebSocket) {
     let (mut sink, mut incoming) = socket.split();
     let mut live = st.live.subscribe();
+    // The copy of this instance's rollups: a snapshot of each partition it serves, then
+    // every change; a partition it stops serving is released.
+    let (copy_to, mut copies) = tokio::sync::mpsc::unbounded_channel::<Arc<ReplicaMsg>>();
+    let mut copied: BTreeSet<Source> = BTreeSet::new();
+    let mut serving_tick = tokio::time::interval(SERVING_EVERY);
+    let mut windows_tick = tokio::time::interval(WINDOWS_EVERY);
+    let mut sent_windows: Option<Vec<OrgWindows>> = None;
+    let mut unchanged = 0u32;
     loop {
-        tokio::select! {
+        let text = tokio::select! {
             _ = st.shutdown.cancelled() => break,
             msg = incoming.next() => match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
             },
             batch = live.recv() => match batch {
                 Ok(batch) if !batch.relayed => {
@@ -83,21 +124,69 @@ async fn send_own_events(st: GatewayState, cluster: Arc<Cluster>, socket: WebSoc
                     if events.is_empty() {
                         continue;
                     }
-                    let text = serde_json::to_string(&Relayed {
-                        org: Uuid::from_bytes(batch.org),
+                    serde_json::to_string(&Relayed {
+                        org: Some(Uuid::from_bytes(batch.org)),
                         events,
+                        ..Relayed::default()
                     })
-                    .unwrap_or_default();
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
+                    .unwrap_or_default()
                 }
-                Ok(_) => {}
+                Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(batches = n, "gateway: a peer stream fell behind; batches skipped");
+                    continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            msg = copies.recv() => match msg {
+                Some(msg) => serde_json::to_string(&RollupOut { rollup: &msg }).unwrap_or_default(),
+                None => continue,
+            },
+            _ = serving_tick.tick() => {
+                let Some(hub) = &st.replica_hub else { continue };
+                let now = serving(&cluster);
+                let mut sent = true;
+                for s in copied.difference(&now) {
+                    let release = ReplicaMsg::Release {
+                        topic: s.topic.to_string(),
+                        partition: s.partition,
+                    };
+                    let text = serde_json::to_string(&RollupOut { rollup: &release }).unwrap_or_default();
+                    sent &= sink.send(Message::Text(text.into())).await.is_ok();
+                }
+                let gained: Vec<Source> = now.difference(&copied).cloned().collect();
+                if !gained.is_empty() && !hub.subscribe(gained, copy_to.clone()) {
+                    tracing::warn!("gateway: the rollup worker is gone; peers cannot copy this instance's rollups");
+                }
+                copied = now;
+                if !sent {
+                    break;
+                }
+                continue;
+            }
+            _ = windows_tick.tick() => {
+                let stats = st.stats.clone();
+                let now = match super::blocking(move || stats.all_windows()).await {
+                    Ok(Ok(w)) => w,
+                    _ => continue,
+                };
+                // Unchanged windows are sent again every other second: the receiver takes
+                // windows older than its freshness limit as gone.
+                unchanged = if sent_windows.as_ref() == Some(&now) { unchanged + 1 } else { 0 };
+                if unchanged % 2 == 1 {
+                    continue;
+                }
+                let text = serde_json::to_string(&Relayed {
+                    windows: Some(now.clone()),
+                    ..Relayed::default()
+                })
+                .unwrap_or_default();
+                sent_windows = Some(now);
+                text
+            }
+        };
+        if sink.send(Message::Text(text.into())).await.is_err() {
+            break;
         }
     }
 }
@@ -175,7 +264,8 @@ async fn receive(st: GatewayState, url: String, instance: String, stop: Cancella
             return;
         }
     };
-    tracing::info!(peer = %instance, url = %ws_url, "gateway: receiving a peer's live events");
+    tracing::info!(peer = %instance, url = %ws_url, "gateway: receiving a peer's live events and rollups");
+    st.replica.opened(&instance);
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => break,
@@ -191,9 +281,27 @@ async fn receive(st: GatewayState, url: String, instance: String, stop: Cancella
         let batch: Relayed = match serde_json::from_str(text.as_str()) {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(peer = %instance, error = %e, "gateway: a peer sent an unreadable batch");
+                tracing::warn!(peer = %instance, error = %e, "gateway: a peer sent an unreadable message");
                 continue;
             }
+        };
+        if let Some(msg) = &batch.rollup {
+            if let Err(e) = st.replica.apply(&instance, msg) {
+                // The copy can no longer be trusted: drop it and open the stream again.
+                tracing::warn!(peer = %instance, error = %e, "gateway: a peer sent an unreadable rollup row");
+                break;
+            }
+            if !matches!(msg, ReplicaMsg::Rows { .. }) {
+                st.metrics
+                    .copied_partitions
+                    .set(st.replica.complete_partitions() as i64);
+            }
+        }
+        if let Some(windows) = batch.windows {
+            st.replica.set_windows(&instance, windows);
+        }
+        let Some(org) = batch.org.filter(|_| !batch.events.is_empty()) else {
+            continue;
         };
         let events = batch
             .events
@@ -205,10 +313,14 @@ async fn receive(st: GatewayState, url: String, instance: String, stop: Cancella
             .collect();
         // No receivers is fine: nobody here is watching.
         let _ = st.live.send(Arc::new(LiveBatch {
-            org: *batch.org.as_bytes(),
+            org: *org.as_bytes(),
             events,
             relayed: true,
         }));
     }
+    st.replica.closed(&instance);
+    st.metrics
+        .copied_partitions
+        .set(st.replica.complete_partitions() as i64);
     let _ = socket.close(None).await;
 }

@@ -19,6 +19,7 @@ pub mod parts;
 pub mod query;
 pub mod realtime;
 pub mod rebuild;
+pub mod replica;
 pub mod rollup;
 pub mod sketch;
 pub mod trailing;

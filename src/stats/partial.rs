@@ -71,15 +71,10 @@ impl StatsReader {
             let mut users = UniqUnion::new();
             let mut sessions = UniqUnion::new();
             for key in sources.keys(Self::bucket_key(org, t, g, et)) {
-                let Some(v) =
-                    self.store
-                        .get_fields(key.entity(), &key.row_id(), &["event_count"])?
-                else {
+                let Some([n, _, _]) = self.row_counts(&key)? else {
                     continue;
                 };
-                if let Some(Value::Int64(n)) = v.first() {
-                    events += n;
-                }
+                events += n;
                 if let Some(states) = self.states(&key)? {
                     users.add(&states.0);
                     sessions.add(&states.1);

@@ -4,12 +4,14 @@
 use super::bucket::{utc_day_hour, RollupKey, Source, ALL_TYPES, DAILY, NAMES, ROLLUP_ENTITIES};
 use super::parts;
 use super::realtime::WindowValues;
+use super::replica::Replica;
 use super::sketch::{Uniq, UniqUnion};
 use super::StatsError;
 use crate::cache::{BudgetCache, Eviction};
 use crate::store::{Order, Query, Row, Store, Value};
 use chrono::NaiveDate;
 use parking_lot::Mutex;
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -83,6 +85,42 @@ pub struct Counters {
     pub updated_at_us: Option<i64>,
 }
 
+/// One org's real-time windows as an instance sends them to its peers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrgWindows {
+    pub org: uuid::Uuid,
+    pub windows: Vec<WindowValues>,
+    pub updated_at_us: Option<i64>,
+}
+
+/// The windows of each length in `lengths` from an org's RealtimeCounter rows (zeros for a
+/// length without a row), and the newest update among them.
+fn windows_of(
+    rows: &[&Row],
+    lengths: impl Iterator<Item = i64>,
+) -> (Vec<WindowValues>, Option<i64>) {
+    let mut updated: Option<i64> = None;
+    let windows = lengths
+        .map(|w| {
+            let row = rows
+                .iter()
+                .find(|r| r.get("window_seconds") == Some(&Value::Int32(w as i32)));
+            if let Some(r) = row {
+                let u = int(r, "updated_at");
+                updated = Some(updated.map_or(u, |x: i64| x.max(u)));
+            }
+            WindowValues {
+                window_seconds: w,
+                events: row.map(|r| int(r, "events")).unwrap_or(0),
+                active_users: row.map(|r| int(r, "active_users")).unwrap_or(0),
+                prev_events: row.map(|r| int(r, "prev_events")).unwrap_or(0),
+                prev_active_users: row.map(|r| int(r, "prev_active_users")).unwrap_or(0),
+            }
+        })
+        .collect();
+    (windows, updated)
+}
+
 /// Which rollup rows a question reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sources {
@@ -128,6 +166,9 @@ pub struct StatsReader {
     /// Decoded event-block columns the trends read (src/stats/trends.rs).
     pub(super) columns: super::trends::ColumnCache,
     sources: SourcesFn,
+    /// Copies of other instances' rollups and the sources read from them instead of the
+    /// store (src/stats/replica.rs).
+    copies: Option<(Replica, Arc<HashSet<Source>>)>,
 }
 
 /// Buckets merged over several sources, by the ids of the rows merged, with the versions
@@ -211,7 +252,51 @@ impl StatsReader {
             merged: MergedCache::default(),
             columns: Default::default(),
             sources: Arc::new(|| Sources::Whole),
+            copies: None,
         }
+    }
+
+    /// The same reader, reading the rows of `copied` sources from `replica`.
+    pub fn with_copies(&self, replica: Replica, copied: HashSet<Source>) -> StatsReader {
+        StatsReader {
+            copies: (!copied.is_empty()).then(|| (replica, Arc::new(copied))),
+            ..self.clone()
+        }
+    }
+
+    /// The replica `key`'s row is read from, if its source is copied.
+    fn copy_of(&self, key: &RollupKey) -> Option<&Replica> {
+        let (replica, copied) = self.copies.as_ref()?;
+        copied.contains(key.source()?).then_some(replica)
+    }
+
+    /// A row's event count, distinct users and distinct sessions (None: no row).
+    pub(super) fn row_counts(&self, key: &RollupKey) -> Result<Option<[i64; 3]>, StatsError> {
+        if let Some(replica) = self.copy_of(key) {
+            return Ok(replica
+                .row(key)
+                .map(|r| [r.events, r.sets.0.count() as i64, r.sets.1.count() as i64]));
+        }
+        let fields = ["event_count", "unique_users", "unique_sessions"];
+        let Some(v) = self
+            .store
+            .get_fields(key.entity(), &key.row_id(), &fields)?
+        else {
+            return Ok(None);
+        };
+        let n = |i: usize| match v.get(i) {
+            Some(Value::Int64(n)) => *n,
+            _ => 0,
+        };
+        Ok(Some([n(0), n(1), n(2)]))
+    }
+
+    /// A row's version (copied rows' versions have the top bit set).
+    fn row_version(&self, key: &RollupKey, id: &[u8; 16]) -> Result<u64, StatsError> {
+        if let Some(replica) = self.copy_of(key) {
+            return Ok(replica.row(key).map_or(0, |r| r.version));
+        }
+        Ok(self.store.latest_version(key.entity(), id)?.unwrap_or(0))
     }
 
     /// The same reader with `mb` megabytes for the columns trends decode
@@ -230,6 +315,14 @@ impl StatsReader {
         }
     }
 
+    /// Whether rows of `source` are read from copies.
+    fn copied(&self, source: Option<&Source>) -> bool {
+        match (&self.copies, source) {
+            (Some((_, copied)), Some(s)) => copied.contains(s),
+            _ => false,
+        }
+    }
+
     /// The sources it answers for now.
     pub fn sources(&self) -> Sources {
         (self.sources)()
@@ -239,20 +332,12 @@ impl StatsReader {
     /// sessions are the union of the rows' sets (a single row's stored counts are used as
     /// they are).
     pub(super) fn merged_point(&self, keys: &[RollupKey], t_us: i64) -> Result<Point, StatsError> {
-        let fields = ["event_count", "unique_users", "unique_sessions"];
-        let mut present: Vec<(&RollupKey, Vec<Value>)> = Vec::new();
+        let mut present: Vec<(&RollupKey, [i64; 3])> = Vec::new();
         for key in keys {
-            if let Some(v) = self
-                .store
-                .get_fields(key.entity(), &key.row_id(), &fields)?
-            {
+            if let Some(v) = self.row_counts(key)? {
                 present.push((key, v));
             }
         }
-        let n = |v: &[Value], i: usize| match v.get(i) {
-            Some(Value::Int64(n)) => *n,
-            _ => 0,
-        };
         let mut point = Point {
             t_us,
             events: 0,
@@ -262,16 +347,16 @@ impl StatsReader {
         match present.as_slice() {
             [] => {}
             [(_, v)] => {
-                point.events = n(v, 0);
-                point.unique_users = n(v, 1);
-                point.unique_sessions = n(v, 2);
+                point.events = v[0];
+                point.unique_users = v[1];
+                point.unique_sessions = v[2];
             }
             many => {
                 // The versions first: rows written after them make the next read merge again.
                 let ids: Vec<[u8; 16]> = many.iter().map(|(k, _)| k.row_id()).collect();
                 let mut versions = Vec::with_capacity(many.len());
                 for ((key, _), id) in many.iter().zip(&ids) {
-                    versions.push(self.store.latest_version(key.entity(), id)?.unwrap_or(0));
+                    versions.push(self.row_version(key, id)?);
                 }
                 if let Some((v, p)) = self.merged.0.lock().get(&ids) {
                     if *v == versions {
@@ -281,9 +366,9 @@ impl StatsReader {
                 // Counts and sets read after the versions: never older than them.
                 let mut users = UniqUnion::new();
                 let mut sessions = UniqUnion::new();
-                for ((key, _), id) in many.iter().zip(&ids) {
-                    if let Some(v) = self.store.get_fields(key.entity(), id, &fields[..1])? {
-                        point.events += n(&v, 0);
+                for (key, _) in many.iter() {
+                    if let Some(v) = self.row_counts(key)? {
+                        point.events += v[0];
                     }
                     if let Some(states) = self.states(key)? {
                         users.add(&states.0);
@@ -326,6 +411,9 @@ impl StatsReader {
     /// A rollup row's distinct users and sessions, decoded once per row version (a day's
     /// exact set or sketch is tens of KB: decoding the week's on every request took ~10 ms).
     pub(super) fn states(&self, key: &RollupKey) -> Result<Option<Arc<UniqStates>>, StatsError> {
+        if let Some(replica) = self.copy_of(key) {
+            return Ok(replica.row(key).map(|r| r.sets));
+        }
         let id = key.row_id();
         // The rollup worker may write the row meanwhile (it replaces the row version it
         // names, and a new generation of parts drops the old one's): read again until the
@@ -446,7 +534,7 @@ impl StatsReader {
                 .eq("org_id", Value::Uuid(org))
                 .eq("date", Value::String(date.format("%Y-%m-%d").to_string())),
         )?;
-        let mut counts: std::collections::HashMap<&str, i64> = Default::default();
+        let mut counts: std::collections::HashMap<String, i64> = Default::default();
         for r in &rows {
             let Some(key) = RollupKey::from_row(NAMES, r) else {
                 continue;
@@ -454,15 +542,18 @@ impl StatsReader {
             if let (true, Some(Value::String(name))) =
                 (sources.holds(key.source()), r.get("event_name"))
             {
-                *counts.entry(name.as_str()).or_insert(0) += int(r, "event_count");
+                if !self.copied(key.source()) {
+                    *counts.entry(name.to_string()).or_insert(0) += int(r, "event_count");
+                }
             }
+        }
+        if let (Some((replica, copied)), Sources::Partitions(list)) = (&self.copies, sources) {
+            let read: Vec<&Source> = list.iter().filter(|s| copied.contains(*s)).collect();
+            replica.add_names(org, date, &read, &mut counts);
         }
         let mut out: Vec<TopEvent> = counts
             .into_iter()
-            .map(|(name, count)| TopEvent {
-                event_name: name.to_string(),
-                count,
-            })
+            .map(|(event_name, count)| TopEvent { event_name, count })
             .collect();
         sort_top(&mut out);
         out.truncate(limit);
@@ -531,26 +622,8 @@ impl StatsReader {
         let rows = self
             .store
             .query(&Query::new("RealtimeCounter").eq("org_id", Value::Uuid(org)))?;
-        let mut updated: Option<i64> = None;
-        let windows = windows_s
-            .iter()
-            .map(|&w| {
-                let row = rows
-                    .iter()
-                    .find(|r| r.get("window_seconds") == Some(&Value::Int32(w as i32)));
-                if let Some(r) = row {
-                    let u = int(r, "updated_at");
-                    updated = Some(updated.map_or(u, |x: i64| x.max(u)));
-                }
-                WindowValues {
-                    window_seconds: w as i64,
-                    events: row.map(|r| int(r, "events")).unwrap_or(0),
-                    active_users: row.map(|r| int(r, "active_users")).unwrap_or(0),
-                    prev_events: row.map(|r| int(r, "prev_events")).unwrap_or(0),
-                    prev_active_users: row.map(|r| int(r, "prev_active_users")).unwrap_or(0),
-                }
-            })
-            .collect();
+        let refs: Vec<&Row> = rows.iter().collect();
+        let (windows, updated) = windows_of(&refs, windows_s.iter().map(|&w| w as i64));
         let day = Self::bucket_key(org, now_us, Granularity::Day, ALL_TYPES);
         let today = self.merged_point(&self.sources().keys(day), now_us)?;
         Ok(Counters {
@@ -559,6 +632,32 @@ impl StatsReader {
             unique_users_today: today.unique_users,
             updated_at_us: updated,
         })
+    }
+
+    /// Every org's real-time windows as last persisted (all lengths), and when they were
+    /// updated: what an instance sends the peers that copy its state.
+    pub fn all_windows(&self) -> Result<Vec<OrgWindows>, StatsError> {
+        let rows = self.store.scan_all("RealtimeCounter")?;
+        let mut by_org: std::collections::BTreeMap<[u8; 16], Vec<&Row>> = Default::default();
+        for r in &rows {
+            if let Some(Value::Uuid(org)) = r.get("org_id") {
+                by_org.entry(*org).or_default().push(r);
+            }
+        }
+        Ok(by_org
+            .into_iter()
+            .map(|(org, rows)| {
+                let mut lengths: Vec<i64> = rows.iter().map(|r| int(r, "window_seconds")).collect();
+                lengths.sort_unstable();
+                lengths.dedup();
+                let (windows, updated_at_us) = windows_of(&rows, lengths.into_iter());
+                OrgWindows {
+                    org: uuid::Uuid::from_bytes(org),
+                    windows,
+                    updated_at_us,
+                }
+            })
+            .collect())
     }
 
     /// The newest `limit` events of an org (by event time, newest first), of the sources

@@ -9,6 +9,7 @@
 
 use super::bucket::{day_start_us, EventFacts, RollupKey, RollupState, DAILY, HOURLY, NAMES};
 use super::parts::{self, Parts, Pending};
+use super::replica::{ReplicaFeed, ReplicaMsg, RowChange, SnapshotRequest, SNAPSHOT_CHUNK};
 use super::{uuid_str, StatsError, ROLLUP_CURSOR};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{ChangeEntry, ChangeOp, Query, Store, Value, WriteBatch, WriteTicket};
@@ -112,6 +113,10 @@ pub struct RollupWorker {
     label: KindLabel,
     /// Event's `@feed` carries exactly [`EventFacts::FIELDS`].
     feed_has_facts: bool,
+    /// Peers copying this instance's rollups (docs/SCALE-OUT.md, "Replicated rollups").
+    replicas: Option<ReplicaFeed>,
+    /// The rows the write in flight changes, sent to `replicas` once it is durable.
+    in_flight_rows: Vec<RowChange>,
     /// Test-only fault hook: SIGKILL during the N-th write.
     #[cfg(feature = "fault-injection")]
     writes: u64,
@@ -156,9 +161,21 @@ impl RollupWorker {
                 kind: "rollups".into(),
             },
             feed_has_facts: with_facts,
+            replicas: None,
+            in_flight_rows: Vec::new(),
             #[cfg(feature = "fault-injection")]
             writes: 0,
         })
+    }
+
+    /// Serves the snapshot requests `requests` carries, and sends every later change of a
+    /// row kept per partition to the requesters (src/stats/replica.rs).
+    pub fn with_replicas(
+        mut self,
+        requests: tokio::sync::mpsc::UnboundedReceiver<SnapshotRequest>,
+    ) -> Self {
+        self.replicas = Some(ReplicaFeed::new(requests));
+        self
     }
 
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -190,6 +207,9 @@ impl RollupWorker {
                             "stats: deleting rollups older than the retention failed; will retry"),
                     }
                 }
+            }
+            if let Err(e) = self.serve_snapshots(None).await {
+                tracing::warn!(error = %e, "stats: a rollup snapshot for a peer failed; the peer asks again");
             }
             if shutdown.is_cancelled() {
                 let last = async {
@@ -240,10 +260,26 @@ impl RollupWorker {
                         } else {
                             Duration::from_secs(3600)
                         };
+                        let store = &self.store;
+                        let next = self.next;
+                        let replicas = &mut self.replicas;
+                        let requested = async {
+                            match replicas.as_mut() {
+                                Some(feed) => feed.requests.recv().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let mut asked = None;
                         tokio::select! {
                             _ = shutdown.cancelled() => {}
-                            _ = self.store.feed_wait_for(self.next) => {}
+                            _ = store.feed_wait_for(next) => {}
                             _ = tokio::time::sleep(wait) => {}
+                            r = requested => asked = r,
+                        }
+                        if let Some(request) = asked {
+                            if let Err(e) = self.serve_snapshots(Some(request)).await {
+                                tracing::warn!(error = %e, "stats: a rollup snapshot for a peer failed; the peer asks again");
+                            }
                         }
                     }
                 }
@@ -287,9 +323,13 @@ impl RollupWorker {
     /// Forgets everything not yet written; the next step starts at the durable cursor. A
     /// write still in flight is waited for first, so the cursor it may have stored is known.
     async fn reset(&mut self) {
+        let rows = std::mem::take(&mut self.in_flight_rows);
         if let Some((ticket, next, _)) = self.in_flight.take() {
             if ticket.finished().await.is_ok() {
                 self.durable = next;
+                if let Some(feed) = self.replicas.as_mut() {
+                    feed.publish(ReplicaMsg::Rows { rows });
+                }
             }
         }
         self.cache.clear();
@@ -416,9 +456,19 @@ impl RollupWorker {
         }
         self.settle().await?;
         let mut batch = WriteBatch::new();
+        let copying = self
+            .replicas
+            .as_ref()
+            .is_some_and(|f| !f.subscribers.is_empty());
+        let mut rows = Vec::new();
         for (key, entry) in self.cache.iter_mut() {
             if !entry.dirty {
                 continue;
+            }
+            if copying {
+                if let Some(change) = RowChange::changed(key, &entry.state, &entry.pending) {
+                    rows.push(change);
+                }
             }
             entry.parts = parts::write_bucket(
                 &mut batch,
@@ -445,6 +495,7 @@ impl RollupWorker {
             }
         }
         self.in_flight = Some((self.store.submit(batch), self.next, Instant::now()));
+        self.in_flight_rows = rows;
         self.submitted = self.next;
         self.pending_changes = 0;
         Ok(())
@@ -456,11 +507,15 @@ impl RollupWorker {
         let Some((ticket, next, started)) = self.in_flight.take() else {
             return Ok(());
         };
+        let rows = std::mem::take(&mut self.in_flight_rows);
         if let Err(e) = ticket.finished().await {
             // Nothing of it was applied; `reset` starts again from `durable`.
             return Err(e.into());
         }
         self.durable = next;
+        if let (Some(feed), false) = (self.replicas.as_mut(), rows.is_empty()) {
+            feed.publish(ReplicaMsg::Rows { rows });
+        }
         if let Some(m) = &self.metrics {
             m.stats_flush_seconds
                 .get_or_create(&self.label)
@@ -528,6 +583,68 @@ impl RollupWorker {
         bytes
     }
 
+    /// Serves `first` and every snapshot request waiting: after the write in flight is
+    /// durable (so the stored rows are everything sent as changes so far), sends each
+    /// requester the stored rows of the partitions it asks for, then adds it to the
+    /// subscribers of every later change.
+    async fn serve_snapshots(&mut self, first: Option<SnapshotRequest>) -> Result<(), StatsError> {
+        let Some(feed) = self.replicas.as_mut() else {
+            return Ok(());
+        };
+        let mut asked: Vec<SnapshotRequest> = first.into_iter().collect();
+        while let Ok(r) = feed.requests.try_recv() {
+            asked.push(r);
+        }
+        if asked.is_empty() {
+            return Ok(());
+        }
+        self.settle().await?;
+        let wanted: HashSet<&super::bucket::Source> =
+            asked.iter().flat_map(|r| r.partitions.iter()).collect();
+        let mut by_source: HashMap<super::bucket::Source, Vec<RowChange>> = HashMap::new();
+        if !wanted.is_empty() {
+            for entity in [HOURLY, DAILY, NAMES] {
+                for (key, row) in stored_rows(&self.store, entity, None, None)? {
+                    let Some(source) = key.source().filter(|s| wanted.contains(s)) else {
+                        continue;
+                    };
+                    let source = source.clone();
+                    let (state, _) = parts::read_state(&self.store, &key, &row)?;
+                    by_source
+                        .entry(source)
+                        .or_default()
+                        .extend(RowChange::whole(&key, &state));
+                }
+            }
+        }
+        let feed = self.replicas.as_mut().expect("checked above");
+        for request in asked {
+            let send = |msg: ReplicaMsg| request.to.send(std::sync::Arc::new(msg)).is_ok();
+            let mut open = true;
+            for s in &request.partitions {
+                let (topic, partition) = (s.topic.to_string(), s.partition);
+                open &= send(ReplicaMsg::SnapshotStart {
+                    topic: topic.clone(),
+                    partition,
+                });
+                for rows in by_source
+                    .get(s)
+                    .map_or(&[][..], |v| v)
+                    .chunks(SNAPSHOT_CHUNK)
+                {
+                    open &= send(ReplicaMsg::Rows {
+                        rows: rows.to_vec(),
+                    });
+                }
+                open &= send(ReplicaMsg::SnapshotEnd { topic, partition });
+            }
+            if open {
+                feed.add(request.to);
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes every rollup row (hourly, daily, per name) dated before `before`, with the
     /// parts of its unique sets, after writing what is pending; returns how many. Orgs are
     /// found from the daily rows (every event has one), then each org's rows are read
@@ -548,6 +665,7 @@ impl RollupWorker {
         })?;
         let mut batch = WriteBatch::new();
         let mut deleted = 0;
+        let mut gone = Vec::new();
         for org in orgs {
             for entity in [HOURLY, DAILY, NAMES] {
                 let rows =
@@ -556,6 +674,7 @@ impl RollupWorker {
                     let parts = parts::parts_of(&key, &row)?;
                     let none = RollupState::default();
                     parts::write_bucket(&mut batch, &key, &none, true, parts, &Pending::default());
+                    gone.extend(RowChange::whole(&key, &none));
                     self.cache.remove(&key);
                     deleted += 1;
                     if batch.len() >= 10_000 {
@@ -566,6 +685,13 @@ impl RollupWorker {
         }
         if !batch.is_empty() {
             self.store.write(batch).await?;
+        }
+        if let (Some(feed), false) = (self.replicas.as_mut(), gone.is_empty()) {
+            for rows in gone.chunks(SNAPSHOT_CHUNK) {
+                feed.publish(ReplicaMsg::Rows {
+                    rows: rows.to_vec(),
+                });
+            }
         }
         self.cache.retain(|k, _| k.date() >= before);
         Ok(deleted)
