@@ -44,6 +44,26 @@ pub struct Coverage {
     pub complete: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<Missing>,
+    /// Partitions answered from a copy of their rollups as their last owner left them
+    /// (while the partition moves or its new owner restores it): counted up to then.
+    #[serde(
+        default,
+        rename = "stale_partitions",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub stale: Vec<Missing>,
+}
+
+impl Coverage {
+    fn new(mut missing: Vec<Missing>, mut stale: Vec<Missing>) -> Coverage {
+        missing.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        stale.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Coverage {
+            complete: missing.is_empty() && stale.is_empty(),
+            missing,
+            stale,
+        }
+    }
 }
 
 /// A partition an answer left out.
@@ -177,6 +197,9 @@ struct Plan {
     /// Instances whose real-time windows are read from the copies.
     windows_from: Vec<String>,
     missing: Vec<Missing>,
+    /// Missing partitions read from copies their last owner left (`owner`: that
+    /// instance; `reason`: why the partition is not answered by an owner).
+    stale: Vec<Missing>,
 }
 
 /// What a question may read from the copies of other instances' rollups
@@ -193,10 +216,26 @@ enum Copies {
 }
 
 impl Plan {
-    /// Moves the partitions whose copies are complete and from their owner out of `peers`.
+    /// Moves the partitions whose copies are complete and from their owner out of `peers`,
+    /// and the missing partitions of which a copy their last owner left is held into
+    /// `stale` (read from that copy).
     fn use_copies(&mut self, replica: &Replica, copies: Copies) {
         if copies == Copies::No {
             return;
+        }
+        let missing = std::mem::take(&mut self.missing);
+        for m in missing {
+            let tp = (m.topic.clone(), m.partition);
+            match replica.stale(&Source::new(&m.topic, m.partition)) {
+                Some(left_by) => {
+                    self.copied.push(tp);
+                    self.stale.push(Missing {
+                        owner: Some(left_by),
+                        ..m
+                    });
+                }
+                None => self.missing.push(m),
+            }
         }
         let copied =
             |owner: &str, tp: &TopicPartition| replica.serves(&Source::new(&tp.0, tp.1), owner);
@@ -248,6 +287,7 @@ fn plan(cluster: &Cluster) -> Plan {
         copied: Vec::new(),
         windows_from: Vec::new(),
         missing: Vec::new(),
+        stale: Vec::new(),
     };
     let mut seen: HashSet<TopicPartition> = HashSet::new();
     for tp in &local {
@@ -503,6 +543,7 @@ async fn gather(
 ) -> Result<Gathered, ApiError> {
     let reader = plan.reader(st);
     let mut missing = plan.missing;
+    let stale = plan.stale;
     let timeout = st.cfg.scale_out.peer_timeout();
     let asks = plan.peers.into_iter().map(|(url, (owner, partitions))| {
         let request = PartialsRequest {
@@ -572,13 +613,9 @@ async fn gather(
         }
     }
     let _ = cluster;
-    missing.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(Gathered {
         parts,
-        coverage: Coverage {
-            complete: missing.is_empty(),
-            missing,
-        },
+        coverage: Coverage::new(missing, stale),
     })
 }
 
@@ -616,10 +653,7 @@ fn route(st: &GatewayState, copies: Copies) -> Route {
     plan.use_copies(&st.replica, copies);
     if plan.peers.is_empty() {
         let reader = plan.reader(st);
-        let coverage = Coverage {
-            complete: plan.missing.is_empty(),
-            missing: plan.missing,
-        };
+        let coverage = Coverage::new(plan.missing, plan.stale);
         Route::Local(reader, plan.windows_from, Some(coverage))
     } else {
         Route::Group(cluster.clone(), plan)
@@ -643,14 +677,9 @@ pub fn local_only(st: &GatewayState) -> (StatsReader, Option<Coverage>) {
                     });
                 }
             }
-            missing.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
             let src = sources(&plan.local);
             let reader = st.stats.with_sources(Arc::new(move || src.clone()));
-            let coverage = Coverage {
-                complete: missing.is_empty(),
-                missing,
-            };
-            (reader, Some(coverage))
+            (reader, Some(Coverage::new(missing, Vec::new())))
         }
     }
 }

@@ -203,6 +203,7 @@ pub fn start(st: GatewayState, cluster: Arc<Cluster>) -> tokio::task::JoinHandle
                 _ = st.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            st.replica.forget(&serving(&cluster));
             let peers: HashMap<String, String> = cluster
                 .snapshot()
                 .instances

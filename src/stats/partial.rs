@@ -71,7 +71,7 @@ impl StatsReader {
             let mut users = UniqUnion::new();
             let mut sessions = UniqUnion::new();
             for key in sources.keys(Self::bucket_key(org, t, g, et)) {
-                let Some([n, _, _]) = self.row_counts(&key)? else {
+                let Some(n) = self.row_events(&key)? else {
                     continue;
                 };
                 events += n;

@@ -4,13 +4,14 @@
 use super::bucket::{utc_day_hour, RollupKey, Source, ALL_TYPES, DAILY, NAMES, ROLLUP_ENTITIES};
 use super::parts;
 use super::realtime::WindowValues;
-use super::replica::Replica;
+use super::replica::{CopiedRow, Replica};
 use super::sketch::{Uniq, UniqUnion};
 use super::StatsError;
 use crate::cache::{BudgetCache, Eviction};
 use crate::store::{Order, Query, Row, Store, Value};
 use chrono::NaiveDate;
 use parking_lot::Mutex;
+use rustc_hash::FxHashSet;
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -168,7 +169,7 @@ pub struct StatsReader {
     sources: SourcesFn,
     /// Copies of other instances' rollups and the sources read from them instead of the
     /// store (src/stats/replica.rs).
-    copies: Option<(Replica, Arc<HashSet<Source>>)>,
+    copies: Option<(Replica, Arc<FxHashSet<Source>>)>,
 }
 
 /// Buckets merged over several sources, by the ids of the rows merged, with the versions
@@ -259,7 +260,7 @@ impl StatsReader {
     /// The same reader, reading the rows of `copied` sources from `replica`.
     pub fn with_copies(&self, replica: Replica, copied: HashSet<Source>) -> StatsReader {
         StatsReader {
-            copies: (!copied.is_empty()).then(|| (replica, Arc::new(copied))),
+            copies: (!copied.is_empty()).then(|| (replica, Arc::new(copied.into_iter().collect()))),
             ..self.clone()
         }
     }
@@ -270,13 +271,16 @@ impl StatsReader {
         copied.contains(key.source()?).then_some(replica)
     }
 
-    /// A row's event count, distinct users and distinct sessions (None: no row).
-    pub(super) fn row_counts(&self, key: &RollupKey) -> Result<Option<[i64; 3]>, StatsError> {
+    /// A row's event count (None: no row).
+    pub(super) fn row_events(&self, key: &RollupKey) -> Result<Option<i64>, StatsError> {
         if let Some(replica) = self.copy_of(key) {
-            return Ok(replica
-                .row(key)
-                .map(|r| [r.events, r.sets.0.count() as i64, r.sets.1.count() as i64]));
+            return Ok(replica.row(key).map(|r| r.events));
         }
+        Ok(self.stored_counts(key)?.map(|v| v[0]))
+    }
+
+    /// A stored row's event count, distinct users and distinct sessions (None: no row).
+    fn stored_counts(&self, key: &RollupKey) -> Result<Option<[i64; 3]>, StatsError> {
         let fields = ["event_count", "unique_users", "unique_sessions"];
         let Some(v) = self
             .store
@@ -289,14 +293,6 @@ impl StatsReader {
             _ => 0,
         };
         Ok(Some([n(0), n(1), n(2)]))
-    }
-
-    /// A row's version (copied rows' versions have the top bit set).
-    fn row_version(&self, key: &RollupKey, id: &[u8; 16]) -> Result<u64, StatsError> {
-        if let Some(replica) = self.copy_of(key) {
-            return Ok(replica.row(key).map_or(0, |r| r.version));
-        }
-        Ok(self.store.latest_version(key.entity(), id)?.unwrap_or(0))
     }
 
     /// The same reader with `mb` megabytes for the columns trends decode
@@ -332,11 +328,20 @@ impl StatsReader {
     /// sessions are the union of the rows' sets (a single row's stored counts are used as
     /// they are).
     pub(super) fn merged_point(&self, keys: &[RollupKey], t_us: i64) -> Result<Point, StatsError> {
-        let mut present: Vec<(&RollupKey, [i64; 3])> = Vec::new();
-        for key in keys {
-            if let Some(v) = self.row_counts(key)? {
-                present.push((key, v));
-            }
+        /// A row found for a key: stored (with its counts) or copied.
+        enum Found<'a> {
+            Stored(&'a RollupKey, [i64; 3]),
+            Copied(CopiedRow),
+        }
+        let mut present: Vec<Found> = Vec::new();
+        for key in keys.iter().filter(|k| self.copy_of(k).is_none()) {
+            present.extend(self.stored_counts(key)?.map(|v| Found::Stored(key, v)));
+        }
+        if let Some((replica, copied)) = &self.copies {
+            let of_copies = keys
+                .iter()
+                .filter(|k| k.source().is_some_and(|s| copied.contains(s)));
+            replica.rows(of_copies, |_, row| present.extend(row.map(Found::Copied)));
         }
         let mut point = Point {
             t_us,
@@ -346,17 +351,33 @@ impl StatsReader {
         };
         match present.as_slice() {
             [] => {}
-            [(_, v)] => {
+            [Found::Stored(_, v)] => {
                 point.events = v[0];
                 point.unique_users = v[1];
                 point.unique_sessions = v[2];
             }
+            [Found::Copied(r)] => {
+                point.events = r.events;
+                point.unique_users = r.sets.0.count() as i64;
+                point.unique_sessions = r.sets.1.count() as i64;
+            }
             many => {
                 // The versions first: rows written after them make the next read merge again.
-                let ids: Vec<[u8; 16]> = many.iter().map(|(k, _)| k.row_id()).collect();
+                let mut ids = Vec::with_capacity(many.len());
                 let mut versions = Vec::with_capacity(many.len());
-                for ((key, _), id) in many.iter().zip(&ids) {
-                    versions.push(self.row_version(key, id)?);
+                for f in many {
+                    let (id, version) = match f {
+                        Found::Stored(key, _) => {
+                            let id = key.row_id();
+                            (
+                                id,
+                                self.store.latest_version(key.entity(), &id)?.unwrap_or(0),
+                            )
+                        }
+                        Found::Copied(r) => (r.id, r.version),
+                    };
+                    ids.push(id);
+                    versions.push(version);
                 }
                 if let Some((v, p)) = self.merged.0.lock().get(&ids) {
                     if *v == versions {
@@ -366,13 +387,22 @@ impl StatsReader {
                 // Counts and sets read after the versions: never older than them.
                 let mut users = UniqUnion::new();
                 let mut sessions = UniqUnion::new();
-                for (key, _) in many.iter() {
-                    if let Some(v) = self.row_counts(key)? {
-                        point.events += v[0];
-                    }
-                    if let Some(states) = self.states(key)? {
-                        users.add(&states.0);
-                        sessions.add(&states.1);
+                for f in many {
+                    match f {
+                        Found::Stored(key, _) => {
+                            if let Some(v) = self.stored_counts(key)? {
+                                point.events += v[0];
+                            }
+                            if let Some(states) = self.states(key)? {
+                                users.add(&states.0);
+                                sessions.add(&states.1);
+                            }
+                        }
+                        Found::Copied(r) => {
+                            point.events += r.events;
+                            users.add(&r.sets.0);
+                            sessions.add(&r.sets.1);
+                        }
                     }
                 }
                 point.unique_users = users.count().0 as i64;

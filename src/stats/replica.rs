@@ -22,6 +22,7 @@ use super::realtime::WindowValues;
 use super::sketch::Uniq;
 use chrono::NaiveDate;
 use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -230,6 +231,8 @@ pub const SNAPSHOT_CHUNK: usize = 500;
 /// row's).
 #[derive(Debug, Clone)]
 pub struct CopiedRow {
+    /// The stored row's id (what merges are cached by).
+    pub id: [u8; 16],
     pub events: i64,
     pub version: u64,
     pub sets: Arc<(Uniq, Uniq)>,
@@ -240,8 +243,11 @@ pub struct CopiedRow {
 struct PartCopy {
     /// The instance it comes from.
     instance: String,
-    complete: bool,
-    rows: HashMap<[u8; 16], CopiedRow>,
+    /// Its instance let the partition go, or its stream ended: the copy holds the
+    /// partition's history up to then (answers may use it, marked stale, until the new
+    /// owner's copy is complete).
+    left: bool,
+    rows: FxHashMap<RollupKey, CopiedRow>,
     /// Name counts by (org, date).
     names: HashMap<([u8; 16], NaiveDate), HashMap<String, i64>>,
 }
@@ -254,7 +260,10 @@ struct Windows {
 
 #[derive(Default)]
 struct Inner {
-    parts: HashMap<Source, PartCopy>,
+    /// Complete copies.
+    parts: FxHashMap<Source, PartCopy>,
+    /// Snapshots being received (they replace `parts`' copy when complete).
+    incoming: FxHashMap<Source, PartCopy>,
     windows: HashMap<String, Windows>,
     /// Instances whose stream is open.
     open: HashSet<String>,
@@ -274,11 +283,15 @@ impl Replica {
         self.0.write().open.insert(instance.to_string());
     }
 
-    /// `instance`'s stream ended: everything copied from it is dropped.
+    /// `instance`'s stream ended: its copies are kept as they are, marked left (stale), its
+    /// snapshots under way and windows dropped.
     pub fn closed(&self, instance: &str) {
         let mut g = self.0.write();
         g.open.remove(instance);
-        g.parts.retain(|_, p| p.instance != instance);
+        g.incoming.retain(|_, p| p.instance != instance);
+        for p in g.parts.values_mut().filter(|p| p.instance == instance) {
+            p.left = true;
+        }
         g.windows.remove(instance);
     }
 
@@ -288,7 +301,7 @@ impl Replica {
         let inner = &mut *g;
         match msg {
             ReplicaMsg::SnapshotStart { topic, partition } => {
-                inner.parts.insert(
+                inner.incoming.insert(
                     Source::new(topic, *partition),
                     PartCopy {
                         instance: instance.to_string(),
@@ -297,29 +310,37 @@ impl Replica {
                 );
             }
             ReplicaMsg::SnapshotEnd { topic, partition } => {
-                if let Some(p) = inner.parts.get_mut(&Source::new(topic, *partition)) {
-                    if p.instance == instance {
-                        p.complete = true;
-                    }
+                let s = Source::new(topic, *partition);
+                if inner
+                    .incoming
+                    .get(&s)
+                    .is_some_and(|p| p.instance == instance)
+                {
+                    let copy = inner.incoming.remove(&s).expect("checked");
+                    inner.parts.insert(s, copy);
                 }
             }
             ReplicaMsg::Release { topic, partition } => {
                 let s = Source::new(topic, *partition);
-                if inner.parts.get(&s).is_some_and(|p| p.instance == instance) {
-                    inner.parts.remove(&s);
+                inner
+                    .incoming
+                    .retain(|k, p| !(*k == s && p.instance == instance));
+                if let Some(p) = inner.parts.get_mut(&s).filter(|p| p.instance == instance) {
+                    p.left = true;
                 }
             }
             ReplicaMsg::Rows { rows } => {
                 for change in rows {
                     let key = change.key.key()?;
                     let source = key.source().expect("wire keys have a source");
-                    let Some(part) = inner.parts.get_mut(source) else {
-                        continue;
+                    let part = match inner.incoming.get_mut(source) {
+                        Some(p) if p.instance == instance => p,
+                        _ => match inner.parts.get_mut(source) {
+                            Some(p) if p.instance == instance && !p.left => p,
+                            // Another instance's copy (the partition moved), or none asked.
+                            _ => continue,
+                        },
                     };
-                    if part.instance != instance {
-                        // Another instance's copy (the partition moved): not ours to change.
-                        continue;
-                    }
                     inner.next_version += 1;
                     apply_row(part, &key, change, inner.next_version | 1 << 63);
                 }
@@ -368,18 +389,50 @@ impl Replica {
         g.open.contains(owner)
             && g.parts
                 .get(source)
-                .is_some_and(|p| p.complete && p.instance == owner)
+                .is_some_and(|p| !p.left && p.instance == owner)
     }
 
-    /// The number of complete partition copies.
+    /// The instance a left copy of `source` came from: it holds the partition's history up
+    /// to when that instance let it go (None: no such copy).
+    pub fn stale(&self, source: &Source) -> Option<String> {
+        let g = self.0.read();
+        g.parts
+            .get(source)
+            .filter(|p| p.left || !g.open.contains(&p.instance))
+            .map(|p| p.instance.clone())
+    }
+
+    /// Drops the copies of partitions this instance serves itself now.
+    pub fn forget(&self, served_here: &std::collections::BTreeSet<Source>) {
+        let mut g = self.0.write();
+        g.parts.retain(|s, _| !served_here.contains(s));
+    }
+
+    /// The number of complete copies of partitions their instance still serves.
     pub fn complete_partitions(&self) -> usize {
-        self.0.read().parts.values().filter(|p| p.complete).count()
+        self.0.read().parts.values().filter(|p| !p.left).count()
     }
 
     /// A copied row of `key` (None: no such row).
     pub fn row(&self, key: &RollupKey) -> Option<CopiedRow> {
         let g = self.0.read();
-        g.parts.get(key.source()?)?.rows.get(&key.row_id()).cloned()
+        g.parts.get(key.source()?)?.rows.get(key).cloned()
+    }
+
+    /// The copied rows of `keys` (in their order), read at one moment.
+    pub fn rows<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k RollupKey>,
+        mut found: impl FnMut(&'k RollupKey, Option<CopiedRow>),
+    ) {
+        let g = self.0.read();
+        for key in keys {
+            let row = key
+                .source()
+                .and_then(|s| g.parts.get(s))
+                .and_then(|p| p.rows.get(key).cloned());
+            found(key, row);
+        }
     }
 
     /// Adds the name counts of `org` on `date` of `sources` to `into`.
@@ -428,12 +481,12 @@ fn apply_row(part: &mut PartCopy, key: &RollupKey, c: &RowChange, version: u64) 
         }
         return;
     }
-    let id = key.row_id();
     if c.events == 0 {
-        part.rows.remove(&id);
+        part.rows.remove(key);
         return;
     }
-    let row = part.rows.entry(id).or_insert_with(|| CopiedRow {
+    let row = part.rows.entry(key.clone()).or_insert_with(|| CopiedRow {
+        id: key.row_id(),
         events: 0,
         version,
         sets: Arc::default(),
@@ -515,6 +568,7 @@ mod tests {
         )
         .unwrap();
         assert!(!r.serves(&s, "a"), "incomplete");
+        assert!(r.stale(&s).is_none());
         r.apply(
             "a",
             &ReplicaMsg::SnapshotEnd {
@@ -527,6 +581,28 @@ mod tests {
         assert!(!r.serves(&s, "b"), "another owner");
         r.closed("a");
         assert!(!r.serves(&s, "a"), "stream closed");
+        assert_eq!(r.stale(&s).as_deref(), Some("a"), "kept, stale");
+        // b's snapshot replaces a's copy only when complete.
+        r.opened("b");
+        let start = ReplicaMsg::SnapshotStart {
+            topic: "events".into(),
+            partition: 2,
+        };
+        r.apply("b", &start).unwrap();
+        assert_eq!(r.stale(&s).as_deref(), Some("a"));
+        let end = ReplicaMsg::SnapshotEnd {
+            topic: "events".into(),
+            partition: 2,
+        };
+        r.apply("b", &end).unwrap();
+        assert!(r.serves(&s, "b") && r.stale(&s).is_none());
+        let release = ReplicaMsg::Release {
+            topic: "events".into(),
+            partition: 2,
+        };
+        r.apply("b", &release).unwrap();
+        assert!(!r.serves(&s, "b"));
+        assert_eq!(r.stale(&s).as_deref(), Some("b"));
     }
 
     #[test]
@@ -547,6 +623,11 @@ mod tests {
             },
         )
         .unwrap();
+        let end = ReplicaMsg::SnapshotEnd {
+            topic: "events".into(),
+            partition: 0,
+        };
+        r.apply("a", &end).unwrap();
         // A change already in the snapshot, then a new one.
         let mut pending = Pending::default();
         pending.users.push(2);
