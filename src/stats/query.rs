@@ -11,7 +11,7 @@ use crate::cache::{BudgetCache, Eviction};
 use crate::store::{Order, Query, Row, Store, Value};
 use chrono::NaiveDate;
 use parking_lot::Mutex;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -170,7 +170,13 @@ pub struct StatsReader {
     /// Copies of other instances' rollups and the sources read from them instead of the
     /// store (src/stats/replica.rs).
     copies: Option<(Replica, Arc<FxHashSet<Source>>)>,
+    /// Row ids by key: an id is a name-based UUID of the key's fields (a SHA-1 and the
+    /// fields formatted), which was most of a merged bucket's time when computed per read.
+    ids: Arc<Mutex<FxHashMap<RollupKey, [u8; 16]>>>,
 }
+
+/// Most row ids kept (about 100 bytes each); past it the map starts again.
+const IDS_KEPT: usize = 200_000;
 
 /// Buckets merged over several sources, by the ids of the rows merged, with the versions
 /// they were merged at: a past bucket's rows do not change, and merging their unique sets
@@ -254,7 +260,22 @@ impl StatsReader {
             columns: Default::default(),
             sources: Arc::new(|| Sources::Whole),
             copies: None,
+            ids: Arc::default(),
         }
+    }
+
+    /// `key.row_id()`, remembered.
+    fn id_of(&self, key: &RollupKey) -> [u8; 16] {
+        if let Some(id) = self.ids.lock().get(key) {
+            return *id;
+        }
+        let id = key.row_id();
+        let mut ids = self.ids.lock();
+        if ids.len() >= IDS_KEPT {
+            ids.clear();
+        }
+        ids.insert(key.clone(), id);
+        id
     }
 
     /// The same reader, reading the rows of `copied` sources from `replica`.
@@ -284,7 +305,7 @@ impl StatsReader {
         let fields = ["event_count", "unique_users", "unique_sessions"];
         let Some(v) = self
             .store
-            .get_fields(key.entity(), &key.row_id(), &fields)?
+            .get_fields(key.entity(), &self.id_of(key), &fields)?
         else {
             return Ok(None);
         };
@@ -368,7 +389,7 @@ impl StatsReader {
                 for f in many {
                     let (id, version) = match f {
                         Found::Stored(key, _) => {
-                            let id = key.row_id();
+                            let id = self.id_of(key);
                             (
                                 id,
                                 self.store.latest_version(key.entity(), &id)?.unwrap_or(0),
@@ -444,7 +465,7 @@ impl StatsReader {
         if let Some(replica) = self.copy_of(key) {
             return Ok(replica.row(key).map(|r| r.sets));
         }
-        let id = key.row_id();
+        let id = self.id_of(key);
         // The rollup worker may write the row meanwhile (it replaces the row version it
         // names, and a new generation of parts drops the old one's): read again until the
         // row and its parts are of one moment.
