@@ -266,7 +266,7 @@ async fn receive(st: GatewayState, url: String, instance: String, stop: Cancella
         }
     };
     tracing::info!(peer = %instance, url = %ws_url, "gateway: receiving a peer's live events and rollups");
-    st.replica.opened(&instance);
+    let stream = st.replica.opened(&instance);
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => break,
@@ -319,7 +319,7 @@ async fn receive(st: GatewayState, url: String, instance: String, stop: Cancella
             relayed: true,
         }));
     }
-    st.replica.closed(&instance);
+    st.replica.closed(&instance, stream);
     st.metrics
         .copied_partitions
         .set(st.replica.complete_partitions() as i64);

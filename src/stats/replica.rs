@@ -24,7 +24,7 @@ use chrono::NaiveDate;
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -265,8 +265,10 @@ struct Inner {
     /// Snapshots being received (they replace `parts`' copy when complete).
     incoming: FxHashMap<Source, PartCopy>,
     windows: HashMap<String, Windows>,
-    /// Instances whose stream is open.
-    open: HashSet<String>,
+    /// Instances whose stream is open, with the number of that stream (a stream that ends
+    /// after a newer one opened changes nothing).
+    open: HashMap<String, u64>,
+    streams: u64,
     next_version: u64,
 }
 
@@ -278,15 +280,24 @@ pub const WINDOWS_FRESH_FOR: Duration = Duration::from_secs(5);
 pub struct Replica(Arc<RwLock<Inner>>);
 
 impl Replica {
-    /// `instance`'s stream is open: what it sends may be used.
-    pub fn opened(&self, instance: &str) {
-        self.0.write().open.insert(instance.to_string());
+    /// `instance`'s stream is open: what it sends may be used. Returns the stream's number,
+    /// for [`Replica::closed`].
+    pub fn opened(&self, instance: &str) -> u64 {
+        let mut g = self.0.write();
+        g.streams += 1;
+        let n = g.streams;
+        g.open.insert(instance.to_string(), n);
+        n
     }
 
-    /// `instance`'s stream ended: its copies are kept as they are, marked left (stale), its
-    /// snapshots under way and windows dropped.
-    pub fn closed(&self, instance: &str) {
+    /// `instance`'s stream number `stream` ended: its copies are kept as they are, marked
+    /// left (stale), its snapshots under way and windows dropped. Nothing when a newer
+    /// stream of the instance is open.
+    pub fn closed(&self, instance: &str, stream: u64) {
         let mut g = self.0.write();
+        if g.open.get(instance) != Some(&stream) {
+            return;
+        }
         g.open.remove(instance);
         g.incoming.retain(|_, p| p.instance != instance);
         for p in g.parts.values_mut().filter(|p| p.instance == instance) {
@@ -368,7 +379,7 @@ impl Replica {
     /// `instance` sent its windows within [`WINDOWS_FRESH_FOR`].
     pub fn windows_fresh(&self, instance: &str) -> bool {
         let g = self.0.read();
-        g.open.contains(instance)
+        g.open.contains_key(instance)
             && g.windows
                 .get(instance)
                 .is_some_and(|w| w.at.elapsed() <= WINDOWS_FRESH_FOR)
@@ -386,7 +397,7 @@ impl Replica {
     /// Whether `source` may be answered from the copy, given that `owner` owns it now.
     pub fn serves(&self, source: &Source, owner: &str) -> bool {
         let g = self.0.read();
-        g.open.contains(owner)
+        g.open.contains_key(owner)
             && g.parts
                 .get(source)
                 .is_some_and(|p| !p.left && p.instance == owner)
@@ -398,7 +409,7 @@ impl Replica {
         let g = self.0.read();
         g.parts
             .get(source)
-            .filter(|p| p.left || !g.open.contains(&p.instance))
+            .filter(|p| p.left || !g.open.contains_key(&p.instance))
             .map(|p| p.instance.clone())
     }
 
@@ -579,7 +590,11 @@ mod tests {
         .unwrap();
         assert!(r.serves(&s, "a"));
         assert!(!r.serves(&s, "b"), "another owner");
-        r.closed("a");
+        let newer = r.opened("a");
+        assert!(r.serves(&s, "a"), "a newer stream of the same instance");
+        r.closed("a", newer - 1);
+        assert!(r.serves(&s, "a"), "an older stream's end changes nothing");
+        r.closed("a", newer);
         assert!(!r.serves(&s, "a"), "stream closed");
         assert_eq!(r.stale(&s).as_deref(), Some("a"), "kept, stale");
         // b's snapshot replaces a's copy only when complete.
