@@ -56,8 +56,9 @@ pub struct Coverage {
 
 impl Coverage {
     fn new(mut missing: Vec<Missing>, mut stale: Vec<Missing>) -> Coverage {
-        missing.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        stale.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        for list in [&mut missing, &mut stale] {
+            list.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        }
         Coverage {
             complete: missing.is_empty() && stale.is_empty(),
             missing,
@@ -340,7 +341,7 @@ fn local_part(
     stats: &StatsReader,
     ask: &Ask,
     partitions: &[TopicPartition],
-    windows_from: &[(String, Replica)],
+    (replica, windows_from): (&Replica, &[String]),
 ) -> Result<Part, ApiError> {
     let src = sources(partitions);
     Ok(match ask {
@@ -373,11 +374,7 @@ fn local_part(
             now_us,
         } => {
             let mut c = stats.counters(*org.as_bytes(), windows_s, *now_us)?;
-            for (instance, replica) in windows_from {
-                let (w, at) = replica.windows(instance, *org.as_bytes());
-                add_windows(&mut c.windows, &w);
-                c.updated_at_us = c.updated_at_us.max(at);
-            }
+            add_copied_windows(&mut c, replica, windows_from, *org.as_bytes());
             let day = crate::stats::query::DAY_US;
             let start = now_us.div_euclid(day) * day;
             Part::Counters {
@@ -415,6 +412,15 @@ fn local_part(
             known: stats.org_known(*org.as_bytes())?,
         },
     })
+}
+
+/// Adds the copied real-time windows of `instances` (for `org`) to `c`.
+fn add_copied_windows(c: &mut Counters, replica: &Replica, instances: &[String], org: [u8; 16]) {
+    for instance in instances {
+        let (w, at) = replica.windows(instance, org);
+        add_windows(&mut c.windows, &w);
+        c.updated_at_us = c.updated_at_us.max(at);
+    }
 }
 
 /// Adds `more` to the windows of the same length in `into`.
@@ -568,13 +574,9 @@ async fn gather(
     } else {
         let ask2 = ask.clone();
         let list: Vec<TopicPartition> = plan.local.iter().chain(&plan.copied).cloned().collect();
-        let windows: Vec<(String, Replica)> = plan
-            .windows_from
-            .iter()
-            .map(|i| (i.clone(), st.replica.clone()))
-            .collect();
+        let (replica, windows_from) = (st.replica.clone(), plan.windows_from.clone());
         Some(tokio::task::spawn_blocking(move || {
-            local_part(&reader, &ask2, &list, &windows)
+            local_part(&reader, &ask2, &list, (&replica, &windows_from))
         }))
     };
     let answers = futures::future::join_all(asks).await;
@@ -803,11 +805,7 @@ pub async fn counters(
     match route(st, Copies::RowsAndWindows) {
         Route::Local(stats, windows_from, cov) => {
             let mut c = read(true, move || stats.counters(o, &windows, now)).await??;
-            for instance in &windows_from {
-                let (w, at) = st.replica.windows(instance, o);
-                add_windows(&mut c.windows, &w);
-                c.updated_at_us = c.updated_at_us.max(at);
-            }
+            add_copied_windows(&mut c, &st.replica, &windows_from, o);
             Ok((c, cov))
         }
         Route::Group(cluster, plan) => {
@@ -973,10 +971,10 @@ async fn answer_partials(
     let part = if served.is_empty() {
         None
     } else {
-        let stats = st.stats.clone();
+        let (stats, replica) = (st.stats.clone(), st.replica.clone());
         let list = served.clone();
         let ask = request.ask;
-        Some(blocking(move || local_part(&stats, &ask, &list, &[])).await??)
+        Some(blocking(move || local_part(&stats, &ask, &list, (&replica, &[]))).await??)
     };
     Ok(PartialsResponse {
         instance: cluster.instance().to_string(),

@@ -288,8 +288,7 @@ impl StatsReader {
 
     /// The replica `key`'s row is read from, if its source is copied.
     fn copy_of(&self, key: &RollupKey) -> Option<&Replica> {
-        let (replica, copied) = self.copies.as_ref()?;
-        copied.contains(key.source()?).then_some(replica)
+        self.copied(key.source())
     }
 
     /// A row's event count (None: no row).
@@ -332,12 +331,10 @@ impl StatsReader {
         }
     }
 
-    /// Whether rows of `source` are read from copies.
-    fn copied(&self, source: Option<&Source>) -> bool {
-        match (&self.copies, source) {
-            (Some((_, copied)), Some(s)) => copied.contains(s),
-            _ => false,
-        }
+    /// The replica rows of `source` are read from, if it is copied.
+    fn copied(&self, source: Option<&Source>) -> Option<&Replica> {
+        let (replica, copied) = self.copies.as_ref()?;
+        copied.contains(source?).then_some(replica)
     }
 
     /// The sources it answers for now.
@@ -358,11 +355,9 @@ impl StatsReader {
         for key in keys.iter().filter(|k| self.copy_of(k).is_none()) {
             present.extend(self.stored_counts(key)?.map(|v| Found::Stored(key, v)));
         }
-        if let Some((replica, copied)) = &self.copies {
-            let of_copies = keys
-                .iter()
-                .filter(|k| k.source().is_some_and(|s| copied.contains(s)));
-            replica.rows(of_copies, |_, row| present.extend(row.map(Found::Copied)));
+        if let Some((replica, _)) = &self.copies {
+            let of_copies = keys.iter().filter(|k| self.copy_of(k).is_some());
+            replica.rows(of_copies, |row| present.extend(row.map(Found::Copied)));
         }
         let mut point = Point {
             t_us,
@@ -593,13 +588,16 @@ impl StatsReader {
             if let (true, Some(Value::String(name))) =
                 (sources.holds(key.source()), r.get("event_name"))
             {
-                if !self.copied(key.source()) {
+                if self.copied(key.source()).is_none() {
                     *counts.entry(name.to_string()).or_insert(0) += int(r, "event_count");
                 }
             }
         }
-        if let (Some((replica, copied)), Sources::Partitions(list)) = (&self.copies, sources) {
-            let read: Vec<&Source> = list.iter().filter(|s| copied.contains(*s)).collect();
+        if let (Some((replica, _)), Sources::Partitions(list)) = (&self.copies, sources) {
+            let read: Vec<&Source> = list
+                .iter()
+                .filter(|s| self.copied(Some(s)).is_some())
+                .collect();
             replica.add_names(org, date, &read, &mut counts);
         }
         let mut out: Vec<TopEvent> = counts

@@ -209,6 +209,13 @@ impl ReplicaFeed {
         }
     }
 
+    /// Sends the rows a durable write changed to every subscriber (nothing when none).
+    pub fn publish_rows(&mut self, rows: Vec<RowChange>) {
+        if !rows.is_empty() {
+            self.publish(ReplicaMsg::Rows { rows });
+        }
+    }
+
     /// Sends `msg` to every subscriber, dropping the ones that are gone.
     pub fn publish(&mut self, msg: ReplicaMsg) {
         let msg = Arc::new(msg);
@@ -434,7 +441,7 @@ impl Replica {
     pub fn rows<'k>(
         &self,
         keys: impl Iterator<Item = &'k RollupKey>,
-        mut found: impl FnMut(&'k RollupKey, Option<CopiedRow>),
+        mut found: impl FnMut(Option<CopiedRow>),
     ) {
         let g = self.0.read();
         for key in keys {
@@ -442,7 +449,7 @@ impl Replica {
                 .source()
                 .and_then(|s| g.parts.get(s))
                 .and_then(|p| p.rows.get(key).cloned());
-            found(key, row);
+            found(row);
         }
     }
 

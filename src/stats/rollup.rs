@@ -328,7 +328,7 @@ impl RollupWorker {
             if ticket.finished().await.is_ok() {
                 self.durable = next;
                 if let Some(feed) = self.replicas.as_mut() {
-                    feed.publish(ReplicaMsg::Rows { rows });
+                    feed.publish_rows(rows);
                 }
             }
         }
@@ -513,8 +513,8 @@ impl RollupWorker {
             return Err(e.into());
         }
         self.durable = next;
-        if let (Some(feed), false) = (self.replicas.as_mut(), rows.is_empty()) {
-            feed.publish(ReplicaMsg::Rows { rows });
+        if let Some(feed) = self.replicas.as_mut() {
+            feed.publish_rows(rows);
         }
         if let Some(m) = &self.metrics {
             m.stats_flush_seconds
