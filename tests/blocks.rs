@@ -424,7 +424,13 @@ mod migration {
         let rows = ids
             .iter()
             .map(|id| (*id, store.get("Event", id).unwrap()))
-            .collect();
+            .collect::<BTreeMap<_, _>>();
+        // Read together (each block decoded once), the same rows as read one by one.
+        let many = store.get_many("Event", ids).unwrap();
+        for (id, row) in &rows {
+            assert_eq!(many.get(id), row.as_ref(), "get_many of {id:02x?}");
+        }
+        assert_eq!(many.len(), rows.values().flatten().count());
         let per_org = (0..3)
             .map(|k| {
                 store

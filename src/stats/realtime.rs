@@ -270,8 +270,8 @@ struct LivePublisher {
     tx: LiveSender,
     cap: usize,
     interval: Duration,
-    /// Per org, the newest `cap` inserts (id, version) not published yet, oldest first.
-    unpublished: HashMap<[u8; 16], VecDeque<([u8; 16], u64)>>,
+    /// Per org, the ids of the newest `cap` inserts not published yet, oldest first.
+    unpublished: HashMap<[u8; 16], VecDeque<[u8; 16]>>,
     last: tokio::time::Instant,
 }
 
@@ -280,9 +280,9 @@ impl LivePublisher {
         self.tx.receiver_count() > 0
     }
 
-    fn add(&mut self, org: [u8; 16], id: [u8; 16], version: u64) {
+    fn add(&mut self, org: [u8; 16], id: [u8; 16]) {
         let q = self.unpublished.entry(org).or_default();
-        q.push_back((id, version));
+        q.push_back(id);
         if q.len() > self.cap {
             q.pop_front();
         }
@@ -295,16 +295,22 @@ impl LivePublisher {
 
     fn publish(&mut self, store: &Store) -> Result<(), StatsError> {
         self.last = tokio::time::Instant::now();
+        // One read for every org's inserts: a block holds many of them, and is decoded once.
+        let ids: Vec<[u8; 16]> = self
+            .unpublished
+            .values()
+            .flat_map(|q| q.iter().copied())
+            .collect();
+        let mut rows = store.get_many("Event", &ids)?;
         for (org, inserts) in self.unpublished.drain() {
-            let mut events = Vec::with_capacity(inserts.len());
-            for (id, version) in inserts {
-                if let Some(row) = store.get_version("Event", &id, version)? {
-                    events.push(LiveEvent {
-                        row: Arc::new(row),
-                        json: Arc::default(),
-                    });
-                }
-            }
+            let events: Vec<LiveEvent> = inserts
+                .into_iter()
+                .filter_map(|id| rows.remove(&id))
+                .map(|row| LiveEvent {
+                    row: Arc::new(row),
+                    json: Arc::default(),
+                })
+                .collect();
             if !events.is_empty() {
                 // No receivers is fine: nobody is watching.
                 let _ = self.tx.send(Arc::new(LiveBatch {
@@ -491,7 +497,7 @@ impl RealtimeWorker {
             None => None,
         };
         // Inserts of this read to publish: (org, id, version), in feed order.
-        let mut inserted: Vec<([u8; 16], [u8; 16], u64)> = Vec::new();
+        let mut inserted: Vec<([u8; 16], [u8; 16])> = Vec::new();
         let mut events = 0u64;
         for e in &entries {
             self.next = e.seq + 1;
@@ -507,13 +513,13 @@ impl RealtimeWorker {
                 let f = event_image(&self.store, self.feed_has_facts, e, false)?;
                 self.counters.apply(f.org, f.ts_us, f.user, 1);
                 if live.is_some() && e.op == ChangeOp::Insert {
-                    inserted.push((f.org, e.id, e.version));
+                    inserted.push((f.org, e.id));
                 }
             }
         }
         if let Some(live) = live {
-            for (org, id, version) in inserted {
-                live.add(org, id, version);
+            for (org, id) in inserted {
+                live.add(org, id);
             }
             if live.last.elapsed() >= live.interval {
                 live.publish(&self.store)?;

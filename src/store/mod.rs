@@ -1016,6 +1016,27 @@ impl Store {
         Ok(self.get_values(entity, id)?.map(|v| e.to_row(v)))
     }
 
+    /// The latest rows of `entity` with ids `ids`, by id (absent ids are left out): for
+    /// `@blocks` entities each block holding some of them is decoded once.
+    pub fn get_many(
+        &self,
+        entity: &str,
+        ids: &[[u8; 16]],
+    ) -> Result<std::collections::HashMap<[u8; 16], Row>, StoreError> {
+        let e = self.inner.layout.entity(entity)?;
+        if e.blocks.is_some() {
+            let rows = self.inner.block_rows_of(e, ids)?;
+            return Ok(rows.into_iter().map(|(id, v)| (id, e.to_row(v))).collect());
+        }
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = self.get(entity, id)? {
+                out.insert(*id, row);
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn get_values(
         &self,
         entity: &str,

@@ -437,9 +437,20 @@ impl<'a> BlockReader<'a> {
 
     /// Row `at` with every column (each column is decoded, but no other row is built).
     pub fn row(&self, at: usize) -> Result<Values, StoreError> {
-        (0..self.columns.len())
-            .map(|p| Ok(self.column(p)?.into_iter().nth(at).unwrap_or(Value::Null)))
-            .collect()
+        Ok(self.rows_at(&[at])?.pop().unwrap_or_default())
+    }
+
+    /// Rows `at` (positions, in that order) with every column: each column is decoded
+    /// once for all of them.
+    pub fn rows_at(&self, at: &[usize]) -> Result<Vec<Values>, StoreError> {
+        let mut rows: Vec<Values> = vec![Vec::with_capacity(self.columns.len()); at.len()];
+        for p in 0..self.columns.len() {
+            let column = self.column(p)?;
+            for (row, &i) in rows.iter_mut().zip(at) {
+                row.push(column.get(i).cloned().unwrap_or(Value::Null));
+            }
+        }
+        Ok(rows)
     }
 
     /// Every row with every column.

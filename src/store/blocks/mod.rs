@@ -36,7 +36,7 @@ pub(crate) use read::BlockCache;
 use super::layout::{BlockKeys, EntityLayout, Values};
 use super::{StoreError, Value};
 use parking_lot::RwLock;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// What the catalog knows of a block without reading it.
@@ -542,6 +542,53 @@ impl super::Inner {
         let no = meta.no;
         let bytes = self.blocks.bytes(no)?;
         Ok(read::find_row(e, &meta, &bytes, id)?.map(|(_, values)| (meta, values)))
+    }
+
+    /// The rows of a `@blocks` entity with ids `ids`, by id: each block that holds some of
+    /// them is read once (what reading them one by one would decode again per row). Ids
+    /// not found among those written within the dedup window are looked for one by one.
+    pub(crate) fn block_rows_of(
+        &self,
+        e: &EntityLayout,
+        ids: &[[u8; 16]],
+    ) -> Result<HashMap<[u8; 16], Values>, StoreError> {
+        let mut by_block: HashMap<u64, (Arc<BlockMeta>, HashSet<[u8; 16]>)> = HashMap::new();
+        let mut unplaced = Vec::new();
+        {
+            let catalog = self.blocks.catalog.blocks.read();
+            for id in ids {
+                match self.blocks.ids.get(id).and_then(|no| catalog.get(&no)) {
+                    Some(meta) => {
+                        by_block
+                            .entry(meta.no)
+                            .or_insert_with(|| (meta.clone(), HashSet::new()))
+                            .1
+                            .insert(*id);
+                    }
+                    None => unplaced.push(*id),
+                }
+            }
+        }
+        let mut out = HashMap::with_capacity(ids.len());
+        for (no, (meta, wanted)) in by_block {
+            let bytes = match self.blocks.bytes(no) {
+                Ok(b) => b,
+                // Merged away since: look for its rows one by one below.
+                Err(_) if self.blocks.catalog.get(no).is_none() => {
+                    unplaced.extend(wanted);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            out.extend(read::find_rows(e, &meta, &bytes, &wanted)?);
+            unplaced.extend(wanted.into_iter().filter(|id| !out.contains_key(id)));
+        }
+        for id in unplaced {
+            if let Some((_, values)) = self.block_row(e, &id)? {
+                out.insert(id, values);
+            }
+        }
+        Ok(out)
     }
 
     /// The row with id `id` if block `no` (still registered) holds it.

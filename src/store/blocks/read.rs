@@ -107,6 +107,31 @@ pub(crate) fn find_row(
     Ok(Some((at, row)))
 }
 
+/// The rows with ids `wanted` that a block holds, by id: the id column and every other
+/// column are decoded once for all of them.
+pub(crate) fn find_rows(
+    e: &EntityLayout,
+    meta: &BlockMeta,
+    bytes: &[u8],
+    wanted: &std::collections::HashSet<[u8; 16]>,
+) -> Result<Vec<([u8; 16], Values)>, StoreError> {
+    let reader = BlockReader::open(bytes).map_err(|err| corrupt(meta, err))?;
+    let ids = reader.column(e.id_pos).map_err(|err| corrupt(meta, err))?;
+    let (found, at): (Vec<[u8; 16]>, Vec<usize>) = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| match v {
+            crate::store::Value::Uuid(u) if wanted.contains(u) => Some((*u, i)),
+            _ => None,
+        })
+        .unzip();
+    if at.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = reader.rows_at(&at).map_err(|err| corrupt(meta, err))?;
+    Ok(found.into_iter().zip(rows).collect())
+}
+
 /// `err` about block `meta`, naming it.
 pub(super) fn corrupt(meta: &BlockMeta, err: StoreError) -> StoreError {
     match err {
