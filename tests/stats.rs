@@ -1267,6 +1267,40 @@ fn assert_same_answers(a: &StatsReader, b: &StatsReader, org: [u8; 16], base: Da
     );
 }
 
+/// Writes the same change to every store and to the model: `new` events inserted, the
+/// events `moved.0` given user `moved.1`, the events `deleted` deleted.
+fn change(
+    stores: &[&Store],
+    model: &mut HashMap<[u8; 16], Ev>,
+    new: Vec<Ev>,
+    moved: (&[[u8; 16]], &str),
+    deleted: &[[u8; 16]],
+) {
+    let (moved, user) = moved;
+    for store in stores {
+        write(store, |b| {
+            for e in &new {
+                b.insert("Event", sourced_row(e));
+            }
+            for id in moved {
+                let mut e = model[id].clone();
+                e.user = Some(user.to_string());
+                b.update("Event", *id, sourced_row(&e));
+            }
+            for id in deleted {
+                b.delete("Event", *id);
+            }
+        });
+    }
+    for id in moved {
+        model.get_mut(id).unwrap().user = Some(user.to_string());
+    }
+    for id in deleted {
+        model.remove(id);
+    }
+    model.extend(new.into_iter().map(|e| (e.id, e)));
+}
+
 #[test]
 fn rollups_kept_per_partition_merge_to_the_whole_store_answers() {
     let rt = rt();
@@ -1298,28 +1332,8 @@ fn rollups_kept_per_partition_merge_to_the_whole_store_answers() {
         } else {
             (&[][..], &[][..])
         };
-        for store in [&per, &whole] {
-            write(store, |b| {
-                for e in &new {
-                    b.insert("Event", sourced_row(e));
-                }
-                for id in moved {
-                    let mut e = model[id].clone();
-                    e.user = Some(format!("user_{}", 1000 + round));
-                    b.update("Event", *id, sourced_row(&e));
-                }
-                for id in deleted {
-                    b.delete("Event", *id);
-                }
-            });
-        }
-        for id in moved {
-            model.get_mut(id).unwrap().user = Some(format!("user_{}", 1000 + round));
-        }
-        for id in deleted {
-            model.remove(id);
-        }
-        model.extend(new.into_iter().map(|e| (e.id, e)));
+        let user = format!("user_{}", 1000 + round);
+        change(&[&per, &whole], &mut model, new, (moved, &user), deleted);
         rt.block_on(wa.catch_up()).unwrap();
         rt.block_on(wb.catch_up()).unwrap();
     }
@@ -1344,22 +1358,26 @@ fn rollups_kept_per_partition_merge_to_the_whole_store_answers() {
     for org in 0..3 {
         assert_same_answers(&all, &rb, org_id(org), base);
     }
-    // More events in the buckets already merged (and cached): the answers follow.
-    let more: Vec<Ev> = (0..500)
-        .map(|_| random_event(&mut rng, 3, 300, base, 3 * 86_400))
-        .collect();
-    for store in [&per, &whole] {
-        write(store, |b| {
-            for e in &more {
-                b.insert("Event", sourced_row(e));
-            }
-        });
-    }
-    model.extend(more.into_iter().map(|e| (e.id, e)));
-    rt.block_on(wa.catch_up()).unwrap();
-    rt.block_on(wb.catch_up()).unwrap();
-    for org in 0..3 {
-        assert_same_answers(&all, &rb, org_id(org), base);
+    // More events in the buckets already merged (and cached): the answers follow. A bucket
+    // merged again keeps its unions and then adds only the changed rows' sets, unless a
+    // row's sets were replaced (a deletion or a moved user recomputes them): rounds of
+    // inserts only, then with removals, then inserts again.
+    for round in 0..4 {
+        let more: Vec<Ev> = (0..500)
+            .map(|_| random_event(&mut rng, 3, 300, base, 3 * 86_400))
+            .collect();
+        let ids: Vec<[u8; 16]> = match round {
+            2 => model.keys().skip(100).take(40).copied().collect(),
+            _ => Vec::new(),
+        };
+        let (moved, deleted) = ids.split_at(ids.len() / 2);
+        let user = format!("user_{}", 2000 + round);
+        change(&[&per, &whole], &mut model, more, (moved, &user), deleted);
+        rt.block_on(wa.catch_up()).unwrap();
+        rt.block_on(wb.catch_up()).unwrap();
+        for org in 0..3 {
+            assert_same_answers(&all, &rb, org_id(org), base);
+        }
     }
     let stored = rebuild::stored(&per, &Scope::default()).unwrap();
     let expected = rebuild::recompute(&per, &pp, 10_000, &bar).unwrap();

@@ -182,10 +182,18 @@ const IDS_KEPT: usize = 200_000;
 /// they were merged at: a past bucket's rows do not change, and merging their unique sets
 /// again on every request (30 days of 12 partitions: ~4 ms) is what the cache saves.
 #[derive(Clone)]
-struct MergedCache(Arc<Mutex<BudgetCache<Vec<[u8; 16]>, VersionedPoint>>>);
+struct MergedCache(Arc<Mutex<BudgetCache<Vec<[u8; 16]>, Merged>>>);
 
-/// The versions of the rows a bucket was merged from, and the merged bucket.
-type VersionedPoint = (Vec<u64>, Point);
+/// A bucket merged from several rows: the rows' versions and the generations of their sets
+/// (a generation changes when a row's sets are replaced whole, which may remove values;
+/// None: unknown, never merged incrementally), the merged bucket and, for a bucket whose
+/// rows changed since it was first merged, the unions of their sets.
+struct Merged {
+    versions: Vec<u64>,
+    generations: Vec<Option<u64>>,
+    point: Point,
+    unions: Option<Box<(UniqUnion, UniqUnion)>>,
+}
 
 const MERGED_CACHE_BYTES: usize = 16 << 20;
 
@@ -207,8 +215,12 @@ type UniqStates = (Uniq, Uniq);
 #[derive(Clone)]
 struct StateCache(Arc<Mutex<BudgetCache<[u8; 16], VersionedStates>>>);
 
-/// A row version and the states decoded from it.
-type VersionedStates = (u64, Arc<UniqStates>);
+/// A row's states and the generation of its parts (None: sets stored inline).
+type StatesOfGeneration = (Arc<UniqStates>, Option<i64>);
+
+/// A row version, the generation of its parts (None: sets stored inline) and the states
+/// decoded from it.
+type VersionedStates = (u64, Option<i64>, Arc<UniqStates>);
 
 const STATE_CACHE_BYTES: usize = 64 << 20;
 
@@ -220,17 +232,19 @@ impl Default for StateCache {
 }
 
 impl StateCache {
-    fn get(&self, id: &[u8; 16], version: u64) -> Option<Arc<UniqStates>> {
+    fn get(&self, id: &[u8; 16], version: u64) -> Option<StatesOfGeneration> {
         let mut cache = self.0.lock();
         cache
             .get(id)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, s)| s.clone())
+            .filter(|(v, _, _)| *v == version)
+            .map(|(_, g, s)| (s.clone(), *g))
     }
 
-    fn keep(&self, id: [u8; 16], version: u64, states: Arc<UniqStates>) {
+    fn keep(&self, id: [u8; 16], version: u64, generation: Option<i64>, states: Arc<UniqStates>) {
         let size = 64 + states.0.memory_bytes() + states.1.memory_bytes();
-        self.0.lock().insert(id, (version, states), size);
+        self.0
+            .lock()
+            .insert(id, (version, generation, states), size);
     }
 }
 
@@ -395,36 +409,75 @@ impl StatsReader {
                     ids.push(id);
                     versions.push(version);
                 }
-                if let Some((v, p)) = self.merged.0.lock().get(&ids) {
-                    if *v == versions {
-                        return Ok(Point { t_us, ..*p });
+                let (previous, hot) = {
+                    let mut cache = self.merged.0.lock();
+                    match cache.get(&ids) {
+                        Some(m) if m.versions == versions => {
+                            return Ok(Point { t_us, ..m.point });
+                        }
+                        Some(m) if m.unions.is_some() => (cache.remove(&ids), true),
+                        Some(_) => (None, true),
+                        None => (None, false),
                     }
-                }
-                // Counts and sets read after the versions: never older than them.
-                let mut users = UniqUnion::new();
-                let mut sessions = UniqUnion::new();
+                };
+                // Counts, sets and generations read after the versions: never older.
+                let mut read = Vec::with_capacity(many.len());
                 for f in many {
-                    match f {
+                    read.push(match f {
                         Found::Stored(key, _) => {
-                            if let Some(v) = self.stored_counts(key)? {
-                                point.events += v[0];
-                            }
-                            if let Some(states) = self.states(key)? {
-                                users.add(&states.0);
-                                sessions.add(&states.1);
+                            let events = self.stored_counts(key)?.map_or(0, |v| v[0]);
+                            match self.stored_states(key)? {
+                                Some((sets, generation)) => {
+                                    (events, Some(sets), generation.map(|g| g as u64))
+                                }
+                                None => (events, None, None),
                             }
                         }
-                        Found::Copied(r) => {
-                            point.events += r.events;
-                            users.add(&r.sets.0);
-                            sessions.add(&r.sets.1);
-                        }
-                    }
+                        Found::Copied(r) => (r.events, Some(r.sets.clone()), Some(r.generation)),
+                    });
                 }
-                point.unique_users = users.count().0 as i64;
-                point.unique_sessions = sessions.count().0 as i64;
-                let weight = 64 + ids.len() * 24;
-                self.merged.0.lock().insert(ids, (versions, point), weight);
+                point.events = read.iter().map(|r| r.0).sum();
+                let generations: Vec<Option<u64>> = read.iter().map(|r| r.2).collect();
+                let unions = match previous {
+                    Some(Merged {
+                        versions: was,
+                        generations: same,
+                        unions: Some(mut unions),
+                        ..
+                    }) if same == generations && generations.iter().all(Option::is_some) => {
+                        // No row's sets were replaced since (only grown): adding the changed
+                        // rows' sets again makes the union of all of them.
+                        for (r, (v, w)) in read.iter().zip(versions.iter().zip(&was)) {
+                            if let (Some(sets), true) = (&r.1, v != w) {
+                                unions.0.add(&sets.0);
+                                unions.1.add(&sets.1);
+                            }
+                        }
+                        unions
+                    }
+                    _ => {
+                        let mut unions = Box::new((UniqUnion::new(), UniqUnion::new()));
+                        for sets in read.iter().filter_map(|r| r.1.as_ref()) {
+                            unions.0.add(&sets.0);
+                            unions.1.add(&sets.1);
+                        }
+                        unions
+                    }
+                };
+                point.unique_users = unions.0.count().0 as i64;
+                point.unique_sessions = unions.1.count().0 as i64;
+                // A bucket merged again because its rows changed (today's) keeps its unions,
+                // so the next change adds only the changed rows' sets; not past ~2 MB.
+                let union_bytes = unions.0.memory_bytes() + unions.1.memory_bytes();
+                let keep = hot && union_bytes <= MERGED_CACHE_BYTES / 8;
+                let weight = 64 + ids.len() * 32 + if keep { union_bytes } else { 0 };
+                let merged = Merged {
+                    versions,
+                    generations,
+                    point,
+                    unions: keep.then_some(unions),
+                };
+                self.merged.0.lock().insert(ids, merged, weight);
             }
         }
         Ok(point)
@@ -460,6 +513,12 @@ impl StatsReader {
         if let Some(replica) = self.copy_of(key) {
             return Ok(replica.row(key).map(|r| r.sets));
         }
+        Ok(self.stored_states(key)?.map(|(states, _)| states))
+    }
+
+    /// A stored rollup row's states and the generation of its parts (see
+    /// [`StatsReader::states`]).
+    fn stored_states(&self, key: &RollupKey) -> Result<Option<StatesOfGeneration>, StatsError> {
         let id = self.id_of(key);
         // The rollup worker may write the row meanwhile (it replaces the row version it
         // names, and a new generation of parts drops the old one's): read again until the
@@ -470,8 +529,8 @@ impl StatsReader {
             let Some(version) = self.store.latest_version(key.entity(), &id)? else {
                 return Ok(None);
             };
-            if let Some(states) = self.states.get(&id, version) {
-                return Ok(Some(states));
+            if let Some(found) = self.states.get(&id, version) {
+                return Ok(Some(found));
             }
             let fields = [
                 "state_generation",
@@ -508,8 +567,9 @@ impl StatsReader {
                 continue;
             }
             let states = Arc::new(states);
-            self.states.keep(id, version, states.clone());
-            return Ok(Some(states));
+            let generation = parts.map(|p| p.generation);
+            self.states.keep(id, version, generation, states.clone());
+            return Ok(Some((states, generation)));
         }
     }
 

@@ -243,6 +243,9 @@ pub struct CopiedRow {
     pub events: i64,
     pub version: u64,
     pub sets: Arc<(Uniq, Uniq)>,
+    /// Changes when the sets are replaced whole (which may remove values); a row whose
+    /// sets only grew since a merge keeps it, and the merge only adds them again.
+    pub generation: u64,
 }
 
 /// One partition's copy.
@@ -508,9 +511,13 @@ fn apply_row(part: &mut PartCopy, key: &RollupKey, c: &RowChange, version: u64) 
         events: 0,
         version,
         sets: Arc::default(),
+        generation: version,
     });
     row.events = c.events;
     row.version = version;
+    if c.users.is_some() || c.sessions.is_some() {
+        row.generation = version;
+    }
     let sets = Arc::make_mut(&mut row.sets);
     if let Some(u) = &c.users {
         sets.0 = u.0.clone();
@@ -666,11 +673,26 @@ mod tests {
         .unwrap();
         let row = r.row(&k).unwrap();
         assert_eq!((row.events, row.sets.0.count()), (4, 3));
+        // Grown sets keep the generation (a merge may add them again); sets sent whole
+        // (which may have lost values) change it.
+        let first = row.generation;
+        assert_ne!(row.version, first);
+        let rewrite = RowChange::changed(&k, &state(2, &[9]), &Pending::whole()).unwrap();
+        r.apply(
+            "a",
+            &ReplicaMsg::Rows {
+                rows: vec![rewrite],
+            },
+        )
+        .unwrap();
+        let row = r.row(&k).unwrap();
+        assert_eq!((row.events, row.sets.0.count()), (2, 1));
+        assert_ne!(row.generation, first);
         // Another instance's rows of the partition are not applied.
         let other = RowChange::whole(&k, &state(100, &[5])).unwrap();
         r.apply("b", &ReplicaMsg::Rows { rows: vec![other] })
             .unwrap();
-        assert_eq!(r.row(&k).unwrap().events, 4);
+        assert_eq!(r.row(&k).unwrap().events, 2);
         // A row that counts nothing any more is gone.
         let gone = RowChange::changed(&k, &RollupState::default(), &Pending::default()).unwrap();
         r.apply("a", &ReplicaMsg::Rows { rows: vec![gone] })

@@ -479,6 +479,11 @@ impl UniqUnion {
         }
     }
 
+    /// About how much memory the union holds (as [`Uniq::memory_bytes`]).
+    pub fn memory_bytes(&self) -> usize {
+        48 + self.exact.capacity() * 9 + self.sketch.as_ref().map_or(0, |_| 32 + M)
+    }
+
     /// The union as one set: exact while every part was, else the merged sketch.
     pub fn into_uniq(self) -> Uniq {
         match self.sketch {
