@@ -705,6 +705,20 @@ fn updates_carry_the_newest_events_up_to_the_cap_newest_first() {
     rt_multi_thread().block_on(async {
         let mut a = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
         wait_type(&mut a, "hello", Duration::from_secs(2)).await.unwrap();
+        // Client b asks for at most 2 events an update (more than the cap is refused,
+        // naming the field and the value) and counts the rest from `new_events`.
+        let mut b = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
+        wait_type(&mut b, "hello", Duration::from_secs(2)).await.unwrap();
+        let from = chrono::Utc::now() - chrono::Duration::hours(1);
+        for (events, answer) in [(cap + 1, "error"), (2, "snapshot")] {
+            let sub = json!({"type": "subscribe", "from": from.to_rfc3339(), "to": null, "events": events});
+            b.send(Message::text(sub.to_string())).await.unwrap();
+            let m = wait_type(&mut b, answer, Duration::from_secs(5)).await.unwrap();
+            if answer == "error" {
+                let said = m["message"].as_str().unwrap();
+                assert!(said.contains(&format!("parameter 'events': '{events}'")), "{said}");
+            }
+        }
         produce(&stack.broker.bootstrap, &stack.topic, &records);
         let newest: HashSet<usize> = (n - cap as usize..n).collect();
         let mut seen: HashSet<usize> = HashSet::new();
@@ -742,5 +756,23 @@ fn updates_carry_the_newest_events_up_to_the_cap_newest_first() {
             seen.len()
         );
         eprintln!("gateway_ws: {n} events in a burst -> {} sent in {updates} updates of at most {cap}, the newest {cap} included", seen.len());
+        // b: every event counted once in `new_events`, at most 2 carried an update.
+        let (mut counted, mut carried) = (0u64, 0usize);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && counted < n as u64 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(m) = next_json(&mut b, left).await else {
+                break;
+            };
+            if m["type"] != "update" {
+                continue;
+            }
+            let events = m["events"].as_array().unwrap().len();
+            assert!(events <= 2, "an update carried {events} events; b asked for 2");
+            counted += m["new_events"].as_u64().unwrap();
+            carried += events;
+        }
+        assert_eq!(counted, n as u64, "new_events adds up to the events produced");
+        eprintln!("gateway_ws: with events=2, {carried} events carried, {counted} counted");
     });
 }

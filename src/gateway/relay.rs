@@ -50,10 +50,17 @@ struct Relayed {
     org: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     events: Vec<Box<RawValue>>,
+    /// Events of the org stored since the last batch, `events` and the ones left out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    arrived: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rollup: Option<ReplicaMsg>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     windows: Option<Vec<OrgWindows>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// [`Relayed`]'s rollup message, written without a copy.
@@ -124,8 +131,10 @@ async fn send_own_events(st: GatewayState, cluster: Arc<Cluster>, socket: WebSoc
                     if events.is_empty() {
                         continue;
                     }
+                    let held = (batch.events.len() - events.len()) as u64;
                     serde_json::to_string(&Relayed {
                         org: Some(Uuid::from_bytes(batch.org)),
+                        arrived: batch.arrived.saturating_sub(held),
                         events,
                         ..Relayed::default()
                     })
@@ -304,6 +313,7 @@ async fn receive(st: GatewayState, url: String, instance: String, stop: Cancella
         let Some(org) = batch.org.filter(|_| !batch.events.is_empty()) else {
             continue;
         };
+        let arrived = batch.arrived.max(batch.events.len() as u64);
         let events = batch
             .events
             .into_iter()
@@ -316,6 +326,7 @@ async fn receive(st: GatewayState, url: String, instance: String, stop: Cancella
         let _ = st.live.send(Arc::new(LiveBatch {
             org: *org.as_bytes(),
             events,
+            arrived,
             relayed: true,
         }));
     }

@@ -292,19 +292,26 @@ pub struct Snapshot<'a> {
 #[derive(Debug, Serialize)]
 pub struct Update<'a> {
     pub events: Vec<&'a RawValue>,
-    pub counters: &'a CountersBody,
+    /// Events of the org stored since the last update, whether `events` carries them or
+    /// not (the client's `events` limit, `recent_events_cap`).
+    pub new_events: u64,
+    /// Absent when unchanged since the last message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<&'a CountersBody>,
     pub lag: LagOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view: Option<ViewUpdate<'a>>,
 }
 
 /// What an update says of the subscribed view: the points that changed (absolute values),
-/// its top events and unique users.
+/// and its top events and unique users when they changed.
 #[derive(Debug, Serialize)]
 pub struct ViewUpdate<'a> {
     pub timeseries: Vec<PointOut>,
-    pub top_events: &'a TopEventsBody,
-    pub unique_users: &'a UniqueUsersBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_events: Option<&'a TopEventsBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unique_users: Option<&'a UniqueUsersBody>,
 }
 
 impl ServerMsg<'_> {
@@ -366,6 +373,8 @@ pub struct Subscribe {
     pub to: Option<Scalar>,
     pub granularity: Option<Scalar>,
     pub event_type: Option<Scalar>,
+    /// Most events an update carries (0 to `recent_events_cap`; absent: the cap).
+    pub events: Option<Scalar>,
 }
 
 /// A command field as sent: text, an integer (times: epoch milliseconds), or anything else
@@ -413,6 +422,20 @@ impl Subscribe {
             event_type: event_type.as_deref(),
         }
         .parse(max_days, Some(now))
+    }
+
+    /// The most events an update is to carry: `events` if given (an integer from 0 to
+    /// `cap`), else `cap`.
+    pub fn events_per_update(&self, cap: usize) -> Result<usize, ApiError> {
+        match &self.events {
+            None => Ok(cap),
+            Some(Scalar::Int(n)) if *n >= 0 && (*n as u64) <= cap as u64 => Ok(*n as usize),
+            Some(v) => Err(ApiError::bad_parameter(
+                "events",
+                &v.as_text(),
+                format!("is not an integer from 0 to {cap} (gateway.recent_events_cap)"),
+            )),
+        }
     }
 
     /// Whether the view is live (no `to`: the range ends now and slides).
@@ -506,20 +529,28 @@ mod tests {
         );
         let counters = CountersBody::new(org(), &counters());
         let raw = serde_json::value::to_raw_value(&json!({"id": "e"})).unwrap();
-        let update = ServerMsg::Update(Update {
-            events: vec![&raw],
-            counters: &counters,
-            lag: LagOut {
-                events: 1,
-                freshness_ms: None,
-            },
-            view: None,
-        });
-        let v: Json = serde_json::from_str(&update.to_text()).unwrap();
+        let update = |counters| {
+            let msg = ServerMsg::Update(Update {
+                events: vec![&raw],
+                new_events: 7,
+                counters,
+                lag: LagOut {
+                    events: 1,
+                    freshness_ms: None,
+                },
+                view: None,
+            });
+            serde_json::from_str::<Json>(&msg.to_text()).unwrap()
+        };
+        let v = update(Some(&counters));
         assert_eq!(v["type"], "update");
         assert_eq!(v["events"], json!([{"id": "e"}]));
+        assert_eq!(v["new_events"], 7);
         assert_eq!(v["lag"], json!({"events": 1, "freshness_ms": null}));
         assert!(v.get("view").is_none());
+        assert!(v["counters"].is_object());
+        // Unchanged counters are left out.
+        assert!(update(None).get("counters").is_none());
     }
 
     #[test]
@@ -572,5 +603,24 @@ mod tests {
             refused(r#"{"type":"subscribe","from":0,"event_type":5}"#),
             "parameter 'event_type': '5' is not a string"
         );
+        let per_update = |raw: &str| {
+            let Ok(ClientCmd::Subscribe(s)) = ClientCmd::parse(raw) else {
+                panic!("{raw}: a subscribe")
+            };
+            s.events_per_update(100).map_err(|e| e.message)
+        };
+        assert_eq!(per_update(r#"{"type":"subscribe","from":0}"#), Ok(100));
+        assert_eq!(per_update(r#"{"type":"subscribe","events":0}"#), Ok(0));
+        assert_eq!(per_update(r#"{"type":"subscribe","events":10}"#), Ok(10));
+        for bad in ["101", "-1", "\"ten\"", "2.5", "true"] {
+            let shown = bad.trim_matches('"');
+            assert_eq!(
+                per_update(&format!(r#"{{"type":"subscribe","events":{bad}}}"#)),
+                Err(format!(
+                    "parameter 'events': '{shown}' is not an integer from 0 to 100 (gateway.recent_events_cap)"
+                )),
+                "{bad}"
+            );
+        }
     }
 }

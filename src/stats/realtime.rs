@@ -254,6 +254,9 @@ pub struct LiveEvent {
 pub struct LiveBatch {
     pub org: [u8; 16],
     pub events: Vec<LiveEvent>,
+    /// Events of the org stored since its last batch: `events` and the older ones left out
+    /// past the cap (what a client's "N new events" counts).
+    pub arrived: u64,
     /// Received from another instance of a scaled-out group (not sent on again).
     pub relayed: bool,
 }
@@ -272,6 +275,8 @@ struct LivePublisher {
     interval: Duration,
     /// Per org, the ids of the newest `cap` inserts not published yet, oldest first.
     unpublished: HashMap<[u8; 16], VecDeque<[u8; 16]>>,
+    /// Per org, the inserts since the last publish, kept or not.
+    arrived: HashMap<[u8; 16], u64>,
     last: tokio::time::Instant,
 }
 
@@ -281,6 +286,7 @@ impl LivePublisher {
     }
 
     fn add(&mut self, org: [u8; 16], id: [u8; 16]) {
+        *self.arrived.entry(org).or_default() += 1;
         let q = self.unpublished.entry(org).or_default();
         q.push_back(id);
         if q.len() > self.cap {
@@ -313,8 +319,10 @@ impl LivePublisher {
                 .collect();
             if !events.is_empty() {
                 // No receivers is fine: nobody is watching.
+                let arrived = self.arrived.remove(&org).unwrap_or(0);
                 let _ = self.tx.send(Arc::new(LiveBatch {
                     org,
+                    arrived: arrived.max(events.len() as u64),
                     events,
                     relayed: false,
                 }));
@@ -405,6 +413,7 @@ impl RealtimeWorker {
             cap: cap.max(1),
             interval,
             unpublished: HashMap::new(),
+            arrived: HashMap::new(),
             last: tokio::time::Instant::now(),
         });
         self
@@ -492,6 +501,7 @@ impl RealtimeWorker {
             Some(l) if push && l.listening() => Some(l),
             Some(l) => {
                 l.unpublished.clear();
+                l.arrived.clear();
                 None
             }
             None => None,

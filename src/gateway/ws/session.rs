@@ -69,6 +69,11 @@ struct Session {
     /// last); the oldest batches go once the newer ones hold `recent_events_cap` events.
     pending: VecDeque<Arc<LiveBatch>>,
     pending_events: usize,
+    /// Events of the org taken since the last update (the pending ones and those dropped
+    /// past the cap): the update's `new_events`.
+    arrived: u64,
+    /// Most events an update carries (the subscribe's `events`, else the cap).
+    events_per_update: usize,
     changed: bool,
     view: Option<View>,
     /// The view's points as last sent, to send only what changed.
@@ -166,12 +171,15 @@ async fn next_alert(
 
 impl Session {
     fn new(st: GatewayState, org: Uuid, tx: mpsc::Sender<Message>) -> Self {
+        let events_per_update = st.cfg.gateway.recent_events_cap().get();
         Session {
             st,
             org,
             tx,
             pending: VecDeque::new(),
             pending_events: 0,
+            arrived: 0,
+            events_per_update,
             changed: false,
             view: None,
             sent_points: Vec::new(),
@@ -303,7 +311,8 @@ impl Session {
         if batch.org != *self.org.as_bytes() || batch.events.is_empty() {
             return;
         }
-        let cap = self.st.cfg.gateway.recent_events_cap().get();
+        let cap = self.events_per_update.max(1);
+        self.arrived += batch.arrived.max(batch.events.len() as u64);
         self.pending_events += batch.events.len();
         self.pending.push_back(batch.clone());
         while let Some(oldest) = self.pending.front() {
@@ -319,6 +328,7 @@ impl Session {
     fn clear_pending(&mut self) {
         self.pending.clear();
         self.pending_events = 0;
+        self.arrived = 0;
         self.changed = false;
     }
 
@@ -348,10 +358,15 @@ impl Session {
     /// message a REST 400 would have) leaves the current one in place.
     async fn subscribe(&mut self, sub: &Subscribe) {
         let now = chrono::Utc::now().timestamp_micros();
-        let spec = match sub.view(self.st.cfg.gateway.max_range_days, now) {
-            Ok(spec) => spec,
+        let cap = self.st.cfg.gateway.recent_events_cap().get();
+        let (spec, per_update) = match sub
+            .view(self.st.cfg.gateway.max_range_days, now)
+            .and_then(|spec| Ok((spec, sub.events_per_update(cap)?)))
+        {
+            Ok(taken) => taken,
             Err(e) => return self.error("bad_command", e.message),
         };
+        self.events_per_update = per_update;
         self.view = Some(View {
             spec,
             live: sub.is_live(),
@@ -599,36 +614,49 @@ impl Session {
             .ok()
     }
 
-    /// The `update` message as text: the pending events (newest first, at most
-    /// `recent_events_cap`), each one's JSON made once and shared by every session of the
-    /// org; the view's `changed` points.
+    /// The `update` message as text: the pending events (newest first, at most the
+    /// subscribe's `events`, else `recent_events_cap`), each one's JSON made once and shared
+    /// by every session of the org, and how many arrived; the view's `changed` points; the
+    /// counters, top events and unique users only when they differ from the last message's.
     fn update(
         &self,
         counters: &CountersBody,
         data: Option<&ViewData>,
         changed: &[Point],
     ) -> String {
-        let cap = self.st.cfg.gateway.recent_events_cap().get();
         let events = self
             .pending
             .iter()
             .rev()
             .flat_map(|b| b.events.iter().rev())
-            .take(cap)
+            .take(self.events_per_update)
             .map(|ev| {
                 &**ev
                     .json
                     .get_or_init(|| EventJson::from_row(&ev.row).to_raw())
             })
             .collect();
+        // What the client has already (the last message's) is not sent again.
+        let (sent_counters, sent_view) = match &self.sent {
+            Some((c, v)) => (Some(c), v.as_ref()),
+            None => (None, None),
+        };
         ServerMsg::Update(Update {
             events,
-            counters,
+            new_events: self.arrived,
+            counters: (sent_counters != Some(counters)).then_some(counters),
             lag: self.lag(),
-            view: data.map(|d| ViewUpdate {
-                timeseries: changed.iter().map(PointOut::from).collect(),
-                top_events: &d.top,
-                unique_users: &d.unique,
+            view: data.map(|d| {
+                let now = d.values();
+                let (top, unique) = match sent_view {
+                    Some(was) => (was.top != now.top, was.unique != now.unique),
+                    None => (true, true),
+                };
+                ViewUpdate {
+                    timeseries: changed.iter().map(PointOut::from).collect(),
+                    top_events: top.then_some(&d.top),
+                    unique_users: unique.then_some(&d.unique),
+                }
             }),
         })
         .to_text()

@@ -133,8 +133,8 @@ pub(super) struct ViewData {
 /// range's end moves with the clock: that alone is not a change worth an update).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ViewValues {
-    top: TopEventsBody,
-    unique: (u64, u64, bool),
+    pub top: TopEventsBody,
+    pub unique: (u64, u64, bool),
 }
 
 impl ViewData {
