@@ -9,7 +9,8 @@
 //!
 //! This test owns the processes; the browser scripts own the page. A script asks for what
 //! only this side can do by printing `@@ <command>` lines and reading one answer line:
-//! `@@ produce N NAME` (N events named NAME for the org, event time now), `@@ kill` (SIGKILL
+//! `@@ produce N NAME` (N events named NAME for the org, event time now), `@@ stream RATE
+//! SECONDS NAME` (events of the demo's shape at RATE a second, in the background), `@@ kill` (SIGKILL
 //! the connector, gateway included), `@@ start` (start it again on the same address). Every
 //! other line the script prints is passed through.
 //!
@@ -79,6 +80,43 @@ fn events(org: Uuid, name: &str, n: usize, at: i64, spread_ms: i64) -> Vec<TestR
             )
         })
         .collect()
+}
+
+/// Produces events of the demo's shape (`streamtally demo`'s generator: its names, users,
+/// sessions and properties) for `org`, named `name`, at `rate` a second for `seconds`, in the
+/// background (four batches a second).
+fn stream(bootstrap: &str, topic: &str, org: Uuid, name: &str, rate: usize, seconds: u64) {
+    let (bootstrap, topic, name) = (bootstrap.to_string(), topic.to_string(), name.to_string());
+    std::thread::spawn(move || {
+        let cfg = streamtally::synth::SynthConfig::new(rate as u64 * seconds);
+        let started = Instant::now();
+        let mut i = 0u64;
+        for tick in 0..seconds * 4 {
+            let batch: Vec<TestRecord> = (0..rate / 4)
+                .map(|_| {
+                    i += 1;
+                    let e =
+                        streamtally::synth::SynthEvent::generate_at(&cfg, i, chrono::Utc::now());
+                    let props: serde_json::Value =
+                        serde_json::from_str(&e.properties).expect("the generator's properties");
+                    let payload = json!({
+                        "org_id": org, "id": Uuid::from_bytes(e.id), "event_type": e.event_type,
+                        "event_name": name, "user_id": e.user_id, "session_id": e.session_id,
+                        "timestamp": now_ms(), "properties": props,
+                    });
+                    (
+                        Some(e.user_id.into_bytes()),
+                        Some(payload.to_string().into_bytes()),
+                        vec![],
+                        None,
+                    )
+                })
+                .collect();
+            produce(&bootstrap, &topic, &batch);
+            let next = started + Duration::from_millis(250 * (tick + 1));
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    });
 }
 
 fn now_ms() -> i64 {
@@ -287,6 +325,12 @@ fn run_script(
                 let n: usize = n.parse().expect("produce N");
                 produce(&broker.bootstrap, topic, &events(org, name, n, now_ms(), 0));
                 format!("produced {n}")
+            }
+            ["stream", rate, seconds, name] => {
+                let rate: usize = rate.parse().expect("stream RATE");
+                let seconds: u64 = seconds.parse().expect("stream SECONDS");
+                stream(&broker.bootstrap, topic, org, name, rate, seconds);
+                format!("streaming {rate} events/s for {seconds} s")
             }
             ["kill"] => {
                 connector.kill();

@@ -43,7 +43,8 @@ async function waitForEvents(page, before, name, n, timeout) {
       const card = (id) => q(`${id}-value`)?.textContent?.trim() ?? '';
       return (
         total >= before.chartTotal + n &&
-        recent >= Math.min(n, 100) &&
+        // Updates carry at most 10 of the new events (the rest are counted: "N new events").
+        recent >= Math.min(n, 10) &&
         card('card-events-today') !== before.eventsToday &&
         card('card-events-5m') !== before.events5m
       );
@@ -120,7 +121,13 @@ try {
     const page = await context.newPage();
     // While the connector is down (on purpose) the browser logs the refused requests itself.
     let outage = false;
-    const errors = watchConsole(page, 'desktop', (text) => outage && /ERR_CONNECTION_REFUSED/.test(text));
+    // ... and the explorer's search that the server refuses on purpose (a 400).
+    let refusing = false;
+    const errors = watchConsole(
+      page,
+      'desktop',
+      (text) => (outage && /ERR_CONNECTION_REFUSED/.test(text)) || (refusing && /status of 400/.test(text)),
+    );
 
     log('desktop: sign in with the form');
     await signIn(page, TOKEN);
@@ -236,6 +243,71 @@ try {
     } else {
       console.log('  (the newest events have no properties)');
     }
+
+    log('desktop: the explorer: an opened event pauses the list; new events are counted until asked for');
+    const mode = () => page.locator(tid('recent-events')).getAttribute('data-mode');
+    const listed = () => page.$$eval('[data-testid="recent-event"]', (els) => els.map((e) => e.getAttribute('data-id')));
+    if ((await first.count()) > 0) check((await mode()) === 'paused', 'opening an event paused the list');
+    else await page.locator(tid('explorer-pause')).click();
+    if (CONTROL) {
+      const idsBefore = await listed();
+      await control('produce 30 e2e_explorer_new');
+      await page.waitForFunction(
+        () => Number((document.querySelector('[data-testid="explorer-new"]')?.textContent ?? '').replace(/\D/g, '')) >= 30,
+        undefined,
+        { timeout: TIMEOUT_MS },
+      );
+      check(JSON.stringify(await listed()) === JSON.stringify(idsBefore), `the paused list did not move (${(await page.locator(tid('explorer-new')).textContent())?.trim()})`);
+      await page.screenshot({ path: `${SHOTS}desktop-1280x800-explorer-paused.png` });
+      await page.locator(tid('explorer-new')).click();
+      await page.waitForFunction(() => document.querySelector('[data-testid="recent-events"]')?.getAttribute('data-mode') === 'live', undefined, { timeout: TIMEOUT_MS });
+      const names = await page.$$eval('[data-testid="recent-event"] .recent-name', (els) => els.map((e) => e.textContent));
+      check(names.includes('e2e_explorer_new'), '"N new events" shows them (back to live)');
+    } else {
+      await page.locator(tid('explorer-resume')).click();
+    }
+
+    log('desktop: the explorer searches the stored events by name and by property, and pages back');
+    const searchFor = async (kind, text) => {
+      await page.locator(tid('explorer-search-kind')).selectOption(kind);
+      await page.locator(tid('explorer-search-input')).fill(text);
+      await page.locator(tid('explorer-search')).click();
+      await page.waitForFunction(
+        () => {
+          const r = document.querySelector('[data-testid="recent-events"]');
+          return r?.getAttribute('data-mode') === 'stored' && !r.textContent?.includes('Loading');
+        },
+        undefined,
+        { timeout: TIMEOUT_MS },
+      );
+    };
+    const searchName = (await page.locator(`${tid('recent-event')} .recent-name`).first().textContent())?.trim() ?? '';
+    await searchFor('name', searchName);
+    const byName = await api(`events?limit=50&event=${encodeURIComponent(searchName)}`);
+    check(
+      JSON.stringify(await listed()) === JSON.stringify(byName.events.map((e) => e.id)),
+      `search by name "${searchName}": the ${byName.events.length} events GET .../events answers, in its order`,
+    );
+    await searchFor('property', 'plan = pro');
+    const page1 = await api(`events?limit=50&filter=${encodeURIComponent('properties.plan = pro')}`);
+    check(JSON.stringify(await listed()) === JSON.stringify(page1.events.map((e) => e.id)), `search by property plan = pro: ${page1.events.length} events as the API`);
+    if (page1.next) {
+      await page.locator(tid('explorer-older')).click();
+      const page2 = await api(`events?limit=50&filter=${encodeURIComponent('properties.plan = pro')}&after=${encodeURIComponent(page1.next)}`);
+      await page.waitForFunction((n) => document.querySelectorAll('[data-testid="recent-event"]').length === n, page1.events.length + page2.events.length, { timeout: TIMEOUT_MS });
+      check(
+        JSON.stringify(await listed()) === JSON.stringify([...page1.events, ...page2.events].map((e) => e.id)),
+        `"Older events" appends the next page (${page2.events.length} more)`,
+      );
+    }
+    await page.screenshot({ path: `${SHOTS}desktop-1280x800-explorer-search.png` });
+    refusing = true;
+    await searchFor('property', 'plan ~ pro');
+    refusing = false;
+    const refused = (await page.locator(tid('explorer-error')).textContent())?.trim() ?? '';
+    check(refused.includes('filter'), `a refused search says why: ${refused}`);
+    await page.locator(tid('explorer-resume')).click();
+    check((await mode()) === 'live', 'back to live');
 
     log('desktop: switch the range to 7 days');
     await page.locator(tid('range-select')).selectOption('7d');

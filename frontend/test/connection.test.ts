@@ -133,7 +133,7 @@ describe('Connection', () => {
     h.last().open();
     expect(h.conn.status.state).toBe('open');
     expect(h.last().subscribes()).toEqual([
-      { type: 'subscribe', from: '2026-11-26T10:00:00.000Z', to: null, granularity: 'hour', event_type: null },
+      { type: 'subscribe', from: '2026-11-26T10:00:00.000Z', to: null, granularity: 'hour', event_type: null, events: 10 },
     ]);
     expect(h.subscribeSpy).toHaveBeenCalledTimes(1);
     h.last().hello();
@@ -242,7 +242,7 @@ describe('Connection', () => {
     expect(second.sent).toEqual([]);
     second.open();
     expect(second.subscribes()).toEqual([
-      { type: 'subscribe', from: '2026-11-20T00:00:00.000Z', to: null, granularity: 'day', event_type: 'click' },
+      { type: 'subscribe', from: '2026-11-20T00:00:00.000Z', to: null, granularity: 'day', event_type: 'click', events: 10 },
     ]);
     expect(h.subscribeSpy).toHaveBeenCalledTimes(3);
   });

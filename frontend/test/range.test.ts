@@ -39,6 +39,7 @@ describe('ranges', () => {
       to: null,
       granularity: 'hour',
       event_type: 'click',
+      events: 10,
     });
     const from = Date.parse('2026-11-01T00:00:00Z');
     expect(subscribeCommand({ range: 'custom', from, to: from + 10 * DAY_MS, eventType: '' }, NOW)).toEqual({
@@ -47,6 +48,7 @@ describe('ranges', () => {
       to: '2026-11-11T00:00:00.000Z',
       granularity: 'day',
       event_type: null,
+      events: 10,
     });
   });
 

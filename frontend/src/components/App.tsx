@@ -138,6 +138,7 @@ interface PageProps {
 
 function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps) {
   const client = useMemo(() => new ApiClient(base, session, env.fetch), [base, session]);
+  const loadEvents = useCallback((query: string) => client.explore(query), [client]);
   const [state, dispatch] = useReducer(reduce, undefined, initialState);
   // The shareable view from the address (a shared link, a reload), else what was last used.
   const fromUrl = useMemo(() => decodeHash(new URL(env.href).hash), []);
@@ -504,6 +505,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
           onChange={setDraft}
           perMinute={trends.realtime ?? emptySlot}
           offline={offline}
+          loadEvents={loadEvents}
         />
         {!(spec.range === '1h' && widgets.some((w) => w.kind === 'line')) && (
           <RealtimeChart slot={trends.realtime ?? emptySlot} offline={offline} eventType={eventType} />

@@ -266,6 +266,12 @@ export function TrendsPanel({ query, slot, offline, eventNames = [], onQuery }: 
                 min={1}
                 max={100}
                 value={draft.breakdownLimit}
+                // Taken as typed: a re-render between typing and the change event (a live
+                // update) would otherwise put the old value back.
+                onInput={(e) => {
+                  const v = (e.currentTarget as HTMLInputElement).value;
+                  if (v !== '' && Number.isFinite(Number(v))) set({ breakdownLimit: Math.max(1, Math.min(100, Math.round(Number(v)))) });
+                }}
                 onChange={(e) => set({ breakdownLimit: Math.max(1, Math.min(100, Number((e.currentTarget as HTMLInputElement).value) || 10)) })}
               />
             )}

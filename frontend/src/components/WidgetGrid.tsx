@@ -15,6 +15,7 @@ import { describeSpec, type ViewSpec } from '../lib/range';
 import { lineSeries, METRIC_LABELS, statValue, topBars, type DashState } from '../lib/shape';
 import type { StatMetric, Widget, WidgetKind } from '../lib/types';
 import type { TrendSlot } from '../lib/trends';
+import type { ExplorePage } from '../lib/explorer';
 import { BarChart, LineChart } from './charts';
 import { TrendChart } from './TrendChart';
 import { RecentEvents } from './RecentEvents';
@@ -44,9 +45,11 @@ export interface WidgetGridProps {
   /** The last 60 minutes per minute (a live trend): what the line shows for "Last hour". */
   perMinute?: TrendSlot;
   offline?: boolean;
+  /** Reads a page of stored events for the explorer (GET .../events). */
+  loadEvents?: (query: string) => Promise<ExplorePage>;
 }
 
-export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMinute, offline = false }: WidgetGridProps) {
+export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMinute, offline = false, loadEvents }: WidgetGridProps) {
   // The live window slides with the clock: recompute when the data or the minute changes.
   const minute = Math.floor(now / 60_000);
   const series = useMemo(
@@ -109,7 +112,7 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
             {title} <span class="muted">(list of the 100 newest events)</span>
           </h2>
         ) : (
-          <RecentEvents events={state.recent} now={now} title={title} />
+          <RecentEvents events={state.recent} arrived={state.arrived} now={now} title={title} load={loadEvents} />
         );
     }
   };

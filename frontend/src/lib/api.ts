@@ -1,6 +1,7 @@
 // REST client for the gateway (docs/API.md): bearer token, JSON, error bodies as ApiError.
 
 import type { PreflightResult } from './connection';
+import type { ExplorePage } from './explorer';
 import type { TrendsBody } from './trends';
 import type { AlertFiring, AlertRule, AlertRuleInput, ApiErrorBody, CountersBody, Dashboard, Widget } from './types';
 
@@ -151,6 +152,11 @@ export class ApiClient {
 
   trends(query: string): Promise<TrendsBody> {
     return this.request('GET', this.orgPath(`trends?${query}`));
+  }
+
+  /** A page of stored events (the explorer): `query` from `exploreQuery`. */
+  explore(query: string): Promise<ExplorePage> {
+    return this.request('GET', this.orgPath(`events?${query}`));
   }
 
   settings(): Promise<OrgSettings> {

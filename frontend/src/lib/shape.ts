@@ -45,6 +45,8 @@ export interface DashState {
   lag: Lag | null;
   /** Newest first, at most RECENT_LIMIT. */
   recent: AnalyticsEvent[];
+  /** Events of the org that arrived since the page connected (updates' `new_events`), carried or not. */
+  arrived: number;
   view: ViewData | null;
   /** A subscribe was sent and its snapshot has not come yet: `update.view` parts are for the old view. */
   awaitingSnapshot: boolean;
@@ -67,6 +69,7 @@ export function initialState(): DashState {
     counters: null,
     lag: null,
     recent: [],
+    arrived: 0,
     view: null,
     awaitingSnapshot: false,
     pendingLiveBuckets: null,
@@ -193,6 +196,7 @@ export function applyMessage(state: DashState, msg: ServerMessage, now: number):
         counters: msg.counters ?? state.counters,
         lag: msg.lag ?? state.lag,
         recent: mergeRecent(state.recent, msg.events ?? []),
+        arrived: state.arrived + (msg.new_events ?? msg.events?.length ?? 0),
         view,
       };
     }

@@ -109,15 +109,19 @@ export interface SnapshotMessage {
   lag: Lag;
 }
 
+/** Only what is new: `counters`, `view.top_events` and `view.unique_users` are absent when unchanged. */
 export interface UpdateMessage {
   type: 'update';
+  /** The newest of the new events, at most the subscribe's `events`. */
   events: AnalyticsEvent[];
-  counters: CountersBody;
+  /** How many of the org's events arrived since the last update, carried or not. */
+  new_events?: number;
+  counters?: CountersBody;
   lag: Lag;
   view?: {
     timeseries: TimePoint[];
-    top_events: TopEventsBody;
-    unique_users: UniqueUsersBody;
+    top_events?: TopEventsBody;
+    unique_users?: UniqueUsersBody;
   };
 }
 
@@ -147,6 +151,8 @@ export interface SubscribeCommand {
   to: string | null;
   granularity: Granularity;
   event_type: string | null;
+  /** Most events an update carries (the server's cap when absent). */
+  events?: number;
 }
 
 export interface PingCommand {
