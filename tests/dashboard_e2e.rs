@@ -4,7 +4,8 @@
 //! same connector, `frontend/e2e/alerts.e2e.mjs` (alert rules made in the page; a spike of
 //! events produced here must show the firing banner) and `frontend/e2e/trends.e2e.mjs` (the
 //! Trends panel's numbers against the REST trends, zones, compare, the URL, CSV; it prints
-//! `ws_bytes_per_s=<n>`). `STREAMTALLY_E2E_SCRIPTS=trends` (comma-separated names) runs only
+//! `ws_bytes_per_s=<n>`). Each script runs axe-core on the page (no serious or critical
+//! accessibility finding). `STREAMTALLY_E2E_SCRIPTS=trends` (comma-separated names) runs only
 //! those scripts.
 //!
 //! This test owns the processes; the browser scripts own the page. A script asks for what

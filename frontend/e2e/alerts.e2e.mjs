@@ -16,7 +16,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, api } from './harness.mjs';
+import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, api, checkAccessibility } from './harness.mjs';
 
 // The rule's window is the last minute, ending at the current 10-second bucket; the worker
 // evaluates every second: the banner is due well within this.
@@ -122,6 +122,7 @@ try {
     const apiHistory = (await api('alerts/history')).firings?.filter((f) => f.rule_id === created?.id) ?? [];
     check(apiHistory.length === 1 && apiHistory[0].value > 20, `the API's history has it (${JSON.stringify(apiHistory)})`);
     await page.screenshot({ path: `${SHOTS}alerts-1280x800-firing.png` });
+    await checkAccessibility(page, 'the alerts panel with a firing banner');
     await page.locator(tid('alert-banner-dismiss')).first().click();
     await banner.waitFor({ state: 'detached', timeout: TIMEOUT_MS });
     check(true, 'the banner can be dismissed');

@@ -12,7 +12,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, api } from './harness.mjs';
+import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, api, checkAccessibility } from './harness.mjs';
 
 const WRONG_TOKEN = process.env.STREAMTALLY_WRONG_TOKEN || `wrong-${Date.now().toString(36)}`;
 const LIVE_UPDATE_MS = 3_000;
@@ -148,6 +148,8 @@ try {
     check((await page.locator(tid('connection-status')).textContent())?.includes('Live'), 'the indicator says Live');
     check(await page.locator(tid('ingestion-lag')).isVisible(), 'the ingestion lag is shown');
     await page.screenshot({ path: `${SHOTS}desktop-1280x800.png` });
+    log('desktop: accessibility (axe-core) of the dashboard with data');
+    await checkAccessibility(page, 'the dashboard');
 
     if (CONTROL) {
       log(`desktop: events produced now show in the cards, the chart and the recent list within ${LIVE_UPDATE_MS} ms`);

@@ -55,3 +55,21 @@ export async function api(path, init = {}) {
 export function closeControl() {
   controlInput?.close();
 }
+
+/**
+ * Runs axe-core (the accessibility rules of WCAG 2.0/2.1 A and AA, and best practices) on the
+ * page as it is now, prints every finding and fails the step on a serious or critical one.
+ */
+export async function checkAccessibility(page, what) {
+  await page.addScriptTag({ path: fileURLToPath(new URL('../node_modules/axe-core/axe.min.js', import.meta.url)) });
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  for (const v of result.violations) {
+    const where = v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ');
+    console.log(`  axe ${v.impact}: ${v.id} on ${v.nodes.length} node(s), e.g. ${where}: ${v.help}`);
+  }
+  const serious = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  check(
+    serious.length === 0,
+    `${what}: no serious or critical accessibility findings (axe-core ${result.testEngine.version}; ${result.violations.length - serious.length} minor or moderate)`,
+  );
+}

@@ -19,7 +19,7 @@
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, sleep, api } from './harness.mjs';
+import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, sleep, api, checkAccessibility } from './harness.mjs';
 
 /** The REST answer to the panel's question (a live range: from = now - 7 d, to = now). */
 async function restTrend({ tz = null, compare = false, hours = 7 * 24, granularity = 'day' } = {}) {
@@ -146,6 +146,7 @@ try {
   await page.waitForSelector(`${tid('trend-chart')}[data-filters="properties.plan = pro"][data-breakdown="event_name"]`, { timeout: TIMEOUT_MS });
   const first = await sameAsRest(page, {}, 'UTC (org default)');
   await panel.screenshot({ path: `${SHOTS}trends-1280x800.png` });
+  await checkAccessibility(page, 'the trends panel with a filter and a breakdown');
 
   log('a refused filter (user_id > 5) is shown in its row; the old answer stays, marked stale');
   await page.locator(tid('trend-filter-add')).click();
@@ -245,6 +246,7 @@ try {
   const [r, g, b] = (bg.match(/\d+/g) ?? ['255', '255', '255']).map(Number);
   check(r + g + b < 150, `a dark background (${bg})`);
   await page.screenshot({ path: `${SHOTS}trends-1280x800-dark.png` });
+  await checkAccessibility(page, 'the whole page in dark mode');
   await page.emulateMedia({ colorScheme: 'light' });
 
   log("WebSocket bytes received per second over 10 s at the demo's default rate, 500 events/s (real-time chart, the trend, the overview)");

@@ -428,7 +428,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
           Sign out
         </button>
       </header>
-      <div class="controls">
+      <div class="controls" role="region" aria-label="Range, filters, dashboard and time zone">
         <Toolbar spec={spec} suggestions={eventTypeSuggestions(state)} now={now} onChange={setSpec} />
         <DashboardControls
           dashboards={dashboards}
