@@ -12,7 +12,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, api, checkAccessibility } from './harness.mjs';
+import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, api, checkAccessibility, createDashboard } from './harness.mjs';
 
 const WRONG_TOKEN = process.env.STREAMTALLY_WRONG_TOKEN || `wrong-${Date.now().toString(36)}`;
 const LIVE_UPDATE_MS = 3_000;
@@ -170,14 +170,7 @@ try {
     log('desktop: saved dashboards: create, rename, edit the layout, delete');
     {
       const name = `E2E board ${Date.now().toString(36)}`;
-      await page.getByRole('button', { name: 'New', exact: true }).click();
-      await page.locator(tid('dashboard-name')).fill(name);
-      await page.getByRole('button', { name: 'Create', exact: true }).click();
-      await page.waitForFunction(
-        (name) => document.querySelector('[data-testid="dashboard-select"]')?.selectedOptions[0]?.textContent === name,
-        name,
-        { timeout: TIMEOUT_MS },
-      );
+      await createDashboard(page, name);
       const created = (await api('dashboards')).dashboards?.find((d) => d.name === name);
       check(!!created, `"${name}" is saved (API lists it)`);
 

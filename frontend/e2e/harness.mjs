@@ -73,3 +73,15 @@ export async function checkAccessibility(page, what) {
     `${what}: no serious or critical accessibility findings (axe-core ${result.testEngine.version}; ${result.violations.length - serious.length} minor or moderate)`,
   );
 }
+
+/** Creates a saved dashboard named `name` through the page ("New", the name, "Create") and waits until it is selected. */
+export async function createDashboard(page, name) {
+  await page.getByRole('button', { name: 'New', exact: true }).click();
+  await page.locator(tid('dashboard-name')).fill(name);
+  await page.getByRole('button', { name: 'Create', exact: true }).click();
+  await page.waitForFunction(
+    (name) => document.querySelector('[data-testid="dashboard-select"]')?.selectedOptions[0]?.textContent === name,
+    name,
+    { timeout: TIMEOUT_MS },
+  );
+}

@@ -15,11 +15,13 @@
 // WebSocket bytes received per second over 10 s at 500 events/s (the demo's default rate, events
 // of the demo's shape) and prints `ws_bytes_per_s=<n>` (goal <= 10 KB/s). Screenshots
 // go to ../target/screenshots/ (trends-1280x800.png, trends-1280x800-compare.png,
-// trends-390x844.png, trends-1280x800-dark.png). Exit code 0 when every check passed.
+// trends-390x844.png, trends-1280x800-dark.png, trends-widget-1280x800.png); saves the question
+// as a trend widget of a new dashboard and requires the widget's total to equal REST. Exit
+// code 0 when every check passed.
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, sleep, api, checkAccessibility } from './harness.mjs';
+import { BASE, ORG, TOKEN, SHOTS, TIMEOUT_MS, CONTROL, failures, step, log, check, tid, control, closeControl, sleep, api, checkAccessibility, createDashboard } from './harness.mjs';
 
 /** The REST answer to the panel's question (a live range: from = now - 7 d, to = now). */
 async function restTrend({ tz = null, compare = false, hours = 7 * 24, granularity = 'day' } = {}) {
@@ -230,6 +232,40 @@ try {
   const n = view.rows.length;
   const csvTotal = totals.slice(1, 1 + n).reduce((a, x) => a + Number(x), 0);
   check(totals[0] === 'total' && csvTotal === view.total, `the totals row adds up to the chart's total (${csvTotal})`);
+
+  log('the question as a widget of a saved dashboard ("Add to dashboard"): saved, drawn with the REST numbers');
+  {
+    const name = `E2E trends ${Date.now().toString(36)}`;
+    await createDashboard(page, name);
+    await page.locator(tid('trend-add-widget')).click();
+    await page.waitForSelector(`${tid('trend-add-state')}`, { timeout: TIMEOUT_MS });
+    const saved = (await api('dashboards')).dashboards.find((d) => d.name === name);
+    const widget = saved?.widgets.find((w) => w.kind === 'trend');
+    check(!!widget, `the dashboard holds a trend widget: ${JSON.stringify(widget?.trend)}`);
+    if (widget) {
+      const t = widget.trend;
+      check(t.range === '7d' && t.breakdown === 'event_name' && JSON.stringify(t.filter) === '["properties.plan = pro"]', 'its question is the panel\'s (7 days, plan = pro, by event name)');
+      const chart = tid(`widget-trend-${widget.id}`);
+      await page.waitForSelector(chart, { timeout: TIMEOUT_MS });
+      const started = Date.now();
+      let got = null;
+      let want = null;
+      while (Date.now() - started < TIMEOUT_MS) {
+        got = Number(await page.locator(chart).getAttribute('data-total'));
+        const q = new URLSearchParams();
+        for (const [k, v] of Object.entries(t)) if (k !== 'range') for (const x of [v].flat()) q.append(k, String(x));
+        q.set('from', String(Date.now() - 7 * 86_400_000));
+        q.set('to', String(Date.now()));
+        q.set('tz', await page.locator(chart).getAttribute('data-time-zone'));
+        want = sum((await api(`trends?${q}`)).series);
+        if (got === want) break;
+        await sleep(300);
+      }
+      check(got === want && got > 0, `the widget's total equals the REST answer (${got}, REST ${want})`);
+      await page.locator(`section[data-widget-id="${widget.id}"]`).screenshot({ path: `${SHOTS}trends-widget-1280x800.png` });
+    }
+    await api(`dashboards/${saved.id}`, { method: 'DELETE' });
+  }
 
   log('phone width');
   await page.setViewportSize({ width: 390, height: 844 });

@@ -280,3 +280,47 @@ describe('trend_update', () => {
     expect(applyTrendUpdate(b, { type: 'trend_update', id: 'x', series: [] }).previous).toBe(b.previous);
   });
 });
+
+describe('trend widgets', () => {
+  it('keep the panel question with a range that ends now, and ask it back from now in the zone shown', async () => {
+    const { widgetTrend, widgetTrendParams, trendTitle, DEFAULT_QUERY } = await import('../src/lib/trends');
+    const q = {
+      ...DEFAULT_QUERY,
+      range: '7d' as const,
+      measure: 'unique_users' as const,
+      events: ['signup', ' login '],
+      filters: [{ field: 'properties.plan', op: '=' as const, value: 'pro' }],
+      breakdown: 'properties.plan',
+      breakdownLimit: 5,
+      compare: true,
+    };
+    const t = widgetTrend(q)!;
+    expect(t).toEqual({
+      range: '7d',
+      measure: 'unique_users',
+      event: ['signup', 'login'],
+      filter: ['properties.plan = pro'],
+      breakdown: 'properties.plan',
+      breakdown_limit: 5,
+      compare: 'previous',
+    });
+    expect(widgetTrend({ ...q, range: 'custom', from: 1, to: 2 })).toBeNull();
+    const now = Date.parse('2026-12-05T12:00:00Z');
+    const p = widgetTrendParams(t, 'Asia/Kolkata', now);
+    expect(p.from).toBe(now - 7 * 86_400_000);
+    expect(p.tz).toBe('Asia/Kolkata');
+    expect(p.range).toBeUndefined();
+    expect(p.to).toBeUndefined();
+    expect(trendTitle(q)).toBe('Unique users of signup, login by properties.plan, last 7 days');
+  });
+
+  it('are kept by sanitize and checked by validate', async () => {
+    const { addTrendWidget, sanitize, validate } = await import('../src/lib/layout');
+    const ws = addTrendWidget([{ id: 'w1', kind: 'line', x: 0, y: 0, w: 8, h: 5 }], { range: '24h' }, 'Events, last 24 hours');
+    expect(ws[1]).toMatchObject({ id: 'w2', kind: 'trend', trend: { range: '24h' }, y: 5, w: 6, h: 5 });
+    expect(sanitize(ws)).toEqual(ws);
+    expect(sanitize([{ id: 'x', kind: 'trend', x: 0, y: 0, w: 6, h: 5 }])).toEqual([]);
+    expect(validate('D', ws)).toEqual([]);
+    expect(validate('D', [{ ...ws[0], trend: { range: '1h' } }])).toHaveLength(1);
+  });
+});

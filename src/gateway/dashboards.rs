@@ -6,6 +6,7 @@ use super::body::JsonBytes;
 use super::error::ApiError;
 use super::params::fmt_time;
 use super::{blocking, GatewayState, OrgAccess};
+use crate::stats::zone::Zone;
 use crate::store::{Query, Row, Store, StoreError, Value, WriteBatch};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 pub const MAX_WIDGETS: usize = 50;
 pub const GRID_COLUMNS: i64 = 12;
-const KINDS: [&str; 4] = ["stat", "line", "bar", "recent"];
+const KINDS: [&str; 5] = ["stat", "line", "bar", "recent", "trend"];
 const METRICS: [&str; 5] = [
     "events_5m",
     "active_users_5m",
@@ -24,7 +25,15 @@ const METRICS: [&str; 5] = [
     "unique_users_today",
     "unique_users_range",
 ];
-const WIDGET_FIELDS: [&str; 8] = ["id", "kind", "title", "metric", "x", "y", "w", "h"];
+const WIDGET_FIELDS: [&str; 9] = ["id", "kind", "title", "metric", "trend", "x", "y", "w", "h"];
+/// The ranges a trend widget may keep: it always ends now (seconds back).
+const TREND_RANGES: [(&str, i64); 5] = [
+    ("1h", 3_600),
+    ("24h", 86_400),
+    ("7d", 7 * 86_400),
+    ("30d", 30 * 86_400),
+    ("90d", 90 * 86_400),
+];
 
 /// A validated dashboard body.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +135,7 @@ fn widget_kind(i: usize, obj: &Map<String, Json>) -> Result<String, ApiError> {
         other => Err(bad(
             &widget_field(i, "kind"),
             other.unwrap_or(&Json::Null),
-            "is not one of stat, line, bar, recent",
+            "is not one of stat, line, bar, recent, trend",
         )),
     }
 }
@@ -174,6 +183,66 @@ fn widget_metric(
     }
 }
 
+/// A trend widget's `trend`: the parameters of `GET .../trends` (as the WebSocket `trend`
+/// command takes them: each a string, a number or a list) with a `range` (one of
+/// [`TREND_RANGES`], ending now) instead of `from` and `to`; checked as a trends request
+/// over that range would be. Absent for any other kind.
+fn widget_trend(i: usize, obj: &Map<String, Json>, kind: &str) -> Result<Option<Json>, ApiError> {
+    let field = widget_field(i, "trend");
+    let params = match (kind, obj.get("trend")) {
+        ("trend", Some(Json::Object(params))) => params,
+        ("trend", other) => {
+            return Err(bad(
+                &field,
+                other.unwrap_or(&Json::Null),
+                "is not an object of trends parameters with a range; a trend widget needs one",
+            ))
+        }
+        (_, None | Some(Json::Null)) => return Ok(None),
+        (_, Some(other)) => {
+            return Err(bad(
+                &field,
+                other,
+                &format!("is only for trend widgets, not {kind}"),
+            ))
+        }
+    };
+    let ranges = TREND_RANGES.map(|(r, _)| r).join(", ");
+    let range = params.get("range").unwrap_or(&Json::Null);
+    let Some(&(_, seconds)) = TREND_RANGES
+        .iter()
+        .find(|(r, _)| Some(*r) == range.as_str())
+    else {
+        return Err(bad(
+            &format!("{field}.range"),
+            range,
+            &format!("is not one of {ranges}"),
+        ));
+    };
+    if let Some(k) = ["from", "to"].into_iter().find(|k| params.contains_key(*k)) {
+        return Err(bad(
+            &format!("{field}.{k}"),
+            &params[k],
+            &format!("is not kept by a widget: its range ({ranges}) ends now"),
+        ));
+    }
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let mut asked = params.clone();
+    asked.remove("range");
+    asked.insert("from".into(), json!((now_us / 1000) - seconds * 1000));
+    let checked = super::trends::pairs_of(&asked)
+        .and_then(|pairs| super::trends::parse([0; 16], &pairs, 3660, Zone::UTC, Some(now_us)));
+    if let Err(e) = checked {
+        let inner = e.parameter.clone().unwrap_or_default();
+        return Err(ApiError {
+            message: format!("{field}: {}", e.message),
+            parameter: Some(format!("{field}.{inner}")),
+            ..e
+        });
+    }
+    Ok(Some(Json::Object(params.clone())))
+}
+
 /// The widget's place on the grid, `x`, `y`, `w` and `h`, each in its range, with the
 /// widget inside the [`GRID_COLUMNS`].
 fn widget_grid(i: usize, obj: &Map<String, Json>) -> Result<HashMap<&'static str, i64>, ApiError> {
@@ -212,13 +281,14 @@ fn widget_grid(i: usize, obj: &Map<String, Json>) -> Result<HashMap<&'static str
 }
 
 /// Validates widget `i` field by field (in the order of [`WIDGET_FIELDS`]) and returns it
-/// as stored: only the fields it has, an absent or null `title`/`metric` left out.
+/// as stored: only the fields it has, an absent or null `title`/`metric`/`trend` left out.
 fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiError> {
     let obj = widget_object(i, w)?;
     let id = widget_id(i, obj, ids)?;
     let kind = widget_kind(i, obj)?;
     let title = widget_title(i, obj)?;
     let metric = widget_metric(i, obj, &kind)?;
+    let trend = widget_trend(i, obj, &kind)?;
     let grid = widget_grid(i, obj)?;
     let mut out = Map::new();
     out.insert("id".into(), json!(id));
@@ -228,6 +298,9 @@ fn widget(i: usize, w: &Json, ids: &mut HashSet<String>) -> Result<Json, ApiErro
     }
     if let Some(m) = metric {
         out.insert("metric".into(), json!(m));
+    }
+    if let Some(t) = trend {
+        out.insert("trend".into(), t);
     }
     for f in ["x", "y", "w", "h"] {
         out.insert(f.into(), json!(grid[f]));
@@ -444,6 +517,49 @@ mod tests {
     fn err(body: Json) -> (String, String) {
         let e = validate(body.to_string().as_bytes()).unwrap_err();
         (e.parameter.unwrap(), e.value.unwrap())
+    }
+
+    #[test]
+    fn trend_widgets_keep_checked_trends_parameters_with_a_range() {
+        let body = |trend: Json, kind: &str| {
+            json!({"name": "T", "widgets": [
+                {"id": "t1", "kind": kind, "trend": trend, "x": 0, "y": 0, "w": 6, "h": 4},
+            ]})
+        };
+        let good = json!({"range": "7d", "measure": "unique_users", "event": ["signup"],
+            "filter": ["properties.plan = pro"], "breakdown": "properties.plan",
+            "granularity": "day", "compare": "previous"});
+        let d = validate(body(good.clone(), "trend").to_string().as_bytes()).unwrap();
+        assert_eq!(d.widgets[0]["trend"], good);
+        let refused = |trend: Json, kind: &str| {
+            let e = validate(body(trend, kind).to_string().as_bytes()).unwrap_err();
+            (e.parameter.unwrap(), e.message)
+        };
+        let (p, m) = refused(json!({"range": "2d"}), "trend");
+        assert_eq!(p, "widgets[0].trend.range");
+        assert!(
+            m.contains("'2d' is not one of 1h, 24h, 7d, 30d, 90d"),
+            "{m}"
+        );
+        let (p, _) = refused(
+            json!({"range": "7d", "to": "2026-12-01T00:00:00Z"}),
+            "trend",
+        );
+        assert_eq!(p, "widgets[0].trend.to");
+        // The trends parser's own refusals, named under the widget.
+        let (p, m) = refused(json!({"range": "7d", "measure": "revenue"}), "trend");
+        assert_eq!(p, "widgets[0].trend.measure");
+        assert!(
+            m.starts_with("widgets[0].trend: parameter 'measure': 'revenue'"),
+            "{m}"
+        );
+        let (p, _) = refused(
+            json!({"range": "7d", "filter": "properties.plan ~ pro"}),
+            "trend",
+        );
+        assert_eq!(p, "widgets[0].trend.filter");
+        assert_eq!(refused(Json::Null, "trend").0, "widgets[0].trend");
+        assert_eq!(refused(good, "line").0, "widgets[0].trend");
     }
 
     #[test]

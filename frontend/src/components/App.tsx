@@ -3,10 +3,10 @@ import { initialAlerts, reduceAlerts } from '../lib/alerts';
 import { ApiClient, ApiError, checkToken, pageBase, wsUrl, type FetchLike, type Session } from '../lib/api';
 import { clearSession, initialAuth, saveSession, type AuthEnv, type StorageLike } from '../lib/auth';
 import { Connection, type ConnStatus, type SocketFactory } from '../lib/connection';
-import { defaultWidgets, sanitize, validate } from '../lib/layout';
+import { addTrendWidget, defaultWidgets, MAX_WIDGETS, sanitize, validate } from '../lib/layout';
 import { DEFAULT_VIEW, type ViewSpec } from '../lib/range';
 import { eventTypeSuggestions, initialState, reduce } from '../lib/shape';
-import { DEFAULT_QUERY, emptySlot, reduceTrends, trendParams, zoneLabel, type TrendParams, type TrendQuery } from '../lib/trends';
+import { DEFAULT_QUERY, emptySlot, reduceTrends, trendParams, trendTitle, widgetTrend, widgetTrendParams, zoneLabel, type TrendParams, type TrendQuery } from '../lib/trends';
 import { decodeHash, encodeHash } from '../lib/urlstate';
 import type { Dashboard, Widget } from '../lib/types';
 import { AlertBanners } from './AlertBanners';
@@ -212,6 +212,13 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   }, [spec]);
 
   /** Keeps the trend of `slot` current under a fresh id (answers to the old question are then ignored). */
+  /** Stops the trend of `slot` and forgets it. */
+  const dropTrend = (slot: string) => {
+    const old = trendIds.current[slot];
+    if (old) conn.current?.untrend(old);
+    delete trendIds.current[slot];
+  };
+
   const keepTrend = (slot: string, params: () => TrendParams) => {
     const c = conn.current;
     if (!c) return;
@@ -362,6 +369,35 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
     if (ok) setDraft(null);
   };
 
+  // The trend widgets of the dashboard shown keep their trends current (slot `widget:<id>`).
+  const trendWidgets = widgets.filter((w) => w.kind === 'trend' && w.trend);
+  const trendKey = JSON.stringify(trendWidgets.map((w) => [w.id, w.trend]));
+  const keptWidgets = useRef<string[]>([]);
+  useEffect(() => {
+    const z = tz;
+    const slots = trendWidgets.map((w) => `widget:${w.id}`);
+    for (const old of keptWidgets.current) if (!slots.includes(old)) dropTrend(old);
+    keptWidgets.current = slots;
+    for (const w of trendWidgets) {
+      const t = w.trend!;
+      keepTrend(`widget:${w.id}`, () => widgetTrendParams(t, z, env.now()));
+    }
+  }, [client, tz, trendKey]);
+
+  /** The trends panel's question as a trend widget of the dashboard shown (saved at once). */
+  const [addState, setAddState] = useState<string | null>(null);
+  const addTrendToDashboard = () => {
+    const t = widgetTrend(query);
+    if (!current || !t) return;
+    setAddState(null);
+    void run(async () => {
+      const next = addTrendWidget(current.widgets, t, trendTitle(query));
+      if (next.length === current.widgets.length) throw new Error(`a dashboard holds at most ${MAX_WIDGETS} widgets`);
+      upsert(await client.updateDashboard(current.id, { name: current.name, widgets: next }));
+      setAddState(`Added to ${current.name}`);
+    });
+  };
+
   const toggleAlerts = () => {
     const open = !alertsOpen;
     setAlertsOpen(open);
@@ -506,11 +542,20 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
           perMinute={trends.realtime ?? emptySlot}
           offline={offline}
           loadEvents={loadEvents}
+          trendSlots={trends}
         />
         {!(spec.range === '1h' && widgets.some((w) => w.kind === 'line')) && (
           <RealtimeChart slot={trends.realtime ?? emptySlot} offline={offline} eventType={eventType} />
         )}
-        <TrendsPanel query={query} slot={trends.panel ?? emptySlot} offline={offline} eventNames={knownEventNames} onQuery={setQuery} />
+        <TrendsPanel
+          query={query}
+          slot={trends.panel ?? emptySlot}
+          offline={offline}
+          eventNames={knownEventNames}
+          onQuery={setQuery}
+          onAddToDashboard={current && !editing ? addTrendToDashboard : undefined}
+          addState={addState}
+        />
       </main>
     </div>
   );

@@ -78,9 +78,15 @@ export interface TrendsPanelProps {
   /** Event names to offer as toggles (today's top events, the recent ones). */
   eventNames?: string[];
   onQuery: (q: TrendQuery) => void;
+  /**
+   * Saves the applied question as a trend widget of the selected dashboard; absent when the
+   * overview (not a saved dashboard) is shown. `addState` says how the last save went.
+   */
+  onAddToDashboard?: () => void;
+  addState?: string | null;
 }
 
-export function TrendsPanel({ query, slot, offline, eventNames = [], onQuery }: TrendsPanelProps) {
+export function TrendsPanel({ query, slot, offline, eventNames = [], onQuery, onAddToDashboard, addState = null }: TrendsPanelProps) {
   const [draft, setDraft] = useState<TrendQuery>(query);
   const [events, setEvents] = useState(query.events.join(', '));
   const [customFrom, setCustomFrom] = useState(() => toLocalInput(query.from ?? Date.now() - 86_400_000));
@@ -341,6 +347,23 @@ export function TrendsPanel({ query, slot, offline, eventNames = [], onQuery }: 
             Apply
           </button>
           <CsvButton body={body} />
+          {onAddToDashboard && (
+            <button
+              type="button"
+              class="secondary"
+              data-testid="trend-add-widget"
+              disabled={query.range === 'custom'}
+              title={query.range === 'custom' ? "A widget's range ends now: choose a preset range" : undefined}
+              onClick={onAddToDashboard}
+            >
+              Add to dashboard
+            </button>
+          )}
+          {addState && (
+            <span class="muted small" role="status" data-testid="trend-add-state">
+              {addState}
+            </span>
+          )}
         </div>
         <FieldError slot={slot} control="tz" />
         <FieldError slot={slot} control="compare" />

@@ -14,7 +14,7 @@ import {
 import { describeSpec, type ViewSpec } from '../lib/range';
 import { lineSeries, METRIC_LABELS, statValue, topBars, type DashState } from '../lib/shape';
 import type { StatMetric, Widget, WidgetKind } from '../lib/types';
-import type { TrendSlot } from '../lib/trends';
+import { emptySlot, type TrendSlot, type TrendsState } from '../lib/trends';
 import type { ExplorePage } from '../lib/explorer';
 import { BarChart, LineChart } from './charts';
 import { TrendChart } from './TrendChart';
@@ -32,6 +32,8 @@ export function widgetTitle(w: Widget): string {
       return 'Top events';
     case 'recent':
       return 'Recent events';
+    case 'trend':
+      return 'Trend';
   }
 }
 
@@ -47,9 +49,11 @@ export interface WidgetGridProps {
   offline?: boolean;
   /** Reads a page of stored events for the explorer (GET .../events). */
   loadEvents?: (query: string) => Promise<ExplorePage>;
+  /** The kept trends by slot: a trend widget's is `widget:<id>`. */
+  trendSlots?: TrendsState;
 }
 
-export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMinute, offline = false, loadEvents }: WidgetGridProps) {
+export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMinute, offline = false, loadEvents, trendSlots = {} }: WidgetGridProps) {
   // The live window slides with the clock: recompute when the data or the minute changes.
   const minute = Math.floor(now / 60_000);
   const series = useMemo(
@@ -105,6 +109,23 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
             <BarChart bars={bars} date={state.view?.topEvents?.date ?? null} />
           </>
         );
+      case 'trend': {
+        const slot = trendSlots[`widget:${w.id}`] ?? emptySlot;
+        return (
+          <>
+            <h2 class="widget-title">{title}</h2>
+            {slot.error ? (
+              <p class="error" role="alert">
+                {slot.error.message}
+              </p>
+            ) : slot.body ? (
+              <TrendChart body={slot.body} stale={offline || slot.stale} testId={`widget-trend-${w.id}`} />
+            ) : (
+              <p class="muted">Loading…</p>
+            )}
+          </>
+        );
+      }
       case 'recent':
         // While editing, a placeholder: the full list would make the rows as tall as 100 events.
         return editing ? (

@@ -2,7 +2,7 @@
 // used by the layout editor; validate() mirrors the API's rules so the page can say what is
 // wrong before the server does.
 
-import type { StatMetric, Widget, WidgetKind } from './types';
+import type { StatMetric, Widget, WidgetKind, WidgetTrend } from './types';
 
 export const GRID_COLUMNS = 12;
 export const MAX_WIDGETS = 50;
@@ -29,6 +29,7 @@ const DEFAULT_SIZE: Record<WidgetKind, { w: number; h: number }> = {
   line: { w: 8, h: 5 },
   bar: { w: 4, h: 5 },
   recent: { w: 12, h: 6 },
+  trend: { w: 6, h: 5 },
 };
 
 /** The built-in "Overview" layout, also the start of a new dashboard. */
@@ -67,6 +68,13 @@ function clamp(v: number, lo: number, hi: number): number {
 /** The first row below every widget. */
 export function bottom(ws: Widget[]): number {
   return ws.reduce((m, w) => Math.max(m, w.y + w.h), 0);
+}
+
+/** A trend widget (from the trends panel's question) under the others. */
+export function addTrendWidget(ws: Widget[], trend: WidgetTrend, title: string): Widget[] {
+  if (ws.length >= MAX_WIDGETS) return ws;
+  const size = DEFAULT_SIZE.trend;
+  return [...ws, { id: nextWidgetId(ws), kind: 'trend', title: title.slice(0, 200), trend, x: 0, y: bottom(ws), w: size.w, h: size.h }];
 }
 
 export function addWidget(ws: Widget[], kind: WidgetKind, metric?: StatMetric): Widget[] {
@@ -113,7 +121,8 @@ export function validate(name: string, ws: Widget[]): string[] {
   for (const w of ws) {
     if (ids.has(w.id)) errors.push(`Widget id ${w.id} is used twice.`);
     ids.add(w.id);
-    if (!WIDGET_KINDS.some((k) => k.kind === w.kind)) errors.push(`Widget ${w.id}: unknown kind ${String(w.kind)}.`);
+    if (!WIDGET_KINDS.some((k) => k.kind === w.kind) && w.kind !== 'trend') errors.push(`Widget ${w.id}: unknown kind ${String(w.kind)}.`);
+    if ((w.kind === 'trend') !== (w.trend !== undefined)) errors.push(`Widget ${w.id}: only a trend widget has a trend, and it needs one.`);
     if (![w.x, w.y, w.w, w.h].every((v) => Number.isInteger(v))) errors.push(`Widget ${w.id}: position and size must be whole numbers.`);
     if (w.x < 0 || w.y < 0) errors.push(`Widget ${w.id}: x and y must not be negative.`);
     if (w.w < 1 || w.h < 1) errors.push(`Widget ${w.id}: width and height must be at least 1.`);
@@ -134,7 +143,9 @@ export function sanitize(ws: unknown): Widget[] {
   for (const raw of ws.slice(0, MAX_WIDGETS)) {
     if (!raw || typeof raw !== 'object') continue;
     const r = raw as Partial<Widget>;
-    if (!WIDGET_KINDS.some((k) => k.kind === r.kind)) continue;
+    // Trend widgets come from the trends panel ("Add to dashboard"), not the add list.
+    const trend = r.kind === 'trend' && r.trend && typeof r.trend === 'object' && !Array.isArray(r.trend) ? r.trend : null;
+    if (!WIDGET_KINDS.some((k) => k.kind === r.kind) && !trend) continue;
     const kind = r.kind as WidgetKind;
     const num = (v: unknown, d: number) => (typeof v === 'number' && Number.isFinite(v) ? Math.round(v) : d);
     const w = clamp(num(r.w, DEFAULT_SIZE[kind].w), 1, GRID_COLUMNS);
@@ -149,6 +160,7 @@ export function sanitize(ws: unknown): Widget[] {
     };
     if (typeof r.title === 'string' && r.title.trim()) widget.title = r.title;
     if (kind === 'stat') widget.metric = r.metric && STAT_METRICS.includes(r.metric) ? r.metric : 'events_5m';
+    if (trend) widget.trend = trend;
     if (out.some((o) => o.id === widget.id)) widget.id = nextWidgetId(out);
     out.push(widget);
   }

@@ -4,6 +4,7 @@
 // labels in the answer's zone, % change, CSV, and the server's refusals -> the control they name.
 
 import { DAY_MS, HOUR_MS } from './range';
+import type { WidgetTrend } from './types';
 
 export type TrendMeasure = 'events' | 'unique_users' | 'unique_sessions';
 export type TrendGranularity = 'auto' | 'minute' | 'hour' | 'day' | 'week';
@@ -98,6 +99,30 @@ export function trendParams(q: TrendQuery, tz: string | null, now: number): Tren
   if (q.compare) p.compare = 'previous';
   if (tz) p.tz = tz;
   return p;
+}
+
+/** The question a trend widget keeps (null for a custom range: a widget's range ends now). */
+export function widgetTrend(q: TrendQuery): WidgetTrend | null {
+  if (q.range === 'custom') return null;
+  const { from: _from, tz: _tz, ...rest } = trendParams(q, null, 0);
+  return { range: q.range, ...rest };
+}
+
+/** A trend widget's `trend` command params: its range back from `now`, in zone `tz`. */
+export function widgetTrendParams(t: WidgetTrend, tz: string | null, now: number): TrendParams {
+  const { range, ...rest } = t;
+  const r = TREND_RANGES.find((x) => x.key === range) ?? TREND_RANGES[1];
+  const p: TrendParams = { ...rest, from: now - r.ms };
+  if (tz) p.tz = tz;
+  return p;
+}
+
+/** A widget's title for the question: "Unique users of signup, login by properties.plan, last 7 days". */
+export function trendTitle(q: TrendQuery): string {
+  const measure = MEASURES.find((m) => m.key === q.measure)?.label ?? q.measure;
+  const events = q.events.map((e) => e.trim()).filter(Boolean);
+  const range = TREND_RANGES.find((r) => r.key === q.range)?.label.toLowerCase() ?? q.range;
+  return `${measure}${events.length ? ` of ${events.join(', ')}` : ''}${q.breakdown ? ` by ${q.breakdown}` : ''}, ${range}`;
 }
 
 /** The same question as a REST query string (`to` = now for a live range). */

@@ -161,7 +161,10 @@ export interface PingCommand {
 
 export type ClientCommand = SubscribeCommand | PingCommand;
 
-export type WidgetKind = 'stat' | 'line' | 'bar' | 'recent';
+export type WidgetKind = 'stat' | 'line' | 'bar' | 'recent' | 'trend';
+
+/** A trend widget's question: the trends parameters with a `range` (1h, 24h, 7d, 30d, 90d) ending now. */
+export type WidgetTrend = Record<string, string | number | string[]>;
 
 export type StatMetric =
   | 'events_5m'
@@ -176,6 +179,8 @@ export interface Widget {
   title?: string;
   /** Stat widgets only. */
   metric?: StatMetric;
+  /** Trend widgets only. */
+  trend?: WidgetTrend;
   x: number;
   y: number;
   w: number;
