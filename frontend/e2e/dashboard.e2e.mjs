@@ -187,17 +187,32 @@ try {
       check(afterRename?.name === renamed, `renamed (API: ${afterRename?.name})`);
 
       await page.getByRole('button', { name: 'Edit layout', exact: true }).click();
-      const move = page.getByRole('button', { name: /^Move down: / }).first();
-      const movedLabel = (await move.getAttribute('aria-label')) ?? '';
-      await move.click();
+      // Drag the last widget (the recent list, at the bottom) onto the first one.
+      const order = afterRename.widgets.slice().sort((a, b) => a.y - b.y || a.x - b.x);
+      const [top, last] = [order[0], order[order.length - 1]];
+      // The drag events with one DataTransfer, as the browser sends them for a drag.
+      const transfer = await page.evaluateHandle(() => new DataTransfer());
+      const from = `section[data-widget-id="${last.id}"]`;
+      const onto = `section[data-widget-id="${top.id}"]`;
+      await page.dispatchEvent(from, 'dragstart', { dataTransfer: transfer });
+      await page.dispatchEvent(onto, 'dragenter', { dataTransfer: transfer });
+      await page.dispatchEvent(onto, 'dragover', { dataTransfer: transfer });
+      await page.dispatchEvent(onto, 'drop', { dataTransfer: transfer });
+      await page.dispatchEvent(from, 'dragend', { dataTransfer: transfer });
+      await page.screenshot({ path: `${SHOTS}desktop-1280x800-layout-drag.png` });
       await page.locator(tid('layout-save')).click();
       await page.locator(tid('layout-save')).waitFor({ state: 'detached', timeout: TIMEOUT_MS });
       const saved = created && (await api(`dashboards/${created.id}`));
-      const moved = saved?.widgets?.filter((w) => {
-        const old = afterRename.widgets.find((o) => o.id === w.id);
-        return old && old.y !== w.y;
-      });
-      check(saved?.widgets?.length === afterRename?.widgets?.length && moved?.length > 0, `layout saved (${movedLabel}: ${moved?.length ?? 0} widget(s) moved)`);
+      const dropped = saved?.widgets?.find((w) => w.id === last.id);
+      check(saved?.widgets?.length === afterRename?.widgets?.length, `layout saved with its ${saved?.widgets?.length} widgets`);
+      check(dropped?.x === top.x && dropped?.y === 0, `the dragged widget (${last.id}) took the first one's place (${dropped?.x}, ${dropped?.y})`);
+      const ws = saved?.widgets ?? [];
+      const overlapping = ws.some((a, i) => ws.some((b, j) => i < j && a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h));
+      // No holes: no widget could move up a row without landing on another.
+      const hanging = ws.filter(
+        (w) => w.y > 0 && !ws.some((o) => o !== w && o.x < w.x + w.w && w.x < o.x + o.w && o.y + o.h === w.y),
+      );
+      check(!overlapping && hanging.length === 0, `no widget over another, none hanging over a hole (${hanging.map((w) => w.id).join(', ') || 'none'})`);
 
       await page.reload({ waitUntil: 'load' });
       await waitForData(page);

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
   addWidget,
+  compact,
+  dropOn,
   defaultWidgets,
   moveWidget,
   nextWidgetId,
@@ -88,5 +90,59 @@ describe('layout', () => {
       { id: 'a', kind: 'stat', metric: 'events_5m', x: 8, y: 0, w: 4, h: 12 },
       { id: 'w1', kind: 'line', title: 'Traffic', x: 0, y: 0, w: 8, h: 5 },
     ]);
+  });
+});
+
+describe('drag and drop', () => {
+  const at = (id: string, x: number, y: number, w: number, h: number): Widget => ({ id, kind: 'bar', x, y, w, h });
+  const holes = (ws: Widget[]) => ws.filter((w) => w.y > 0 && compact(ws).find((c) => c.id === w.id)!.y < w.y).map((w) => w.id);
+  const overlaps = (ws: Widget[]) =>
+    ws.some((a, i) => ws.some((b, j) => i < j && a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h));
+
+  it('compacts: every widget as high as it goes, none over another', () => {
+    const ws = [at('a', 0, 3, 6, 2), at('b', 6, 0, 6, 2), at('c', 0, 9, 12, 1)];
+    expect(sortWidgets(compact(ws)).map((w) => [w.id, w.x, w.y])).toEqual([
+      ['a', 0, 0],
+      ['b', 6, 0],
+      ['c', 0, 2],
+    ]);
+  });
+
+  it('a widget dropped on another takes its place; the rest make room and close up', () => {
+    const ws = defaultWidgets();
+    // The recent list (w7, full width, bottom) onto the first card.
+    const out = dropOn(ws, 'w7', 'w1');
+    const w7 = out.find((w) => w.id === 'w7')!;
+    expect([w7.x, w7.y]).toEqual([0, 0]);
+    expect(out.find((w) => w.id === 'w1')!.y).toBe(w7.h);
+    expect(overlaps(out)).toBe(false);
+    expect(holes(out)).toEqual([]);
+    expect(out).toHaveLength(ws.length);
+    // A wide widget dropped on a narrow one at the right edge stays inside the grid.
+    const right = dropOn(ws, 'w5', 'w4');
+    const w5 = right.find((w) => w.id === 'w5')!;
+    expect(w5.x + w5.w).toBeLessThanOrEqual(12);
+    expect(overlaps(right)).toBe(false);
+    expect(dropOn(ws, 'w1', 'w1')).toBe(ws);
+  });
+
+  it('random layouts and drops never overlap and leave no holes', () => {
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    for (let round = 0; round < 200; round++) {
+      const ws: Widget[] = [];
+      for (let i = 0; i < 2 + rnd(8); i++) {
+        const w = 1 + rnd(12);
+        ws.push(at(`w${i}`, rnd(13 - w), rnd(20), w, 1 + rnd(5)));
+      }
+      const c = compact(ws);
+      expect(overlaps(c)).toBe(false);
+      const d = dropOn(c, `w${rnd(ws.length)}`, `w${rnd(ws.length)}`);
+      expect(overlaps(d)).toBe(false);
+      expect(holes(d)).toEqual([]);
+    }
   });
 });

@@ -3,7 +3,7 @@ import { initialAlerts, reduceAlerts } from '../lib/alerts';
 import { ApiClient, ApiError, checkToken, pageBase, wsUrl, type FetchLike, type Session } from '../lib/api';
 import { clearSession, initialAuth, saveSession, type AuthEnv, type StorageLike } from '../lib/auth';
 import { Connection, type ConnStatus, type SocketFactory } from '../lib/connection';
-import { addTrendWidget, defaultWidgets, MAX_WIDGETS, sanitize, validate } from '../lib/layout';
+import { addTrendWidget, compact, defaultWidgets, MAX_WIDGETS, sanitize, validate } from '../lib/layout';
 import { DEFAULT_VIEW, type ViewSpec } from '../lib/range';
 import { eventTypeSuggestions, initialState, reduce } from '../lib/shape';
 import { DEFAULT_QUERY, emptySlot, reduceTrends, trendParams, trendTitle, widgetTrend, widgetTrendParams, zoneLabel, type TrendParams, type TrendQuery } from '../lib/trends';
@@ -363,8 +363,9 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
     const errors = validate(current.name, draft);
     setSaveErrors(errors);
     if (errors.length) return;
+    // Saved with no holes: every widget as high as it goes.
     const ok = await run(async () => {
-      upsert(await client.updateDashboard(current.id, { name: current.name, widgets: draft }));
+      upsert(await client.updateDashboard(current.id, { name: current.name, widgets: compact(draft) }));
     });
     if (ok) setDraft(null);
   };
@@ -483,7 +484,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
       {editing && (
         <div class="edit-bar card" role="region" aria-label="Layout editing">
           <p>
-            Editing the layout of <strong>{current?.name}</strong>. Move and resize widgets with the buttons on each.
+            Editing the layout of <strong>{current?.name}</strong>. Drag a widget onto another to take its place, or move and resize it with its buttons; the layout is saved with no gaps.
           </p>
           <div class="button-row">
             <button type="button" onClick={() => void saveLayout()} disabled={dashBusy} data-testid="layout-save">

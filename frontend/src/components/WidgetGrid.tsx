@@ -2,6 +2,8 @@ import { useMemo, useState } from 'preact/hooks';
 import { formatCount } from '../lib/format';
 import {
   addWidget,
+  compact,
+  dropOn,
   moveWidget,
   removeWidget,
   resizeWidget,
@@ -148,6 +150,17 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
             style={{ '--x': w.x + 1, '--y': w.y + 1, '--w': w.w, '--h': w.h } as Record<string, number>}
             aria-label={widgetTitle(w)}
             data-widget-id={w.id}
+            // Editing: drag a widget onto another to take its place (the buttons do the same
+            // from the keyboard); the layout closes up behind it.
+            draggable={editing}
+            onDragStart={(e) => e.dataTransfer?.setData('text/plain', w.id)}
+            onDragOver={(e) => editing && e.preventDefault()}
+            onDrop={(e) => {
+              if (!editing) return;
+              e.preventDefault();
+              const dragged = e.dataTransfer?.getData('text/plain');
+              if (dragged) onChange(dropOn(widgets, dragged, w.id));
+            }}
           >
             {render(w)}
             {editing && <WidgetEditor widget={w} widgets={widgets} onChange={onChange} />}
@@ -177,7 +190,7 @@ function WidgetEditor({ widget: w, widgets, onChange }: { widget: Widget; widget
         {btn('Wider', '+W', () => resizeWidget(widgets, w.id, 1, 0), w.x + w.w >= 12)}
         {btn('Shorter', '−H', () => resizeWidget(widgets, w.id, 0, -1), w.h <= 1)}
         {btn('Taller', '+H', () => resizeWidget(widgets, w.id, 0, 1))}
-        {btn('Remove', '✕', () => removeWidget(widgets, w.id))}
+        {btn('Remove', '✕', () => compact(removeWidget(widgets, w.id)))}
       </div>
       <div class="editor-fields">
         <label>

@@ -70,6 +70,40 @@ export function bottom(ws: Widget[]): number {
   return ws.reduce((m, w) => Math.max(m, w.y + w.h), 0);
 }
 
+function overlap(a: Widget, b: Widget): boolean {
+  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+/**
+ * Every widget moved up as far as it goes, in reading order, none over another: a layout with
+ * no holes (what a drop and a removal leave).
+ */
+export function compact(ws: Widget[]): Widget[] {
+  const placed: Widget[] = [];
+  for (const w of sortWidgets(ws)) {
+    let y = 0;
+    while (placed.some((p) => overlap(p, { ...w, y }))) y++;
+    placed.push({ ...w, y });
+  }
+  return placed;
+}
+
+/**
+ * Widget `dragId` dropped on widget `targetId`: it takes the target's place (its column, as far
+ * as it fits, and row), the widgets there and below in its columns make room, then the layout is
+ * compacted.
+ */
+export function dropOn(ws: Widget[], dragId: string, targetId: string): Widget[] {
+  const a = ws.find((w) => w.id === dragId);
+  const b = ws.find((w) => w.id === targetId);
+  if (!a || !b || a.id === b.id) return ws;
+  const x = Math.min(b.x, GRID_COLUMNS - a.w);
+  const inColumns = (w: Widget) => w.x < x + a.w && x < w.x + w.w;
+  return compact(
+    ws.map((w) => (w.id === a.id ? { ...w, x, y: b.y } : w.y >= b.y && inColumns(w) ? { ...w, y: w.y + a.h } : w)),
+  );
+}
+
 /** A trend widget (from the trends panel's question) under the others. */
 export function addTrendWidget(ws: Widget[], trend: WidgetTrend, title: string): Widget[] {
   if (ws.length >= MAX_WIDGETS) return ws;
