@@ -214,6 +214,20 @@ try {
       );
       check(!overlapping && hanging.length === 0, `no widget over another, none hanging over a hole (${hanging.map((w) => w.id).join(', ') || 'none'})`);
 
+      // The keyboard's way: "Move down" on the first widget changes places with the next one.
+      await page.getByRole('button', { name: 'Edit layout', exact: true }).click();
+      const firstId = ws.slice().sort((a, b) => a.y - b.y || a.x - b.x)[0].id;
+      await page.locator(`section[data-widget-id="${firstId}"]`).getByRole('button', { name: /^Move down: / }).click();
+      await page.locator(tid('layout-save')).click();
+      await page.locator(tid('layout-save')).waitFor({ state: 'detached', timeout: TIMEOUT_MS });
+      const after = await api(`dashboards/${created.id}`);
+      const stepped = after.widgets.slice().sort((a, b) => a.y - b.y || a.x - b.x);
+      const next = ws.slice().sort((a, b) => a.y - b.y || a.x - b.x)[1].id;
+      check(
+        stepped[0].id === next && stepped.findIndex((w) => w.id === firstId) > 0,
+        `"Move down": ${next} took ${firstId}'s place (order now ${stepped.map((w) => w.id).join(' ')})`,
+      );
+
       await page.reload({ waitUntil: 'load' });
       await waitForData(page);
       const selectedName = await page.evaluate(
@@ -229,7 +243,7 @@ try {
         ),
       );
       check(
-        saved?.widgets?.every((w) => ys[w.id] === w.y),
+        after.widgets.every((w) => ys[w.id] === w.y),
         'the page lays the widgets out as saved',
       );
       await page.screenshot({ path: `${SHOTS}desktop-1280x800-dashboard.png` });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   addWidget,
+  stepWidget,
   compact,
   dropOn,
   defaultWidgets,
@@ -144,5 +145,22 @@ describe('drag and drop', () => {
       expect(overlaps(d)).toBe(false);
       expect(holes(d)).toEqual([]);
     }
+  });
+});
+
+describe('moving with the buttons (the keyboard drag)', () => {
+  it('changes places with the neighbour in reading order, and leaves no gap', () => {
+    const ws = defaultWidgets();
+    const down = stepWidget(ws, 'w1', 1);
+    expect(sortWidgets(down).map((w) => w.id)).toEqual(['w2', 'w1', 'w3', 'w4', 'w5', 'w6', 'w7']);
+    expect(down.find((w) => w.id === 'w1')).toMatchObject({ x: 3, y: 0 });
+    expect(stepWidget(down, 'w1', -1)).toEqual(compact(ws));
+    // The line chart (8 wide) and the bar chart (4 wide) beside it: they change sides.
+    const swapped = stepWidget(ws, 'w6', -1);
+    expect(swapped.find((w) => w.id === 'w6')).toMatchObject({ x: 0, y: 2 });
+    expect(swapped.find((w) => w.id === 'w5')).toMatchObject({ x: 4, y: 2 });
+    // First and last stay.
+    expect(stepWidget(ws, 'w1', -1)).toBe(ws);
+    expect(stepWidget(ws, 'w7', 1)).toBe(ws);
   });
 });

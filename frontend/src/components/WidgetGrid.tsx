@@ -8,6 +8,7 @@ import {
   removeWidget,
   resizeWidget,
   sortWidgets,
+  stepWidget,
   STAT_METRICS,
   updateWidget,
   WIDGET_KINDS,
@@ -184,8 +185,8 @@ function WidgetEditor({ widget: w, widgets, onChange }: { widget: Widget; widget
       <div class="button-row">
         {btn('Move left', '←', () => moveWidget(widgets, w.id, -1, 0), w.x === 0)}
         {btn('Move right', '→', () => moveWidget(widgets, w.id, 1, 0), w.x + w.w >= 12)}
-        {btn('Move up', '↑', () => moveWidget(widgets, w.id, 0, -1), w.y === 0)}
-        {btn('Move down', '↓', () => moveWidget(widgets, w.id, 0, 1))}
+        {btn('Move up', '↑', () => stepWidget(widgets, w.id, -1), sortWidgets(widgets)[0]?.id === w.id)}
+        {btn('Move down', '↓', () => stepWidget(widgets, w.id, 1), sortWidgets(widgets).at(-1)?.id === w.id)}
         {btn('Narrower', '−W', () => resizeWidget(widgets, w.id, -1, 0), w.w <= 1)}
         {btn('Wider', '+W', () => resizeWidget(widgets, w.id, 1, 0), w.x + w.w >= 12)}
         {btn('Shorter', '−H', () => resizeWidget(widgets, w.id, 0, -1), w.h <= 1)}

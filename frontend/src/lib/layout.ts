@@ -104,6 +104,21 @@ export function dropOn(ws: Widget[], dragId: string, targetId: string): Widget[]
   );
 }
 
+/**
+ * The keyboard's way to drag: widget `id` changes places with its neighbour in reading order
+ * (`-1` the one before it, `1` the one after), each moved into the other's column (as far as it
+ * fits) and row, then the layout is compacted.
+ */
+export function stepWidget(ws: Widget[], id: string, dir: -1 | 1): Widget[] {
+  const order = sortWidgets(ws);
+  const i = order.findIndex((w) => w.id === id);
+  const other = order[i + dir];
+  if (i < 0 || !other) return ws;
+  const me = order[i];
+  const place = (w: Widget, at: Widget) => ({ ...w, x: Math.min(at.x, GRID_COLUMNS - w.w), y: at.y });
+  return compact(ws.map((w) => (w.id === me.id ? place(w, other) : w.id === other.id ? place(w, me) : w)));
+}
+
 /** A trend widget (from the trends panel's question) under the others. */
 export function addTrendWidget(ws: Widget[], trend: WidgetTrend, title: string): Widget[] {
   if (ws.length >= MAX_WIDGETS) return ws;
