@@ -312,7 +312,8 @@ impl Session {
             return;
         }
         let cap = self.events_per_update.max(1);
-        self.arrived += batch.arrived.max(batch.events.len() as u64);
+        // A batch's `arrived` counts its own events too (both constructors make it so).
+        self.arrived += batch.arrived;
         self.pending_events += batch.events.len();
         self.pending.push_back(batch.clone());
         while let Some(oldest) = self.pending.front() {
@@ -585,7 +586,11 @@ impl Session {
         if !events && changed.is_empty() && self.sent.as_ref() == Some(&now_sent) {
             return Flow::Continue;
         }
-        let msg = self.update(&now_sent.0, data.as_ref(), &changed);
+        let msg = self.update(
+            &now_sent.0,
+            data.as_ref().zip(now_sent.1.as_ref()),
+            &changed,
+        );
         match self.tx.try_send(Message::Text(Utf8Bytes::from(msg))) {
             Ok(()) => {
                 self.skips = 0;
@@ -621,7 +626,7 @@ impl Session {
     fn update(
         &self,
         counters: &CountersBody,
-        data: Option<&ViewData>,
+        data: Option<(&ViewData, &ViewValues)>,
         changed: &[Point],
     ) -> String {
         let events = self
@@ -646,8 +651,7 @@ impl Session {
             new_events: self.arrived,
             counters: (sent_counters != Some(counters)).then_some(counters),
             lag: self.lag(),
-            view: data.map(|d| {
-                let now = d.values();
+            view: data.map(|(d, now)| {
                 let (top, unique) = match sent_view {
                     Some(was) => (was.top != now.top, was.unique != now.unique),
                     None => (true, true),
