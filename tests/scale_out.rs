@@ -449,6 +449,18 @@ impl Produced {
     fn org(&self, n: usize) -> String {
         uuid::Uuid::from_bytes(self.cfg.org_id(n)).to_string()
     }
+
+    /// `from=..&to=..` (ms) over every event produced: from 3 days before the span's end to
+    /// an hour after it.
+    fn range_query(&self) -> String {
+        let to = self.cfg.end + chrono::Duration::hours(1);
+        let from = self.cfg.end - chrono::Duration::days(3);
+        format!(
+            "from={}&to={}",
+            from.timestamp_millis(),
+            to.timestamp_millis()
+        )
+    }
 }
 
 /// GET `path` of the instance on `port` as JSON, when it answers 200 and says the answer
@@ -465,13 +477,7 @@ fn complete_answer(port: u16, path: &str) -> Result<Value, String> {
 
 /// Per org: the numbers the instance on `port` answers for the whole group.
 fn answers(port: u16, produced: &Produced) -> Result<Vec<OrgNumbers>, String> {
-    let to = produced.cfg.end + chrono::Duration::hours(1);
-    let from = produced.cfg.end - chrono::Duration::days(3);
-    let range = format!(
-        "from={}&to={}",
-        from.timestamp_millis(),
-        to.timestamp_millis()
-    );
+    let range = produced.range_query();
     let mut out = Vec::new();
     for org in 0..produced.cfg.orgs {
         let o = produced.org(org);
@@ -514,6 +520,131 @@ fn answers(port: u16, produced: &Produced) -> Result<Vec<OrgNumbers>, String> {
         });
     }
     Ok(out)
+}
+
+/// One org's answers read from the event blocks, as an instance gives them or as
+/// recomputed from what was produced: distinct users per event name (a trend broken down by
+/// name), events per day in a +05:30 zone (its days are not UTC days: read from events), and
+/// the explorer's two newest pages of 300 (their events' times, in ms).
+#[derive(Debug, PartialEq, Eq)]
+struct EventsNumbers {
+    users_by_name: BTreeMap<String, i64>,
+    events_in_kolkata_days: i64,
+    newest_ms: Vec<i64>,
+}
+
+impl Produced {
+    fn expected_from_events(&self) -> Vec<EventsNumbers> {
+        (0..self.cfg.orgs)
+            .map(|org| {
+                let mine: Vec<_> = self.events.iter().filter(|e| e.0 == org).collect();
+                let mut by_name: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+                for e in &mine {
+                    by_name.entry(e.2).or_default().insert(e.1.as_str());
+                }
+                let mut newest: Vec<i64> = mine.iter().map(|e| e.3.div_euclid(1000)).collect();
+                newest.sort_unstable_by(|a, b| b.cmp(a));
+                newest.truncate(600);
+                EventsNumbers {
+                    users_by_name: by_name
+                        .into_iter()
+                        .map(|(n, u)| (n.to_string(), u.len() as i64))
+                        .collect(),
+                    events_in_kolkata_days: mine.len() as i64,
+                    newest_ms: newest,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Per org: what the instance on `port` answers from the events of the whole group (every
+/// owner scans its partitions; the asked instance merges).
+fn answers_from_events(port: u16, produced: &Produced) -> Result<Vec<EventsNumbers>, String> {
+    let range = produced.range_query();
+    let mut out = Vec::new();
+    for org in 0..produced.cfg.orgs {
+        let o = produced.org(org);
+        let by_name = complete_answer(
+            port,
+            &format!("/api/v1/orgs/{o}/trends?{range}&granularity=day&measure=unique_users&breakdown=event_name&breakdown_limit=100"),
+        )?;
+        if by_name["source"] != "events" {
+            return Err(format!("a breakdown is read from events: {by_name}"));
+        }
+        let mut users_by_name = BTreeMap::new();
+        for s in by_name["series"].as_array().unwrap() {
+            if s["other"] == true {
+                return Err(format!("more than 100 names: {by_name}"));
+            }
+            let name = s["breakdown_value"].as_str().unwrap_or("(not set)");
+            users_by_name.insert(name.to_string(), s["total"].as_i64().unwrap());
+        }
+        let kolkata = complete_answer(
+            port,
+            &format!("/api/v1/orgs/{o}/trends?{range}&granularity=day&tz=%2B05:30"),
+        )?;
+        if kolkata["source"] != "events" {
+            return Err(format!("+05:30 days are read from events: {kolkata}"));
+        }
+        let mut newest_ms = Vec::new();
+        let mut ids = BTreeSet::new();
+        let mut after = String::new();
+        for _ in 0..2 {
+            let page = complete_answer(port, &format!("/api/v1/orgs/{o}/events?limit=300{after}"))?;
+            for e in page["events"].as_array().unwrap() {
+                let t = chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap())
+                    .map_err(|err| format!("{e}: {err}"))?;
+                newest_ms.push(t.timestamp_micros().div_euclid(1000));
+                if !ids.insert(e["id"].as_str().unwrap().to_string()) {
+                    return Err(format!("event {} on two pages", e["id"]));
+                }
+            }
+            let next = page["next"]
+                .as_str()
+                .ok_or_else(|| format!("no next page: {page}"))?;
+            after = format!("&after={next}");
+        }
+        out.push(EventsNumbers {
+            users_by_name,
+            events_in_kolkata_days: kolkata["series"][0]["total"].as_i64().unwrap(),
+            newest_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// Waits until every instance in `live` answers trends read from events and explorer pages
+/// for the whole group, saying so (`complete`), exactly as recomputed from what was
+/// produced.
+fn wait_exact_from_events(
+    instances: &[Instance],
+    live: &[&str],
+    produced: &Produced,
+    timeout: Duration,
+    log: &Path,
+) -> Duration {
+    let t = Instant::now();
+    let want = produced.expected_from_events();
+    let mut last = String::new();
+    while t.elapsed() < timeout {
+        last.clear();
+        for i in instances.iter().filter(|i| live.contains(&i.id)) {
+            match answers_from_events(i.port, produced) {
+                Ok(have) if have == want => {}
+                Ok(have) => last += &format!("{} answers {have:?}\n  expected {want:?}\n", i.id),
+                Err(e) => last += &format!("{}: {e}\n", i.id),
+            }
+        }
+        if last.is_empty() {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!(
+        "instances {live:?} did not answer trends and explorer pages from events exactly for the whole group within {timeout:?}:\n{last}\nlog:\n{}",
+        read_log(log)
+    );
 }
 
 /// A counter's or gauge's value on the instance's `/metrics` (no labels).
@@ -644,6 +775,14 @@ fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_resta
         Answered::FromCopies,
     );
     eprintln!("b and c joined: every instance answered the whole group from its copies of the others' rollups in {took:?}");
+    let took = wait_exact_from_events(
+        &instances,
+        &["a", "b", "c"],
+        &produced,
+        Duration::from_secs(30),
+        &log,
+    );
+    eprintln!("... and trends and explorer pages read from the events of every owner in {took:?}");
 
     // SIGKILL c mid-stream: its partitions go to a and b, which restore what c stored.
     let before_kill = produced.expected();
@@ -692,12 +831,9 @@ fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_resta
     // answer counts at least what was stored before the kill and at most what was produced.
     let after_kill = produced.expected();
     let series = |port: u16, org: &str| -> Value {
-        let to = produced.cfg.end + chrono::Duration::hours(1);
-        let from = produced.cfg.end - chrono::Duration::days(3);
         let path = format!(
-            "/api/v1/orgs/{org}/timeseries?from={}&to={}&granularity=day",
-            from.timestamp_millis(),
-            to.timestamp_millis()
+            "/api/v1/orgs/{org}/timeseries?{}&granularity=day",
+            produced.range_query()
         );
         let r = http::get(&format!("127.0.0.1:{port}"), &path, None).unwrap();
         serde_json::from_str(&r.body).unwrap()
@@ -776,6 +912,13 @@ fn every_instance_answers_for_the_whole_group_exactly_through_a_kill_and_a_resta
         &log,
         // The partitions that moved back are copied from c again, with its whole history.
         Answered::FromCopies,
+    );
+    wait_exact_from_events(
+        &instances,
+        &["a", "b", "c"],
+        &produced,
+        Duration::from_secs(30),
+        &log,
     );
 
     // A WebSocket client of a is pushed the new events of partitions b and c own.

@@ -1562,3 +1562,94 @@ fn a_store_from_before_per_partition_rollups_keeps_its_rows_and_feed() {
         assert_eq!(u.users, users.len() as u64);
     }
 }
+
+#[test]
+fn trend_parts_of_partitions_merge_to_the_trend_of_the_whole_store() {
+    // A scaled-out group answers a trend read from events by asking each owner for its part
+    // over its partitions (every series, sets for distinct measures) and merging: the merged
+    // answer must equal the trend of one store holding every partition, for every measure,
+    // breakdown (its top N taken after the merge), condition and zone. The question and the
+    // parts go through their wire form (JSON) as between instances.
+    use streamtally::stats::trends::{
+        merge_trend_states, Breakdown, Condition, Measure, TrendAsk, TrendSpec, TrendState,
+    };
+    use streamtally::stats::zone::{boundaries, Step, Zone};
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let rt = rt();
+    let mut rng = StdRng::seed_from_u64(31);
+    let base: DateTime<Utc> = "2026-10-24T00:00:00Z".parse().unwrap(); // a DST change in Berlin
+    let mut model: HashMap<[u8; 16], Ev> = HashMap::new();
+    for _ in 0..3 {
+        let new: Vec<Ev> = (0..1500)
+            .map(|_| random_event(&mut rng, 2, 400, base, 3 * 86_400))
+            .collect();
+        change(&[&store], &mut model, new, (&[], ""), &[]);
+    }
+    let mut worker = RollupWorker::new(store.clone(), RollupOptions::default()).unwrap();
+    rt.block_on(worker.catch_up()).unwrap();
+    let reader = StatsReader::new(store.clone());
+    let sources = all_sources();
+    let groups = [&sources[..3], &sources[3..5], &sources[5..]];
+    let (from, to) = (
+        base.timestamp_micros(),
+        (base + chrono::Duration::days(3)).timestamp_micros(),
+    );
+    let zones = [
+        (Zone::UTC, Step::Hour),
+        (Zone::parse("+05:30").unwrap(), Step::Day),
+        (Zone::parse("Europe/Berlin").unwrap(), Step::Day),
+    ];
+    let breakdowns = [None, Some(Breakdown::EventName), Some(Breakdown::EventType)];
+    let mut checked = 0;
+    for measure in [
+        Measure::Events,
+        Measure::UniqueUsers,
+        Measure::UniqueSessions,
+    ] {
+        for breakdown in &breakdowns {
+            for (zone, step) in zones {
+                for conditions in [
+                    vec![],
+                    vec![Condition::parse("event_type != page").unwrap()],
+                ] {
+                    let spec = TrendSpec {
+                        org: org_id(1),
+                        events: vec![],
+                        event_type: None,
+                        conditions,
+                        breakdown: breakdown.clone(),
+                        breakdown_limit: 3,
+                        measure,
+                        step,
+                        zone,
+                        boundaries: boundaries(&zone, step, (from, to), 10_000).unwrap(),
+                    };
+                    let whole = reader.trend(&spec, 10_000).unwrap();
+                    let wire = serde_json::to_string(&TrendAsk::of(&spec)).unwrap();
+                    let asked: TrendAsk = serde_json::from_str(&wire).unwrap();
+                    let parts: Vec<TrendState> = groups
+                        .iter()
+                        .map(|g| {
+                            let part = reading(&reader, g.to_vec())
+                                .trend_state(&asked.spec(org_id(1)).unwrap(), 10_000)
+                                .unwrap();
+                            let text = serde_json::to_string(&part).unwrap();
+                            serde_json::from_str(&text).unwrap()
+                        })
+                        .collect();
+                    let merged = merge_trend_states(&spec, parts, 10_000).unwrap();
+                    assert_eq!(
+                        merged.series, whole.series,
+                        "{measure:?} {breakdown:?} {zone:?} {step:?} {:?} (whole from {})",
+                        spec.conditions, whole.source
+                    );
+                    assert!(merged.series.iter().any(|s| s.total > 0));
+                    assert_eq!(merged.exact, whole.exact);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 54);
+}

@@ -16,10 +16,15 @@ use super::events::EventJson;
 use super::{blocking, read, GatewayState, INLINE_READ_BUCKETS};
 use crate::cluster::{Cluster, Ownership, TopicPartition};
 use crate::stats::bucket::Source;
+use crate::stats::explore::{Cursor, ExploreAsk, ExploreSpec};
 use crate::stats::partial::{self, BucketState, UniqueState};
 use crate::stats::query::{Counters, Granularity, Point, Sources, StatsReader, TopEvent, Unique};
 use crate::stats::realtime::WindowValues;
 use crate::stats::replica::Replica;
+use crate::stats::trends::{
+    merge_trend_states, rollups_answer, Trend, TrendAsk, TrendSpec, TrendState,
+};
+use crate::stats::StatsError;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -101,7 +106,7 @@ impl Missing {
 }
 
 /// A question, as one instance asks another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Ask {
     Timeseries {
@@ -132,6 +137,18 @@ pub enum Ask {
     OrgKnown {
         org: Uuid,
     },
+    /// A trend over the partitions' events (every series: the asker takes the top N).
+    Trend {
+        org: Uuid,
+        question: TrendAsk,
+        /// Distinct values counted exactly up to this many per set (the asker's).
+        threshold: u64,
+    },
+    /// A page of the explorer over the partitions' events.
+    Explore {
+        org: Uuid,
+        question: ExploreAsk,
+    },
 }
 
 /// One instance's partial state for an [`Ask`] (the same kind).
@@ -157,17 +174,33 @@ pub enum Part {
     OrgKnown {
         known: bool,
     },
+    Trend(TrendState),
+    Explore {
+        /// The page, newest first, as the explorer orders events.
+        events: Vec<RecentEvent>,
+        /// The instance has more events past the page.
+        more: bool,
+    },
 }
 
 /// One recent event as it travels: its time and place, to merge and deduplicate by, and
-/// the API's Event object.
+/// the API's Event object as JSON text. (Text, not a raw JSON value: a [`Part`] is an
+/// internally tagged enum, which serde reads through a buffer that cannot hold raw values;
+/// recent events from peers were refused this way until 2026-12-05.)
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RecentEvent {
     pub t_us: i64,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    pub event: Box<RawValue>,
+    pub event: String,
+}
+
+impl RecentEvent {
+    /// The Event object, as the API writes it.
+    fn into_raw(self) -> Box<RawValue> {
+        RawValue::from_string(self.event).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    }
 }
 
 /// `POST /internal/v1/partials`'s body.
@@ -207,7 +240,8 @@ struct Plan {
 /// (src/stats/replica.rs).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Copies {
-    /// Nothing (recent events, trends: not copied).
+    /// Nothing (recent events, and trends and explorer pages read from events: events are
+    /// not copied).
     No,
     /// Rollup rows.
     Rows,
@@ -393,25 +427,47 @@ fn local_part(
             let list: Vec<Source> = partitions.iter().map(|(t, p)| Source::new(t, *p)).collect();
             let rows = stats.recent_events_of(*org.as_bytes(), *limit, &list)?;
             Part::Recent {
-                events: rows
-                    .iter()
-                    .map(|r| {
-                        let ev = EventJson::from_row(r);
-                        RecentEvent {
-                            t_us: int(r, "timestamp"),
-                            topic: ev.topic.unwrap_or_default().to_string(),
-                            partition: ev.partition.unwrap_or(-1) as i32,
-                            offset: ev.offset.unwrap_or(-1),
-                            event: ev.to_raw(),
-                        }
-                    })
-                    .collect(),
+                events: rows.iter().map(recent_event).collect(),
             }
         }
         Ask::OrgKnown { org } => Part::OrgKnown {
             known: stats.org_known(*org.as_bytes())?,
         },
+        Ask::Trend {
+            org,
+            question,
+            threshold,
+        } => {
+            let spec = question
+                .spec(*org.as_bytes())
+                .map_err(|e| ApiError::bad_parameter("question", "(a trend part)", e))?;
+            let reader = stats.with_sources(Arc::new(move || src.clone()));
+            Part::Trend(reader.trend_state(&spec, *threshold)?)
+        }
+        Ask::Explore { org, question } => {
+            let spec = question
+                .spec(*org.as_bytes())
+                .map_err(|e| ApiError::bad_parameter("question", "(an explorer part)", e))?;
+            let reader = stats.with_sources(Arc::new(move || src.clone()));
+            let page = reader.explore(&spec)?;
+            Part::Explore {
+                events: page.rows.iter().map(recent_event).collect(),
+                more: page.next.is_some(),
+            }
+        }
     })
+}
+
+/// A stored event as it travels: its place in time and in Kafka, and its Event object.
+fn recent_event(r: &crate::store::Row) -> RecentEvent {
+    let ev = EventJson::from_row(r);
+    RecentEvent {
+        t_us: int(r, "timestamp"),
+        topic: ev.topic.unwrap_or_default().to_string(),
+        partition: ev.partition.unwrap_or(-1) as i32,
+        offset: ev.offset.unwrap_or(-1),
+        event: ev.to_raw().get().to_string(),
+    }
 }
 
 /// Adds the copied real-time windows of `instances` (for `org`) to `c`.
@@ -634,6 +690,11 @@ fn kind_of(ask: &Ask) -> Part {
         },
         Ask::Recent { .. } => Part::Recent { events: vec![] },
         Ask::OrgKnown { .. } => Part::OrgKnown { known: false },
+        Ask::Trend { .. } => Part::Trend(TrendState::default()),
+        Ask::Explore { .. } => Part::Explore {
+            events: vec![],
+            more: false,
+        },
     }
 }
 
@@ -662,26 +723,107 @@ fn route(st: &GatewayState, copies: Copies) -> Route {
     }
 }
 
-/// This instance's reader over the partitions it holds, and what that covers, for the
-/// questions answered from raw events (trends): in a scaled-out group the other instances'
-/// partitions are listed as missing with reason `elsewhere` (they are not gathered yet).
-pub fn local_only(st: &GatewayState) -> (StatsReader, Option<Coverage>) {
+/// A trend for the group. From the rollups when they hold the answer and every partition
+/// is held here or copied (docs/SCALE-OUT.md); otherwise each owner counts its partitions'
+/// events and the parts merge exactly: counts add, distinct values are unions of the parts'
+/// sets, and the top N of a breakdown is taken over the merged series. A trend the rollups
+/// answer is answered from them here too when no peer is asked.
+pub async fn trend(
+    st: &GatewayState,
+    org: Uuid,
+    spec: TrendSpec,
+) -> Result<(Trend, Option<Coverage>), ApiError> {
+    let threshold = st.cfg.stats.unique_exact_threshold;
+    let fail = |spec: &TrendSpec, e: StatsError| super::trends::trend_error(spec, e);
+    if rollups_answer(&spec) {
+        if let Route::Local(reader, _, cov) = route(st, Copies::Rows) {
+            let s = spec.clone();
+            let t = blocking(move || reader.trend(&s, threshold)).await?;
+            return Ok((t.map_err(|e| fail(&spec, e))?, cov));
+        }
+    }
     match route(st, Copies::No) {
-        Route::Local(reader, _, coverage) => (reader, coverage),
-        Route::Group(_, plan) => {
-            let mut missing = plan.missing;
-            for (url, (owner, list)) in plan.peers {
-                for tp in list {
-                    missing.push(Missing {
-                        owner: Some(owner.clone()),
-                        url: Some(url.clone()),
-                        ..Missing::new(&tp, "elsewhere")
-                    });
+        Route::Local(reader, _, cov) => {
+            let s = spec.clone();
+            let t = blocking(move || reader.trend(&s, threshold)).await?;
+            Ok((t.map_err(|e| fail(&spec, e))?, cov))
+        }
+        Route::Group(cluster, plan) => {
+            let ask = Ask::Trend {
+                org,
+                question: TrendAsk::of(&spec),
+                threshold,
+            };
+            let got = gather(st, &cluster, ask, plan).await?;
+            let parts: Vec<TrendState> = got
+                .parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    Part::Trend(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            let s = spec.clone();
+            let t = blocking(move || merge_trend_states(&s, parts, threshold)).await?;
+            Ok((t.map_err(|e| fail(&spec, e))?, Some(got.coverage)))
+        }
+    }
+}
+
+/// One page of the explorer for the group: each owner's page over its partitions, merged
+/// in the explorer's order (newest first; time, then topic, partition and offset); the next
+/// page starts after the last event kept, which is a place every instance can page from.
+pub async fn explore(
+    st: &GatewayState,
+    spec: ExploreSpec,
+) -> Result<(Vec<Box<RawValue>>, Option<Cursor>, Option<Coverage>), ApiError> {
+    let raw = |rows: Vec<crate::store::Row>| -> Vec<Box<RawValue>> {
+        rows.iter()
+            .map(|r| EventJson::from_row(r).to_raw())
+            .collect()
+    };
+    match route(st, Copies::No) {
+        Route::Local(reader, _, cov) => {
+            let page = blocking(move || reader.explore(&spec)).await??;
+            Ok((raw(page.rows), page.next, cov))
+        }
+        Route::Group(cluster, plan) => {
+            let org = Uuid::from_bytes(spec.org);
+            let ask = Ask::Explore {
+                org,
+                question: ExploreAsk::of(&spec),
+            };
+            let got = gather(st, &cluster, ask, plan).await?;
+            let mut more = false;
+            let mut all: Vec<(Cursor, RecentEvent)> = Vec::new();
+            for p in got.parts {
+                if let Part::Explore { events, more: m } = p {
+                    more |= m;
+                    all.extend(events.into_iter().map(|e| {
+                        let place = Cursor {
+                            t_us: e.t_us,
+                            topic: e.topic.clone(),
+                            partition: e.partition,
+                            offset: e.offset,
+                        };
+                        (place, e)
+                    }));
                 }
             }
-            let src = sources(&plan.local);
-            let reader = st.stats.with_sources(Arc::new(move || src.clone()));
-            (reader, Some(Coverage::new(missing, Vec::new())))
+            all.sort_by(|a, b| b.0.cmp(&a.0));
+            all.dedup_by(|a, b| a.0 == b.0);
+            let cut = all.len() > spec.limit;
+            all.truncate(spec.limit);
+            let next = if cut || more {
+                all.last().map(|(c, _)| c.clone())
+            } else {
+                None
+            };
+            Ok((
+                all.into_iter().map(|(_, e)| e.into_raw()).collect(),
+                next,
+                Some(got.coverage),
+            ))
         }
     }
 }
@@ -887,7 +1029,7 @@ pub async fn recent_events(
             all.retain(|e| seen.insert((e.topic.clone(), e.partition, e.offset)));
             all.truncate(limit);
             Ok((
-                all.into_iter().map(|e| e.event).collect(),
+                all.into_iter().map(RecentEvent::into_raw).collect(),
                 Some(got.coverage),
             ))
         }
@@ -982,4 +1124,55 @@ async fn answer_partials(
         refused,
         part,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_survives_its_trip_between_instances() {
+        // Parts travel as an internally tagged enum (serde buffers it): each kind must
+        // read back as it was written, events with their JSON intact.
+        let event = |n: i64| RecentEvent {
+            t_us: n,
+            topic: "events".into(),
+            partition: 3,
+            offset: n,
+            event: format!(r#"{{"id":"e{n}","properties":{{"note":"a \"quoted\" line\nbreak"}}}}"#),
+        };
+        let parts = vec![
+            Part::Recent {
+                events: vec![event(1), event(2)],
+            },
+            Part::Explore {
+                events: vec![event(3)],
+                more: true,
+            },
+            Part::Trend(TrendState {
+                labels: vec![None, Some("signup".into())],
+                counts: vec![vec![1, 2], vec![3, 4]],
+                scanned: 10,
+                ..TrendState::default()
+            }),
+        ];
+        for part in parts {
+            let response = PartialsResponse {
+                instance: "a".into(),
+                served: vec![("events".into(), 3)],
+                refused: vec![],
+                part: Some(part),
+            };
+            let text = serde_json::to_string(&response).unwrap();
+            let back: PartialsResponse = serde_json::from_str(&text).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+            if let Some(Part::Recent { events } | Part::Explore { events, .. }) = back.part {
+                for e in events {
+                    let raw = e.into_raw();
+                    let v: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
+                    assert_eq!(v["properties"]["note"], "a \"quoted\" line\nbreak");
+                }
+            }
+        }
+    }
 }

@@ -392,57 +392,51 @@ pub struct Answer {
     pub boundaries: Vec<i64>,
 }
 
-/// Answers a parsed trend request (this instance's partitions; see [`group::local_only`]).
+/// Answers a parsed trend request for the whole group ([`group::trend`]); with `compare`,
+/// the previous period too.
 pub async fn answer(
     st: &GatewayState,
     org: uuid::Uuid,
     req: TrendRequest,
 ) -> Result<Answer, ApiError> {
-    let (reader, coverage) = group::local_only(st);
-    let threshold = st.cfg.stats.unique_exact_threshold;
-    let boundaries = req.spec.boundaries.clone();
-    let mut body = blocking(move || -> Result<Json, ApiError> {
-        let spec = &req.spec;
-        let answer = |spec: &TrendSpec| {
-            reader.trend(spec, threshold).map_err(|e| match e {
-                StatsError::Invalid(m) => ApiError::range_too_large(
-                    "breakdown",
-                    &spec
-                        .breakdown
-                        .as_ref()
-                        .map(Breakdown::name)
-                        .unwrap_or_default(),
-                    m,
-                ),
-                other => other.into(),
-            })
+    let spec = req.spec;
+    let boundaries = spec.boundaries.clone();
+    let (t, coverage) = group::trend(st, org, spec.clone()).await?;
+    let prev = if req.compare {
+        let n = spec.boundaries.len() - 1;
+        let b = previous_boundaries(&spec.zone, spec.step, spec.boundaries[0], n);
+        let ps = TrendSpec {
+            boundaries: b,
+            ..spec.clone()
         };
-        let t = answer(spec)?;
-        let prev = if req.compare {
-            let n = spec.boundaries.len() - 1;
-            let b = previous_boundaries(&spec.zone, spec.step, spec.boundaries[0], n);
-            let ps = TrendSpec {
-                boundaries: b,
-                ..spec.clone()
-            };
-            let pt = answer(&ps)?;
-            Some((ps, pt))
-        } else {
-            None
-        };
-        Ok(trend_json(
-            org,
-            spec,
-            &t,
-            prev.as_ref().map(|(s, t)| (s, t)),
-        ))
-    })
-    .await??;
+        let (pt, _) = group::trend(st, org, ps.clone()).await?;
+        Some((ps, pt))
+    } else {
+        None
+    };
+    let mut body = trend_json(org, &spec, &t, prev.as_ref().map(|(s, t)| (s, t)));
     covering(&mut body, coverage);
     Ok(Answer {
         json: body,
         boundaries,
     })
+}
+
+/// A trend's read error as the API says it: too many breakdown values (or blocks merged
+/// away too often) name the breakdown.
+pub(super) fn trend_error(spec: &TrendSpec, e: StatsError) -> ApiError {
+    match e {
+        StatsError::Invalid(m) => ApiError::range_too_large(
+            "breakdown",
+            &spec
+                .breakdown
+                .as_ref()
+                .map(Breakdown::name)
+                .unwrap_or_default(),
+            m,
+        ),
+        other => other.into(),
+    }
 }
 
 /// A WebSocket `trend` command's params as query pairs: each value a string, a number or a
@@ -556,17 +550,11 @@ pub async fn explore(
     pairs: Pairs,
 ) -> Result<JsonBody<Json>, ApiError> {
     let spec = parse_explore(access.org_bytes(), &pairs)?;
-    let (reader, coverage) = group::local_only(&st);
-    let page = blocking(move || reader.explore(&spec)).await??;
-    let events: Vec<Box<serde_json::value::RawValue>> = page
-        .rows
-        .iter()
-        .map(|r| super::events::EventJson::from_row(r).to_raw())
-        .collect();
+    let (events, next, coverage) = group::explore(&st, spec).await?;
     let mut body = json!({
         "org_id": access.org.to_string(),
         "events": events,
-        "next": page.next.as_ref().map(Cursor::encode),
+        "next": next.as_ref().map(Cursor::encode),
     });
     covering(&mut body, coverage);
     Ok(JsonBody(body))

@@ -68,6 +68,50 @@ pub struct ExploreSpec {
     pub limit: usize,
 }
 
+/// An explorer question as it travels to the other instances of a scaled-out group (the
+/// cursor in its encoded form).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExploreAsk {
+    pub events: Vec<String>,
+    pub event_type: Option<String>,
+    pub conditions: Vec<Condition>,
+    pub from_us: Option<i64>,
+    pub to_us: Option<i64>,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl ExploreAsk {
+    pub fn of(spec: &ExploreSpec) -> ExploreAsk {
+        ExploreAsk {
+            events: spec.events.clone(),
+            event_type: spec.event_type.clone(),
+            conditions: spec.conditions.clone(),
+            from_us: spec.from_us,
+            to_us: spec.to_us,
+            after: spec.after.as_ref().map(Cursor::encode),
+            limit: spec.limit,
+        }
+    }
+
+    pub fn spec(&self, org: [u8; 16]) -> Result<ExploreSpec, String> {
+        let after = match &self.after {
+            Some(c) => Some(Cursor::parse(c).ok_or_else(|| format!("cursor '{c}'"))?),
+            None => None,
+        };
+        Ok(ExploreSpec {
+            org,
+            events: self.events.clone(),
+            event_type: self.event_type.clone(),
+            conditions: self.conditions.clone(),
+            from_us: self.from_us,
+            to_us: self.to_us,
+            after,
+            limit: self.limit,
+        })
+    }
+}
+
 /// One page: the events, newest first, and where the next page starts (None: no more).
 #[derive(Debug)]
 pub struct Page {

@@ -20,6 +20,7 @@
 //! 0.41%), so both ways give the same numbers.
 
 use super::bucket::{Source, ALL_TYPES};
+use super::partial::UniqState;
 use super::query::{Granularity, Sources, StatsReader, DAY_US, HOUR_US};
 use super::sketch::{hash_value, Uniq, UniqUnion};
 use super::zone::{bucket_index, Step, Zone};
@@ -28,12 +29,13 @@ use crate::cache::{BudgetCache, Eviction};
 use crate::store::blocks::{BlockMeta, BlockReader};
 use crate::store::{Query, Store, Value};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
 /// What a trend counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Measure {
     Events,
     UniqueUsers,
@@ -59,7 +61,7 @@ impl Measure {
 }
 
 /// A field a condition or a breakdown reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Field {
     EventName,
     EventType,
@@ -99,7 +101,7 @@ impl Field {
 }
 
 /// How a condition compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cmp {
     Eq,
     Ne,
@@ -112,7 +114,7 @@ pub enum Cmp {
 }
 
 /// One condition an event must meet: `field cmp value`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Condition {
     pub field: Field,
     pub cmp: Cmp,
@@ -209,7 +211,7 @@ fn num_eq(a: Option<f64>, b: Option<f64>) -> bool {
 }
 
 /// What a trend is broken down by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Breakdown {
     EventName,
     EventType,
@@ -263,6 +265,55 @@ impl TrendSpec {
             _ => None,
         };
         property_keys(&self.conditions, by)
+    }
+}
+
+/// A trend question as it travels to the other instances of a scaled-out group: the
+/// question's parts, its zone by name and its buckets as the asking instance computed them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrendAsk {
+    pub events: Vec<String>,
+    pub event_type: Option<String>,
+    pub conditions: Vec<Condition>,
+    pub breakdown: Option<Breakdown>,
+    pub measure: Measure,
+    pub step: String,
+    pub zone: String,
+    pub boundaries: Vec<i64>,
+}
+
+impl TrendAsk {
+    pub fn of(spec: &TrendSpec) -> TrendAsk {
+        TrendAsk {
+            events: spec.events.clone(),
+            event_type: spec.event_type.clone(),
+            conditions: spec.conditions.clone(),
+            breakdown: spec.breakdown.clone(),
+            measure: spec.measure,
+            step: spec.step.as_str().to_string(),
+            zone: spec.zone.name(),
+            boundaries: spec.boundaries.clone(),
+        }
+    }
+
+    /// The question for `org` (the breakdown's top N is the asker's to take: every series
+    /// is kept).
+    pub fn spec(&self, org: [u8; 16]) -> Result<TrendSpec, String> {
+        if self.boundaries.len() < 2 {
+            return Err("a trend part needs at least one bucket".into());
+        }
+        Ok(TrendSpec {
+            org,
+            events: self.events.clone(),
+            event_type: self.event_type.clone(),
+            conditions: self.conditions.clone(),
+            breakdown: self.breakdown.clone(),
+            breakdown_limit: MAX_BREAKDOWN_VALUES,
+            measure: self.measure,
+            step: Step::parse(&self.step).ok_or_else(|| format!("granularity '{}'", self.step))?,
+            zone: Zone::parse(&self.zone).map_err(|e| format!("zone '{}' {e}", self.zone))?,
+            boundaries: self.boundaries.clone(),
+        })
     }
 }
 
@@ -931,6 +982,112 @@ impl Acc {
     }
 }
 
+/// One instance's part of a trend in a scaled-out group: every series it saw (before the
+/// top N is taken) with its counts per bucket, or its distinct values per bucket and over the
+/// range as sets or sketches; the parts of all instances merge exactly
+/// ([`merge_trend_states`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct TrendState {
+    /// Series labels: None is "not set" (and, without a breakdown, every event).
+    pub labels: Vec<Option<String>>,
+    /// Events: per series, one count per bucket.
+    #[serde(default)]
+    pub counts: Vec<Vec<i64>>,
+    /// Distinct measures: per series, one set per bucket, and one over the range.
+    #[serde(default)]
+    pub sets: Vec<Vec<UniqState>>,
+    #[serde(default)]
+    pub totals: Vec<UniqState>,
+    pub scanned: u64,
+}
+
+impl Acc {
+    fn into_state(self) -> TrendState {
+        TrendState {
+            labels: self
+                .labels
+                .into_iter()
+                .map(|l| l.map(|s| s.to_string()))
+                .collect(),
+            counts: self.counts,
+            sets: self
+                .sets
+                .into_iter()
+                .map(|v| v.into_iter().map(UniqState).collect())
+                .collect(),
+            totals: self.totals.into_iter().map(UniqState).collect(),
+            scanned: self.scanned,
+        }
+    }
+
+    /// Adds another instance's part (same question, so the same buckets).
+    fn merge(&mut self, part: TrendState) -> Result<(), StatsError> {
+        let wrong = || StatsError::Invalid("a trend part with other buckets or measure".into());
+        let union = |into: &mut Uniq, more: &Uniq| {
+            let mut u = UniqUnion::new();
+            u.add(into);
+            u.add(more);
+            *into = u.into_uniq();
+        };
+        let mut sets = part.sets.into_iter();
+        let mut totals = part.totals.into_iter();
+        let mut counts = part.counts.into_iter();
+        for label in part.labels {
+            let id = match label {
+                None => 0,
+                Some(l) => self.id_of(&Arc::from(l))?,
+            } as usize;
+            match self.measure {
+                Measure::Events => {
+                    let c = counts.next().ok_or_else(wrong)?;
+                    if c.len() != self.buckets {
+                        return Err(wrong());
+                    }
+                    for (a, b) in self.counts[id].iter_mut().zip(c) {
+                        *a += b;
+                    }
+                }
+                _ => {
+                    let (s, t) = (
+                        sets.next().ok_or_else(wrong)?,
+                        totals.next().ok_or_else(wrong)?,
+                    );
+                    if s.len() != self.buckets {
+                        return Err(wrong());
+                    }
+                    for (a, b) in self.sets[id].iter_mut().zip(&s) {
+                        union(a, &b.0);
+                    }
+                    union(&mut self.totals[id], &t.0);
+                }
+            }
+        }
+        self.scanned += part.scanned;
+        Ok(())
+    }
+}
+
+/// The trend of a scaled-out group from its instances' parts ([`StatsReader::trend_state`]):
+/// counts add, distinct values are unions of the parts' sets, then the top N is taken.
+pub fn merge_trend_states(
+    spec: &TrendSpec,
+    parts: Vec<TrendState>,
+    threshold: u64,
+) -> Result<Trend, StatsError> {
+    let mut acc = Acc::new(spec.boundaries.len() - 1, spec.measure, threshold);
+    for p in parts {
+        acc.merge(p)?;
+    }
+    let scanned = acc.scanned;
+    let (series, exact) = acc.finish(spec.breakdown.is_some(), spec.breakdown_limit);
+    Ok(Trend {
+        series,
+        source: "events",
+        exact,
+        events_scanned: scanned,
+    })
+}
+
 impl StatsReader {
     /// Answers a trend: from the rollups when they hold the answer, else from the events.
     pub fn trend(&self, spec: &TrendSpec, threshold: u64) -> Result<Trend, StatsError> {
@@ -998,6 +1155,36 @@ impl StatsReader {
         spec: &TrendSpec,
         threshold: u64,
     ) -> Result<Option<Trend>, StatsError> {
+        let Some(acc) = self.scan_events(spec, threshold)? else {
+            return Ok(None);
+        };
+        let scanned = acc.scanned;
+        let (series, exact) = acc.finish(spec.breakdown.is_some(), spec.breakdown_limit);
+        Ok(Some(Trend {
+            series,
+            source: "events",
+            exact,
+            events_scanned: scanned,
+        }))
+    }
+
+    /// This reader's part of a trend for a scaled-out group (its partitions, from the
+    /// events): every series, before the top N is taken, to merge with the other
+    /// instances' ([`merge_trend_states`]).
+    pub fn trend_state(&self, spec: &TrendSpec, threshold: u64) -> Result<TrendState, StatsError> {
+        for _ in 0..5 {
+            if let Some(acc) = self.scan_events(spec, threshold)? {
+                return Ok(acc.into_state());
+            }
+        }
+        Err(StatsError::Invalid(
+            "blocks kept being merged while the trend read them; ask again".into(),
+        ))
+    }
+
+    /// The org's events in the spec's range, counted into an [`Acc`]; None when a block
+    /// went away while it was read.
+    fn scan_events(&self, spec: &TrendSpec, threshold: u64) -> Result<Option<Acc>, StatsError> {
         let b = &spec.boundaries;
         let (first, last) = (b[0], *b.last().unwrap_or(&b[0]));
         let q = Query::new("Event")
@@ -1020,14 +1207,7 @@ impl StatsReader {
         for c in &cols {
             self.scan_block(spec, c, held.as_deref(), &mut acc)?;
         }
-        let scanned = acc.scanned;
-        let (series, exact) = acc.finish(spec.breakdown.is_some(), spec.breakdown_limit);
-        Ok(Some(Trend {
-            series,
-            source: "events",
-            exact,
-            events_scanned: scanned,
-        }))
+        Ok(Some(acc))
     }
 
     /// The decoded columns of `blocks` with the properties `keys`, from the cache or decoded
