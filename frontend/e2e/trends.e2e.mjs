@@ -96,6 +96,71 @@ async function sameAsRest(page, opts, what) {
   return { page: page_, rest };
 }
 
+/** REST trends in `tz` (a live range ending now), with `filters` (conditions). */
+async function restZoned(tz, params, filters = []) {
+  const now = Date.now();
+  const q = new URLSearchParams({ ...params, tz, to: String(now) });
+  for (const f of filters) q.append('filter', f);
+  return api(`trends?${q}`);
+}
+
+const lastOf = (s) => (s && s.values.length ? s.values[s.values.length - 1] : 0);
+
+/**
+ * The dashboard in a zone other than UTC: the line (last 24 hours per hour), the top events and
+ * the "today" cards are that zone's, labelled with it, and equal to GET .../trends in the zone.
+ */
+async function zonedDashboardSameAsRest(page, tz, filters = []) {
+  const started = Date.now();
+  let got = null;
+  let want = null;
+  while (Date.now() - started < TIMEOUT_MS) {
+    got = await page.evaluate(() => {
+      const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+      const line = q('chart-timeseries');
+      return {
+        eventsToday: q('card-events-today')?.getAttribute('data-value') ?? null,
+        eventsTodayTitle: q('card-events-today')?.querySelector('.widget-title')?.textContent ?? '',
+        usersToday: q('card-unique-users-today')?.getAttribute('data-value') ?? null,
+        lineZone: line?.getAttribute('data-zone') ?? null,
+        lineTotal: line ? Number(line.getAttribute('data-total')) : null,
+        linePoints: line ? Number(line.getAttribute('data-points')) : null,
+        lineFirst: line?.getAttribute('data-first-label') ?? '',
+        bars: Number(q('chart-top-events')?.getAttribute('data-bars') ?? -1),
+        titles: [...document.querySelectorAll('.widget-title')].map((h) => h.textContent ?? ''),
+      };
+    });
+    const now = Date.now();
+    const [line, top, users] = await Promise.all([
+      restZoned(tz, { from: String(now - 86_400_000), granularity: 'hour' }, filters),
+      restZoned(tz, { from: String(now - 1000), granularity: 'day', breakdown: 'event_name', breakdown_limit: '10' }, filters),
+      restZoned(tz, { from: String(now - 1000), granularity: 'day', measure: 'unique_users' }, filters),
+    ]);
+    want = {
+      eventsToday: String(top.series.reduce((a, s) => a + lastOf(s), 0)),
+      usersToday: String(lastOf(users.series[0])),
+      lineTotal: line.series[0]?.total ?? 0,
+      linePoints: line.buckets.length,
+      bars: top.series.filter((s) => !s.other && lastOf(s) > 0).length,
+      zone: line.time_zone,
+      firstBucket: line.buckets[0] ?? '',
+    };
+    if (got.eventsToday === want.eventsToday && got.usersToday === want.usersToday && got.lineTotal === want.lineTotal && got.linePoints === want.linePoints && got.bars === want.bars)
+      break;
+    await sleep(300);
+  }
+  console.log(`  page: ${JSON.stringify(got)}`);
+  console.log(`  REST: ${JSON.stringify(want)}`);
+  check(want.zone === tz, `the REST answers are in ${tz}`);
+  check(got.eventsToday === want.eventsToday && Number(got.eventsToday) > 0, `"Events today" is today in ${tz} (${got.eventsToday} = ${want.eventsToday})`);
+  check(got.usersToday === want.usersToday, `"Unique users today" is today in ${tz} (${got.usersToday} = ${want.usersToday})`);
+  check(got.lineTotal === want.lineTotal && got.linePoints === want.linePoints, `the line is ${tz}'s hours (${got.linePoints} points, ${got.lineTotal} events)`);
+  check(got.bars === want.bars, `the top events are today's in ${tz} (${got.bars} bars)`);
+  check(got.lineZone === tz && got.eventsTodayTitle.includes(tz), `the line and the cards are labelled ${tz}`);
+  check(!got.titles.some((t) => t.includes('(UTC)')), 'no widget is labelled UTC');
+  return { ...got, want };
+}
+
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
@@ -175,6 +240,35 @@ try {
   check(kolkata.page.firstLabel !== first.page.firstLabel || kolkata.rest.buckets[0] !== first.rest.buckets[0], `labels in the new zone (${first.page.firstLabel} -> ${kolkata.page.firstLabel})`);
   check((await page.locator(tid('trend-zone')).textContent())?.includes('Asia/Kolkata'), 'the zone is labelled');
   check((await page.locator(tid('chart-realtime')).getAttribute('data-time-zone')) === 'Asia/Kolkata', 'the real-time chart follows the zone');
+  log('the dashboard follows the zone: line, top events and "today" in Asia/Kolkata');
+  const zoned = await zonedDashboardSameAsRest(page, 'Asia/Kolkata');
+  // Kolkata's hours are :30 UTC: the first point is labelled with the zone's clock, as REST names it.
+  check(zoned.want.firstBucket.endsWith(':00+05:30') && zoned.lineFirst.endsWith(zoned.want.firstBucket.slice(11, 16)), `the line's first hour in Asia/Kolkata (${zoned.lineFirst}; REST ${zoned.want.firstBucket})`);
+  await page.screenshot({ path: `${SHOTS}desktop-1280x800-zone-kolkata.png`, fullPage: true });
+
+  log('page filters: properties.plan = pro narrows the line, the top events and the "today" cards');
+  await page.locator(tid('page-filter-add')).click();
+  await page.locator(tid('page-filter-condition')).first().fill('properties.plan = pro');
+  await page.locator(tid('page-filter-apply')).click();
+  await page.waitForSelector(`${tid('page-filters')}[data-active="1"]`, { timeout: TIMEOUT_MS });
+  const pro = await zonedDashboardSameAsRest(page, 'Asia/Kolkata', ['properties.plan = pro']);
+  check(Number(pro.eventsToday) < Number(zoned.eventsToday), `fewer events today with the filter (${pro.eventsToday} < ${zoned.eventsToday})`);
+  const fiveMin = (await page.locator(tid('card-events-5m')).textContent()) ?? '';
+  check(fiveMin.includes("the page's filters do not apply"), 'the 5-minute card says the filters do not apply to it');
+  check(((await page.locator(tid('card-events-today')).textContent()) ?? '').includes('properties.plan = pro'), 'the "today" card names the filter');
+  check(new URL(page.url()).hash.includes('pf=properties.plan'), `the URL holds the page filter (${new URL(page.url()).hash})`);
+  await page.screenshot({ path: `${SHOTS}desktop-1280x800-page-filter.png`, fullPage: true });
+  log('a refused condition is shown beside the page filters');
+  await page.locator(tid('page-filter-condition')).first().fill('plan = pro');
+  await page.locator(tid('page-filter-apply')).click();
+  const pfErr = page.locator(tid('page-filter-error'));
+  await pfErr.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  const pfText = (await pfErr.textContent()) ?? '';
+  console.log(`  error: ${pfText}`);
+  check(pfText.includes('filter') && pfText.includes('plan = pro'), 'the error names the filter and its value');
+  check((await page.locator(tid('card-events-today')).getAttribute('data-value')) === '', 'no old number under the refused filter');
+  await page.locator(tid('page-filter-clear')).click();
+  await page.waitForSelector(`${tid('page-filters')}[data-active="0"]`, { timeout: TIMEOUT_MS });
 
   log('compare with the previous period');
   await page.locator(tid('trend-compare')).check();

@@ -20,6 +20,7 @@ import {
 } from '../src/lib/alerts';
 import { isAlertMessage } from '../src/lib/connection';
 import { toLocalInput } from '../src/lib/range';
+import { browserZone } from '../src/lib/trends';
 import type { AlertRuleInput, ServerMessage } from '../src/lib/types';
 import { alertMessage, alertRule, RULE_ID } from './fixtures';
 
@@ -145,8 +146,11 @@ describe('the rule form -> the request body', () => {
 
   it('the mute time must be a future local time', () => {
     const now = Date.parse('2026-12-05T10:00:00Z');
-    expect(parseMuteInput(toLocalInput(now + 60_000 * 30), now)).toHaveProperty('until');
-    expect(parseMuteInput(toLocalInput(now - 60_000 * 30), now)).toEqual({ error: 'Pick a time in the future.' });
+    expect(parseMuteInput(toLocalInput(now + 60_000 * 30), now, browserZone())).toHaveProperty('until');
+    expect(parseMuteInput(toLocalInput(now - 60_000 * 30), now, browserZone())).toEqual({ error: 'Pick a time in the future.' });
+    // In the page's zone: 10:00 in Kolkata is 04:30Z.
+    const at = Date.parse('2026-12-05T04:00:00Z');
+    expect(parseMuteInput('2026-12-05T10:00', at, 'Asia/Kolkata')).toEqual({ until: Date.parse('2026-12-05T04:30:00Z') });
     expect(parseMuteInput('', now)).toEqual({ error: 'Enter a date and time.' });
   });
 

@@ -75,13 +75,13 @@ function storage(): StorageLike {
 const GOOD = 'good-token';
 const ORG = 'org-1';
 
-function gateway() {
+function gateway(orgZone = 'UTC') {
   const sockets: FakeSocket[] = [];
   const requests: { method: string; url: string; body: any }[] = [];
   const dashboards: Dashboard[] = [];
   const alerts: AlertRule[] = [];
   const firings: AlertFiring[] = [];
-  const settings = { org: ORG, time_zone: 'Europe/Berlin', time_zone_set: true, updated_at: null as string | null };
+  const settings = { org: ORG, time_zone: orgZone, time_zone_set: orgZone !== 'UTC', updated_at: null as string | null };
   const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
   const fetch = async (url: string, init?: RequestInit): Promise<Response> => {
     const method = init?.method ?? 'GET';
@@ -218,8 +218,8 @@ function button(text: string): HTMLButtonElement {
 }
 
 /** Signs in through the URL, opens the socket and answers the subscribe with a snapshot. */
-async function connected(hash = '', extra: Partial<Env> = {}) {
-  const m = mount(`http://127.0.0.1:8080/?org=${ORG}&token=${GOOD}${hash}`, gateway(), extra);
+async function connected(hash = '', extra: Partial<Env> = {}, orgZone = 'UTC') {
+  const m = mount(`http://127.0.0.1:8080/?org=${ORG}&token=${GOOD}${hash}`, gateway(orgZone), extra);
   await until(() => m.gw.sockets.length === 1, 'the socket');
   const s = m.gw.sockets[0];
   act(() => s.onopen?.({}));
@@ -607,7 +607,7 @@ describe('trends', () => {
   });
 
   it('the zone select: every trend carries tz; "make default for org" PUTs the settings', async () => {
-    const { s, gw } = await connected();
+    const { s, gw } = await connected('', {}, 'Europe/Berlin');
     await until(() => ($('tz-select')!.textContent ?? '').includes('Org default (Europe/Berlin)'), 'the org default');
     input($('tz-select') as HTMLSelectElement, '+05:30', 'change');
     await flush();
@@ -664,6 +664,100 @@ describe('trends', () => {
     expect($('stale-note')).not.toBeNull();
     expect(container.querySelector('main')!.dataset.stale).toBe('true');
     expect($('trend-chart')!.dataset.stale).toBe('true');
+  });
+  it('in the org default zone (not UTC) the line, the top events and the "today" cards are trends in that zone, labelled', async () => {
+    const { s } = await connected('', {}, 'Asia/Kolkata');
+    await until(() => trends(s, 'zone:top').length > 0, 'the zone trends');
+    // In UTC the page asked for none: the live view answered.
+    const [line] = trends(s, 'zone:line-events');
+    const [users] = trends(s, 'zone:line-users');
+    const [top] = trends(s, 'zone:top');
+    const [today] = trends(s, 'zone:today-users');
+    expect(line.params).toMatchObject({ granularity: 'hour', tz: 'Asia/Kolkata' });
+    expect(Date.now() - 86_400_000 - line.params.from).toBeLessThan(5_000);
+    expect(users.params).toMatchObject({ measure: 'unique_users', tz: 'Asia/Kolkata' });
+    expect(top.params).toMatchObject({ granularity: 'day', breakdown: 'event_name', tz: 'Asia/Kolkata' });
+    expect(today.params).toMatchObject({ granularity: 'day', measure: 'unique_users', tz: 'Asia/Kolkata' });
+    // Not answered yet: no UTC numbers under the zone's labels.
+    expect($('card-events-today-value')!.textContent).toBe('–');
+    expect($('card-events-today')!.textContent).toContain('Events today (Asia/Kolkata)');
+
+    const hours = ['2026-12-05T10:30:00+05:30', '2026-12-05T11:30:00+05:30', '2026-12-05T12:30:00+05:30'];
+    const day = ['2026-12-05T00:00:00+05:30'];
+    const z = { time_zone: 'Asia/Kolkata' };
+    act(() => s.emit({ type: 'trend', id: line.id, trend: trendBody({ ...z, buckets: hours, series: [{ values: [4, 5, 6], total: 15 }] }) }));
+    act(() => s.emit({ type: 'trend', id: users.id, trend: trendBody({ ...z, measure: 'unique_users', buckets: hours, series: [{ values: [1, 2, 3], total: 4 }] }) }));
+    act(() =>
+      s.emit({
+        type: 'trend',
+        id: top.id,
+        trend: trendBody({
+          ...z,
+          granularity: 'day',
+          breakdown: 'event_name',
+          buckets: day,
+          series: [
+            { breakdown_value: 'signup', values: [30], total: 30 },
+            { breakdown_value: 'login', values: [12], total: 12 },
+            { other: true, other_values: 4, values: [8], total: 8 },
+          ],
+        }),
+      }),
+    );
+    act(() => s.emit({ type: 'trend', id: today.id, trend: trendBody({ ...z, granularity: 'day', measure: 'unique_users', buckets: day, series: [{ values: [17], total: 17 }] }) }));
+    await flush();
+    expect($('card-events-today-value')!.textContent).toBe('50');
+    expect($('card-unique-users-today-value')!.textContent).toBe('17');
+    expect($('card-unique-users-today')!.textContent).toContain('Unique users today (Asia/Kolkata)');
+    expect($('chart-timeseries')!.dataset).toMatchObject({ points: '3', total: '15', zone: 'Asia/Kolkata', firstLabel: '5 Dec, 10:30' });
+    expect($('chart-top-events')!.dataset.bars).toBe('2');
+    expect(container.textContent).toContain('per hour (Asia/Kolkata)');
+    // A live update moves today's numbers.
+    act(() => s.emit({ type: 'trend_update', id: top.id, series: [{ breakdown_value: 'signup', values: [31], total: 31 }, { breakdown_value: 'login', values: [12], total: 12 }, { other: true, other_values: 4, values: [8], total: 8 }] }));
+    await flush();
+    expect($('card-events-today-value')!.textContent).toBe('51');
+
+    // Back to UTC: the live view's numbers, the zone trends stopped.
+    input($('tz-select') as HTMLSelectElement, 'UTC', 'change');
+    await flush();
+    expect($('card-events-today-value')!.textContent).toBe('5,120');
+    expect($('card-events-today')!.textContent).toContain('Events today (UTC)');
+    expect(s.sent.filter((x) => x.type === 'untrend').map((x) => x.id)).toEqual(expect.arrayContaining([line.id, users.id, top.id, today.id]));
+  });
+  it('page filters narrow the line, top events and "today" through trends; the widgets they miss say so; refusals show beside them', async () => {
+    const { s } = await connected();
+    expect(trends(s, 'zone:top')).toHaveLength(0); // UTC, unfiltered: the live view answers
+    click($('page-filter-add'));
+    input(container.querySelector('[data-testid="page-filter-events"]') as HTMLInputElement, 'signup, login', 'input');
+    input(container.querySelector('[data-testid="page-filter-condition"]') as HTMLInputElement, 'properties.plan = pro', 'input');
+    click($('page-filter-apply'));
+    await until(() => trends(s, 'zone:top').length > 0, 'the filtered trends');
+    for (const slot of ['zone:line-events', 'zone:line-users', 'zone:top', 'zone:today-users'])
+      expect(trends(s, slot).at(-1).params).toMatchObject({ event: ['signup', 'login'], filter: ['properties.plan = pro'], tz: 'UTC' });
+    expect(trends(s, 'realtime').at(-1).params).toMatchObject({ event: ['signup', 'login'], filter: ['properties.plan = pro'] });
+    expect($('page-filters')!.dataset.active).toBe('3');
+    expect($('card-events-5m')!.textContent).toContain("the page's filters do not apply");
+    const [top] = trends(s, 'zone:top').slice(-1);
+    act(() =>
+      s.emit({
+        type: 'trend',
+        id: top.id,
+        trend: trendBody({ time_zone: 'UTC', granularity: 'day', breakdown: 'event_name', buckets: ['2026-12-05T00:00:00+00:00'], series: [{ breakdown_value: 'signup', values: [9], total: 9 }] }),
+      }),
+    );
+    await flush();
+    expect($('card-events-today-value')!.textContent).toBe('9');
+    expect($('card-events-today')!.textContent).toContain('Only signup, login · properties.plan = pro');
+    // A refused condition: the server's message beside the filters, no old number.
+    const [users] = trends(s, 'zone:today-users').slice(-1);
+    act(() => s.emit({ type: 'error', code: 'bad_command', message: `trend '${users.id}': parameter 'filter': 'plan = pro' field 'plan' is not event_name` }));
+    await flush();
+    expect($('page-filter-error')!.textContent).toContain("'plan = pro'");
+    expect($('card-unique-users-today-value')!.textContent).toBe('–');
+    click($('page-filter-clear'));
+    await flush();
+    expect($('page-filters')!.dataset.active).toBe('0');
+    expect($('card-events-today-value')!.textContent).toBe('5,120');
   });
 });
 

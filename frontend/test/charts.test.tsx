@@ -64,23 +64,28 @@ const H = 3600;
 
 it('draws the line chart with real uPlot and updates it in place', () => {
   const series = { xs: [0, H, 2 * H].map((x) => x + 1_795_000_000), events: [1, 5, 3], users: [1, 2, 1] };
-  act(() => render(<LineChart series={series} granularity="hour" />, container));
+  act(() => render(<LineChart series={series} granularity="hour" zone="UTC" />, container));
   const root = container.querySelector('.uplot')!;
   expect(root).not.toBeNull();
   expect(container.querySelectorAll('canvas')).toHaveLength(1);
   expect(container.querySelector('.u-legend')!.textContent).toContain('Unique users');
   const next = { xs: [...series.xs, series.xs[2] + H], events: [1, 5, 3, 9], users: [1, 2, 1, 4] };
-  act(() => render(<LineChart series={next} granularity="hour" />, container));
+  act(() => render(<LineChart series={next} granularity="hour" zone="UTC" />, container));
   expect(container.querySelector('.uplot')).toBe(root); // same plot, new data
   expect(container.querySelector('[data-testid="chart-timeseries"]')!.getAttribute('data-total')).toBe('18');
-  act(() => render(<LineChart series={next} granularity="day" />, container));
-  expect(container.querySelector('.uplot')).not.toBe(root); // new shape, new plot
+  // 2026-11-18T11:06:40Z: the first point's label in the page's zone.
+  expect(container.querySelector('[data-testid="chart-timeseries"]')!.getAttribute('data-first-label')).toBe('18 Nov, 11:06');
+  act(() => render(<LineChart series={next} granularity="hour" zone="+05:30" />, container));
+  expect(container.querySelector('.uplot')).not.toBe(root); // another zone, new plot
+  expect(container.querySelector('[data-testid="chart-timeseries"]')!.getAttribute('data-first-label')).toBe('18 Nov, 16:36');
+  act(() => render(<LineChart series={next} granularity="day" zone="America/New_York" />, container));
+  expect(container.querySelector('[data-testid="chart-timeseries"]')!.getAttribute('data-first-label')).toBe('Wed 18 Nov');
   act(() => render(null, container));
   expect(container.querySelector('.uplot')).toBeNull();
 });
 
 it('draws the line chart with no data', () => {
-  act(() => render(<LineChart series={{ xs: [], events: [], users: [] }} granularity="hour" />, container));
+  act(() => render(<LineChart series={{ xs: [], events: [], users: [] }} granularity="hour" zone="UTC" />, container));
   expect(container.querySelector('.chart-empty')!.textContent).toBe('No data yet');
   act(() => render(null, container));
 });

@@ -258,16 +258,17 @@ describe('the view in the URL', () => {
       breakdownLimit: 3,
       compare: true,
     };
-    const state = { dashboard: 'd1', view: { range: '7d' as const, eventType: 'track' }, query, tz: 'Asia/Kolkata' };
+    const page = { events: ['signup', 'log in'], filters: ['properties.plan = pro & co', 'user_id is set'] };
+    const state = { dashboard: 'd1', view: { range: '7d' as const, eventType: 'track' }, query, tz: 'Asia/Kolkata', page };
     const hash = encodeHash(state);
     expect(hash).not.toContain('token');
     expect(decodeHash(`#${hash}`)).toEqual(state);
-    const custom = { dashboard: null, view: { range: 'custom' as const, from: 1, to: 2, eventType: null }, query: { ...DEFAULT_QUERY, range: 'custom' as const, from: 10, to: 20 }, tz: null };
+    const custom = { dashboard: null, view: { range: 'custom' as const, from: 1, to: 2, eventType: null }, query: { ...DEFAULT_QUERY, range: 'custom' as const, from: 10, to: 20 }, tz: null, page: null };
     expect(decodeHash(encodeHash(custom))).toEqual(custom);
   });
 
   it('ignores what it does not know', () => {
-    expect(decodeHash('#r=5y&tr=nope&m=x&tz=')).toEqual({ dashboard: null, view: null, query: null, tz: null });
+    expect(decodeHash('#r=5y&tr=nope&m=x&tz=&pe=&pf=')).toEqual({ dashboard: null, view: null, query: null, tz: null, page: null });
     expect(decodeHash('#tr=24h&g=fortnight&bl=500&f=garbage').query).toEqual(DEFAULT_QUERY);
     expect(parseFilter('properties.x >= 10')).toEqual({ field: 'properties.x', op: '>=', value: '10' });
     expect(parseFilter('user_id is set')).toEqual({ field: 'user_id', op: 'is set', value: '' });

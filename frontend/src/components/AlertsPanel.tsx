@@ -15,7 +15,8 @@ import {
   type RuleForm,
 } from '../lib/alerts';
 import { ApiError, type ApiClient } from '../lib/api';
-import { formatEventTime } from '../lib/format';
+import { eventTime } from '../lib/zone';
+import { zoneLabel } from '../lib/trends';
 import type { AlertFiring, AlertRule } from '../lib/types';
 import { AlertForm } from './AlertForm';
 
@@ -30,6 +31,8 @@ export interface AlertsPanelProps {
   history: HistoryEntry[];
   onHistory: (firings: AlertFiring[]) => void;
   onRejected: (message: string) => void;
+  /** The page's zone: times read in it. */
+  zone?: string;
 }
 
 type Mode =
@@ -44,7 +47,7 @@ function message(e: unknown): string {
 }
 
 /** The org's alert rules (list, create, edit, mute, delete) and the history of firings. */
-export function AlertsPanel({ client, now, received, history, onHistory, onRejected }: AlertsPanelProps) {
+export function AlertsPanel({ client, now, received, history, onHistory, onRejected, zone = 'UTC' }: AlertsPanelProps) {
   const [rules, setRules] = useState<AlertRule[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [actionError, setActionError] = useState<string | null>(null);
@@ -206,7 +209,7 @@ export function AlertsPanel({ client, now, received, history, onHistory, onRejec
                   </span>
                   {muted !== null && (
                     <span class="badge" data-testid="alert-rule-muted">
-                      muted until {formatEventTime(new Date(muted).toISOString(), now)}
+                      muted until {eventTime(new Date(muted).toISOString(), now, zone)}
                     </span>
                   )}
                 </div>
@@ -221,13 +224,15 @@ export function AlertsPanel({ client, now, received, history, onHistory, onRejec
                     aria-label={`Mute ${r.name}`}
                     onSubmit={(e) => {
                       e.preventDefault();
-                      const parsed = parseMuteInput(mode.value, now);
+                      const parsed = parseMuteInput(mode.value, now, zone);
                       if ('error' in parsed) setMode({ ...mode, error: parsed.error });
                       else void mute(r, parsed.until);
                     }}
                   >
                     <div class="field">
-                      <label for="alert-mute-until">Mute until</label>
+                      <label for="alert-mute-until">
+                        Mute until <span class="muted">({zoneLabel(zone)})</span>
+                      </label>
                       <input
                         id="alert-mute-until"
                         data-testid="alert-mute-until"
@@ -274,7 +279,7 @@ export function AlertsPanel({ client, now, received, history, onHistory, onRejec
                         class="secondary"
                         data-testid="alert-mute"
                         disabled={busy}
-                        onClick={() => open({ kind: 'mute', id: r.id, value: defaultMuteInput(now), error: null })}
+                        onClick={() => open({ kind: 'mute', id: r.id, value: defaultMuteInput(now, zone), error: null })}
                       >
                         Mute…
                       </button>
@@ -299,8 +304,8 @@ export function AlertsPanel({ client, now, received, history, onHistory, onRejec
               <span class={`state-badge state-${h.resolvedAt ? 'resolved' : 'firing'}`}>{h.resolvedAt ? 'resolved' : 'firing'}</span>{' '}
               <strong>{h.ruleName}</strong> <span class="muted small">#{h.seq}</span>{' '}
               <span class="small">
-                fired {formatEventTime(h.firedAt, now)} at {formatValue(h.value)}
-                {h.resolvedAt && ` · resolved ${formatEventTime(h.resolvedAt, now)} at ${formatValue(h.resolvedValue)}`}
+                fired {eventTime(h.firedAt, now, zone)} at {formatValue(h.value)}
+                {h.resolvedAt && ` · resolved ${eventTime(h.resolvedAt, now, zone)} at ${formatValue(h.resolvedValue)}`}
                 {h.lateEvents > 0 && ` · ${h.lateEvents} late events`}
               </span>
             </li>

@@ -8,12 +8,15 @@ import { DEFAULT_VIEW, type ViewSpec } from '../lib/range';
 import { eventTypeSuggestions, initialState, reduce } from '../lib/shape';
 import { DEFAULT_QUERY, emptySlot, reduceTrends, trendParams, trendTitle, widgetTrend, widgetTrendParams, zoneLabel, type TrendParams, type TrendQuery } from '../lib/trends';
 import { decodeHash, encodeHash } from '../lib/urlstate';
+import { effectiveZone, isUtc } from '../lib/zone';
+import { hasPageFilter, NO_PAGE_FILTER, ZONE_SLOTS, zoneData, zoneTrendParams, type PageFilter } from '../lib/zoneview';
 import type { Dashboard, Widget } from '../lib/types';
 import { AlertBanners } from './AlertBanners';
 import { AlertsPanel } from './AlertsPanel';
 import { ConnectionStatus } from './ConnectionStatus';
 import { DashboardControls, OVERVIEW_ID } from './Dashboards';
 import { RealtimeChart } from './RealtimeChart';
+import { PageFilters } from './PageFilters';
 import { TimeZoneControl } from './TimeZoneControl';
 import { TrendsPanel } from './TrendsPanel';
 import { SignIn } from './SignIn';
@@ -63,8 +66,15 @@ export function browserEnv(): Env {
 }
 
 /** The live window of the real-time chart: the last 60 minutes per minute, sliding. */
-export function realtimeParams(tz: string | null, now: number, eventType: string | null = null): TrendParams {
-  return { from: now - 3_600_000, granularity: 'minute', ...(eventType ? { event_type: eventType } : {}), ...(tz ? { tz } : {}) };
+export function realtimeParams(tz: string | null, now: number, eventType: string | null = null, pf: PageFilter = NO_PAGE_FILTER): TrendParams {
+  return {
+    from: now - 3_600_000,
+    granularity: 'minute',
+    ...(eventType ? { event_type: eventType } : {}),
+    ...(pf.events.length ? { event: pf.events } : {}),
+    ...(pf.filters.length ? { filter: pf.filters } : {}),
+    ...(tz ? { tz } : {}),
+  };
 }
 
 const VIEW_KEY = 'streamtally.view';
@@ -145,6 +155,8 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   const [spec, setSpec] = useState<ViewSpec>(() => fromUrl.view ?? loadView(env.local));
   const [query, setQuery] = useState<TrendQuery>(() => fromUrl.query ?? DEFAULT_QUERY);
   const [tz, setTz] = useState<string | null>(fromUrl.tz);
+  const [pageFilter, setPageFilter] = useState<PageFilter>(fromUrl.page ?? NO_PAGE_FILTER);
+  const pfKey = JSON.stringify(pageFilter);
   const [orgZone, setOrgZone] = useState<string | null>(null);
   const [tzBusy, setTzBusy] = useState(false);
   const [tzMessage, setTzMessage] = useState<string | null>(null);
@@ -239,11 +251,31 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   const eventType = spec.eventType?.trim() || null;
   useEffect(() => {
     const z = tz;
-    keepTrend('realtime', () => realtimeParams(z, env.now(), eventType));
-  }, [client, tz, eventType]);
+    const pf = pageFilter;
+    keepTrend('realtime', () => realtimeParams(z, env.now(), eventType, pf));
+  }, [client, tz, eventType, pfKey]);
+
+  // The page's zone and filters. In UTC and unfiltered the live view answers everything; in
+  // another zone, or filtered, the line, the top events and the "today" cards are live
+  // trends in that zone with those filters.
+  const zone = effectiveZone(tz, orgZone);
+  const zonedPage = !isUtc(zone) || hasPageFilter(pageFilter);
+  const specKey = JSON.stringify(spec);
+  useEffect(() => {
+    for (const slot of Object.values(ZONE_SLOTS)) {
+      if (!zonedPage) {
+        dropTrend(slot);
+        continue;
+      }
+      const s = specRef.current;
+      const pf = pageFilter;
+      keepTrend(slot, () => zoneTrendParams(s, zone, env.now(), pf)[slot]);
+    }
+  }, [client, zone, specKey, pfKey, zonedPage]);
+  const zoned = useMemo(() => (zonedPage ? zoneData(trends, zone, now) : null), [zonedPage, trends, zone, Math.floor(now / 60_000)]);
 
   // The view in the address: a new history entry per change, back/forward restores it.
-  const hash = encodeHash({ dashboard: selected === OVERVIEW_ID ? null : selected, view: spec, query, tz });
+  const hash = encodeHash({ dashboard: selected === OVERVIEW_ID ? null : selected, view: spec, query, tz, page: pageFilter });
   const lastHash = useRef<string | null>(null);
   useEffect(() => {
     if (hash === lastHash.current) return;
@@ -264,6 +296,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
         view: s.view ?? DEFAULT_VIEW,
         query: s.query ?? DEFAULT_QUERY,
         tz: s.tz,
+        page: s.page ?? NO_PAGE_FILTER,
       };
       lastHash.current = encodeHash(next);
       setSelected(next.dashboard ?? OVERVIEW_ID);
@@ -271,6 +304,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
       setSpec(next.view);
       setQuery(next.query);
       setTz(next.tz);
+      setPageFilter(next.page);
     });
   }, []);
 
@@ -466,7 +500,8 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
         </button>
       </header>
       <div class="controls" role="region" aria-label="Range, filters, dashboard and time zone">
-        <Toolbar spec={spec} suggestions={eventTypeSuggestions(state)} now={now} onChange={setSpec} />
+        <Toolbar spec={spec} suggestions={eventTypeSuggestions(state)} now={now} zone={zone} onChange={setSpec} />
+        <PageFilters filter={pageFilter} onChange={setPageFilter} error={hasPageFilter(pageFilter) ? (zoned?.error ?? null) : null} />
         <DashboardControls
           dashboards={dashboards}
           loadError={dashError}
@@ -519,6 +554,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
             history={alerts.history}
             onHistory={(firings) => dispatchAlert({ type: 'history', firings })}
             onRejected={onRejected}
+            zone={zone}
           />
         </div>
       )}
@@ -544,6 +580,9 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
           offline={offline}
           loadEvents={loadEvents}
           trendSlots={trends}
+          zone={zone}
+          zoned={zoned}
+          pageFilter={pageFilter}
         />
         {!(spec.range === '1h' && widgets.some((w) => w.kind === 'line')) && (
           <RealtimeChart slot={trends.realtime ?? emptySlot} offline={offline} eventType={eventType} />
@@ -554,6 +593,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
           offline={offline}
           eventNames={knownEventNames}
           onQuery={setQuery}
+          zone={zone}
           onAddToDashboard={current && !editing ? addTrendToDashboard : undefined}
           addState={addState}
         />

@@ -1,6 +1,7 @@
 import { useState } from 'preact/hooks';
 import { appendPage, exploreQuery, PAGE_SIZE, SEARCH_KINDS, type ExplorePage, type ExplorerSearch, type SearchKind } from '../lib/explorer';
-import { formatCount, formatEventTime } from '../lib/format';
+import { formatCount } from '../lib/format';
+import { eventTime } from '../lib/zone';
 import type { AnalyticsEvent } from '../lib/types';
 
 export interface RecentEventsProps {
@@ -12,6 +13,8 @@ export interface RecentEventsProps {
   title: string;
   /** Reads a page of stored events (GET .../events?<query>). */
   load?: (query: string) => Promise<ExplorePage>;
+  /** The page's zone: event times read in it. */
+  zone?: string;
 }
 
 function hasProperties(p: AnalyticsEvent['properties']): p is Record<string, unknown> {
@@ -40,7 +43,7 @@ type Mode =
  * its list and counts the new events ("N new events" loads them); a search by event name, user
  * id or property, and older events, are read page by page from the stored events.
  */
-export function RecentEvents({ events, arrived, now, title, load }: RecentEventsProps) {
+export function RecentEvents({ events, arrived, now, title, load, zone = 'UTC' }: RecentEventsProps) {
   const [mode, setMode] = useState<Mode>({ kind: 'live' });
   const [kind, setKind] = useState<SearchKind>('name');
   const [text, setText] = useState('');
@@ -153,7 +156,7 @@ export function RecentEvents({ events, arrived, now, title, load }: RecentEvents
               <li key={e.id} class="recent-item" data-testid="recent-event" data-id={e.id}>
                 <div class="recent-row">
                   <time dateTime={e.timestamp} class="recent-time">
-                    {formatEventTime(e.timestamp, now)}
+                    {eventTime(e.timestamp, now, zone)}
                   </time>
                   <span class="recent-name">{e.event_name}</span>
                   <span class="badge">{e.event_type}</span>

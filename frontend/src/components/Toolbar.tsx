@@ -1,26 +1,33 @@
-import { useRef, useState } from 'preact/hooks';
-import {
-  customRangeError,
-  DAY_MS,
-  fromLocalInput,
-  PRESETS,
-  toLocalInput,
-  type RangeKey,
-  type ViewSpec,
-} from '../lib/range';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { customRangeError, DAY_MS, PRESETS, type RangeKey, type ViewSpec } from '../lib/range';
+import { zoneLabel } from '../lib/trends';
+import { fromZoneInput, toZoneInput } from '../lib/zone';
 
 export interface ToolbarProps {
   spec: ViewSpec;
   suggestions: string[];
   now: number;
+  /** The page's zone: a custom range is typed and shown in it. */
+  zone: string;
   onChange: (spec: ViewSpec) => void;
 }
 
 /** Time range and event type: every change becomes a new `subscribe`. */
-export function Toolbar({ spec, suggestions, now, onChange }: ToolbarProps) {
+export function Toolbar({ spec, suggestions, now, zone, onChange }: ToolbarProps) {
   const [range, setRange] = useState<RangeKey>(spec.range);
-  const [from, setFrom] = useState(() => toLocalInput(spec.range === 'custom' ? spec.from : now - DAY_MS));
-  const [to, setTo] = useState(() => toLocalInput(spec.range === 'custom' ? spec.to : now));
+  const [from, setFrom] = useState(() => toZoneInput(spec.range === 'custom' ? spec.from : now - DAY_MS, zone));
+  const [to, setTo] = useState(() => toZoneInput(spec.range === 'custom' ? spec.to : now, zone));
+  // Another zone: the same instants as that zone's clock reads them.
+  const shownIn = useRef(zone);
+  useEffect(() => {
+    if (shownIn.current === zone) return;
+    const was = shownIn.current;
+    shownIn.current = zone;
+    const f = fromZoneInput(from, was);
+    const t = fromZoneInput(to, was);
+    if (f !== null) setFrom(toZoneInput(f, zone));
+    if (t !== null) setTo(toZoneInput(t, zone));
+  }, [zone]);
   const [customError, setCustomError] = useState<string | null>(null);
   const [eventType, setEventType] = useState(spec.eventType ?? '');
   // Enter fires both the input's change and the form's submit: apply a value once.
@@ -34,8 +41,8 @@ export function Toolbar({ spec, suggestions, now, onChange }: ToolbarProps) {
 
   const applyCustom = (e: Event) => {
     e.preventDefault();
-    const f = fromLocalInput(from);
-    const t = fromLocalInput(to);
+    const f = fromZoneInput(from, zone);
+    const t = fromZoneInput(to, zone);
     const err = customRangeError(f, t);
     setCustomError(err);
     if (!err && f !== null && t !== null) onChange({ range: 'custom', from: f, to: t, eventType: spec.eventType });
@@ -70,7 +77,9 @@ export function Toolbar({ spec, suggestions, now, onChange }: ToolbarProps) {
       {range === 'custom' && (
         <form class="custom-range" onSubmit={applyCustom} aria-label="Custom time range">
           <div class="field">
-            <label for="range-from">From</label>
+            <label for="range-from">
+              From <span class="muted">({zoneLabel(zone)})</span>
+            </label>
             <input
               id="range-from"
               type="datetime-local"
@@ -81,7 +90,9 @@ export function Toolbar({ spec, suggestions, now, onChange }: ToolbarProps) {
             />
           </div>
           <div class="field">
-            <label for="range-to">To</label>
+            <label for="range-to">
+              To <span class="muted">({zoneLabel(zone)})</span>
+            </label>
             <input
               id="range-to"
               type="datetime-local"

@@ -4,7 +4,8 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { formatCount } from '../lib/format';
-import { customRangeError, fromLocalInput, toLocalInput } from '../lib/range';
+import { customRangeError } from '../lib/range';
+import { fromZoneInput, toZoneInput } from '../lib/zone';
 import {
   controlOf,
   csvFileName,
@@ -84,13 +85,15 @@ export interface TrendsPanelProps {
    */
   onAddToDashboard?: () => void;
   addState?: string | null;
+  /** The page's zone: a custom range is typed in it. */
+  zone: string;
 }
 
-export function TrendsPanel({ query, slot, offline, eventNames = [], onQuery, onAddToDashboard, addState = null }: TrendsPanelProps) {
+export function TrendsPanel({ query, slot, offline, zone, eventNames = [], onQuery, onAddToDashboard, addState = null }: TrendsPanelProps) {
   const [draft, setDraft] = useState<TrendQuery>(query);
   const [events, setEvents] = useState(query.events.join(', '));
-  const [customFrom, setCustomFrom] = useState(() => toLocalInput(query.from ?? Date.now() - 86_400_000));
-  const [customTo, setCustomTo] = useState(() => toLocalInput(query.to ?? Date.now()));
+  const [customFrom, setCustomFrom] = useState(() => toZoneInput(query.from ?? Date.now() - 86_400_000, zone));
+  const [customTo, setCustomTo] = useState(() => toZoneInput(query.to ?? Date.now(), zone));
   const [rangeError, setRangeError] = useState<string | null>(null);
   const key = JSON.stringify(query);
   // A question set from outside (back/forward, a shared link) replaces the draft.
@@ -109,8 +112,8 @@ export function TrendsPanel({ query, slot, offline, eventNames = [], onQuery, on
   const apply = (q: TrendQuery, eventsText?: string) => {
     let next = withEvents(q, eventsText);
     if (next.range === 'custom') {
-      const f = fromLocalInput(customFrom);
-      const t = fromLocalInput(customTo);
+      const f = fromZoneInput(customFrom, zone);
+      const t = fromZoneInput(customTo, zone);
       const err = customRangeError(f, t);
       setRangeError(err);
       if (err || f === null || t === null) return;
@@ -170,11 +173,15 @@ export function TrendsPanel({ query, slot, offline, eventNames = [], onQuery, on
         {draft.range === 'custom' && (
           <>
             <div class="field">
-              <label for="trend-from">From</label>
+              <label for="trend-from">
+                From <span class="muted">({zoneLabel(zone)})</span>
+              </label>
               <input id="trend-from" data-testid="trend-from" type="datetime-local" value={customFrom} onInput={(e) => setCustomFrom((e.currentTarget as HTMLInputElement).value)} />
             </div>
             <div class="field">
-              <label for="trend-to">To</label>
+              <label for="trend-to">
+                To <span class="muted">({zoneLabel(zone)})</span>
+              </label>
               <input id="trend-to" data-testid="trend-to" type="datetime-local" value={customTo} onInput={(e) => setCustomTo((e.currentTarget as HTMLInputElement).value)} />
             </div>
             {rangeError && (

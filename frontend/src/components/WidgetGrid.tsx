@@ -15,7 +15,10 @@ import {
   MAX_WIDGETS,
 } from '../lib/layout';
 import { describeSpec, type ViewSpec } from '../lib/range';
-import { lineSeries, METRIC_LABELS, statValue, topBars, type DashState } from '../lib/shape';
+import { lineSeries, METRIC_LABELS, metricLabel, statValue, topBars, type DashState } from '../lib/shape';
+import { specGranularity } from '../lib/range';
+import { zoneLabel } from '../lib/trends';
+import { hasPageFilter, NO_PAGE_FILTER, pageFilterText, type PageFilter, type ZoneData } from '../lib/zoneview';
 import type { StatMetric, Widget, WidgetKind } from '../lib/types';
 import { emptySlot, type TrendSlot, type TrendsState } from '../lib/trends';
 import type { ExplorePage } from '../lib/explorer';
@@ -24,11 +27,11 @@ import { TrendChart } from './TrendChart';
 import { RecentEvents } from './RecentEvents';
 import { StatCard } from './StatCard';
 
-export function widgetTitle(w: Widget): string {
+export function widgetTitle(w: Widget, zone = 'UTC'): string {
   if (w.title) return w.title;
   switch (w.kind) {
     case 'stat':
-      return METRIC_LABELS[w.metric ?? 'events_5m'];
+      return metricLabel(w.metric ?? 'events_5m', zone);
     case 'line':
       return 'Events over time';
     case 'bar':
@@ -54,32 +57,65 @@ export interface WidgetGridProps {
   loadEvents?: (query: string) => Promise<ExplorePage>;
   /** The kept trends by slot: a trend widget's is `widget:<id>`. */
   trendSlots?: TrendsState;
+  /** The page's zone. */
+  zone?: string;
+  /** In a zone other than UTC, or filtered: the line, top events and "today" from trends. */
+  zoned?: ZoneData | null;
+  /** The page's filters (with `zoned`, every trend-fed widget follows them). */
+  pageFilter?: PageFilter;
 }
 
-export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMinute, offline = false, loadEvents, trendSlots = {} }: WidgetGridProps) {
+export function WidgetGrid({
+  widgets,
+  state,
+  spec,
+  now,
+  editing,
+  onChange,
+  perMinute,
+  offline = false,
+  loadEvents,
+  trendSlots = {},
+  zone = 'UTC',
+  zoned = null,
+  pageFilter = NO_PAGE_FILTER,
+}: WidgetGridProps) {
   // The live window slides with the clock: recompute when the data or the minute changes.
   const minute = Math.floor(now / 60_000);
   const series = useMemo(
-    () => (state.view ? lineSeries(state.view, now) : { xs: [], events: [], users: [] }),
-    [state.view, minute],
+    () => (zoned ? (zoned.line ?? { xs: [], events: [], users: [] }) : state.view ? lineSeries(state.view, now) : { xs: [], events: [], users: [] }),
+    [state.view, minute, zoned?.line],
   );
-  const bars = useMemo(() => topBars(state.view?.topEvents ?? null), [state.view?.topEvents]);
-  const granularity = state.view?.granularity ?? 'hour';
-  const rangeText = describeSpec(spec) + (spec.eventType ? ` · ${spec.eventType}` : '');
+  const topBody = zoned ? zoned.top : (state.view?.topEvents ?? null);
+  const bars = useMemo(() => topBars(topBody), [topBody]);
+  const granularity = zoned ? specGranularity(spec) : (state.view?.granularity ?? 'hour');
+  const rangeOnly = describeSpec(spec, zone);
+  const rangeText = rangeOnly + (spec.eventType ? ` · ${spec.eventType}` : '');
   const rangeUsers = state.view?.uniqueUsers ?? null;
+  const inZone = zoneLabel(zone);
+  // What narrows the page, and which widgets it does not reach (they say so).
+  const eventType = spec.eventType?.trim() || null;
+  const narrowed = zoned ? pageFilterText(pageFilter, eventType) : '';
+  const pageFiltered = hasPageFilter(pageFilter) || eventType !== null;
+  const notNarrowed = (what: string) => (pageFiltered ? `${what}: the page's filters do not apply` : null);
+  const join = (...parts: (string | null | false)[]) => parts.filter(Boolean).join(' · ') || null;
 
   const render = (w: Widget) => {
-    const title = widgetTitle(w);
+    const title = widgetTitle(w, zone);
     switch (w.kind) {
       case 'stat': {
         const metric = w.metric ?? 'events_5m';
-        const extra =
-          metric === 'unique_users_today' && rangeUsers
-            ? `${formatCount(rangeUsers.unique_users)} in ${rangeText.toLowerCase()}${rangeUsers.exact ? '' : ' (approx.)'}`
-            : metric === 'unique_users_range'
-              ? rangeText
-              : null;
-        return <StatCard metric={metric} title={title} stat={statValue(metric, state)} extra={extra} />;
+        const realtime = metric === 'events_5m' || metric === 'active_users_5m';
+        // The range's unique users: the view's (every event), or the filtered trend's.
+        const inRange = zoned
+          ? zoned.usersRange !== null && `${formatCount(zoned.usersRange)} in ${rangeOnly.toLowerCase()}`
+          : rangeUsers && `${formatCount(rangeUsers.unique_users)} in ${rangeOnly.toLowerCase()}${rangeUsers.exact ? '' : ' (approx.)'}`;
+        const extra = join(
+          metric === 'unique_users_today' && inRange,
+          metric === 'unique_users_range' && rangeOnly,
+          realtime ? notNarrowed('All events') : narrowed ? `Only ${narrowed}` : !zoned && notNarrowed('All event types'),
+        );
+        return <StatCard metric={metric} title={title} stat={statValue(metric, state, zoned)} extra={extra} />;
       }
       case 'line':
         // "Last hour" per minute (the live trend) instead of two hourly points.
@@ -97,19 +133,29 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
             <h2 class="widget-title">
               {title}{' '}
               <span class="muted">
-                {rangeText}, per {granularity === 'day' ? 'day (UTC)' : 'hour'}
+                {zoned ? join(rangeOnly, narrowed) : rangeText}, per {granularity} ({inZone})
               </span>
             </h2>
-            <LineChart series={series} granularity={granularity} />
+            {zoned?.error && !hasPageFilter(pageFilter) && (
+              <p class="error small" role="alert">
+                {zoned.error}
+              </p>
+            )}
+            <LineChart series={series} granularity={granularity} zone={zone} stale={offline || (zoned?.stale ?? false)} />
           </>
         );
       case 'bar':
         return (
           <>
             <h2 class="widget-title">
-              {title} {state.view?.topEvents?.date && <span class="muted">{state.view.topEvents.date} (UTC)</span>}
+              {title}{' '}
+              {topBody?.date && (
+                <span class="muted">
+                  {topBody.date} ({inZone}){narrowed ? ` · ${narrowed}` : !zoned && eventType ? ' · all event types' : ''}
+                </span>
+              )}
             </h2>
-            <BarChart bars={bars} date={state.view?.topEvents?.date ?? null} />
+            <BarChart bars={bars} date={topBody?.date ?? null} />
           </>
         );
       case 'trend': {
@@ -117,6 +163,7 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
         return (
           <>
             <h2 class="widget-title">{title}</h2>
+            {hasPageFilter(pageFilter) && <p class="small muted">Its own question: the page's filters do not apply.</p>}
             {slot.error ? (
               <p class="error" role="alert">
                 {slot.error.message}
@@ -136,7 +183,10 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
             {title} <span class="muted">(list of the 100 newest events)</span>
           </h2>
         ) : (
-          <RecentEvents events={state.recent} arrived={state.arrived} now={now} title={title} load={loadEvents} />
+          <>
+            {pageFiltered && <p class="small muted">The live list shows every event: the page's filters do not apply (search to narrow it).</p>}
+            <RecentEvents events={state.recent} arrived={state.arrived} now={now} title={title} load={loadEvents} zone={zone} />
+          </>
         );
     }
   };
@@ -149,7 +199,7 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
             key={w.id}
             class={`widget widget-${w.kind}`}
             style={{ '--x': w.x + 1, '--y': w.y + 1, '--w': w.w, '--h': w.h } as Record<string, number>}
-            aria-label={widgetTitle(w)}
+            aria-label={widgetTitle(w, zone)}
             data-widget-id={w.id}
             // Editing: drag a widget onto another to take its place (the buttons do the same
             // from the keyboard); the layout closes up behind it.
@@ -164,7 +214,7 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
             }}
           >
             {render(w)}
-            {editing && <WidgetEditor widget={w} widgets={widgets} onChange={onChange} />}
+            {editing && <WidgetEditor widget={w} widgets={widgets} zone={zone} onChange={onChange} />}
           </section>
         ))}
       </div>
@@ -173,8 +223,8 @@ export function WidgetGrid({ widgets, state, spec, now, editing, onChange, perMi
   );
 }
 
-function WidgetEditor({ widget: w, widgets, onChange }: { widget: Widget; widgets: Widget[]; onChange: (ws: Widget[]) => void }) {
-  const name = widgetTitle(w);
+function WidgetEditor({ widget: w, widgets, zone, onChange }: { widget: Widget; widgets: Widget[]; zone: string; onChange: (ws: Widget[]) => void }) {
+  const name = widgetTitle(w, zone);
   const btn = (label: string, text: string, f: () => Widget[], disabled = false) => (
     <button type="button" class="tiny" aria-label={`${label}: ${name}`} title={label} disabled={disabled} onClick={() => onChange(f())}>
       {text}
@@ -198,7 +248,7 @@ function WidgetEditor({ widget: w, widgets, onChange }: { widget: Widget; widget
           Title
           <input
             value={w.title ?? ''}
-            placeholder={widgetTitle({ ...w, title: undefined })}
+            placeholder={widgetTitle({ ...w, title: undefined }, zone)}
             maxLength={100}
             onChange={(e) => onChange(updateWidget(widgets, w.id, { title: (e.currentTarget as HTMLInputElement).value }))}
           />

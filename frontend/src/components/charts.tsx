@@ -6,6 +6,7 @@ import uPlot from 'uplot';
 import { formatCompact, formatCount } from '../lib/format';
 import type { Bars, LineSeries } from '../lib/shape';
 import type { Granularity } from '../lib/types';
+import { chartDate, pointLabel } from '../lib/zone';
 
 const BLUE = '#2563eb';
 const BLUE_FILL = 'rgba(37, 99, 235, 0.14)';
@@ -71,21 +72,21 @@ export function niceMax(max: number): number {
   return uPlot.rangeNum(0, max, 0.1, true)[1] ?? max;
 }
 
-const utcDay = new Intl.DateTimeFormat(undefined, { timeZone: 'UTC', year: 'numeric', month: 'short', day: 'numeric' });
-const localHour = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
-
-export function bucketLabel(tSeconds: number, g: Granularity): string {
-  const d = new Date(tSeconds * 1000);
-  return g === 'day' ? `${utcDay.format(d)} (UTC)` : localHour.format(d);
+/** A point's label in the page's zone: `Sat 28 Mar` for days, `28 Mar, 14:00` for hours. */
+export function bucketLabel(tSeconds: number, g: Granularity, zone: string): string {
+  return pointLabel(tSeconds, g, zone);
 }
 
 export interface LineChartProps {
   series: LineSeries;
   granularity: Granularity;
+  /** The zone the axis and the labels read in (the buckets are the zone's when it is not UTC). */
+  zone: string;
+  stale?: boolean;
   testId?: string;
 }
 
-export function LineChart({ series, granularity, testId = 'chart-timeseries' }: LineChartProps) {
+export function LineChart({ series, granularity, zone, stale = false, testId = 'chart-timeseries' }: LineChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const latest = useRef(series);
   latest.current = series;
@@ -96,8 +97,8 @@ export function LineChart({ series, granularity, testId = 'chart-timeseries' }: 
       opts: {
         width: 0,
         height: 0,
-        // Daily buckets are UTC days: draw them in UTC so each point sits on its day.
-        ...(granularity === 'day' ? { tzDate: (ts: number) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC') } : {}),
+        // The axis reads the zone's wall clock, so each point sits on its hour or day there.
+        tzDate: (ts: number) => chartDate(ts, zone),
         cursor: { drag: { x: false, y: false } },
         select: { show: false, left: 0, top: 0, width: 0, height: 0 },
         scales: {
@@ -106,7 +107,7 @@ export function LineChart({ series, granularity, testId = 'chart-timeseries' }: 
           users: { range: (_u, _min, max) => [0, niceMax(max)] },
         },
         series: [
-          { label: granularity === 'day' ? 'Day' : 'Hour', value: (_u, v) => (v == null ? '–' : bucketLabel(v, granularity)) },
+          { label: granularity === 'day' ? 'Day' : 'Hour', value: (_u, v) => (v == null ? '–' : bucketLabel(v, granularity, zone)) },
           {
             label: 'Events',
             scale: 'y',
@@ -141,7 +142,7 @@ export function LineChart({ series, granularity, testId = 'chart-timeseries' }: 
         ],
       },
     }),
-    [granularity],
+    [granularity, zone],
   );
 
   useEffect(() => {
@@ -154,14 +155,16 @@ export function LineChart({ series, granularity, testId = 'chart-timeseries' }: 
   const summary =
     series.xs.length === 0
       ? 'Events over time: no data yet.'
-      : `Events per ${unit}: ${series.xs.length} ${unit}s, ${formatCount(total)} events in all, at most ${formatCount(peak)} in one ${unit}.`;
+      : `Events per ${unit} in ${zone}: ${series.xs.length} ${unit}s from ${bucketLabel(series.xs[0], granularity, zone)}, ${formatCount(total)} events in all, at most ${formatCount(peak)} in one ${unit}.`;
   return (
     <figure
-      class="chart"
+      class={`chart${stale ? ' stale' : ''}`}
       data-testid={testId}
       data-points={series.xs.length}
       data-total={total}
       data-granularity={granularity}
+      data-zone={zone}
+      data-first-label={series.xs.length ? bucketLabel(series.xs[0], granularity, zone) : ''}
     >
       <div class="chart-area" ref={box} role="img" aria-label={summary} />
       {series.xs.length === 0 && <p class="chart-empty">No data yet</p>}

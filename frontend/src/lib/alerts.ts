@@ -3,7 +3,7 @@
 // the firing history fed by `alert` messages and GET .../alerts/history. Plain functions, no
 // DOM: see test/alerts.test.ts.
 
-import { fromLocalInput, toLocalInput } from './range';
+import { fromZoneInput, toZoneInput } from './zone';
 import type {
   AlertCondition,
   AlertFiring,
@@ -309,14 +309,14 @@ export function muteBody(r: AlertRule, until: number | null): AlertRuleInput {
   return { ...ruleToInput(r), muted_until: until === null ? null : new Date(until).toISOString() };
 }
 
-/** The mute form's default: an hour from now, as a datetime-local value. */
-export function defaultMuteInput(now: number): string {
-  return toLocalInput(now + 3_600_000);
+/** The mute form's default: an hour from now, as a datetime-local value in `zone`. */
+export function defaultMuteInput(now: number, zone = 'UTC'): string {
+  return toZoneInput(now + 3_600_000, zone);
 }
 
-/** A datetime-local value -> a time in the future (ms), or an error. */
-export function parseMuteInput(value: string, now: number): { until: number } | { error: string } {
-  const t = fromLocalInput(value);
+/** A datetime-local value in `zone` -> a time in the future (ms), or an error. */
+export function parseMuteInput(value: string, now: number, zone = 'UTC'): { until: number } | { error: string } {
+  const t = fromZoneInput(value, zone);
   if (t === null) return { error: 'Enter a date and time.' };
   if (t <= now) return { error: 'Pick a time in the future.' };
   return { until: t };

@@ -31,26 +31,6 @@ export function formatDuration(ms: number): string {
   return `${Math.round(ms / 86_400_000)} d`;
 }
 
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-const dateTimeFmt = new Intl.DateTimeFormat(undefined, {
-  month: 'short',
-  day: 'numeric',
-  hour: '2-digit',
-  minute: '2-digit',
-  second: '2-digit',
-});
-
-/** Time of day for today's events, date and time for older ones. */
-export function formatEventTime(iso: string, now: number): string {
-  const ms = Date.parse(iso);
-  if (!Number.isFinite(ms)) return iso;
-  const d = new Date(ms);
-  const today = new Date(now);
-  const sameDay =
-    d.getFullYear() === today.getFullYear() && d.getMonth() === today.getMonth() && d.getDate() === today.getDate();
-  return sameDay ? timeFmt.format(d) : dateTimeFmt.format(d);
-}
-
 /**
  * Health of ingestion for the connection indicator. Nothing waiting to be stored means caught
  * up, however old the newest event is (a quiet org is not a slow pipeline); otherwise the age

@@ -1,6 +1,7 @@
 // Time ranges: the selector's presets and custom ranges, turned into `subscribe` commands.
 
 import type { Granularity, SubscribeCommand } from './types';
+import { formatInZone } from './zone';
 
 export const HOUR_MS = 3_600_000;
 export const DAY_MS = 86_400_000;
@@ -82,11 +83,11 @@ export function subscribeCommand(spec: ViewSpec, now: number): SubscribeCommand 
   return { type: 'subscribe', from: new Date(w.from).toISOString(), to: null, granularity: w.granularity, event_type, events };
 }
 
-export function describeSpec(spec: ViewSpec): string {
+/** The range as the page labels it; a custom range's ends as the clock reads in `zone`. */
+export function describeSpec(spec: ViewSpec, zone = 'UTC'): string {
   if (spec.range === 'custom') {
-    const f = new Date(spec.from).toLocaleString();
-    const t = new Date(spec.to).toLocaleString();
-    return `${f} – ${t}`;
+    const opts: Intl.DateTimeFormatOptions = { day: 'numeric', month: 'short', year: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false };
+    return `${formatInZone(spec.from, zone, opts)} – ${formatInZone(spec.to, zone, opts)}`;
   }
   return PRESETS.find((p) => p.key === spec.range)?.label ?? spec.range;
 }

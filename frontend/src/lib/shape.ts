@@ -3,7 +3,8 @@
 
 import { formatPercent } from './format';
 import { bucketMs, floorToBucket } from './range';
-import { isTrendError } from './trends';
+import { isTrendError, zoneLabel } from './trends';
+import type { ZoneData } from './zoneview';
 import type {
   AnalyticsEvent,
   CountersBody,
@@ -300,8 +301,16 @@ export interface StatValue {
   note: string | null;
 }
 
-export function statValue(metric: StatMetric, state: DashState): StatValue {
+/**
+ * A card's value. "Today" is the UTC day of the live counters, or with `zoned` (the page in
+ * another zone, or filtered) the zone's day from its trends, filtered as the page is.
+ */
+export function statValue(metric: StatMetric, state: DashState, zoned: ZoneData | null = null): StatValue {
   const c = state.counters;
+  if (zoned && metric === 'events_today') return { value: zoned.eventsToday, trend: null, note: null };
+  if (zoned && metric === 'unique_users_today')
+    return { value: zoned.usersToday, trend: null, note: zoned.usersExact ? null : 'approximate (±0.4%)' };
+  if (zoned && metric === 'unique_users_range') return { value: zoned.usersRange, trend: null, note: null };
   switch (metric) {
     case 'events_5m':
       return { value: c ? c.events_5m : null, trend: c ? trend(c.events_5m, c.prev_events_5m) : null, note: null };
@@ -325,10 +334,16 @@ export function statValue(metric: StatMetric, state: DashState): StatValue {
 export const METRIC_LABELS: Record<StatMetric, string> = {
   events_5m: 'Events (5 min)',
   active_users_5m: 'Active users (5 min)',
-  events_today: 'Events today (UTC)',
-  unique_users_today: 'Unique users today (UTC)',
+  events_today: 'Events today',
+  unique_users_today: 'Unique users today',
   unique_users_range: 'Unique users (selected range)',
 };
+
+/** A card's default title; "today" names the zone it is counted in. */
+export function metricLabel(metric: StatMetric, zone: string): string {
+  const label = METRIC_LABELS[metric];
+  return metric === 'events_today' || metric === 'unique_users_today' ? `${label} (${zoneLabel(zone)})` : label;
+}
 
 /**
  * Suggestions for the event-type filter: the `event_type` values (track, page, ...) of the

@@ -316,14 +316,8 @@ export function zoneOptions(orgDefault: string | null, selected: string | null):
   return out;
 }
 
-const OFFSET = /^([+-])(\d{2}):?(\d{2})$/;
-
-/** Minutes east of UTC for an offset zone (`+05:30`), else null. */
-export function offsetMinutes(zone: string): number | null {
-  const m = OFFSET.exec(zone);
-  if (!m) return null;
-  return (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3]));
-}
+import { offsetMinutes } from './zone';
+export { offsetMinutes };
 
 const fmtCache = new Map<string, Intl.DateTimeFormat>();
 function dtf(zone: string, opts: Intl.DateTimeFormatOptions): Intl.DateTimeFormat {

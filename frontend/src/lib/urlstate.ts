@@ -3,6 +3,7 @@
 // token (the sign-in keeps it in sessionStorage and strips `?token=`).
 
 import type { ViewSpec } from './range';
+import type { PageFilter } from './zoneview';
 import {
   DEFAULT_QUERY,
   FILTER_OPS,
@@ -21,6 +22,8 @@ export interface UrlState {
   query: TrendQuery | null;
   /** null: the org's default zone. */
   tz: string | null;
+  /** The page's filters (event names, conditions); absent: none. */
+  page?: PageFilter | null;
 }
 
 const FILTER_RE = /^(\S+) (is not set|is set|!=|>=|<=|=|>|<)(?: ([\s\S]*))?$/;
@@ -66,6 +69,8 @@ export function encodeHash(s: UrlState): string {
     if (q.compare) u.set('cmp', '1');
   }
   if (s.tz) u.set('tz', s.tz);
+  for (const e of s.page?.events ?? []) u.append('pe', e);
+  for (const f of s.page?.filters ?? []) u.append('pf', f);
   return u.toString();
 }
 
@@ -104,5 +109,12 @@ export function decodeHash(hash: string): UrlState {
     q.compare = u.get('cmp') === '1';
     query = q;
   }
-  return { dashboard: u.get('d') || null, view, query, tz: u.get('tz') || null };
+  const page = { events: u.getAll('pe').filter(Boolean), filters: u.getAll('pf').filter(Boolean) };
+  return {
+    dashboard: u.get('d') || null,
+    view,
+    query,
+    tz: u.get('tz') || null,
+    page: page.events.length || page.filters.length ? page : null,
+  };
 }
