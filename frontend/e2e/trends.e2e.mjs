@@ -270,6 +270,34 @@ try {
   await page.locator(tid('page-filter-clear')).click();
   await page.waitForSelector(`${tid('page-filters')}[data-active="0"]`, { timeout: TIMEOUT_MS });
 
+  log('compare with the previous period: the line draws the previous 24 hours dashed, the cards compare');
+  await page.locator(tid('page-compare')).check();
+  let cmp = null;
+  let restPrev = null;
+  const startedCmp = Date.now();
+  while (Date.now() - startedCmp < TIMEOUT_MS) {
+    cmp = await page.evaluate(() => {
+      const line = document.querySelector('[data-testid="chart-timeseries"]');
+      return {
+        previousTotal: line?.getAttribute('data-previous-total') ?? '',
+        total: Number(line?.getAttribute('data-total') ?? -1),
+        rangeCard: document.querySelector('[data-testid="card-unique-users-range"]')?.textContent ?? '',
+        todayCard: document.querySelector('[data-testid="card-events-today"]')?.textContent ?? '',
+      };
+    });
+    const rest = await restZoned('Asia/Kolkata', { from: String(Date.now() - 86_400_000), granularity: 'hour', compare: 'previous' });
+    restPrev = { total: rest.series[0]?.total ?? 0, previous: rest.previous.series.reduce((a, x) => a + x.total, 0) };
+    if (cmp.previousTotal === String(restPrev.previous) && cmp.total === restPrev.total) break;
+    await sleep(300);
+  }
+  console.log(`  page: ${JSON.stringify(cmp)}`);
+  console.log(`  REST: ${JSON.stringify(restPrev)}`);
+  check(cmp.previousTotal === String(restPrev.previous) && cmp.total === restPrev.total, `the line's previous period equals REST compare=previous (${cmp.previousTotal} = ${restPrev.previous})`);
+  check(cmp.todayCard.includes('yesterday (whole day)'), '"Events today" shows yesterday');
+  check(new URL(page.url()).hash.includes('pc=1'), 'the URL holds the comparison');
+  await page.screenshot({ path: `${SHOTS}desktop-1280x800-compare.png`, fullPage: true });
+  await page.locator(tid('page-compare')).uncheck();
+
   log('compare with the previous period');
   await page.locator(tid('trend-compare')).check();
   await page.waitForSelector(`${tid('trend-chart')}[data-compare="true"]`, { timeout: TIMEOUT_MS });

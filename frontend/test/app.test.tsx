@@ -758,6 +758,24 @@ describe('trends', () => {
     await flush();
     expect($('page-filters')!.dataset.active).toBe('0');
     expect($('card-events-today-value')!.textContent).toBe('5,120');
+
+    // Compare with the previous period: every trend asks for it, the line draws it dashed.
+    click($('page-compare'));
+    await until(() => trends(s, 'zone:line-events').at(-1)?.params.compare === 'previous', 'the compared trends');
+    for (const slot of ['zone:line-events', 'zone:line-users', 'zone:top', 'zone:today-users', 'realtime'])
+      expect(trends(s, slot).at(-1).params).toMatchObject({ compare: 'previous' });
+    const [line] = trends(s, 'zone:line-events').slice(-1);
+    const hours = ['2026-12-05T10:00:00+00:00', '2026-12-05T11:00:00+00:00'];
+    act(() =>
+      s.emit({
+        type: 'trend',
+        id: line.id,
+        trend: trendBody({ time_zone: 'UTC', buckets: hours, series: [{ values: [3, 4], total: 7 }], previous: { from: '', to: '', buckets: hours, series: [{ values: [1, 1], total: 2 }] } }),
+      }),
+    );
+    await flush();
+    expect($('chart-timeseries')!.dataset).toMatchObject({ total: '7', previousTotal: '2' });
+    expect(container.textContent).toContain('Dashed: the previous 24 hours.');
   });
 });
 

@@ -258,7 +258,7 @@ describe('the view in the URL', () => {
       breakdownLimit: 3,
       compare: true,
     };
-    const page = { events: ['signup', 'log in'], filters: ['properties.plan = pro & co', 'user_id is set'] };
+    const page = { events: ['signup', 'log in'], filters: ['properties.plan = pro & co', 'user_id is set'], compare: true };
     const state = { dashboard: 'd1', view: { range: '7d' as const, eventType: 'track' }, query, tz: 'Asia/Kolkata', page };
     const hash = encodeHash(state);
     expect(hash).not.toContain('token');

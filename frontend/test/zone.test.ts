@@ -97,6 +97,8 @@ describe('the zoned dashboard', () => {
     for (const slot of Object.values(ZONE_SLOTS)) expect(f[slot]).toMatchObject({ event: ['signup', 'login'], filter: ['properties.plan = pro'], tz: 'UTC' });
     expect(f[ZONE_SLOTS.lineEvents]).toMatchObject({ granularity: 'day', from: now - 7 * 86_400_000 });
     expect(pageFilterText({ events: ['signup'], filters: ['properties.plan = pro'] }, 'track')).toBe('signup · type track · properties.plan = pro');
+    const c = zoneTrendParams({ range: '24h', eventType: null }, 'UTC', now, { events: [], filters: [], compare: true });
+    for (const slot of Object.values(ZONE_SLOTS)) expect(c[slot]).toMatchObject({ compare: 'previous' });
     const custom = zoneTrendParams({ range: 'custom', from: 1, to: 10 * 86_400_000, eventType: null }, '+05:30', now);
     expect(custom[ZONE_SLOTS.lineEvents]).toEqual({ from: 1, to: 10 * 86_400_000, granularity: 'day', tz: '+05:30' });
   });
@@ -130,6 +132,33 @@ describe('the zoned dashboard', () => {
     expect(statValue('unique_users_range', state, z).value).toBe(3);
     expect(statValue('events_today', state, null).value).toBeNull();
     expect(z.stale).toBe(false);
+    expect(z.previousLine).toBeNull();
+    expect(statValue('unique_users_range', state, z).trend).toBeNull();
+  });
+
+  it('with compare: the previous line bucket for bucket, yesterday on the cards, the range users change', () => {
+    const buckets = ['2026-12-05T10:00:00+00:00', '2026-12-05T11:00:00+00:00'];
+    const prev = (values: number[], total: number) => ({ from: '', to: '', buckets: [], series: [{ values, total }] });
+    const slots: TrendsState = {
+      [ZONE_SLOTS.lineEvents]: slot(body({ buckets, series: [{ values: [5, 7], total: 12 }], previous: prev([4], 4) })),
+      [ZONE_SLOTS.lineUsers]: slot(body({ measure: 'unique_users', buckets, series: [{ values: [2, 3], total: 4 }], previous: prev([1, 1], 2) })),
+      [ZONE_SLOTS.top]: slot(
+        body({
+          breakdown: 'event_name',
+          buckets: ['2026-12-05T00:00:00+00:00'],
+          series: [{ breakdown_value: 'a', values: [6], total: 6 }],
+          previous: { from: '', to: '', buckets: [], series: [{ breakdown_value: 'a', values: [30], total: 30 }, { other: true, values: [12], total: 12 }] },
+        }),
+      ),
+      [ZONE_SLOTS.todayUsers]: slot(body({ measure: 'unique_users', buckets: ['2026-12-05T00:00:00+00:00'], series: [{ values: [3], total: 3 }], previous: prev([9], 9) })),
+    };
+    const z = zoneData(slots, 'UTC', now);
+    expect(z.previousLine).toEqual({ events: [4, 0], users: [1, 1] });
+    expect(z.eventsYesterday).toBe(42);
+    expect(z.usersYesterday).toBe(9);
+    const state = initialState();
+    expect(statValue('events_today', state, z).note).toBe('yesterday (whole day): 42');
+    expect(statValue('unique_users_range', state, z).trend).toMatchObject({ direction: 'up', text: '+100%' });
   });
 
   it('shows nothing old under a new question, and says when a part is refused or partial', () => {

@@ -73,6 +73,7 @@ export function realtimeParams(tz: string | null, now: number, eventType: string
     ...(eventType ? { event_type: eventType } : {}),
     ...(pf.events.length ? { event: pf.events } : {}),
     ...(pf.filters.length ? { filter: pf.filters } : {}),
+    ...(pf.compare ? { compare: 'previous' } : {}),
     ...(tz ? { tz } : {}),
   };
 }
@@ -259,7 +260,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   // another zone, or filtered, the line, the top events and the "today" cards are live
   // trends in that zone with those filters.
   const zone = effectiveZone(tz, orgZone);
-  const zonedPage = !isUtc(zone) || hasPageFilter(pageFilter);
+  const zonedPage = !isUtc(zone) || hasPageFilter(pageFilter) || pageFilter.compare === true;
   const specKey = JSON.stringify(spec);
   useEffect(() => {
     for (const slot of Object.values(ZONE_SLOTS)) {

@@ -32,12 +32,12 @@ export function PageFilters({ filter, onChange, error = null }: PageFiltersProps
 
   const apply = (e?: Event) => {
     e?.preventDefault();
-    onChange({ events: split(events), filters: rows.map((r) => r.trim()).filter(Boolean) });
+    onChange({ ...filter, events: split(events), filters: rows.map((r) => r.trim()).filter(Boolean) });
   };
   const clear = () => {
     setEvents('');
     setRows([]);
-    onChange({ events: [], filters: [] });
+    onChange({ ...filter, events: [], filters: [] });
   };
   const active = filter.events.length + filter.filters.length;
   return (
@@ -73,6 +73,15 @@ export function PageFilters({ filter, onChange, error = null }: PageFiltersProps
           </div>
         </div>
       ))}
+      <label class="checkbox">
+        <input
+          type="checkbox"
+          data-testid="page-compare"
+          checked={filter.compare === true}
+          onChange={(e) => onChange({ ...filter, compare: (e.currentTarget as HTMLInputElement).checked })}
+        />{' '}
+        Compare with the previous period
+      </label>
       <div class="button-row">
         <button type="button" class="secondary" data-testid="page-filter-add" onClick={() => setRows([...rows, ''])}>
           + Condition

@@ -16,7 +16,7 @@ import {
 } from '../lib/layout';
 import { describeSpec, type ViewSpec } from '../lib/range';
 import { lineSeries, METRIC_LABELS, metricLabel, statValue, topBars, type DashState } from '../lib/shape';
-import { specGranularity } from '../lib/range';
+import { describePrevious, specGranularity } from '../lib/range';
 import { zoneLabel } from '../lib/trends';
 import { hasPageFilter, NO_PAGE_FILTER, pageFilterText, type PageFilter, type ZoneData } from '../lib/zoneview';
 import type { StatMetric, Widget, WidgetKind } from '../lib/types';
@@ -115,7 +115,15 @@ export function WidgetGrid({
           metric === 'unique_users_range' && rangeOnly,
           realtime ? notNarrowed('All events') : narrowed ? `Only ${narrowed}` : !zoned && notNarrowed('All event types'),
         );
-        return <StatCard metric={metric} title={title} stat={statValue(metric, state, zoned)} extra={extra} />;
+        return (
+          <StatCard
+            metric={metric}
+            title={title}
+            stat={statValue(metric, state, zoned)}
+            extra={extra}
+            trendLabel={realtime ? undefined : `vs ${describePrevious(spec)}`}
+          />
+        );
       }
       case 'line':
         // "Last hour" per minute (the live trend) instead of two hourly points.
@@ -141,7 +149,14 @@ export function WidgetGrid({
                 {zoned.error}
               </p>
             )}
-            <LineChart series={series} granularity={granularity} zone={zone} stale={offline || (zoned?.stale ?? false)} />
+            <LineChart
+              series={series}
+              granularity={granularity}
+              zone={zone}
+              stale={offline || (zoned?.stale ?? false)}
+              previous={zoned?.previousLine ?? null}
+            />
+            {zoned?.previousLine && <p class="small muted">Dashed: {describePrevious(spec)}.</p>}
           </>
         );
       case 'bar':

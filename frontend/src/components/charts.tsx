@@ -83,17 +83,21 @@ export interface LineChartProps {
   /** The zone the axis and the labels read in (the buckets are the zone's when it is not UTC). */
   zone: string;
   stale?: boolean;
+  /** The previous period, bucket for bucket (drawn dashed). */
+  previous?: { events: number[]; users: number[] } | null;
   testId?: string;
 }
 
-export function LineChart({ series, granularity, zone, stale = false, testId = 'chart-timeseries' }: LineChartProps) {
+export function LineChart({ series, granularity, zone, stale = false, previous = null, testId = 'chart-timeseries' }: LineChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const latest = useRef(series);
   latest.current = series;
+  const data = (): uPlot.AlignedData => (previous ? [series.xs, series.events, series.users, previous.events, previous.users] : [series.xs, series.events, series.users]);
+  const withPrevious = previous !== null;
   const plot = usePlot(
     box,
     () => ({
-      data: [series.xs, series.events, series.users],
+      data: data(),
       opts: {
         width: 0,
         height: 0,
@@ -117,6 +121,12 @@ export function LineChart({ series, granularity, zone, stale = false, testId = '
             value: (_u, v) => formatCount(v),
           },
           { label: 'Unique users', scale: 'users', stroke: AMBER, width: 2, dash: [6, 4], value: (_u, v) => formatCount(v) },
+          ...(withPrevious
+            ? [
+                { label: 'Events (previous period)', scale: 'y', stroke: BLUE, width: 1, dash: [2, 3], value: (_u: uPlot, v: number | null) => formatCount(v) },
+                { label: 'Unique users (previous period)', scale: 'users', stroke: AMBER, width: 1, dash: [2, 3], value: (_u: uPlot, v: number | null) => formatCount(v) },
+              ]
+            : []),
         ],
         axes: [
           { stroke: AXIS, grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 } },
@@ -142,12 +152,12 @@ export function LineChart({ series, granularity, zone, stale = false, testId = '
         ],
       },
     }),
-    [granularity, zone],
+    [granularity, zone, withPrevious],
   );
 
   useEffect(() => {
-    plot.current?.setData([series.xs, series.events, series.users]);
-  }, [series]);
+    plot.current?.setData(data());
+  }, [series, previous]);
 
   const total = series.events.reduce((a, b) => a + b, 0);
   const peak = series.events.reduce((a, b) => Math.max(a, b), 0);
@@ -164,6 +174,7 @@ export function LineChart({ series, granularity, zone, stale = false, testId = '
       data-total={total}
       data-granularity={granularity}
       data-zone={zone}
+      data-previous-total={previous ? previous.events.reduce((a, b) => a + b, 0) : ''}
       data-first-label={series.xs.length ? bucketLabel(series.xs[0], granularity, zone) : ''}
     >
       <div class="chart-area" ref={box} role="img" aria-label={summary} />

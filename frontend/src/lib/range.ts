@@ -92,6 +92,12 @@ export function describeSpec(spec: ViewSpec, zone = 'UTC'): string {
   return PRESETS.find((p) => p.key === spec.range)?.label ?? spec.range;
 }
 
+/** The period before the view's range, as a comparison names it: "the previous 24 hours". */
+export function describePrevious(spec: ViewSpec): string {
+  if (spec.range === 'custom') return 'the period before';
+  return `the previous ${PRESETS.find((p) => p.key === spec.range)?.label.replace(/^Last /, '') ?? spec.range}`;
+}
+
 /** `<input type="datetime-local">` value (local time, minutes) for epoch ms, and back. */
 export function toLocalInput(ms: number): string {
   const d = new Date(ms);

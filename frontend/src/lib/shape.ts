@@ -1,7 +1,7 @@
 // Data shaping: WebSocket snapshot/update messages -> the dashboard's state -> what the
 // cards, charts and the recent list draw. Plain functions, no DOM: see test/shape.test.ts.
 
-import { formatPercent } from './format';
+import { formatCount, formatPercent } from './format';
 import { bucketMs, floorToBucket } from './range';
 import { isTrendError, zoneLabel } from './trends';
 import type { ZoneData } from './zoneview';
@@ -307,10 +307,16 @@ export interface StatValue {
  */
 export function statValue(metric: StatMetric, state: DashState, zoned: ZoneData | null = null): StatValue {
   const c = state.counters;
-  if (zoned && metric === 'events_today') return { value: zoned.eventsToday, trend: null, note: null };
-  if (zoned && metric === 'unique_users_today')
-    return { value: zoned.usersToday, trend: null, note: zoned.usersExact ? null : 'approximate (±0.4%)' };
-  if (zoned && metric === 'unique_users_range') return { value: zoned.usersRange, trend: null, note: null };
+  const yesterday = (n: number | null) => (n === null ? null : `yesterday (whole day): ${formatCount(n)}`);
+  if (zoned && metric === 'events_today') return { value: zoned.eventsToday, trend: null, note: yesterday(zoned.eventsYesterday) };
+  if (zoned && metric === 'unique_users_today') {
+    const notes = [zoned.usersExact ? null : 'approximate (±0.4%)', yesterday(zoned.usersYesterday)].filter(Boolean);
+    return { value: zoned.usersToday, trend: null, note: notes.join(' · ') || null };
+  }
+  if (zoned && metric === 'unique_users_range') {
+    const [now, before] = [zoned.usersRange, zoned.usersPreviousRange];
+    return { value: now, trend: now !== null && before !== null ? trend(now, before) : null, note: null };
+  }
   switch (metric) {
     case 'events_5m':
       return { value: c ? c.events_5m : null, trend: c ? trend(c.events_5m, c.prev_events_5m) : null, note: null };

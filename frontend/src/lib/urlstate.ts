@@ -71,6 +71,7 @@ export function encodeHash(s: UrlState): string {
   if (s.tz) u.set('tz', s.tz);
   for (const e of s.page?.events ?? []) u.append('pe', e);
   for (const f of s.page?.filters ?? []) u.append('pf', f);
+  if (s.page?.compare) u.set('pc', '1');
   return u.toString();
 }
 
@@ -109,12 +110,13 @@ export function decodeHash(hash: string): UrlState {
     q.compare = u.get('cmp') === '1';
     query = q;
   }
-  const page = { events: u.getAll('pe').filter(Boolean), filters: u.getAll('pf').filter(Boolean) };
+  const page: PageFilter = { events: u.getAll('pe').filter(Boolean), filters: u.getAll('pf').filter(Boolean) };
+  if (u.get('pc') === '1') page.compare = true;
   return {
     dashboard: u.get('d') || null,
     view,
     query,
     tz: u.get('tz') || null,
-    page: page.events.length || page.filters.length ? page : null,
+    page: page.events.length || page.filters.length || page.compare ? page : null,
   };
 }

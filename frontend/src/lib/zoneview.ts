@@ -35,6 +35,8 @@ export interface PageFilter {
   events: string[];
   /** The trends' conditions as text: `properties.plan = pro`, `user_id != bot`. */
   filters: string[];
+  /** Compare with the previous period (the line, the range's users, "today" with yesterday). */
+  compare?: boolean;
 }
 
 export const NO_PAGE_FILTER: PageFilter = { events: [], filters: [] };
@@ -48,8 +50,13 @@ export function pageFilterText(pf: PageFilter, eventType: string | null = null):
   return [pf.events.join(', '), eventType ? `type ${eventType}` : '', ...pf.filters].filter(Boolean).join(' · ');
 }
 
-/** The `trend` params of each slot for `spec` in `zone` at `now`, filtered by `pf` and the view's event type. */
+/**
+ * The `trend` params of each slot for `spec` in `zone` at `now`, filtered by `pf` and the
+ * view's event type; with `compare`, each asks for the previous period alongside (the line:
+ * the range before; "today": yesterday, the whole day).
+ */
 export function zoneTrendParams(spec: ViewSpec, zone: string, now: number, pf: PageFilter = NO_PAGE_FILTER): Record<string, TrendParams> {
+  const compare = pf.compare === true;
   const range: TrendParams =
     spec.range === 'custom' ? { from: spec.from, to: spec.to } : { from: now - presetMs(spec.range) };
   const eventType = spec.eventType?.trim();
@@ -57,6 +64,7 @@ export function zoneTrendParams(spec: ViewSpec, zone: string, now: number, pf: P
     ...(eventType ? { event_type: eventType } : {}),
     ...(pf.events.length ? { event: pf.events } : {}),
     ...(pf.filters.length ? { filter: pf.filters } : {}),
+    ...(compare ? { compare: 'previous' } : {}),
   };
   const line: TrendParams = { ...range, granularity: specGranularity(spec), tz: zone, ...narrow };
   const today: TrendParams = { from: now - TODAY_FROM_MS, granularity: 'day', tz: zone, ...narrow };
@@ -72,6 +80,12 @@ export function zoneTrendParams(spec: ViewSpec, zone: string, now: number, pf: P
 export interface ZoneData {
   zone: string;
   line: LineSeries | null;
+  /** With compare: the previous period's line, bucket for bucket with `line`. */
+  previousLine: { events: number[]; users: number[] } | null;
+  /** With compare: yesterday's events and distinct users (whole day), the previous range's users. */
+  eventsYesterday: number | null;
+  usersYesterday: number | null;
+  usersPreviousRange: number | null;
   top: TopEventsBody | null;
   eventsToday: number | null;
   usersToday: number | null;
@@ -106,6 +120,13 @@ export function zoneData(slots: TrendsState, zone: string, now: number): ZoneDat
       users: ev.buckets.map((b) => byBucket.get(b) ?? 0),
     };
   }
+  let previousLine: ZoneData['previousLine'] = null;
+  if (ev?.previous) {
+    const pe = ev.previous.series[0]?.values ?? [];
+    const pu = us?.previous?.series[0]?.values ?? [];
+    previousLine = { events: ev.buckets.map((_, i) => pe[i] ?? 0), users: ev.buckets.map((_, i) => pu[i] ?? 0) };
+  }
+  const lastTotal = (b: TrendsBody | null) => (b?.previous ? b.previous.series.reduce((a, s) => a + last(s), 0) : null);
   let topBody: TopEventsBody | null = null;
   let eventsToday: number | null = null;
   if (top) {
@@ -129,6 +150,10 @@ export function zoneData(slots: TrendsState, zone: string, now: number): ZoneDat
     eventsToday,
     usersToday: users ? last(users.series[0]) : null,
     usersRange: us ? (us.series[0]?.total ?? 0) : null,
+    previousLine,
+    eventsYesterday: lastTotal(top),
+    usersYesterday: users?.previous ? last(users.previous.series[0]) : null,
+    usersPreviousRange: us?.previous ? (us.previous.series[0]?.total ?? 0) : null,
     usersExact: users ? users.exact !== false : true,
     stale: incomplete || slotList.some((s) => s?.stale),
     error,
