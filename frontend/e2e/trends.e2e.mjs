@@ -385,6 +385,36 @@ try {
       }
       check(got === want && got > 0, `the widget's total equals the REST answer (${got}, REST ${want})`);
       await page.locator(`section[data-widget-id="${widget.id}"]`).screenshot({ path: `${SHOTS}trends-widget-1280x800.png` });
+
+      log('the widget configured in place: measure unique users over the last 30 days, saved and drawn so');
+      await page.getByRole('button', { name: 'Edit layout', exact: true }).click();
+      const editor = page.locator(`section[data-widget-id="${widget.id}"]`);
+      await editor.locator(tid('widget-trend-measure')).selectOption('unique_users');
+      await editor.locator(tid('widget-trend-range')).selectOption('30d');
+      await page.locator(tid('layout-save')).click();
+      await page.locator(tid('layout-save')).waitFor({ state: 'detached', timeout: TIMEOUT_MS });
+      const after = (await api('dashboards')).dashboards.find((d) => d.name === name)?.widgets.find((w) => w.id === widget.id);
+      check(after?.trend?.measure === 'unique_users' && after?.trend?.range === '30d' && after?.trend?.breakdown === 'event_name', `saved: ${JSON.stringify(after?.trend)}`);
+      const started2 = Date.now();
+      let restRows2 = null;
+      while (Date.now() - started2 < TIMEOUT_MS) {
+        const q = new URLSearchParams();
+        for (const [k, v] of Object.entries(after.trend)) if (k !== 'range') for (const x of [v].flat()) q.append(k, String(x));
+        q.set('from', String(Date.now() - 30 * 86_400_000));
+        q.set('to', String(Date.now()));
+        q.set('tz', await page.locator(chart).getAttribute('data-time-zone'));
+        const rest = await api(`trends?${q}`);
+        restRows2 = JSON.stringify(rest.series.map((x) => [x.breakdown_value ?? '', x.total]));
+        const shownRows = await page.evaluate((id) => {
+          const c = document.querySelector(`[data-testid="widget-trend-${id}"]`);
+          return JSON.stringify({ measure: c?.getAttribute('data-measure'), buckets: c?.getAttribute('data-buckets'), total: c?.getAttribute('data-total') });
+        }, widget.id);
+        got = JSON.parse(shownRows);
+        if (got.measure === 'unique_users' && Number(got.buckets) === rest.buckets.length) break;
+        await sleep(300);
+      }
+      console.log(`  widget: ${JSON.stringify(got)}; REST series ${restRows2}`);
+      check(got.measure === 'unique_users', `the widget draws unique users (${got.measure}, ${got.buckets} buckets)`);
     }
     await api(`dashboards/${saved.id}`, { method: 'DELETE' });
   }

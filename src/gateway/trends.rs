@@ -387,6 +387,7 @@ pub async fn trends(
 }
 
 /// A trend's answer: its JSON body, and the parts a WebSocket update compares.
+#[derive(Clone)]
 pub struct Answer {
     pub json: Json,
     pub boundaries: Vec<i64>,

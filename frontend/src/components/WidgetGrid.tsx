@@ -17,9 +17,9 @@ import {
 import { describeSpec, type ViewSpec } from '../lib/range';
 import { lineSeries, METRIC_LABELS, metricLabel, statValue, topBars, type DashState } from '../lib/shape';
 import { describePrevious, specGranularity } from '../lib/range';
-import { zoneLabel } from '../lib/trends';
+import { MEASURES, TREND_RANGES, zoneLabel } from '../lib/trends';
 import { hasPageFilter, NO_PAGE_FILTER, pageFilterText, type PageFilter, type ZoneData } from '../lib/zoneview';
-import type { StatMetric, Widget, WidgetKind } from '../lib/types';
+import type { StatMetric, Widget, WidgetKind, WidgetTrend } from '../lib/types';
 import { emptySlot, type TrendSlot, type TrendsState } from '../lib/trends';
 import type { ExplorePage } from '../lib/explorer';
 import { BarChart, LineChart } from './charts';
@@ -285,11 +285,83 @@ function WidgetEditor({ widget: w, widgets, zone, onChange }: { widget: Widget; 
             </select>
           </label>
         )}
+        {w.kind === 'trend' && w.trend && <TrendFields widget={w} widgets={widgets} onChange={onChange} />}
         <span class="muted small">
           x {w.x}, y {w.y}, {w.w}×{w.h}
         </span>
       </div>
     </div>
+  );
+}
+
+/**
+ * A trend widget's question, editable in place: its range (ending now), measure, event names
+ * and breakdown. Saving checks it as the trends request would (a 400 names
+ * `widgets[i].trend.<parameter>`).
+ */
+function TrendFields({ widget: w, widgets, onChange }: { widget: Widget; widgets: Widget[]; onChange: (ws: Widget[]) => void }) {
+  const t = w.trend ?? {};
+  const set = (k: string, v: string | string[] | null) => {
+    const next: WidgetTrend = { ...t };
+    if (v === null || v === '' || (Array.isArray(v) && v.length === 0)) delete next[k];
+    else next[k] = v;
+    onChange(updateWidget(widgets, w.id, { trend: next }));
+  };
+  const events = Array.isArray(t.event) ? t.event : typeof t.event === 'string' ? [t.event] : [];
+  return (
+    <>
+      <label>
+        Range
+        <select data-testid="widget-trend-range" value={String(t.range ?? '7d')} onChange={(e) => set('range', (e.currentTarget as HTMLSelectElement).value)}>
+          {TREND_RANGES.map((r) => (
+            <option key={r.key} value={r.key}>
+              {r.label}
+            </option>
+          ))}
+        </select>
+      </label>
+      <label>
+        Measure
+        <select data-testid="widget-trend-measure" value={String(t.measure ?? 'events')} onChange={(e) => set('measure', (e.currentTarget as HTMLSelectElement).value)}>
+          {MEASURES.map((m) => (
+            <option key={m.key} value={m.key}>
+              {m.label}
+            </option>
+          ))}
+        </select>
+      </label>
+      <label>
+        Event names
+        <input
+          data-testid="widget-trend-events"
+          value={events.join(', ')}
+          placeholder="all"
+          onChange={(e) =>
+            set(
+              'event',
+              (e.currentTarget as HTMLInputElement).value
+                .split(',')
+                .map((x) => x.trim())
+                .filter(Boolean),
+            )
+          }
+        />
+      </label>
+      <label>
+        Breakdown
+        <input
+          data-testid="widget-trend-breakdown"
+          value={String(t.breakdown ?? '')}
+          placeholder="none, event_name, properties.plan"
+          list="widget-breakdowns"
+          onChange={(e) => set('breakdown', (e.currentTarget as HTMLInputElement).value.trim())}
+        />
+        <datalist id="widget-breakdowns">
+          <option value="event_name" />
+          <option value="event_type" />
+        </datalist>
+      </label>
+    </>
   );
 }
 

@@ -150,7 +150,7 @@ export function resizeWidget(ws: Widget[], id: string, dw: number, dh: number): 
   );
 }
 
-export function updateWidget(ws: Widget[], id: string, patch: Partial<Pick<Widget, 'title' | 'metric'>>): Widget[] {
+export function updateWidget(ws: Widget[], id: string, patch: Partial<Pick<Widget, 'title' | 'metric' | 'trend'>>): Widget[] {
   return ws.map((w) => {
     if (w.id !== id) return w;
     const next = { ...w, ...patch };

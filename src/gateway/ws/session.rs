@@ -476,7 +476,7 @@ impl Session {
                     continue;
                 }
             };
-            let a = match trends::answer(&self.st, self.org, req).await {
+            let a = match view::trend_answer(&self.st, self.org, req).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e.message, "websocket trend update failed");

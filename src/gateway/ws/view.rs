@@ -6,6 +6,7 @@
 use super::super::error::ApiError;
 use super::super::group::{self, Coverage};
 use super::super::params::{fmt_time, ViewSpec, TOP_EVENTS_LIMIT};
+use super::super::trends::{self, Answer, TrendRequest};
 use super::super::wire::{CountersBody, TimeseriesBody, TopEventsBody, UniqueUsersBody, ViewOut};
 use super::super::GatewayState;
 use crate::cache::{BudgetCache, Eviction};
@@ -16,12 +17,14 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// What WebSocket pushes read, shared by all sessions for half a push interval: the
-/// counters per org, and each view's data (points, top events, unique users) per org and
-/// view.
+/// counters per org, each view's data (points, top events, unique users) per org and
+/// view, and each kept trend's answer per org and question (a dashboard in a zone other
+/// than UTC, or filtered, keeps four).
 #[derive(Clone)]
 pub struct PushCache {
     counters: Shared<Uuid, CountersBody>,
     views: Shared<String, ViewData>,
+    trends: Shared<String, Answer>,
 }
 
 impl PushCache {
@@ -32,6 +35,7 @@ impl PushCache {
         PushCache {
             counters: Shared::new(fresh_for),
             views: Shared::new(fresh_for),
+            trends: Shared::new(fresh_for),
         }
     }
 }
@@ -145,6 +149,24 @@ impl ViewData {
             unique: (u.unique_users, u.unique_sessions, u.exact),
         }
     }
+}
+
+/// A kept trend's answer, read at most once per push-read interval for all sessions asking
+/// the same question (the parsed question, its buckets included, is the key: a live range
+/// that slid into a new bucket is another question).
+pub(super) async fn trend_answer(
+    st: &GatewayState,
+    org: Uuid,
+    req: TrendRequest,
+) -> Result<Answer, ApiError> {
+    let cache = &st.push_cache.trends;
+    let key = format!("{org}|{}|{:?}", req.compare, req.spec);
+    if let Some(a) = cache.fresh(&key) {
+        return Ok(a);
+    }
+    let a = trends::answer(st, org, req).await?;
+    cache.put(key, a.clone());
+    Ok(a)
 }
 
 /// The org's counters, read at most once per push-read interval for all its sessions.
