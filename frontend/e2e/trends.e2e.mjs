@@ -298,6 +298,32 @@ try {
   await page.screenshot({ path: `${SHOTS}desktop-1280x800-compare.png`, fullPage: true });
   await page.locator(tid('page-compare')).uncheck();
 
+  log('a page breakdown by event name: the line is events per name, equal to REST');
+  await page.locator(tid('page-breakdown')).fill('event_name');
+  await page.locator(tid('page-filter-apply')).click();
+  const split = tid('chart-timeseries');
+  await page.waitForSelector(`${split}[data-breakdown="event_name"]`, { timeout: TIMEOUT_MS });
+  let splitGot = null;
+  let splitWant = null;
+  const startedSplit = Date.now();
+  while (Date.now() - startedSplit < TIMEOUT_MS) {
+    splitGot = await page.evaluate(() => {
+      const c = document.querySelector('[data-testid="chart-timeseries"]');
+      return { total: Number(c?.getAttribute('data-total')), buckets: Number(c?.getAttribute('data-buckets')), lines: Number(c?.getAttribute('data-lines')), zone: c?.getAttribute('data-time-zone') };
+    });
+    const rest = await restZoned('Asia/Kolkata', { from: String(Date.now() - 86_400_000), granularity: 'hour', breakdown: 'event_name', breakdown_limit: '5' });
+    splitWant = { total: sum(rest.series), buckets: rest.buckets.length, lines: rest.series.length };
+    if (splitGot.total === splitWant.total && splitGot.buckets === splitWant.buckets) break;
+    await sleep(300);
+  }
+  console.log(`  page: ${JSON.stringify(splitGot)}; REST ${JSON.stringify(splitWant)}`);
+  check(splitGot.total === splitWant.total && splitGot.buckets === splitWant.buckets && splitGot.total > 0, `the broken-down line equals REST (${splitGot.total} events, ${splitGot.buckets} hours)`);
+  check(splitGot.lines >= 2 && splitGot.zone === 'Asia/Kolkata', `a line per event name in Asia/Kolkata (${splitGot.lines})`);
+  check(await page.locator(tid('page-breakdown-note')).isVisible(), 'the note says which widgets the breakdown does not reach');
+  await page.screenshot({ path: `${SHOTS}desktop-1280x800-page-breakdown.png`, fullPage: true });
+  await page.locator(tid('page-filter-clear')).click();
+  await page.waitForSelector(`${tid('page-filters')}[data-active="0"]`, { timeout: TIMEOUT_MS });
+
   log('compare with the previous period');
   await page.locator(tid('trend-compare')).check();
   await page.waitForSelector(`${tid('trend-chart')}[data-compare="true"]`, { timeout: TIMEOUT_MS });

@@ -776,6 +776,31 @@ describe('trends', () => {
     await flush();
     expect($('chart-timeseries')!.dataset).toMatchObject({ total: '7', previousTotal: '2' });
     expect(container.textContent).toContain('Dashed: the previous 24 hours.');
+
+    // A page breakdown: the line is events per value; the note says what it does not reach.
+    input(container.querySelector('[data-testid="page-breakdown"]') as HTMLInputElement, 'properties.plan', 'input');
+    click($('page-filter-apply'));
+    await until(() => trends(s, 'zone:line-events').at(-1)?.params.breakdown === 'properties.plan', 'the broken-down line');
+    expect(trends(s, 'zone:line-events').at(-1).params).toMatchObject({ breakdown_limit: 5, compare: 'previous' });
+    const [split] = trends(s, 'zone:line-events').slice(-1);
+    act(() =>
+      s.emit({
+        type: 'trend',
+        id: split.id,
+        trend: trendBody({
+          time_zone: 'UTC',
+          breakdown: 'properties.plan',
+          buckets: hours,
+          series: [
+            { breakdown_value: 'pro', values: [2, 1], total: 3 },
+            { breakdown_value: 'free', values: [1, 3], total: 4 },
+          ],
+        }),
+      }),
+    );
+    await flush();
+    expect($('chart-timeseries')!.dataset).toMatchObject({ breakdown: 'properties.plan', total: '7' });
+    expect($('page-breakdown-note')!.textContent).toContain('the cards, top events and lists are not broken down');
   });
 });
 

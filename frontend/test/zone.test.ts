@@ -3,7 +3,7 @@ import { describeSpec } from '../src/lib/range';
 import { metricLabel, statValue, initialState } from '../src/lib/shape';
 import type { TrendsBody, TrendsState } from '../src/lib/trends';
 import { effectiveZone, eventTime, fromZoneInput, isUtc, pointLabel, toZoneInput, zoneDate, zoneOffsetMs } from '../src/lib/zone';
-import { pageFilterText, ZONE_SLOTS, zoneData, zoneTrendParams } from '../src/lib/zoneview';
+import { needsTrends, pageFilterText, ZONE_SLOTS, zoneData, zoneTrendParams } from '../src/lib/zoneview';
 
 const T = (iso: string) => Date.parse(iso);
 
@@ -97,6 +97,12 @@ describe('the zoned dashboard', () => {
     for (const slot of Object.values(ZONE_SLOTS)) expect(f[slot]).toMatchObject({ event: ['signup', 'login'], filter: ['properties.plan = pro'], tz: 'UTC' });
     expect(f[ZONE_SLOTS.lineEvents]).toMatchObject({ granularity: 'day', from: now - 7 * 86_400_000 });
     expect(pageFilterText({ events: ['signup'], filters: ['properties.plan = pro'] }, 'track')).toBe('signup · type track · properties.plan = pro');
+    const b = zoneTrendParams({ range: '24h', eventType: null }, 'UTC', now, { events: [], filters: [], breakdown: 'properties.plan' });
+    expect(b[ZONE_SLOTS.lineEvents]).toMatchObject({ breakdown: 'properties.plan', breakdown_limit: 5 });
+    expect(b[ZONE_SLOTS.lineUsers].breakdown).toBeUndefined();
+    expect(b[ZONE_SLOTS.top]).toMatchObject({ breakdown: 'event_name' });
+    expect(needsTrends(true, { events: [], filters: [], breakdown: 'event_name' })).toBe(true);
+    expect(needsTrends(true, { events: [], filters: [] })).toBe(false);
     const c = zoneTrendParams({ range: '24h', eventType: null }, 'UTC', now, { events: [], filters: [], compare: true });
     for (const slot of Object.values(ZONE_SLOTS)) expect(c[slot]).toMatchObject({ compare: 'previous' });
     const custom = zoneTrendParams({ range: 'custom', from: 1, to: 10 * 86_400_000, eventType: null }, '+05:30', now);
@@ -133,6 +139,18 @@ describe('the zoned dashboard', () => {
     expect(statValue('events_today', state, null).value).toBeNull();
     expect(z.stale).toBe(false);
     expect(z.previousLine).toBeNull();
+    // Broken down, a bucket's events are every series' together.
+    const split = zoneData(
+      {
+        [ZONE_SLOTS.lineEvents]: slot(
+          body({ breakdown: 'event_name', buckets, series: [{ breakdown_value: 'a', values: [3, 1], total: 4 }, { other: true, values: [2, 6], total: 8 }] }),
+        ),
+      },
+      'Asia/Kolkata',
+      now,
+    );
+    expect(split.line?.events).toEqual([5, 7]);
+    expect(split.lineBody?.breakdown).toBe('event_name');
     expect(statValue('unique_users_range', state, z).trend).toBeNull();
   });
 

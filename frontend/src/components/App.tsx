@@ -9,7 +9,7 @@ import { eventTypeSuggestions, initialState, reduce } from '../lib/shape';
 import { DEFAULT_QUERY, emptySlot, reduceTrends, trendParams, trendTitle, widgetTrend, widgetTrendParams, zoneLabel, type TrendParams, type TrendQuery } from '../lib/trends';
 import { decodeHash, encodeHash } from '../lib/urlstate';
 import { effectiveZone, isUtc } from '../lib/zone';
-import { hasPageFilter, NO_PAGE_FILTER, ZONE_SLOTS, zoneData, zoneTrendParams, type PageFilter } from '../lib/zoneview';
+import { hasPageFilter, needsTrends, NO_PAGE_FILTER, ZONE_SLOTS, zoneData, zoneTrendParams, type PageFilter } from '../lib/zoneview';
 import type { Dashboard, Widget } from '../lib/types';
 import { AlertBanners } from './AlertBanners';
 import { AlertsPanel } from './AlertsPanel';
@@ -260,7 +260,7 @@ function DashboardPage({ env, base, session, onRejected, onSignOut }: PageProps)
   // another zone, or filtered, the line, the top events and the "today" cards are live
   // trends in that zone with those filters.
   const zone = effectiveZone(tz, orgZone);
-  const zonedPage = !isUtc(zone) || hasPageFilter(pageFilter) || pageFilter.compare === true;
+  const zonedPage = needsTrends(isUtc(zone), pageFilter);
   const specKey = JSON.stringify(spec);
   useEffect(() => {
     for (const slot of Object.values(ZONE_SLOTS)) {

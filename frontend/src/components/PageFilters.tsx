@@ -23,23 +23,26 @@ const split = (text: string) =>
 export function PageFilters({ filter, onChange, error = null }: PageFiltersProps) {
   const [events, setEvents] = useState(filter.events.join(', '));
   const [rows, setRows] = useState<string[]>(filter.filters);
+  const [breakdown, setBreakdown] = useState(filter.breakdown ?? '');
   const key = JSON.stringify(filter);
   // Set from outside (back/forward, a shared link): show it.
   useEffect(() => {
     setEvents(filter.events.join(', '));
     setRows(filter.filters);
+    setBreakdown(filter.breakdown ?? '');
   }, [key]);
 
   const apply = (e?: Event) => {
     e?.preventDefault();
-    onChange({ ...filter, events: split(events), filters: rows.map((r) => r.trim()).filter(Boolean) });
+    onChange({ ...filter, events: split(events), filters: rows.map((r) => r.trim()).filter(Boolean), breakdown: breakdown.trim() || undefined });
   };
   const clear = () => {
     setEvents('');
     setRows([]);
-    onChange({ ...filter, events: [], filters: [] });
+    setBreakdown('');
+    onChange({ ...filter, events: [], filters: [], breakdown: undefined });
   };
-  const active = filter.events.length + filter.filters.length;
+  const active = filter.events.length + filter.filters.length + (filter.breakdown ? 1 : 0);
   return (
     <form class="page-filters" role="search" aria-label="Page filters" data-testid="page-filters" data-active={active} onSubmit={apply}>
       <div class="field">
@@ -51,6 +54,21 @@ export function PageFilters({ filter, onChange, error = null }: PageFiltersProps
           value={events}
           onInput={(e) => setEvents((e.currentTarget as HTMLInputElement).value)}
         />
+      </div>
+      <div class="field">
+        <label for="page-breakdown">Break down by</label>
+        <input
+          id="page-breakdown"
+          data-testid="page-breakdown"
+          list="page-breakdowns"
+          placeholder="none (event_name, properties.plan)"
+          value={breakdown}
+          onInput={(e) => setBreakdown((e.currentTarget as HTMLInputElement).value)}
+        />
+        <datalist id="page-breakdowns">
+          <option value="event_name" />
+          <option value="event_type" />
+        </datalist>
       </div>
       {rows.map((r, i) => (
         <div class="field" key={i}>
@@ -95,6 +113,11 @@ export function PageFilters({ filter, onChange, error = null }: PageFiltersProps
           </button>
         )}
       </div>
+      {filter.breakdown && (
+        <p class="small muted" data-testid="page-breakdown-note">
+          The breakdown by {filter.breakdown} applies to "Events over time" (top 5 and "other"); the cards, top events and lists are not broken down.
+        </p>
+      )}
       {error && (
         <p class="error small" role="alert" data-testid="page-filter-error">
           {error}

@@ -141,7 +141,8 @@ export function WidgetGrid({
             <h2 class="widget-title">
               {title}{' '}
               <span class="muted">
-                {zoned ? join(rangeOnly, narrowed) : rangeText}, per {granularity} ({inZone})
+                {zoned ? join(rangeOnly, narrowed) : rangeText}, per {granularity}
+                {zoned?.lineBody?.breakdown ? ` by ${zoned.lineBody.breakdown}` : ''} ({inZone})
               </span>
             </h2>
             {zoned?.error && !hasPageFilter(pageFilter) && (
@@ -149,13 +150,18 @@ export function WidgetGrid({
                 {zoned.error}
               </p>
             )}
-            <LineChart
-              series={series}
-              granularity={granularity}
-              zone={zone}
-              stale={offline || (zoned?.stale ?? false)}
-              previous={zoned?.previousLine ?? null}
-            />
+            {zoned?.lineBody?.breakdown ? (
+              // Broken down: events per value (top 5 and "other"), the previous period dashed.
+              <TrendChart body={zoned.lineBody} stale={offline || zoned.stale} testId="chart-timeseries" />
+            ) : (
+              <LineChart
+                series={series}
+                granularity={granularity}
+                zone={zone}
+                stale={offline || (zoned?.stale ?? false)}
+                previous={zoned?.previousLine ?? null}
+              />
+            )}
             {zoned?.previousLine && <p class="small muted">Dashed: {describePrevious(spec)}.</p>}
           </>
         );

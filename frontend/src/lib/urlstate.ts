@@ -72,6 +72,7 @@ export function encodeHash(s: UrlState): string {
   for (const e of s.page?.events ?? []) u.append('pe', e);
   for (const f of s.page?.filters ?? []) u.append('pf', f);
   if (s.page?.compare) u.set('pc', '1');
+  if (s.page?.breakdown) u.set('pb', s.page.breakdown);
   return u.toString();
 }
 
@@ -112,11 +113,12 @@ export function decodeHash(hash: string): UrlState {
   }
   const page: PageFilter = { events: u.getAll('pe').filter(Boolean), filters: u.getAll('pf').filter(Boolean) };
   if (u.get('pc') === '1') page.compare = true;
+  if (u.get('pb')) page.breakdown = u.get('pb') ?? undefined;
   return {
     dashboard: u.get('d') || null,
     view,
     query,
     tz: u.get('tz') || null,
-    page: page.events.length || page.filters.length || page.compare ? page : null,
+    page: page.events.length || page.filters.length || page.compare || page.breakdown ? page : null,
   };
 }

@@ -37,12 +37,22 @@ export interface PageFilter {
   filters: string[];
   /** Compare with the previous period (the line, the range's users, "today" with yesterday). */
   compare?: boolean;
+  /** Break the line down by `event_name`, `event_type` or `properties.<key>` (top 5 and "other"). */
+  breakdown?: string;
 }
+
+/** Lines the page's breakdown draws besides "other". */
+export const PAGE_BREAKDOWN_LIMIT = 5;
 
 export const NO_PAGE_FILTER: PageFilter = { events: [], filters: [] };
 
 export function hasPageFilter(pf: PageFilter): boolean {
   return pf.events.length > 0 || pf.filters.length > 0;
+}
+
+/** The page needs trends: a zone other than UTC, filters, a comparison or a breakdown. */
+export function needsTrends(zoneIsUtc: boolean, pf: PageFilter): boolean {
+  return !zoneIsUtc || hasPageFilter(pf) || pf.compare === true || !!pf.breakdown;
 }
 
 /** What the page filters by, as labels say it: `signup, login · properties.plan = pro`. */
@@ -68,8 +78,9 @@ export function zoneTrendParams(spec: ViewSpec, zone: string, now: number, pf: P
   };
   const line: TrendParams = { ...range, granularity: specGranularity(spec), tz: zone, ...narrow };
   const today: TrendParams = { from: now - TODAY_FROM_MS, granularity: 'day', tz: zone, ...narrow };
+  const by = pf.breakdown?.trim();
   return {
-    [ZONE_SLOTS.lineEvents]: line,
+    [ZONE_SLOTS.lineEvents]: by ? { ...line, breakdown: by, breakdown_limit: PAGE_BREAKDOWN_LIMIT } : line,
     [ZONE_SLOTS.lineUsers]: { ...line, measure: 'unique_users' },
     [ZONE_SLOTS.top]: { ...today, breakdown: 'event_name', breakdown_limit: TOP_LIMIT },
     [ZONE_SLOTS.todayUsers]: { ...today, measure: 'unique_users' },
@@ -79,6 +90,8 @@ export function zoneTrendParams(spec: ViewSpec, zone: string, now: number, pf: P
 /** What the zoned dashboard draws; null parts have not been answered yet. */
 export interface ZoneData {
   zone: string;
+  /** The line's events trend as answered (drawn per series when the page is broken down). */
+  lineBody: TrendsBody | null;
   line: LineSeries | null;
   /** With compare: the previous period's line, bucket for bucket with `line`. */
   previousLine: { events: number[]; users: number[] } | null;
@@ -114,17 +127,22 @@ export function zoneData(slots: TrendsState, zone: string, now: number): ZoneDat
   if (ev) {
     // The users' trend may lag one bucket behind the events' while a live range slides.
     const byBucket = new Map((us?.buckets ?? []).map((b, i) => [b, us?.series[0]?.values[i] ?? 0]));
+    // Broken down, the events of a bucket are every series' (values and "other" add up).
+    const sum = (series: TrendSeries[], i: number) => series.reduce((a, x) => a + (x.values[i] ?? 0), 0);
     line = {
       xs: ev.buckets.map((b) => Date.parse(b) / 1000),
-      events: ev.buckets.map((_, i) => ev.series[0]?.values[i] ?? 0),
+      events: ev.buckets.map((_, i) => sum(ev.series, i)),
       users: ev.buckets.map((b) => byBucket.get(b) ?? 0),
     };
   }
   let previousLine: ZoneData['previousLine'] = null;
   if (ev?.previous) {
-    const pe = ev.previous.series[0]?.values ?? [];
+    const ps = ev.previous.series;
     const pu = us?.previous?.series[0]?.values ?? [];
-    previousLine = { events: ev.buckets.map((_, i) => pe[i] ?? 0), users: ev.buckets.map((_, i) => pu[i] ?? 0) };
+    previousLine = {
+      events: ev.buckets.map((_, i) => ps.reduce((a, x) => a + (x.values[i] ?? 0), 0)),
+      users: ev.buckets.map((_, i) => pu[i] ?? 0),
+    };
   }
   const lastTotal = (b: TrendsBody | null) => (b?.previous ? b.previous.series.reduce((a, s) => a + last(s), 0) : null);
   let topBody: TopEventsBody | null = null;
@@ -145,6 +163,7 @@ export function zoneData(slots: TrendsState, zone: string, now: number): ZoneDat
   const incomplete = [ev, us, top, users].some((b) => b && b.complete === false);
   return {
     zone,
+    lineBody: ev,
     line,
     top: topBody,
     eventsToday,
