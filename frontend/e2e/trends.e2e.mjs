@@ -246,6 +246,35 @@ try {
   check(zoned.want.firstBucket.endsWith(':00+05:30') && zoned.lineFirst.endsWith(zoned.want.firstBucket.slice(11, 16)), `the line's first hour in Asia/Kolkata (${zoned.lineFirst}; REST ${zoned.want.firstBucket})`);
   await page.screenshot({ path: `${SHOTS}desktop-1280x800-zone-kolkata.png`, fullPage: true });
 
+  log('CSV of any widget: the line, the top events, a card and the recent list, as shown');
+  {
+    const csvOfWidget = async (testId) => {
+      const [dl] = await Promise.all([page.waitForEvent('download', { timeout: TIMEOUT_MS }), page.locator(tid(testId)).first().click()]);
+      return { name: dl.suggestedFilename(), rows: readFileSync(await dl.path(), 'utf8').trimEnd().split('\r\n') };
+    };
+    const ids = await page.evaluate(() =>
+      Object.fromEntries([...document.querySelectorAll('section[data-widget-id]')].map((s) => [s.className.replace(/.*widget-(\w+).*/, '$1'), s.getAttribute('data-widget-id')])),
+    );
+    const lineAttrs = await page.evaluate(() => {
+      const c = document.querySelector('[data-testid="chart-timeseries"]');
+      return { points: Number(c?.getAttribute('data-points')), total: Number(c?.getAttribute('data-total')) };
+    });
+    const line = await csvOfWidget(`widget-csv-${ids.line}`);
+    const lineEvents = line.rows.slice(1).reduce((a, r) => a + Number(r.split(',')[2]), 0);
+    console.log(`  ${line.name}: ${line.rows.length} lines; ${line.rows[0]}; ${line.rows[1]}`);
+    check(line.rows[0].includes('bucket_start (Asia/Kolkata)') && line.rows.length === lineAttrs.points + 1 && lineEvents === lineAttrs.total, `the line's CSV: a row per bucket in Asia/Kolkata, ${lineEvents} events as drawn (${lineAttrs.total})`);
+    const bars = Number(await page.locator(tid('chart-top-events')).getAttribute('data-bars'));
+    const top = await csvOfWidget(`widget-csv-${ids.bar}`);
+    console.log(`  ${top.name}: ${top.rows.join(' | ')}`);
+    check(top.rows[0] === 'date,event_name,count' && top.rows.length === bars + 1, `the top events' CSV: ${bars} rows`);
+    const card = await csvOfWidget('widget-csv-w3');
+    console.log(`  ${card.name}: ${card.rows.join(' | ')}`);
+    check(card.rows.length === 2 && card.rows[0] === 'metric,value,note', "a card's CSV: its title and value");
+    const recentCount = await page.locator(tid('recent-event')).count();
+    const recent = await csvOfWidget('explorer-csv');
+    check(recent.rows.length >= recentCount + 1 && recent.rows[0].startsWith('timestamp,event_name'), `the recent list's CSV: ${recent.rows.length - 1} events`);
+  }
+
   log('page filters: properties.plan = pro narrows the line, the top events and the "today" cards');
   await page.locator(tid('page-filter-add')).click();
   await page.locator(tid('page-filter-condition')).first().fill('properties.plan = pro');

@@ -2,6 +2,8 @@ import { useState } from 'preact/hooks';
 import { appendPage, exploreQuery, PAGE_SIZE, SEARCH_KINDS, type ExplorePage, type ExplorerSearch, type SearchKind } from '../lib/explorer';
 import { formatCount } from '../lib/format';
 import { eventTime } from '../lib/zone';
+import { eventsCsv, widgetFileName } from '../lib/widgetcsv';
+import { downloadText } from './TrendsPanel';
 import type { AnalyticsEvent } from '../lib/types';
 
 export interface RecentEventsProps {
@@ -105,6 +107,15 @@ export function RecentEvents({ events, arrived, now, title, load, zone = 'UTC' }
             Back to live
           </button>
         )}
+        <button
+          type="button"
+          class="secondary"
+          data-testid="explorer-csv"
+          disabled={list.length === 0}
+          onClick={() => downloadText(widgetFileName(title, now), eventsCsv(list))}
+        >
+          CSV
+        </button>
         {newCount > 0 && (
           <button type="button" data-testid="explorer-new" onClick={loadNew}>
             {formatCount(newCount)} new {newCount === 1 ? 'event' : 'events'}

@@ -17,7 +17,9 @@ import {
 import { describeSpec, type ViewSpec } from '../lib/range';
 import { lineSeries, METRIC_LABELS, metricLabel, statValue, topBars, type DashState } from '../lib/shape';
 import { describePrevious, specGranularity } from '../lib/range';
-import { MEASURES, TREND_RANGES, zoneLabel } from '../lib/trends';
+import { MEASURES, TREND_RANGES, trendCsv, zoneLabel } from '../lib/trends';
+import { lineCsv, statCsv, topCsv, widgetFileName } from '../lib/widgetcsv';
+import { downloadText } from './TrendsPanel';
 import { hasPageFilter, NO_PAGE_FILTER, pageFilterText, type PageFilter, type ZoneData } from '../lib/zoneview';
 import type { StatMetric, Widget, WidgetKind, WidgetTrend } from '../lib/types';
 import { emptySlot, type TrendSlot, type TrendsState } from '../lib/trends';
@@ -99,6 +101,29 @@ export function WidgetGrid({
   const pageFiltered = hasPageFilter(pageFilter) || eventType !== null;
   const notNarrowed = (what: string) => (pageFiltered ? `${what}: the page's filters do not apply` : null);
   const join = (...parts: (string | null | false)[]) => parts.filter(Boolean).join(' · ') || null;
+
+  /** What a widget shows, as CSV (null: nothing yet). */
+  const csvOf = (w: Widget): string | null => {
+    switch (w.kind) {
+      case 'stat': {
+        const metric = w.metric ?? 'events_5m';
+        const v = statValue(metric, state, zoned);
+        return statCsv(widgetTitle(w, zone), v.value, v.note);
+      }
+      case 'line':
+        if (spec.range === '1h' && perMinute?.body) return trendCsv(perMinute.body);
+        if (zoned?.lineBody?.breakdown) return trendCsv(zoned.lineBody);
+        return lineCsv(series, zone, zoned?.previousLine ?? null);
+      case 'bar':
+        return topBody ? topCsv(topBody) : null;
+      case 'trend': {
+        const body = trendSlots[`widget:${w.id}`]?.body;
+        return body ? trendCsv(body) : null;
+      }
+      case 'recent':
+        return null;
+    }
+  };
 
   const render = (w: Widget) => {
     const title = widgetTitle(w, zone);
@@ -235,6 +260,20 @@ export function WidgetGrid({
             }}
           >
             {render(w)}
+            {!editing && w.kind !== 'recent' && (
+              <button
+                type="button"
+                class="secondary tiny widget-csv"
+                data-testid={`widget-csv-${w.id}`}
+                aria-label={`Download CSV: ${widgetTitle(w, zone)}`}
+                onClick={() => {
+                  const text = csvOf(w);
+                  if (text) downloadText(widgetFileName(widgetTitle(w, zone), now), text);
+                }}
+              >
+                CSV
+              </button>
+            )}
             {editing && <WidgetEditor widget={w} widgets={widgets} zone={zone} onChange={onChange} />}
           </section>
         ))}

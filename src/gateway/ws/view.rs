@@ -160,7 +160,25 @@ pub(super) async fn trend_answer(
     req: TrendRequest,
 ) -> Result<Answer, ApiError> {
     let cache = &st.push_cache.trends;
-    let key = format!("{org}|{}|{:?}", req.compare, req.spec);
+    // The buckets are named by their first and last boundary and count (not listed: a 90-day
+    // hourly trend has 2,161).
+    let t = &req.spec;
+    let b = &t.boundaries;
+    let key = format!(
+        "{org}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}|{:?}|{:?}|{}",
+        req.compare,
+        t.events,
+        t.event_type,
+        t.conditions,
+        t.breakdown,
+        t.breakdown_limit,
+        t.measure.as_str(),
+        t.step.as_str(),
+        t.zone.name(),
+        b.first(),
+        b.last(),
+        b.len()
+    );
     if let Some(a) = cache.fresh(&key) {
         return Ok(a);
     }
