@@ -776,3 +776,80 @@ fn updates_carry_the_newest_events_up_to_the_cap_newest_first() {
         eprintln!("gateway_ws: with events=2, {carried} events carried, {counted} counted");
     });
 }
+
+#[test]
+fn a_trend_kept_with_deltas_sends_the_changed_buckets_only_and_adds_up_to_the_rest_answer() {
+    let stack = Stack::start(|_| {});
+    stack.warm_up();
+    rt_multi_thread().block_on(async {
+        let mut ws = stack.connect(Auth::Header(TOKEN_A)).await.unwrap();
+        wait_type(&mut ws, "hello", Duration::from_secs(2)).await.unwrap();
+        let from = chrono::Utc::now().timestamp_millis() - 3_600_000;
+        let cmd = json!({"type": "trend", "id": "m", "params": {"from": from, "granularity": "minute"}, "deltas": true});
+        ws.send(Message::text(cmd.to_string())).await.unwrap();
+        let first = wait_type(&mut ws, "trend", Duration::from_secs(5)).await.unwrap();
+        let mut held = first["trend"].clone();
+        let buckets = held["buckets"].as_array().unwrap().len();
+        assert!((60..=61).contains(&buckets), "{held}");
+        let total = |t: &Json| t["series"][0]["total"].as_i64().unwrap_or(0);
+        let (mut deltas, mut whole) = (0, 0);
+        for round in 1..=3 {
+            stack.produce(org(1), 20, "delta");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while total(&held) < 20 * round && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Some(m) = next_json(&mut ws, left).await else {
+                    break;
+                };
+                if m["type"] != "trend_update" || m["id"] != "m" {
+                    continue;
+                }
+                if let Some(b) = m.get("buckets") {
+                    held["buckets"] = b.clone();
+                }
+                match m["from_bucket"].as_u64() {
+                    Some(k) => {
+                        deltas += 1;
+                        let k = k as usize;
+                        for (i, s) in m["series"].as_array().unwrap().iter().enumerate() {
+                            let sent = s["values"].as_array().unwrap();
+                            assert!(k > 0 && sent.len() < buckets, "a delta carries the changed buckets only: {m}");
+                            let mut values: Vec<Json> = held["series"][i]["values"].as_array().unwrap()[..k].to_vec();
+                            values.extend(sent.iter().cloned());
+                            held["series"][i]["values"] = Json::Array(values);
+                            held["series"][i]["total"] = s["total"].clone();
+                        }
+                    }
+                    None => {
+                        whole += 1;
+                        held["series"] = m["series"].clone();
+                    }
+                }
+            }
+            assert_eq!(total(&held), 20 * round, "round {round}: {held}");
+        }
+        assert!(deltas > 0, "no update came as a delta ({whole} whole)");
+        // What the client holds is what REST answers for the same range.
+        let path = format!(
+            "/api/v1/orgs/{}/trends?from={from}&to={}&granularity=minute",
+            org(1),
+            chrono::Utc::now().timestamp_millis()
+        );
+        let r = common::http::get(&stack.addr.to_string(), &path, Some(TOKEN_A)).unwrap();
+        let rest: Json = serde_json::from_str(&r.body).unwrap();
+        let sum = |t: &Json| -> i64 {
+            t["series"][0]["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .sum()
+        };
+        assert_eq!((total(&rest), sum(&rest)), (60, 60), "{rest}");
+        assert_eq!(sum(&held), 60, "the values held add up: {held}");
+        if held["buckets"] == rest["buckets"] {
+            assert_eq!(held["series"][0]["values"], rest["series"][0]["values"]);
+        }
+        eprintln!("gateway_ws: a kept per-minute trend, 3 rounds of 20 events: {deltas} delta updates, {whole} whole");
+    });
+}

@@ -445,9 +445,9 @@ describe('trends on the socket', () => {
     h.conn.start();
     await settle();
     h.last().open();
-    expect(h.last().sent).toContainEqual({ type: 'trend', id: 'panel-1', params: { from: Date.now() - 3_600_000, n: 1 } });
+    expect(h.last().sent).toContainEqual({ type: 'trend', id: 'panel-1', params: { from: Date.now() - 3_600_000, n: 1 }, deltas: true });
     h.conn.trend('realtime-2', () => ({ from: 1, granularity: 'minute' }));
-    expect(h.last().sent.at(-1)).toEqual({ type: 'trend', id: 'realtime-2', params: { from: 1, granularity: 'minute' } });
+    expect(h.last().sent.at(-1)).toEqual({ type: 'trend', id: 'realtime-2', params: { from: 1, granularity: 'minute' }, deltas: true });
     h.conn.untrend('realtime-2');
     expect(h.last().sent.at(-1)).toEqual({ type: 'untrend', id: 'realtime-2' });
     h.conn.untrend('unknown');
@@ -456,7 +456,7 @@ describe('trends on the socket', () => {
     await vi.advanceTimersByTimeAsync(60_000);
     h.last().open();
     const trends = h.last().sent.filter((m: any) => m.type === 'trend') as any[];
-    expect(trends).toEqual([{ type: 'trend', id: 'panel-1', params: { from: Date.now() - 3_600_000, n: 2 } }]);
+    expect(trends).toEqual([{ type: 'trend', id: 'panel-1', params: { from: Date.now() - 3_600_000, n: 2 }, deltas: true }]);
     expect(h.conn.trendIds).toEqual(['panel-1']);
     h.conn.stop();
   });

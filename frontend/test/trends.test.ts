@@ -280,6 +280,25 @@ describe('trend_update', () => {
     const b = body({ previous: { from: 'a', to: 'b', buckets: [], series: [] } });
     expect(applyTrendUpdate(b, { type: 'trend_update', id: 'x', series: [] }).previous).toBe(b.previous);
   });
+
+  it('from_bucket: the values from that bucket replace the held ones', () => {
+    const b = body({ series: [{ breakdown_value: 'a', values: [1, 2, 3], total: 6 }, { breakdown_value: 'b', values: [4, 5, 6], total: 15 }] });
+    const u = applyTrendUpdate(b, {
+      type: 'trend_update',
+      id: 'x',
+      from_bucket: 2,
+      series: [
+        { breakdown_value: 'a', values: [9], total: 12 },
+        { breakdown_value: 'b', values: [7], total: 16 },
+      ],
+    });
+    expect(u.series.map((s) => [s.values, s.total])).toEqual([
+      [[1, 2, 9], 12],
+      [[4, 5, 7], 16],
+    ]);
+    // Without it, the series are whole.
+    expect(applyTrendUpdate(b, { type: 'trend_update', id: 'x', series: [{ values: [0], total: 0 }] }).series).toEqual([{ values: [0], total: 0 }]);
+  });
 });
 
 describe('trend widgets', () => {

@@ -270,6 +270,10 @@ pub enum ServerMsg<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         buckets: Option<Vec<String>>,
         series: Json,
+        /// Only for a trend asked with `deltas`: each series' `values` start at this bucket
+        /// (the earlier ones are unchanged); absent, they are whole.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from_bucket: Option<usize>,
         #[serde(skip_serializing_if = "Option::is_none")]
         previous: Option<Json>,
     },
@@ -338,6 +342,9 @@ pub enum ClientCmd {
     Trend {
         id: String,
         params: serde_json::Map<String, Json>,
+        /// Updates may carry only the buckets from the first changed one (`from_bucket`).
+        #[serde(default)]
+        deltas: bool,
     },
     /// Stop keeping trend `id`.
     Untrend {

@@ -197,7 +197,8 @@ export class Connection {
 
   private sendTrend(id: string): void {
     const params = this.trends.get(id);
-    if (params) this.send({ type: 'trend', id, params: params() });
+    // deltas: updates carry each series' values from the first changed bucket.
+    if (params) this.send({ type: 'trend', id, params: params(), deltas: true });
   }
 
   /** Skips the remaining wait of a scheduled retry (e.g. the browser came back online). */

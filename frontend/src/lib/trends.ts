@@ -177,6 +177,8 @@ export interface TrendUpdateMessage {
   type: 'trend_update';
   id: string;
   series: TrendSeries[];
+  /** Asked with `deltas`: each series' values start at this bucket (earlier ones unchanged). */
+  from_bucket?: number;
   buckets?: string[];
   from?: string;
   to?: string;
@@ -185,9 +187,15 @@ export interface TrendUpdateMessage {
 
 /** A `trend_update` applied: series replaced; buckets/from/to/previous when present. */
 export function applyTrendUpdate(body: TrendsBody, u: TrendUpdateMessage): TrendsBody {
+  // `from_bucket`: the values from that bucket on; the earlier ones are the ones held.
+  const k = u.from_bucket;
+  const series =
+    u.series && k !== undefined && k > 0
+      ? u.series.map((s, i) => ({ ...s, values: [...(body.series[i]?.values ?? []).slice(0, k), ...s.values] }))
+      : (u.series ?? body.series);
   return {
     ...body,
-    series: u.series ?? body.series,
+    series,
     buckets: u.buckets ?? body.buckets,
     from: u.from ?? body.from,
     to: u.to ?? body.to,

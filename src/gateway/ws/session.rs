@@ -44,6 +44,44 @@ fn settle_ticks(cfg: &crate::config::Config) -> u32 {
     SETTLE_TICKS.max(wait.div_ceil(push) as u32 + 1)
 }
 
+/// The first bucket whose value differs in any series between `was` and `now`, when both
+/// list the same series (keys and labels) with as many buckets; None otherwise (or when
+/// nothing differs).
+fn first_changed_bucket(was: &Json, now: &Json) -> Option<usize> {
+    let (was, now) = (was.as_array()?, now.as_array()?);
+    if was.len() != now.len() {
+        return None;
+    }
+    let mut first: Option<usize> = None;
+    for (w, n) in was.iter().zip(now) {
+        let same_series = w
+            .as_object()?
+            .iter()
+            .all(|(k, v)| k == "values" || k == "total" || n.get(k) == Some(v));
+        let (wv, nv) = (w["values"].as_array()?, n["values"].as_array()?);
+        if !same_series || wv.len() != nv.len() {
+            return None;
+        }
+        if let Some(i) = wv.iter().zip(nv).position(|(a, b)| a != b) {
+            first = Some(first.map_or(i, |f| f.min(i)));
+        }
+    }
+    first
+}
+
+/// `series` with each one's `values` from bucket `k` on.
+fn values_from(series: &Json, k: usize) -> Json {
+    let mut out = series.clone();
+    if let Some(list) = out.as_array_mut() {
+        for s in list {
+            if let Some(v) = s.get_mut("values").and_then(Json::as_array_mut) {
+                v.drain(..k.min(v.len()));
+            }
+        }
+    }
+    out
+}
+
 /// Most trends one session keeps current.
 const MAX_TRENDS: usize = 20;
 
@@ -58,6 +96,8 @@ struct TrendSub {
     sent: Json,
     /// When a live range's bucket list moves (the end of its last bucket).
     moves_at: i64,
+    /// Updates may carry only the buckets from the first changed one.
+    deltas: bool,
 }
 
 /// One client's state.
@@ -348,7 +388,7 @@ impl Session {
         match ClientCmd::parse(raw) {
             Ok(ClientCmd::Ping) => self.send(&ServerMsg::Pong),
             Ok(ClientCmd::Subscribe(sub)) => self.subscribe(&sub).await,
-            Ok(ClientCmd::Trend { id, params }) => self.trend(id, &params).await,
+            Ok(ClientCmd::Trend { id, params, deltas }) => self.trend(id, &params, deltas).await,
             Ok(ClientCmd::Untrend { id }) => self.trends.retain(|t| t.id != id),
             Err(message) => self.error("bad_command", message),
         }
@@ -386,7 +426,7 @@ impl Session {
 
     /// Answers a `trend` command and keeps the trend current (one with the same id is
     /// replaced); a refused one is an `error` naming the id and the parameter.
-    async fn trend(&mut self, id: String, params: &serde_json::Map<String, Json>) {
+    async fn trend(&mut self, id: String, params: &serde_json::Map<String, Json>, deltas: bool) {
         if id.is_empty() || id.chars().count() > 64 {
             return self.error("bad_command", "a trend's 'id' is 1 to 64 characters");
         }
@@ -442,6 +482,7 @@ impl Session {
                     zone,
                     sent: a.json,
                     moves_at: a.boundaries.last().copied().unwrap_or(i64::MAX),
+                    deltas,
                 });
             }
             Err(e) => self.error("bad_command", format!("trend '{id}': {}", e.message)),
@@ -491,6 +532,15 @@ impl Session {
             if !moved && !series_changed && !prev_changed {
                 continue;
             }
+            // Same buckets and series: with deltas, the values from the first changed bucket.
+            let from_bucket = (t.deltas && !moved)
+                .then(|| first_changed_bucket(&t.sent["series"], &a.json["series"]))
+                .flatten()
+                .filter(|k| *k > 0);
+            let series = match from_bucket {
+                Some(k) => values_from(&a.json["series"], k),
+                None => a.json["series"].clone(),
+            };
             let msg = ServerMsg::TrendUpdate {
                 id: t.id.clone(),
                 from: moved.then(|| a.json["from"].as_str().unwrap_or_default().to_string()),
@@ -505,7 +555,8 @@ impl Session {
                         })
                         .unwrap_or_default()
                 }),
-                series: a.json["series"].clone(),
+                series,
+                from_bucket,
                 previous: prev_changed.then(|| a.json["previous"].clone()),
             };
             t.sent = a.json;
