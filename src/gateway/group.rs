@@ -458,6 +458,13 @@ fn local_part(
     })
 }
 
+/// Stored events as the API's Event objects.
+fn raw_events(rows: &[crate::store::Row]) -> Vec<Box<RawValue>> {
+    rows.iter()
+        .map(|r| EventJson::from_row(r).to_raw())
+        .collect()
+}
+
 /// A stored event as it travels: its place in time and in Kafka, and its Event object.
 fn recent_event(r: &crate::store::Row) -> RecentEvent {
     let ev = EventJson::from_row(r);
@@ -735,14 +742,12 @@ pub async fn trend(
 ) -> Result<(Trend, Option<Coverage>), ApiError> {
     let threshold = st.cfg.stats.unique_exact_threshold;
     let fail = |spec: &TrendSpec, e: StatsError| super::trends::trend_error(spec, e);
-    if rollups_answer(&spec) {
-        if let Route::Local(reader, _, cov) = route(st, Copies::Rows) {
-            let s = spec.clone();
-            let t = blocking(move || reader.trend(&s, threshold)).await?;
-            return Ok((t.map_err(|e| fail(&spec, e))?, cov));
-        }
-    }
-    match route(st, Copies::No) {
+    // The rollups (and their copies) when they hold the answer and no peer need be asked;
+    // else the events, where they are.
+    let by_rollups = rollups_answer(&spec)
+        .then(|| route(st, Copies::Rows))
+        .filter(|r| matches!(r, Route::Local(..)));
+    match by_rollups.unwrap_or_else(|| route(st, Copies::No)) {
         Route::Local(reader, _, cov) => {
             let s = spec.clone();
             let t = blocking(move || reader.trend(&s, threshold)).await?;
@@ -777,15 +782,10 @@ pub async fn explore(
     st: &GatewayState,
     spec: ExploreSpec,
 ) -> Result<(Vec<Box<RawValue>>, Option<Cursor>, Option<Coverage>), ApiError> {
-    let raw = |rows: Vec<crate::store::Row>| -> Vec<Box<RawValue>> {
-        rows.iter()
-            .map(|r| EventJson::from_row(r).to_raw())
-            .collect()
-    };
     match route(st, Copies::No) {
         Route::Local(reader, _, cov) => {
             let page = blocking(move || reader.explore(&spec)).await??;
-            Ok((raw(page.rows), page.next, cov))
+            Ok((raw_events(&page.rows), page.next, cov))
         }
         Route::Group(cluster, plan) => {
             let org = Uuid::from_bytes(spec.org);
@@ -1003,14 +1003,9 @@ pub async fn recent_events(
     limit: usize,
 ) -> Result<(Vec<Box<RawValue>>, Option<Coverage>), ApiError> {
     let o = *org.as_bytes();
-    let raw = |rows: Vec<crate::store::Row>| -> Vec<Box<RawValue>> {
-        rows.iter()
-            .map(|r| EventJson::from_row(r).to_raw())
-            .collect()
-    };
     match route(st, Copies::No) {
         Route::Local(stats, _, cov) => Ok((
-            raw(blocking(move || stats.recent_events(o, limit)).await??),
+            raw_events(&blocking(move || stats.recent_events(o, limit)).await??),
             cov,
         )),
         Route::Group(cluster, plan) => {

@@ -402,19 +402,25 @@ pub async fn answer(
 ) -> Result<Answer, ApiError> {
     let spec = req.spec;
     let boundaries = spec.boundaries.clone();
-    let (t, coverage) = group::trend(st, org, spec.clone()).await?;
-    let prev = if req.compare {
+    // The previous period is read at the same time as the range.
+    let previous = req.compare.then(|| {
         let n = spec.boundaries.len() - 1;
         let b = previous_boundaries(&spec.zone, spec.step, spec.boundaries[0], n);
-        let ps = TrendSpec {
+        TrendSpec {
             boundaries: b,
             ..spec.clone()
-        };
-        let (pt, _) = group::trend(st, org, ps.clone()).await?;
-        Some((ps, pt))
-    } else {
-        None
+        }
+    });
+    let read_previous = async {
+        match &previous {
+            Some(ps) => group::trend(st, org, ps.clone())
+                .await
+                .map(|(t, _)| Some(t)),
+            None => Ok(None),
+        }
     };
+    let ((t, coverage), pt) = tokio::try_join!(group::trend(st, org, spec.clone()), read_previous)?;
+    let prev = previous.zip(pt);
     let mut body = trend_json(org, &spec, &t, prev.as_ref().map(|(s, t)| (s, t)));
     covering(&mut body, coverage);
     Ok(Answer {
